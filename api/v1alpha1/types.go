@@ -1,0 +1,101 @@
+// Package v1alpha1 holds nodekeeper's versioned configuration file format.
+//
+// A configuration file looks like:
+//
+//	apiVersion: nodekeeper.io/v1alpha1
+//	kind: AgentConfiguration
+//	nodeName: node-1
+//	containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+//	systemReserved: {cpu: 100m, memory: 256Mi}
+//	evictionHard: {memory.available: 100Mi, nodefs.available: "10%"}
+//
+// Load reads such a file strictly (unknown fields are errors), SetDefaults fills what
+// was left out, and Validate reports every bad field by its path.
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const (
+	// GroupVersion is the apiVersion a configuration file must carry.
+	GroupVersion = "nodekeeper.io/v1alpha1"
+	// Kind is the kind a configuration file must carry.
+	Kind = "AgentConfiguration"
+)
+
+// ProxyMode selects the kernel backend the ServiceReconciler programs.
+type ProxyMode string
+
+const (
+	ProxyModeIPTables ProxyMode = "iptables"
+	ProxyModeNFTables ProxyMode = "nftables"
+	ProxyModeIPVS     ProxyMode = "ipvs"
+)
+
+// AgentConfiguration is the whole configuration of one nodekeeper agent.
+// Field meanings follow the upstream KubeletConfiguration and KubeProxyConfiguration
+// where a field exists there; the upstream name is given in brackets.
+type AgentConfiguration struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// NodeName is the name of the Node object this agent owns [--hostname-override].
+	// Defaults to the machine's hostname, lower-cased.
+	NodeName string `json:"nodeName,omitempty"`
+	// NodeIP is the address reported as the node's InternalIP [--node-ip].
+	// Empty means the first global unicast address of the host.
+	NodeIP string `json:"nodeIP,omitempty"`
+	// NodeLabels are added to the Node at registration [--node-labels].
+	NodeLabels map[string]string `json:"nodeLabels,omitempty"`
+	// RegisterWithTaints are set on the Node at registration [registerWithTaints].
+	RegisterWithTaints []corev1.Taint `json:"registerWithTaints,omitempty"`
+
+	// ContainerRuntimeEndpoint is the CRI socket [containerRuntimeEndpoint].
+	ContainerRuntimeEndpoint string `json:"containerRuntimeEndpoint,omitempty"`
+	// RootDir is where the agent keeps per-pod state [--root-dir]; its filesystem is
+	// the "nodefs" that ephemeral-storage capacity and disk pressure are measured on.
+	RootDir string `json:"rootDir,omitempty"`
+	// StaticPodPath is the folder of static pod manifests [staticPodPath]. Empty disables them.
+	StaticPodPath string `json:"staticPodPath,omitempty"`
+	// MaxPods is the pod capacity of the node [maxPods].
+	MaxPods int32 `json:"maxPods,omitempty"`
+	// PodCIDR is this node's pod range, written to spec.podCIDR [podCIDR].
+	PodCIDR string `json:"podCIDR,omitempty"`
+	// ClusterDNS are the nameserver addresses given to pods with ClusterFirst DNS [clusterDNS].
+	ClusterDNS []string `json:"clusterDNS,omitempty"`
+	// ClusterDomain is the cluster's DNS domain [clusterDomain].
+	ClusterDomain string `json:"clusterDomain,omitempty"`
+
+	// SystemReserved is held back for OS daemons [systemReserved]: resource name to quantity.
+	SystemReserved map[string]string `json:"systemReserved,omitempty"`
+	// KubeReserved is held back for Kubernetes daemons, this agent included [kubeReserved].
+	KubeReserved map[string]string `json:"kubeReserved,omitempty"`
+	// EvictionHard maps a signal (memory.available, nodefs.available, nodefs.inodesFree,
+	// imagefs.available, imagefs.inodesFree, pid.available) to a threshold: a quantity
+	// or a percentage of capacity [evictionHard]. When the field is given, it replaces the
+	// defaults as a whole, as upstream does.
+	EvictionHard map[string]string `json:"evictionHard,omitempty"`
+
+	// NodeStatusUpdateFrequency is how often the node's status is computed [nodeStatusUpdateFrequency].
+	NodeStatusUpdateFrequency metav1.Duration `json:"nodeStatusUpdateFrequency,omitempty"`
+	// NodeStatusReportFrequency is how often the status is written when nothing changed
+	// [nodeStatusReportFrequency].
+	NodeStatusReportFrequency metav1.Duration `json:"nodeStatusReportFrequency,omitempty"`
+	// NodeLeaseDurationSeconds is the duration of the node Lease; it is renewed every
+	// quarter of it [nodeLeaseDurationSeconds].
+	NodeLeaseDurationSeconds int32 `json:"nodeLeaseDurationSeconds,omitempty"`
+
+	// ProxyMode is the kernel backend for Services [mode]: iptables, nftables or ipvs.
+	ProxyMode ProxyMode `json:"proxyMode,omitempty"`
+	// ClusterCIDR is the range of pod addresses in the cluster [clusterCIDR]; traffic to a
+	// Service from outside it is masqueraded.
+	ClusterCIDR string `json:"clusterCIDR,omitempty"`
+	// ServiceCIDR is the range Service ClusterIPs come from [--service-cluster-ip-range].
+	ServiceCIDR string `json:"serviceCIDR,omitempty"`
+
+	// HealthzBindAddress serves /healthz and /readyz [healthzBindAddress]; "0" disables.
+	HealthzBindAddress string `json:"healthzBindAddress,omitempty"`
+	// MetricsBindAddress serves Prometheus /metrics [metricsBindAddress]; "0" disables.
+	MetricsBindAddress string `json:"metricsBindAddress,omitempty"`
+}

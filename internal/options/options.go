@@ -1,0 +1,136 @@
+// Package options turns the command line and the --config file into one validated
+// AgentConfiguration. Flags that were given on the command line override the file.
+package options
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
+)
+
+// Reconciler names accepted by --reconcilers.
+const (
+	ReconcilerNodeStatus = "nodestatus"
+	ReconcilerPods       = "pods"
+	ReconcilerServices   = "services"
+)
+
+// Available are the reconcilers this build can run.
+var Available = map[string]bool{ReconcilerNodeStatus: true}
+
+// Options is everything main needs to build the manager.
+type Options struct {
+	ConfigFile  string
+	Kubeconfig  string
+	Reconcilers map[string]bool
+	Version     bool
+	Config      *v1alpha1.AgentConfiguration
+}
+
+// ErrHelp is returned when -h/--help was asked for; the usage has been printed.
+var ErrHelp = flag.ErrHelp
+
+// Parse reads args (without the program name), loads the config file if one is named,
+// applies flag overrides, defaults and validates. Errors name the offending field or flag.
+func Parse(args []string, stderr io.Writer) (*Options, error) {
+	o := &Options{}
+	fs := flag.NewFlagSet("nodekeeper", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.ConfigFile, "config", "", "path to an AgentConfiguration (nodekeeper.io/v1alpha1) YAML file")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "path to a kubeconfig; empty means in-cluster or $KUBECONFIG")
+	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
+	reconcilers := fs.String("reconcilers", "nodestatus", "comma-separated reconcilers to run: nodestatus, pods, services")
+
+	// overrides: kept as strings and applied only when set on the command line
+	nodeName := fs.String("node-name", "", "override nodeName")
+	nodeIP := fs.String("node-ip", "", "override nodeIP")
+	cri := fs.String("container-runtime-endpoint", "", "override containerRuntimeEndpoint")
+	rootDir := fs.String("root-dir", "", "override rootDir")
+	staticPodPath := fs.String("static-pod-path", "", "override staticPodPath")
+	proxyMode := fs.String("proxy-mode", "", "override proxyMode (iptables, nftables, ipvs)")
+	clusterCIDR := fs.String("cluster-cidr", "", "override clusterCIDR")
+	serviceCIDR := fs.String("service-cidr", "", "override serviceCIDR")
+	podCIDR := fs.String("pod-cidr", "", "override podCIDR")
+	healthz := fs.String("healthz-bind-address", "", "override healthzBindAddress")
+	metrics := fs.String("metrics-bind-address", "", "override metricsBindAddress")
+	labels := fs.String("node-labels", "", "labels added to the node's configured ones, k=v[,k=v]")
+
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if o.Version {
+		return o, nil
+	}
+
+	cfg := &v1alpha1.AgentConfiguration{}
+	if o.ConfigFile != "" {
+		var err error
+		if cfg, err = v1alpha1.Load(o.ConfigFile); err != nil {
+			return nil, fmt.Errorf("config file %s: %w", o.ConfigFile, err)
+		}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	str := func(name string, v *string, dst *string) {
+		if set[name] {
+			*dst = *v
+		}
+	}
+	str("node-name", nodeName, &cfg.NodeName)
+	str("node-ip", nodeIP, &cfg.NodeIP)
+	str("container-runtime-endpoint", cri, &cfg.ContainerRuntimeEndpoint)
+	str("root-dir", rootDir, &cfg.RootDir)
+	str("static-pod-path", staticPodPath, &cfg.StaticPodPath)
+	str("cluster-cidr", clusterCIDR, &cfg.ClusterCIDR)
+	str("service-cidr", serviceCIDR, &cfg.ServiceCIDR)
+	str("pod-cidr", podCIDR, &cfg.PodCIDR)
+	str("healthz-bind-address", healthz, &cfg.HealthzBindAddress)
+	str("metrics-bind-address", metrics, &cfg.MetricsBindAddress)
+	if set["proxy-mode"] {
+		cfg.ProxyMode = v1alpha1.ProxyMode(*proxyMode)
+	}
+	if set["node-labels"] && *labels != "" {
+		if cfg.NodeLabels == nil {
+			cfg.NodeLabels = map[string]string{}
+		}
+		for _, kv := range strings.Split(*labels, ",") {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return nil, fmt.Errorf("--node-labels: %q is not key=value", kv)
+			}
+			cfg.NodeLabels[k] = v
+		}
+	}
+
+	o.Reconcilers = map[string]bool{}
+	for _, r := range strings.Split(*reconcilers, ",") {
+		r = strings.TrimSpace(r)
+		switch r {
+		case ReconcilerNodeStatus, ReconcilerPods, ReconcilerServices:
+			if !Available[r] {
+				return nil, fmt.Errorf("--reconcilers: %q is not available in this build yet", r)
+			}
+			o.Reconcilers[r] = true
+		case "":
+		default:
+			return nil, fmt.Errorf("--reconcilers: unknown reconciler %q (want nodestatus, pods, services)", r)
+		}
+	}
+	if len(o.Reconcilers) == 0 {
+		return nil, errors.New("--reconcilers: at least one reconciler must run")
+	}
+
+	v1alpha1.SetDefaults(cfg)
+	if err := v1alpha1.Validate(cfg); err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	o.Config = cfg
+	return o, nil
+}

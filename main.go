@@ -1,0 +1,118 @@
+// Command nodekeeper is a node agent doing the work of the kubelet and kube-proxy as
+// one controller-runtime manager. Only wiring lives here.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/nodekeeper/nodekeeper/controllers"
+	"github.com/nodekeeper/nodekeeper/host"
+	"github.com/nodekeeper/nodekeeper/internal/options"
+	"github.com/nodekeeper/nodekeeper/internal/version"
+	"github.com/nodekeeper/nodekeeper/runtime/cri"
+)
+
+func main() {
+	if err := run(ctrl.SetupSignalHandler(), os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "nodekeeper:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	opts, err := options.Parse(args, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if opts.Version {
+		fmt.Println("nodekeeper", version.Version)
+		return nil
+	}
+	cfg := opts.Config
+	ctrl.SetLogger(zap.New())
+	logger := ctrl.Log.WithName("setup")
+
+	restCfg, err := restConfig(opts.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                 scheme.Scheme,
+		LeaderElection:         false, // every agent owns its own node
+		HealthProbeBindAddress: cfg.HealthzBindAddress,
+		Metrics:                metricsserver.Options{BindAddress: cfg.MetricsBindAddress},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}:  {Field: fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName)},
+			&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", cfg.NodeName)},
+			// Services and EndpointSlices are watched cluster-wide (no entry)
+			&discoveryv1.EndpointSlice{}: {},
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("building manager: %w", err)
+	}
+
+	rt, err := cri.Dial(cri.RemoteOptions{Endpoint: cfg.ContainerRuntimeEndpoint})
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+
+	if opts.Reconcilers[options.ReconcilerNodeStatus] {
+		if err := (&controllers.NodeStatusReconciler{
+			Client:   mgr.GetClient(),
+			Config:   cfg,
+			Host:     &host.Linux{RootDir: cfg.RootDir, MaxPods: cfg.MaxPods},
+			Runtime:  rt,
+			Recorder: mgr.GetEventRecorderFor("kubelet"),
+			Version:  version.Version,
+		}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up nodestatus reconciler: %w", err)
+		}
+		if err := mgr.Add(&controllers.NodeLeaseRenewer{
+			Client: mgr.GetClient(), Reader: mgr.GetAPIReader(),
+			NodeName: cfg.NodeName, DurationSeconds: cfg.NodeLeaseDurationSeconds,
+		}); err != nil {
+			return err
+		}
+	}
+
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	logger.Info("Starting nodekeeper", "version", version.Version, "node", cfg.NodeName, "reconcilers", opts.Reconcilers)
+	return mgr.Start(ctx)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		c, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("loading kubeconfig %s: %w", kubeconfig, err)
+		}
+		return c, nil
+	}
+	c, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("finding the API server (give --kubeconfig): %w", err)
+	}
+	return c, nil
+}
