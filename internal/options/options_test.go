@@ -1,0 +1,56 @@
+package options
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte("apiVersion: nodekeeper.io/v1alpha1\nkind: AgentConfiguration\n"+body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestFlagsOverrideFile(t *testing.T) {
+	p := writeConfig(t, "nodeName: from-file\nproxyMode: nftables\nnodeLabels: {a: b}\n")
+	o, err := Parse([]string{"--config", p, "--node-name", "from-flag", "--node-labels", "c=d"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Config.NodeName != "from-flag" {
+		t.Errorf("nodeName = %q", o.Config.NodeName)
+	}
+	if o.Config.ProxyMode != "nftables" {
+		t.Errorf("a flag that was not given overrode the file: proxyMode = %q", o.Config.ProxyMode)
+	}
+	if o.Config.NodeLabels["a"] != "b" || o.Config.NodeLabels["c"] != "d" {
+		t.Errorf("labels = %v", o.Config.NodeLabels)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	bad := writeConfig(t, "nodeName: n\nsystemReserved: {memory: lots}\n")
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", bad}, "systemReserved[memory]"},
+		{[]string{"--config", "/nonexistent.yaml"}, "no such file"},
+		{[]string{"--node-name", "n", "--proxy-mode", "bogus"}, "proxyMode"},
+		{[]string{"--node-name", "n", "--reconcilers", "kitchen"}, `unknown reconciler "kitchen"`},
+		{[]string{"--node-name", "n", "--node-labels", "novalue"}, "--node-labels"},
+		{[]string{"--no-such-flag"}, "no-such-flag"},
+	}
+	for _, tt := range tests {
+		_, err := Parse(tt.args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Parse(%v) = %v, want error containing %q", tt.args, err, tt.want)
+		}
+	}
+}

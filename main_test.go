@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestMain lets a test run the real main() in a child process of the test binary.
+func TestMain(m *testing.M) {
+	if os.Getenv("NODEKEEPER_RUN_MAIN") == "1" {
+		os.Args = append([]string{"nodekeeper"}, strings.Fields(os.Getenv("NODEKEEPER_ARGS"))...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func runMain(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "NODEKEEPER_RUN_MAIN=1", "NODEKEEPER_ARGS="+strings.Join(args, " "))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return exit.ExitCode(), out.String()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, out.String()
+}
+
+func TestBadConfigExitsNonZeroNamingTheField(t *testing.T) {
+	dir := t.TempDir()
+	cases := map[string]struct{ body, want string }{
+		"unknown field":     {"nodeName: n\nnodeLables: {a: b}\n", `unknown field "nodeLables"`},
+		"bad quantity":      {"nodeName: n\nsystemReserved: {memory: 1GB-ish}\n", "systemReserved[memory]"},
+		"negative duration": {"nodeName: n\nnodeStatusUpdateFrequency: -10s\n", "nodeStatusUpdateFrequency"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".yaml")
+			body := "apiVersion: nodekeeper.io/v1alpha1\nkind: AgentConfiguration\n" + c.body
+			if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, out := runMain(t, "--config", p, "--kubeconfig", "/nonexistent")
+			if code == 0 {
+				t.Fatalf("exit code 0 for a bad config; output:\n%s", out)
+			}
+			if !strings.Contains(out, c.want) {
+				t.Errorf("output does not name %q:\n%s", c.want, out)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out := runMain(t, "--version")
+	if code != 0 || !strings.HasPrefix(out, "nodekeeper v") {
+		t.Errorf("--version: exit %d, output %q", code, out)
+	}
+}
