@@ -135,7 +135,6 @@ func (r *NodeStatusReconciler) register(ctx context.Context) (*corev1.Node, erro
 		}
 		return nil, fmt.Errorf("registering node: %w", err)
 	}
-	r.Recorder.Eventf(nodeRef(node), corev1.EventTypeNormal, "RegisteredNode", "Node %s registered by nodekeeper", node.Name)
 	return node, nil
 }
 
@@ -183,7 +182,7 @@ func (r *NodeStatusReconciler) observe(ctx context.Context) (nodestatus.Observed
 	if err != nil {
 		return nodestatus.Observed{}, fmt.Errorf("reading host stats: %w", err)
 	}
-	addrs, err := r.Host.Addresses(r.Config.NodeIP)
+	addrs, err := r.Host.Addresses(r.Config.NodeIP, r.Config.NodeName)
 	if err != nil {
 		return nodestatus.Observed{}, fmt.Errorf("reading node addresses: %w", err)
 	}

@@ -301,4 +301,3 @@ var _ = Describe("NodeStatusReconciler", func() {
 			Should(HaveKeyWithValue(corev1.LabelOSStable, "linux"))
 	})
 })
-

@@ -62,8 +62,8 @@ func (f *Fake) Stats() (Stats, error) {
 	return f.stats, nil
 }
 
-// Addresses implements Host; nodeIP, when set, replaces the InternalIP.
-func (f *Fake) Addresses(nodeIP string) ([]corev1.NodeAddress, error) {
+// Addresses implements Host; nodeIP and hostname, when set, replace the set ones.
+func (f *Fake) Addresses(nodeIP, hostname string) ([]corev1.NodeAddress, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := append([]corev1.NodeAddress(nil), f.addresses...)
@@ -71,6 +71,13 @@ func (f *Fake) Addresses(nodeIP string) ([]corev1.NodeAddress, error) {
 		for i := range out {
 			if out[i].Type == corev1.NodeInternalIP {
 				out[i].Address = nodeIP
+			}
+		}
+	}
+	if hostname != "" {
+		for i := range out {
+			if out[i].Type == corev1.NodeHostName {
+				out[i].Address = hostname
 			}
 		}
 	}

@@ -51,8 +51,9 @@ type Host interface {
 	Info() (Info, error)
 	// Stats returns the current eviction signal observations.
 	Stats() (Stats, error)
-	// Addresses returns the node's addresses; nodeIP, when set, is the InternalIP.
-	Addresses(nodeIP string) ([]corev1.NodeAddress, error)
+	// Addresses returns the node's addresses: InternalIP (nodeIP when set) and
+	// Hostname (hostname when set, as with upstream's --hostname-override).
+	Addresses(nodeIP, hostname string) ([]corev1.NodeAddress, error)
 }
 
 // Linux reads the host through procfs, sysfs and statfs.
@@ -165,7 +166,7 @@ func (l *Linux) Stats() (Stats, error) {
 
 // Addresses implements Host: InternalIP (nodeIP, else the first global unicast
 // address of an interface that is up) and Hostname.
-func (l *Linux) Addresses(nodeIP string) ([]corev1.NodeAddress, error) {
+func (l *Linux) Addresses(nodeIP, hostname string) ([]corev1.NodeAddress, error) {
 	ip := nodeIP
 	if ip == "" {
 		ifaces, err := net.Interfaces()
@@ -192,9 +193,14 @@ func (l *Linux) Addresses(nodeIP string) ([]corev1.NodeAddress, error) {
 	if ip != "" {
 		out = append(out, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
 	}
-	if h, err := os.Hostname(); err == nil {
-		out = append(out, corev1.NodeAddress{Type: corev1.NodeHostName, Address: strings.ToLower(h)})
+	if hostname == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("reading hostname: %w", err)
+		}
+		hostname = strings.ToLower(h)
 	}
+	out = append(out, corev1.NodeAddress{Type: corev1.NodeHostName, Address: hostname})
 	return out, nil
 }
 

@@ -63,8 +63,8 @@ func TestLinuxReadsProc(t *testing.T) {
 	if p := st["pid.available"].Available; p.Value() != 4194304-300 {
 		t.Errorf("pid.available = %v", p.String())
 	}
-	addrs, err := l.Addresses("192.0.2.7")
-	if err != nil || addrs[0].Type != corev1.NodeInternalIP || addrs[0].Address != "192.0.2.7" {
+	addrs, err := l.Addresses("192.0.2.7", "node-a")
+	if err != nil || len(addrs) != 2 || addrs[0].Type != corev1.NodeInternalIP || addrs[0].Address != "192.0.2.7" || addrs[1].Address != "node-a" {
 		t.Errorf("addresses = %v, %v", addrs, err)
 	}
 }

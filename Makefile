@@ -1,0 +1,43 @@
+# nodekeeper — see README.md. `make test` is what CI runs (.ci/run).
+SHELL := /usr/bin/env bash
+NK_CACHE ?= $(HOME)/.cache/nodekeeper
+export NK_CACHE
+VERSION ?= v0.1.0-dev
+LDFLAGS := -X github.com/nodekeeper/nodekeeper/internal/version.Version=$(VERSION)
+GO ?= go
+
+.PHONY: all build test test-unit vet run down clean
+
+all: build
+
+## build: the agent binary in bin/nodekeeper
+build:
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/nodekeeper .
+
+## vet: go vet and a gofmt check
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## test: everything, on a fresh machine too: builds (cached) kube-apiserver/etcd/kubectl
+## into $(NK_CACHE)/k8s, then runs every suite against them
+test: vet
+	@assets=$$(hack/k8s-bins.sh) && export KUBEBUILDER_ASSETS="$$assets" && \
+	  echo "KUBEBUILDER_ASSETS=$$assets" && \
+	  $(GO) test -count=1 -timeout 40m ./...
+
+## test-unit: the suites that need no control plane, root or containerd
+test-unit:
+	$(GO) test -count=1 ./api/... ./internal/... ./host/... ./runtime/... ./netrules/...
+
+## run: a local single-node cluster whose node is nodekeeper (prints the kubeconfig)
+run:
+	hack/run.sh up
+
+## down: stop what `make run` started and remove its network namespace
+down:
+	hack/run.sh down
+
+clean:
+	rm -rf bin
