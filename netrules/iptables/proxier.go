@@ -1,0 +1,277 @@
+package iptables
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+
+	"github.com/nodekeeper/nodekeeper/netrules"
+)
+
+// Runner runs a command with optional stdin and returns its combined output. It is the
+// seam between the proxier and the iptables binaries; Exec runs them for real.
+type Runner interface {
+	Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error)
+}
+
+// Exec runs commands, optionally behind a prefix such as
+// ["nsenter", "--net=/run/netns/node"] (used by tests to program a namespace).
+type Exec struct{ Prefix []string }
+
+// Run implements Runner.
+func (e Exec) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	argv := append(append(append([]string(nil), e.Prefix...), name), args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, bytes.TrimSpace(out))
+	}
+	return out, nil
+}
+
+// Variant selects the iptables binaries: "legacy", "nft", or "" for the distribution's
+// default (iptables, iptables-restore, …).
+type Variant string
+
+// Options configure a Proxier.
+type Options struct {
+	Family  netrules.Family
+	Variant Variant
+	Runner  Runner
+}
+
+// Proxier applies rendered rules for one family. It remembers what it last applied so
+// that a partial sync rewrites only the per-Service chains that changed. It is not safe
+// for concurrent use (the ServiceReconciler syncs from one worker).
+type Proxier struct {
+	opts    Options
+	applied map[string]map[string]string // table -> per-Service chain -> rules as applied
+	needFull bool
+}
+
+// New returns a proxier; its first sync is always full.
+func New(opts Options) *Proxier {
+	return &Proxier{opts: opts, needFull: true}
+}
+
+func (p *Proxier) bin(tool string) string {
+	base := "iptables"
+	if p.opts.Family == netrules.IPv6 {
+		base = "ip6tables"
+	}
+	if p.opts.Variant != "" {
+		base += "-" + string(p.opts.Variant)
+	}
+	if tool != "" {
+		base += "-" + tool
+	}
+	return base
+}
+
+// SyncStats tells what a sync did.
+type SyncStats struct {
+	Full          bool
+	ChainsWritten int
+	ChainsDeleted int
+	Rules         int
+}
+
+// jumps are the rules kube-proxy keeps in the built-in chains.
+var jumps = []struct{ table, chain, rule string }{
+	{"filter", "INPUT", `-m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL`},
+	{"filter", "INPUT", `-m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS`},
+	{"filter", "INPUT", `-m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES`},
+	{"filter", "FORWARD", `-m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL`},
+	{"filter", "FORWARD", `-m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD`},
+	{"filter", "FORWARD", `-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES`},
+	{"filter", "FORWARD", `-m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES`},
+	{"filter", "OUTPUT", `-m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL`},
+	{"filter", "OUTPUT", `-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES`},
+	{"nat", "PREROUTING", `-m comment --comment "kubernetes service portals" -j KUBE-SERVICES`},
+	{"nat", "OUTPUT", `-m comment --comment "kubernetes service portals" -j KUBE-SERVICES`},
+	{"nat", "POSTROUTING", `-m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING`},
+}
+
+// splitRule splits a rule into argv words, honouring double quotes.
+func splitRule(s string) []string {
+	var out []string
+	var cur strings.Builder
+	inQ, had := false, false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			inQ, had = !inQ, true
+		case r == ' ' && !inQ:
+			if had || cur.Len() > 0 {
+				out = append(out, cur.String())
+			}
+			cur.Reset()
+			had = false
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	if had || cur.Len() > 0 {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// ensureJumps creates the fixed chains and the jumps into them when missing.
+func (p *Proxier) ensureJumps(ctx context.Context) error {
+	made := map[string]bool{}
+	for _, j := range jumps {
+		target := j.rule[strings.LastIndex(j.rule, " ")+1:]
+		key := j.table + "/" + target
+		if !made[key] {
+			// -N fails when the chain exists; that is fine
+			_, _ = p.opts.Runner.Run(ctx, nil, p.bin(""), "-w", "5", "-t", j.table, "-N", target)
+			made[key] = true
+		}
+		args := append([]string{"-w", "5", "-t", j.table, "-C", j.chain}, splitRule(j.rule)...)
+		if _, err := p.opts.Runner.Run(ctx, nil, p.bin(""), args...); err == nil {
+			continue
+		}
+		args = append([]string{"-w", "5", "-t", j.table, "-I", j.chain}, splitRule(j.rule)...)
+		if _, err := p.opts.Runner.Run(ctx, nil, p.bin(""), args...); err != nil {
+			return fmt.Errorf("ensuring %s %s jump: %w", j.table, j.chain, err)
+		}
+	}
+	return nil
+}
+
+// existingServiceChains lists our per-Service chains present in the kernel.
+func (p *Proxier) existingServiceChains(ctx context.Context, table string) ([]string, error) {
+	out, err := p.opts.Runner.Run(ctx, nil, p.bin("save"), "-t", table)
+	if err != nil {
+		return nil, err
+	}
+	var chains []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, ":") {
+			name := strings.Fields(line[1:])[0]
+			if IsServiceChain(name) {
+				chains = append(chains, name)
+			}
+		}
+	}
+	return chains, nil
+}
+
+// Sync applies the rendered rules. A full sync (asked for, first, or after a failure)
+// re-creates the jumps, rewrites every chain and deletes every stale chain found in the
+// kernel; a partial one rewrites the fixed chains and only the per-Service chains that
+// changed since the last successful sync. A failed sync leaves each table as it was
+// (iptables-restore commits a table atomically) and makes the next sync full.
+func (p *Proxier) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (SyncStats, error) {
+	full = full || p.needFull
+	r := Render(rs)
+	st := SyncStats{Full: full}
+	if full {
+		if err := p.ensureJumps(ctx); err != nil {
+			p.needFull = true
+			return st, err
+		}
+	}
+	var input bytes.Buffer
+	next := map[string]map[string]string{}
+	for _, t := range []Table{r.Filter, r.NAT} {
+		desired := map[string]string{}
+		for c, rules := range t.Service {
+			desired[c] = strings.Join(rules, "\n")
+		}
+		next[t.Name] = desired
+		var write, del []string
+		prev := p.applied[t.Name]
+		for c, body := range desired {
+			if full || prev == nil {
+				write = append(write, c)
+				continue
+			}
+			if old, ok := prev[c]; !ok || old != body {
+				write = append(write, c)
+			}
+		}
+		stale := map[string]bool{}
+		if full {
+			existing, err := p.existingServiceChains(ctx, t.Name)
+			if err != nil {
+				p.needFull = true
+				return st, fmt.Errorf("listing %s chains: %w", t.Name, err)
+			}
+			for _, c := range existing {
+				stale[c] = true
+			}
+		}
+		for c := range prev {
+			stale[c] = true
+		}
+		for c := range stale {
+			if _, ok := desired[c]; !ok {
+				del = append(del, c)
+			}
+		}
+		st.ChainsWritten += len(write) + len(t.Fixed)
+		st.ChainsDeleted += len(del)
+		for _, c := range t.Fixed {
+			st.Rules += len(c.Rules)
+		}
+		for _, c := range t.Service {
+			st.Rules += len(c)
+		}
+		input.WriteString(Input(t, write, del))
+	}
+	if _, err := p.opts.Runner.Run(ctx, input.Bytes(), p.bin("restore"), "-w", "5", "--noflush"); err != nil {
+		p.needFull = true
+		return st, fmt.Errorf("iptables-restore: %w", err)
+	}
+	p.applied = next
+	p.needFull = false
+	return st, nil
+}
+
+// ErrNotAvailable is returned by Check when the iptables binaries cannot be run.
+var ErrNotAvailable = errors.New("iptables is not available")
+
+// Check verifies that the chosen binaries run.
+func (p *Proxier) Check(ctx context.Context) error {
+	if _, err := p.opts.Runner.Run(ctx, nil, p.bin("restore"), "--version"); err != nil {
+		return fmt.Errorf("%w: %v", ErrNotAvailable, err)
+	}
+	return nil
+}
+
+// Cleanup removes every rule and chain the proxier owns (used by tests and on mode switch).
+func (p *Proxier) Cleanup(ctx context.Context) error {
+	var errs []error
+	for _, j := range jumps {
+		args := append([]string{"-w", "5", "-t", j.table, "-D", j.chain}, splitRule(j.rule)...)
+		_, _ = p.opts.Runner.Run(ctx, nil, p.bin(""), args...)
+	}
+	var input bytes.Buffer
+	for _, table := range []string{"filter", "nat"} {
+		chains, err := p.existingServiceChains(ctx, table)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var fixed []string
+		if table == "filter" {
+			fixed = []string{ChainNodePorts, ChainServices, ChainExternalServices, ChainForward, ChainProxyFirewall}
+		} else {
+			fixed = []string{ChainServices, ChainNodePorts, ChainPostrouting, ChainMarkMasq}
+		}
+		input.WriteString(Input(Table{Name: table}, nil, append(chains, fixed...)))
+	}
+	if _, err := p.opts.Runner.Run(ctx, input.Bytes(), p.bin("restore"), "-w", "5", "--noflush"); err != nil {
+		errs = append(errs, err)
+	}
+	p.applied, p.needFull = nil, true
+	return errors.Join(errs...)
+}
