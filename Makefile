@@ -6,7 +6,7 @@ VERSION ?= v0.1.0-dev
 LDFLAGS := -X github.com/nodekeeper/nodekeeper/internal/version.Version=$(VERSION)
 GO ?= go
 
-.PHONY: all build test test-unit vet run down clean
+.PHONY: all build test test-unit vet run down clean manifests
 
 all: build
 
@@ -38,6 +38,14 @@ run:
 ## down: stop what `make run` started and remove its network namespace
 down:
 	hack/run.sh down
+
+CONTROLLER_GEN := $(NK_CACHE)/tools/controller-gen
+$(CONTROLLER_GEN):
+	GOBIN=$(NK_CACHE)/tools $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+
+## manifests: regenerate config/rbac/role.yaml from the +kubebuilder:rbac markers
+manifests: $(CONTROLLER_GEN)
+	$(CONTROLLER_GEN) rbac:roleName=nodekeeper paths="./controllers/..." output:rbac:artifacts:config=config/rbac
 
 clean:
 	rm -rf bin
