@@ -1,0 +1,230 @@
+package iptables
+
+import (
+	"context"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/nodekeeper/nodekeeper/netrules"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+var testNode = netrules.Node{Name: "n1", ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}}
+
+// scenario is a small cluster covering each rule family.
+func scenario() ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+	web := netrules.MakeService("default", "web", "10.96.0.10", 80)
+	webEPs := netrules.MakeSlice(web, "web-1", 8080,
+		netrules.SliceEndpoint{IP: "10.244.0.11", Node: "n1"}, netrules.SliceEndpoint{IP: "10.244.0.12", Node: "n1"},
+		netrules.SliceEndpoint{IP: "10.244.0.13", Node: "n2"})
+	empty := netrules.MakeService("default", "empty", "10.96.0.11", 80)
+	np := netrules.MakeService("default", "np", "10.96.0.12", 80)
+	np.Spec.Type = corev1.ServiceTypeNodePort
+	np.Spec.Ports[0].NodePort = 30080
+	np.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	np.Spec.HealthCheckNodePort = 32000
+	npEPs := netrules.MakeSlice(np, "np-1", 8080, netrules.SliceEndpoint{IP: "10.244.0.11", Node: "n1"}, netrules.SliceEndpoint{IP: "10.244.0.13", Node: "n2"})
+	lb := netrules.MakeService("default", "lb", "10.96.0.13", 443)
+	lb.Spec.Type = corev1.ServiceTypeLoadBalancer
+	lb.Spec.Ports[0].NodePort = 30443
+	lb.Spec.LoadBalancerSourceRanges = []string{"203.0.113.0/24"}
+	lb.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.7"}}
+	lb.Spec.ExternalIPs = []string{"192.0.2.50"}
+	lb.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+	lbEPs := netrules.MakeSlice(lb, "lb-1", 8443, netrules.SliceEndpoint{IP: "10.244.0.12", Node: "n1"})
+	dns := netrules.MakeService("kube-system", "dns", "10.96.0.53", 53)
+	dns.Spec.Ports[0].Protocol = corev1.ProtocolUDP
+	dns.Spec.Ports[0].Name = ""
+	dnsEPs := netrules.MakeSlice(dns, "dns-1", 53, netrules.SliceEndpoint{IP: "10.244.0.20"})
+	return []*corev1.Service{web, empty, np, lb, dns}, []*discoveryv1.EndpointSlice{webEPs, npEPs, lbEPs, dnsEPs}
+}
+
+func TestRenderGolden(t *testing.T) {
+	svcs, slices := scenario()
+	rs := netrules.Build(svcs, slices, testNode)[netrules.IPv4]
+	r := Render(rs)
+	got := Input(r.Filter, r.Filter.ServiceChains(), nil) + Input(r.NAT, r.NAT.ServiceChains(), nil)
+	golden := filepath.Join("testdata", "scenario.golden")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("rendered rules differ from %s (run with -update after checking):\n%s", golden, got)
+	}
+}
+
+func TestChainNamesMatchKubeProxy(t *testing.T) {
+	// kube-proxy names default/web:p80 tcp KUBE-SVC-base32(sha256("default/web:p80tcp"))[:16]
+	p := &netrules.ServicePort{Namespace: "default", Name: "web", PortName: "p80", Protocol: corev1.ProtocolTCP}
+	if got := SvcChain(p); len(got) != len("KUBE-SVC-")+16 || got != "KUBE-SVC-"+hash16("default/web:p80tcp") {
+		t.Errorf("SvcChain = %s", got)
+	}
+	if len(SepChain(p, netrules.Endpoint{IP: netip.MustParseAddr("10.0.0.1"), Port: 80})) > 28 {
+		t.Error("chain names must fit iptables' 28-character limit")
+	}
+}
+
+func portNamed(rs *netrules.Ruleset, name string) *netrules.ServicePort {
+	for _, p := range rs.Ports {
+		if p.Name == name {
+			return p
+		}
+	}
+	panic("no port " + name)
+}
+
+func newFakeProxier() (*Proxier, *Fake) {
+	f := NewFake()
+	return New(Options{Family: netrules.IPv4, Runner: f}), f
+}
+
+func TestSyncAgainstFake(t *testing.T) {
+	ctx := context.Background()
+	svcs, slices := scenario()
+	p, f := newFakeProxier()
+	st, err := p.Sync(ctx, netrules.Build(svcs, slices, testNode)[netrules.IPv4], false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Full {
+		t.Error("first sync must be full")
+	}
+	nat := f.Dump("nat")
+	for _, want := range []string{
+		`-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES`,
+		`-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING`,
+		`-j DNAT --to-destination 10.244.0.11:8080`,
+	} {
+		if !strings.Contains(nat, want) {
+			t.Errorf("nat table lacks %q:\n%s", want, nat)
+		}
+	}
+	filter := f.Dump("filter")
+	if !strings.Contains(filter, `"default/empty:p80 has no endpoints" -m tcp -p tcp -d 10.96.0.11/32 --dport 80 -j REJECT`) {
+		t.Errorf("no REJECT for the Service without endpoints:\n%s", filter)
+	}
+
+	// a second sync with nothing changed rewrites no per-Service chain
+	if _, err := p.Sync(ctx, netrules.Build(svcs, slices, testNode)[netrules.IPv4], false); err != nil {
+		t.Fatal(err)
+	}
+	last := f.Inputs[len(f.Inputs)-1]
+	if strings.Contains(last, ":KUBE-SVC-") || strings.Contains(last, ":KUBE-SEP-") {
+		t.Errorf("an unchanged sync rewrote per-Service chains:\n%s", last)
+	}
+
+	// one endpoint of web goes away: only web's chains are written, its SEP deleted
+	webSvc := svcs[0]
+	slices[0] = netrules.MakeSlice(webSvc, "web-1", 8080,
+		netrules.SliceEndpoint{IP: "10.244.0.11", Node: "n1"}, netrules.SliceEndpoint{IP: "10.244.0.13", Node: "n2"})
+	rs := netrules.Build(svcs, slices, testNode)[netrules.IPv4]
+	if _, err := p.Sync(ctx, rs, false); err != nil {
+		t.Fatal(err)
+	}
+	last = f.Inputs[len(f.Inputs)-1]
+	webPort := portNamed(rs, "web")
+	gone := SepChain(webPort, netrules.Endpoint{IP: netip.MustParseAddr("10.244.0.12"), Port: 8080})
+	if !strings.Contains(last, ":"+SvcChain(webPort)) || !strings.Contains(last, "-X "+gone) {
+		t.Errorf("partial sync did not rewrite web's chain and delete its stale endpoint:\n%s", last)
+	}
+	npPort := portNamed(rs, "np")
+	if strings.Contains(last, ":"+SvcChain(npPort)) {
+		t.Errorf("partial sync rewrote an unchanged Service's chain %s", SvcChain(npPort))
+	}
+	for _, c := range f.Chains("nat") {
+		if c == gone {
+			t.Errorf("stale chain %s still present", c)
+		}
+	}
+	// the lb endpoint 10.244.0.12 is still used by the lb Service
+	lbPort := portNamed(rs, "lb")
+	if rules := f.Rules("nat", SepChain(lbPort, netrules.Endpoint{IP: netip.MustParseAddr("10.244.0.12"), Port: 8443})); len(rules) == 0 {
+		t.Error("lb's endpoint chain was lost")
+	}
+}
+
+func TestFailedSyncChangesNothingAndNextIsFull(t *testing.T) {
+	ctx := context.Background()
+	svcs, slices := scenario()
+	p, f := newFakeProxier()
+	if _, err := p.Sync(ctx, netrules.Build(svcs, slices, testNode)[netrules.IPv4], false); err != nil {
+		t.Fatal(err)
+	}
+	before := f.Dump("nat")
+	f.FailNext = true
+	if _, err := p.Sync(ctx, netrules.Build(svcs[:1], slices[:1], testNode)[netrules.IPv4], false); err == nil {
+		t.Fatal("injected failure not reported")
+	}
+	if f.Dump("nat") != before {
+		t.Error("a failed restore changed the table")
+	}
+	st, err := p.Sync(ctx, netrules.Build(svcs[:1], slices[:1], testNode)[netrules.IPv4], false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Full {
+		t.Error("the sync after a failure must be full")
+	}
+	for _, c := range f.Chains("nat") {
+		if strings.HasPrefix(c, "KUBE-FW-") || strings.HasPrefix(c, "KUBE-SVL-") {
+			t.Errorf("stale chain %s survived the full sync", c)
+		}
+	}
+}
+
+func TestFullSyncRepairsHandDeletedRules(t *testing.T) {
+	ctx := context.Background()
+	svcs, slices := scenario()
+	p, f := newFakeProxier()
+	rs := netrules.Build(svcs, slices, testNode)[netrules.IPv4]
+	if _, err := p.Sync(ctx, rs, false); err != nil {
+		t.Fatal(err)
+	}
+	want := f.Dump("nat")
+	// an operator flushes a SEP chain and removes the PREROUTING jump
+	web := portNamed(rs, "web")
+	sep := SepChain(web, web.ClusterEndpoints[0])
+	if _, err := f.Run(ctx, nil, "iptables", "-t", "nat", "-F", sep); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Run(ctx, nil, "iptables", "-t", "nat", "-D", "PREROUTING", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Sync(ctx, rs, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Dump("nat"); got != want {
+		t.Errorf("full sync did not restore the rules:\nwant\n%s\ngot\n%s", want, got)
+	}
+}
+
+func TestCleanupRemovesEverything(t *testing.T) {
+	ctx := context.Background()
+	svcs, slices := scenario()
+	p, f := newFakeProxier()
+	if _, err := p.Sync(ctx, netrules.Build(svcs, slices, testNode)[netrules.IPv4], false); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{"nat", "filter"} {
+		if d := f.Dump(table); strings.Contains(d, "KUBE-") {
+			t.Errorf("%s still has our rules:\n%s", table, d)
+		}
+	}
+}
