@@ -23,6 +23,7 @@ vet:
 ## test: everything, on a fresh machine too: builds (cached) kube-apiserver/etcd/kubectl
 ## into $(NK_CACHE)/k8s, then runs every suite against them
 test: vet
+	hack/net-deps.sh
 	@assets=$$(hack/k8s-bins.sh) && export KUBEBUILDER_ASSETS="$$assets" && \
 	  echo "KUBEBUILDER_ASSETS=$$assets" && \
 	  $(GO) test -count=1 -timeout 40m ./...

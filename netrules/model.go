@@ -101,6 +101,14 @@ func (p *ServicePort) HasExternal() bool {
 	return p.NodePort != 0 || len(p.ExternalIPs) > 0 || len(p.LoadBalancerIPs) > 0
 }
 
+// SyncStats tells what one backend sync did.
+type SyncStats struct {
+	Full          bool
+	ChainsWritten int
+	ChainsDeleted int
+	Rules         int
+}
+
 // Ruleset is the desired state for one family, ports sorted by Key.
 type Ruleset struct {
 	Family Family

@@ -18,27 +18,29 @@ import (
 
 // Eviction signals understood in EvictionHard (upstream names).
 const (
-	SignalMemoryAvailable    = "memory.available"
-	SignalNodeFsAvailable    = "nodefs.available"
-	SignalNodeFsInodesFree   = "nodefs.inodesFree"
-	SignalImageFsAvailable   = "imagefs.available"
-	SignalImageFsInodesFree  = "imagefs.inodesFree"
-	SignalPIDAvailable       = "pid.available"
-	DefaultCRIEndpoint       = "unix:///run/containerd/containerd.sock"
-	DefaultRootDir           = "/var/lib/nodekeeper"
-	DefaultClusterDomain     = "cluster.local"
-	DefaultMaxPods           = 110
-	DefaultLeaseDuration     = 40
-	DefaultHealthzAddress    = ":10248"
-	DefaultMetricsAddress    = "127.0.0.1:10249"
-	DefaultStatusUpdateFreq  = 10 * time.Second
-	DefaultStatusReportFreq  = 5 * time.Minute
-	DefaultClusterCIDR       = ""
-	DefaultProxyMode         = ProxyModeIPTables
-	defaultEvictionMemory    = "100Mi"
-	defaultEvictionNodeFs    = "10%"
-	defaultEvictionNodeInode = "5%"
-	defaultEvictionImageFs   = "15%"
+	SignalMemoryAvailable      = "memory.available"
+	SignalNodeFsAvailable      = "nodefs.available"
+	SignalNodeFsInodesFree     = "nodefs.inodesFree"
+	SignalImageFsAvailable     = "imagefs.available"
+	SignalImageFsInodesFree    = "imagefs.inodesFree"
+	SignalPIDAvailable         = "pid.available"
+	DefaultCRIEndpoint         = "unix:///run/containerd/containerd.sock"
+	DefaultRootDir             = "/var/lib/nodekeeper"
+	DefaultClusterDomain       = "cluster.local"
+	DefaultMaxPods             = 110
+	DefaultLeaseDuration       = 40
+	DefaultHealthzAddress      = ":10248"
+	DefaultMetricsAddress      = "127.0.0.1:10249"
+	DefaultStatusUpdateFreq    = 10 * time.Second
+	DefaultStatusReportFreq    = 5 * time.Minute
+	DefaultClusterCIDR         = ""
+	DefaultProxySyncPeriod     = 30 * time.Second
+	DefaultProxyHealthzAddress = "0.0.0.0:10256"
+	DefaultProxyMode           = ProxyModeIPTables
+	defaultEvictionMemory      = "100Mi"
+	defaultEvictionNodeFs      = "10%"
+	defaultEvictionNodeInode   = "5%"
+	defaultEvictionImageFs     = "15%"
 )
 
 var knownSignals = map[string]bool{
@@ -121,6 +123,12 @@ func SetDefaults(c *AgentConfiguration) {
 	if c.ProxyMode == "" {
 		c.ProxyMode = DefaultProxyMode
 	}
+	if c.ProxySyncPeriod.Duration == 0 {
+		c.ProxySyncPeriod = metav1.Duration{Duration: DefaultProxySyncPeriod}
+	}
+	if c.ProxyHealthzBindAddress == "" {
+		c.ProxyHealthzBindAddress = DefaultProxyHealthzAddress
+	}
 	if c.HealthzBindAddress == "" {
 		c.HealthzBindAddress = DefaultHealthzAddress
 	}
@@ -195,6 +203,7 @@ func Validate(c *AgentConfiguration) error {
 	}{
 		{"nodeStatusUpdateFrequency", c.NodeStatusUpdateFrequency.Duration},
 		{"nodeStatusReportFrequency", c.NodeStatusReportFrequency.Duration},
+		{"proxySyncPeriod", c.ProxySyncPeriod.Duration},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, field.Invalid(field.NewPath(d.name), d.v.String(), "must be greater than zero"))
@@ -209,6 +218,17 @@ func Validate(c *AgentConfiguration) error {
 		errs = append(errs, field.NotSupported(field.NewPath("proxyMode"), c.ProxyMode,
 			[]string{string(ProxyModeIPTables), string(ProxyModeNFTables), string(ProxyModeIPVS)}))
 	}
+	switch c.IPTablesVariant {
+	case "", "legacy", "nft":
+	default:
+		errs = append(errs, field.NotSupported(field.NewPath("iptablesVariant"), c.IPTablesVariant, []string{"", "legacy", "nft"}))
+	}
+	for i, cidr := range c.NodePortAddresses {
+		if _, _, err := net.ParseCIDR(cidr); err != nil {
+			errs = append(errs, field.Invalid(field.NewPath("nodePortAddresses").Index(i), cidr, "must be a CIDR"))
+		}
+	}
+	errs = append(errs, validateBindAddress(field.NewPath("proxyHealthzBindAddress"), c.ProxyHealthzBindAddress)...)
 	errs = append(errs, validateBindAddress(field.NewPath("healthzBindAddress"), c.HealthzBindAddress)...)
 	errs = append(errs, validateBindAddress(field.NewPath("metricsBindAddress"), c.MetricsBindAddress)...)
 	return errs.ToAggregate()

@@ -94,6 +94,23 @@ type AgentConfiguration struct {
 	// ServiceCIDR is the range Service ClusterIPs come from [--service-cluster-ip-range].
 	ServiceCIDR string `json:"serviceCIDR,omitempty"`
 
+	// IPTablesVariant picks the iptables binaries in iptables mode: "legacy", "nft", or
+	// "" for the distribution's default iptables command.
+	IPTablesVariant string `json:"iptablesVariant,omitempty"`
+	// MasqueradeAll masquerades all traffic to ClusterIPs [masqueradeAll].
+	MasqueradeAll bool `json:"masqueradeAll,omitempty"`
+	// NodePortAddresses limits NodePorts to local addresses in these CIDRs
+	// [nodePortAddresses]; empty means all local addresses.
+	NodePortAddresses []string `json:"nodePortAddresses,omitempty"`
+	// LocalhostNodePorts lets NodePorts answer on 127.0.0.1 [iptables.localhostNodePorts].
+	// Off by default in nodekeeper (upstream defaults it on).
+	LocalhostNodePorts bool `json:"localhostNodePorts,omitempty"`
+	// ProxySyncPeriod is how often all rules are rewritten and repaired [syncPeriod].
+	ProxySyncPeriod metav1.Duration `json:"proxySyncPeriod,omitempty"`
+	// ProxyHealthzBindAddress serves kube-proxy's /healthz [healthzBindAddress of
+	// KubeProxyConfiguration]; "0" disables.
+	ProxyHealthzBindAddress string `json:"proxyHealthzBindAddress,omitempty"`
+
 	// HealthzBindAddress serves /healthz and /readyz [healthzBindAddress]; "0" disables.
 	HealthzBindAddress string `json:"healthzBindAddress,omitempty"`
 	// MetricsBindAddress serves Prometheus /metrics [metricsBindAddress]; "0" disables.

@@ -75,12 +75,7 @@ func (p *Proxier) bin(tool string) string {
 }
 
 // SyncStats tells what a sync did.
-type SyncStats struct {
-	Full          bool
-	ChainsWritten int
-	ChainsDeleted int
-	Rules         int
-}
+type SyncStats = netrules.SyncStats
 
 // jumps are the rules kube-proxy keeps in the built-in chains.
 var jumps = []struct{ table, chain, rule string }{
