@@ -5,7 +5,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -20,10 +22,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/controllers"
 	"github.com/nodekeeper/nodekeeper/host"
 	"github.com/nodekeeper/nodekeeper/internal/options"
 	"github.com/nodekeeper/nodekeeper/internal/version"
+	"github.com/nodekeeper/nodekeeper/netrules"
+	"github.com/nodekeeper/nodekeeper/netrules/iptables"
+	"github.com/nodekeeper/nodekeeper/netrules/ipvs"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
 
@@ -92,6 +98,12 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 
+	if opts.Reconcilers[options.ReconcilerServices] {
+		if err := setupServices(mgr, cfg); err != nil {
+			return err
+		}
+	}
+
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
@@ -100,6 +112,84 @@ func run(ctx context.Context, args []string) error {
 	}
 	logger.Info("Starting nodekeeper", "version", version.Version, "node", cfg.NodeName, "reconcilers", opts.Reconcilers)
 	return mgr.Start(ctx)
+}
+
+// setupServices wires the ServiceReconciler with the configured kernel backend.
+func setupServices(mgr ctrl.Manager, cfg *v1alpha1.AgentConfiguration) error {
+	node, families, err := proxyNode(cfg)
+	if err != nil {
+		return err
+	}
+	backends := map[netrules.Family]controllers.RulesBackend{}
+	runner := iptables.Exec{}
+	for _, fam := range families {
+		switch cfg.ProxyMode {
+		case v1alpha1.ProxyModeIPTables:
+			backends[fam] = iptables.New(iptables.Options{Family: fam, Variant: iptables.Variant(cfg.IPTablesVariant), Runner: runner})
+		case v1alpha1.ProxyModeIPVS:
+			if err := ipvs.KernelSupport(); err != nil {
+				return fmt.Errorf("proxyMode ipvs: %w", err)
+			}
+			return fmt.Errorf("proxyMode ipvs: not available in this build yet")
+		default:
+			return fmt.Errorf("proxyMode %s: not available in this build yet", cfg.ProxyMode)
+		}
+	}
+	rec := &controllers.ServiceReconciler{
+		Client:         mgr.GetClient(),
+		Node:           node,
+		Backends:       backends,
+		Conntrack:      iptables.Conntrack{Runner: runner},
+		FullSyncPeriod: cfg.ProxySyncPeriod.Duration,
+		HealthChecks:   &controllers.HealthCheckServer{Log: ctrl.Log.WithName("healthcheck")},
+	}
+	if err := rec.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up service reconciler: %w", err)
+	}
+	if cfg.ProxyHealthzBindAddress != "0" {
+		return mgr.Add(&controllers.ProxyHealthServer{
+			Addr: cfg.ProxyHealthzBindAddress, LastSync: rec.LastSync, Timeout: 2 * cfg.ProxySyncPeriod.Duration,
+		})
+	}
+	return nil
+}
+
+// proxyNode gathers the node facts the rules depend on; families come from the
+// service CIDR(s) (IPv4 when none is configured).
+func proxyNode(cfg *v1alpha1.AgentConfiguration) (netrules.Node, []netrules.Family, error) {
+	node := netrules.Node{Name: cfg.NodeName, MasqueradeAll: cfg.MasqueradeAll, LocalhostNodePorts: cfg.LocalhostNodePorts}
+	for _, c := range splitCIDRs(cfg.ClusterCIDR) {
+		node.ClusterCIDRs = append(node.ClusterCIDRs, c)
+	}
+	for _, s := range cfg.NodePortAddresses {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return node, nil, fmt.Errorf("nodePortAddresses: %w", err)
+		}
+		node.NodePortAddresses = append(node.NodePortAddresses, p)
+	}
+	var fams []netrules.Family
+	for _, c := range splitCIDRs(cfg.ServiceCIDR) {
+		if c.Addr().Is4() {
+			fams = append(fams, netrules.IPv4)
+		} else {
+			fams = append(fams, netrules.IPv6)
+		}
+	}
+	if len(fams) == 0 {
+		fams = []netrules.Family{netrules.IPv4}
+	}
+	return node, fams, nil
+}
+
+func splitCIDRs(s string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, part := range strings.Split(s, ",") {
+		if p, err := netip.ParsePrefix(strings.TrimSpace(part)); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

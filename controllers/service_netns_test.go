@@ -21,6 +21,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/netnstest"
 	"github.com/nodekeeper/nodekeeper/netrules"
 	"github.com/nodekeeper/nodekeeper/netrules/iptables"
+	"github.com/nodekeeper/nodekeeper/netrules/nftables"
 	"net/netip"
 )
 
@@ -36,6 +37,17 @@ type backendCase struct {
 	backend func(nodeNS string) RulesBackend
 	dump    func(nodeNS string) (string, error)
 	breakIt func(nodeNS string) error
+}
+
+// inNetns runs a backend's syncs on a thread inside the node namespace, so the nft
+// processes knftables starts program that namespace.
+type inNetns struct {
+	ns string
+	be RulesBackend
+}
+
+func (b inNetns) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (netrules.SyncStats, error) {
+	return netnstest.InNetns(b.ns, func() (netrules.SyncStats, error) { return b.be.Sync(ctx, rs, full) })
 }
 
 var backendCases = []backendCase{
