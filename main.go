@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	libipvs "github.com/moby/ipvs"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -30,6 +31,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/netrules"
 	"github.com/nodekeeper/nodekeeper/netrules/iptables"
 	"github.com/nodekeeper/nodekeeper/netrules/ipvs"
+	"github.com/nodekeeper/nodekeeper/netrules/nftables"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
 
@@ -53,6 +55,12 @@ func run(ctx context.Context, args []string) error {
 	ctrl.SetLogger(zap.New())
 	logger := ctrl.Log.WithName("setup")
 
+	if opts.Reconcilers[options.ReconcilerServices] && cfg.ProxyMode == v1alpha1.ProxyModeIPVS {
+		// refuse at once, and never fall back silently to another mode
+		if err := ipvs.KernelSupport(); err != nil {
+			return fmt.Errorf("proxyMode ipvs: %w", err)
+		}
+	}
 	restCfg, err := restConfig(opts.Kubeconfig)
 	if err != nil {
 		return err
@@ -126,13 +134,18 @@ func setupServices(mgr ctrl.Manager, cfg *v1alpha1.AgentConfiguration) error {
 		switch cfg.ProxyMode {
 		case v1alpha1.ProxyModeIPTables:
 			backends[fam] = iptables.New(iptables.Options{Family: fam, Variant: iptables.Variant(cfg.IPTablesVariant), Runner: runner})
-		case v1alpha1.ProxyModeIPVS:
-			if err := ipvs.KernelSupport(); err != nil {
-				return fmt.Errorf("proxyMode ipvs: %w", err)
+		case v1alpha1.ProxyModeNFTables:
+			p, err := nftables.NewReal(fam)
+			if err != nil {
+				return fmt.Errorf("proxyMode nftables: %w", err)
 			}
-			return fmt.Errorf("proxyMode ipvs: not available in this build yet")
-		default:
-			return fmt.Errorf("proxyMode %s: not available in this build yet", cfg.ProxyMode)
+			backends[fam] = p
+		case v1alpha1.ProxyModeIPVS:
+			h, err := libipvs.New("")
+			if err != nil {
+				return fmt.Errorf("proxyMode ipvs: opening netlink handle: %w", err)
+			}
+			backends[fam] = ipvs.New(h, &ipvs.Companion{Runner: runner, Family: fam, Variant: iptables.Variant(cfg.IPTablesVariant)})
 		}
 	}
 	rec := &controllers.ServiceReconciler{
@@ -158,6 +171,9 @@ func setupServices(mgr ctrl.Manager, cfg *v1alpha1.AgentConfiguration) error {
 // service CIDR(s) (IPv4 when none is configured).
 func proxyNode(cfg *v1alpha1.AgentConfiguration) (netrules.Node, []netrules.Family, error) {
 	node := netrules.Node{Name: cfg.NodeName, MasqueradeAll: cfg.MasqueradeAll, LocalhostNodePorts: cfg.LocalhostNodePorts}
+	if ip, err := netip.ParseAddr(cfg.NodeIP); err == nil {
+		node.NodeIPs = append(node.NodeIPs, ip)
+	}
 	for _, c := range splitCIDRs(cfg.ClusterCIDR) {
 		node.ClusterCIDRs = append(node.ClusterCIDRs, c)
 	}

@@ -68,3 +68,25 @@ func TestVersion(t *testing.T) {
 		t.Errorf("--version: exit %d, output %q", code, out)
 	}
 }
+
+func TestIPVSModeRefusedWithoutKernelSupport(t *testing.T) {
+	if _, err := os.Stat("/proc/net/ip_vs"); err == nil {
+		t.Skip("this kernel has IPVS")
+	}
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kc, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out := runMain(t, "--node-name", "n1", "--kubeconfig", kc, "--proxy-mode", "ipvs",
+		"--reconcilers", "services", "--metrics-bind-address", "0", "--healthz-bind-address", "0")
+	if code == 0 || !strings.Contains(out, "proxyMode ipvs: the kernel has no IPVS support") {
+		t.Errorf("exit %d, output:\n%s", code, out)
+	}
+}

@@ -3,7 +3,7 @@
 # (iptables legacy+nft, nftables, conntrack, iproute2). Idempotent; no-op when present.
 set -euo pipefail
 need=()
-for p in iptables nftables conntrack iproute2 util-linux; do
+for p in iptables nftables conntrack ipset iproute2 util-linux; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 (( ${#need[@]} == 0 )) && exit 0

@@ -43,6 +43,8 @@ type Node struct {
 	NodePortAddresses []netip.Prefix
 	// LocalhostNodePorts lets NodePorts answer on 127.0.0.0/8 (IPv4 only, as upstream).
 	LocalhostNodePorts bool
+	// NodeIPs are the node's addresses; the IPVS backend binds NodePorts to them.
+	NodeIPs []netip.Addr
 }
 
 // Endpoint is one backend address of a service port.
