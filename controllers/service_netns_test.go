@@ -69,6 +69,15 @@ var backendCases = []backendCase{
 			return netnstest.Run(ns, "iptables-nft", "-w", "5", "-t", "nat", "-F", "KUBE-SERVICES")
 		},
 	},
+	{
+		name: "nftables",
+		backend: func(ns string) RulesBackend {
+			p, err := netnstest.InNetns(ns, func() (*nftables.Proxier, error) { return nftables.NewReal(netrules.IPv4) })
+			Expect(err).NotTo(HaveOccurred())
+			return inNetns{ns: ns, be: p}
+		},
+		breakIt: func(ns string) error { return netnstest.Run(ns, "nft", "flush", "chain", "ip", "nodekeeper", "services") },
+	},
 }
 
 var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "root"), Ordered, func() {
