@@ -1,0 +1,138 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/nodekeeper/nodekeeper/netrules"
+	"github.com/nodekeeper/nodekeeper/netrules/iptables"
+)
+
+// countingBackend counts syncs; each takes at least delay, like a big ruleset would.
+type countingBackend struct {
+	be    RulesBackend
+	delay time.Duration
+	n     atomic.Int32
+}
+
+func (c *countingBackend) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (netrules.SyncStats, error) {
+	time.Sleep(c.delay)
+	c.n.Add(1)
+	return c.be.Sync(ctx, rs, full)
+}
+
+func gauge(name string) float64 {
+	mfs, err := metrics.Registry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		if m.GetGauge() != nil {
+			return m.GetGauge().GetValue()
+		}
+		if m.GetHistogram() != nil {
+			return float64(m.GetHistogram().GetSampleCount())
+		}
+		if m.GetCounter() != nil {
+			return m.GetCounter().GetValue()
+		}
+	}
+	return -1
+}
+
+var _ = Describe("ServiceReconciler against the stateful iptables fake", func() {
+	It("programs Services from the API, reports kube-proxy metrics and health", func() {
+		fake := iptables.NewFake()
+		be := &countingBackend{be: iptables.New(iptables.Options{Family: netrules.IPv4, Runner: fake}), delay: 300 * time.Millisecond}
+		rec := &ServiceReconciler{Node: netrules.Node{Name: "node-fake"}, Backends: map[netrules.Family]RulesBackend{netrules.IPv4: be}}
+		startManager(func(mgr ctrl.Manager) error {
+			rec.Client = mgr.GetClient()
+			return rec.SetupWithManager(mgr)
+		})
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		hs := &ProxyHealthServer{Listen: func(string) (net.Listener, error) { return l, nil }, LastSync: rec.LastSync, Timeout: time.Minute}
+		ctx, cancel := context.WithCancel(context.Background())
+		DeferCleanup(cancel)
+		go func() { _ = hs.Start(ctx) }()
+
+		ns := "svc-fake-" + rand.String(5)
+		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+			Spec: corev1.ServiceSpec{ClusterIP: clusterIP(), Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}}}
+		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
+		DeferCleanup(func() { _ = k8sClient.Delete(context.Background(), svc) })
+		// no endpoints yet: REJECT
+		Eventually(func() string { return fake.Dump("filter") }, 10*time.Second, 50*time.Millisecond).
+			Should(ContainSubstring(ns + "/web:http has no endpoints"))
+
+		trigger := time.Now().Add(-2 * time.Second).UTC().Format(time.RFC3339Nano)
+		slice := &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-1", Labels: map[string]string{discoveryv1.LabelServiceName: "web"},
+				Annotations: map[string]string{corev1.EndpointsLastChangeTriggerTime: trigger}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(int32(8080)), Protocol: ptr.To(corev1.ProtocolTCP)}},
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.9.9"}}},
+		}
+		Expect(k8sClient.Create(ctx, slice)).To(Succeed())
+		DeferCleanup(func() { _ = k8sClient.Delete(context.Background(), slice) })
+		Eventually(func() string { return fake.Dump("nat") }, 10*time.Second, 50*time.Millisecond).
+			Should(ContainSubstring("--to-destination 10.244.9.9:8080"))
+		Expect(fake.Dump("filter")).NotTo(ContainSubstring(ns + "/web:http has no endpoints"))
+
+		// a burst of changes arriving while a sync runs coalesces into one more sync
+		time.Sleep(time.Second)
+		before := be.n.Load()
+		for i := 0; i < 20; i++ {
+			svc.Annotations = map[string]string{"burst": strings.Repeat("x", i)}
+			Expect(k8sClient.Update(ctx, svc)).To(Succeed())
+		}
+		time.Sleep(2 * time.Second)
+		Expect(be.n.Load() - before).To(BeNumerically("<=", 10), "20 updates must coalesce into fewer syncs")
+
+		Expect(gauge("kubeproxy_sync_proxy_rules_last_timestamp_seconds")).To(BeNumerically(">", 0))
+		Expect(gauge("kubeproxy_sync_proxy_rules_duration_seconds")).To(BeNumerically(">", 0))
+		Expect(gauge("kubeproxy_sync_full_proxy_rules_duration_seconds")).To(BeNumerically(">", 0))
+		Expect(gauge("kubeproxy_network_programming_duration_seconds")).To(BeNumerically(">", 0))
+
+		resp, err := http.Get("http://" + l.Addr().String() + "/healthz")
+		Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(http.StatusOK))
+		var body map[string]any
+		Expect(json.NewDecoder(resp.Body).Decode(&body)).To(Succeed())
+		Expect(body).To(HaveKeyWithValue("nodeHealthy", true))
+		Expect(body["lastUpdated"]).NotTo(BeEmpty())
+	})
+
+	It("retries a failed sync and never leaves half-applied rules", func() {
+		fake := iptables.NewFake()
+		rec := &ServiceReconciler{Node: netrules.Node{Name: "node-fake2"},
+			Backends: map[netrules.Family]RulesBackend{netrules.IPv4: iptables.New(iptables.Options{Family: netrules.IPv4, Runner: fake})}}
+		fake.FailNext = true
+		startManager(func(mgr ctrl.Manager) error {
+			rec.Client = mgr.GetClient()
+			return rec.SetupWithManager(mgr)
+		})
+		Eventually(func() int { return fake.Restores }, 10*time.Second, 50*time.Millisecond).Should(BeNumerically(">=", 1))
+		Expect(gauge("kubeproxy_sync_proxy_rules_iptables_restore_failures_total")).To(BeNumerically(">=", 1))
+		Expect(fake.Dump("nat")).To(ContainSubstring("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"))
+	})
+})
