@@ -1,0 +1,429 @@
+// Package podplan is the pure heart of the PodReconciler: from a Pod, what the runtime
+// holds for it (Observed), the back-off state and the time, Plan computes what to do
+// (Actions) and Status computes what to report. No I/O, no clock.
+package podplan
+
+import (
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/dump"
+)
+
+// Labels and annotations the kubelet puts on sandboxes and containers (same keys, so
+// crictl users see what they expect), plus nodekeeper's ownership label.
+const (
+	LabelManaged       = "nodekeeper.io/managed"
+	LabelPodName       = "io.kubernetes.pod.name"
+	LabelPodNamespace  = "io.kubernetes.pod.namespace"
+	LabelPodUID        = "io.kubernetes.pod.uid"
+	LabelContainerName = "io.kubernetes.container.name"
+	AnnotationHash     = "io.kubernetes.container.hash"
+	AnnotationRestarts = "io.kubernetes.container.restartCount"
+	AnnotationInit     = "nodekeeper.io/init-container"
+	AnnotationGrace    = "io.kubernetes.pod.terminationGracePeriod"
+)
+
+// ContainerState is the runtime state of one container instance.
+type ContainerState int
+
+const (
+	StateCreated ContainerState = iota
+	StateRunning
+	StateExited
+	StateUnknown
+)
+
+// Sandbox is one observed sandbox of the pod.
+type Sandbox struct {
+	ID        string
+	Attempt   uint32
+	Ready     bool
+	IP        string
+	CreatedAt time.Time
+}
+
+// Container is one observed container instance of the pod.
+type Container struct {
+	ID         string
+	SandboxID  string
+	Name       string
+	Attempt    uint32
+	State      ContainerState
+	ExitCode   int32
+	Reason     string
+	Message    string
+	Hash       string
+	Image      string
+	ImageRef   string
+	CreatedAt  time.Time
+	StartedAt  time.Time
+	FinishedAt time.Time
+}
+
+// Observed is what the runtime holds for one pod.
+type Observed struct {
+	Sandboxes  []Sandbox   // any order
+	Containers []Container // any order, every instance still present
+}
+
+// latestSandbox is the newest sandbox (highest attempt, then newest).
+func (o Observed) latestSandbox() *Sandbox {
+	var best *Sandbox
+	for i := range o.Sandboxes {
+		s := &o.Sandboxes[i]
+		if best == nil || s.Attempt > best.Attempt || (s.Attempt == best.Attempt && s.CreatedAt.After(best.CreatedAt)) {
+			best = s
+		}
+	}
+	return best
+}
+
+// instances returns a container's instances in sandbox sb, newest first.
+func (o Observed) instances(name, sb string) []Container {
+	var out []Container
+	for _, c := range o.Containers {
+		if c.Name == name && (sb == "" || c.SandboxID == sb) {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Attempt != out[j].Attempt {
+			return out[i].Attempt > out[j].Attempt
+		}
+		return out[i].CreatedAt.After(out[j].CreatedAt)
+	})
+	return out
+}
+
+// Latest is the newest instance of a container across sandboxes, or nil.
+func (o Observed) Latest(name string) *Container {
+	in := o.instances(name, "")
+	if len(in) == 0 {
+		return nil
+	}
+	return &in[0]
+}
+
+// HashContainer is a stable hash of the fields of a container spec whose change means
+// the container must be recreated (upstream hashes the whole spec minus mutable bits).
+func HashContainer(c *corev1.Container) string {
+	cp := c.DeepCopy()
+	cp.Resources = corev1.ResourceRequirements{} // resized in place upstream
+	h := fnv.New32a()
+	fmt.Fprint(h, dump.ForHash(cp))
+	return fmt.Sprintf("%08x", h.Sum32())
+}
+
+// Backoff is the restart back-off state of the pod's containers: the earliest time
+// each container (by name) may be started again.
+type Backoff map[string]time.Time
+
+// Start is a container to start.
+type Start struct {
+	Name    string
+	Init    bool
+	Attempt uint32 // restart count of the new instance
+}
+
+// Kill is a container instance to stop, and why.
+type Kill struct {
+	ID, Name, Reason string
+}
+
+// Actions is the plan for one pod.
+type Actions struct {
+	// CreateSandbox: (re)create the sandbox with SandboxAttempt, after killing
+	// everything of the old one.
+	CreateSandbox  bool
+	SandboxAttempt uint32
+	// KillPod: stop every container and the sandbox (pod done, deleted, or sandbox dead).
+	KillPod bool
+	// Start lists containers to start, in order.
+	Start []Start
+	// Kill lists container instances to stop.
+	Kill []Kill
+	// Waiting: containers held back, with the reason status should show
+	// (CrashLoopBackOff) and a message.
+	Waiting map[string]Waiting
+}
+
+// Waiting is why a container does not run now.
+type Waiting struct{ Reason, Message string }
+
+// String renders the plan for logs.
+func (a Actions) String() string {
+	var parts []string
+	if a.KillPod {
+		parts = append(parts, "killPod")
+	}
+	if a.CreateSandbox {
+		parts = append(parts, fmt.Sprintf("createSandbox(attempt=%d)", a.SandboxAttempt))
+	}
+	for _, s := range a.Start {
+		parts = append(parts, fmt.Sprintf("start(%s#%d)", s.Name, s.Attempt))
+	}
+	for _, k := range a.Kill {
+		parts = append(parts, fmt.Sprintf("kill(%s: %s)", k.Name, k.Reason))
+	}
+	for n, w := range a.Waiting {
+		parts = append(parts, fmt.Sprintf("wait(%s: %s)", n, w.Reason))
+	}
+	if len(parts) == 0 {
+		return "nothing"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// IsSidecar tells whether an init container is a native sidecar (restartPolicy Always).
+func IsSidecar(c *corev1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+}
+
+// Terminal tells whether the pod has reached a phase it never leaves.
+func Terminal(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+}
+
+// shouldRestart applies the pod's restartPolicy to an exited instance.
+func shouldRestart(policy corev1.RestartPolicy, c *Container) bool {
+	switch policy {
+	case corev1.RestartPolicyNever:
+		return false
+	case corev1.RestartPolicyOnFailure:
+		return c.ExitCode != 0
+	}
+	return true
+}
+
+// PodDone tells whether, by its restartPolicy, nothing of the pod will run again:
+// every app container has exited and none is to be restarted (or an init container
+// failed under restartPolicy Never).
+func PodDone(pod *corev1.Pod, o Observed) bool {
+	if pod.Spec.RestartPolicy == corev1.RestartPolicyAlways || pod.Spec.RestartPolicy == "" {
+		return false
+	}
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if IsSidecar(c) {
+			continue
+		}
+		if l := o.Latest(c.Name); l != nil && l.State == StateExited && l.ExitCode != 0 && pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+			return true
+		}
+	}
+	for i := range pod.Spec.Containers {
+		l := o.Latest(pod.Spec.Containers[i].Name)
+		if l == nil || l.State != StateExited || shouldRestart(pod.Spec.RestartPolicy, l) {
+			return false
+		}
+	}
+	return len(pod.Spec.Containers) > 0
+}
+
+// Plan computes what to do for a pod. deleting means the pod has a deletionTimestamp.
+func Plan(pod *corev1.Pod, o Observed, backoff Backoff, now time.Time) Actions {
+	a := Actions{Waiting: map[string]Waiting{}}
+	sb := o.latestSandbox()
+	if pod.DeletionTimestamp != nil || Terminal(pod) || PodDone(pod, o) {
+		a.KillPod = anyRunning(o) || (sb != nil && sb.Ready)
+		return a
+	}
+	if sb == nil || !sb.Ready {
+		// (re)create the sandbox; upstream also restarts every container in it
+		a.CreateSandbox = true
+		if sb != nil {
+			a.SandboxAttempt = sb.Attempt + 1
+			a.KillPod = anyRunning(o)
+		}
+		// nothing runs in the new sandbox yet: init containers run again from the first
+		const fresh = "\x00new-sandbox"
+		if next := nextInit(pod, o, fresh, backoff, now, &a); next != nil {
+			a.Start = append(a.Start, *next)
+		} else if allInitDone(pod, o, fresh) {
+			appStarts(pod, o, fresh, backoff, now, &a)
+		}
+		return a
+	}
+
+	// sidecars keep running; regular init containers run one at a time, in order
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if !IsSidecar(c) {
+			continue
+		}
+		inst := o.instances(c.Name, sb.ID)
+		if len(inst) == 0 {
+			continue // started in its turn by nextInit
+		}
+		l := inst[0]
+		if l.State == StateRunning && l.Hash != HashContainer(c) {
+			a.Kill = append(a.Kill, Kill{ID: l.ID, Name: c.Name, Reason: "Container spec hash changed"})
+			continue
+		}
+		if l.State == StateExited || l.State == StateCreated {
+			startOrWait(c.Name, true, restartCount(o, c.Name)+1, backoff, now, &a)
+		}
+	}
+	if next := nextInit(pod, o, sb.ID, backoff, now, &a); next != nil {
+		a.Start = append(a.Start, *next)
+		return a
+	}
+	if !allInitDone(pod, o, sb.ID) {
+		return a
+	}
+	appStarts(pod, o, sb.ID, backoff, now, &a)
+	return a
+}
+
+func anyRunning(o Observed) bool {
+	for _, c := range o.Containers {
+		if c.State == StateRunning || c.State == StateCreated {
+			return true
+		}
+	}
+	return false
+}
+
+// restartCount is the number of earlier instances of a container (its newest attempt).
+func restartCount(o Observed, name string) uint32 {
+	if l := o.Latest(name); l != nil {
+		return l.Attempt
+	}
+	return 0
+}
+
+func startOrWait(name string, init bool, attempt uint32, backoff Backoff, now time.Time, a *Actions) {
+	if until, ok := backoff[name]; ok && now.Before(until) {
+		a.Waiting[name] = Waiting{Reason: "CrashLoopBackOff",
+			Message: fmt.Sprintf("back-off %s restarting failed container=%s", until.Sub(now).Round(time.Second), name)}
+		return
+	}
+	a.Start = append(a.Start, Start{Name: name, Init: init, Attempt: attempt})
+}
+
+// nextInit returns the init container to start now, if any. A running regular init
+// container blocks the next; a failed one restarts (with back-off) unless the pod's
+// restartPolicy is Never.
+func nextInit(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now time.Time, a *Actions) *Start {
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		inst := o.instances(c.Name, sbID)
+		if IsSidecar(c) {
+			if len(inst) == 0 {
+				return &Start{Name: c.Name, Init: true, Attempt: attemptFor(o, c.Name)}
+			}
+			continue
+		}
+		if len(inst) == 0 {
+			// an init container that already succeeded in an earlier sandbox does not
+			// run again unless the sandbox was recreated (upstream reruns them all)
+			return &Start{Name: c.Name, Init: true, Attempt: attemptFor(o, c.Name)}
+		}
+		l := inst[0]
+		switch {
+		case l.State == StateExited && l.ExitCode == 0:
+			continue
+		case l.State == StateRunning:
+			return nil
+		case l.State == StateCreated:
+			return &Start{Name: c.Name, Init: true, Attempt: l.Attempt + 1}
+		default: // failed
+			if pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+				return nil
+			}
+			before := len(a.Start)
+			startOrWait(c.Name, true, l.Attempt+1, backoff, now, a)
+			if len(a.Start) > before {
+				s := a.Start[len(a.Start)-1]
+				a.Start = a.Start[:before]
+				return &s
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// attemptFor is the attempt number of a container's next instance.
+func attemptFor(o Observed, name string) uint32 {
+	if l := o.Latest(name); l != nil {
+		return l.Attempt + 1
+	}
+	return 0
+}
+
+func allInitDone(pod *corev1.Pod, o Observed, sbID string) bool {
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		inst := o.instances(c.Name, sbID)
+		if len(inst) == 0 {
+			return false
+		}
+		if IsSidecar(c) {
+			if inst[0].State != StateRunning {
+				return false
+			}
+			continue
+		}
+		if inst[0].State != StateExited || inst[0].ExitCode != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func appStarts(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now time.Time, a *Actions) {
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		inst := o.instances(c.Name, sbID)
+		if len(inst) == 0 {
+			a.Start = append(a.Start, Start{Name: c.Name, Attempt: attemptFor(o, c.Name)})
+			continue
+		}
+		l := inst[0]
+		switch l.State {
+		case StateRunning:
+			if l.Hash != "" && l.Hash != HashContainer(c) {
+				a.Kill = append(a.Kill, Kill{ID: l.ID, Name: c.Name, Reason: fmt.Sprintf("Container %s definition changed, will be restarted", c.Name)})
+			}
+		case StateCreated:
+			a.Start = append(a.Start, Start{Name: c.Name, Attempt: l.Attempt + 1})
+		default:
+			if shouldRestart(pod.Spec.RestartPolicy, &l) {
+				startOrWait(c.Name, false, l.Attempt+1, backoff, now, a)
+			}
+		}
+	}
+}
+
+// BackoffEntry is the restart back-off of one container.
+type BackoffEntry struct {
+	Delay      time.Duration
+	LastUpdate time.Time
+}
+
+// BackoffPolicy is the kubelet's: Base doubling to Max, reset after Reset of clean running.
+type BackoffPolicy struct {
+	Base, Max, Reset time.Duration
+}
+
+// DefaultBackoff is upstream's: 10s doubling to 5 minutes, reset after 10 minutes.
+var DefaultBackoff = BackoffPolicy{Base: 10 * time.Second, Max: 5 * time.Minute, Reset: 10 * time.Minute}
+
+// Next is the entry after a restart at now of a container that ran for ranFor:
+// the delay before the restart after the next exit.
+func (p BackoffPolicy) Next(prev *BackoffEntry, ranFor time.Duration, now time.Time) BackoffEntry {
+	if prev == nil || ranFor >= p.Reset || now.Sub(prev.LastUpdate) > 2*p.Max+ranFor {
+		return BackoffEntry{Delay: p.Base, LastUpdate: now}
+	}
+	d := 2 * prev.Delay
+	if d > p.Max {
+		d = p.Max
+	}
+	return BackoffEntry{Delay: d, LastUpdate: now}
+}

@@ -1,0 +1,290 @@
+package podplan
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+func pod(policy corev1.RestartPolicy, inits []string, apps ...string) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1"},
+		Spec: corev1.PodSpec{RestartPolicy: policy}}
+	for _, n := range inits {
+		c := corev1.Container{Name: n, Image: "busybox"}
+		if n[0] == 's' { // "s…" names are sidecars
+			c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
+		}
+		p.Spec.InitContainers = append(p.Spec.InitContainers, c)
+	}
+	for _, n := range apps {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: n, Image: "busybox"})
+	}
+	return p
+}
+
+func ready(id string, attempt uint32) Sandbox {
+	return Sandbox{ID: id, Attempt: attempt, Ready: true, IP: "10.244.0.5", CreatedAt: t0}
+}
+
+func ctr(p *corev1.Pod, name, sb string, attempt uint32, state ContainerState, exit int32) Container {
+	c := Container{ID: name + "-" + sb + "-" + string(rune('0'+attempt)), SandboxID: sb, Name: name, Attempt: attempt,
+		State: state, ExitCode: exit, CreatedAt: t0.Add(time.Duration(attempt) * time.Second),
+		StartedAt: t0.Add(time.Duration(attempt) * time.Second)}
+	if state == StateExited {
+		c.FinishedAt = c.StartedAt.Add(time.Second)
+	}
+	for _, list := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+		for i := range list {
+			if list[i].Name == name {
+				c.Hash = HashContainer(&list[i])
+			}
+		}
+	}
+	return c
+}
+
+func starts(a Actions) []string {
+	var out []string
+	for _, s := range a.Start {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+func TestPlan(t *testing.T) {
+	always, never, onFailure := corev1.RestartPolicyAlways, corev1.RestartPolicyNever, corev1.RestartPolicyOnFailure
+	tests := []struct {
+		name        string
+		pod         *corev1.Pod
+		obs         func(p *corev1.Pod) Observed
+		backoff     Backoff
+		wantSandbox bool
+		wantAttempt uint32
+		wantKillPod bool
+		wantStart   []string
+		wantKill    int
+		wantWaiting string
+	}{
+		{name: "new pod: sandbox and its first init container", pod: pod(always, []string{"i1", "i2"}, "app"),
+			obs: func(*corev1.Pod) Observed { return Observed{} }, wantSandbox: true, wantStart: []string{"i1"}},
+		{name: "new pod without init containers: every app container", pod: pod(always, nil, "a", "b"),
+			obs: func(*corev1.Pod) Observed { return Observed{} }, wantSandbox: true, wantStart: []string{"a", "b"}},
+		{name: "init container running: wait", pod: pod(always, []string{"i1", "i2"}, "app"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "i1", "s", 0, StateRunning, 0)}}
+			}},
+		{name: "init containers in order", pod: pod(always, []string{"i1", "i2"}, "app"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "i1", "s", 0, StateExited, 0)}}
+			}, wantStart: []string{"i2"}},
+		{name: "all init done: apps", pod: pod(always, []string{"i1"}, "a", "b"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "i1", "s", 0, StateExited, 0)}}
+			}, wantStart: []string{"a", "b"}},
+		{name: "failed init container restarts", pod: pod(always, []string{"i1"}, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "i1", "s", 0, StateExited, 1)}}
+			}, wantStart: []string{"i1"}},
+		{name: "failed init container with restartPolicy Never ends the pod", pod: pod(never, []string{"i1"}, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "i1", "s", 0, StateExited, 1)}}
+			}, wantKillPod: true},
+		{name: "sidecar starts, then the next init container once it runs", pod: pod(always, []string{"side", "i2"}, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "side", "s", 0, StateRunning, 0)}}
+			}, wantStart: []string{"i2"}},
+		{name: "an exited sidecar is restarted", pod: pod(never, []string{"side"}, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{
+					ctr(p, "side", "s", 0, StateExited, 1), ctr(p, "a", "s", 0, StateRunning, 0)}}
+			}, wantStart: []string{"side"}},
+		{name: "Always restarts a container that exited 0", pod: pod(always, nil, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 0)}}
+			}, wantStart: []string{"a"}},
+		{name: "in back-off: CrashLoopBackOff, no start", pod: pod(always, nil, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 2, StateExited, 1)}}
+			}, backoff: Backoff{"a": t0.Add(time.Hour)}, wantWaiting: "CrashLoopBackOff"},
+		{name: "OnFailure: exit 0 is the end", pod: pod(onFailure, nil, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 0)}}
+			}, wantKillPod: true},
+		{name: "OnFailure: exit 1 restarts", pod: pod(onFailure, nil, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 1)}}
+			}, wantStart: []string{"a"}},
+		{name: "Never: one exited, one running: keep going", pod: pod(never, nil, "a", "b"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{
+					ctr(p, "a", "s", 0, StateExited, 1), ctr(p, "b", "s", 0, StateRunning, 0)}}
+			}},
+		{name: "changed spec kills the container", pod: pod(always, nil, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				c := ctr(p, "a", "s", 0, StateRunning, 0)
+				c.Hash = "stale"
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{c}}
+			}, wantKill: 1},
+		{name: "dead sandbox: new one with the next attempt, everything restarts", pod: pod(always, []string{"i1"}, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				sb := ready("s", 3)
+				sb.Ready = false
+				return Observed{Sandboxes: []Sandbox{sb}, Containers: []Container{
+					ctr(p, "i1", "s", 0, StateExited, 0), ctr(p, "a", "s", 0, StateRunning, 0)}}
+			}, wantSandbox: true, wantAttempt: 4, wantKillPod: true, wantStart: []string{"i1"}},
+		{name: "deleted pod: kill it", pod: func() *corev1.Pod {
+			p := pod(always, nil, "a")
+			p.DeletionTimestamp = ptr.To(metav1.NewTime(t0))
+			return p
+		}(), obs: func(p *corev1.Pod) Observed {
+			return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateRunning, 0)}}
+		}, wantKillPod: true},
+		{name: "terminal pod is never restarted", pod: func() *corev1.Pod {
+			p := pod(always, nil, "a")
+			p.Status.Phase = corev1.PodFailed
+			return p
+		}(), obs: func(p *corev1.Pod) Observed {
+			return Observed{Containers: []Container{ctr(p, "a", "s", 0, StateExited, 1)}}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := Plan(tt.pod, tt.obs(tt.pod), tt.backoff, t0)
+			if a.CreateSandbox != tt.wantSandbox || a.SandboxAttempt != tt.wantAttempt || a.KillPod != tt.wantKillPod {
+				t.Errorf("plan %s: sandbox=%v attempt=%d killPod=%v", a, a.CreateSandbox, a.SandboxAttempt, a.KillPod)
+			}
+			if got := starts(a); !reflect.DeepEqual(got, tt.wantStart) {
+				t.Errorf("starts = %v, want %v (plan %s)", got, tt.wantStart, a)
+			}
+			if len(a.Kill) != tt.wantKill {
+				t.Errorf("kills = %v", a.Kill)
+			}
+			if tt.wantWaiting != "" && a.Waiting["a"].Reason != tt.wantWaiting {
+				t.Errorf("waiting = %v", a.Waiting)
+			}
+		})
+	}
+}
+
+func TestRestartAttemptNumbers(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, nil, "a")
+	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 1), ctr(p, "a", "s", 1, StateExited, 1)}}
+	a := Plan(p, o, nil, t0)
+	if len(a.Start) != 1 || a.Start[0].Attempt != 2 {
+		t.Errorf("want attempt 2, got %+v", a.Start)
+	}
+}
+
+func TestBackoffPolicy(t *testing.T) {
+	p := BackoffPolicy{Base: 10 * time.Second, Max: 40 * time.Second, Reset: 10 * time.Minute}
+	e := p.Next(nil, time.Second, t0)
+	var got []time.Duration
+	for i := 0; i < 5; i++ {
+		got = append(got, e.Delay)
+		e = p.Next(&e, time.Second, t0.Add(time.Duration(i)*time.Second))
+	}
+	if want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 40 * time.Second, 40 * time.Second}; !reflect.DeepEqual(got, want) {
+		t.Errorf("delays %v, want %v", got, want)
+	}
+	if r := p.Next(&e, 11*time.Minute, t0); r.Delay != 10*time.Second {
+		t.Errorf("a long clean run must reset the back-off, got %v", r.Delay)
+	}
+}
+
+func status(p *corev1.Pod, o Observed, waiting map[string]Waiting) corev1.PodStatus {
+	return Status(StatusInput{Pod: p, Observed: o, Waiting: waiting, HostIP: "192.0.2.1", RuntimeName: "containerd", Now: t0})
+}
+
+func condStatus(st corev1.PodStatus, typ corev1.PodConditionType) corev1.ConditionStatus {
+	for _, c := range st.Conditions {
+		if c.Type == typ {
+			return c.Status
+		}
+	}
+	return ""
+}
+
+func TestStatus(t *testing.T) {
+	always, never := corev1.RestartPolicyAlways, corev1.RestartPolicyNever
+	p := pod(always, []string{"i1"}, "a")
+	// pending: no sandbox yet
+	st := status(p, Observed{}, nil)
+	if st.Phase != corev1.PodPending || st.ContainerStatuses[0].State.Waiting.Reason != "PodInitializing" || condStatus(st, corev1.PodReady) != corev1.ConditionFalse {
+		t.Errorf("new pod status = %+v", st)
+	}
+	// running and ready
+	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "i1", "s", 0, StateExited, 0), ctr(p, "a", "s", 0, StateRunning, 0)}}
+	st = status(p, o, nil)
+	cs := st.ContainerStatuses[0]
+	if st.Phase != corev1.PodRunning || st.PodIP != "10.244.0.5" || !cs.Ready || cs.State.Running == nil || cs.ContainerID != "containerd://"+o.Containers[1].ID {
+		t.Errorf("running status = %+v", st)
+	}
+	for _, c := range []corev1.PodConditionType{corev1.PodReadyToStartContainers, corev1.PodInitialized, corev1.ContainersReady, corev1.PodReady} {
+		if condStatus(st, c) != corev1.ConditionTrue {
+			t.Errorf("%s not True", c)
+		}
+	}
+	if st.InitContainerStatuses[0].State.Terminated == nil || st.InitContainerStatuses[0].State.Terminated.Reason != "Completed" {
+		t.Errorf("init status = %+v", st.InitContainerStatuses[0])
+	}
+	if st.QOSClass != corev1.PodQOSBestEffort || st.HostIP != "192.0.2.1" {
+		t.Errorf("qos %s hostIP %s", st.QOSClass, st.HostIP)
+	}
+	// crash looping: waiting with the last termination, restartCount
+	o = Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "i1", "s", 0, StateExited, 0), ctr(p, "a", "s", 0, StateExited, 2), ctr(p, "a", "s", 1, StateExited, 2)}}
+	st = status(p, o, map[string]Waiting{"a": {Reason: "CrashLoopBackOff", Message: "back-off 20s"}})
+	cs = st.ContainerStatuses[0]
+	if cs.State.Waiting == nil || cs.State.Waiting.Reason != "CrashLoopBackOff" || cs.RestartCount != 1 ||
+		cs.LastTerminationState.Terminated == nil || cs.LastTerminationState.Terminated.ExitCode != 2 || st.Phase != corev1.PodRunning {
+		t.Errorf("crash loop status = %+v phase %s", cs, st.Phase)
+	}
+	// Never: exit 3 → Failed; exit 0 → Succeeded
+	pn := pod(never, nil, "a")
+	on := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(pn, "a", "s", 0, StateExited, 3)}}
+	if st := status(pn, on, nil); st.Phase != corev1.PodFailed || st.ContainerStatuses[0].State.Terminated.ExitCode != 3 {
+		t.Errorf("never/exit 3: %s %+v", st.Phase, st.ContainerStatuses[0].State)
+	}
+	on.Containers[0].ExitCode = 0
+	if st := status(pn, on, nil); st.Phase != corev1.PodSucceeded || condStatus(st, corev1.PodReady) != corev1.ConditionFalse {
+		t.Errorf("never/exit 0: %s", st.Phase)
+	}
+	// image pull error shows as the container's waiting reason
+	st = status(pod(always, nil, "a"), Observed{Sandboxes: []Sandbox{ready("s", 0)}}, map[string]Waiting{"a": {Reason: "ErrImagePull", Message: "not found"}})
+	if w := st.ContainerStatuses[0].State.Waiting; w == nil || w.Reason != "ErrImagePull" || w.Message != "not found" || st.Phase != corev1.PodPending {
+		t.Errorf("pull error status = %+v", st.ContainerStatuses[0])
+	}
+}
+
+func TestConditionTransitionTimesKept(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, nil, "a")
+	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateRunning, 0)}}
+	first := Status(StatusInput{Pod: p, Observed: o, RuntimeName: "containerd", Now: t0})
+	p.Status = first
+	again := Status(StatusInput{Pod: p, Observed: o, RuntimeName: "containerd", Now: t0.Add(time.Hour)})
+	if Changed(first, again) {
+		t.Errorf("nothing changed but the status differs:\n%+v\n%+v", first, again)
+	}
+}
+
+func TestQOSClass(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, nil, "a")
+	if QOSClass(p) != corev1.PodQOSBestEffort {
+		t.Error("want BestEffort")
+	}
+	p.Spec.Containers[0].Resources.Requests = corev1.ResourceList{"memory": resource.MustParse("10Mi")}
+	if QOSClass(p) != corev1.PodQOSBurstable {
+		t.Error("want Burstable")
+	}
+	p.Spec.Containers[0].Resources.Limits = corev1.ResourceList{"memory": resource.MustParse("10Mi"), "cpu": resource.MustParse("1")}
+	p.Spec.Containers[0].Resources.Requests = nil
+	if QOSClass(p) != corev1.PodQOSGuaranteed {
+		t.Error("want Guaranteed (requests default to limits)")
+	}
+}
