@@ -52,12 +52,7 @@ var _ = AfterSuite(func() {
 // startManager starts a manager against the test apiserver, set up by setup, and
 // stops it when the spec ends.
 func startManager(setup func(ctrl.Manager) error) {
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:                 scheme.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
-	})
+	mgr, err := ctrl.NewManager(env.Config, managerOptions())
 	Expect(err).NotTo(HaveOccurred())
 	Expect(setup(mgr)).To(Succeed())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -71,4 +66,13 @@ func startManager(setup func(ctrl.Manager) error) {
 		cancel()
 		<-done
 	})
+}
+
+func managerOptions() ctrl.Options {
+	return ctrl.Options{
+		Scheme:                 scheme.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	}
 }

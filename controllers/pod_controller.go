@@ -1,0 +1,822 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
+	"github.com/nodekeeper/nodekeeper/internal/podplan"
+	"github.com/nodekeeper/nodekeeper/runtime/cri"
+)
+
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups="",resources=pods/status,verbs=get;update;patch
+
+// PodReconciler is the kubelet's core: it runs the pods bound to this node on a CRI
+// runtime and reports their status. Each reconcile observes the runtime, computes a
+// plan with podplan.Plan (pure), applies it, and patches the status if it changed.
+type PodReconciler struct {
+	Client   client.Client
+	Runtime  cri.Runtime
+	Recorder record.EventRecorder
+	Config   *v1alpha1.AgentConfiguration
+	// HostIP is reported as status.hostIP (the node's InternalIP).
+	HostIP string
+	// Backoff is the restart back-off policy (default upstream's 10s → 5m).
+	Backoff podplan.BackoffPolicy
+	Clock   clock.Clock
+	// RelistPeriod is how often the runtime is relisted to notice exits (default 1s).
+	RelistPeriod time.Duration
+
+	events      chan event.GenericEvent
+	mu          sync.Mutex
+	backoff     map[types.UID]map[string]*podplan.BackoffEntry
+	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
+	runtimeName string
+}
+
+// SetupWithManager registers the reconciler and the runtime relister that feeds it.
+func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	if r.Backoff.Base == 0 {
+		r.Backoff = podplan.DefaultBackoff
+	}
+	if r.RelistPeriod == 0 {
+		r.RelistPeriod = time.Second
+	}
+	r.events = make(chan event.GenericEvent, 1024)
+	r.backoff = map[types.UID]map[string]*podplan.BackoffEntry{}
+	r.errs = map[types.UID]map[string]podplan.Waiting{}
+	if err := mgr.Add(&relister{r: r, reader: mgr.GetClient()}); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("pods").
+		For(&corev1.Pod{}).
+		WatchesRawSource(source.Channel(r.events, &handler.EnqueueRequestForObject{})).
+		Complete(r)
+}
+
+func (r *PodReconciler) runtimeID() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.runtimeName
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	logger := log.FromContext(ctx)
+	if r.runtimeID() == "" {
+		if v, err := r.Runtime.Version(ctx); err == nil {
+			r.mu.Lock()
+			r.runtimeName = v.GetRuntimeName()
+			r.mu.Unlock()
+		}
+	}
+	pod := &corev1.Pod{}
+	if err := r.Client.Get(ctx, req.NamespacedName, pod); err != nil {
+		if apierrors.IsNotFound(err) {
+			// the pod is gone from the API: remove whatever still runs for it
+			return reconcile.Result{}, r.removeByName(ctx, req.Namespace, req.Name, "")
+		}
+		return reconcile.Result{}, err
+	}
+	if pod.Spec.NodeName != r.Config.NodeName {
+		return reconcile.Result{}, nil
+	}
+	// older incarnations of a pod with the same name are not ours to keep
+	if err := r.removeByName(ctx, pod.Namespace, pod.Name, pod.UID); err != nil {
+		return reconcile.Result{}, err
+	}
+	obs, sandboxConfigs, err := r.observe(ctx, pod.UID)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if pod.DeletionTimestamp != nil {
+		return r.terminate(ctx, pod, obs)
+	}
+
+	now := r.Clock.Now()
+	backoff := r.backoffFor(pod.UID, obs)
+	plan := podplan.Plan(pod, obs, backoff, now)
+	logger.V(2).Info("Computed pod actions", "plan", plan.String())
+	applyErr := r.apply(ctx, pod, obs, sandboxConfigs, plan)
+	if obs2, _, err := r.observe(ctx, pod.UID); err == nil {
+		obs = obs2
+	}
+	waiting := map[string]podplan.Waiting{}
+	for k, v := range plan.Waiting {
+		waiting[k] = v
+	}
+	r.mu.Lock()
+	for k, v := range r.errs[pod.UID] {
+		waiting[k] = v
+	}
+	r.mu.Unlock()
+	st := podplan.Status(podplan.StatusInput{Pod: pod, Observed: obs, Waiting: waiting, HostIP: r.HostIP,
+		RuntimeName: r.runtimeID(), Now: now})
+	if podplan.Changed(pod.Status, st) {
+		patched := pod.DeepCopy()
+		patched.Status = st
+		if err := r.Client.Status().Patch(ctx, patched, client.MergeFrom(pod)); err != nil {
+			return reconcile.Result{}, fmt.Errorf("patching pod status: %w", err)
+		}
+	}
+	if applyErr != nil {
+		return reconcile.Result{}, applyErr
+	}
+	// come back when a back-off or pull retry ends
+	var next time.Duration
+	for _, until := range r.backoffFor(pod.UID, obs) {
+		if d := until.Sub(now); d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	if len(waiting) > 0 && next == 0 {
+		next = r.Backoff.Base
+	}
+	return reconcile.Result{RequeueAfter: next}, nil
+}
+
+// backoffFor turns the stored back-off entries into "not before" times for Plan.
+func (r *PodReconciler) backoffFor(uid types.UID, obs podplan.Observed) podplan.Backoff {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := podplan.Backoff{}
+	for name, e := range r.backoff[uid] {
+		if l := obs.Latest(name); l != nil && l.State == podplan.StateExited {
+			out[name] = l.FinishedAt.Add(e.Delay)
+		} else if strings.HasPrefix(name, "pull/") {
+			out[name] = e.LastUpdate.Add(e.Delay)
+		}
+	}
+	return out
+}
+
+// observe lists the pod's sandboxes and containers in the runtime.
+func (r *PodReconciler) observe(ctx context.Context, uid types.UID) (podplan.Observed, map[string]*runtimeapi.PodSandboxConfig, error) {
+	sel := map[string]string{podplan.LabelPodUID: string(uid), podplan.LabelManaged: "true"}
+	sbs, err := r.Runtime.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: sel})
+	if err != nil {
+		return podplan.Observed{}, nil, fmt.Errorf("listing sandboxes: %w", err)
+	}
+	var obs podplan.Observed
+	for _, sb := range sbs {
+		s := podplan.Sandbox{ID: sb.Id, Attempt: sb.GetMetadata().GetAttempt(), Ready: sb.State == runtimeapi.PodSandboxState_SANDBOX_READY,
+			CreatedAt: time.Unix(0, sb.CreatedAt)}
+		if s.Ready {
+			if st, err := r.Runtime.PodSandboxStatus(ctx, sb.Id); err == nil {
+				s.IP = st.GetNetwork().GetIp()
+			}
+		}
+		obs.Sandboxes = append(obs.Sandboxes, s)
+	}
+	cs, err := r.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{LabelSelector: sel})
+	if err != nil {
+		return podplan.Observed{}, nil, fmt.Errorf("listing containers: %w", err)
+	}
+	for _, c := range cs {
+		st, err := r.Runtime.ContainerStatus(ctx, c.Id)
+		if errors.Is(err, cri.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return podplan.Observed{}, nil, fmt.Errorf("container status: %w", err)
+		}
+		oc := podplan.Container{ID: c.Id, SandboxID: c.PodSandboxId, Name: c.GetMetadata().GetName(), Attempt: c.GetMetadata().GetAttempt(),
+			ExitCode: st.ExitCode, Reason: st.Reason, Message: st.Message, Hash: c.Annotations[podplan.AnnotationHash],
+			Image: st.GetImage().GetImage(), ImageRef: st.ImageRef, CreatedAt: time.Unix(0, st.CreatedAt)}
+		if st.StartedAt > 0 {
+			oc.StartedAt = time.Unix(0, st.StartedAt)
+		}
+		if st.FinishedAt > 0 {
+			oc.FinishedAt = time.Unix(0, st.FinishedAt)
+		}
+		switch st.State {
+		case runtimeapi.ContainerState_CONTAINER_CREATED:
+			oc.State = podplan.StateCreated
+		case runtimeapi.ContainerState_CONTAINER_RUNNING:
+			oc.State = podplan.StateRunning
+		case runtimeapi.ContainerState_CONTAINER_EXITED:
+			oc.State = podplan.StateExited
+		default:
+			oc.State = podplan.StateUnknown
+		}
+		obs.Containers = append(obs.Containers, oc)
+	}
+	return obs, nil, nil
+}
+
+func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
+	if pod.DeletionGracePeriodSeconds != nil {
+		return time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
+	}
+	if pod.Spec.TerminationGracePeriodSeconds != nil {
+		return time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	return 30 * time.Second
+}
+
+// terminate stops a deleted pod's containers within its grace period, removes its
+// sandboxes, and then deletes the Pod object for good.
+func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) (reconcile.Result, error) {
+	if err := r.killAll(ctx, pod, obs, "Stopping container %s"); err != nil {
+		return reconcile.Result{}, err
+	}
+	for _, sb := range obs.Sandboxes {
+		if err := r.Runtime.RemovePodSandbox(ctx, sb.ID); err != nil {
+			return reconcile.Result{}, fmt.Errorf("removing sandbox: %w", err)
+		}
+	}
+	r.forget(pod.UID)
+	err := r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return reconcile.Result{}, fmt.Errorf("deleting pod: %w", err)
+	}
+	return reconcile.Result{}, nil
+}
+
+// killAll stops every running container in parallel, each with the pod's grace period.
+func (r *PodReconciler) killAll(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, msg string) error {
+	grace := r.grace(pod)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(obs.Containers))
+	for _, c := range obs.Containers {
+		if c.State != podplan.StateRunning {
+			continue
+		}
+		wg.Add(1)
+		go func(c podplan.Container) {
+			defer wg.Done()
+			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", msg, c.Name)
+			if err := r.Runtime.StopContainer(ctx, c.ID, grace); err != nil && !errors.Is(err, cri.ErrNotFound) {
+				errs <- fmt.Errorf("stopping %s: %w", c.Name, err)
+			}
+		}(c)
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for e := range errs {
+		all = append(all, e)
+	}
+	return errors.Join(all...)
+}
+
+func (r *PodReconciler) forget(uid types.UID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.backoff, uid)
+	delete(r.errs, uid)
+}
+
+func (r *PodReconciler) setErr(uid types.UID, name string, w *podplan.Waiting) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.errs[uid] == nil {
+		r.errs[uid] = map[string]podplan.Waiting{}
+	}
+	if w == nil {
+		delete(r.errs[uid], name)
+	} else {
+		r.errs[uid][name] = *w
+	}
+}
+
+// removeByName removes sandboxes of ours for namespace/name whose pod UID is not keep.
+func (r *PodReconciler) removeByName(ctx context.Context, ns, name string, keep types.UID) error {
+	sbs, err := r.Runtime.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{
+		podplan.LabelManaged: "true", podplan.LabelPodNamespace: ns, podplan.LabelPodName: name}})
+	if err != nil {
+		return fmt.Errorf("listing sandboxes: %w", err)
+	}
+	for _, sb := range sbs {
+		uid := types.UID(sb.Labels[podplan.LabelPodUID])
+		if uid == keep {
+			continue
+		}
+		if err := r.Runtime.RemovePodSandbox(ctx, sb.Id); err != nil {
+			return fmt.Errorf("removing sandbox of a pod that is gone: %w", err)
+		}
+		r.forget(uid)
+	}
+	return nil
+}
+
+// apply carries out a plan, in kubelet's order: kill, sandbox, then containers.
+func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, _ map[string]*runtimeapi.PodSandboxConfig, plan podplan.Actions) error {
+	if plan.KillPod {
+		if err := r.killAll(ctx, pod, obs, "Stopping container %s"); err != nil {
+			return err
+		}
+		for _, sb := range obs.Sandboxes {
+			if sb.Ready {
+				if err := r.Runtime.StopPodSandbox(ctx, sb.ID); err != nil && !errors.Is(err, cri.ErrNotFound) {
+					return fmt.Errorf("stopping sandbox: %w", err)
+				}
+			}
+		}
+	}
+	for _, k := range plan.Kill {
+		r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "%s", k.Reason)
+		if err := r.Runtime.StopContainer(ctx, k.ID, r.grace(pod)); err != nil && !errors.Is(err, cri.ErrNotFound) {
+			return fmt.Errorf("stopping %s: %w", k.Name, err)
+		}
+	}
+	sbConfig := r.sandboxConfig(pod, plan.SandboxAttempt)
+	var sandboxID string
+	if plan.CreateSandbox {
+		// remove older sandboxes: their containers are done with
+		for _, sb := range obs.Sandboxes {
+			if err := r.Runtime.RemovePodSandbox(ctx, sb.ID); err != nil {
+				return fmt.Errorf("removing old sandbox: %w", err)
+			}
+		}
+		if err := os.MkdirAll(sbConfig.LogDirectory, 0o755); err != nil {
+			return fmt.Errorf("creating log directory: %w", err)
+		}
+		id, err := r.Runtime.RunPodSandbox(ctx, sbConfig, "")
+		if err != nil {
+			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
+			return fmt.Errorf("creating sandbox: %w", err)
+		}
+		sandboxID = id
+	} else {
+		var best *podplan.Sandbox
+		for i := range obs.Sandboxes {
+			if s := &obs.Sandboxes[i]; s.Ready && (best == nil || s.Attempt > best.Attempt) {
+				best = s
+			}
+		}
+		if best == nil {
+			return nil
+		}
+		sandboxID = best.ID
+		sbConfig = r.sandboxConfig(pod, best.Attempt)
+	}
+	for _, s := range plan.Start {
+		if err := r.start(ctx, pod, obs, sandboxID, sbConfig, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func findContainer(pod *corev1.Pod, name string) *corev1.Container {
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == name {
+			return &pod.Spec.InitContainers[i]
+		}
+	}
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == name {
+			return &pod.Spec.Containers[i]
+		}
+	}
+	return nil
+}
+
+// start pulls the image if needed, creates and starts one container. Image and
+// config errors become the container's waiting reason, not reconcile errors.
+func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, sandboxID string, sbConfig *runtimeapi.PodSandboxConfig, s podplan.Start) error {
+	c := findContainer(pod, s.Name)
+	if c == nil {
+		return nil
+	}
+	imageRef, err := r.ensureImage(ctx, pod, c)
+	if err != nil {
+		return nil // reported as ErrImagePull / ImagePullBackOff; retried after back-off
+	}
+	cfg, err := r.containerConfig(pod, c, s, imageRef)
+	if err != nil {
+		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "CreateContainerConfigError", Message: err.Error()})
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
+		return nil
+	}
+	id, err := r.Runtime.CreateContainer(ctx, sandboxID, cfg, sbConfig)
+	if err != nil {
+		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "CreateContainerError", Message: err.Error()})
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
+		return nil
+	}
+	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Created", "Created container %s", c.Name)
+	if err := r.Runtime.StartContainer(ctx, id); err != nil {
+		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "RunContainerError", Message: err.Error()})
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
+		return nil
+	}
+	r.setErr(pod.UID, c.Name, nil)
+	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	if s.Attempt > 0 {
+		// a restart: the next one waits for the back-off
+		ranFor := time.Duration(0)
+		if l := obs.Latest(c.Name); l != nil && !l.StartedAt.IsZero() && !l.FinishedAt.IsZero() {
+			ranFor = l.FinishedAt.Sub(l.StartedAt)
+		}
+		r.mu.Lock()
+		if r.backoff[pod.UID] == nil {
+			r.backoff[pod.UID] = map[string]*podplan.BackoffEntry{}
+		}
+		next := r.Backoff.Next(r.backoff[pod.UID][c.Name], ranFor, r.Clock.Now())
+		r.backoff[pod.UID][c.Name] = &next
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+// ensureImage honours imagePullPolicy: Never uses what is present, IfNotPresent pulls
+// only when missing, Always pulls. Pull failures back off like container restarts.
+func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Container) (string, error) {
+	spec := &runtimeapi.ImageSpec{Image: c.Image}
+	img, err := r.Runtime.ImageStatus(ctx, spec)
+	if err != nil {
+		return "", err
+	}
+	policy := c.ImagePullPolicy
+	if policy == "" {
+		policy = corev1.PullIfNotPresent
+		if !strings.Contains(c.Image[strings.LastIndex(c.Image, "/")+1:], ":") || strings.HasSuffix(c.Image, ":latest") {
+			policy = corev1.PullAlways
+		}
+	}
+	if img != nil && policy != corev1.PullAlways {
+		return img.Id, nil
+	}
+	if policy == corev1.PullNever {
+		msg := fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image)
+		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ErrImageNeverPull", Message: msg})
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "ErrImageNeverPull", "%s", msg)
+		return "", errors.New(msg)
+	}
+	key := "pull/" + c.Name
+	r.mu.Lock()
+	entry := r.backoff[pod.UID][key]
+	r.mu.Unlock()
+	now := r.Clock.Now()
+	if entry != nil && now.Before(entry.LastUpdate.Add(entry.Delay)) {
+		msg := fmt.Sprintf("Back-off pulling image %q", c.Image)
+		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ImagePullBackOff", Message: msg})
+		r.Recorder.Eventf(pod, corev1.EventTypeNormal, "BackOff", "%s", msg)
+		return "", errors.New(msg)
+	}
+	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
+	start := r.Clock.Now()
+	ref, err := r.Runtime.PullImage(ctx, spec, nil, nil)
+	if err != nil {
+		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
+		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ErrImagePull", Message: msg})
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "%s", msg)
+		r.mu.Lock()
+		if r.backoff[pod.UID] == nil {
+			r.backoff[pod.UID] = map[string]*podplan.BackoffEntry{}
+		}
+		next := r.Backoff.Next(entry, 0, now)
+		r.backoff[pod.UID][key] = &next
+		r.mu.Unlock()
+		return "", err
+	}
+	r.mu.Lock()
+	delete(r.backoff[pod.UID], key)
+	r.mu.Unlock()
+	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, r.Clock.Since(start).Round(time.Millisecond))
+	return ref, nil
+}
+
+// podDir is where the pod's logs and volumes live.
+func (r *PodReconciler) podDir(pod *corev1.Pod) string {
+	return filepath.Join(r.Config.RootDir, "pods", string(pod.UID))
+}
+
+func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimeapi.PodSandboxConfig {
+	cfg := &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: pod.Name, Namespace: pod.Namespace, Uid: string(pod.UID), Attempt: attempt},
+		Labels: map[string]string{podplan.LabelManaged: "true", podplan.LabelPodName: pod.Name,
+			podplan.LabelPodNamespace: pod.Namespace, podplan.LabelPodUID: string(pod.UID)},
+		Annotations:  map[string]string{},
+		LogDirectory: filepath.Join(r.Config.RootDir, "logs", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)),
+		Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{}}},
+	}
+	for k, v := range pod.Labels {
+		if _, ours := cfg.Labels[k]; !ours {
+			cfg.Labels[k] = v
+		}
+	}
+	for k, v := range pod.Annotations {
+		cfg.Annotations[k] = v
+	}
+	if pod.Spec.HostNetwork {
+		cfg.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+	} else {
+		cfg.Hostname = pod.Name
+		if pod.Spec.Hostname != "" {
+			cfg.Hostname = pod.Spec.Hostname
+		}
+	}
+	cfg.DnsConfig = r.dnsConfig(pod)
+	for _, c := range pod.Spec.Containers {
+		for _, p := range c.Ports {
+			if p.HostPort == 0 {
+				continue
+			}
+			pm := &runtimeapi.PortMapping{ContainerPort: p.ContainerPort, HostPort: p.HostPort, HostIp: p.HostIP}
+			switch p.Protocol {
+			case corev1.ProtocolUDP:
+				pm.Protocol = runtimeapi.Protocol_UDP
+			case corev1.ProtocolSCTP:
+				pm.Protocol = runtimeapi.Protocol_SCTP
+			}
+			cfg.PortMappings = append(cfg.PortMappings, pm)
+		}
+	}
+	return cfg
+}
+
+// dnsConfig follows the pod's dnsPolicy: ClusterFirst (and ClusterFirstWithHostNet on
+// the host network) use the cluster DNS, Default and host-network ClusterFirst use the
+// node's resolv.conf (nil), None uses only dnsConfig.
+func (r *PodReconciler) dnsConfig(pod *corev1.Pod) *runtimeapi.DNSConfig {
+	policy := pod.Spec.DNSPolicy
+	if policy == "" {
+		policy = corev1.DNSClusterFirst
+	}
+	var cfg *runtimeapi.DNSConfig
+	cluster := policy == corev1.DNSClusterFirstWithHostNet || (policy == corev1.DNSClusterFirst && !pod.Spec.HostNetwork)
+	switch {
+	case policy == corev1.DNSNone:
+		cfg = &runtimeapi.DNSConfig{}
+	case cluster && len(r.Config.ClusterDNS) > 0:
+		d := r.Config.ClusterDomain
+		cfg = &runtimeapi.DNSConfig{Servers: append([]string(nil), r.Config.ClusterDNS...),
+			Searches: []string{pod.Namespace + ".svc." + d, "svc." + d, d}, Options: []string{"ndots:5"}}
+	}
+	if dc := pod.Spec.DNSConfig; dc != nil {
+		if cfg == nil {
+			cfg = &runtimeapi.DNSConfig{}
+		}
+		cfg.Servers = append(cfg.Servers, dc.Nameservers...)
+		cfg.Searches = append(cfg.Searches, dc.Searches...)
+		for _, o := range dc.Options {
+			if o.Value != nil {
+				cfg.Options = append(cfg.Options, o.Name+":"+*o.Value)
+			} else {
+				cfg.Options = append(cfg.Options, o.Name)
+			}
+		}
+	}
+	return cfg
+}
+
+func (r *PodReconciler) containerConfig(pod *corev1.Pod, c *corev1.Container, s podplan.Start, imageRef string) (*runtimeapi.ContainerConfig, error) {
+	envs, err := r.env(pod, c)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: s.Attempt},
+		Image:    &runtimeapi.ImageSpec{Image: imageRef, UserSpecifiedImage: c.Image},
+		Command:  c.Command, Args: c.Args, WorkingDir: c.WorkingDir, Envs: envs,
+		Labels: map[string]string{podplan.LabelManaged: "true", podplan.LabelPodName: pod.Name, podplan.LabelPodNamespace: pod.Namespace,
+			podplan.LabelPodUID: string(pod.UID), podplan.LabelContainerName: c.Name},
+		Annotations: map[string]string{podplan.AnnotationHash: podplan.HashContainer(c),
+			podplan.AnnotationRestarts: strconv.Itoa(int(s.Attempt)), podplan.AnnotationGrace: strconv.Itoa(int(r.grace(pod).Seconds()))},
+		LogPath: filepath.Join(c.Name, strconv.Itoa(int(s.Attempt))+".log"),
+		Stdin:   c.Stdin, StdinOnce: c.StdinOnce, Tty: c.TTY,
+		Linux: &runtimeapi.LinuxContainerConfig{Resources: linuxResources(c), SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{}}},
+	}
+	if s.Init {
+		cfg.Annotations[podplan.AnnotationInit] = "true"
+	}
+	if pod.Spec.HostNetwork {
+		cfg.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+	}
+	if sc := c.SecurityContext; sc != nil {
+		if sc.Privileged != nil {
+			cfg.Linux.SecurityContext.Privileged = *sc.Privileged
+		}
+		if sc.RunAsUser != nil {
+			cfg.Linux.SecurityContext.RunAsUser = &runtimeapi.Int64Value{Value: *sc.RunAsUser}
+		}
+		if sc.ReadOnlyRootFilesystem != nil {
+			cfg.Linux.SecurityContext.ReadonlyRootfs = *sc.ReadOnlyRootFilesystem
+		}
+	}
+	return cfg, nil
+}
+
+// linuxResources maps requests/limits to CRI resources as the kubelet does.
+func linuxResources(c *corev1.Container) *runtimeapi.LinuxContainerResources {
+	res := &runtimeapi.LinuxContainerResources{CpuShares: 2}
+	if q, ok := c.Resources.Requests[corev1.ResourceCPU]; ok {
+		shares := q.MilliValue() * 1024 / 1000
+		if shares < 2 {
+			shares = 2
+		}
+		res.CpuShares = shares
+	}
+	if q, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
+		res.CpuPeriod = 100000
+		res.CpuQuota = q.MilliValue() * 100000 / 1000
+		if _, hasReq := c.Resources.Requests[corev1.ResourceCPU]; !hasReq {
+			res.CpuShares = q.MilliValue() * 1024 / 1000
+		}
+	}
+	if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
+		res.MemoryLimitInBytes = q.Value()
+	}
+	return res
+}
+
+// env resolves the container's environment: plain values and the downward API fields
+// the kubelet resolves itself, with $(VAR) references to earlier variables expanded.
+func (r *PodReconciler) env(pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.KeyValue, error) {
+	vals := map[string]string{}
+	var out []*runtimeapi.KeyValue
+	for _, e := range c.Env {
+		v := e.Value
+		if e.ValueFrom != nil {
+			if e.ValueFrom.FieldRef == nil {
+				continue // configMap/secret/resource refs: pod features issue
+			}
+			fv, err := fieldValue(pod, e.ValueFrom.FieldRef.FieldPath, r.HostIP)
+			if err != nil {
+				return nil, fmt.Errorf("env %s: %w", e.Name, err)
+			}
+			v = fv
+		} else {
+			v = expand(v, vals)
+		}
+		vals[e.Name] = v
+		out = append(out, &runtimeapi.KeyValue{Key: e.Name, Value: []byte(v)})
+	}
+	return out, nil
+}
+
+func fieldValue(pod *corev1.Pod, path, hostIP string) (string, error) {
+	switch path {
+	case "metadata.name":
+		return pod.Name, nil
+	case "metadata.namespace":
+		return pod.Namespace, nil
+	case "metadata.uid":
+		return string(pod.UID), nil
+	case "spec.nodeName":
+		return pod.Spec.NodeName, nil
+	case "spec.serviceAccountName":
+		return pod.Spec.ServiceAccountName, nil
+	case "status.hostIP":
+		return hostIP, nil
+	case "status.podIP":
+		return pod.Status.PodIP, nil
+	}
+	if strings.HasPrefix(path, "metadata.labels['") {
+		return pod.Labels[strings.TrimSuffix(strings.TrimPrefix(path, "metadata.labels['"), "']")], nil
+	}
+	if strings.HasPrefix(path, "metadata.annotations['") {
+		return pod.Annotations[strings.TrimSuffix(strings.TrimPrefix(path, "metadata.annotations['"), "']")], nil
+	}
+	return "", fmt.Errorf("unsupported fieldPath %q", path)
+}
+
+// expand replaces $(VAR) with earlier values; $$(VAR) escapes; unknown references stay.
+func expand(s string, vals map[string]string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '$' && i+1 < len(s) {
+			if s[i+1] == '$' {
+				b.WriteByte('$')
+				i++
+				continue
+			}
+			if s[i+1] == '(' {
+				if end := strings.IndexByte(s[i:], ')'); end > 0 {
+					name := s[i+2 : i+end]
+					if v, ok := vals[name]; ok {
+						b.WriteString(v)
+						i += end
+						continue
+					}
+				}
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// relister notices runtime changes (a container exited, a sandbox died) by listing the
+// runtime every RelistPeriod, and feeds the pods concerned to the reconciler. It also
+// removes sandboxes of ours whose pod is not bound to this node any more.
+type relister struct {
+	r      *PodReconciler
+	reader client.Reader
+	last   map[string]seen // "c/<id>" or "s/<id>" -> what was seen
+}
+
+type seen struct {
+	state string
+	pod   types.NamespacedName
+}
+
+func (l *relister) NeedLeaderElection() bool { return false }
+
+func (l *relister) Start(ctx context.Context) error {
+	t := time.NewTicker(l.r.RelistPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			l.relist(ctx)
+		}
+	}
+}
+
+func podKey(labels map[string]string) types.NamespacedName {
+	return types.NamespacedName{Namespace: labels[podplan.LabelPodNamespace], Name: labels[podplan.LabelPodName]}
+}
+
+func (l *relister) relist(ctx context.Context) {
+	logger := log.FromContext(ctx).WithName("relister")
+	sel := map[string]string{podplan.LabelManaged: "true"}
+	cs, err := l.r.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{LabelSelector: sel})
+	if err != nil {
+		logger.V(2).Info("Relisting containers failed", "error", err.Error())
+		return
+	}
+	sbs, err := l.r.Runtime.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: sel})
+	if err != nil {
+		logger.V(2).Info("Relisting sandboxes failed", "error", err.Error())
+		return
+	}
+	now := map[string]seen{}
+	for _, c := range cs {
+		now["c/"+c.Id] = seen{state: c.State.String(), pod: podKey(c.Labels)}
+	}
+	for _, sb := range sbs {
+		now["s/"+sb.Id] = seen{state: sb.State.String(), pod: podKey(sb.Labels)}
+	}
+	changed := map[types.NamespacedName]bool{}
+	if l.last != nil {
+		for id, s := range now {
+			if old, ok := l.last[id]; !ok || old.state != s.state {
+				changed[s.pod] = true
+			}
+		}
+		for id, s := range l.last {
+			if _, ok := now[id]; !ok {
+				changed[s.pod] = true
+			}
+		}
+	}
+	l.last = now
+
+	// orphans: sandboxes whose pod is not in the cache (deleted while we were away,
+	// or bound elsewhere); their pod's reconcile removes them
+	pods := &corev1.PodList{}
+	if err := l.reader.List(ctx, pods); err == nil {
+		uids := map[string]bool{}
+		for _, p := range pods.Items {
+			uids[string(p.UID)] = true
+		}
+		for _, sb := range sbs {
+			if !uids[sb.Labels[podplan.LabelPodUID]] {
+				changed[podKey(sb.Labels)] = true
+			}
+		}
+	}
+	for key := range changed {
+		ev := event.GenericEvent{Object: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
+		select {
+		case l.r.events <- ev:
+		default:
+			logger.Info("Dropping relist event, queue full", "pod", key)
+		}
+	}
+}
