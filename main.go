@@ -95,6 +95,7 @@ func run(ctx context.Context, args []string) error {
 			Runtime:  rt,
 			Recorder: mgr.GetEventRecorderFor("kubelet"),
 			Version:  version.Version,
+			Images:   controllers.RuntimeImages(rt),
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up nodestatus reconciler: %w", err)
 		}
@@ -103,6 +104,24 @@ func run(ctx context.Context, args []string) error {
 			NodeName: cfg.NodeName, DurationSeconds: cfg.NodeLeaseDurationSeconds,
 		}); err != nil {
 			return err
+		}
+	}
+
+	if opts.Reconcilers[options.ReconcilerPods] {
+		hostIP := cfg.NodeIP
+		if hostIP == "" {
+			if addrs, err := (&host.Linux{}).Addresses("", cfg.NodeName); err == nil && len(addrs) > 0 && addrs[0].Type == corev1.NodeInternalIP {
+				hostIP = addrs[0].Address
+			}
+		}
+		if err := (&controllers.PodReconciler{
+			Client:   mgr.GetClient(),
+			Runtime:  rt,
+			Recorder: mgr.GetEventRecorderFor("kubelet"),
+			Config:   cfg,
+			HostIP:   hostIP,
+		}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up pod reconciler: %w", err)
 		}
 	}
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -255,4 +256,33 @@ func (r *NodeStatusReconciler) recordTransitions(node *corev1.Node, prev, next [
 // nodeRef is how the kubelet refers to its node in events: the UID is the node name.
 func nodeRef(node *corev1.Node) *corev1.ObjectReference {
 	return &corev1.ObjectReference{Kind: "Node", Name: node.Name, UID: types.UID(node.Name)}
+}
+
+// RuntimeImages lists the runtime's images for status.images as the kubelet does:
+// largest first, at most 50, names being tags and digests.
+func RuntimeImages(rt cri.Runtime) func(ctx context.Context) ([]corev1.ContainerImage, error) {
+	return func(ctx context.Context) ([]corev1.ContainerImage, error) {
+		imgs, err := rt.ListImages(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		var out []corev1.ContainerImage
+		for _, img := range imgs {
+			names := append(append([]string(nil), img.RepoTags...), img.RepoDigests...)
+			if len(names) == 0 {
+				continue
+			}
+			out = append(out, corev1.ContainerImage{Names: names, SizeBytes: int64(img.GetSize())})
+		}
+		sort.SliceStable(out, func(i, j int) bool {
+			if out[i].SizeBytes != out[j].SizeBytes {
+				return out[i].SizeBytes > out[j].SizeBytes
+			}
+			return out[i].Names[0] < out[j].Names[0]
+		})
+		if len(out) > 50 {
+			out = out[:50]
+		}
+		return out, nil
+	}
 }

@@ -64,11 +64,14 @@ func newNodeAgent(tweak func(*v1alpha1.AgentConfiguration)) *nodeAgent {
 		[]corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.0.2.10"}, {Type: corev1.NodeHostName, Address: a.name}},
 	)
 	a.runtime = fake.New()
+	a.runtime.LoadImage("docker.io/library/busybox:local", 2<<20)
+	a.runtime.LoadImage("registry.k8s.io/pause:3.10-local", 1<<20)
 	a.clock = clocktesting.NewFakeClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 	startManager(func(mgr ctrl.Manager) error {
 		if err := (&NodeStatusReconciler{
 			Client: mgr.GetClient(), Config: a.cfg, Host: a.host, Runtime: a.runtime,
 			Recorder: mgr.GetEventRecorderFor("kubelet"), Clock: a.clock, Version: "v9.9.9-test",
+			Images: RuntimeImages(a.runtime),
 		}).SetupWithManager(mgr); err != nil {
 			return err
 		}
@@ -140,6 +143,10 @@ var _ = Describe("NodeStatusReconciler", func() {
 			ContainerRuntimeVersion: "fake-runtime://0.1.0", KubeletVersion: "v9.9.9-test",
 			OperatingSystem: "linux", Architecture: "amd64",
 		}))
+		// status.images: the runtime's images, largest first
+		Expect(n.Status.Images).To(HaveLen(2))
+		Expect(n.Status.Images[0].Names).To(ContainElement("docker.io/library/busybox:local"))
+		Expect(n.Status.Images[0].SizeBytes).To(BeEquivalentTo(2 << 20))
 		r := condition(n, corev1.NodeReady)
 		Expect(r.Reason).To(Equal("KubeletReady"))
 		for _, t := range []corev1.NodeConditionType{corev1.NodeMemoryPressure, corev1.NodeDiskPressure, corev1.NodePIDPressure} {

@@ -20,7 +20,7 @@ const (
 )
 
 // Available are the reconcilers this build can run.
-var Available = map[string]bool{ReconcilerNodeStatus: true, ReconcilerServices: true}
+var Available = map[string]bool{ReconcilerNodeStatus: true, ReconcilerPods: true, ReconcilerServices: true}
 
 // Options is everything main needs to build the manager.
 type Options struct {
@@ -43,7 +43,7 @@ func Parse(args []string, stderr io.Writer) (*Options, error) {
 	fs.StringVar(&o.ConfigFile, "config", "", "path to an AgentConfiguration (nodekeeper.io/v1alpha1) YAML file")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "path to a kubeconfig; empty means in-cluster or $KUBECONFIG")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
-	reconcilers := fs.String("reconcilers", "nodestatus,services", "comma-separated reconcilers to run: nodestatus, pods, services")
+	reconcilers := fs.String("reconcilers", "nodestatus,pods,services", "comma-separated reconcilers to run: nodestatus, pods, services")
 
 	// overrides: kept as strings and applied only when set on the command line
 	nodeName := fs.String("node-name", "", "override nodeName")
