@@ -72,6 +72,7 @@ endpoint() { echo "unix://$SOCK" >&3; }
 
 [[ $(id -u) == 0 ]] || die "must run as root (containerd, runc and network namespaces need it)"
 [[ ${#BRIDGE} -le 15 ]] || die "NK_CNI_BRIDGE=$BRIDGE is longer than 15 characters"
+[[ ${#SOCK} -le 98 ]] || die "socket path $SOCK is too long for a unix socket (with .ttrpc > 104 bytes): use a shorter NK_CACHE"
 T0=$(now)
 mkdir -p "$BASE"/{root,state,run,etc,logs,runc,cni/net.d,cni/ipam,images,build}
 
@@ -117,11 +118,13 @@ STARTED_PID= CREATED_NETNS=
 on_exit() {
   local rc=$?
   ((rc == 0)) && return
-  if [[ -n $STARTED_PID ]] && kill -0 "$STARTED_PID" 2>/dev/null; then
-    log "failed: stopping the containerd this run started (pid $STARTED_PID)"
-    kill -TERM "$STARTED_PID" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$STARTED_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$STARTED_PID" 2>/dev/null
+  if [[ -n $STARTED_PID ]]; then
+    if kill -0 "$STARTED_PID" 2>/dev/null; then
+      log "failed: stopping the containerd this run started (pid $STARTED_PID)"
+      kill -TERM "$STARTED_PID" 2>/dev/null
+      for _ in $(seq 1 50); do kill -0 "$STARTED_PID" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$STARTED_PID" 2>/dev/null
+    fi
     rm -f "$PIDFILE"
   fi
   if [[ -n $CREATED_NETNS ]]; then

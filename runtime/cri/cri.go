@@ -21,15 +21,121 @@ import (
 // ErrUnavailable wraps errors from a runtime that cannot be reached.
 var ErrUnavailable = errors.New("container runtime is unavailable")
 
-// Runtime is what nodekeeper asks of a container runtime. Every method takes the
-// context first, is safe for concurrent use, and returns an error wrapping
-// ErrUnavailable when the runtime cannot be reached.
+// ErrNotFound wraps errors about a sandbox, container or image that does not exist
+// (gRPC NotFound from a real runtime).
+var ErrNotFound = errors.New("not found")
+
+// Runtime is what nodekeeper asks of a container runtime: the part of CRI a kubelet
+// needs. Every method takes the context first, is safe for concurrent use, and returns
+// an error wrapping ErrUnavailable when the runtime cannot be reached and ErrNotFound
+// when the sandbox or container it names does not exist (unless its contract says
+// otherwise). Other failures (a rule of the runtime broken, a failed pull) are plain
+// errors carrying the runtime's message. IDs are the runtime's full IDs; results are
+// the caller's to keep (never shared with the runtime's state).
+//
+// The fake package implements the same contract in memory; contract_test.go runs one
+// table of scenarios against both it and a real containerd.
 type Runtime interface {
 	// Version returns the runtime's name and version (e.g. containerd, 1.6.20).
+	// Any failure wraps ErrUnavailable.
 	Version(ctx context.Context) (*runtimeapi.VersionResponse, error)
 	// Status returns the runtime's conditions; RuntimeReady and NetworkReady are
-	// always present in a healthy answer.
+	// always present in a healthy answer. Any failure wraps ErrUnavailable.
 	Status(ctx context.Context) (*runtimeapi.RuntimeStatus, error)
+
+	// RunPodSandbox creates and starts a pod sandbox (its network namespace, with an IP
+	// from the CNI network unless config asks for the node's network) and returns its
+	// ID; the sandbox is SANDBOX_READY. runtimeHandler "" is the default runtime. A
+	// second sandbox with the same metadata (name, namespace, uid, attempt) is refused
+	// while the first exists, ready or not: bump Attempt, or remove the old one first.
+	// config must carry metadata (ValidateSandboxConfig). A sandbox on the node's
+	// network must not set Hostname: containerd 1.6 keeps it in the node's UTS
+	// namespace too, and runc refuses ("unable to set hostname without a private UTS
+	// namespace").
+	RunPodSandbox(ctx context.Context, config *runtimeapi.PodSandboxConfig, runtimeHandler string) (string, error)
+	// StopPodSandbox kills every running container of the sandbox (they end
+	// CONTAINER_EXITED, exit code 137; created ones stay CONTAINER_CREATED), stops the
+	// sandbox and releases its network (the IP); the sandbox stays,
+	// SANDBOX_NOTREADY, until removed. Stopping a stopped sandbox is not an error;
+	// stopping a missing one wraps ErrNotFound.
+	StopPodSandbox(ctx context.Context, podSandboxID string) error
+	// RemovePodSandbox removes the sandbox and all its containers, stopping them (and
+	// the sandbox) first if they run. Removing a missing sandbox is not an error.
+	RemovePodSandbox(ctx context.Context, podSandboxID string) error
+	// PodSandboxStatus returns the sandbox's state, metadata, labels, annotations,
+	// creation time and, while it is ready, its IP in Network.Ip (empty for a sandbox on
+	// the node's network). A missing sandbox wraps ErrNotFound.
+	PodSandboxStatus(ctx context.Context, podSandboxID string) (*runtimeapi.PodSandboxStatus, error)
+	// ListPodSandbox returns the sandboxes that match filter (nil: all). Filter fields
+	// combine with AND: Id (a full ID or a unique prefix), State, and LabelSelector (every
+	// key=value must be among the sandbox's labels).
+	ListPodSandbox(ctx context.Context, filter *runtimeapi.PodSandboxFilter) ([]*runtimeapi.PodSandbox, error)
+
+	// CreateContainer creates a container in a ready sandbox and returns its ID; it is
+	// CONTAINER_CREATED, not started. sandboxConfig is the config the sandbox was run
+	// with (required: ValidateContainerConfig). It fails when the sandbox is missing or
+	// not ready (both wrap ErrNotFound: containerd finds no sandbox task), when
+	// config.Image is not present (wraps ErrNotFound; CreateContainer never pulls:
+	// PullImage first), and when a container with the same metadata (name, attempt)
+	// exists in the sandbox. The log file is sandboxConfig.LogDirectory/config.LogPath;
+	// the runtime creates the directory if needed.
+	CreateContainer(ctx context.Context, podSandboxID string, config *runtimeapi.ContainerConfig, sandboxConfig *runtimeapi.PodSandboxConfig) (string, error)
+	// StartContainer starts a created container (CONTAINER_RUNNING). Starting a
+	// container that is not CONTAINER_CREATED (running, or exited: containers are never
+	// restarted, create a new one) is an error; a missing one wraps ErrNotFound. When
+	// the container cannot start (e.g. its sandbox has been stopped) it is an error and
+	// the container ends CONTAINER_EXITED with exit code 128, reason "StartError".
+	StartContainer(ctx context.Context, containerID string) error
+	// StopContainer stops a running container: SIGTERM (or the image's stop signal),
+	// then SIGKILL after timeout (0: SIGKILL at once). It returns when the container has
+	// exited; it is CONTAINER_EXITED with its exit code (143 for a process that SIGTERM
+	// ended, 137 when killed) and reason "Error" (or "Completed" for 0). Stopping a
+	// container that is not running (created or exited) is not an error and changes
+	// nothing; stopping a missing one wraps ErrNotFound.
+	StopContainer(ctx context.Context, containerID string, timeout time.Duration) error
+	// RemoveContainer removes a container, killing it first if it is running (as
+	// containerd does). Removing a missing container is not an error.
+	RemoveContainer(ctx context.Context, containerID string) error
+	// ListContainers returns the containers that match filter (nil: all). Filter
+	// fields combine with AND: Id (full ID or unique prefix), State, PodSandboxId, and
+	// LabelSelector (every key=value must be among the container's labels).
+	ListContainers(ctx context.Context, filter *runtimeapi.ContainerFilter) ([]*runtimeapi.Container, error)
+	// ContainerStatus returns the container's state, times (nanoseconds since the
+	// epoch: CreatedAt; StartedAt once started; FinishedAt once exited), ExitCode and
+	// Reason ("Completed" for 0, "Error" otherwise) once exited, image, labels,
+	// annotations and LogPath. A missing container wraps ErrNotFound.
+	ContainerStatus(ctx context.Context, containerID string) (*runtimeapi.ContainerStatus, error)
+	// ExecSync runs cmd in a running container and waits for it, at most timeout
+	// (0: no limit but ctx). A command that ran is not an error whatever its exit code:
+	// the result carries it with the command's stdout and stderr. Exec in a container
+	// that is not running is an error; a missing one wraps ErrNotFound; a command that
+	// outlives timeout is an error wrapping context.DeadlineExceeded.
+	ExecSync(ctx context.Context, containerID string, cmd []string, timeout time.Duration) (*ExecResult, error)
+
+	// ImageStatus returns the image (ID, RepoTags, size) if it is present, or nil and no
+	// error if it is not.
+	// References are normalised as docker does (busybox:local is
+	// docker.io/library/busybox:local); an image ID (sha256:...) works too.
+	ImageStatus(ctx context.Context, image *runtimeapi.ImageSpec) (*runtimeapi.Image, error)
+	// PullImage fetches the image from its registry and returns its reference (the image
+	// ID). It always asks the registry, even when the image is already present: honour
+	// imagePullPolicy with ImageStatus first. A failed pull is an error carrying the
+	// runtime's message ("failed to pull and unpack image ..."). auth and sandboxConfig
+	// may be nil. A reference the registry does not have may wrap ErrNotFound.
+	PullImage(ctx context.Context, image *runtimeapi.ImageSpec, auth *runtimeapi.AuthConfig, sandboxConfig *runtimeapi.PodSandboxConfig) (string, error)
+	// ListImages returns the images present; with filter.Image set, only the image that
+	// reference resolves to (containerd 1.6 ignores the filter: Remote resolves it).
+	ListImages(ctx context.Context, filter *runtimeapi.ImageFilter) ([]*runtimeapi.Image, error)
+	// RemoveImage removes the image the reference resolves to, with all its tags (as
+	// containerd does), even if containers use it. Removing a missing image is not an
+	// error.
+	RemoveImage(ctx context.Context, image *runtimeapi.ImageSpec) error
+}
+
+// ExecResult is what a command run by ExecSync produced.
+type ExecResult struct {
+	Stdout, Stderr []byte
+	ExitCode       int32
 }
 
 // Remote talks CRI v1 over gRPC to a runtime such as containerd.
