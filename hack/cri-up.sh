@@ -52,7 +52,7 @@ BUSYBOX_IMAGE=docker.io/library/busybox:local
 IMAGES_REV=1 # bump when the image recipes below change: forces a rebuild and re-import
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-exec 3>&1 1>&2 # stdout is for the endpoint only
+exec 3>&1 1>&2 # stdout is for the endpoint only (fd 3; daemons must not inherit it)
 log() { echo "[cri-up] $*"; }
 die() { log "ERROR: $*"; exit 1; }
 now() { date +%s.%N; }
@@ -302,7 +302,7 @@ else
   # setsid: its own session, so it outlives this shell. nsenter execs containerd, so $! is
   # containerd's PID. PATH must reach runc, the shim and the CNI plugins' helpers.
   setsid nsenter --net="/run/netns/$NETNS" env PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    containerd --config "$CFG" </dev/null >>"$LOG" 2>&1 &
+    containerd --config "$CFG" </dev/null >>"$LOG" 2>&1 3>&- &
   STARTED_PID=$!
   echo "$STARTED_PID" >"$PIDFILE"
   for _ in $(seq 1 600); do

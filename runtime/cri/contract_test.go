@@ -488,8 +488,11 @@ func realEndpoint(t *testing.T) string {
 		return sock
 	}
 	start := time.Now()
-	cmd := exec.Command("../../hack/cri-up.sh")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute) // a cold run installs packages
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "../../hack/cri-up.sh")
 	cmd.Stderr = &testLogWriter{t: t}
+	cmd.WaitDelay = 10 * time.Second // never hang on a daemon that kept our stdout
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("hack/cri-up.sh: %v", err)

@@ -212,7 +212,7 @@ func (r *Remote) ImageStatus(ctx context.Context, image *runtimeapi.ImageSpec) (
 	defer cancel()
 	resp, err := r.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: image})
 	if err != nil {
-		if errors.Is(wrap("", err), ErrNotFound) {
+		if status.Code(err) == codes.NotFound { // containerd answers an empty status instead; others may not
 			return nil, nil
 		}
 		return nil, wrap("ImageStatus", err)

@@ -260,3 +260,41 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestConcurrentUse(t *testing.T) {
+	ctx := context.Background()
+	f := New()
+	f.LoadImage("busybox:local", 1)
+	done := make(chan error)
+	for i := range 8 {
+		go func() {
+			done <- func() error {
+				cfg := sandboxConfig(string(rune('a' + i)))
+				sb, err := f.RunPodSandbox(ctx, cfg, "")
+				if err != nil {
+					return err
+				}
+				id, err := f.CreateContainer(ctx, sb, containerConfig("c"), cfg)
+				if err != nil {
+					return err
+				}
+				if err := f.StartContainer(ctx, id); err != nil {
+					return err
+				}
+				if _, err := f.ExecSync(ctx, id, []string{"true"}, time.Second); err != nil {
+					return err
+				}
+				if _, err := f.ListContainers(ctx, nil); err != nil {
+					return err
+				}
+				return f.RemovePodSandbox(ctx, sb)
+			}()
+		}()
+	}
+	for range 8 {
+		must(t, <-done)
+	}
+	if list, _ := f.ListContainers(ctx, nil); len(list) != 0 {
+		t.Errorf("containers left: %v", list)
+	}
+}
