@@ -8,8 +8,9 @@
 #   root netns:   etcd on 127.0.0.1, kube-apiserver / controller-manager / scheduler on
 #                 $NK_HOST_IP (host side of a veth pair, 198.18.0.0/15 benchmark range)
 #   node netns:   $NK_NETNS with the other end of the veth ($NK_NODE_IP), no default route;
-#                 the agent (and, with the pods work, containerd and its pods) run here,
-#                 started with `nsenter --net` so they keep the host's mounts and cgroups.
+#                 containerd (hack/cri-up.sh), its CNI bridge and pods, and the agent run
+#                 here, started with `nsenter --net` so they keep the host's mounts and
+#                 cgroups; the agent's Service rules are programmed in this namespace.
 # State, certificates, pid files and logs live under $NK_RUN_DIR (outside the checkout).
 set -euo pipefail
 
@@ -127,6 +128,12 @@ up() {
   certs
   kubeconfig admin admin; kubeconfig node node; kubeconfig kcm kcm; kubeconfig scheduler scheduler
   netns_up
+  # containerd, its CNI bridge and the pods live in the node namespace too
+  local cri
+  cri=$(NK_NETNS="$NETNS" NK_POD_CIDR="$POD_CIDR" "$ROOT/hack/cri-up.sh")
+  # the node has no default route: send Service addresses to lo so the node's own
+  # connect() gets as far as the DNAT rules (nothing can leave the namespace)
+  ip -n "$NETNS" route replace "$SERVICE_CIDR" dev lo
 
   start etcd "$bins/etcd" --data-dir "$RUN/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
@@ -143,6 +150,15 @@ up() {
     --kubelet-client-certificate "$RUN/pki/apiserver-kubelet-client.crt" \
     --kubelet-client-key "$RUN/pki/apiserver-kubelet-client.key" --kubelet-certificate-authority "$RUN/pki/ca.crt"
   wait_for "kube-apiserver" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get --raw /readyz
+  # the node identity is a kubelet's (Node authorizer); the proxy half also needs what
+  # kube-proxy is granted: the built-in system:node-proxier role
+  "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "nodekeeper:node-proxier"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node-proxier"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:node:$NODE_NAME"}]
+EOF
   start kube-controller-manager "$bins/kube-controller-manager" --kubeconfig "$RUN/kcm.kubeconfig" \
     --authentication-kubeconfig "$RUN/kcm.kubeconfig" --authorization-kubeconfig "$RUN/kcm.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port 10257 --leader-elect=false \
@@ -159,7 +175,7 @@ apiVersion: nodekeeper.io/v1alpha1
 kind: AgentConfiguration
 nodeName: $NODE_NAME
 nodeIP: $NODE_IP
-containerRuntimeEndpoint: unix://$CACHE/cri/run/containerd.sock
+containerRuntimeEndpoint: $cri
 rootDir: $RUN/agent
 staticPodPath: $RUN/manifests
 podCIDR: $POD_CIDR
@@ -186,6 +202,7 @@ EOF
 
 down() {
   for c in nodekeeper kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
+  NK_NETNS="$NETNS" "$ROOT/hack/cri-down.sh" || true
   netns_down
   log "down (state kept in $RUN; remove it for a fresh cluster)"
 }
