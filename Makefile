@@ -5,6 +5,8 @@ export NK_CACHE
 VERSION ?= v0.1.0-dev
 LDFLAGS := -X github.com/nodekeeper/nodekeeper/internal/version.Version=$(VERSION)
 GO ?= go
+# the network namespace the tests' containerd (hack/cri-up.sh) and its pods live in
+TEST_NETNS ?= nk-test
 
 .PHONY: all build test test-unit vet run down clean manifests
 
@@ -26,6 +28,9 @@ test: vet
 	hack/net-deps.sh
 	@assets=$$(hack/k8s-bins.sh) && export KUBEBUILDER_ASSETS="$$assets" && \
 	  echo "KUBEBUILDER_ASSETS=$$assets" && \
+	  ep=$$(NK_CACHE=$(NK_CACHE)/test NK_NETNS=$(TEST_NETNS) hack/cri-up.sh) && \
+	  export NK_CRI_ENDPOINT="$$ep" NK_CRI_NETNS=$(TEST_NETNS) && \
+	  trap 'NK_CACHE=$(NK_CACHE)/test NK_NETNS=$(TEST_NETNS) hack/cri-down.sh' EXIT && \
 	  $(GO) test -count=1 -timeout 40m ./...
 
 ## test-unit: the suites that need no control plane, root or containerd

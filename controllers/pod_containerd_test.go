@@ -1,0 +1,193 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/rand"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
+	"github.com/nodekeeper/nodekeeper/internal/netnstest"
+	"github.com/nodekeeper/nodekeeper/internal/podplan"
+	"github.com/nodekeeper/nodekeeper/runtime/cri"
+)
+
+// These specs run the PodReconciler on a real containerd. `make test` starts one with
+// hack/cri-up.sh in its own network namespace and exports NK_CRI_ENDPOINT and
+// NK_CRI_NETNS; without them the specs are skipped.
+var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root"), Ordered, func() {
+	var (
+		rt    *cri.Remote
+		netns string
+		node  string
+		ns    string
+		stop  context.CancelFunc
+		done  chan struct{}
+		root  string
+	)
+	startAgent := func() {
+		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: root}
+		v1alpha1.SetDefaults(cfg)
+		mgr, err := ctrl.NewManager(env.Config, managerOptions())
+		Expect(err).NotTo(HaveOccurred())
+		Expect((&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
+			HostIP: "192.0.2.10", RelistPeriod: 200 * time.Millisecond,
+			Backoff: podplan.BackoffPolicy{Base: time.Second, Max: 4 * time.Second, Reset: 10 * time.Minute}}).SetupWithManager(mgr)).To(Succeed())
+		var ctx context.Context
+		ctx, stop = context.WithCancel(context.Background())
+		done = make(chan struct{})
+		go func() { defer close(done); _ = mgr.Start(ctx) }()
+	}
+	stopAgent := func() {
+		stop()
+		<-done
+	}
+	BeforeAll(func() {
+		ep := os.Getenv("NK_CRI_ENDPOINT")
+		netns = os.Getenv("NK_CRI_NETNS")
+		if ep == "" || netns == "" {
+			Skip("no containerd: run through `make test`, or start hack/cri-up.sh and set NK_CRI_ENDPOINT and NK_CRI_NETNS")
+		}
+		var err error
+		rt, err = cri.Dial(cri.RemoteOptions{Endpoint: ep})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(rt.Close)
+		node = "ctr-" + rand.String(5)
+		ns = "ctr-" + rand.String(5)
+		root = GinkgoT().TempDir()
+		Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+		startAgent()
+		DeferCleanup(func() {
+			// delete every pod of ours so its sandbox goes, then stop the agent
+			pods := &corev1.PodList{}
+			Expect(k8sClient.List(context.Background(), pods, client.InNamespace(ns))).To(Succeed())
+			for i := range pods.Items {
+				_ = k8sClient.Delete(context.Background(), &pods.Items[i], client.GracePeriodSeconds(0))
+			}
+			Eventually(func() int {
+				sbs, _ := rt.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodNamespace: ns}})
+				return len(sbs)
+			}, 30*time.Second, 200*time.Millisecond).Should(BeZero())
+			stopAgent()
+		})
+	})
+
+	create := func(name string, policy corev1.RestartPolicy, mutate func(*corev1.Pod)) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: corev1.PodSpec{NodeName: node, RestartPolicy: policy, TerminationGracePeriodSeconds: ptr.To(int64(2)),
+				Containers: []corev1.Container{{Name: "app", Image: busybox, Command: []string{"sleep", "3600"}}}}}
+		if mutate != nil {
+			mutate(p)
+		}
+		Expect(k8sClient.Create(context.Background(), p)).To(Succeed())
+		return getPod(p)
+	}
+	running := func(uid types.UID, name string) string {
+		cs, err := rt.ListContainers(context.Background(), &runtimeapi.ContainerFilter{
+			State:         &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING},
+			LabelSelector: map[string]string{podplan.LabelPodUID: string(uid), podplan.LabelContainerName: name}})
+		Expect(err).NotTo(HaveOccurred())
+		if len(cs) == 0 {
+			return ""
+		}
+		return cs[0].Id
+	}
+
+	It("runs an init container then an httpd that answers on the pod IP", func() {
+		p := create("web", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: busybox, Command: []string{"sh", "-c", "echo init done"}}}
+			p.Spec.Containers[0].Command = []string{"sh", "-c", "mkdir -p /www && echo \"hello from $POD_NAME\" > /www/index.html && exec httpd -f -p 8080 -h /www"}
+			p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}
+		})
+		Eventually(phase(p), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))
+		st := getPod(p).Status
+		Expect(st.PodIP).To(HavePrefix("10.244.0."))
+		Expect(st.InitContainerStatuses[0].State.Terminated).NotTo(BeNil())
+		Expect(st.InitContainerStatuses[0].State.Terminated.ExitCode).To(BeZero())
+		Expect(st.ContainerStatuses[0].ContainerID).To(HavePrefix("containerd://"))
+		Eventually(func() (string, error) { return netnstest.Get(netns, fmt.Sprintf("http://%s:8080/", st.PodIP)) },
+			20*time.Second, 200*time.Millisecond).Should(Equal("hello from web\n"))
+	})
+
+	It("restarts a container killed from outside, counting the restart", func() {
+		p := create("killed", corev1.RestartPolicyAlways, nil)
+		Eventually(phase(p), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))
+		id := running(p.UID, "app")
+		Expect(id).NotTo(BeEmpty())
+		Expect(rt.StopContainer(context.Background(), id, 0)).To(Succeed())
+		Eventually(func() int32 {
+			cs := getPod(p).Status.ContainerStatuses
+			if len(cs) == 0 || cs[0].State.Running == nil {
+				return -1
+			}
+			return cs[0].RestartCount
+		}, 30*time.Second, 200*time.Millisecond).Should(BeEquivalentTo(1))
+		last := getPod(p).Status.ContainerStatuses[0].LastTerminationState.Terminated
+		Expect(last).NotTo(BeNil())
+		Expect(last.ExitCode).To(BeEquivalentTo(137))
+	})
+
+	It("ends restartPolicy Never pods Failed or Succeeded with the exit code", func() {
+		failed := create("fails", corev1.RestartPolicyNever, func(p *corev1.Pod) { p.Spec.Containers[0].Command = []string{"sh", "-c", "exit 3"} })
+		ok := create("succeeds", corev1.RestartPolicyNever, func(p *corev1.Pod) { p.Spec.Containers[0].Command = []string{"true"} })
+		Eventually(phase(failed), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodFailed))
+		Eventually(phase(ok), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodSucceeded))
+		t := getPod(failed).Status.ContainerStatuses[0].State.Terminated
+		Expect(t.ExitCode).To(BeEquivalentTo(3))
+		Expect(t.Reason).To(Equal("Error"))
+		Expect(getPod(ok).Status.ContainerStatuses[0].State.Terminated.Reason).To(Equal("Completed"))
+	})
+
+	It("honours the grace period on deletion, then lets the pod leave the API", func() {
+		p := create("stubborn", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.Containers[0].Command = []string{"sh", "-c", "trap '' TERM; while true; do sleep 1; done"}
+		})
+		Eventually(phase(p), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))
+		start := time.Now()
+		Expect(k8sClient.Delete(context.Background(), p)).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(p), &corev1.Pod{}))
+		}, 30*time.Second, 100*time.Millisecond).Should(BeTrue())
+		Expect(time.Since(start)).To(BeNumerically(">=", 2*time.Second), "a process ignoring SIGTERM is killed only after the 2s grace period")
+		Expect(running(p.UID, "app")).To(BeEmpty())
+		sbs, err := rt.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodUID: string(p.UID)}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sbs).To(BeEmpty())
+	})
+
+	It("reports an image that does not exist as ErrImagePull", func() {
+		p := create("noimage", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.Containers[0].Image = "127.0.0.1:1/nodekeeper/does-not-exist:v1"
+		})
+		Eventually(func() string {
+			cs := getPod(p).Status.ContainerStatuses
+			if len(cs) == 0 || cs[0].State.Waiting == nil {
+				return ""
+			}
+			return cs[0].State.Waiting.Reason
+		}, 60*time.Second, 200*time.Millisecond).Should(BeElementOf("ErrImagePull", "ImagePullBackOff"))
+		Expect(getPod(p).Status.ContainerStatuses[0].State.Waiting.Message).To(ContainSubstring("does-not-exist"))
+	})
+
+	It("adopts running containers after an agent restart without restarting them", func() {
+		p := create("adopted", corev1.RestartPolicyAlways, nil)
+		Eventually(phase(p), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))
+		before := running(p.UID, "app")
+		stopAgent()
+		startAgent()
+		Consistently(func() string { return running(p.UID, "app") }, 3*time.Second, 200*time.Millisecond).Should(Equal(before))
+		Expect(getPod(p).Status.ContainerStatuses[0].RestartCount).To(BeZero())
+	})
+})
