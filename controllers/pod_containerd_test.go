@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -38,12 +39,12 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		root  string
 	)
 	startAgent := func() {
-		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: root}
+		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: root, StaticPodPath: filepath.Join(root, "manifests")}
 		v1alpha1.SetDefaults(cfg)
 		mgr, err := ctrl.NewManager(env.Config, managerOptions())
 		Expect(err).NotTo(HaveOccurred())
 		Expect((&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
-			HostIP: "192.0.2.10", RelistPeriod: 200 * time.Millisecond,
+			HostIP: "192.0.2.10", RelistPeriod: 200 * time.Millisecond, StaticPodPeriod: 500 * time.Millisecond,
 			Backoff: podplan.BackoffPolicy{Base: time.Second, Max: 4 * time.Second, Reset: 10 * time.Minute}}).SetupWithManager(mgr)).To(Succeed())
 		var ctx context.Context
 		ctx, stop = context.WithCancel(context.Background())
@@ -179,6 +180,24 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 			return cs[0].State.Waiting.Reason
 		}, 60*time.Second, 200*time.Millisecond).Should(BeElementOf("ErrImagePull", "ImagePullBackOff"))
 		Expect(getPod(p).Status.ContainerStatuses[0].State.Waiting.Message).To(ContainSubstring("does-not-exist"))
+	})
+
+	It("runs a static pod from the manifest folder and mirrors it in the API", func() {
+		Expect(os.MkdirAll(filepath.Join(root, "manifests"), 0o755)).To(Succeed())
+		Expect(os.WriteFile(filepath.Join(root, "manifests", "static.yaml"), []byte(fmt.Sprintf(staticManifest, ns, "3600")), 0o644)).To(Succeed())
+		mirror := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "etcdish-" + node}}
+		Eventually(func() corev1.PodPhase {
+			if err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(mirror), mirror); err != nil {
+				return ""
+			}
+			return mirror.Status.Phase
+		}, 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))
+		Expect(mirror.Annotations).To(HaveKey(AnnotationConfigMirror))
+		Expect(mirror.Status.ContainerStatuses[0].ContainerID).To(HavePrefix("containerd://"))
+		Expect(os.Remove(filepath.Join(root, "manifests", "static.yaml"))).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(mirror), &corev1.Pod{}))
+		}, 30*time.Second, 200*time.Millisecond).Should(BeTrue())
 	})
 
 	It("adopts running containers after an agent restart without restarting them", func() {

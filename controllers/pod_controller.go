@@ -50,7 +50,11 @@ type PodReconciler struct {
 	// RelistPeriod is how often the runtime is relisted to notice exits (default 1s).
 	RelistPeriod time.Duration
 
+	// StaticPodPeriod is how often the static pod folder is read (default 2s).
+	StaticPodPeriod time.Duration
+
 	events      chan event.GenericEvent
+	static      staticPods
 	mu          sync.Mutex
 	backoff     map[types.UID]map[string]*podplan.BackoffEntry
 	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
@@ -74,6 +78,14 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(&relister{r: r, reader: mgr.GetClient()}); err != nil {
 		return err
 	}
+	if r.Config.StaticPodPath != "" {
+		if r.StaticPodPeriod == 0 {
+			r.StaticPodPeriod = 2 * time.Second
+		}
+		if err := mgr.Add(&staticPodSource{r: r, dir: r.Config.StaticPodPath, period: r.StaticPodPeriod}); err != nil {
+			return err
+		}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("pods").
 		For(&corev1.Pod{}).
@@ -89,13 +101,15 @@ func (r *PodReconciler) runtimeID() string {
 
 // Reconcile implements reconcile.Reconciler.
 func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	logger := log.FromContext(ctx)
 	if r.runtimeID() == "" {
 		if v, err := r.Runtime.Version(ctx); err == nil {
 			r.mu.Lock()
 			r.runtimeName = v.GetRuntimeName()
 			r.mu.Unlock()
 		}
+	}
+	if static := r.static.get(req.NamespacedName); static != nil {
+		return r.reconcileStatic(ctx, static)
 	}
 	pod := &corev1.Pod{}
 	if err := r.Client.Get(ctx, req.NamespacedName, pod); err != nil {
@@ -108,24 +122,72 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 	if pod.Spec.NodeName != r.Config.NodeName {
 		return reconcile.Result{}, nil
 	}
+	if _, ok := pod.Annotations[AnnotationConfigMirror]; ok {
+		// a mirror whose manifest is gone: stop the static pod and drop the mirror
+		if err := r.removeByName(ctx, pod.Namespace, pod.Name, ""); err != nil {
+			return reconcile.Result{}, err
+		}
+		err := r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return reconcile.Result{}, fmt.Errorf("deleting mirror pod: %w", err)
+		}
+		return reconcile.Result{}, nil
+	}
 	// older incarnations of a pod with the same name are not ours to keep
 	if err := r.removeByName(ctx, pod.Namespace, pod.Name, pod.UID); err != nil {
 		return reconcile.Result{}, err
 	}
-	obs, sandboxConfigs, err := r.observe(ctx, pod.UID)
-	if err != nil {
-		return reconcile.Result{}, err
-	}
 	if pod.DeletionTimestamp != nil {
+		obs, err := r.observe(ctx, pod.UID)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
 		return r.terminate(ctx, pod, obs)
 	}
+	st, res, err := r.run(ctx, pod)
+	if st != nil && podplan.Changed(pod.Status, *st) {
+		patched := pod.DeepCopy()
+		patched.Status = *st
+		if perr := r.Client.Status().Patch(ctx, patched, client.MergeFrom(pod)); perr != nil {
+			return reconcile.Result{}, fmt.Errorf("patching pod status: %w", perr)
+		}
+	}
+	return res, err
+}
 
+// reconcileStatic runs a pod from the static pod folder: the runtime side needs no API
+// server; the mirror pod is kept in step when the API answers.
+func (r *PodReconciler) reconcileStatic(ctx context.Context, pod *corev1.Pod) (reconcile.Result, error) {
+	if err := r.removeByName(ctx, pod.Namespace, pod.Name, pod.UID); err != nil {
+		return reconcile.Result{}, err
+	}
+	st, res, err := r.run(ctx, pod)
+	if st == nil {
+		return res, err
+	}
+	r.static.setStatus(types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}, pod.UID, *st)
+	if merr := r.syncMirror(ctx, pod, *st); merr != nil {
+		log.FromContext(ctx).Info("Mirror pod not in step yet, will retry", "error", merr.Error())
+		if res.RequeueAfter == 0 || res.RequeueAfter > 5*time.Second {
+			res.RequeueAfter = 5 * time.Second
+		}
+	}
+	return res, err
+}
+
+// run observes the runtime, plans, applies and computes the new status.
+func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodStatus, reconcile.Result, error) {
+	logger := log.FromContext(ctx)
+	obs, err := r.observe(ctx, pod.UID)
+	if err != nil {
+		return nil, reconcile.Result{}, err
+	}
 	now := r.Clock.Now()
 	backoff := r.backoffFor(pod.UID, obs)
 	plan := podplan.Plan(pod, obs, backoff, now)
 	logger.V(2).Info("Computed pod actions", "plan", plan.String())
-	applyErr := r.apply(ctx, pod, obs, sandboxConfigs, plan)
-	if obs2, _, err := r.observe(ctx, pod.UID); err == nil {
+	applyErr := r.apply(ctx, pod, obs, plan)
+	if obs2, err := r.observe(ctx, pod.UID); err == nil {
 		obs = obs2
 	}
 	waiting := map[string]podplan.Waiting{}
@@ -139,15 +201,8 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 	r.mu.Unlock()
 	st := podplan.Status(podplan.StatusInput{Pod: pod, Observed: obs, Waiting: waiting, HostIP: r.HostIP,
 		RuntimeName: r.runtimeID(), Now: now})
-	if podplan.Changed(pod.Status, st) {
-		patched := pod.DeepCopy()
-		patched.Status = st
-		if err := r.Client.Status().Patch(ctx, patched, client.MergeFrom(pod)); err != nil {
-			return reconcile.Result{}, fmt.Errorf("patching pod status: %w", err)
-		}
-	}
 	if applyErr != nil {
-		return reconcile.Result{}, applyErr
+		return &st, reconcile.Result{}, applyErr
 	}
 	// come back when a back-off or pull retry ends
 	var next time.Duration
@@ -159,7 +214,7 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 	if len(waiting) > 0 && next == 0 {
 		next = r.Backoff.Base
 	}
-	return reconcile.Result{RequeueAfter: next}, nil
+	return &st, reconcile.Result{RequeueAfter: next}, nil
 }
 
 // backoffFor turns the stored back-off entries into "not before" times for Plan.
@@ -178,11 +233,11 @@ func (r *PodReconciler) backoffFor(uid types.UID, obs podplan.Observed) podplan.
 }
 
 // observe lists the pod's sandboxes and containers in the runtime.
-func (r *PodReconciler) observe(ctx context.Context, uid types.UID) (podplan.Observed, map[string]*runtimeapi.PodSandboxConfig, error) {
+func (r *PodReconciler) observe(ctx context.Context, uid types.UID) (podplan.Observed, error) {
 	sel := map[string]string{podplan.LabelPodUID: string(uid), podplan.LabelManaged: "true"}
 	sbs, err := r.Runtime.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: sel})
 	if err != nil {
-		return podplan.Observed{}, nil, fmt.Errorf("listing sandboxes: %w", err)
+		return podplan.Observed{}, fmt.Errorf("listing sandboxes: %w", err)
 	}
 	var obs podplan.Observed
 	for _, sb := range sbs {
@@ -197,7 +252,7 @@ func (r *PodReconciler) observe(ctx context.Context, uid types.UID) (podplan.Obs
 	}
 	cs, err := r.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{LabelSelector: sel})
 	if err != nil {
-		return podplan.Observed{}, nil, fmt.Errorf("listing containers: %w", err)
+		return podplan.Observed{}, fmt.Errorf("listing containers: %w", err)
 	}
 	for _, c := range cs {
 		st, err := r.Runtime.ContainerStatus(ctx, c.Id)
@@ -205,7 +260,7 @@ func (r *PodReconciler) observe(ctx context.Context, uid types.UID) (podplan.Obs
 			continue
 		}
 		if err != nil {
-			return podplan.Observed{}, nil, fmt.Errorf("container status: %w", err)
+			return podplan.Observed{}, fmt.Errorf("container status: %w", err)
 		}
 		oc := podplan.Container{ID: c.Id, SandboxID: c.PodSandboxId, Name: c.GetMetadata().GetName(), Attempt: c.GetMetadata().GetAttempt(),
 			ExitCode: st.ExitCode, Reason: st.Reason, Message: st.Message, Hash: c.Annotations[podplan.AnnotationHash],
@@ -228,7 +283,7 @@ func (r *PodReconciler) observe(ctx context.Context, uid types.UID) (podplan.Obs
 		}
 		obs.Containers = append(obs.Containers, oc)
 	}
-	return obs, nil, nil
+	return obs, nil
 }
 
 func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
@@ -328,7 +383,7 @@ func (r *PodReconciler) removeByName(ctx context.Context, ns, name string, keep 
 }
 
 // apply carries out a plan, in kubelet's order: kill, sandbox, then containers.
-func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, _ map[string]*runtimeapi.PodSandboxConfig, plan podplan.Actions) error {
+func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, plan podplan.Actions) error {
 	if plan.KillPod {
 		if err := r.killAll(ctx, pod, obs, "Stopping container %s"); err != nil {
 			return err

@@ -1,0 +1,141 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/rand"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
+	"github.com/nodekeeper/nodekeeper/internal/podplan"
+	"github.com/nodekeeper/nodekeeper/runtime/cri/fake"
+)
+
+const staticManifest = `apiVersion: v1
+kind: Pod
+metadata:
+  name: etcdish
+  namespace: %s
+spec:
+  containers:
+  - name: main
+    image: docker.io/library/busybox:local
+    command: [sleep, "%s"]
+`
+
+var _ = Describe("Static pods", func() {
+	It("runs manifests from the folder, mirrors them in the API, follows edits and removal, skips broken files", func() {
+		node := "static-" + rand.String(5)
+		ns := "static-" + rand.String(5)
+		Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+		dir := GinkgoT().TempDir()
+		rt := fake.New()
+		rt.LoadImage(busybox, 1<<20)
+		write := func(name, body string) {
+			Expect(os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644)).To(Succeed())
+		}
+		write("etcd.yaml", fmt.Sprintf(staticManifest, ns, "3600"))
+		write("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec: {containers: [{name: x}]}\n")
+		write("garbage.yaml", "{{{ not yaml")
+		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: GinkgoT().TempDir(), StaticPodPath: dir}
+		v1alpha1.SetDefaults(cfg)
+		startManager(func(mgr ctrl.Manager) error {
+			return (&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
+				RelistPeriod: 100 * time.Millisecond, StaticPodPeriod: 200 * time.Millisecond}).SetupWithManager(mgr)
+		})
+
+		key := types.NamespacedName{Namespace: ns, Name: "etcdish-" + node}
+		mirror := func() *corev1.Pod {
+			p := &corev1.Pod{}
+			if err := k8sClient.Get(context.Background(), key, p); err != nil {
+				return nil
+			}
+			return p
+		}
+		running := func() []string {
+			cs, err := rt.ListContainers(context.Background(), &runtimeapi.ContainerFilter{
+				State:         &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING},
+				LabelSelector: map[string]string{podplan.LabelPodName: key.Name}})
+			Expect(err).NotTo(HaveOccurred())
+			var ids []string
+			for _, c := range cs {
+				ids = append(ids, c.Id)
+			}
+			return ids
+		}
+		Eventually(running, 10*time.Second, 50*time.Millisecond).Should(HaveLen(1))
+		Eventually(func() corev1.PodPhase {
+			if m := mirror(); m != nil {
+				return m.Status.Phase
+			}
+			return ""
+		}, 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodRunning))
+		m := mirror()
+		Expect(m.Annotations).To(HaveKey(AnnotationConfigMirror))
+		Expect(m.Annotations).To(HaveKeyWithValue(AnnotationConfigSource, "file"))
+		Expect(m.Spec.NodeName).To(Equal(node))
+		first := running()[0]
+
+		// a mirror deleted by hand comes back; the pod keeps running
+		Expect(k8sClient.Delete(context.Background(), m)).To(Succeed())
+		Eventually(func() types.UID {
+			if n := mirror(); n != nil {
+				return n.UID
+			}
+			return ""
+		}, 10*time.Second, 50*time.Millisecond).ShouldNot(BeElementOf(types.UID(""), m.UID))
+		Expect(running()).To(Equal([]string{first}))
+
+		// an edit replaces the pod
+		write("etcd.yaml", fmt.Sprintf(staticManifest, ns, "7200"))
+		Eventually(func() []string { return running() }, 10*time.Second, 50*time.Millisecond).
+			Should(And(HaveLen(1), Not(ContainElement(first))))
+		Eventually(func() string {
+			if n := mirror(); n != nil {
+				return n.Annotations[AnnotationConfigMirror]
+			}
+			return ""
+		}, 10*time.Second, 50*time.Millisecond).ShouldNot(Equal(m.Annotations[AnnotationConfigMirror]))
+
+		// removing the file stops the pod and removes its mirror
+		Expect(os.Remove(filepath.Join(dir, "etcd.yaml"))).To(Succeed())
+		Eventually(running, 10*time.Second, 50*time.Millisecond).Should(BeEmpty())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(context.Background(), key, &corev1.Pod{}))
+		}, 10*time.Second, 50*time.Millisecond).Should(BeTrue())
+		sbs, err := rt.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodName: key.Name}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sbs).To(BeEmpty())
+	})
+})
+
+var _ = Describe("ParseStaticPod", func() {
+	It("names, binds and hashes the pod, and rejects broken manifests with the file named", func() {
+		p, err := ParseStaticPod("/m/a.yaml", []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: i}]}\n"), "Node1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(p.Name).To(Equal("a-node1"))
+		Expect(p.Namespace).To(Equal("default"))
+		Expect(p.Spec.NodeName).To(Equal("Node1"))
+		Expect(string(p.UID)).To(Equal(p.Annotations[AnnotationConfigHash]))
+		q, _ := ParseStaticPod("/m/a.yaml", []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: j}]}\n"), "Node1")
+		Expect(q.UID).NotTo(Equal(p.UID))
+		for _, bad := range []string{"{{", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n", "kind: Pod\nspec: {containers: [{name: c, image: i}]}\n",
+			"kind: Pod\nmetadata: {name: a}\nspec: {}\n", "kind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c}]}\n",
+			"kind: Pod\nmetadata: {name: a}\nbogus: 1\nspec: {containers: [{name: c, image: i}]}\n"} {
+			_, err := ParseStaticPod("/m/bad.yaml", []byte(bad), "n")
+			Expect(err).To(HaveOccurred(), bad)
+			Expect(err.Error()).To(ContainSubstring("/m/bad.yaml"))
+		}
+	})
+})
