@@ -8,7 +8,7 @@ GO ?= go
 # the network namespace the tests' containerd (hack/cri-up.sh) and its pods live in
 TEST_NETNS ?= nk-test
 
-.PHONY: all build test test-unit vet run down clean manifests
+.PHONY: all build test test-unit vet run down clean manifests bench-pods
 
 all: build
 
@@ -36,6 +36,13 @@ test: vet
 ## test-unit: the suites that need no control plane, root or containerd
 test-unit:
 	$(GO) test -count=1 ./api/... ./internal/... ./host/... ./runtime/... ./netrules/...
+
+## bench-pods: pod start-up latency on real containerd (30 pods; NK_BENCH_PODS=N)
+bench-pods:
+	@assets=$$(hack/k8s-bins.sh) && export KUBEBUILDER_ASSETS="$$assets" && \
+	  ep=$$(NK_CACHE=$(NK_CACHE)/test NK_NETNS=$(TEST_NETNS) hack/cri-up.sh) && \
+	  trap 'NK_CACHE=$(NK_CACHE)/test NK_NETNS=$(TEST_NETNS) hack/cri-down.sh' EXIT && \
+	  NK_BENCH=1 NK_CRI_ENDPOINT="$$ep" $(GO) test -count=1 -v -run TestPodStartupLatency ./test/podbench/ | grep -v '^=== RUN'
 
 ## run: a local single-node cluster whose node is nodekeeper (prints the kubeconfig)
 run:

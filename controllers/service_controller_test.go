@@ -105,7 +105,7 @@ var _ = Describe("ServiceReconciler against the stateful iptables fake", func() 
 			Expect(k8sClient.Update(ctx, svc)).To(Succeed())
 		}
 		time.Sleep(2 * time.Second)
-		Expect(be.n.Load() - before).To(BeNumerically("<=", 10), "20 updates must coalesce into fewer syncs")
+		Expect(be.n.Load()-before).To(BeNumerically("<=", 10), "20 updates must coalesce into fewer syncs")
 
 		Expect(gauge("kubeproxy_sync_proxy_rules_last_timestamp_seconds")).To(BeNumerically(">", 0))
 		Expect(gauge("kubeproxy_sync_proxy_rules_duration_seconds")).To(BeNumerically(">", 0))

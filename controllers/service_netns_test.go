@@ -76,7 +76,9 @@ var backendCases = []backendCase{
 			Expect(err).NotTo(HaveOccurred())
 			return inNetns{ns: ns, be: p}
 		},
-		breakIt: func(ns string) error { return netnstest.Run(ns, "nft", "flush", "chain", "ip", "nodekeeper", "services") },
+		breakIt: func(ns string) error {
+			return netnstest.Run(ns, "nft", "flush", "chain", "ip", "nodekeeper", "services")
+		},
 	},
 }
 

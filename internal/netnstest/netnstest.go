@@ -239,7 +239,7 @@ func Histogram(ns, url string, n int) map[string]int {
 			h["ERR"]++
 			continue
 		}
-		h[strings.Fields(body+" ?")[0]]++
+		h[strings.Fields(body + " ?")[0]]++
 	}
 	return h
 }

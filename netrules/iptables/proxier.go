@@ -50,8 +50,8 @@ type Options struct {
 // that a partial sync rewrites only the per-Service chains that changed. It is not safe
 // for concurrent use (the ServiceReconciler syncs from one worker).
 type Proxier struct {
-	opts    Options
-	applied map[string]map[string]string // table -> per-Service chain -> rules as applied
+	opts     Options
+	applied  map[string]map[string]string // table -> per-Service chain -> rules as applied
 	needFull bool
 }
 

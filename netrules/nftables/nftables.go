@@ -68,6 +68,7 @@ func serviceChain(p *netrules.ServicePort) string  { return name("service", base
 func localChain(p *netrules.ServicePort) string    { return name("local", base(p)) }
 func externalChain(p *netrules.ServicePort) string { return name("external", base(p)) }
 func firewallChain(p *netrules.ServicePort) string { return name("firewall", base(p)) }
+
 // epName is "ip/port" with IPv6 colons turned into dots: nft names cannot hold ':'.
 func epName(e netrules.Endpoint) string {
 	return strings.ReplaceAll(e.IP.String(), ":", ".") + "/" + fmt.Sprint(e.Port)
