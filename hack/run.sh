@@ -28,6 +28,9 @@ ETCD_PORT=${NK_ETCD_PORT:-23790}
 SERVICE_CIDR=${NK_SERVICE_CIDR:-10.96.0.0/16}
 CLUSTER_CIDR=${NK_CLUSTER_CIDR:-10.244.0.0/16}
 POD_CIDR=${NK_POD_CIDR:-10.244.0.0/24}
+KCM_PORT=${NK_KCM_PORT:-10257}
+SCHED_PORT=${NK_SCHED_PORT:-10259}
+CRI_CACHE=${NK_CRI_CACHE:-$CACHE}   # containerd's state lives in $CRI_CACHE/cri
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { echo "[run] $*" >&2; }
@@ -130,7 +133,7 @@ up() {
   netns_up
   # containerd, its CNI bridge and the pods live in the node namespace too
   local cri
-  cri=$(NK_NETNS="$NETNS" NK_POD_CIDR="$POD_CIDR" "$ROOT/hack/cri-up.sh")
+  cri=$(NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" NK_POD_CIDR="$POD_CIDR" "$ROOT/hack/cri-up.sh")
   # the node has no default route: send Service addresses to lo so the node's own
   # connect() gets as far as the DNAT rules (nothing can leave the namespace)
   ip -n "$NETNS" route replace "$SERVICE_CIDR" dev lo
@@ -161,14 +164,14 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:node:
 EOF
   start kube-controller-manager "$bins/kube-controller-manager" --kubeconfig "$RUN/kcm.kubeconfig" \
     --authentication-kubeconfig "$RUN/kcm.kubeconfig" --authorization-kubeconfig "$RUN/kcm.kubeconfig" \
-    --bind-address 127.0.0.1 --secure-port 10257 --leader-elect=false \
+    --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --leader-elect=false \
     --service-account-private-key-file "$RUN/pki/sa.key" --root-ca-file "$RUN/pki/ca.crt" \
     --use-service-account-credentials --cluster-signing-cert-file "$RUN/pki/ca.crt" \
     --cluster-signing-key-file "$RUN/pki/ca.key" --service-cluster-ip-range "$SERVICE_CIDR" \
     --cluster-cidr "$CLUSTER_CIDR" --allocate-node-cidrs=false
   start kube-scheduler "$bins/kube-scheduler" --kubeconfig "$RUN/scheduler.kubeconfig" \
     --authentication-kubeconfig "$RUN/scheduler.kubeconfig" --authorization-kubeconfig "$RUN/scheduler.kubeconfig" \
-    --bind-address 127.0.0.1 --secure-port 10259 --leader-elect=false
+    --bind-address 127.0.0.1 --secure-port "$SCHED_PORT" --leader-elect=false
 
   cat >"$RUN/agent.yaml" <<EOF
 apiVersion: nodekeeper.io/v1alpha1
@@ -202,7 +205,7 @@ EOF
 
 down() {
   for c in nodekeeper kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
-  NK_NETNS="$NETNS" "$ROOT/hack/cri-down.sh" || true
+  NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" "$ROOT/hack/cri-down.sh" || true
   netns_down
   log "down (state kept in $RUN; remove it for a fresh cluster)"
 }
