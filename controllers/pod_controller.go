@@ -20,6 +20,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -50,6 +51,8 @@ type PodReconciler struct {
 	// RelistPeriod is how often the runtime is relisted to notice exits (default 1s).
 	RelistPeriod time.Duration
 
+	// Workers is how many pods are reconciled at once (default 10).
+	Workers int
 	// StaticPodPeriod is how often the static pod folder is read (default 2s).
 	StaticPodPeriod time.Duration
 
@@ -89,8 +92,17 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("pods").
 		For(&corev1.Pod{}).
+		// pods are independent: start them side by side (one key is never run twice at once)
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.workers()}).
 		WatchesRawSource(source.Channel(r.events, &handler.EnqueueRequestForObject{})).
 		Complete(r)
+}
+
+func (r *PodReconciler) workers() int {
+	if r.Workers > 0 {
+		return r.Workers
+	}
+	return 10
 }
 
 func (r *PodReconciler) runtimeID() string {
