@@ -114,12 +114,18 @@ func run(ctx context.Context, args []string) error {
 				hostIP = addrs[0].Address
 			}
 		}
+		direct, err := client.New(restCfg, client.Options{Scheme: scheme.Scheme})
+		if err != nil {
+			return fmt.Errorf("building client: %w", err)
+		}
 		if err := (&controllers.PodReconciler{
-			Client:   mgr.GetClient(),
-			Runtime:  rt,
-			Recorder: mgr.GetEventRecorderFor("kubelet"),
-			Config:   cfg,
-			HostIP:   hostIP,
+			Client:        mgr.GetClient(),
+			MirrorClient:  direct, // static pods run before the caches sync
+			StaticContext: ctx,
+			Runtime:       rt,
+			Recorder:      mgr.GetEventRecorderFor("kubelet"),
+			Config:        cfg,
+			HostIP:        hostIP,
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up pod reconciler: %w", err)
 		}

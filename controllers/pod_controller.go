@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/record"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/clock"
@@ -51,6 +54,12 @@ type PodReconciler struct {
 	// RelistPeriod is how often the runtime is relisted to notice exits (default 1s).
 	RelistPeriod time.Duration
 
+	// StaticContext, when set, runs static pods from SetupWithManager on, before the
+	// manager starts (so they run without an API server); else they start with the manager.
+	StaticContext context.Context
+	// MirrorClient writes mirror pods; it must not depend on the informer cache when
+	// StaticContext is set (default Client).
+	MirrorClient client.Client
 	// Workers is how many pods are reconciled at once (default 10).
 	Workers int
 	// StaticPodPeriod is how often the static pod folder is read (default 2s).
@@ -83,9 +92,16 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.Config.StaticPodPath != "" {
 		if r.StaticPodPeriod == 0 {
-			r.StaticPodPeriod = 2 * time.Second
+			r.StaticPodPeriod = time.Second
 		}
-		if err := mgr.Add(&staticPodSource{r: r, dir: r.Config.StaticPodPath, period: r.StaticPodPeriod}); err != nil {
+		src := &staticPodSource{r: r, dir: r.Config.StaticPodPath, period: r.StaticPodPeriod,
+			seen: map[string]bool{}, removed: map[types.NamespacedName]bool{}}
+		// read the folder now, so the controller knows which pods are static before it
+		// sees their mirrors
+		src.scan(context.Background())
+		if r.StaticContext != nil {
+			go func() { _ = src.Start(r.StaticContext) }() // runs before the manager's caches
+		} else if err := mgr.Add(src); err != nil {
 			return err
 		}
 	}
@@ -96,6 +112,13 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.workers()}).
 		WatchesRawSource(source.Channel(r.events, &handler.EnqueueRequestForObject{})).
 		Complete(r)
+}
+
+func (r *PodReconciler) mirrorClient() client.Client {
+	if r.MirrorClient != nil {
+		return r.MirrorClient
+	}
+	return r.Client
 }
 
 func (r *PodReconciler) workers() int {
@@ -113,15 +136,8 @@ func (r *PodReconciler) runtimeID() string {
 
 // Reconcile implements reconcile.Reconciler.
 func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	if r.runtimeID() == "" {
-		if v, err := r.Runtime.Version(ctx); err == nil {
-			r.mu.Lock()
-			r.runtimeName = v.GetRuntimeName()
-			r.mu.Unlock()
-		}
-	}
-	if static := r.static.get(req.NamespacedName); static != nil {
-		return r.reconcileStatic(ctx, static)
+	if r.static.get(req.NamespacedName) != nil {
+		return reconcile.Result{}, nil // run by the static pod source
 	}
 	pod := &corev1.Pod{}
 	if err := r.Client.Get(ctx, req.NamespacedName, pod); err != nil {
@@ -190,6 +206,14 @@ func (r *PodReconciler) reconcileStatic(ctx context.Context, pod *corev1.Pod) (r
 // run observes the runtime, plans, applies and computes the new status.
 func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodStatus, reconcile.Result, error) {
 	logger := log.FromContext(ctx)
+	if r.runtimeID() == "" {
+		if v, err := r.Runtime.Version(ctx); err == nil {
+			r.mu.Lock()
+			r.runtimeName = v.GetRuntimeName()
+			r.mu.Unlock()
+		}
+	}
+
 	obs, err := r.observe(ctx, pod.UID)
 	if err != nil {
 		return nil, reconcile.Result{}, err
@@ -198,6 +222,11 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	backoff := r.backoffFor(pod.UID, obs)
 	plan := podplan.Plan(pod, obs, backoff, now)
 	logger.V(2).Info("Computed pod actions", "plan", plan.String())
+	for name, w := range plan.Waiting {
+		if w.Reason == "CrashLoopBackOff" {
+			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", name, pod.Name, pod.Namespace, pod.UID)
+		}
+	}
 	applyErr := r.apply(ctx, pod, obs, plan)
 	if obs2, err := r.observe(ctx, pod.UID); err == nil {
 		obs = obs2
@@ -340,8 +369,8 @@ func (r *PodReconciler) killAll(ctx context.Context, pod *corev1.Pod, obs podpla
 		go func(c podplan.Container) {
 			defer wg.Done()
 			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", msg, c.Name)
-			if err := r.Runtime.StopContainer(ctx, c.ID, grace); err != nil && !errors.Is(err, cri.ErrNotFound) {
-				errs <- fmt.Errorf("stopping %s: %w", c.Name, err)
+			if err := r.stopContainer(ctx, pod, c, grace); err != nil {
+				errs <- err
 			}
 		}(c)
 	}
@@ -352,6 +381,80 @@ func (r *PodReconciler) killAll(ctx context.Context, pod *corev1.Pod, obs podpla
 		all = append(all, e)
 	}
 	return errors.Join(all...)
+}
+
+// stopContainer runs the container's preStop hook (exec, httpGet or sleep) within the
+// grace period, then stops it with what is left of the grace period (at least 2s, as
+// upstream).
+func (r *PodReconciler) stopContainer(ctx context.Context, pod *corev1.Pod, c podplan.Container, grace time.Duration) error {
+	start := r.Clock.Now()
+	if spec := findContainer(pod, c.Name); spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
+		if err := r.runHook(ctx, pod, c, spec.Lifecycle.PreStop, grace); err != nil {
+			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed: %v", err)
+		}
+		grace -= r.Clock.Since(start)
+		if grace < 2*time.Second {
+			grace = 2 * time.Second
+		}
+	}
+	if err := r.Runtime.StopContainer(ctx, c.ID, grace); err != nil && !errors.Is(err, cri.ErrNotFound) {
+		return fmt.Errorf("stopping %s: %w", c.Name, err)
+	}
+	return nil
+}
+
+// runHook runs a lifecycle handler against a running container.
+func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.Container, h *corev1.LifecycleHandler, timeout time.Duration) error {
+	switch {
+	case h.Exec != nil:
+		res, err := r.Runtime.ExecSync(ctx, c.ID, h.Exec.Command, timeout)
+		if err != nil {
+			return err
+		}
+		if res.ExitCode != 0 {
+			return fmt.Errorf("command %q exited with %d: %s", h.Exec.Command, res.ExitCode, res.Stdout)
+		}
+	case h.HTTPGet != nil:
+		host := h.HTTPGet.Host
+		if host == "" {
+			host = pod.Status.PodIP
+		}
+		port := h.HTTPGet.Port.String()
+		if h.HTTPGet.Port.Type == intstr.String {
+			for _, cp := range findContainer(pod, c.Name).Ports {
+				if cp.Name == h.HTTPGet.Port.StrVal {
+					port = strconv.Itoa(int(cp.ContainerPort))
+				}
+			}
+		}
+		scheme := "http"
+		if h.HTTPGet.Scheme == corev1.URISchemeHTTPS {
+			scheme = "https"
+		}
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(hctx, http.MethodGet, fmt.Sprintf("%s://%s/%s", scheme, net.JoinHostPort(host, port), strings.TrimPrefix(h.HTTPGet.Path, "/")), nil)
+		if err != nil {
+			return err
+		}
+		for _, hd := range h.HTTPGet.HTTPHeaders {
+			req.Header.Add(hd.Name, hd.Value)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode >= 400 {
+			return fmt.Errorf("HTTP GET returned %d", resp.StatusCode)
+		}
+	case h.Sleep != nil:
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(h.Sleep.Seconds) * time.Second):
+		}
+	}
+	return nil
 }
 
 func (r *PodReconciler) forget(uid types.UID) {
@@ -410,8 +513,12 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 	}
 	for _, k := range plan.Kill {
 		r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "%s", k.Reason)
-		if err := r.Runtime.StopContainer(ctx, k.ID, r.grace(pod)); err != nil && !errors.Is(err, cri.ErrNotFound) {
-			return fmt.Errorf("stopping %s: %w", k.Name, err)
+		for _, c := range obs.Containers {
+			if c.ID == k.ID {
+				if err := r.stopContainer(ctx, pod, c, r.grace(pod)); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	sbConfig := r.sandboxConfig(pod, plan.SandboxAttempt)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
+	"github.com/nodekeeper/nodekeeper/runtime/cri"
 	"github.com/nodekeeper/nodekeeper/runtime/cri/fake"
 )
 
@@ -233,7 +234,15 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 
 	It("stops a deleted pod's containers, removes its sandbox and lets it leave the API", func() {
 		a := newPodAgent()
-		p := a.pod("gone", corev1.RestartPolicyAlways, nil)
+		hooks := make(chan []string, 10)
+		a.runtime.SetExecHandler(func(_ context.Context, _ string, cmd []string) (*cri.ExecResult, error) {
+			hooks <- cmd
+			return &cri.ExecResult{}, nil
+		})
+		p := a.pod("gone", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
+				Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo bye"}}}}
+		})
 		p = getPod(p)
 		Eventually(func() string { return a.running(p.UID, "app") }, 10*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty())
 		Expect(k8sClient.Delete(context.Background(), p)).To(Succeed())
@@ -245,6 +254,7 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(sbs).To(BeEmpty())
 		Expect(a.containers(p.UID, "app")).To(BeEmpty())
+		Expect(hooks).To(Receive(Equal([]string{"sh", "-c", "echo bye"})), "the preStop hook ran before the stop")
 	})
 
 	It("never touches what it did not create, and removes its own orphans", func() {

@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
@@ -105,29 +104,64 @@ func ParseStaticPod(path string, data []byte, nodeName string) (*corev1.Pod, err
 	return pod, nil
 }
 
-// staticPodSource reads the static pod folder every period and tells the reconciler
-// which pods appeared, changed or went away. A broken manifest is logged and skipped.
+// staticPodSource reads the static pod folder every period and runs the static pods
+// itself, one after the other, without the work queue or the informer cache: they run
+// even when the API server cannot be reached, from the agent's first second. A broken
+// manifest is logged and skipped.
 type staticPodSource struct {
-	r      *PodReconciler
-	dir    string
-	period time.Duration
-	seen   map[string]bool // broken files already reported, by path+size+mtime
+	r       *PodReconciler
+	dir     string
+	period  time.Duration
+	seen    map[string]bool // broken files already reported, by path+content hash
+	removed map[types.NamespacedName]bool
 }
 
 func (s *staticPodSource) NeedLeaderElection() bool { return false }
 
 func (s *staticPodSource) Start(ctx context.Context) error {
-	s.seen = map[string]bool{}
-	s.scan(ctx)
 	t := time.NewTicker(s.period)
 	defer t.Stop()
 	for {
+		s.scan(ctx)
+		s.sync(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			s.scan(ctx)
 		}
+	}
+}
+
+// sync runs every static pod once, and finishes removing those whose file went away.
+func (s *staticPodSource) sync(ctx context.Context) {
+	logger := log.FromContext(ctx).WithName("staticpods")
+	s.r.static.mu.Lock()
+	var pods []*corev1.Pod
+	for _, p := range s.r.static.pods {
+		pods = append(pods, p.DeepCopy())
+	}
+	s.r.static.mu.Unlock()
+	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
+	for _, p := range pods {
+		if _, err := s.r.reconcileStatic(ctx, p); err != nil {
+			logger.Error(err, "Running a static pod failed, will retry", "pod", client.ObjectKeyFromObject(p))
+		}
+	}
+	for k := range s.removed {
+		if err := s.r.removeByName(ctx, k.Namespace, k.Name, ""); err != nil {
+			logger.Error(err, "Stopping a removed static pod failed, will retry", "pod", k)
+			continue
+		}
+		mirror := &corev1.Pod{}
+		err := s.r.mirrorClient().Get(ctx, k, mirror)
+		if err == nil && mirror.Annotations[AnnotationConfigMirror] != "" {
+			err = s.r.mirrorClient().Delete(ctx, mirror, client.GracePeriodSeconds(0), client.Preconditions{UID: &mirror.UID})
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			logger.Info("Mirror pod not removed yet, will retry", "pod", k, "error", err.Error())
+			continue
+		}
+		delete(s.removed, k)
 	}
 }
 
@@ -184,13 +218,16 @@ func (s *staticPodSource) scan(ctx context.Context) {
 	for k := range st.pods {
 		if _, ok := next[k]; !ok {
 			changed = append(changed, k)
+			s.removed[k] = true
 		}
+	}
+	for k := range next {
+		delete(s.removed, k)
 	}
 	st.pods = next
 	st.mu.Unlock()
 	for _, k := range changed {
 		logger.Info("Static pod changed", "pod", k)
-		s.r.events <- event.GenericEvent{Object: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name}}}
 	}
 }
 
@@ -198,8 +235,9 @@ func (s *staticPodSource) scan(ctx context.Context) {
 // and writes the status into it. Failures are returned; the static pod keeps running.
 func (r *PodReconciler) syncMirror(ctx context.Context, static *corev1.Pod, st corev1.PodStatus) error {
 	hash := static.Annotations[AnnotationConfigHash]
+	c := r.mirrorClient()
 	mirror := &corev1.Pod{}
-	err := r.Client.Get(ctx, client.ObjectKeyFromObject(static), mirror)
+	err := c.Get(ctx, client.ObjectKeyFromObject(static), mirror)
 	switch {
 	case apierrors.IsNotFound(err):
 		mirror = nil
@@ -208,7 +246,7 @@ func (r *PodReconciler) syncMirror(ctx context.Context, static *corev1.Pod, st c
 	case mirror.Annotations[AnnotationConfigMirror] != hash || mirror.DeletionTimestamp != nil:
 		// an older version of the manifest, a pod that is not our mirror, or a mirror
 		// someone deleted: the static pod runs on, so the mirror is made anew
-		if err := r.Client.Delete(ctx, mirror, client.GracePeriodSeconds(0), client.Preconditions{UID: &mirror.UID}); err != nil && !apierrors.IsNotFound(err) {
+		if err := c.Delete(ctx, mirror, client.GracePeriodSeconds(0), client.Preconditions{UID: &mirror.UID}); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("deleting stale mirror pod: %w", err)
 		}
 		mirror = nil
@@ -218,10 +256,10 @@ func (r *PodReconciler) syncMirror(ctx context.Context, static *corev1.Pod, st c
 		m.UID, m.ResourceVersion, m.Status = "", "", corev1.PodStatus{}
 		m.Annotations[AnnotationConfigMirror] = hash
 		node := &corev1.Node{}
-		if err := r.Client.Get(ctx, types.NamespacedName{Name: r.Config.NodeName}, node); err == nil {
+		if err := c.Get(ctx, types.NamespacedName{Name: r.Config.NodeName}, node); err == nil {
 			m.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID, Controller: ptr.To(true)}}
 		}
-		if err := r.Client.Create(ctx, m); err != nil {
+		if err := c.Create(ctx, m); err != nil {
 			return fmt.Errorf("creating mirror pod: %w", err)
 		}
 		mirror = m
@@ -229,7 +267,7 @@ func (r *PodReconciler) syncMirror(ctx context.Context, static *corev1.Pod, st c
 	if podplan.Changed(mirror.Status, st) {
 		patched := mirror.DeepCopy()
 		patched.Status = st
-		if err := r.Client.Status().Patch(ctx, patched, client.MergeFrom(mirror)); err != nil {
+		if err := c.Status().Patch(ctx, patched, client.MergeFrom(mirror)); err != nil {
 			return fmt.Errorf("patching mirror pod status: %w", err)
 		}
 	}

@@ -14,8 +14,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
@@ -117,6 +121,34 @@ var _ = Describe("Static pods", func() {
 		sbs, err := rt.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodName: key.Name}})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(sbs).To(BeEmpty())
+	})
+})
+
+var _ = Describe("Static pods without an API server", func() {
+	It("run from the manifest folder although no API server answers", func() {
+		node := "static-" + rand.String(5)
+		dir := GinkgoT().TempDir()
+		Expect(os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(fmt.Sprintf(staticManifest, "default", "3600")), 0o644)).To(Succeed())
+		rt := fake.New()
+		rt.LoadImage(busybox, 1<<20)
+		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: GinkgoT().TempDir(), StaticPodPath: dir}
+		v1alpha1.SetDefaults(cfg)
+		dead, err := client.New(&rest.Config{Host: "https://127.0.0.1:1"}, client.Options{Scheme: scheme.Scheme})
+		Expect(err).NotTo(HaveOccurred())
+		// a manager that is never started: no cache, no controllers, no API server
+		mgr, err := ctrl.NewManager(env.Config, managerOptions())
+		Expect(err).NotTo(HaveOccurred())
+		ctx, cancel := context.WithCancel(context.Background())
+		DeferCleanup(cancel)
+		Expect((&PodReconciler{Client: mgr.GetClient(), MirrorClient: dead, StaticContext: ctx, Runtime: rt,
+			Recorder: record.NewFakeRecorder(100), Config: cfg, StaticPodPeriod: 100 * time.Millisecond}).SetupWithManager(mgr)).To(Succeed())
+		Eventually(func() int {
+			cs, err := rt.ListContainers(context.Background(), &runtimeapi.ContainerFilter{
+				State:         &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING},
+				LabelSelector: map[string]string{podplan.LabelPodName: "etcdish-" + node}})
+			Expect(err).NotTo(HaveOccurred())
+			return len(cs)
+		}, 10*time.Second, 50*time.Millisecond).Should(Equal(1))
 	})
 })
 
