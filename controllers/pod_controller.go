@@ -67,6 +67,7 @@ type PodReconciler struct {
 
 	events      chan event.GenericEvent
 	static      staticPods
+	prober      *prober
 	mu          sync.Mutex
 	backoff     map[types.UID]map[string]*podplan.BackoffEntry
 	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
@@ -87,6 +88,7 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.events = make(chan event.GenericEvent, 1024)
 	r.backoff = map[types.UID]map[string]*podplan.BackoffEntry{}
 	r.errs = map[types.UID]map[string]podplan.Waiting{}
+	r.prober = newProber(r.Runtime, r.Recorder, r.events)
 	if err := mgr.Add(&relister{r: r, reader: mgr.GetClient()}); err != nil {
 		return err
 	}
@@ -218,6 +220,7 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if err != nil {
 		return nil, reconcile.Result{}, err
 	}
+	r.probe(pod, &obs)
 	now := r.Clock.Now()
 	backoff := r.backoffFor(pod.UID, obs)
 	plan := podplan.Plan(pod, obs, backoff, now)
@@ -240,8 +243,9 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 		waiting[k] = v
 	}
 	r.mu.Unlock()
+	ready, started := r.probe(pod, &obs)
 	st := podplan.Status(podplan.StatusInput{Pod: pod, Observed: obs, Waiting: waiting, HostIP: r.HostIP,
-		RuntimeName: r.runtimeID(), Now: now})
+		RuntimeName: r.runtimeID(), Now: now, Ready: ready, Started: started})
 	if applyErr != nil {
 		return &st, reconcile.Result{}, applyErr
 	}
@@ -325,6 +329,46 @@ func (r *PodReconciler) observe(ctx context.Context, uid types.UID) (podplan.Obs
 		obs.Containers = append(obs.Containers, oc)
 	}
 	return obs, nil
+}
+
+// probe keeps a probe worker on each running probed container and reads its results:
+// readiness and startup per container name, and failed liveness into obs.Unhealthy.
+func (r *PodReconciler) probe(pod *corev1.Pod, obs *podplan.Observed) (ready, started map[string]bool) {
+	running := map[string]string{}
+	for _, c := range obs.Containers {
+		if c.State == podplan.StateRunning {
+			running[c.ID] = c.Name
+		}
+	}
+	if pod.DeletionTimestamp != nil || podplan.Terminal(pod) {
+		running = nil
+	}
+	podIP := r.HostIP // host-network pods
+	var newest *podplan.Sandbox
+	for i := range obs.Sandboxes {
+		if sb := &obs.Sandboxes[i]; sb.Ready && (newest == nil || sb.Attempt > newest.Attempt) {
+			newest = sb
+		}
+	}
+	if newest != nil && newest.IP != "" {
+		podIP = newest.IP
+	}
+	r.prober.Sync(pod, running, podIP)
+	ready, started = map[string]bool{}, map[string]bool{}
+	obs.Unhealthy = map[string]bool{}
+	for id, name := range running {
+		spec := findContainer(pod, name)
+		if spec == nil {
+			continue
+		}
+		res := r.prober.lookup(pod.UID, id, spec)
+		ready[name] = res.Ready && res.Started
+		started[name] = res.Started
+		if res.LivenessFailed {
+			obs.Unhealthy[id] = true
+		}
+	}
+	return ready, started
 }
 
 func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
@@ -458,6 +502,9 @@ func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.
 }
 
 func (r *PodReconciler) forget(uid types.UID) {
+	if r.prober != nil {
+		r.prober.Forget(uid)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.backoff, uid)

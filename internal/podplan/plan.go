@@ -69,6 +69,9 @@ type Container struct {
 type Observed struct {
 	Sandboxes  []Sandbox   // any order
 	Containers []Container // any order, every instance still present
+	// Unhealthy holds the IDs of running containers whose liveness (or startup) probe
+	// has failed past its threshold.
+	Unhealthy map[string]bool
 }
 
 // latestSandbox is the newest sandbox (highest attempt, then newest).
@@ -390,6 +393,8 @@ func appStarts(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now ti
 		case StateRunning:
 			if l.Hash != "" && l.Hash != HashContainer(c) {
 				a.Kill = append(a.Kill, Kill{ID: l.ID, Name: c.Name, Reason: fmt.Sprintf("Container %s definition changed, will be restarted", c.Name)})
+			} else if o.Unhealthy[l.ID] {
+				a.Kill = append(a.Kill, Kill{ID: l.ID, Name: c.Name, Reason: fmt.Sprintf("Container %s failed liveness probe, will be restarted", c.Name)})
 			}
 		case StateCreated:
 			a.Start = append(a.Start, Start{Name: c.Name, Attempt: l.Attempt + 1})

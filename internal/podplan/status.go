@@ -18,7 +18,9 @@ type StatusInput struct {
 	Waiting map[string]Waiting
 	// Ready overrides readiness per running container (probes); absent means a running
 	// container without a readiness probe is ready.
-	Ready       map[string]bool
+	Ready map[string]bool
+	// Started overrides `started` per running container (startup probes).
+	Started     map[string]bool
 	HostIP      string
 	RuntimeName string // prefix of containerIDs, e.g. "containerd"
 	Now         time.Time
@@ -82,6 +84,9 @@ func containerStatus(in StatusInput, c *corev1.Container, init, initDone, sandbo
 	case StateRunning:
 		st.State.Running = &corev1.ContainerStateRunning{StartedAt: t(l.StartedAt)}
 		st.Started = ptr.To(true)
+		if s, ok := in.Started[c.Name]; ok {
+			st.Started = ptr.To(s)
+		}
 		ready := true
 		if r, ok := in.Ready[c.Name]; ok {
 			ready = r

@@ -248,5 +248,53 @@ var _ = Describe("A nodekeeper cluster driven by kubectl", Ordered, func() {
 		Expect(mustKubectl("get", "lease", "-n", "kube-node-lease", node, "-o", "jsonpath={.spec.renewTime}")).NotTo(Equal(leaseAtStart))
 	})
 
-	PIt("keeps a pod whose readiness probe fails out of the Service (needs readiness probes: pod features issue)")
+	It("keeps a pod whose readiness probe fails out of the Service's ready endpoints and traffic", func() {
+		manifest := `
+apiVersion: v1
+kind: Service
+metadata: {name: picky}
+spec:
+  selector: {app: picky}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: picky-good, labels: {app: picky}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: docker.io/library/busybox:local
+    command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && touch /www/ready && exec httpd -f -p 8080 -h /www"]
+    readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: picky-bad, labels: {app: picky}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: docker.io/library/busybox:local
+    command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
+`
+		f := filepath.Join(GinkgoT().TempDir(), "picky.yaml")
+		Expect(os.WriteFile(f, []byte(manifest), 0o644)).To(Succeed())
+		mustKubectl("apply", "-f", f)
+		DeferCleanup(func() { _, _ = kubectl("delete", "-f", f, "--wait=true", "--timeout=60s") })
+		Eventually(func() string {
+			return mustKubectl("get", "pod", "picky-good", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		}, 2*time.Minute, time.Second).Should(Equal("True"))
+		Consistently(func() string {
+			return mustKubectl("get", "pod", "picky-bad", "-o", `jsonpath={.status.phase}/{.status.conditions[?(@.type=="Ready")].status}`)
+		}, 5*time.Second, time.Second).Should(Equal("Running/False"))
+		Eventually(func() string {
+			return mustKubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=picky",
+				"-o", `jsonpath={range .items[*].endpoints[*]}{.targetRef.name}={.conditions.ready}{" "}{end}`)
+		}, time.Minute, time.Second).Should(And(ContainSubstring("picky-good=true"), ContainSubstring("picky-bad=false")))
+		cip := clusterIP("picky")
+		Eventually(func() map[string]int { return netnstest.Histogram(netns, "http://"+cip+"/", 20) }, time.Minute, time.Second).
+			Should(Equal(map[string]int{"picky-good": 20}))
+	})
 })
