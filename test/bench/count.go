@@ -1,0 +1,65 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Counts is what a sync left in the kernel.
+type Counts struct {
+	Rules       int `json:"rules"`
+	Chains      int `json:"chains"`      // user chains (built-in chains not counted)
+	MapElements int `json:"mapElements"` // nftables map elements (0 for iptables)
+	Sets        int `json:"sets"`        // nftables sets (affinity)
+}
+
+// CountIPTablesSave counts the user chains (":NAME - [0:0]") and rules ("-A …") in
+// iptables-save output.
+func CountIPTablesSave(out string) Counts {
+	var c Counts
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(line, "-A "):
+			c.Rules++
+		case strings.HasPrefix(line, ":"):
+			if f := strings.Fields(line); len(f) >= 2 && f[1] == "-" {
+				c.Chains++
+			}
+		}
+	}
+	return c
+}
+
+// CountNFTJSON counts the chains (base chains included), rules, sets and map elements in
+// `nft -j list table …` output.
+func CountNFTJSON(b []byte) (Counts, error) {
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return Counts{}, fmt.Errorf("parsing nft -j output: %w", err)
+	}
+	var c Counts
+	for _, obj := range doc.Nftables {
+		for kind, raw := range obj {
+			switch kind {
+			case "chain":
+				c.Chains++
+			case "rule":
+				c.Rules++
+			case "set":
+				c.Sets++
+			case "map":
+				var m struct {
+					Elem []json.RawMessage `json:"elem"`
+				}
+				if err := json.Unmarshal(raw, &m); err != nil {
+					return Counts{}, fmt.Errorf("parsing nft map: %w", err)
+				}
+				c.MapElements += len(m.Elem)
+			}
+		}
+	}
+	return c, nil
+}
