@@ -126,6 +126,7 @@ func run(ctx context.Context, args []string) error {
 			Recorder:      mgr.GetEventRecorderFor("kubelet"),
 			Config:        cfg,
 			HostIP:        hostIP,
+			APIReader:     mgr.GetAPIReader(),
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up pod reconciler: %w", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,9 +16,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/record"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/clock"
@@ -35,7 +38,9 @@ import (
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
 
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=configmaps;secrets,verbs=get
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods/status,verbs=get;update;patch
 
 // PodReconciler is the kubelet's core: it runs the pods bound to this node on a CRI
@@ -60,6 +65,9 @@ type PodReconciler struct {
 	// MirrorClient writes mirror pods; it must not depend on the informer cache when
 	// StaticContext is set (default Client).
 	MirrorClient client.Client
+	// APIReader reads ConfigMaps and Secrets without caching them (default: the
+	// manager's API reader).
+	APIReader client.Reader
 	// Workers is how many pods are reconciled at once (default 10).
 	Workers int
 	// StaticPodPeriod is how often the static pod folder is read (default 2s).
@@ -89,6 +97,10 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.backoff = map[types.UID]map[string]*podplan.BackoffEntry{}
 	r.errs = map[types.UID]map[string]podplan.Waiting{}
 	r.prober = newProber(r.Runtime, r.Recorder, r.events)
+	if r.APIReader == nil {
+		// ConfigMaps and Secrets are read when needed, never cached (as the kubelet)
+		r.APIReader = mgr.GetAPIReader()
+	}
 	if err := mgr.Add(&relister{r: r, reader: mgr.GetClient()}); err != nil {
 		return err
 	}
@@ -632,8 +644,12 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 	if err != nil {
 		return nil // reported as ErrImagePull / ImagePullBackOff; retried after back-off
 	}
-	cfg, err := r.containerConfig(pod, c, s, imageRef)
+	cfg, err := r.containerConfig(ctx, pod, c, s, imageRef)
 	if err != nil {
+		var ce configError
+		if !errors.As(err, &ce) {
+			return err // the API server or the runtime failed: retry
+		}
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "CreateContainerConfigError", Message: err.Error()})
 		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return nil
@@ -812,8 +828,8 @@ func (r *PodReconciler) dnsConfig(pod *corev1.Pod) *runtimeapi.DNSConfig {
 	return cfg
 }
 
-func (r *PodReconciler) containerConfig(pod *corev1.Pod, c *corev1.Container, s podplan.Start, imageRef string) (*runtimeapi.ContainerConfig, error) {
-	envs, err := r.env(pod, c)
+func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1.Container, s podplan.Start, imageRef string) (*runtimeapi.ContainerConfig, error) {
+	envs, err := r.env(ctx, pod, c)
 	if err != nil {
 		return nil, err
 	}
@@ -873,29 +889,263 @@ func linuxResources(c *corev1.Container) *runtimeapi.LinuxContainerResources {
 	return res
 }
 
-// env resolves the container's environment: plain values and the downward API fields
-// the kubelet resolves itself, with $(VAR) references to earlier variables expanded.
-func (r *PodReconciler) env(pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.KeyValue, error) {
+// configError is a container configuration problem (a missing ConfigMap, Secret or
+// key): the container waits with CreateContainerConfigError until it is fixed.
+type configError struct{ msg string }
+
+func (e configError) Error() string { return e.msg }
+
+// env resolves the container's environment as the kubelet does: Service link variables
+// first (the pod's namespace when enableServiceLinks, and always the master
+// "kubernetes" Service), then envFrom, then env, with $(VAR) expanded against what is
+// defined before; configMap/secret references are read from the API server.
+func (r *PodReconciler) env(ctx context.Context, pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.KeyValue, error) {
 	vals := map[string]string{}
-	var out []*runtimeapi.KeyValue
+	var order []string
+	set := func(k, v string) {
+		if _, ok := vals[k]; !ok {
+			order = append(order, k)
+		}
+		vals[k] = v
+	}
+	svcEnv, err := r.serviceEnv(ctx, pod)
+	if err != nil {
+		if pod.Annotations[AnnotationConfigSource] != "file" {
+			return nil, err
+		}
+		// as upstream: a static pod does not wait for Services to be readable
+		log.FromContext(ctx).V(2).Info("Starting a static pod without Service variables", "error", err.Error())
+		svcEnv = nil
+	}
+	for _, kv := range svcEnv {
+		set(kv.Name, kv.Value)
+	}
+	reader := r.apiReader()
+	for _, from := range c.EnvFrom {
+		var data map[string]string
+		switch {
+		case from.ConfigMapRef != nil:
+			cm := &corev1.ConfigMap{}
+			if err := reader.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: from.ConfigMapRef.Name}, cm); err != nil {
+				if apierrors.IsNotFound(err) && from.ConfigMapRef.Optional != nil && *from.ConfigMapRef.Optional {
+					continue
+				}
+				return nil, refError("configmap", from.ConfigMapRef.Name, err)
+			}
+			data = cm.Data
+		case from.SecretRef != nil:
+			sec := &corev1.Secret{}
+			if err := reader.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: from.SecretRef.Name}, sec); err != nil {
+				if apierrors.IsNotFound(err) && from.SecretRef.Optional != nil && *from.SecretRef.Optional {
+					continue
+				}
+				return nil, refError("secret", from.SecretRef.Name, err)
+			}
+			data = map[string]string{}
+			for k, v := range sec.Data {
+				data[k] = string(v)
+			}
+		}
+		keys := make([]string, 0, len(data))
+		for k := range data {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			name := from.Prefix + k
+			if len(validation.IsEnvVarName(name)) > 0 {
+				continue // upstream skips invalid names (with an event)
+			}
+			set(name, data[k])
+		}
+	}
 	for _, e := range c.Env {
 		v := e.Value
-		if e.ValueFrom != nil {
-			if e.ValueFrom.FieldRef == nil {
-				continue // configMap/secret/resource refs: pod features issue
-			}
-			fv, err := fieldValue(pod, e.ValueFrom.FieldRef.FieldPath, r.HostIP)
+		if e.ValueFrom == nil {
+			set(e.Name, expand(v, vals))
+			continue
+		}
+		switch vf := e.ValueFrom; {
+		case vf.FieldRef != nil:
+			fv, err := fieldValue(pod, vf.FieldRef.FieldPath, r.HostIP)
 			if err != nil {
-				return nil, fmt.Errorf("env %s: %w", e.Name, err)
+				return nil, configError{fmt.Sprintf("env %s: %v", e.Name, err)}
 			}
 			v = fv
-		} else {
-			v = expand(v, vals)
+		case vf.ResourceFieldRef != nil:
+			rv, err := resourceValue(pod, c, vf.ResourceFieldRef)
+			if err != nil {
+				return nil, configError{fmt.Sprintf("env %s: %v", e.Name, err)}
+			}
+			v = rv
+		case vf.ConfigMapKeyRef != nil:
+			ref := vf.ConfigMapKeyRef
+			optional := ref.Optional != nil && *ref.Optional
+			cm := &corev1.ConfigMap{}
+			if err := reader.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: ref.Name}, cm); err != nil {
+				if apierrors.IsNotFound(err) && optional {
+					continue
+				}
+				return nil, refError("configmap", ref.Name, err)
+			}
+			val, ok := cm.Data[ref.Key]
+			if !ok {
+				if optional {
+					continue
+				}
+				return nil, configError{fmt.Sprintf("couldn't find key %s in ConfigMap %s/%s", ref.Key, pod.Namespace, ref.Name)}
+			}
+			v = val
+		case vf.SecretKeyRef != nil:
+			ref := vf.SecretKeyRef
+			optional := ref.Optional != nil && *ref.Optional
+			sec := &corev1.Secret{}
+			if err := reader.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: ref.Name}, sec); err != nil {
+				if apierrors.IsNotFound(err) && optional {
+					continue
+				}
+				return nil, refError("secret", ref.Name, err)
+			}
+			val, ok := sec.Data[ref.Key]
+			if !ok {
+				if optional {
+					continue
+				}
+				return nil, configError{fmt.Sprintf("couldn't find key %s in Secret %s/%s", ref.Key, pod.Namespace, ref.Name)}
+			}
+			v = string(val)
 		}
-		vals[e.Name] = v
-		out = append(out, &runtimeapi.KeyValue{Key: e.Name, Value: []byte(v)})
+		set(e.Name, v)
+	}
+	out := make([]*runtimeapi.KeyValue, 0, len(order))
+	for _, k := range order {
+		out = append(out, &runtimeapi.KeyValue{Key: k, Value: []byte(vals[k])})
 	}
 	return out, nil
+}
+
+func refError(kind, name string, err error) error {
+	if apierrors.IsNotFound(err) {
+		return configError{fmt.Sprintf("%s %q not found", kind, name)}
+	}
+	return err
+}
+
+func (r *PodReconciler) apiReader() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
+}
+
+// serviceEnv builds the Docker-link-compatible variables for the pod's Services.
+func (r *PodReconciler) serviceEnv(ctx context.Context, pod *corev1.Pod) ([]corev1.EnvVar, error) {
+	links := pod.Spec.EnableServiceLinks == nil || *pod.Spec.EnableServiceLinks
+	svcs := &corev1.ServiceList{}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := r.Client.List(lctx, svcs); err != nil {
+		return nil, fmt.Errorf("listing services for environment variables: %w", err)
+	}
+	byName := map[string]*corev1.Service{}
+	for i := range svcs.Items {
+		s := &svcs.Items[i]
+		if s.Spec.ClusterIP == "" || s.Spec.ClusterIP == corev1.ClusterIPNone {
+			continue
+		}
+		switch {
+		case s.Namespace == metav1.NamespaceDefault && s.Name == "kubernetes":
+			if _, ok := byName[s.Name]; !ok {
+				byName[s.Name] = s
+			}
+		case s.Namespace == pod.Namespace && links:
+			byName[s.Name] = s
+		}
+	}
+	names := make([]string, 0, len(byName))
+	for n := range byName {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []corev1.EnvVar
+	for _, n := range names {
+		out = append(out, ServiceEnv(byName[n])...)
+	}
+	return out, nil
+}
+
+// ServiceEnv is the kubelet's set of variables for one Service.
+func ServiceEnv(s *corev1.Service) []corev1.EnvVar {
+	if len(s.Spec.Ports) == 0 {
+		return nil
+	}
+	prefix := strings.ToUpper(strings.ReplaceAll(s.Name, "-", "_"))
+	ip := s.Spec.ClusterIP
+	out := []corev1.EnvVar{
+		{Name: prefix + "_SERVICE_HOST", Value: ip},
+		{Name: prefix + "_SERVICE_PORT", Value: strconv.Itoa(int(s.Spec.Ports[0].Port))},
+	}
+	for _, p := range s.Spec.Ports {
+		if p.Name != "" {
+			out = append(out, corev1.EnvVar{Name: prefix + "_SERVICE_PORT_" + strings.ToUpper(strings.ReplaceAll(p.Name, "-", "_")), Value: strconv.Itoa(int(p.Port))})
+		}
+	}
+	for i, p := range s.Spec.Ports {
+		proto := string(corev1.ProtocolTCP)
+		if p.Protocol != "" {
+			proto = string(p.Protocol)
+		}
+		hostPort := net.JoinHostPort(ip, strconv.Itoa(int(p.Port)))
+		url := strings.ToLower(proto) + "://" + hostPort
+		if i == 0 {
+			out = append(out, corev1.EnvVar{Name: prefix + "_PORT", Value: url})
+		}
+		pp := fmt.Sprintf("%s_PORT_%d_%s", prefix, p.Port, strings.ToUpper(proto))
+		out = append(out,
+			corev1.EnvVar{Name: pp, Value: url},
+			corev1.EnvVar{Name: pp + "_PROTO", Value: strings.ToLower(proto)},
+			corev1.EnvVar{Name: pp + "_PORT", Value: strconv.Itoa(int(p.Port))},
+			corev1.EnvVar{Name: pp + "_ADDR", Value: ip})
+	}
+	return out
+}
+
+// resourceValue resolves a resourceFieldRef (limits default to the requests or, for
+// limits, are left as the container's value; divisor applied, rounded up as upstream).
+func resourceValue(pod *corev1.Pod, c *corev1.Container, ref *corev1.ResourceFieldSelector) (string, error) {
+	target := c
+	if ref.ContainerName != "" {
+		if target = findContainer(pod, ref.ContainerName); target == nil {
+			return "", fmt.Errorf("container %q not found", ref.ContainerName)
+		}
+	}
+	var q resource.Quantity
+	switch ref.Resource {
+	case "limits.cpu":
+		q = target.Resources.Limits[corev1.ResourceCPU]
+	case "limits.memory":
+		q = target.Resources.Limits[corev1.ResourceMemory]
+	case "limits.ephemeral-storage":
+		q = target.Resources.Limits[corev1.ResourceEphemeralStorage]
+	case "requests.cpu":
+		q = target.Resources.Requests[corev1.ResourceCPU]
+	case "requests.memory":
+		q = target.Resources.Requests[corev1.ResourceMemory]
+	case "requests.ephemeral-storage":
+		q = target.Resources.Requests[corev1.ResourceEphemeralStorage]
+	default:
+		return "", fmt.Errorf("unsupported resource %q", ref.Resource)
+	}
+	div := ref.Divisor
+	if div.IsZero() {
+		div = resource.MustParse("1")
+	}
+	if strings.HasSuffix(ref.Resource, ".cpu") {
+		v := (q.MilliValue() + div.MilliValue() - 1) / div.MilliValue()
+		return strconv.FormatInt(v, 10), nil
+	}
+	v := (q.Value() + div.Value() - 1) / div.Value()
+	return strconv.FormatInt(v, 10), nil
 }
 
 func fieldValue(pod *corev1.Pod, path, hostIP string) (string, error) {

@@ -190,7 +190,13 @@ func (a *agent) workload(t *testing.T) {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
 			Spec: corev1.PodSpec{NodeName: a.node, TerminationGracePeriodSeconds: ptr.To(int64(1)),
-				Containers: []corev1.Container{{Name: "app", Image: busybox}}}},
+				Containers: []corev1.Container{{Name: "app", Image: busybox,
+					Env: []corev1.EnvVar{
+						{Name: "FROM_CM", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+							LocalObjectReference: corev1.LocalObjectReference{Name: "maybe"}, Key: "k", Optional: ptr.To(true)}}},
+						{Name: "FROM_SECRET", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+							LocalObjectReference: corev1.LocalObjectReference{Name: "maybe"}, Key: "k", Optional: ptr.To(true)}}},
+					}}}}},
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
 			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}}},
 		&discoveryv1.EndpointSlice{
@@ -421,7 +427,14 @@ func (a *agent) checkPodLifecycle(t *testing.T) {
 	}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
 		Spec: corev1.PodSpec{NodeName: a.node, TerminationGracePeriodSeconds: ptr.To(int64(2)),
-			Containers: []corev1.Container{{Name: "app", Image: busybox, Command: []string{"sleep", "3600"}}}}}
+			Containers: []corev1.Container{{Name: "app", Image: busybox, Command: []string{"sleep", "3600"},
+				// optional references still make the agent read ConfigMaps and Secrets
+				Env: []corev1.EnvVar{
+					{Name: "FROM_CM", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+						LocalObjectReference: corev1.LocalObjectReference{Name: "maybe"}, Key: "k", Optional: ptr.To(true)}}},
+					{Name: "FROM_SECRET", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+						LocalObjectReference: corev1.LocalObjectReference{Name: "maybe"}, Key: "k", Optional: ptr.To(true)}}},
+				}}}}}
 	if err := c.Create(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
