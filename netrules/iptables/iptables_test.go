@@ -123,8 +123,8 @@ func TestSyncAgainstFake(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := f.Inputs[len(f.Inputs)-1]
-	if strings.Contains(last, ":KUBE-SVC-") || strings.Contains(last, ":KUBE-SEP-") {
-		t.Errorf("an unchanged sync rewrote per-Service chains:\n%s", last)
+	if strings.Contains(last, ":KUBE-") {
+		t.Errorf("an unchanged sync rewrote chains:\n%s", last)
 	}
 
 	// one endpoint of web goes away: only web's chains are written, its SEP deleted
@@ -140,6 +140,9 @@ func TestSyncAgainstFake(t *testing.T) {
 	gone := SepChain(webPort, netrules.Endpoint{IP: netip.MustParseAddr("10.244.0.12"), Port: 8080})
 	if !strings.Contains(last, ":"+SvcChain(webPort)) || !strings.Contains(last, "-X "+gone) {
 		t.Errorf("partial sync did not rewrite web's chain and delete its stale endpoint:\n%s", last)
+	}
+	if strings.Contains(last, ":KUBE-SERVICES") || strings.Contains(last, ":KUBE-NODEPORTS") {
+		t.Errorf("an endpoint change rewrote the dispatch chains, which did not change:\n%s", last)
 	}
 	npPort := portNamed(rs, "np")
 	if strings.Contains(last, ":"+SvcChain(npPort)) {

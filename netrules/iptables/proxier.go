@@ -52,6 +52,7 @@ type Options struct {
 type Proxier struct {
 	opts     Options
 	applied  map[string]map[string]string // table -> per-Service chain -> rules as applied
+	fixed    map[string]map[string]string // table -> fixed chain -> rules as applied
 	needFull bool
 }
 
@@ -176,7 +177,20 @@ func (p *Proxier) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (Sy
 	}
 	var input bytes.Buffer
 	next := map[string]map[string]string{}
+	nextFixed := map[string]map[string]string{}
 	for _, t := range []Table{r.Filter, r.NAT} {
+		// fixed chains are rewritten only when their content changed (an endpoint change
+		// touches only its Service's chains), or on a full sync
+		nextFixed[t.Name] = map[string]string{}
+		var fixed []Chain
+		for _, c := range t.Fixed {
+			body := strings.Join(c.Rules, "\n")
+			nextFixed[t.Name][c.Name] = body
+			if old, ok := p.fixed[t.Name][c.Name]; full || !ok || old != body {
+				fixed = append(fixed, c)
+			}
+		}
+		t.Fixed = fixed
 		desired := map[string]string{}
 		for c, rules := range t.Service {
 			desired[c] = strings.Join(rules, "\n")
@@ -227,6 +241,7 @@ func (p *Proxier) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (Sy
 		return st, fmt.Errorf("iptables-restore: %w", err)
 	}
 	p.applied = next
+	p.fixed = nextFixed
 	p.needFull = false
 	return st, nil
 }
@@ -267,6 +282,6 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 	if _, err := p.opts.Runner.Run(ctx, input.Bytes(), p.bin("restore"), "-w", "5", "--noflush"); err != nil {
 		errs = append(errs, err)
 	}
-	p.applied, p.needFull = nil, true
+	p.applied, p.fixed, p.needFull = nil, nil, true
 	return errors.Join(errs...)
 }
