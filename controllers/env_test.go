@@ -124,4 +124,6 @@ var _ = Describe("Container environment", func() {
 	})
 })
 
-func nsName(ns, name string) types.NamespacedName { return types.NamespacedName{Namespace: ns, Name: name} }
+func nsName(ns, name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: ns, Name: name}
+}
