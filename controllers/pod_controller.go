@@ -76,6 +76,7 @@ type PodReconciler struct {
 	events      chan event.GenericEvent
 	static      staticPods
 	prober      *prober
+	tokens      map[string]cachedToken
 	mu          sync.Mutex
 	backoff     map[types.UID]map[string]*podplan.BackoffEntry
 	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
@@ -271,6 +272,9 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if len(waiting) > 0 && next == 0 {
 		next = r.Backoff.Base
 	}
+	if next == 0 && hasUpdatableVolumes(pod) {
+		next = time.Minute // ConfigMap/Secret/token updates reach the files within a minute
+	}
 	return &st, reconcile.Result{RequeueAfter: next}, nil
 }
 
@@ -405,6 +409,9 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 		}
 	}
 	r.forget(pod.UID)
+	if err := r.cleanupPodDir(pod.UID); err != nil {
+		return reconcile.Result{}, fmt.Errorf("removing the pod's folder: %w", err)
+	}
 	err := r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return reconcile.Result{}, fmt.Errorf("deleting pod: %w", err)
@@ -552,6 +559,9 @@ func (r *PodReconciler) removeByName(ctx context.Context, ns, name string, keep 
 			return fmt.Errorf("removing sandbox of a pod that is gone: %w", err)
 		}
 		r.forget(uid)
+		if err := r.cleanupPodDir(uid); err != nil {
+			return fmt.Errorf("removing the folder of a pod that is gone: %w", err)
+		}
 	}
 	return nil
 }
@@ -610,6 +620,19 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 		}
 		sandboxID = best.ID
 		sbConfig = r.sandboxConfig(pod, best.Attempt)
+	}
+	if len(pod.Spec.Volumes) > 0 {
+		if err := r.setupVolumes(ctx, pod); err != nil {
+			var ce configError
+			if !errors.As(err, &ce) {
+				return fmt.Errorf("setting up volumes: %w", err)
+			}
+			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "MountVolume.SetUp failed: %v", err)
+			for _, s := range plan.Start {
+				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: err.Error()})
+			}
+			return nil
+		}
 	}
 	for _, s := range plan.Start {
 		if err := r.start(ctx, pod, obs, sandboxID, sbConfig, s); err != nil {
@@ -833,7 +856,12 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 	if err != nil {
 		return nil, err
 	}
+	mounts, err := r.mounts(pod, c)
+	if err != nil {
+		return nil, err
+	}
 	cfg := &runtimeapi.ContainerConfig{
+		Mounts:   mounts,
 		Metadata: &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: s.Attempt},
 		Image:    &runtimeapi.ImageSpec{Image: imageRef, UserSpecifiedImage: c.Image},
 		Command:  c.Command, Args: c.Args, WorkingDir: c.WorkingDir, Envs: envs,
@@ -1290,4 +1318,13 @@ func (l *relister) relist(ctx context.Context) {
 			logger.Info("Dropping relist event, queue full", "pod", key)
 		}
 	}
+}
+
+func hasUpdatableVolumes(pod *corev1.Pod) bool {
+	for _, v := range pod.Spec.Volumes {
+		if v.ConfigMap != nil || v.Secret != nil || v.Projected != nil || v.DownwardAPI != nil {
+			return true
+		}
+	}
+	return false
 }

@@ -49,7 +49,8 @@ func newPodAgent() *podAgent {
 	a := &podAgent{node: "pods-" + rand.String(5), ns: "pods-" + rand.String(5), runtime: fake.New()}
 	a.runtime.LoadImage(busybox, 1<<20)
 	Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: a.ns}})).To(Succeed())
-	startPodReconciler(a.node, a.runtime, GinkgoT().TempDir())
+	a.cfg = &v1alpha1.AgentConfiguration{RootDir: GinkgoT().TempDir()}
+	startPodReconciler(a.node, a.runtime, a.cfg.RootDir)
 	return a
 }
 

@@ -3,6 +3,7 @@ package helm
 import (
 	"context"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"strings"
@@ -188,8 +189,11 @@ func (a *agent) workload(t *testing.T) {
 	ns := "load-" + rand.String(5)
 	for _, o := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}},
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
-			Spec: corev1.PodSpec{NodeName: a.node, TerminationGracePeriodSeconds: ptr.To(int64(1)),
+			Spec: corev1.PodSpec{NodeName: a.node, TerminationGracePeriodSeconds: ptr.To(int64(1)), ServiceAccountName: "default",
+				Volumes: []corev1.Volume{{Name: "token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+					Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To(int64(3600))}}}}}}},
 				Containers: []corev1.Container{{Name: "app", Image: busybox,
 					Env: []corev1.EnvVar{
 						{Name: "FROM_CM", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
@@ -269,6 +273,14 @@ func startAgent(t *testing.T, user string, opts *options.Options) *agent {
 	node := cfg.NodeName
 	// the chart's configuration, with test-speed cadences and a private state folder
 	cfg.RootDir = t.TempDir()
+	// the agent leaves its pods' volumes mounted when it stops (as a kubelet does);
+	// unmount them before the temporary folder is removed (cleanups run last-in first-out)
+	t.Cleanup(func() {
+		mounts, _ := filepath.Glob(filepath.Join(cfg.RootDir, "pods", "*", "volumes", "*"))
+		for _, m := range mounts {
+			_ = unix.Unmount(m, unix.MNT_DETACH)
+		}
+	})
 	cfg.NodeStatusUpdateFrequency = metav1.Duration{Duration: 200 * time.Millisecond}
 	cfg.NodeStatusReportFrequency = metav1.Duration{Duration: time.Hour}
 	cfg.NodeLeaseDurationSeconds = 4
@@ -425,8 +437,14 @@ func (a *agent) checkPodLifecycle(t *testing.T) {
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		t.Fatal(err)
 	}
+	// a projected service account token, as the ServiceAccount admission adds to every pod
+	if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
-		Spec: corev1.PodSpec{NodeName: a.node, TerminationGracePeriodSeconds: ptr.To(int64(2)),
+		Spec: corev1.PodSpec{NodeName: a.node, TerminationGracePeriodSeconds: ptr.To(int64(2)), ServiceAccountName: "default",
+			Volumes: []corev1.Volume{{Name: "token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To(int64(3600))}}}}}}},
 			Containers: []corev1.Container{{Name: "app", Image: busybox, Command: []string{"sleep", "3600"},
 				// optional references still make the agent read ConfigMaps and Secrets
 				Env: []corev1.EnvVar{

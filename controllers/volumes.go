@@ -1,0 +1,503 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// +kubebuilder:rbac:groups="",resources=serviceaccounts/token,verbs=create
+
+// Volume support: every volume of a pod lives under <rootDir>/pods/<uid>/volumes/<name>.
+// ConfigMap, Secret, downwardAPI and projected volumes are written atomically the way
+// the kubelet's AtomicWriter does (a timestamped folder, a "..data" symlink swapped in
+// one rename, and per-key symlinks), so updates reach running containers; Secret
+// volumes and emptyDir with medium Memory are tmpfs mounts, never on disk.
+
+const dataDirName = "..data"
+
+// volumeDir is the host folder of one volume.
+func (r *PodReconciler) volumeDir(pod *corev1.Pod, name string) string {
+	return filepath.Join(r.podDir(pod), "volumes", name)
+}
+
+// setupVolumes makes every volume of the pod ready on the host (creating or refreshing
+// its content). A problem with a user object (missing ConfigMap or Secret, bad hostPath)
+// is a configError: the containers wait with CreateContainerConfigError.
+func (r *PodReconciler) setupVolumes(ctx context.Context, pod *corev1.Pod) error {
+	for i := range pod.Spec.Volumes {
+		v := &pod.Spec.Volumes[i]
+		dir := r.volumeDir(pod, v.Name)
+		switch {
+		case v.EmptyDir != nil:
+			if err := os.MkdirAll(dir, 0o777); err != nil {
+				return err
+			}
+			if v.EmptyDir.Medium == corev1.StorageMediumMemory {
+				opts := "mode=0777"
+				if v.EmptyDir.SizeLimit != nil && !v.EmptyDir.SizeLimit.IsZero() {
+					opts += ",size=" + strconv.FormatInt(v.EmptyDir.SizeLimit.Value(), 10)
+				}
+				if err := ensureTmpfs(dir, opts); err != nil {
+					return err
+				}
+			}
+			_ = os.Chmod(dir, 0o777)
+		case v.HostPath != nil:
+			if err := checkHostPath(v.HostPath); err != nil {
+				return configError{fmt.Sprintf("volume %q: %v", v.Name, err)}
+			}
+		case v.ConfigMap != nil, v.Secret != nil, v.DownwardAPI != nil, v.Projected != nil:
+			files, mode, err := r.volumeFiles(ctx, pod, v)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			if v.Secret != nil || v.Projected != nil {
+				if err := ensureTmpfs(dir, "mode=0755"); err != nil {
+					return err
+				}
+			}
+			if err := atomicWrite(dir, files, mode); err != nil {
+				return fmt.Errorf("volume %q: %w", v.Name, err)
+			}
+		default:
+			// unsupported volume types (CSI, PVCs, …) are reported, not ignored
+			return configError{fmt.Sprintf("volume %q: this volume type is not supported by nodekeeper", v.Name)}
+		}
+	}
+	return nil
+}
+
+// ensureTmpfs mounts a tmpfs on dir unless one is already there.
+func ensureTmpfs(dir, opts string) error {
+	var st, parent unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return err
+	}
+	if err := unix.Stat(filepath.Dir(dir), &parent); err != nil {
+		return err
+	}
+	if st.Dev != parent.Dev {
+		return nil // already a mount point
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
+		return fmt.Errorf("mounting tmpfs on %s: %w", dir, err)
+	}
+	return nil
+}
+
+// file is one file of a ConfigMap/Secret/downwardAPI/projected volume.
+type file struct {
+	data []byte
+	mode os.FileMode
+}
+
+func keyPaths(items []corev1.KeyToPath, data map[string][]byte, defMode os.FileMode, what string, optional bool) (map[string]file, error) {
+	out := map[string]file{}
+	if len(items) == 0 {
+		for k, v := range data {
+			out[k] = file{v, defMode}
+		}
+		return out, nil
+	}
+	for _, it := range items {
+		v, ok := data[it.Key]
+		if !ok {
+			if optional {
+				continue
+			}
+			return nil, configError{fmt.Sprintf("configmap references non-existent config key: %s in %s", it.Key, what)}
+		}
+		m := defMode
+		if it.Mode != nil {
+			m = os.FileMode(*it.Mode)
+		}
+		out[it.Path] = file{v, m}
+	}
+	return out, nil
+}
+
+func mode(p *int32, def int32) os.FileMode {
+	if p != nil {
+		return os.FileMode(*p)
+	}
+	return os.FileMode(def)
+}
+
+// volumeFiles computes the files of a ConfigMap, Secret, downwardAPI or projected volume.
+func (r *PodReconciler) volumeFiles(ctx context.Context, pod *corev1.Pod, v *corev1.Volume) (map[string]file, os.FileMode, error) {
+	reader := r.apiReader()
+	cmFiles := func(name string, items []corev1.KeyToPath, optional *bool, def os.FileMode) (map[string]file, error) {
+		cm := &corev1.ConfigMap{}
+		if err := reader.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: name}, cm); err != nil {
+			if apierrors.IsNotFound(err) && optional != nil && *optional {
+				return map[string]file{}, nil
+			}
+			return nil, refError("configmap", name, err)
+		}
+		data := map[string][]byte{}
+		for k, s := range cm.Data {
+			data[k] = []byte(s)
+		}
+		for k, b := range cm.BinaryData {
+			data[k] = b
+		}
+		return keyPaths(items, data, def, "ConfigMap "+name, optional != nil && *optional)
+	}
+	secFiles := func(name string, items []corev1.KeyToPath, optional *bool, def os.FileMode) (map[string]file, error) {
+		s := &corev1.Secret{}
+		if err := reader.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: name}, s); err != nil {
+			if apierrors.IsNotFound(err) && optional != nil && *optional {
+				return map[string]file{}, nil
+			}
+			return nil, refError("secret", name, err)
+		}
+		return keyPaths(items, s.Data, def, "Secret "+name, optional != nil && *optional)
+	}
+	dapiFiles := func(items []corev1.DownwardAPIVolumeFile, def os.FileMode) (map[string]file, error) {
+		out := map[string]file{}
+		for _, it := range items {
+			var val string
+			var err error
+			switch {
+			case it.FieldRef != nil:
+				switch it.FieldRef.FieldPath {
+				case "metadata.labels":
+					val = formatMap(pod.Labels)
+				case "metadata.annotations":
+					val = formatMap(pod.Annotations)
+				default:
+					val, err = fieldValue(pod, it.FieldRef.FieldPath, r.HostIP)
+				}
+			case it.ResourceFieldRef != nil:
+				c := &corev1.Container{}
+				if len(pod.Spec.Containers) > 0 {
+					c = &pod.Spec.Containers[0]
+				}
+				val, err = resourceValue(pod, c, it.ResourceFieldRef)
+			}
+			if err != nil {
+				return nil, configError{fmt.Sprintf("downwardAPI %s: %v", it.Path, err)}
+			}
+			out[it.Path] = file{[]byte(val), mode(it.Mode, int32(def))}
+		}
+		return out, nil
+	}
+	switch {
+	case v.ConfigMap != nil:
+		def := mode(v.ConfigMap.DefaultMode, corev1.ConfigMapVolumeSourceDefaultMode)
+		f, err := cmFiles(v.ConfigMap.Name, v.ConfigMap.Items, v.ConfigMap.Optional, def)
+		return f, def, err
+	case v.Secret != nil:
+		def := mode(v.Secret.DefaultMode, corev1.SecretVolumeSourceDefaultMode)
+		f, err := secFiles(v.Secret.SecretName, v.Secret.Items, v.Secret.Optional, def)
+		return f, def, err
+	case v.DownwardAPI != nil:
+		def := mode(v.DownwardAPI.DefaultMode, corev1.DownwardAPIVolumeSourceDefaultMode)
+		f, err := dapiFiles(v.DownwardAPI.Items, def)
+		return f, def, err
+	}
+	def := mode(v.Projected.DefaultMode, corev1.ProjectedVolumeSourceDefaultMode)
+	out := map[string]file{}
+	for _, src := range v.Projected.Sources {
+		var f map[string]file
+		var err error
+		switch {
+		case src.ConfigMap != nil:
+			f, err = cmFiles(src.ConfigMap.Name, src.ConfigMap.Items, src.ConfigMap.Optional, def)
+		case src.Secret != nil:
+			f, err = secFiles(src.Secret.Name, src.Secret.Items, src.Secret.Optional, def)
+		case src.DownwardAPI != nil:
+			f, err = dapiFiles(src.DownwardAPI.Items, def)
+		case src.ServiceAccountToken != nil:
+			var tok string
+			tok, err = r.serviceAccountToken(ctx, pod, src.ServiceAccountToken)
+			f = map[string]file{src.ServiceAccountToken.Path: {[]byte(tok), def}}
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		for k, v := range f {
+			out[k] = v
+		}
+	}
+	return out, def, nil
+}
+
+// serviceAccountToken asks the TokenRequest API for a token bound to the pod, reusing
+// it until 80% of its life has passed (as the kubelet's token manager).
+func (r *PodReconciler) serviceAccountToken(ctx context.Context, pod *corev1.Pod, src *corev1.ServiceAccountTokenProjection) (string, error) {
+	sa := pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	exp := int64(3600)
+	if src.ExpirationSeconds != nil {
+		exp = *src.ExpirationSeconds
+	}
+	key := fmt.Sprintf("%s/%s/%s/%s/%d", pod.UID, sa, src.Audience, src.Path, exp)
+	r.mu.Lock()
+	if t, ok := r.tokens[key]; ok && r.Clock.Now().Before(t.refresh) {
+		r.mu.Unlock()
+		return t.token, nil
+	}
+	r.mu.Unlock()
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		ExpirationSeconds: &exp,
+		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+	}}
+	if src.Audience != "" {
+		tr.Spec.Audiences = []string{src.Audience}
+	}
+	acct := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: sa}}
+	if err := r.Client.SubResource("token").Create(ctx, acct, tr); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", configError{fmt.Sprintf("serviceaccount %q not found", sa)}
+		}
+		return "", fmt.Errorf("requesting a service account token: %w", err)
+	}
+	life := tr.Status.ExpirationTimestamp.Sub(r.Clock.Now())
+	r.mu.Lock()
+	if r.tokens == nil {
+		r.tokens = map[string]cachedToken{}
+	}
+	r.tokens[key] = cachedToken{token: tr.Status.Token, refresh: r.Clock.Now().Add(life * 8 / 10)}
+	r.mu.Unlock()
+	return tr.Status.Token, nil
+}
+
+type cachedToken struct {
+	token   string
+	refresh time.Time
+}
+
+func formatMap(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "%s=%q", k, m[k])
+	}
+	return b.String()
+}
+
+// atomicWrite makes dir hold exactly files, as the kubelet's AtomicWriter: the data goes
+// into a fresh "..<timestamp>" folder, "..data" is swapped to it with one rename, and
+// each top-level entry is a symlink through "..data". Readers never see a mix.
+func atomicWrite(dir string, files map[string]file, _ os.FileMode) error {
+	// unchanged content: nothing to do
+	cur, err := os.Readlink(filepath.Join(dir, dataDirName))
+	if err == nil && sameFiles(filepath.Join(dir, cur), files) {
+		return nil
+	}
+	ts := "..." + time.Now().UTC().Format("2006_01_02_15_04_05.000000000")
+	tsDir := filepath.Join(dir, ts)
+	if err := os.MkdirAll(tsDir, 0o755); err != nil {
+		return err
+	}
+	for p, f := range files {
+		if strings.Contains(p, "..") || filepath.IsAbs(p) {
+			return configError{fmt.Sprintf("invalid volume path %q", p)}
+		}
+		full := filepath.Join(tsDir, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(full, f.data, f.mode); err != nil {
+			return err
+		}
+		if err := os.Chmod(full, f.mode); err != nil {
+			return err
+		}
+	}
+	tmpLink := filepath.Join(dir, "..data_tmp")
+	_ = os.Remove(tmpLink)
+	if err := os.Symlink(ts, tmpLink); err != nil {
+		return err
+	}
+	if err := os.Rename(tmpLink, filepath.Join(dir, dataDirName)); err != nil {
+		return err
+	}
+	// top-level symlinks for what is there now, none for what is gone
+	top := map[string]bool{}
+	for p := range files {
+		top[strings.SplitN(p, "/", 2)[0]] = true
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		n := e.Name()
+		if strings.HasPrefix(n, "..") {
+			if n != dataDirName && n != ts {
+				_ = os.RemoveAll(filepath.Join(dir, n)) // older timestamped folders
+			}
+			continue
+		}
+		if !top[n] {
+			_ = os.Remove(filepath.Join(dir, n))
+		}
+	}
+	for n := range top {
+		link := filepath.Join(dir, n)
+		if target, err := os.Readlink(link); err == nil && target == filepath.Join(dataDirName, n) {
+			continue
+		}
+		_ = os.Remove(link)
+		if err := os.Symlink(filepath.Join(dataDirName, n), link); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sameFiles(dir string, files map[string]file) bool {
+	n := 0
+	err := filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		f, ok := files[rel]
+		if !ok || info.Mode().Perm() != f.mode.Perm() {
+			return errors.New("differs")
+		}
+		b, err := os.ReadFile(p)
+		if err != nil || string(b) != string(f.data) {
+			return errors.New("differs")
+		}
+		n++
+		return nil
+	})
+	return err == nil && n == len(files)
+}
+
+// checkHostPath applies the hostPath type checks.
+func checkHostPath(h *corev1.HostPathVolumeSource) error {
+	t := corev1.HostPathUnset
+	if h.Type != nil {
+		t = *h.Type
+	}
+	st, err := os.Stat(h.Path)
+	exists := err == nil
+	switch t {
+	case corev1.HostPathUnset:
+		return nil
+	case corev1.HostPathDirectoryOrCreate:
+		if !exists {
+			return os.MkdirAll(h.Path, 0o755)
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("hostPath type check failed: %s is not a directory", h.Path)
+		}
+	case corev1.HostPathFileOrCreate:
+		if !exists {
+			if err := os.MkdirAll(filepath.Dir(h.Path), 0o755); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(h.Path, os.O_CREATE|os.O_RDWR, 0o644)
+			if err != nil {
+				return err
+			}
+			return f.Close()
+		}
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("hostPath type check failed: %s is not a file", h.Path)
+		}
+	case corev1.HostPathDirectory:
+		if !exists || !st.IsDir() {
+			return fmt.Errorf("hostPath type check failed: %s is not a directory", h.Path)
+		}
+	case corev1.HostPathFile:
+		if !exists || !st.Mode().IsRegular() {
+			return fmt.Errorf("hostPath type check failed: %s is not a file", h.Path)
+		}
+	case corev1.HostPathSocket:
+		if !exists || st.Mode()&os.ModeSocket == 0 {
+			return fmt.Errorf("hostPath type check failed: %s is not a socket file", h.Path)
+		}
+	case corev1.HostPathCharDev:
+		if !exists || st.Mode()&os.ModeCharDevice == 0 {
+			return fmt.Errorf("hostPath type check failed: %s is not a character device", h.Path)
+		}
+	case corev1.HostPathBlockDev:
+		if !exists || st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0 {
+			return fmt.Errorf("hostPath type check failed: %s is not a block device", h.Path)
+		}
+	default:
+		return fmt.Errorf("hostPath type %q is not supported", t)
+	}
+	return nil
+}
+
+// mounts turns a container's volumeMounts into CRI mounts (subPath and readOnly honoured;
+// ConfigMap, Secret, downwardAPI and projected volumes are always read-only).
+func (r *PodReconciler) mounts(pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.Mount, error) {
+	vols := map[string]*corev1.Volume{}
+	for i := range pod.Spec.Volumes {
+		vols[pod.Spec.Volumes[i].Name] = &pod.Spec.Volumes[i]
+	}
+	var out []*runtimeapi.Mount
+	for _, m := range c.VolumeMounts {
+		v, ok := vols[m.Name]
+		if !ok {
+			return nil, configError{fmt.Sprintf("volume %q not found in the pod", m.Name)}
+		}
+		host := r.volumeDir(pod, v.Name)
+		ro := m.ReadOnly
+		if v.HostPath != nil {
+			host = v.HostPath.Path
+		}
+		if v.ConfigMap != nil || v.Secret != nil || v.DownwardAPI != nil || v.Projected != nil {
+			ro = true
+		}
+		if m.SubPath != "" {
+			if strings.Contains(m.SubPath, "..") || filepath.IsAbs(m.SubPath) {
+				return nil, configError{fmt.Sprintf("subPath %q must be a relative path without '..'", m.SubPath)}
+			}
+			if v.ConfigMap != nil || v.Secret != nil || v.DownwardAPI != nil || v.Projected != nil {
+				host = filepath.Join(host, dataDirName, m.SubPath) // no updates through a subPath, as upstream
+			} else {
+				host = filepath.Join(host, m.SubPath)
+				if _, err := os.Stat(host); os.IsNotExist(err) {
+					if err := os.MkdirAll(host, 0o755); err != nil {
+						return nil, err
+					}
+				}
+			}
+		}
+		out = append(out, &runtimeapi.Mount{ContainerPath: m.MountPath, HostPath: host, Readonly: ro})
+	}
+	return out, nil
+}
+
+// cleanupPodDir unmounts and removes everything a pod had on disk.
+func (r *PodReconciler) cleanupPodDir(uid types.UID) error {
+	dir := filepath.Join(r.Config.RootDir, "pods", string(uid))
+	vols, _ := filepath.Glob(filepath.Join(dir, "volumes", "*"))
+	for _, v := range vols {
+		_ = unix.Unmount(v, unix.MNT_DETACH)
+	}
+	return os.RemoveAll(dir)
+}

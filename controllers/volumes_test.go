@@ -1,0 +1,105 @@
+package controllers
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+var _ = Describe("Volumes (fake runtime)", func() {
+	It("writes configMap, secret (tmpfs), downwardAPI and emptyDir volumes, follows updates, and removes them with the pod", func() {
+		if os.Geteuid() != 0 {
+			Skip("tmpfs mounts need root")
+		}
+		ctx := context.Background()
+		a := newPodAgent()
+		Expect(k8sClient.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: a.ns, Name: "cfg"},
+			Data: map[string]string{"app.conf": "v1", "other": "x"}})).To(Succeed())
+		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: a.ns, Name: "sec"},
+			Data: map[string][]byte{"password": []byte("s3cret")}})).To(Succeed())
+		p := a.pod("vols", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Labels = map[string]string{"tier": "web"}
+			p.Spec.Volumes = []corev1.Volume{
+				{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+					LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}, Items: []corev1.KeyToPath{{Key: "app.conf", Path: "conf/app.conf", Mode: ptr.To(int32(0o640))}}}}},
+				{Name: "sec", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "sec", DefaultMode: ptr.To(int32(0o400))}}},
+				{Name: "info", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
+					{Path: "labels", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels"}},
+					{Path: "name", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}}},
+				{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
+			}
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "cfg", MountPath: "/etc/app"}, {Name: "sec", MountPath: "/etc/sec"},
+				{Name: "info", MountPath: "/etc/info"}, {Name: "scratch", MountPath: "/scratch"}}
+		})
+		Eventually(phase(p), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodRunning))
+		p = getPod(p)
+		vol := func(name string) string { return filepath.Join(a.cfg.RootDir, "pods", string(p.UID), "volumes", name) }
+		read := func(path string) string {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return "<" + err.Error() + ">"
+			}
+			return string(b)
+		}
+		Expect(read(filepath.Join(vol("cfg"), "conf", "app.conf"))).To(Equal("v1"))
+		Expect(filepath.Join(vol("cfg"), "other")).NotTo(BeAnExistingFile(), "only the listed items")
+		st, err := os.Stat(filepath.Join(vol("cfg"), "..data", "conf", "app.conf"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.Mode().Perm()).To(Equal(os.FileMode(0o640)))
+		Expect(read(filepath.Join(vol("sec"), "password"))).To(Equal("s3cret"))
+		st, _ = os.Stat(filepath.Join(vol("sec"), "..data", "password"))
+		Expect(st.Mode().Perm()).To(Equal(os.FileMode(0o400)))
+		var fs unix.Statfs_t
+		Expect(unix.Statfs(vol("sec"), &fs)).To(Succeed())
+		Expect(fs.Type).To(BeEquivalentTo(unix.TMPFS_MAGIC), "secrets never touch the disk")
+		Expect(unix.Statfs(vol("scratch"), &fs)).To(Succeed())
+		Expect(fs.Type).To(BeEquivalentTo(unix.TMPFS_MAGIC))
+		Expect(read(filepath.Join(vol("info"), "labels"))).To(Equal(`tier="web"`))
+		Expect(read(filepath.Join(vol("info"), "name"))).To(Equal("vols"))
+
+		// an update reaches the file, swapped atomically
+		cm := &corev1.ConfigMap{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: a.ns, Name: "cfg"}, cm)).To(Succeed())
+		cm.Data["app.conf"] = "v2"
+		Expect(k8sClient.Update(ctx, cm)).To(Succeed())
+		patched := p.DeepCopy()
+		patched.Annotations = map[string]string{"poke": "1"} // a pod event makes it look again
+		Expect(k8sClient.Patch(ctx, patched, client.MergeFrom(p))).To(Succeed())
+		Eventually(func() string { return read(filepath.Join(vol("cfg"), "conf", "app.conf")) }, 10*time.Second, 100*time.Millisecond).Should(Equal("v2"))
+
+		// the pod goes: nothing of it stays on disk
+		Expect(k8sClient.Delete(ctx, p)).To(Succeed())
+		Eventually(func() bool {
+			_, err := os.Stat(filepath.Join(a.cfg.RootDir, "pods", string(p.UID)))
+			return os.IsNotExist(err)
+		}, 10*time.Second, 100*time.Millisecond).Should(BeTrue())
+	})
+
+	It("keeps a pod whose volume's ConfigMap is missing in ContainerCreating with a FailedMount event", func() {
+		a := newPodAgent()
+		p := a.pod("novol", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "nowhere"}}}}}
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "cfg", MountPath: "/etc/app"}}
+		})
+		Eventually(func() []string {
+			evs := &corev1.EventList{}
+			Expect(k8sClient.List(context.Background(), evs, client.InNamespace(a.ns))).To(Succeed())
+			var out []string
+			for _, e := range evs.Items {
+				out = append(out, e.Reason+": "+e.Message)
+			}
+			return out
+		}, 10*time.Second, 100*time.Millisecond).Should(ContainElement(ContainSubstring(`FailedMount: MountVolume.SetUp failed: configmap "nowhere" not found`)))
+		Expect(getPod(p).Status.Phase).To(Equal(corev1.PodPending))
+	})
+})
