@@ -127,6 +127,10 @@ var _ = BeforeSuite(func() {
 	}, 2*time.Minute, time.Second).Should(Equal("True"))
 })
 
+func clusterIPNS(ns, svc string) string {
+	return mustKubectl("get", "svc", "-n", ns, svc, "-o", "jsonpath={.spec.clusterIP}")
+}
+
 func clusterIP(svc string) string {
 	return mustKubectl("get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}")
 }
@@ -182,6 +186,29 @@ var _ = Describe("A nodekeeper cluster driven by kubectl", Ordered, func() {
 		}
 		Eventually(func() (string, error) { return netnstest.Get(outside, "http://10.250.0.1:30080/") }, time.Minute, time.Second).
 			Should(HavePrefix("hello-"))
+	})
+
+	It("gives the pods what in-cluster clients need: a service account token volume and KUBERNETES_SERVICE_HOST", func() {
+		p := pods("app=hello").Items[0]
+		var id string
+		for _, c := range runtimeContainers(p.Metadata.UID) {
+			if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+				id = c.Id
+			}
+		}
+		Expect(id).NotTo(BeEmpty())
+		exec := func(cmd string) string {
+			res, err := rt.ExecSync(context.Background(), id, []string{"sh", "-c", cmd}, 10*time.Second)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(res.ExitCode).To(BeZero(), "%s: %s", cmd, res.Stderr)
+			return strings.TrimSpace(string(res.Stdout))
+		}
+		sa := "/var/run/secrets/kubernetes.io/serviceaccount"
+		Expect(exec("cat " + sa + "/namespace")).To(Equal("default"))
+		Expect(exec("head -c 3 " + sa + "/token")).To(Equal("eyJ"), "a JWT from the TokenRequest API")
+		Expect(exec("head -1 " + sa + "/ca.crt")).To(Equal("-----BEGIN CERTIFICATE-----"))
+		Expect(exec("echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT")).To(Equal(clusterIPNS("default", "kubernetes") + ":443"))
+		Expect(exec("echo $HELLO_SERVICE_HOST")).To(Equal(clusterIP("hello")))
 	})
 
 	It("follows a scale to 1 and back to 3", func() {
