@@ -200,6 +200,53 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		}, 30*time.Second, 200*time.Millisecond).Should(BeTrue())
 	})
 
+	It("reports the termination message, runs as the asked user, and refuses root under runAsNonRoot", func() {
+		msg := create("says-bye", corev1.RestartPolicyNever, func(p *corev1.Pod) {
+			p.Spec.Containers[0].Command = []string{"sh", "-c", "echo bye > /dev/termination-log; exit 2"}
+			p.Spec.Containers[0].TerminationMessagePath = "/dev/termination-log"
+		})
+		fallback := create("logs-fallback", corev1.RestartPolicyNever, func(p *corev1.Pod) {
+			p.Spec.Containers[0].Command = []string{"sh", "-c", "echo something broke; exit 1"}
+			p.Spec.Containers[0].TerminationMessagePath = "/dev/termination-log"
+			p.Spec.Containers[0].TerminationMessagePolicy = corev1.TerminationMessageFallbackToLogsOnError
+		})
+		user := create("as-user", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptr.To(int64(1000)), RunAsGroup: ptr.To(int64(3000)), SupplementalGroups: []int64{4000}}
+		})
+		rootRefused := create("no-root", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsNonRoot: ptr.To(true)}
+		})
+		Eventually(phase(msg), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodFailed))
+		Expect(getPod(msg).Status.ContainerStatuses[0].State.Terminated.Message).To(Equal("bye\n"))
+		Eventually(phase(fallback), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodFailed))
+		Expect(getPod(fallback).Status.ContainerStatuses[0].State.Terminated.Message).To(ContainSubstring("something broke"))
+		Eventually(phase(user), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))
+		res, err := rt.ExecSync(context.Background(), running(user.UID, "app"), []string{"id"}, 10*time.Second)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(res.Stdout)).To(And(ContainSubstring("uid=1000"), ContainSubstring("gid=3000"), ContainSubstring("4000")))
+		Eventually(func() string {
+			cs := getPod(rootRefused).Status.ContainerStatuses
+			if len(cs) == 0 || cs[0].State.Waiting == nil {
+				return ""
+			}
+			return cs[0].State.Waiting.Reason + ": " + cs[0].State.Waiting.Message
+		}, 60*time.Second, 200*time.Millisecond).Should(HavePrefix("CreateContainerConfigError: container has runAsNonRoot and image will run as root"))
+	})
+
+	It("mounts a secret that the container reads from tmpfs with its mode", func() {
+		Expect(k8sClient.Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "creds"},
+			Data: map[string][]byte{"password": []byte("s3cret")}})).To(Succeed())
+		p := create("reads-secret", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "creds", DefaultMode: ptr.To(int32(0o440))}}}}
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "creds", MountPath: "/etc/creds"}}
+		})
+		Eventually(phase(p), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))
+		res, err := rt.ExecSync(context.Background(), running(p.UID, "app"), []string{"sh", "-c",
+			"cat /etc/creds/password; echo; stat -L -c %a /etc/creds/password; grep ' /etc/creds ' /proc/mounts | cut -d' ' -f3"}, 10*time.Second)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(res.Stdout)).To(Equal("s3cret\n440\ntmpfs\n"))
+	})
+
 	It("adopts running containers after an agent restart without restarting them", func() {
 		p := create("adopted", corev1.RestartPolicyAlways, nil)
 		Eventually(phase(p), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))

@@ -247,6 +247,13 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if obs2, err := r.observe(ctx, pod.UID); err == nil {
 		obs = obs2
 	}
+	for i := range obs.Containers {
+		if c := &obs.Containers[i]; c.State == podplan.StateExited {
+			if m := r.terminationMessage(pod, c.Name, c.Attempt, c.ExitCode, c.LogPath); m != "" {
+				c.Message = m
+			}
+		}
+	}
 	waiting := map[string]podplan.Waiting{}
 	for k, v := range plan.Waiting {
 		waiting[k] = v
@@ -325,7 +332,7 @@ func (r *PodReconciler) observe(ctx context.Context, uid types.UID) (podplan.Obs
 		}
 		oc := podplan.Container{ID: c.Id, SandboxID: c.PodSandboxId, Name: c.GetMetadata().GetName(), Attempt: c.GetMetadata().GetAttempt(),
 			ExitCode: st.ExitCode, Reason: st.Reason, Message: st.Message, Hash: c.Annotations[podplan.AnnotationHash],
-			Image: st.GetImage().GetImage(), ImageRef: st.ImageRef, CreatedAt: time.Unix(0, st.CreatedAt)}
+			Image: st.GetImage().GetImage(), ImageRef: st.ImageRef, CreatedAt: time.Unix(0, st.CreatedAt), LogPath: st.LogPath}
 		if st.StartedAt > 0 {
 			oc.StartedAt = time.Unix(0, st.StartedAt)
 		}
@@ -880,18 +887,146 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 	if pod.Spec.HostNetwork {
 		cfg.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
 	}
-	if sc := c.SecurityContext; sc != nil {
-		if sc.Privileged != nil {
-			cfg.Linux.SecurityContext.Privileged = *sc.Privileged
+	if err := r.securityContext(ctx, pod, c, imageRef, cfg.Linux.SecurityContext); err != nil {
+		return nil, err
+	}
+	// the termination message file, mounted from the host so it outlives the container
+	if path := c.TerminationMessagePath; path != "" {
+		host := r.terminationLogPath(pod, c.Name, s.Attempt)
+		if err := os.MkdirAll(filepath.Dir(host), 0o755); err != nil {
+			return nil, err
 		}
-		if sc.RunAsUser != nil {
-			cfg.Linux.SecurityContext.RunAsUser = &runtimeapi.Int64Value{Value: *sc.RunAsUser}
+		if err := os.WriteFile(host, nil, 0o666); err != nil {
+			return nil, err
 		}
-		if sc.ReadOnlyRootFilesystem != nil {
-			cfg.Linux.SecurityContext.ReadonlyRootfs = *sc.ReadOnlyRootFilesystem
-		}
+		_ = os.Chmod(host, 0o666)
+		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: path, HostPath: host})
 	}
 	return cfg, nil
+}
+
+func (r *PodReconciler) terminationLogPath(pod *corev1.Pod, name string, attempt uint32) string {
+	return filepath.Join(r.podDir(pod), "containers", name, strconv.Itoa(int(attempt))+"-termination-log")
+}
+
+// securityContext maps the pod's and the container's securityContext (the container's
+// fields win) to CRI. runAsNonRoot refuses an image that would run as root.
+func (r *PodReconciler) securityContext(ctx context.Context, pod *corev1.Pod, c *corev1.Container, imageRef string, out *runtimeapi.LinuxContainerSecurityContext) error {
+	psc := pod.Spec.SecurityContext
+	if psc == nil {
+		psc = &corev1.PodSecurityContext{}
+	}
+	sc := c.SecurityContext
+	if sc == nil {
+		sc = &corev1.SecurityContext{}
+	}
+	runAsUser, runAsGroup, nonRoot := psc.RunAsUser, psc.RunAsGroup, psc.RunAsNonRoot
+	if sc.RunAsUser != nil {
+		runAsUser = sc.RunAsUser
+	}
+	if sc.RunAsGroup != nil {
+		runAsGroup = sc.RunAsGroup
+	}
+	if sc.RunAsNonRoot != nil {
+		nonRoot = sc.RunAsNonRoot
+	}
+	if runAsUser != nil {
+		out.RunAsUser = &runtimeapi.Int64Value{Value: *runAsUser}
+	}
+	if runAsGroup != nil {
+		out.RunAsGroup = &runtimeapi.Int64Value{Value: *runAsGroup}
+	}
+	out.SupplementalGroups = append(out.SupplementalGroups, psc.SupplementalGroups...)
+	if psc.FSGroup != nil {
+		out.SupplementalGroups = append(out.SupplementalGroups, *psc.FSGroup)
+	}
+	if nonRoot != nil && *nonRoot {
+		switch {
+		case runAsUser != nil && *runAsUser == 0:
+			return configError{"container's runAsUser breaks non-root policy (pod: \"" + pod.Name + "\", container: " + c.Name + ")"}
+		case runAsUser == nil:
+			img, err := r.Runtime.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: imageRef})
+			if err != nil {
+				return err
+			}
+			if img == nil || (img.Uid == nil && (img.Username == "" || img.Username == "root")) || (img.Uid != nil && img.Uid.Value == 0) {
+				return configError{"container has runAsNonRoot and image will run as root (pod: \"" + pod.Name + "\", container: " + c.Name + ")"}
+			}
+		}
+	}
+	if sc.Privileged != nil {
+		out.Privileged = *sc.Privileged
+	}
+	if sc.ReadOnlyRootFilesystem != nil {
+		out.ReadonlyRootfs = *sc.ReadOnlyRootFilesystem
+	}
+	if sc.AllowPrivilegeEscalation != nil {
+		out.NoNewPrivs = !*sc.AllowPrivilegeEscalation
+	}
+	if caps := sc.Capabilities; caps != nil {
+		out.Capabilities = &runtimeapi.Capability{}
+		for _, a := range caps.Add {
+			out.Capabilities.AddCapabilities = append(out.Capabilities.AddCapabilities, string(a))
+		}
+		for _, d := range caps.Drop {
+			out.Capabilities.DropCapabilities = append(out.Capabilities.DropCapabilities, string(d))
+		}
+	}
+	prof := psc.SeccompProfile
+	if sc.SeccompProfile != nil {
+		prof = sc.SeccompProfile
+	}
+	if prof != nil {
+		switch prof.Type {
+		case corev1.SeccompProfileTypeRuntimeDefault:
+			out.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
+		case corev1.SeccompProfileTypeUnconfined:
+			out.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}
+		case corev1.SeccompProfileTypeLocalhost:
+			if prof.LocalhostProfile != nil {
+				out.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: *prof.LocalhostProfile}
+			}
+		}
+	}
+	return nil
+}
+
+// terminationMessage reads what an exited container left in its termination message
+// file, or (FallbackToLogsOnError, on failure, when the file is empty) the end of its log.
+func (r *PodReconciler) terminationMessage(pod *corev1.Pod, name string, attempt uint32, exitCode int32, logPath string) string {
+	spec := findContainer(pod, name)
+	if spec == nil {
+		return ""
+	}
+	read := func(p string, limit int64) string {
+		f, err := os.Open(p)
+		if err != nil {
+			return ""
+		}
+		defer f.Close()
+		if st, err := f.Stat(); err == nil && st.Size() > limit {
+			_, _ = f.Seek(st.Size()-limit, 0)
+		}
+		b := make([]byte, limit)
+		n, _ := f.Read(b)
+		return string(b[:n])
+	}
+	msg := read(r.terminationLogPath(pod, name, attempt), 4096)
+	if msg == "" && exitCode != 0 && spec.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError && logPath != "" {
+		// CRI log lines are "<time> <stream> <tag> <text>": keep the text of the last 80 lines
+		lines := strings.Split(strings.TrimRight(read(logPath, 2048), "\n"), "\n")
+		if len(lines) > 80 {
+			lines = lines[len(lines)-80:]
+		}
+		var texts []string
+		for _, l := range lines {
+			if parts := strings.SplitN(l, " ", 4); len(parts) == 4 {
+				texts = append(texts, parts[3])
+			}
+		}
+		msg = strings.Join(texts, "\n")
+	}
+	return msg
 }
 
 // linuxResources maps requests/limits to CRI resources as the kubelet does.

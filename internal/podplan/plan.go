@@ -60,6 +60,7 @@ type Container struct {
 	Hash       string
 	Image      string
 	ImageRef   string
+	LogPath    string
 	CreatedAt  time.Time
 	StartedAt  time.Time
 	FinishedAt time.Time
