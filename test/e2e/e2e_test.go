@@ -205,7 +205,7 @@ var _ = Describe("A nodekeeper cluster driven by kubectl", Ordered, func() {
 		}
 		sa := "/var/run/secrets/kubernetes.io/serviceaccount"
 		Expect(exec("cat " + sa + "/namespace")).To(Equal("default"))
-		Expect(exec("head -c 3 " + sa + "/token")).To(Equal("eyJ"), "a JWT from the TokenRequest API")
+		Expect(exec("head -c 3 "+sa+"/token")).To(Equal("eyJ"), "a JWT from the TokenRequest API")
 		Expect(exec("head -1 " + sa + "/ca.crt")).To(Equal("-----BEGIN CERTIFICATE-----"))
 		Expect(exec("echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT")).To(Equal(clusterIPNS("default", "kubernetes") + ":443"))
 		Expect(exec("echo $HELLO_SERVICE_HOST")).To(Equal(clusterIP("hello")))
