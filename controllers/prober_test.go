@@ -9,7 +9,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
@@ -58,15 +57,7 @@ var _ = Describe("Probes (fake runtime)", func() {
 			}
 			return cs[0].RestartCount
 		}, 20*time.Second, 100*time.Millisecond).Should(BeNumerically(">=", 1))
-		Eventually(func() []string {
-			evs := &corev1.EventList{}
-			Expect(k8sClient.List(context.Background(), evs, client.InNamespace(a.ns))).To(Succeed())
-			var out []string
-			for _, e := range evs.Items {
-				out = append(out, e.Reason+": "+e.Message)
-			}
-			return out
-		}, 10*time.Second, 100*time.Millisecond).Should(ContainElements(
+		Eventually(eventsIn(a.ns), 10*time.Second, 100*time.Millisecond).Should(ContainElements(
 			ContainSubstring("Unhealthy: Liveness probe failed"),
 			ContainSubstring("Killing: Container app failed liveness probe, will be restarted")))
 	})

@@ -76,3 +76,16 @@ func managerOptions() ctrl.Options {
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 	}
 }
+
+// eventsIn returns a poller of the "Reason: message" of every event in a namespace.
+func eventsIn(ns string) func() []string {
+	return func() []string {
+		evs := &corev1.EventList{}
+		Expect(k8sClient.List(context.Background(), evs, client.InNamespace(ns))).To(Succeed())
+		var out []string
+		for _, e := range evs.Items {
+			out = append(out, e.Reason+": "+e.Message)
+		}
+		return out
+	}
+}

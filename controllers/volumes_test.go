@@ -91,15 +91,7 @@ var _ = Describe("Volumes (fake runtime)", func() {
 				LocalObjectReference: corev1.LocalObjectReference{Name: "nowhere"}}}}}
 			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "cfg", MountPath: "/etc/app"}}
 		})
-		Eventually(func() []string {
-			evs := &corev1.EventList{}
-			Expect(k8sClient.List(context.Background(), evs, client.InNamespace(a.ns))).To(Succeed())
-			var out []string
-			for _, e := range evs.Items {
-				out = append(out, e.Reason+": "+e.Message)
-			}
-			return out
-		}, 10*time.Second, 100*time.Millisecond).Should(ContainElement(ContainSubstring(`FailedMount: MountVolume.SetUp failed: configmap "nowhere" not found`)))
+		Eventually(eventsIn(a.ns), 10*time.Second, 100*time.Millisecond).Should(ContainElement(ContainSubstring(`FailedMount: MountVolume.SetUp failed: configmap "nowhere" not found`)))
 		Expect(getPod(p).Status.Phase).To(Equal(corev1.PodPending))
 	})
 })
