@@ -5,8 +5,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 
 	libipvs "github.com/moby/ipvs"
@@ -28,6 +30,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/host"
 	"github.com/nodekeeper/nodekeeper/internal/options"
 	"github.com/nodekeeper/nodekeeper/internal/version"
+	"github.com/nodekeeper/nodekeeper/kubeletapi"
 	"github.com/nodekeeper/nodekeeper/netrules"
 	"github.com/nodekeeper/nodekeeper/netrules/iptables"
 	"github.com/nodekeeper/nodekeeper/netrules/ipvs"
@@ -96,6 +99,12 @@ func run(ctx context.Context, args []string) error {
 			Recorder: mgr.GetEventRecorderFor("kubelet"),
 			Version:  version.Version,
 			Images:   controllers.RuntimeImages(rt),
+			KubeletPort: func() int32 {
+				if opts.Reconcilers[options.ReconcilerPods] && cfg.KubeletPort > 0 {
+					return cfg.KubeletPort
+				}
+				return 0
+			}(),
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up nodestatus reconciler: %w", err)
 		}
@@ -129,6 +138,25 @@ func run(ctx context.Context, args []string) error {
 			APIReader:     mgr.GetAPIReader(),
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up pod reconciler: %w", err)
+		}
+	}
+
+	if opts.Reconcilers[options.ReconcilerPods] && cfg.KubeletPort > 0 {
+		var ips []net.IP
+		if ip := net.ParseIP(cfg.NodeIP); ip != nil {
+			ips = append(ips, ip)
+		}
+		reviews, err := client.New(restCfg, client.Options{Scheme: scheme.Scheme})
+		if err != nil {
+			return fmt.Errorf("building client: %w", err)
+		}
+		if err := mgr.Add(&kubeletapi.Server{
+			NodeName: cfg.NodeName, Addr: net.JoinHostPort("", strconv.Itoa(int(cfg.KubeletPort))),
+			Pods: mgr.GetClient(), Reviews: reviews, Runtime: rt, NodeIPs: ips,
+			CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSPrivateKeyFile, ClientCAFile: cfg.ClientCAFile,
+			Log: ctrl.Log.WithName("kubeletapi"),
+		}); err != nil {
+			return err
 		}
 	}
 

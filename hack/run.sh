@@ -88,6 +88,16 @@ certs() {
   touch .done; cd - >/dev/null
 }
 
+# the agent's kubelet API serving certificate, signed by the cluster CA for the node IP,
+# so the API server (--kubelet-certificate-authority) trusts it
+kubelet_cert() {
+  local d=$RUN/pki
+  [[ -f $d/kubelet.crt ]] && return
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/kubelet.key" -out "$d/kubelet.csr" -subj "/CN=system:node:$NODE_NAME" 2>/dev/null
+  printf 'subjectAltName=IP:%s,DNS:%s\n' "$NODE_IP" "$NODE_NAME" >"$d/kubelet.ext"
+  openssl x509 -req -in "$d/kubelet.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/kubelet.crt" -days 3650 -extfile "$d/kubelet.ext" 2>/dev/null
+}
+
 kubeconfig() { # name cert
   cat >"$RUN/$1.kubeconfig" <<EOF
 apiVersion: v1
@@ -129,6 +139,7 @@ up() {
   log "building nodekeeper"
   make -C "$ROOT" --no-print-directory build >&2
   certs
+  kubelet_cert
   kubeconfig admin admin; kubeconfig node node; kubeconfig kcm kcm; kubeconfig scheduler scheduler
   netns_up
   # containerd, its CNI bridge and the pods live in the node namespace too
@@ -151,7 +162,8 @@ up() {
     --service-cluster-ip-range "$SERVICE_CIDR" --authorization-mode Node,RBAC \
     --enable-admission-plugins NodeRestriction --allow-privileged=true \
     --kubelet-client-certificate "$RUN/pki/apiserver-kubelet-client.crt" \
-    --kubelet-client-key "$RUN/pki/apiserver-kubelet-client.key" --kubelet-certificate-authority "$RUN/pki/ca.crt"
+    --kubelet-client-key "$RUN/pki/apiserver-kubelet-client.key" --kubelet-certificate-authority "$RUN/pki/ca.crt" \
+    --kubelet-preferred-address-types InternalIP,Hostname
   wait_for "kube-apiserver" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get --raw /readyz
   # the node identity is a kubelet's (Node authorizer); the proxy half also needs what
   # kube-proxy is granted: the built-in system:node-proxier role
@@ -161,6 +173,13 @@ kind: ClusterRoleBinding
 metadata: {name: "nodekeeper:node-proxier"}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node-proxier"}
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:node:$NODE_NAME"}]
+---
+# the API server's kubelet client may use the node's kubelet API (logs, exec, ...), as kubeadm sets up
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "nodekeeper:apiserver-kubelet-client"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:kubelet-api-admin"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "kube-apiserver-kubelet-client"}]
 EOF
   start kube-controller-manager "$bins/kube-controller-manager" --kubeconfig "$RUN/kcm.kubeconfig" \
     --authentication-kubeconfig "$RUN/kcm.kubeconfig" --authorization-kubeconfig "$RUN/kcm.kubeconfig" \
@@ -187,6 +206,9 @@ serviceCIDR: $SERVICE_CIDR
 systemReserved: {cpu: 100m, memory: 256Mi}
 kubeReserved: {cpu: 100m, memory: 256Mi}
 evictionHard: {memory.available: 100Mi, nodefs.available: "10%"}
+tlsCertFile: $RUN/pki/kubelet.crt
+tlsPrivateKeyFile: $RUN/pki/kubelet.key
+clientCAFile: $RUN/pki/ca.crt
 EOF
   start nodekeeper nsenter --net="/run/netns/$NETNS" "$ROOT/bin/nodekeeper" \
     --config "$RUN/agent.yaml" --kubeconfig "$RUN/node.kubeconfig"
@@ -206,6 +228,10 @@ EOF
 down() {
   for c in nodekeeper kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
   NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" "$ROOT/hack/cri-down.sh" || true
+  # pod volumes the agent mounted (tmpfs for secrets, tokens, memory emptyDirs)
+  awk -v d="$RUN/agent/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
   netns_down
   log "down (state kept in $RUN; remove it for a fresh cluster)"
 }

@@ -123,6 +123,9 @@ func SetDefaults(c *AgentConfiguration) {
 	if c.ProxyMode == "" {
 		c.ProxyMode = DefaultProxyMode
 	}
+	if c.KubeletPort == 0 {
+		c.KubeletPort = 10250
+	}
 	if c.ProxySyncPeriod.Duration == 0 {
 		c.ProxySyncPeriod = metav1.Duration{Duration: DefaultProxySyncPeriod}
 	}
@@ -217,6 +220,12 @@ func Validate(c *AgentConfiguration) error {
 	default:
 		errs = append(errs, field.NotSupported(field.NewPath("proxyMode"), c.ProxyMode,
 			[]string{string(ProxyModeIPTables), string(ProxyModeNFTables), string(ProxyModeIPVS)}))
+	}
+	if c.KubeletPort < -1 || c.KubeletPort > 65535 {
+		errs = append(errs, field.Invalid(field.NewPath("kubeletPort"), c.KubeletPort, "must be a port, or -1 to disable"))
+	}
+	if (c.TLSCertFile == "") != (c.TLSPrivateKeyFile == "") {
+		errs = append(errs, field.Required(field.NewPath("tlsPrivateKeyFile"), "tlsCertFile and tlsPrivateKeyFile go together"))
 	}
 	switch c.IPTablesVariant {
 	case "", "legacy", "nft":

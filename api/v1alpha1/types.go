@@ -111,6 +111,17 @@ type AgentConfiguration struct {
 	// KubeProxyConfiguration]; "0" disables.
 	ProxyHealthzBindAddress string `json:"proxyHealthzBindAddress,omitempty"`
 
+	// KubeletPort serves the kubelet API (HTTPS: /containerLogs, /pods, /healthz)
+	// [port]; -1 disables it. Default 10250.
+	KubeletPort int32 `json:"kubeletPort,omitempty"`
+	// TLSCertFile and TLSPrivateKeyFile are the kubelet API's serving certificate
+	// [tlsCertFile, tlsPrivateKeyFile]; empty means a self-signed one.
+	TLSCertFile       string `json:"tlsCertFile,omitempty"`
+	TLSPrivateKeyFile string `json:"tlsPrivateKeyFile,omitempty"`
+	// ClientCAFile verifies client certificates of kubelet API callers
+	// [authentication.x509.clientCAFile]; bearer tokens go through TokenReview.
+	ClientCAFile string `json:"clientCAFile,omitempty"`
+
 	// HealthzBindAddress serves /healthz and /readyz [healthzBindAddress]; "0" disables.
 	HealthzBindAddress string `json:"healthzBindAddress,omitempty"`
 	// MetricsBindAddress serves Prometheus /metrics [metricsBindAddress]; "0" disables.

@@ -98,9 +98,9 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	root = filepath.Join(wd, "..", "..")
 	runDir = filepath.Join(cacheDir(), "e2e-run")
-	Expect(os.RemoveAll(runDir)).To(Succeed()) // a fresh cluster each time
 	kubeconfig = filepath.Join(runDir, "admin.kubeconfig")
-	runScript("down") // leftovers of an interrupted run
+	runScript("down")                          // leftovers of an interrupted run
+	Expect(os.RemoveAll(runDir)).To(Succeed()) // a fresh cluster each time
 	runScript("up")
 	DeferCleanup(func() {
 		_ = exec.Command("ip", "netns", "del", outside).Run()
@@ -209,6 +209,28 @@ var _ = Describe("A nodekeeper cluster driven by kubectl", Ordered, func() {
 		Expect(exec("head -1 " + sa + "/ca.crt")).To(Equal("-----BEGIN CERTIFICATE-----"))
 		Expect(exec("echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT")).To(Equal(clusterIPNS("default", "kubernetes") + ":443"))
 		Expect(exec("echo $HELLO_SERVICE_HOST")).To(Equal(clusterIP("hello")))
+	})
+
+	It("serves kubectl logs through the API server's node proxy", func() {
+		manifest := `
+apiVersion: v1
+kind: Pod
+metadata: {name: talker}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: docker.io/library/busybox:local
+    command: ["sh", "-c", "for i in 1 2 3; do echo line $i; done; exec sleep 3600"]
+`
+		f := filepath.Join(GinkgoT().TempDir(), "talker.yaml")
+		Expect(os.WriteFile(f, []byte(manifest), 0o644)).To(Succeed())
+		mustKubectl("apply", "-f", f)
+		DeferCleanup(func() { _, _ = kubectl("delete", "-f", f, "--wait=true", "--timeout=60s") })
+		Eventually(func() (string, error) { return kubectl("logs", "talker") }, time.Minute, time.Second).Should(Equal("line 1\nline 2\nline 3\n"))
+		Expect(kubectl("logs", "talker", "--tail=1")).To(Equal("line 3\n"))
+		Expect(kubectl("get", "--raw", "/api/v1/nodes/"+node+"/proxy/healthz")).To(Equal("ok"))
+		Expect(mustKubectl("get", "node", node, "-o", "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}")).To(Equal("10250"))
 	})
 
 	It("follows a scale to 1 and back to 3", func() {

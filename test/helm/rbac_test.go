@@ -2,8 +2,13 @@ package helm
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"github.com/nodekeeper/nodekeeper/kubeletapi"
 	"golang.org/x/sys/unix"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -214,6 +219,27 @@ func (a *agent) workload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if a.kubeletAddr != "" {
+		// a caller of the kubelet API: its token is reviewed, then its access
+		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{}}
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}}
+		if err := env.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
+			t.Fatal(err)
+		}
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // a test server with a self-signed certificate
+		req, _ := http.NewRequest(http.MethodGet, "https://"+a.kubeletAddr+"/pods", nil)
+		req.Header.Set("Authorization", "Bearer "+tr.Status.Token)
+		go func() {
+			deadline := time.Now().Add(20 * time.Second)
+			for time.Now().Before(deadline) {
+				if resp, err := hc.Do(req); err == nil {
+					_ = resp.Body.Close()
+					return
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}()
+	}
 }
 
 // installRBAC creates the chart's ServiceAccount and ClusterRoleBinding, and role, for
@@ -258,12 +284,13 @@ func installRBAC(t *testing.T, r *rendered, role *rbacv1.ClusterRole) string {
 // agent is the agent's reconcilers as main.go wires them, with fakes for the host,
 // containerd and iptables, talking to the apiserver as one user.
 type agent struct {
-	node    string
-	runtime *fake.Runtime
-	ipt     *iptables.Fake
-	cancel  context.CancelFunc
-	done    chan struct{}
-	err     error
+	node        string
+	kubeletAddr string
+	runtime     *fake.Runtime
+	ipt         *iptables.Fake
+	cancel      context.CancelFunc
+	done        chan struct{}
+	err         error
 }
 
 func startAgent(t *testing.T, user string, opts *options.Options) *agent {
@@ -348,6 +375,16 @@ func startAgent(t *testing.T, user string, opts *options.Options) *agent {
 			Runtime: a.runtime, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
 			HostIP: "192.0.2.10", RelistPeriod: 100 * time.Millisecond,
 		}).SetupWithManager(mgr); err != nil {
+			t.Fatal(err)
+		}
+		// the kubelet API reviews its callers' tokens and access as the agent
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.kubeletAddr = l.Addr().String()
+		if err := mgr.Add(&kubeletapi.Server{NodeName: node, Pods: mgr.GetClient(), Reviews: direct, Runtime: a.runtime,
+			Listen: func(string) (net.Listener, error) { return l, nil }, Log: ctrl.Log.WithName("kubeletapi")}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,0 +1,394 @@
+// Package kubeletapi serves the part of the kubelet's HTTPS API that nodekeeper has so
+// far: /healthz, /pods and /containerLogs (what `kubectl logs` uses through the API
+// server's node proxy). Every request is authenticated (client certificate from the
+// client CA, or a bearer token through the TokenReview API) and authorized with a
+// SubjectAccessReview on the node's subresource, as upstream; anonymous requests are
+// refused.
+package kubeletapi
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/nodekeeper/nodekeeper/internal/podplan"
+	"github.com/nodekeeper/nodekeeper/runtime/cri"
+)
+
+// Server is the kubelet API server. Pods are read through Pods (the node-scoped
+// cache); reviews go to the API server through Reviews.
+type Server struct {
+	NodeName string
+	Addr     string
+	Pods     client.Reader
+	Reviews  client.Client
+	Runtime  cri.Runtime
+	// CertFile/KeyFile serve TLS; empty means a self-signed certificate for NodeIPs.
+	CertFile, KeyFile string
+	NodeIPs           []net.IP
+	// ClientCAFile verifies client certificates (the API server's kubelet client cert).
+	ClientCAFile string
+	// Listen opens the listener (tests); default net.Listen.
+	Listen func(addr string) (net.Listener, error)
+	// Log receives review failures (the caller only sees 401/500).
+	Log logr.Logger
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Start implements manager.Runnable.
+func (s *Server) Start(ctx context.Context) error {
+	tlsCfg, err := s.tlsConfig()
+	if err != nil {
+		return err
+	}
+	listen := s.Listen
+	if listen == nil {
+		listen = func(a string) (net.Listener, error) { return net.Listen("tcp", a) }
+	}
+	l, err := listen(s.Addr)
+	if err != nil {
+		return fmt.Errorf("kubelet API: %w", err)
+	}
+	srv := &http.Server{Handler: s.Handler(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(tls.NewListener(l, tlsCfg)); err != nil && err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) tlsConfig() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven}
+	if s.ClientCAFile != "" {
+		pem, err := os.ReadFile(s.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("kubelet API client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("kubelet API client CA %s holds no certificate", s.ClientCAFile)
+		}
+		cfg.ClientCAs = pool
+	}
+	if s.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("kubelet API serving certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+		return cfg, nil
+	}
+	cert, err := selfSigned(s.NodeName, s.NodeIPs)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Certificates = []tls.Certificate{cert}
+	return cfg, nil
+}
+
+func selfSigned(name string, ips []net.IP) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name + "@nodekeeper"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames: []string{name}, IPAddresses: ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// Handler is the authenticated, authorized mux.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/pods", s.pods)
+	mux.HandleFunc("/pods/", s.pods)
+	mux.HandleFunc("/containerLogs/", s.containerLogs)
+	return s.auth(mux)
+}
+
+// subresources maps a path to the node subresources that authorize it, most specific
+// first (upstream's mapping, with the fine-grained checks before nodes/proxy).
+func subresources(path string) []string {
+	switch {
+	case strings.HasPrefix(path, "/stats"):
+		return []string{"stats"}
+	case strings.HasPrefix(path, "/metrics"):
+		return []string{"metrics"}
+	case strings.HasPrefix(path, "/logs"):
+		return []string{"log"}
+	case strings.HasPrefix(path, "/containerLogs"):
+		return []string{"log", "proxy"}
+	case strings.HasPrefix(path, "/healthz"):
+		return []string{"healthz", "proxy"}
+	case strings.HasPrefix(path, "/pods"):
+		return []string{"pods", "proxy"}
+	}
+	return []string{"proxy"}
+}
+
+func (s *Server) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user, groups, uid, extra, ok := s.authenticate(r)
+		if !ok {
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+			return
+		}
+		verb := "get"
+		switch r.Method {
+		case http.MethodPost:
+			verb = "create"
+		case http.MethodPut:
+			verb = "update"
+		case http.MethodPatch:
+			verb = "patch"
+		case http.MethodDelete:
+			verb = "delete"
+		}
+		for _, sub := range subresources(r.URL.Path) {
+			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+				User: user, Groups: groups, UID: uid, Extra: extra,
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: verb, Resource: "nodes", Subresource: sub, Name: s.NodeName},
+			}}
+			if err := s.Reviews.Create(r.Context(), sar); err != nil {
+				s.Log.Error(err, "SubjectAccessReview for a kubelet API request failed", "path", r.URL.Path)
+				http.Error(w, "authorization check failed: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+			if sar.Status.Allowed {
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
+		http.Error(w, fmt.Sprintf("Forbidden (user=%s, verb=%s, resource=nodes, subresource(s)=%v)", user, verb, subresources(r.URL.Path)), http.StatusForbidden)
+	})
+}
+
+func (s *Server) authenticate(r *http.Request) (user string, groups []string, uid string, extra map[string]authorizationv1.ExtraValue, ok bool) {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		c := r.TLS.VerifiedChains[0][0]
+		return c.Subject.CommonName, c.Subject.Organization, "", nil, true
+	}
+	h := r.Header.Get("Authorization")
+	if !strings.HasPrefix(h, "Bearer ") {
+		return "", nil, "", nil, false
+	}
+	tr := &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: strings.TrimPrefix(h, "Bearer ")}}
+	if err := s.Reviews.Create(r.Context(), tr); err != nil {
+		s.Log.Error(err, "TokenReview for a kubelet API request failed")
+		return "", nil, "", nil, false
+	}
+	if !tr.Status.Authenticated {
+		return "", nil, "", nil, false
+	}
+	extra = map[string]authorizationv1.ExtraValue{}
+	for k, v := range tr.Status.User.Extra {
+		extra[k] = authorizationv1.ExtraValue(v)
+	}
+	return tr.Status.User.Username, tr.Status.User.Groups, tr.Status.User.UID, extra, true
+}
+
+func (s *Server) pods(w http.ResponseWriter, r *http.Request) {
+	list := &corev1.PodList{}
+	if err := s.Pods.List(r.Context(), list); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	out := &corev1.PodList{TypeMeta: list.TypeMeta}
+	out.APIVersion, out.Kind = "v1", "PodList"
+	for _, p := range list.Items {
+		if p.Spec.NodeName == s.NodeName {
+			out.Items = append(out.Items, p)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+// containerLogs serves /containerLogs/{namespace}/{pod}/{container} with follow,
+// tailLines, limitBytes, sinceSeconds, sinceTime, timestamps and previous.
+func (s *Server) containerLogs(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/containerLogs/"), "/"), "/")
+	if len(parts) != 3 {
+		http.Error(w, "path must be /containerLogs/{namespace}/{pod}/{container}", http.StatusBadRequest)
+		return
+	}
+	ns, podName, container := parts[0], parts[1], parts[2]
+	pod := &corev1.Pod{}
+	if err := s.Pods.Get(r.Context(), client.ObjectKey{Namespace: ns, Name: podName}, pod); err != nil || pod.Spec.NodeName != s.NodeName {
+		http.Error(w, fmt.Sprintf("pod %s/%s not found on node %s", ns, podName, s.NodeName), http.StatusNotFound)
+		return
+	}
+	q := r.URL.Query()
+	cs, err := s.Runtime.ListContainers(r.Context(), &runtimeapi.ContainerFilter{LabelSelector: map[string]string{
+		podplan.LabelPodUID: string(pod.UID), podplan.LabelContainerName: container}})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	sort.Slice(cs, func(i, j int) bool { return cs[i].GetMetadata().GetAttempt() > cs[j].GetMetadata().GetAttempt() })
+	idx := 0
+	if b, _ := strconv.ParseBool(q.Get("previous")); b {
+		idx = 1
+	}
+	if len(cs) <= idx {
+		http.Error(w, fmt.Sprintf("container %q in pod %q is not available (previous=%v)", container, podName, idx == 1), http.StatusNotFound)
+		return
+	}
+	st, err := s.Runtime.ContainerStatus(r.Context(), cs[idx].Id)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	opts := logOptions{timestamps: q.Get("timestamps") == "true", tail: -1, limit: -1}
+	if v, err := strconv.ParseInt(q.Get("tailLines"), 10, 64); err == nil {
+		opts.tail = v
+	}
+	if v, err := strconv.ParseInt(q.Get("limitBytes"), 10, 64); err == nil {
+		opts.limit = v
+	}
+	if v, err := strconv.ParseInt(q.Get("sinceSeconds"), 10, 64); err == nil {
+		opts.since = time.Now().Add(-time.Duration(v) * time.Second)
+	}
+	if v, err := time.Parse(time.RFC3339, q.Get("sinceTime")); err == nil {
+		opts.since = v
+	}
+	follow := q.Get("follow") == "true" && idx == 0
+	w.Header().Set("Content-Type", "text/plain")
+	if err := writeLogs(r.Context(), w, st.LogPath, opts, follow, func() bool {
+		c, err := s.Runtime.ContainerStatus(context.Background(), cs[0].Id)
+		return err != nil || c.State != runtimeapi.ContainerState_CONTAINER_RUNNING
+	}); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+	}
+}
+
+type logOptions struct {
+	timestamps  bool
+	tail, limit int64
+	since       time.Time
+}
+
+// writeLogs copies a CRI log file ("<RFC3339Nano> <stream> <P|F> <text>" lines; P joins
+// with the next) to w with the options, then keeps following it when asked until the
+// container has stopped or the client went away.
+func writeLogs(ctx context.Context, w io.Writer, path string, o logOptions, follow bool, stopped func() bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("opening log: %w", err)
+	}
+	defer f.Close()
+	rd := bufio.NewReader(f)
+	var lines []string
+	var partial string
+	var written int64
+	emit := func(s string) bool {
+		if o.limit >= 0 && written+int64(len(s)) > o.limit {
+			s = s[:o.limit-written]
+		}
+		n, _ := io.WriteString(w, s)
+		written += int64(n)
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
+		return o.limit < 0 || written < o.limit
+	}
+	parse := func(line string) (string, bool) {
+		p := strings.SplitN(strings.TrimRight(line, "\n"), " ", 4)
+		if len(p) < 4 {
+			return "", false
+		}
+		ts, err := time.Parse(time.RFC3339Nano, p[0])
+		if err == nil && !o.since.IsZero() && ts.Before(o.since) {
+			return "", false
+		}
+		text := partial + p[3]
+		if p[2] == "P" {
+			partial = text
+			return "", false
+		}
+		partial = ""
+		if o.timestamps {
+			text = p[0] + " " + text
+		}
+		return text + "\n", true
+	}
+	for {
+		line, err := rd.ReadString('\n')
+		if line != "" && strings.HasSuffix(line, "\n") {
+			if text, ok := parse(line); ok {
+				lines = append(lines, text)
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if o.tail >= 0 && int64(len(lines)) > o.tail {
+		lines = lines[int64(len(lines))-o.tail:]
+	}
+	for _, l := range lines {
+		if !emit(l) {
+			return nil
+		}
+	}
+	if !follow {
+		return nil
+	}
+	for {
+		line, err := rd.ReadString('\n')
+		if err == nil {
+			if text, ok := parse(line); ok && !emit(text) {
+				return nil
+			}
+			continue
+		}
+		if line != "" {
+			_, _ = f.Seek(-int64(len(line)), io.SeekCurrent)
+			rd.Reset(f)
+		}
+		if stopped() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
