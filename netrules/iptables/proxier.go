@@ -53,6 +53,7 @@ type Proxier struct {
 	opts     Options
 	applied  map[string]map[string]string // table -> per-Service chain -> rules as applied
 	fixed    map[string]map[string]string // table -> fixed chain -> rules as applied
+	cache    RenderCache
 	needFull bool
 }
 
@@ -167,7 +168,7 @@ func (p *Proxier) existingServiceChains(ctx context.Context, table string) ([]st
 // (iptables-restore commits a table atomically) and makes the next sync full.
 func (p *Proxier) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (SyncStats, error) {
 	full = full || p.needFull
-	r := Render(rs)
+	r := RenderCached(rs, &p.cache)
 	st := SyncStats{Full: full}
 	if full {
 		if err := p.ensureJumps(ctx); err != nil {

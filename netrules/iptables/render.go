@@ -100,10 +100,54 @@ func comment(s string) string { return fmt.Sprintf("-m comment --comment %q", s)
 func match(p *netrules.ServicePort) string { return fmt.Sprintf("-m %s -p %s", proto(p), proto(p)) }
 
 // Render turns a Ruleset into iptables chains. It is pure and deterministic.
-func Render(rs *netrules.Ruleset) Rendered {
+func Render(rs *netrules.Ruleset) Rendered { return RenderCached(rs, nil) }
+
+// RenderCache keeps each Service port's rendered rules between syncs, keyed by the
+// port's content, so a sync re-renders only the ports that changed.
+type RenderCache struct {
+	node  string
+	ports map[string]*renderer
+}
+
+// RenderCached is Render reusing (and refreshing) cache; a nil cache renders everything.
+// The result is the same as Render's.
+func RenderCached(rs *netrules.Ruleset, cache *RenderCache) Rendered {
 	r := &renderer{fam: rs.Family, node: rs.Node, natRules: map[string][]string{}, filterRules: map[string][]string{}}
+	var next map[string]*renderer
+	nodeKey := fmt.Sprintf("%d/%+v", rs.Family, rs.Node)
+	if cache != nil {
+		next = make(map[string]*renderer, len(rs.Ports))
+		if cache.node != nodeKey {
+			cache.ports = nil
+		}
+	}
 	for _, p := range rs.Ports {
-		r.port(p)
+		if cache == nil {
+			r.port(p)
+			continue
+		}
+		key := fmt.Sprintf("%+v", *p)
+		pr, ok := cache.ports[key]
+		if !ok {
+			pr = &renderer{fam: rs.Family, node: rs.Node, natRules: map[string][]string{}, filterRules: map[string][]string{}}
+			pr.port(p)
+		}
+		next[key] = pr
+		r.natSvc = append(r.natSvc, pr.natSvc...)
+		r.natNP = append(r.natNP, pr.natNP...)
+		r.filterSvc = append(r.filterSvc, pr.filterSvc...)
+		r.filterExt = append(r.filterExt, pr.filterExt...)
+		r.filterNP = append(r.filterNP, pr.filterNP...)
+		r.filterFW = append(r.filterFW, pr.filterFW...)
+		for c, rules := range pr.natRules {
+			r.natRules[c] = rules
+		}
+		for c, rules := range pr.filterRules {
+			r.filterRules[c] = rules
+		}
+	}
+	if cache != nil {
+		cache.node, cache.ports = nodeKey, next
 	}
 	localDst := "-m addrtype --dst-type LOCAL"
 	var npJumps []string
