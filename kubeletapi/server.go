@@ -21,6 +21,8 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -86,7 +88,8 @@ func (s *Server) Start(ctx context.Context) error {
 }
 
 func (s *Server) tlsConfig() (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven}
+	// HTTP/1.1 only: exec and port-forward are connection upgrades
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven, NextProtos: []string{"http/1.1"}}
 	if s.ClientCAFile != "" {
 		pem, err := os.ReadFile(s.ClientCAFile)
 		if err != nil {
@@ -139,6 +142,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/pods", s.pods)
 	mux.HandleFunc("/pods/", s.pods)
 	mux.HandleFunc("/containerLogs/", s.containerLogs)
+	mux.HandleFunc("/exec/", s.exec)
+	mux.HandleFunc("/portForward/", s.portForward)
 	return s.auth(mux)
 }
 
@@ -296,6 +301,116 @@ func (s *Server) containerLogs(w http.ResponseWriter, r *http.Request) {
 	}); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 	}
+}
+
+// findPod finds a pod of this node by namespace/name, or answers 404.
+func (s *Server) findPod(w http.ResponseWriter, r *http.Request, ns, name string) *corev1.Pod {
+	pod := &corev1.Pod{}
+	if err := s.Pods.Get(r.Context(), client.ObjectKey{Namespace: ns, Name: name}, pod); err != nil || pod.Spec.NodeName != s.NodeName {
+		http.Error(w, fmt.Sprintf("pod %s/%s not found on node %s", ns, name, s.NodeName), http.StatusNotFound)
+		return nil
+	}
+	return pod
+}
+
+func queryBool(q url.Values, names ...string) bool {
+	for _, n := range names {
+		if v := q.Get(n); v == "1" || v == "true" {
+			return true
+		}
+	}
+	return false
+}
+
+// exec serves /exec/{namespace}/{pod}/{container}?command=…&stdin&stdout&stderr&tty:
+// the runtime prepares the session and its stream server speaks the streaming protocol
+// (SPDY, or WebSocket) with the caller through this proxy.
+func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/exec/"), "/"), "/")
+	if len(parts) == 4 { // /exec/{namespace}/{pod}/{uid}/{container}
+		parts = []string{parts[0], parts[1], parts[3]}
+	}
+	if len(parts) != 3 {
+		http.Error(w, "path must be /exec/{namespace}/{pod}/{container}", http.StatusBadRequest)
+		return
+	}
+	pod := s.findPod(w, r, parts[0], parts[1])
+	if pod == nil {
+		return
+	}
+	q := r.URL.Query()
+	cmd := q["command"]
+	if len(cmd) == 0 {
+		http.Error(w, "no command given", http.StatusBadRequest)
+		return
+	}
+	cs, err := s.Runtime.ListContainers(r.Context(), &runtimeapi.ContainerFilter{
+		State:         &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING},
+		LabelSelector: map[string]string{podplan.LabelPodUID: string(pod.UID), podplan.LabelContainerName: parts[2]}})
+	if err != nil || len(cs) == 0 {
+		http.Error(w, fmt.Sprintf("container %q in pod %q is not running", parts[2], parts[1]), http.StatusNotFound)
+		return
+	}
+	u, err := s.Runtime.Exec(r.Context(), &runtimeapi.ExecRequest{ContainerId: cs[0].Id, Cmd: cmd,
+		Tty: queryBool(q, "tty"), Stdin: queryBool(q, "stdin", "input"), Stdout: queryBool(q, "stdout", "output"), Stderr: queryBool(q, "stderr", "error")})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	s.proxyStream(w, r, u)
+}
+
+// portForward serves /portForward/{namespace}/{pod} through the runtime's stream server.
+func (s *Server) portForward(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/portForward/"), "/"), "/")
+	if len(parts) < 2 {
+		http.Error(w, "path must be /portForward/{namespace}/{pod}", http.StatusBadRequest)
+		return
+	}
+	pod := s.findPod(w, r, parts[0], parts[1])
+	if pod == nil {
+		return
+	}
+	sbs, err := s.Runtime.ListPodSandbox(r.Context(), &runtimeapi.PodSandboxFilter{
+		State:         &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY},
+		LabelSelector: map[string]string{podplan.LabelPodUID: string(pod.UID)}})
+	if err != nil || len(sbs) == 0 {
+		http.Error(w, fmt.Sprintf("pod %q has no ready sandbox", parts[1]), http.StatusNotFound)
+		return
+	}
+	var ports []int32
+	for _, p := range r.URL.Query()["port"] {
+		if n, err := strconv.Atoi(p); err == nil {
+			ports = append(ports, int32(n))
+		}
+	}
+	u, err := s.Runtime.PortForward(r.Context(), &runtimeapi.PortForwardRequest{PodSandboxId: sbs[0].Id, Port: ports})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	s.proxyStream(w, r, u)
+}
+
+// proxyStream hands the (upgrading) request to the runtime's stream server.
+func (s *Server) proxyStream(w http.ResponseWriter, r *http.Request, target string) {
+	u, err := url.Parse(target)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	proxy := &httputil.ReverseProxy{
+		Director: func(req *http.Request) {
+			req.URL = u
+			req.Host = u.Host
+			req.Header.Del("Authorization")
+		},
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			s.Log.Error(err, "Proxying a stream to the runtime failed", "url", target)
+			http.Error(w, err.Error(), http.StatusBadGateway)
+		},
+	}
+	proxy.ServeHTTP(w, r)
 }
 
 type logOptions struct {

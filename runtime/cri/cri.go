@@ -111,6 +111,14 @@ type Runtime interface {
 	// that is not running is an error; a missing one wraps ErrNotFound; a command that
 	// outlives timeout is an error wrapping context.DeadlineExceeded.
 	ExecSync(ctx context.Context, containerID string, cmd []string, timeout time.Duration) (*ExecResult, error)
+	// Exec prepares a streaming exec session in a running container and returns the URL
+	// of the runtime's stream server that serves it (SPDY or WebSocket upgrade); the
+	// session is started by the first request to that URL. A missing container wraps
+	// ErrNotFound.
+	Exec(ctx context.Context, req *runtimeapi.ExecRequest) (string, error)
+	// PortForward prepares a port-forwarding session into a ready sandbox's network
+	// namespace and returns the stream server URL serving it.
+	PortForward(ctx context.Context, req *runtimeapi.PortForwardRequest) (string, error)
 
 	// ImageStatus returns the image (ID, RepoTags, size) if it is present, or nil and no
 	// error if it is not.

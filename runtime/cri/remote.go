@@ -303,3 +303,25 @@ func seconds(d time.Duration) int64 {
 func isExecTimeout(msg string) bool {
 	return strings.Contains(msg, "timeout") && strings.Contains(msg, "exceeded")
 }
+
+// Exec implements Runtime.
+func (r *Remote) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (string, error) {
+	ctx, cancel := r.ctx(ctx)
+	defer cancel()
+	resp, err := r.rt.Exec(ctx, req)
+	if err != nil {
+		return "", wrap("Exec", err)
+	}
+	return resp.GetUrl(), nil
+}
+
+// PortForward implements Runtime.
+func (r *Remote) PortForward(ctx context.Context, req *runtimeapi.PortForwardRequest) (string, error) {
+	ctx, cancel := r.ctx(ctx)
+	defer cancel()
+	resp, err := r.rt.PortForward(ctx, req)
+	if err != nil {
+		return "", wrap("PortForward", err)
+	}
+	return resp.GetUrl(), nil
+}

@@ -230,6 +230,7 @@ spec:
 		Eventually(func() (string, error) { return kubectl("logs", "talker") }, time.Minute, time.Second).Should(Equal("line 1\nline 2\nline 3\n"))
 		Expect(kubectl("logs", "talker", "--tail=1")).To(Equal("line 3\n"))
 		Expect(kubectl("get", "--raw", "/api/v1/nodes/"+node+"/proxy/healthz")).To(Equal("ok"))
+		Expect(kubectl("exec", "talker", "--", "sh", "-c", "echo hi from $(hostname)")).To(Equal("hi from talker\n"))
 		Expect(mustKubectl("get", "node", node, "-o", "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}")).To(Equal("10250"))
 	})
 

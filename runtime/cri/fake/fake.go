@@ -868,3 +868,31 @@ func remove(s []string, v string) []string {
 	}
 	return out
 }
+
+// Exec implements cri.Runtime: the fake has no stream server, so streaming sessions
+// are refused (for a running container) as a runtime without one would.
+func (f *Runtime) Exec(_ context.Context, req *runtimeapi.ExecRequest) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check("Exec"); err != nil {
+		return "", err
+	}
+	c, err := f.findContainer("Exec", req.GetContainerId())
+	if err != nil {
+		return "", err
+	}
+	if c.state != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return "", fmt.Errorf("container %q is not running", req.GetContainerId())
+	}
+	return "", fmt.Errorf("Exec: the fake runtime has no stream server")
+}
+
+// PortForward implements cri.Runtime (refused: no stream server).
+func (f *Runtime) PortForward(_ context.Context, req *runtimeapi.PortForwardRequest) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.findSandbox("PortForward", req.GetPodSandboxId()); err != nil {
+		return "", err
+	}
+	return "", fmt.Errorf("PortForward: the fake runtime has no stream server")
+}
