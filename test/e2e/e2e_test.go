@@ -9,6 +9,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -232,6 +234,40 @@ spec:
 		Expect(kubectl("get", "--raw", "/api/v1/nodes/"+node+"/proxy/healthz")).To(Equal("ok"))
 		Expect(kubectl("exec", "talker", "--", "sh", "-c", "echo hi from $(hostname)")).To(Equal("hi from talker\n"))
 		Expect(mustKubectl("get", "node", node, "-o", "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}")).To(Equal("10250"))
+	})
+
+	It("forwards a local port to a pod with kubectl port-forward", func() {
+		manifest := `
+apiVersion: v1
+kind: Pod
+metadata: {name: forwarded}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: docker.io/library/busybox:local
+    command: ["sh", "-c", "mkdir -p /www && echo forwarded > /www/index.html && exec httpd -f -p 8080 -h /www"]
+`
+		f := filepath.Join(GinkgoT().TempDir(), "forwarded.yaml")
+		Expect(os.WriteFile(f, []byte(manifest), 0o644)).To(Succeed())
+		mustKubectl("apply", "-f", f)
+		DeferCleanup(func() { _, _ = kubectl("delete", "-f", f, "--wait=true", "--timeout=60s") })
+		Eventually(func() (string, error) {
+			return kubectl("get", "pod", "forwarded", "-o", "jsonpath={.status.phase}")
+		}, time.Minute, time.Second).Should(Equal("Running"))
+		pf := exec.Command(kubectlBin, "--kubeconfig", kubeconfig, "port-forward", "--address", "127.0.0.1", "pod/forwarded", "18089:8080")
+		pf.Stdout, pf.Stderr = GinkgoWriter, GinkgoWriter
+		Expect(pf.Start()).To(Succeed())
+		DeferCleanup(func() { _ = pf.Process.Kill(); _ = pf.Wait() })
+		Eventually(func() (string, error) {
+			resp, err := http.Get("http://127.0.0.1:18089/")
+			if err != nil {
+				return "", err
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			return string(b), err
+		}, 30*time.Second, 500*time.Millisecond).Should(Equal("forwarded\n"))
 	})
 
 	It("follows a scale to 1 and back to 3", func() {
