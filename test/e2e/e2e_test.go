@@ -129,6 +129,14 @@ var _ = BeforeSuite(func() {
 	}, 2*time.Minute, time.Second).Should(Equal("True"))
 })
 
+// applyManifest applies YAML with kubectl and deletes it (waiting) when the spec ends.
+func applyManifest(manifest string) {
+	f := filepath.Join(GinkgoT().TempDir(), "manifest.yaml")
+	Expect(os.WriteFile(f, []byte(manifest), 0o644)).To(Succeed())
+	mustKubectl("apply", "-f", f)
+	DeferCleanup(func() { _, _ = kubectl("delete", "-f", f, "--wait=true", "--timeout=60s") })
+}
+
 func clusterIPNS(ns, svc string) string {
 	return mustKubectl("get", "svc", "-n", ns, svc, "-o", "jsonpath={.spec.clusterIP}")
 }
@@ -225,10 +233,7 @@ spec:
     image: docker.io/library/busybox:local
     command: ["sh", "-c", "for i in 1 2 3; do echo line $i; done; exec sleep 3600"]
 `
-		f := filepath.Join(GinkgoT().TempDir(), "talker.yaml")
-		Expect(os.WriteFile(f, []byte(manifest), 0o644)).To(Succeed())
-		mustKubectl("apply", "-f", f)
-		DeferCleanup(func() { _, _ = kubectl("delete", "-f", f, "--wait=true", "--timeout=60s") })
+		applyManifest(manifest)
 		Eventually(func() (string, error) { return kubectl("logs", "talker") }, time.Minute, time.Second).Should(Equal("line 1\nline 2\nline 3\n"))
 		Expect(kubectl("logs", "talker", "--tail=1")).To(Equal("line 3\n"))
 		Expect(kubectl("get", "--raw", "/api/v1/nodes/"+node+"/proxy/healthz")).To(Equal("ok"))
@@ -248,10 +253,7 @@ spec:
     image: docker.io/library/busybox:local
     command: ["sh", "-c", "mkdir -p /www && echo forwarded > /www/index.html && exec httpd -f -p 8080 -h /www"]
 `
-		f := filepath.Join(GinkgoT().TempDir(), "forwarded.yaml")
-		Expect(os.WriteFile(f, []byte(manifest), 0o644)).To(Succeed())
-		mustKubectl("apply", "-f", f)
-		DeferCleanup(func() { _, _ = kubectl("delete", "-f", f, "--wait=true", "--timeout=60s") })
+		applyManifest(manifest)
 		Eventually(func() (string, error) {
 			return kubectl("get", "pod", "forwarded", "-o", "jsonpath={.status.phase}")
 		}, time.Minute, time.Second).Should(Equal("Running"))
@@ -365,10 +367,7 @@ spec:
     command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
     readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
 `
-		f := filepath.Join(GinkgoT().TempDir(), "picky.yaml")
-		Expect(os.WriteFile(f, []byte(manifest), 0o644)).To(Succeed())
-		mustKubectl("apply", "-f", f)
-		DeferCleanup(func() { _, _ = kubectl("delete", "-f", f, "--wait=true", "--timeout=60s") })
+		applyManifest(manifest)
 		Eventually(func() string {
 			return mustKubectl("get", "pod", "picky-good", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 		}, 2*time.Minute, time.Second).Should(Equal("True"))
