@@ -154,7 +154,7 @@ func run(ctx context.Context, args []string) error {
 			NodeName: cfg.NodeName, Addr: net.JoinHostPort("", strconv.Itoa(int(cfg.KubeletPort))),
 			Pods: mgr.GetClient(), Reviews: reviews, Runtime: rt, NodeIPs: ips,
 			CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSPrivateKeyFile, ClientCAFile: cfg.ClientCAFile,
-			Log: ctrl.Log.WithName("kubeletapi"),
+			Log: ctrl.Log.WithName("kubeletapi"), Config: cfg,
 		}); err != nil {
 			return err
 		}

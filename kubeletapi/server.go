@@ -30,11 +30,17 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
@@ -57,6 +63,56 @@ type Server struct {
 	Listen func(addr string) (net.Listener, error)
 	// Log receives review failures (the caller only sees 401/500).
 	Log logr.Logger
+	// Config is served by /configz.
+	Config *v1alpha1.AgentConfiguration
+}
+
+// configz serves the effective configuration in the upstream /configz shape
+// ({"kubeletconfig": KubeletConfiguration fields}), as far as nodekeeper has the fields.
+func (s *Server) configz(w http.ResponseWriter, _ *http.Request) {
+	c := s.Config
+	if c == nil {
+		http.Error(w, "no configuration", http.StatusNotFound)
+		return
+	}
+	kc := map[string]any{
+		"kind": "KubeletConfiguration", "apiVersion": "kubelet.config.k8s.io/v1beta1",
+		"staticPodPath": c.StaticPodPath, "clusterDomain": c.ClusterDomain, "clusterDNS": c.ClusterDNS,
+		"maxPods": c.MaxPods, "podCIDR": c.PodCIDR, "port": c.KubeletPort,
+		"tlsCertFile": c.TLSCertFile, "tlsPrivateKeyFile": c.TLSPrivateKeyFile,
+		"containerRuntimeEndpoint": c.ContainerRuntimeEndpoint, "cgroupDriver": "cgroupfs",
+		"systemReserved": c.SystemReserved, "kubeReserved": c.KubeReserved, "evictionHard": c.EvictionHard,
+		"nodeStatusUpdateFrequency": c.NodeStatusUpdateFrequency.Duration.String(),
+		"nodeStatusReportFrequency": c.NodeStatusReportFrequency.Duration.String(),
+		"nodeLeaseDurationSeconds":  c.NodeLeaseDurationSeconds,
+		"registerWithTaints":        c.RegisterWithTaints,
+		"healthzBindAddress":        c.HealthzBindAddress,
+		"authentication": map[string]any{
+			"anonymous": map[string]any{"enabled": false},
+			"webhook":   map[string]any{"enabled": true},
+			"x509":      map[string]any{"clientCAFile": c.ClientCAFile},
+		},
+		"authorization": map[string]any{"mode": "Webhook"},
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"kubeletconfig": kc})
+}
+
+// prefixGatherer serves only the metric families whose name has a prefix.
+type prefixGatherer struct {
+	g      prometheus.Gatherer
+	prefix string
+}
+
+func (p prefixGatherer) Gather() ([]*dto.MetricFamily, error) {
+	all, err := p.g.Gather()
+	var out []*dto.MetricFamily
+	for _, mf := range all {
+		if strings.HasPrefix(mf.GetName(), p.prefix) {
+			out = append(out, mf)
+		}
+	}
+	return out, err
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable.
@@ -143,6 +199,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/pods/", s.pods)
 	mux.HandleFunc("/containerLogs/", s.containerLogs)
 	mux.HandleFunc("/exec/", s.exec)
+	mux.HandleFunc("/configz", s.configz)
+	mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics/probes", promhttp.HandlerFor(prefixGatherer{metrics.Registry, "prober_"}, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/portForward/", s.portForward)
 	return s.auth(mux)
 }
@@ -159,6 +218,8 @@ func subresources(path string) []string {
 		return []string{"log"}
 	case strings.HasPrefix(path, "/containerLogs"):
 		return []string{"log", "proxy"}
+	case strings.HasPrefix(path, "/configz"):
+		return []string{"configz", "proxy"}
 	case strings.HasPrefix(path, "/healthz"):
 		return []string{"healthz", "proxy"}
 	case strings.HasPrefix(path, "/pods"):

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	testenv "github.com/nodekeeper/nodekeeper/envtest"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri/fake"
@@ -51,7 +52,10 @@ func TestContainerLogsAuthenticatedAndAuthorized(t *testing.T) {
 		must(t, c.SubResource("token").Create(ctx, sa, tr))
 		return tr.Status.Token
 	}
-	reader, nobody := token("reader"), token("nobody")
+	must(t, c.Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "node-admin"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "system:kubelet-api-admin"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: ns, Name: "admin"}}}))
+	reader, nobody, admin := token("reader"), token("nobody"), token("admin")
 
 	// a pod on the node with a container whose CRI log holds three lines, the last one
 	// written in two parts
@@ -79,7 +83,9 @@ func TestContainerLogsAuthenticatedAndAuthorized(t *testing.T) {
 			"2026-11-23T10:00:02.000000002Z stdout F 3\n"), 0o644))
 	_ = id
 
-	s := &Server{NodeName: node, Pods: c, Reviews: c, Runtime: rt}
+	cfg := &v1alpha1.AgentConfiguration{NodeName: node, StaticPodPath: "/etc/kubernetes/manifests"}
+	v1alpha1.SetDefaults(cfg)
+	s := &Server{NodeName: node, Pods: c, Reviews: c, Runtime: rt, Config: cfg}
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 	get := func(tok, path string) (int, string) {
@@ -112,6 +118,12 @@ func TestContainerLogsAuthenticatedAndAuthorized(t *testing.T) {
 		{"pod on another node", reader, "/containerLogs/" + ns + "/elsewhere/app", 404, "not found on node"},
 		{"nodes/log does not grant exec", reader, "/exec/" + ns + "/talker/app?command=sh", 403, "Forbidden"},
 		{"nodes/log does not grant /pods", reader, "/pods", 403, "Forbidden"},
+		{"nodes/log does not grant /configz", reader, "/configz", 403, "Forbidden"},
+		{"configz", admin, "/configz", 200, `"staticPodPath":"/etc/kubernetes/manifests"`},
+		{"configz shape", admin, "/configz", 200, `{"kubeletconfig":{`},
+		{"pods", admin, "/pods", 200, `"name":"talker"`},
+		{"metrics", admin, "/metrics", 200, ""},
+		{"probe metrics", admin, "/metrics/probes", 200, ""},
 	} {
 		code, body := get(tc.tok, tc.path)
 		if code != tc.code || !strings.Contains(body, tc.body) {
