@@ -2,8 +2,10 @@ package controllers
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -55,6 +57,9 @@ type PodReconciler struct {
 	Config   *v1alpha1.AgentConfiguration
 	// HostIP is reported as status.hostIP (the node's InternalIP).
 	HostIP string
+	// NodeHostsFile is the node's hosts file that host-network pods get (default
+	// /etc/hosts).
+	NodeHostsFile string
 	// Backoff is the restart back-off policy (default upstream's 10s → 5m).
 	Backoff podplan.BackoffPolicy
 	Clock   clock.Clock
@@ -380,7 +385,7 @@ func (r *PodReconciler) probe(pod *corev1.Pod, obs *podplan.Observed) (ready, st
 	}
 	r.prober.Sync(pod, running, podIP)
 	ready, started = map[string]bool{}, map[string]bool{}
-	obs.Unhealthy = map[string]bool{}
+	obs.Unhealthy = map[string]string{}
 	for id, name := range running {
 		spec := findContainer(pod, name)
 		if spec == nil {
@@ -389,8 +394,8 @@ func (r *PodReconciler) probe(pod *corev1.Pod, obs *podplan.Observed) (ready, st
 		res := r.prober.lookup(pod.UID, id, spec)
 		ready[name] = res.Ready && res.Started
 		started[name] = res.Started
-		if res.LivenessFailed {
-			obs.Unhealthy[id] = true
+		if res.Failed != "" {
+			obs.Unhealthy[id] = res.Failed
 		}
 	}
 	return ready, started
@@ -461,7 +466,11 @@ func (r *PodReconciler) killAll(ctx context.Context, pod *corev1.Pod, obs podpla
 func (r *PodReconciler) stopContainer(ctx context.Context, pod *corev1.Pod, c podplan.Container, grace time.Duration) error {
 	start := r.Clock.Now()
 	if spec := findContainer(pod, c.Name); spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
-		if err := r.runHook(ctx, pod, c, spec.Lifecycle.PreStop, grace); err != nil {
+		podIP := pod.Status.PodIP
+		if podIP == "" {
+			podIP = r.HostIP
+		}
+		if err := r.runHook(ctx, pod, c, spec.Lifecycle.PreStop, podIP, grace); err != nil {
 			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed: %v", err)
 		}
 		grace -= r.Clock.Since(start)
@@ -476,7 +485,45 @@ func (r *PodReconciler) stopContainer(ctx context.Context, pod *corev1.Pod, c po
 }
 
 // runHook runs a lifecycle handler against a running container.
-func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.Container, h *corev1.LifecycleHandler, timeout time.Duration) error {
+// postStart runs the container's postStart hook; on failure it returns upstream's
+// event message for it.
+func (r *PodReconciler) postStart(ctx context.Context, pod *corev1.Pod, c *corev1.Container, id, podIP string) (string, error) {
+	h := c.Lifecycle.PostStart
+	err := r.runHook(ctx, pod, podplan.Container{ID: id, Name: c.Name}, h, podIP, 0)
+	if err == nil {
+		return "", nil
+	}
+	who := fmt.Sprintf("%s_%s(%s)", pod.Name, pod.Namespace, pod.UID)
+	switch {
+	case h.Exec != nil:
+		var out string
+		var he hookError
+		if errors.As(err, &he) {
+			out = he.output
+		}
+		return fmt.Sprintf("Exec lifecycle hook (%v) for Container %q in Pod %q failed - error: %v, message: %q", h.Exec.Command, c.Name, who, err, out), err
+	case h.HTTPGet != nil:
+		return fmt.Sprintf("HTTP lifecycle hook (%s) for Container %q in Pod %q failed - error: %v", h.HTTPGet.Path, c.Name, who, err), err
+	}
+	return fmt.Sprintf("Lifecycle hook for Container %q in Pod %q failed - error: %v", c.Name, who, err), err
+}
+
+// hookHTTP sends lifecycle hooks' HTTP GETs: no keep-alive and no certificate checks
+// for https (as upstream's hooks and probes).
+var hookHTTP = &http.Client{Transport: &http.Transport{DisableKeepAlives: true,
+	TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // upstream semantics
+
+// hookError is an exec hook whose command failed, with what it printed.
+type hookError struct {
+	msg, output string
+}
+
+func (e hookError) Error() string { return e.msg }
+
+// runHook runs a lifecycle handler against a running container. podIP is the default
+// host of an httpGet handler; timeout 0 means only ctx bounds it. As upstream, an
+// httpGet hook fails only when the request fails, whatever the status code.
+func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.Container, h *corev1.LifecycleHandler, podIP string, timeout time.Duration) error {
 	switch {
 	case h.Exec != nil:
 		res, err := r.Runtime.ExecSync(ctx, c.ID, h.Exec.Command, timeout)
@@ -484,12 +531,13 @@ func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.
 			return err
 		}
 		if res.ExitCode != 0 {
-			return fmt.Errorf("command %q exited with %d: %s", h.Exec.Command, res.ExitCode, res.Stdout)
+			return hookError{msg: fmt.Sprintf("command '%s' exited with %d: %s", strings.Join(h.Exec.Command, " "), res.ExitCode, res.Stderr),
+				output: string(res.Stdout) + string(res.Stderr)}
 		}
 	case h.HTTPGet != nil:
 		host := h.HTTPGet.Host
 		if host == "" {
-			host = pod.Status.PodIP
+			host = podIP
 		}
 		port := h.HTTPGet.Port.String()
 		if h.HTTPGet.Port.Type == intstr.String {
@@ -503,7 +551,10 @@ func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.
 		if h.HTTPGet.Scheme == corev1.URISchemeHTTPS {
 			scheme = "https"
 		}
-		hctx, cancel := context.WithTimeout(ctx, timeout)
+		hctx, cancel := ctx, context.CancelFunc(func() {})
+		if timeout > 0 {
+			hctx, cancel = context.WithTimeout(ctx, timeout)
+		}
 		defer cancel()
 		req, err := http.NewRequestWithContext(hctx, http.MethodGet, fmt.Sprintf("%s://%s/%s", scheme, net.JoinHostPort(host, port), strings.TrimPrefix(h.HTTPGet.Path, "/")), nil)
 		if err != nil {
@@ -512,14 +563,12 @@ func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.
 		for _, hd := range h.HTTPGet.HTTPHeaders {
 			req.Header.Add(hd.Name, hd.Value)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := hookHTTP.Do(req)
 		if err != nil {
 			return err
 		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 10<<10))
 		_ = resp.Body.Close()
-		if resp.StatusCode >= 400 {
-			return fmt.Errorf("HTTP GET returned %d", resp.StatusCode)
-		}
 	case h.Sleep != nil:
 		select {
 		case <-ctx.Done():
@@ -591,16 +640,20 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 	}
 	for _, k := range plan.Kill {
 		r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "%s", k.Reason)
+		grace := r.grace(pod)
+		if k.GracePeriod != nil {
+			grace = time.Duration(*k.GracePeriod) * time.Second
+		}
 		for _, c := range obs.Containers {
 			if c.ID == k.ID {
-				if err := r.stopContainer(ctx, pod, c, r.grace(pod)); err != nil {
+				if err := r.stopContainer(ctx, pod, c, grace); err != nil {
 					return err
 				}
 			}
 		}
 	}
 	sbConfig := r.sandboxConfig(pod, plan.SandboxAttempt)
-	var sandboxID string
+	var sandboxID, podIP string
 	if plan.CreateSandbox {
 		// remove older sandboxes: their containers are done with
 		for _, sb := range obs.Sandboxes {
@@ -617,6 +670,10 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			return fmt.Errorf("creating sandbox: %w", err)
 		}
 		sandboxID = id
+		podIP = r.HostIP
+		if st, err := r.Runtime.PodSandboxStatus(ctx, id); err == nil && st.GetNetwork().GetIp() != "" {
+			podIP = st.GetNetwork().GetIp()
+		}
 	} else {
 		var best *podplan.Sandbox
 		for i := range obs.Sandboxes {
@@ -629,6 +686,10 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 		}
 		sandboxID = best.ID
 		sbConfig = r.sandboxConfig(pod, best.Attempt)
+		podIP = best.IP
+		if podIP == "" {
+			podIP = r.HostIP
+		}
 	}
 	if len(pod.Spec.Volumes) > 0 {
 		if err := r.setupVolumes(ctx, pod); err != nil {
@@ -643,8 +704,13 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			return nil
 		}
 	}
+	if len(plan.Start) > 0 {
+		if err := r.writeHostsFile(pod, podIP); err != nil {
+			return fmt.Errorf("writing the pod's /etc/hosts: %w", err)
+		}
+	}
 	for _, s := range plan.Start {
-		if err := r.start(ctx, pod, obs, sandboxID, sbConfig, s); err != nil {
+		if err := r.start(ctx, pod, obs, sandboxID, sbConfig, podIP, s); err != nil {
 			return err
 		}
 	}
@@ -667,7 +733,7 @@ func findContainer(pod *corev1.Pod, name string) *corev1.Container {
 
 // start pulls the image if needed, creates and starts one container. Image and
 // config errors become the container's waiting reason, not reconcile errors.
-func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, sandboxID string, sbConfig *runtimeapi.PodSandboxConfig, s podplan.Start) error {
+func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, sandboxID string, sbConfig *runtimeapi.PodSandboxConfig, podIP string, s podplan.Start) error {
 	c := findContainer(pod, s.Name)
 	if c == nil {
 		return nil
@@ -700,6 +766,18 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 	}
 	r.setErr(pod.UID, c.Name, nil)
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+		// as upstream: a failing postStart hook kills the container, which then
+		// restarts (with back-off) as its restart policy says
+		if msg, err := r.postStart(ctx, pod, c, id, podIP); err != nil {
+			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedPostStartHook", "%s", msg)
+			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "FailedPostStartHook")
+			if err := r.stopContainer(ctx, pod, podplan.Container{ID: id, Name: c.Name}, r.grace(pod)); err != nil {
+				return err
+			}
+			r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "PostStartHookError", Message: msg})
+		}
+	}
 	if s.Attempt > 0 {
 		// a restart: the next one waits for the back-off
 		ranFor := time.Duration(0)
@@ -825,37 +903,26 @@ func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimea
 	return cfg
 }
 
-// dnsConfig follows the pod's dnsPolicy: ClusterFirst (and ClusterFirstWithHostNet on
-// the host network) use the cluster DNS, Default and host-network ClusterFirst use the
-// node's resolv.conf (nil), None uses only dnsConfig.
+// dnsConfig is the pod's resolver (podDNS) from the node's resolver file; events go to
+// the pod.
 func (r *PodReconciler) dnsConfig(pod *corev1.Pod) *runtimeapi.DNSConfig {
-	policy := pod.Spec.DNSPolicy
-	if policy == "" {
-		policy = corev1.DNSClusterFirst
+	in := dnsInputs{ClusterDNS: r.Config.ClusterDNS, ClusterDomain: r.Config.ClusterDomain}
+	if r.Config.ResolvConf != nil {
+		in.ResolvConf = *r.Config.ResolvConf
 	}
-	var cfg *runtimeapi.DNSConfig
-	cluster := policy == corev1.DNSClusterFirstWithHostNet || (policy == corev1.DNSClusterFirst && !pod.Spec.HostNetwork)
-	switch {
-	case policy == corev1.DNSNone:
-		cfg = &runtimeapi.DNSConfig{}
-	case cluster && len(r.Config.ClusterDNS) > 0:
-		d := r.Config.ClusterDomain
-		cfg = &runtimeapi.DNSConfig{Servers: append([]string(nil), r.Config.ClusterDNS...),
-			Searches: []string{pod.Namespace + ".svc." + d, "svc." + d, d}, Options: []string{"ndots:5"}}
+	if r.HostIP != "" {
+		in.NodeIPs = []string{r.HostIP}
 	}
-	if dc := pod.Spec.DNSConfig; dc != nil {
-		if cfg == nil {
-			cfg = &runtimeapi.DNSConfig{}
+	if in.ResolvConf != "" {
+		b, err := os.ReadFile(in.ResolvConf)
+		if err != nil {
+			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "DNSConfigForming", "reading %s: %v", in.ResolvConf, err)
 		}
-		cfg.Servers = append(cfg.Servers, dc.Nameservers...)
-		cfg.Searches = append(cfg.Searches, dc.Searches...)
-		for _, o := range dc.Options {
-			if o.Value != nil {
-				cfg.Options = append(cfg.Options, o.Name+":"+*o.Value)
-			} else {
-				cfg.Options = append(cfg.Options, o.Name)
-			}
-		}
+		in.HostResolv = b
+	}
+	cfg, events := podDNS(pod, in)
+	for _, e := range events {
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, e.Reason, "%s", e.Message)
 	}
 	return cfg
 }
@@ -868,6 +935,9 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 	mounts, err := r.mounts(pod, c)
 	if err != nil {
 		return nil, err
+	}
+	if m := r.hostsMount(pod, c); m != nil {
+		mounts = append(mounts, m)
 	}
 	cfg := &runtimeapi.ContainerConfig{
 		Mounts:   mounts,

@@ -42,7 +42,10 @@ var (
 
 // ProbeResults is what the probes say about one container instance.
 type ProbeResults struct {
-	Ready, Started, LivenessFailed bool
+	Ready, Started bool
+	// Failed is the kind of the probe ("liveness" or "startup") that failed past its
+	// threshold; "" while the container is healthy.
+	Failed string
 }
 
 // prober runs one worker per probed container instance, outside the reconcile loop,
@@ -214,14 +217,14 @@ func (p *prober) run(ctx context.Context, w *probeWorker, pod *corev1.Pod, id st
 					changed = !w.res.Ready
 					w.res.Ready = true
 				case probeLiveness:
-					changed = w.res.LivenessFailed
-					w.res.LivenessFailed = false
+					changed = w.res.Failed != ""
+					w.res.Failed = ""
 				}
 			case !ok && st.fail >= failT:
 				switch st.typ {
 				case probeStartup, probeLiveness:
-					changed = !w.res.LivenessFailed
-					w.res.LivenessFailed = true
+					changed = w.res.Failed == ""
+					w.res.Failed = strings.ToLower(string(st.typ))
 				case probeReadiness:
 					changed = w.res.Ready
 					w.res.Ready = false

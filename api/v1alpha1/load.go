@@ -27,6 +27,7 @@ const (
 	DefaultCRIEndpoint         = "unix:///run/containerd/containerd.sock"
 	DefaultRootDir             = "/var/lib/nodekeeper"
 	DefaultClusterDomain       = "cluster.local"
+	DefaultResolvConf          = "/etc/resolv.conf"
 	DefaultMaxPods             = 110
 	DefaultLeaseDuration       = 40
 	DefaultHealthzAddress      = ":10248"
@@ -96,6 +97,10 @@ func SetDefaults(c *AgentConfiguration) {
 	}
 	if c.ClusterDomain == "" {
 		c.ClusterDomain = DefaultClusterDomain
+	}
+	if c.ResolvConf == nil {
+		rc := DefaultResolvConf
+		c.ResolvConf = &rc
 	}
 	if c.EvictionHard == nil {
 		c.EvictionHard = map[string]string{

@@ -66,6 +66,11 @@ type AgentConfiguration struct {
 	ClusterDNS []string `json:"clusterDNS,omitempty"`
 	// ClusterDomain is the cluster's DNS domain [clusterDomain].
 	ClusterDomain string `json:"clusterDomain,omitempty"`
+	// ResolvConf is the resolver file whose nameservers, searches and options pods with
+	// the Default DNS policy get, and whose searches ClusterFirst pods get after the
+	// cluster's [resolvConf]. Default /etc/resolv.conf; "" gives such pods the node's
+	// loopback as their only nameserver, as upstream.
+	ResolvConf *string `json:"resolvConf,omitempty"`
 
 	// SystemReserved is held back for OS daemons [systemReserved]: resource name to quantity.
 	SystemReserved map[string]string `json:"systemReserved,omitempty"`

@@ -70,9 +70,9 @@ type Container struct {
 type Observed struct {
 	Sandboxes  []Sandbox   // any order
 	Containers []Container // any order, every instance still present
-	// Unhealthy holds the IDs of running containers whose liveness (or startup) probe
-	// has failed past its threshold.
-	Unhealthy map[string]bool
+	// Unhealthy holds the IDs of running containers whose liveness or startup probe
+	// has failed past its threshold, with the probe's kind ("liveness" or "startup").
+	Unhealthy map[string]string
 }
 
 // latestSandbox is the newest sandbox (highest attempt, then newest).
@@ -137,6 +137,9 @@ type Start struct {
 // Kill is a container instance to stop, and why.
 type Kill struct {
 	ID, Name, Reason string
+	// GracePeriod overrides the pod's grace period (a failed probe's
+	// terminationGracePeriodSeconds); nil: the pod's.
+	GracePeriod *int64
 }
 
 // Actions is the plan for one pod.
@@ -394,8 +397,17 @@ func appStarts(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now ti
 		case StateRunning:
 			if l.Hash != "" && l.Hash != HashContainer(c) {
 				a.Kill = append(a.Kill, Kill{ID: l.ID, Name: c.Name, Reason: fmt.Sprintf("Container %s definition changed, will be restarted", c.Name)})
-			} else if o.Unhealthy[l.ID] {
-				a.Kill = append(a.Kill, Kill{ID: l.ID, Name: c.Name, Reason: fmt.Sprintf("Container %s failed liveness probe, will be restarted", c.Name)})
+			} else if kind := o.Unhealthy[l.ID]; kind != "" {
+				probe := c.LivenessProbe
+				if kind == "startup" {
+					probe = c.StartupProbe
+				}
+				k := Kill{ID: l.ID, Name: c.Name, Reason: fmt.Sprintf("Container %s failed %s probe, will be restarted", c.Name, kind)}
+				if probe != nil && probe.TerminationGracePeriodSeconds != nil {
+					g := *probe.TerminationGracePeriodSeconds
+					k.GracePeriod = &g
+				}
+				a.Kill = append(a.Kill, k)
 			}
 		case StateCreated:
 			a.Start = append(a.Start, Start{Name: c.Name, Attempt: l.Attempt + 1})

@@ -173,6 +173,40 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+// A failed liveness or startup probe kills the container with the upstream reason and
+// the probe's own terminationGracePeriodSeconds when it has one.
+func TestProbeFailureKills(t *testing.T) {
+	for _, tt := range []struct {
+		kind      string
+		probeTGPS *int64
+		wantGrace *int64
+	}{
+		{"liveness", nil, nil},
+		{"liveness", ptr.To[int64](3), ptr.To[int64](3)},
+		{"startup", ptr.To[int64](1), ptr.To[int64](1)},
+	} {
+		p := pod(corev1.RestartPolicyAlways, nil, "a")
+		pr := &corev1.Probe{TerminationGracePeriodSeconds: tt.probeTGPS}
+		if tt.kind == "startup" {
+			p.Spec.Containers[0].StartupProbe = pr
+		} else {
+			p.Spec.Containers[0].LivenessProbe = pr
+		}
+		c := ctr(p, "a", "s", 0, StateRunning, 0)
+		a := Plan(p, Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{c},
+			Unhealthy: map[string]string{c.ID: tt.kind}}, nil, t0)
+		if len(a.Kill) != 1 || a.Kill[0].ID != c.ID {
+			t.Fatalf("%s: kills = %v", tt.kind, a.Kill)
+		}
+		if want := "Container a failed " + tt.kind + " probe, will be restarted"; a.Kill[0].Reason != want {
+			t.Errorf("reason %q, want %q", a.Kill[0].Reason, want)
+		}
+		if !reflect.DeepEqual(a.Kill[0].GracePeriod, tt.wantGrace) {
+			t.Errorf("%s with probe TGPS %v: grace %v, want %v", tt.kind, tt.probeTGPS, a.Kill[0].GracePeriod, tt.wantGrace)
+		}
+	}
+}
+
 func TestRestartAttemptNumbers(t *testing.T) {
 	p := pod(corev1.RestartPolicyAlways, nil, "a")
 	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 1), ctr(p, "a", "s", 1, StateExited, 1)}}

@@ -517,8 +517,16 @@ func (f *Runtime) ContainerStatus(_ context.Context, containerID string) (*runti
 		ExitCode: c.exitCode, Reason: c.reason, Message: c.message,
 		Image: &runtimeapi.ImageSpec{Image: imageName}, ImageRef: c.image.id,
 		Labels: copyMap(c.config.GetLabels()), Annotations: copyMap(c.config.GetAnnotations()),
-		LogPath: c.logPath,
+		LogPath: c.logPath, Mounts: cloneMounts(c.config.GetMounts()),
 	}, nil
+}
+
+func cloneMounts(in []*runtimeapi.Mount) []*runtimeapi.Mount {
+	var out []*runtimeapi.Mount
+	for _, m := range in {
+		out = append(out, proto.Clone(m).(*runtimeapi.Mount))
+	}
+	return out
 }
 
 // ExecSync implements cri.Runtime.

@@ -1,0 +1,132 @@
+package controllers
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// The kubelet manages each pod's /etc/hosts: a file in the pod's folder, mounted into
+// every container (unless the container mounts its own /etc/hosts).
+const (
+	managedHostsHeader            = "# Kubernetes-managed hosts file.\n"
+	managedHostsHeaderHostNetwork = "# Kubernetes-managed hosts file (host network).\n"
+)
+
+// hostsFileContent is the pod's /etc/hosts as upstream writes it: localhost entries,
+// the pod's own name (hostname.subdomain.namespace.svc.domain when it has a subdomain)
+// on each pod IP, then the pod's hostAliases. A host-network pod gets the node's hosts
+// file (nodeHosts) with the hostAliases appended.
+func hostsFileContent(pod *corev1.Pod, podIPs []string, clusterDomain string, nodeHosts []byte) []byte {
+	var b bytes.Buffer
+	if pod.Spec.HostNetwork {
+		b.WriteString(managedHostsHeaderHostNetwork)
+		b.Write(nodeHosts)
+		if len(nodeHosts) > 0 && nodeHosts[len(nodeHosts)-1] != '\n' {
+			b.WriteString("\n")
+		}
+	} else {
+		b.WriteString(managedHostsHeader)
+		b.WriteString("127.0.0.1\tlocalhost\n")
+		b.WriteString("::1\tlocalhost ip6-localhost ip6-loopback\n")
+		b.WriteString("fe00::0\tip6-localnet\n")
+		b.WriteString("fe00::0\tip6-mcastprefix\n")
+		b.WriteString("fe00::1\tip6-allnodes\n")
+		b.WriteString("fe00::2\tip6-allrouters\n")
+		host, domain := podHostname(pod), podHostDomain(pod, clusterDomain)
+		for _, ip := range podIPs {
+			if domain != "" {
+				fmt.Fprintf(&b, "%s\t%s.%s\t%s\n", ip, host, domain, host)
+			} else {
+				fmt.Fprintf(&b, "%s\t%s\n", ip, host)
+			}
+		}
+	}
+	if len(pod.Spec.HostAliases) > 0 {
+		b.WriteString("\n# Entries added by HostAliases.\n")
+		for _, a := range pod.Spec.HostAliases {
+			for _, h := range a.Hostnames {
+				fmt.Fprintf(&b, "%s\t%s\n", a.IP, h)
+			}
+		}
+	}
+	return b.Bytes()
+}
+
+// podHostname is the pod's hostname: spec.hostname, or its name cut to 63 characters.
+func podHostname(pod *corev1.Pod) string {
+	if pod.Spec.Hostname != "" {
+		return pod.Spec.Hostname
+	}
+	h := pod.Name
+	if len(h) > 63 {
+		h = h[:63]
+	}
+	return h
+}
+
+// podHostDomain is subdomain.namespace.svc.clusterDomain for a pod with a subdomain.
+func podHostDomain(pod *corev1.Pod, clusterDomain string) string {
+	if pod.Spec.Subdomain == "" || clusterDomain == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s.%s.svc.%s", pod.Spec.Subdomain, pod.Namespace, clusterDomain)
+}
+
+func (r *PodReconciler) hostsFilePath(pod *corev1.Pod) string {
+	return filepath.Join(r.podDir(pod), "etc-hosts")
+}
+
+// writeHostsFile (re)writes the pod's managed hosts file for the sandbox's IP.
+func (r *PodReconciler) writeHostsFile(pod *corev1.Pod, podIP string) error {
+	var nodeHosts []byte
+	if pod.Spec.HostNetwork {
+		var err error
+		if nodeHosts, err = os.ReadFile(r.nodeHostsFile()); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	var ips []string
+	if podIP != "" {
+		ips = []string{podIP}
+	}
+	p := r.hostsFilePath(pod)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	content := hostsFileContent(pod, ips, r.Config.ClusterDomain, nodeHosts)
+	if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, content) {
+		return nil
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, content, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+func (r *PodReconciler) nodeHostsFile() string {
+	if r.NodeHostsFile != "" {
+		return r.NodeHostsFile
+	}
+	return "/etc/hosts"
+}
+
+// hostsMount mounts the managed hosts file at /etc/hosts unless the container mounts
+// something there itself.
+func (r *PodReconciler) hostsMount(pod *corev1.Pod, c *corev1.Container) *runtimeapi.Mount {
+	for _, m := range c.VolumeMounts {
+		if filepath.Clean(m.MountPath) == "/etc/hosts" {
+			return nil
+		}
+	}
+	p := r.hostsFilePath(pod)
+	if _, err := os.Stat(p); err != nil {
+		return nil
+	}
+	return &runtimeapi.Mount{ContainerPath: "/etc/hosts", HostPath: p}
+}
