@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -57,12 +58,17 @@ func (r *PodReconciler) setupVolumes(ctx context.Context, pod *corev1.Pod) error
 				}
 			}
 			_ = os.Chmod(dir, 0o777)
+			if fsGroup := podFSGroup(pod); fsGroup != nil {
+				if err := setVolumeOwnership(dir, *fsGroup, false, true); err != nil {
+					return fmt.Errorf("volume %q: applying fsGroup: %w", v.Name, err)
+				}
+			}
 		case v.HostPath != nil:
 			if err := checkHostPath(v.HostPath); err != nil {
 				return configError{fmt.Sprintf("volume %q: %v", v.Name, err)}
 			}
 		case v.ConfigMap != nil, v.Secret != nil, v.DownwardAPI != nil, v.Projected != nil:
-			files, mode, err := r.volumeFiles(ctx, pod, v)
+			files, _, err := r.volumeFiles(ctx, pod, v)
 			if err != nil {
 				return err
 			}
@@ -74,7 +80,14 @@ func (r *PodReconciler) setupVolumes(ctx context.Context, pod *corev1.Pod) error
 					return err
 				}
 			}
-			if err := atomicWrite(dir, files, mode); err != nil {
+			fsGroup := podFSGroup(pod)
+			if fsGroup != nil {
+				for p, f := range files {
+					f.mode |= 0o440 // group-readable, as upstream's SetVolumeOwnership
+					files[p] = f
+				}
+			}
+			if err := atomicWrite(dir, files, fsGroup); err != nil {
 				return fmt.Errorf("volume %q: %w", v.Name, err)
 			}
 		default:
@@ -307,7 +320,7 @@ func formatMap(m map[string]string) string {
 // atomicWrite makes dir hold exactly files, as the kubelet's AtomicWriter: the data goes
 // into a fresh "..<timestamp>" folder, "..data" is swapped to it with one rename, and
 // each top-level entry is a symlink through "..data". Readers never see a mix.
-func atomicWrite(dir string, files map[string]file, _ os.FileMode) error {
+func atomicWrite(dir string, files map[string]file, fsGroup *int64) error {
 	// unchanged content: nothing to do
 	cur, err := os.Readlink(filepath.Join(dir, dataDirName))
 	if err == nil && sameFiles(filepath.Join(dir, cur), files) {
@@ -330,6 +343,14 @@ func atomicWrite(dir string, files map[string]file, _ os.FileMode) error {
 			return err
 		}
 		if err := os.Chmod(full, f.mode); err != nil {
+			return err
+		}
+	}
+	if fsGroup != nil {
+		if err := setVolumeOwnership(tsDir, *fsGroup, true, false); err != nil {
+			return err
+		}
+		if err := setVolumeOwnership(dir, *fsGroup, true, true); err != nil {
 			return err
 		}
 	}
@@ -391,6 +412,56 @@ func sameFiles(dir string, files map[string]file) bool {
 		return nil
 	})
 	return err == nil && n == len(files)
+}
+
+// podFSGroup is the pod's securityContext.fsGroup, or nil.
+func podFSGroup(pod *corev1.Pod) *int64 {
+	if sc := pod.Spec.SecurityContext; sc != nil {
+		return sc.FSGroup
+	}
+	return nil
+}
+
+// setVolumeOwnership gives a volume to the pod's fsGroup as upstream's
+// SetVolumeOwnership: every file and folder (symlinks not followed) gets group fsGroup
+// and group read (readOnly) or read-write permission; folders also get the group's
+// execute bit and setgid, so new files inherit the group. rootOnly changes only dir
+// itself, and only when its group is not already fsGroup (the OnRootMismatch shortcut,
+// for a folder whose content the pod owns).
+func setVolumeOwnership(dir string, fsGroup int64, readOnly, rootOnly bool) error {
+	mask := os.FileMode(0o660)
+	if readOnly {
+		mask = 0o440
+	}
+	change := func(p string, info os.FileInfo) error {
+		if err := os.Lchown(p, -1, int(fsGroup)); err != nil {
+			return err
+		}
+		if info.Mode()&os.ModeSymlink != 0 {
+			return nil
+		}
+		m := info.Mode() | mask
+		if info.IsDir() {
+			m |= os.ModeSetgid | 0o110
+		}
+		return os.Chmod(p, m)
+	}
+	if rootOnly {
+		info, err := os.Lstat(dir)
+		if err != nil {
+			return err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && int64(st.Gid) == fsGroup && info.Mode()&os.ModeSetgid != 0 {
+			return nil
+		}
+		return change(dir, info)
+	}
+	return filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return change(p, info)
+	})
 }
 
 // checkHostPath applies the hostPath type checks.

@@ -84,6 +84,47 @@ var _ = Describe("Volumes (fake runtime)", func() {
 		}, 10*time.Second, 100*time.Millisecond).Should(BeTrue())
 	})
 
+	It("gives volumes to the pod's fsGroup: group-owned, group-readable secrets, setgid group-writable emptyDir", func() {
+		if os.Geteuid() != 0 {
+			Skip("tmpfs mounts and chown need root")
+		}
+		ctx := context.Background()
+		a := newPodAgent()
+		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: a.ns, Name: "sec"},
+			Data: map[string][]byte{"password": []byte("s3cret")}})).To(Succeed())
+		p := a.pod("fsgroup", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{FSGroup: ptr.To(int64(2345))}
+			p.Spec.Volumes = []corev1.Volume{
+				{Name: "sec", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "sec", DefaultMode: ptr.To(int32(0o400))}}},
+				{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			}
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "sec", MountPath: "/etc/sec"}, {Name: "scratch", MountPath: "/scratch"}}
+		})
+		Eventually(phase(p), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodRunning))
+		p = getPod(p)
+		vol := func(name string) string { return filepath.Join(a.cfg.RootDir, "pods", string(p.UID), "volumes", name) }
+		stat := func(path string) (os.FileMode, uint32) {
+			var st unix.Stat_t
+			Expect(unix.Stat(path, &st)).To(Succeed())
+			fi, err := os.Stat(path)
+			Expect(err).NotTo(HaveOccurred())
+			return fi.Mode(), st.Gid
+		}
+		m, gid := stat(filepath.Join(vol("sec"), "..data", "password"))
+		Expect(gid).To(Equal(uint32(2345)))
+		Expect(m.Perm()).To(Equal(os.FileMode(0o440)), "defaultMode 0400 plus group read")
+		m, gid = stat(vol("scratch"))
+		Expect(gid).To(Equal(uint32(2345)))
+		Expect(m&os.ModeSetgid).NotTo(BeZero())
+		Expect(m.Perm() & 0o070).To(Equal(os.FileMode(0o070)))
+
+		Expect(k8sClient.Delete(ctx, p)).To(Succeed()) // unmounts the secret's tmpfs
+		Eventually(func() bool {
+			_, err := os.Stat(filepath.Join(a.cfg.RootDir, "pods", string(p.UID)))
+			return os.IsNotExist(err)
+		}, 10*time.Second, 100*time.Millisecond).Should(BeTrue())
+	})
+
 	It("keeps a pod whose volume's ConfigMap is missing in ContainerCreating with a FailedMount event", func() {
 		a := newPodAgent()
 		p := a.pod("novol", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
