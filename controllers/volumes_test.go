@@ -115,7 +115,7 @@ var _ = Describe("Volumes (fake runtime)", func() {
 		Expect(m.Perm()).To(Equal(os.FileMode(0o440)), "defaultMode 0400 plus group read")
 		m, gid = stat(vol("scratch"))
 		Expect(gid).To(Equal(uint32(2345)))
-		Expect(m&os.ModeSetgid).NotTo(BeZero())
+		Expect(m & os.ModeSetgid).NotTo(BeZero())
 		Expect(m.Perm() & 0o070).To(Equal(os.FileMode(0o070)))
 
 		Expect(k8sClient.Delete(ctx, p)).To(Succeed()) // unmounts the secret's tmpfs
