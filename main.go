@@ -135,7 +135,14 @@ func run(ctx context.Context, args []string) error {
 			Recorder:      mgr.GetEventRecorderFor("kubelet"),
 			Config:        cfg,
 			HostIP:        hostIP,
-			APIReader:     mgr.GetAPIReader(),
+			Cgroups:       host.Cgroups{},
+			MemoryCapacity: func() int64 {
+				if c, err := (&host.Linux{RootDir: cfg.RootDir}).Capacity(); err == nil {
+					return c.Memory().Value()
+				}
+				return 0
+			}(),
+			APIReader: mgr.GetAPIReader(),
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up pod reconciler: %w", err)
 		}

@@ -11,6 +11,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
+	"github.com/nodekeeper/nodekeeper/host"
 	"github.com/nodekeeper/nodekeeper/internal/netnstest"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
@@ -37,14 +39,17 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		stop  context.CancelFunc
 		done  chan struct{}
 		root  string
+		// cgroupRoot keeps this suite's pod cgroups apart from any other agent's
+		cgroupRoot string
 	)
 	startAgent := func() {
-		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: root, StaticPodPath: filepath.Join(root, "manifests")}
+		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: root, StaticPodPath: filepath.Join(root, "manifests"),
+			CgroupRoot: cgroupRoot, ClusterDNS: []string{"10.96.0.10"}}
 		v1alpha1.SetDefaults(cfg)
 		mgr, err := ctrl.NewManager(env.Config, managerOptions())
 		Expect(err).NotTo(HaveOccurred())
 		Expect((&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
-			HostIP: "192.0.2.10", RelistPeriod: 200 * time.Millisecond, StaticPodPeriod: 500 * time.Millisecond,
+			HostIP: "192.0.2.10", Cgroups: host.Cgroups{}, MemoryCapacity: 8 << 30, RelistPeriod: 200 * time.Millisecond, StaticPodPeriod: 500 * time.Millisecond,
 			Backoff: podplan.BackoffPolicy{Base: time.Second, Max: 4 * time.Second, Reset: 10 * time.Minute}}).SetupWithManager(mgr)).To(Succeed())
 		var ctx context.Context
 		ctx, stop = context.WithCancel(context.Background())
@@ -68,6 +73,8 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		node = "ctr-" + rand.String(5)
 		ns = "ctr-" + rand.String(5)
 		root = GinkgoT().TempDir()
+		cgroupRoot = "/nk-test-" + node
+		DeferCleanup(func() { _ = host.Cgroups{}.Remove(cgroupRoot) })
 		Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
 		startAgent()
 		DeferCleanup(func() {
@@ -245,6 +252,65 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 			"cat /etc/creds/password; echo; stat -L -c %a /etc/creds/password; grep ' /etc/creds ' /proc/mounts | cut -d' ' -f3"}, 10*time.Second)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(res.Stdout)).To(Equal("s3cret\n440\ntmpfs\n"))
+	})
+
+	It("gives the container the kubelet's /etc/hosts, resolv.conf, fsGroup, OOM score, pod cgroup and postStart hook", func() {
+		p := create("managed", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.HostAliases = []corev1.HostAlias{{IP: "10.1.2.3", Hostnames: []string{"db.local"}}}
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{FSGroup: ptr.To(int64(2000))}
+			p.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+			c := &p.Spec.Containers[0]
+			c.VolumeMounts = []corev1.VolumeMount{{Name: "scratch", MountPath: "/scratch"}}
+			c.Resources = corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+				Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("128Mi")}}
+			c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo hooked > /tmp/poststart"}}}}
+		})
+		Eventually(phase(p), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))
+		p = getPod(p)
+		Expect(p.Status.QOSClass).To(Equal(corev1.PodQOSBurstable))
+		run := func(script string) string {
+			res, err := rt.ExecSync(context.Background(), running(p.UID, "app"), []string{"sh", "-c", script}, 10*time.Second)
+			Expect(err).NotTo(HaveOccurred())
+			return string(res.Stdout) + string(res.Stderr)
+		}
+		Expect(run("cat /etc/hosts")).To(And(HavePrefix("# Kubernetes-managed hosts file.\n"),
+			ContainSubstring(p.Status.PodIP+"\tmanaged\n"), HaveSuffix("# Entries added by HostAliases.\n10.1.2.3\tdb.local\n")))
+		Expect(run("cat /etc/resolv.conf")).To(And(ContainSubstring("nameserver 10.96.0.10"),
+			ContainSubstring("search "+ns+".svc.cluster.local svc.cluster.local cluster.local"), ContainSubstring("options ndots:5")))
+		Expect(run("stat -c '%g %A' /scratch; touch /scratch/f; stat -c %g /scratch/f")).To(Equal("2000 drwxrwsrwx\n2000\n"))
+		// 1000 - 1000*64Mi/8Gi. runc gives exec'd processes the container spec's score;
+		// this sandboxed machine does not let it reach the init process (it keeps 0)
+		Expect(run("cat /proc/self/oom_score_adj")).To(Equal("993\n"))
+		Expect(run("cat /tmp/poststart")).To(Equal("hooked\n"))
+		parent := cgroupRoot + "/kubepods/burstable/pod" + string(p.UID)
+		Expect(run("grep memory /proc/1/cgroup")).To(ContainSubstring(":memory:" + parent + "/"))
+		cg := func(f string) string {
+			b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", f))
+			Expect(err).NotTo(HaveOccurred())
+			return string(b)
+		}
+		Expect(cg("memory" + parent + "/memory.limit_in_bytes")).To(Equal(fmt.Sprint(128<<20) + "\n"))
+		Expect(cg("cpu" + parent + "/cpu.cfs_quota_us")).To(Equal("50000\n"))
+		Expect(cg("cpu" + parent + "/cpu.shares")).To(Equal("102\n"))
+
+		Expect(k8sClient.Delete(context.Background(), p)).To(Succeed())
+		Eventually(func() bool {
+			_, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", parent))
+			return os.IsNotExist(err)
+		}, 30*time.Second, 200*time.Millisecond).Should(BeTrue(), "the pod's cgroup goes with the pod")
+	})
+
+	It("reports a container killed by the OOM killer as OOMKilled", func() {
+		p := create("hog", corev1.RestartPolicyNever, func(p *corev1.Pod) {
+			p.Spec.Containers[0].Command = []string{"sh", "-c", "sleep 1; tail /dev/zero"} // tail buffers an endless line
+			p.Spec.Containers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("24Mi")}
+		})
+		Eventually(phase(p), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodFailed))
+		t := getPod(p).Status.ContainerStatuses[0].State.Terminated
+		Expect(t).NotTo(BeNil())
+		Expect(t.Reason).To(Equal("OOMKilled"))
+		Expect(t.ExitCode).To(BeEquivalentTo(137))
 	})
 
 	It("adopts running containers after an agent restart without restarting them", func() {

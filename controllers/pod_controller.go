@@ -60,6 +60,12 @@ type PodReconciler struct {
 	// NodeHostsFile is the node's hosts file that host-network pods get (default
 	// /etc/hosts).
 	NodeHostsFile string
+	// MemoryCapacity is the node's memory in bytes; Burstable containers' OOM score
+	// adjustment is computed from it.
+	MemoryCapacity int64
+	// Cgroups creates and removes pod-level cgroups when Config.CgroupsPerQOS is set
+	// (nil: the runtime creates them as it nests the containers, without pod limits).
+	Cgroups PodCgroups
 	// Backoff is the restart back-off policy (default upstream's 10s → 5m).
 	Backoff podplan.BackoffPolicy
 	Clock   clock.Clock
@@ -88,6 +94,20 @@ type PodReconciler struct {
 	backoff     map[types.UID]map[string]*podplan.BackoffEntry
 	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
 	runtimeName string
+}
+
+// PodCgroups makes and removes pod-level cgroups (host.Cgroups).
+type PodCgroups interface {
+	Ensure(path string, r podplan.CgroupResources) error
+	Remove(path string) error
+}
+
+// podCgroup is the pod's cgroup parent, or "" when pods get none.
+func (r *PodReconciler) podCgroup(pod *corev1.Pod) string {
+	if r.Config.CgroupsPerQOS == nil || !*r.Config.CgroupsPerQOS {
+		return ""
+	}
+	return podplan.PodCgroupParent(r.Config.CgroupRoot, pod)
 }
 
 // SetupWithManager registers the reconciler and the runtime relister that feeds it.
@@ -423,6 +443,11 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 		}
 	}
 	r.forget(pod.UID)
+	if cg := r.podCgroup(pod); cg != "" && r.Cgroups != nil {
+		if err := r.Cgroups.Remove(cg); err != nil {
+			return reconcile.Result{}, fmt.Errorf("removing the pod's cgroup: %w", err)
+		}
+	}
 	if err := r.cleanupPodDir(pod.UID); err != nil {
 		return reconcile.Result{}, fmt.Errorf("removing the pod's folder: %w", err)
 	}
@@ -664,6 +689,12 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 		if err := os.MkdirAll(sbConfig.LogDirectory, 0o755); err != nil {
 			return fmt.Errorf("creating log directory: %w", err)
 		}
+		if cg := r.podCgroup(pod); cg != "" && r.Cgroups != nil {
+			if err := r.Cgroups.Ensure(cg, podplan.PodCgroupResources(pod)); err != nil {
+				r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create the pod's cgroup %s: %v", cg, err)
+				return fmt.Errorf("creating pod cgroup: %w", err)
+			}
+		}
 		id, err := r.Runtime.RunPodSandbox(ctx, sbConfig, "")
 		if err != nil {
 			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
@@ -865,7 +896,7 @@ func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimea
 			podplan.LabelPodNamespace: pod.Namespace, podplan.LabelPodUID: string(pod.UID)},
 		Annotations:  map[string]string{},
 		LogDirectory: filepath.Join(r.Config.RootDir, "logs", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)),
-		Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+		Linux: &runtimeapi.LinuxPodSandboxConfig{CgroupParent: r.podCgroup(pod), SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
 			NamespaceOptions: &runtimeapi.NamespaceOption{}}},
 	}
 	for k, v := range pod.Labels {
@@ -950,7 +981,7 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 			podplan.AnnotationRestarts: strconv.Itoa(int(s.Attempt)), podplan.AnnotationGrace: strconv.Itoa(int(r.grace(pod).Seconds()))},
 		LogPath: filepath.Join(c.Name, strconv.Itoa(int(s.Attempt))+".log"),
 		Stdin:   c.Stdin, StdinOnce: c.StdinOnce, Tty: c.TTY,
-		Linux: &runtimeapi.LinuxContainerConfig{Resources: linuxResources(c), SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+		Linux: &runtimeapi.LinuxContainerConfig{Resources: linuxResources(pod, c, r.MemoryCapacity), SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
 			NamespaceOptions: &runtimeapi.NamespaceOption{}}},
 	}
 	if s.Init {
@@ -1101,22 +1132,19 @@ func (r *PodReconciler) terminationMessage(pod *corev1.Pod, name string, attempt
 	return msg
 }
 
-// linuxResources maps requests/limits to CRI resources as the kubelet does.
-func linuxResources(c *corev1.Container) *runtimeapi.LinuxContainerResources {
-	res := &runtimeapi.LinuxContainerResources{CpuShares: 2}
-	if q, ok := c.Resources.Requests[corev1.ResourceCPU]; ok {
-		shares := q.MilliValue() * 1024 / 1000
-		if shares < 2 {
-			shares = 2
-		}
-		res.CpuShares = shares
+// linuxResources maps requests/limits to CRI resources as the kubelet does: CPU shares
+// from the request, a CFS quota from the limit, the memory limit, and the OOM score
+// adjustment of the pod's QoS class.
+func linuxResources(pod *corev1.Pod, c *corev1.Container, memoryCapacity int64) *runtimeapi.LinuxContainerResources {
+	req := c.Resources.Requests.Cpu().MilliValue()
+	if _, ok := c.Resources.Requests[corev1.ResourceCPU]; !ok {
+		req = c.Resources.Limits.Cpu().MilliValue() // the API server defaults requests to limits
 	}
+	res := &runtimeapi.LinuxContainerResources{CpuShares: podplan.MilliCPUToShares(req),
+		OomScoreAdj: podplan.OOMScoreAdj(pod, c, memoryCapacity)}
 	if q, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
-		res.CpuPeriod = 100000
-		res.CpuQuota = q.MilliValue() * 100000 / 1000
-		if _, hasReq := c.Resources.Requests[corev1.ResourceCPU]; !hasReq {
-			res.CpuShares = q.MilliValue() * 1024 / 1000
-		}
+		res.CpuPeriod = podplan.DefaultPeriod
+		res.CpuQuota = podplan.MilliCPUToQuota(q.MilliValue(), podplan.DefaultPeriod)
 	}
 	if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
 		res.MemoryLimitInBytes = q.Value()

@@ -98,6 +98,16 @@ func SetDefaults(c *AgentConfiguration) {
 	if c.ClusterDomain == "" {
 		c.ClusterDomain = DefaultClusterDomain
 	}
+	if c.CgroupsPerQOS == nil {
+		t := true
+		c.CgroupsPerQOS = &t
+	}
+	if c.CgroupRoot == "" {
+		c.CgroupRoot = "/"
+	}
+	if c.CgroupDriver == "" {
+		c.CgroupDriver = "cgroupfs"
+	}
 	if c.ResolvConf == nil {
 		rc := DefaultResolvConf
 		c.ResolvConf = &rc
@@ -154,6 +164,12 @@ func Validate(c *AgentConfiguration) error {
 		for _, msg := range validation.IsDNS1123Subdomain(c.NodeName) {
 			errs = append(errs, field.Invalid(field.NewPath("nodeName"), c.NodeName, msg))
 		}
+	}
+	if c.CgroupDriver != "" && c.CgroupDriver != "cgroupfs" {
+		errs = append(errs, field.NotSupported(field.NewPath("cgroupDriver"), c.CgroupDriver, []string{"cgroupfs"}))
+	}
+	if c.CgroupRoot != "" && !strings.HasPrefix(c.CgroupRoot, "/") {
+		errs = append(errs, field.Invalid(field.NewPath("cgroupRoot"), c.CgroupRoot, "must be an absolute cgroup path"))
 	}
 	if c.NodeIP != "" && net.ParseIP(c.NodeIP) == nil {
 		errs = append(errs, field.Invalid(field.NewPath("nodeIP"), c.NodeIP, "must be an IP address"))

@@ -71,6 +71,15 @@ type AgentConfiguration struct {
 	// cluster's [resolvConf]. Default /etc/resolv.conf; "" gives such pods the node's
 	// loopback as their only nameserver, as upstream.
 	ResolvConf *string `json:"resolvConf,omitempty"`
+	// CgroupsPerQOS puts each pod in its own cgroup under a QoS-class cgroup
+	// (<cgroupRoot>/kubepods[/burstable|/besteffort]/pod<uid>) that carries the pod's
+	// CPU and memory limits [cgroupsPerQOS]. Default true.
+	CgroupsPerQOS *bool `json:"cgroupsPerQOS,omitempty"`
+	// CgroupRoot is where the kubepods cgroup goes [cgroupRoot]. Default "/".
+	CgroupRoot string `json:"cgroupRoot,omitempty"`
+	// CgroupDriver is how cgroups are named [cgroupDriver]: only "cgroupfs" (the
+	// default) is supported, and the runtime must use it too.
+	CgroupDriver string `json:"cgroupDriver,omitempty"`
 
 	// SystemReserved is held back for OS daemons [systemReserved]: resource name to quantity.
 	SystemReserved map[string]string `json:"systemReserved,omitempty"`
