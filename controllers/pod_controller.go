@@ -85,6 +85,9 @@ type PodReconciler struct {
 	Workers int
 	// StaticPodPeriod is how often the static pod folder is read (default 2s).
 	StaticPodPeriod time.Duration
+	// EvictionPeriod is how often emptyDir volumes are measured against their
+	// sizeLimit (default 10s, as the kubelet's eviction manager).
+	EvictionPeriod time.Duration
 
 	events      chan event.GenericEvent
 	static      staticPods
@@ -93,6 +96,7 @@ type PodReconciler struct {
 	mu          sync.Mutex
 	backoff     map[types.UID]map[string]*podplan.BackoffEntry
 	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
+	evicted     map[types.UID]string                     // eviction messages
 	runtimeName string
 }
 
@@ -130,6 +134,12 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.APIReader = mgr.GetAPIReader()
 	}
 	if err := mgr.Add(&relister{r: r, reader: mgr.GetClient()}); err != nil {
+		return err
+	}
+	if r.EvictionPeriod == 0 {
+		r.EvictionPeriod = 10 * time.Second
+	}
+	if err := mgr.Add(&evictionMonitor{r: r, reader: mgr.GetClient(), period: r.EvictionPeriod}); err != nil {
 		return err
 	}
 	if r.Config.StaticPodPath != "" {
@@ -263,7 +273,13 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	r.probe(pod, &obs)
 	now := r.Clock.Now()
 	backoff := r.backoffFor(pod.UID, obs)
-	plan := podplan.Plan(pod, obs, backoff, now)
+	evicted := r.evictedMessage(pod.UID)
+	planned := pod
+	if evicted != "" && !podplan.Terminal(pod) {
+		planned = pod.DeepCopy()
+		planned.Status.Phase = corev1.PodFailed // evicted: everything stops
+	}
+	plan := podplan.Plan(planned, obs, backoff, now)
 	logger.V(2).Info("Computed pod actions", "plan", plan.String())
 	for name, w := range plan.Waiting {
 		if w.Reason == "CrashLoopBackOff" {
@@ -292,7 +308,7 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	r.mu.Unlock()
 	ready, started := r.probe(pod, &obs)
 	st := podplan.Status(podplan.StatusInput{Pod: pod, Observed: obs, Waiting: waiting, HostIP: r.HostIP,
-		RuntimeName: r.runtimeID(), Now: now, Ready: ready, Started: started})
+		RuntimeName: r.runtimeID(), Now: now, Ready: ready, Started: started, Evicted: evicted})
 	if applyErr != nil {
 		return &st, reconcile.Result{}, applyErr
 	}
@@ -422,6 +438,9 @@ func (r *PodReconciler) probe(pod *corev1.Pod, obs *podplan.Observed) (ready, st
 }
 
 func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
+	if r.evictedMessage(pod.UID) != "" {
+		return 0 // local storage eviction kills at once, as upstream
+	}
 	if pod.DeletionGracePeriodSeconds != nil {
 		return time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
 	}
@@ -611,6 +630,7 @@ func (r *PodReconciler) forget(uid types.UID) {
 	defer r.mu.Unlock()
 	delete(r.backoff, uid)
 	delete(r.errs, uid)
+	delete(r.evicted, uid)
 }
 
 func (r *PodReconciler) setErr(uid types.UID, name string, w *podplan.Waiting) {

@@ -39,7 +39,7 @@ func startPodReconciler(node string, rt *fake.Runtime, rootDir string) {
 	startManager(func(mgr ctrl.Manager) error {
 		return (&PodReconciler{
 			Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
-			HostIP: "192.0.2.10", RelistPeriod: 100 * time.Millisecond,
+			HostIP: "192.0.2.10", RelistPeriod: 100 * time.Millisecond, EvictionPeriod: 200 * time.Millisecond,
 			Backoff: podplan.BackoffPolicy{Base: 500 * time.Millisecond, Max: 2 * time.Second, Reset: 10 * time.Minute},
 		}).SetupWithManager(mgr)
 	})

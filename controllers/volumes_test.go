@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -123,6 +124,28 @@ var _ = Describe("Volumes (fake runtime)", func() {
 			_, err := os.Stat(filepath.Join(a.cfg.RootDir, "pods", string(p.UID)))
 			return os.IsNotExist(err)
 		}, 10*time.Second, 100*time.Millisecond).Should(BeTrue())
+	})
+
+	It("evicts a pod whose emptyDir outgrows its sizeLimit: Failed, reason Evicted, DisruptionTarget, containers stopped", func() {
+		a := newPodAgent()
+		p := a.pod("grows", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Mi"))}}}}
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "scratch", MountPath: "/scratch"}}
+		})
+		Eventually(phase(p), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodRunning))
+		p = getPod(p)
+		dir := filepath.Join(a.cfg.RootDir, "pods", string(p.UID), "volumes", "scratch")
+		Expect(os.WriteFile(filepath.Join(dir, "small"), make([]byte, 512<<10), 0o644)).To(Succeed())
+		Consistently(phase(p), time.Second, 100*time.Millisecond).Should(Equal(corev1.PodRunning), "under the limit")
+		Expect(os.WriteFile(filepath.Join(dir, "big"), make([]byte, 1<<20), 0o644)).To(Succeed()) // what the container would write
+		Eventually(phase(p), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodFailed))
+		st := getPod(p).Status
+		Expect(st.Reason).To(Equal("Evicted"))
+		Expect(st.Message).To(Equal(`Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". `))
+		Expect(podCondition(getPod(p), corev1.DisruptionTarget)).To(Equal(corev1.ConditionTrue))
+		Expect(a.running(p.UID, "app")).To(BeEmpty())
+		Eventually(eventsIn(a.ns), 10*time.Second, 100*time.Millisecond).Should(ContainElement(`Evicted: Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". `))
+		Consistently(phase(p), time.Second, 100*time.Millisecond).Should(Equal(corev1.PodFailed), "an evicted pod stays Failed")
 	})
 
 	It("keeps a pod whose volume's ConfigMap is missing in ContainerCreating with a FailedMount event", func() {

@@ -322,3 +322,28 @@ func TestQOSClass(t *testing.T) {
 		t.Error("want Guaranteed (requests default to limits)")
 	}
 }
+
+// An evicted pod ends Failed with reason Evicted and a DisruptionTarget condition, and
+// keeps them once terminal.
+func TestStatusEvicted(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, nil, "a")
+	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 137)}}
+	st := Status(StatusInput{Pod: p, Observed: o, Now: t0, Evicted: "Usage of EmptyDir volume \"x\" exceeds the limit \"1Mi\". "})
+	if st.Phase != corev1.PodFailed || st.Reason != "Evicted" || st.Message == "" {
+		t.Fatalf("phase %s reason %q message %q", st.Phase, st.Reason, st.Message)
+	}
+	var dt *corev1.PodCondition
+	for i := range st.Conditions {
+		if st.Conditions[i].Type == corev1.DisruptionTarget {
+			dt = &st.Conditions[i]
+		}
+	}
+	if dt == nil || dt.Status != corev1.ConditionTrue || dt.Reason != "TerminationByKubelet" {
+		t.Fatalf("DisruptionTarget condition: %+v", dt)
+	}
+	p.Status = st
+	again := Status(StatusInput{Pod: p, Observed: o, Now: t0.Add(time.Minute)})
+	if again.Phase != corev1.PodFailed || again.Reason != "Evicted" || again.Message != st.Message || Changed(st, again) {
+		t.Errorf("terminal evicted status not kept: %+v", again)
+	}
+}

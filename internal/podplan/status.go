@@ -24,6 +24,9 @@ type StatusInput struct {
 	HostIP      string
 	RuntimeName string // prefix of containerIDs, e.g. "containerd"
 	Now         time.Time
+	// Evicted is the message of the kubelet's eviction of this pod ("" : not evicted):
+	// the pod ends Failed with reason Evicted and a DisruptionTarget condition.
+	Evicted string
 }
 
 func t(ts time.Time) metav1.Time {
@@ -212,6 +215,10 @@ func Status(in StatusInput) corev1.PodStatus {
 	}
 	if Terminal(pod) {
 		st.Phase = prev.Phase // terminal phases are final
+		st.Reason, st.Message = prev.Reason, prev.Message
+	}
+	if in.Evicted != "" && !Terminal(pod) {
+		st.Phase, st.Reason, st.Message = corev1.PodFailed, "Evicted", in.Evicted
 	}
 
 	cond := func(typ corev1.PodConditionType, ok bool, reason string) corev1.PodCondition {
@@ -249,6 +256,10 @@ func Status(in StatusInput) corev1.PodStatus {
 		cond(corev1.PodInitialized, initDone, initReason),
 		cond(corev1.ContainersReady, containersReady, notReadyReason),
 		cond(corev1.PodReady, containersReady && gatesOK, readyReason),
+	}
+	if in.Evicted != "" && !Terminal(pod) {
+		want = append(want, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue,
+			Reason: "TerminationByKubelet", Message: in.Evicted})
 	}
 	old := map[corev1.PodConditionType]corev1.PodCondition{}
 	for _, c := range prev.Conditions {
