@@ -112,4 +112,3 @@ func (r *PodReconciler) evictedMessage(uid types.UID) string {
 	defer r.mu.Unlock()
 	return r.evicted[uid]
 }
-
