@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -15,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -157,12 +159,23 @@ func run(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("building client: %w", err)
 		}
-		if err := mgr.Add(&kubeletapi.Server{
+		srv := &kubeletapi.Server{
 			NodeName: cfg.NodeName, Addr: net.JoinHostPort("", strconv.Itoa(int(cfg.KubeletPort))),
 			Pods: mgr.GetClient(), Reviews: reviews, Runtime: rt, NodeIPs: ips,
 			CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSPrivateKeyFile, ClientCAFile: cfg.ClientCAFile,
 			Log: ctrl.Log.WithName("kubeletapi"), Config: cfg,
-		}); err != nil {
+		}
+		if cfg.ServerTLSBootstrap {
+			certs, err := servingCertificate(restCfg, cfg)
+			if err != nil {
+				return err
+			}
+			if err := mgr.Add(certs); err != nil {
+				return err
+			}
+			srv.ServingCertificate = certs.Current
+		}
+		if err := mgr.Add(srv); err != nil {
 			return err
 		}
 	}
@@ -181,6 +194,29 @@ func run(ctx context.Context, args []string) error {
 	}
 	logger.Info("Starting nodekeeper", "version", version.Version, "node", cfg.NodeName, "reconcilers", opts.Reconcilers)
 	return mgr.Start(ctx)
+}
+
+// servingCertificate is the kubelet API's certificate from a CertificateSigningRequest
+// (serverTLSBootstrap), kept in <rootDir>/pki, for the node's addresses as the node
+// status reports them.
+func servingCertificate(restCfg *rest.Config, cfg *v1alpha1.AgentConfiguration) (*kubeletapi.CSRServingCertificate, error) {
+	cs, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("building clientset: %w", err)
+	}
+	return kubeletapi.NewCSRServingCertificate(kubeletapi.ServingCertificateOptions{
+		NodeName: cfg.NodeName,
+		Addresses: func() []corev1.NodeAddress {
+			addrs, err := (&host.Linux{}).Addresses(cfg.NodeIP, cfg.NodeName)
+			if err != nil {
+				ctrl.Log.WithName("kubeletapi").Error(err, "Reading the node's addresses for its serving certificate")
+			}
+			return addrs
+		},
+		CertDir:  filepath.Join(cfg.RootDir, "pki"),
+		CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSPrivateKeyFile,
+		Client: cs,
+	})
 }
 
 // setupServices wires the ServiceReconciler with the configured kernel backend.

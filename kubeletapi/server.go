@@ -65,6 +65,10 @@ type Server struct {
 	Log logr.Logger
 	// Config is served by /configz.
 	Config *v1alpha1.AgentConfiguration
+	// ServingCertificate, when set, gives the serving certificate for each handshake
+	// (serverTLSBootstrap: CSRServingCertificate.Current); while it returns nil no
+	// handshake completes, as upstream. CertFile/KeyFile are then not read here.
+	ServingCertificate func() *tls.Certificate
 }
 
 // configz serves the effective configuration in the upstream /configz shape
@@ -79,7 +83,7 @@ func (s *Server) configz(w http.ResponseWriter, _ *http.Request) {
 		"kind": "KubeletConfiguration", "apiVersion": "kubelet.config.k8s.io/v1beta1",
 		"staticPodPath": c.StaticPodPath, "clusterDomain": c.ClusterDomain, "clusterDNS": c.ClusterDNS,
 		"maxPods": c.MaxPods, "podCIDR": c.PodCIDR, "port": c.KubeletPort,
-		"tlsCertFile": c.TLSCertFile, "tlsPrivateKeyFile": c.TLSPrivateKeyFile,
+		"tlsCertFile": c.TLSCertFile, "tlsPrivateKeyFile": c.TLSPrivateKeyFile, "serverTLSBootstrap": c.ServerTLSBootstrap,
 		"containerRuntimeEndpoint": c.ContainerRuntimeEndpoint, "cgroupDriver": "cgroupfs",
 		"systemReserved": c.SystemReserved, "kubeReserved": c.KubeReserved, "evictionHard": c.EvictionHard,
 		"nodeStatusUpdateFrequency": c.NodeStatusUpdateFrequency.Duration.String(),
@@ -145,8 +149,11 @@ func (s *Server) Start(ctx context.Context) error {
 
 func (s *Server) tlsConfig() (*tls.Config, error) {
 	// HTTP/1.1 only: exec and port-forward are connection upgrades
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven, NextProtos: []string{"http/1.1"}}
+	// without a client CA no client certificate is asked for: with ClientCAs nil, crypto/tls
+	// would verify client certificates against the system roots
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.NoClientCert, NextProtos: []string{"http/1.1"}}
 	if s.ClientCAFile != "" {
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
 		pem, err := os.ReadFile(s.ClientCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("kubelet API client CA: %w", err)
@@ -156,6 +163,15 @@ func (s *Server) tlsConfig() (*tls.Config, error) {
 			return nil, fmt.Errorf("kubelet API client CA %s holds no certificate", s.ClientCAFile)
 		}
 		cfg.ClientCAs = pool
+	}
+	if s.ServingCertificate != nil {
+		cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if c := s.ServingCertificate(); c != nil {
+				return c, nil
+			}
+			return nil, fmt.Errorf("no serving certificate available for the kubelet API yet (serverTLSBootstrap: the CertificateSigningRequest is not approved and issued)")
+		}
+		return cfg, nil
 	}
 	if s.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)

@@ -104,3 +104,22 @@ func TestThresholdValue(t *testing.T) {
 		t.Errorf("10%% of 100Gi = %d", v.Value())
 	}
 }
+
+func TestServerTLSBootstrap(t *testing.T) {
+	cfg, err := Parse([]byte(header + "nodeName: n\nserverTLSBootstrap: true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	SetDefaults(cfg)
+	if err := Validate(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.ServerTLSBootstrap {
+		t.Error("serverTLSBootstrap: true was not read")
+	}
+	off := &AgentConfiguration{NodeName: "n"}
+	SetDefaults(off)
+	if off.ServerTLSBootstrap {
+		t.Error("serverTLSBootstrap must default to false, as upstream")
+	}
+}

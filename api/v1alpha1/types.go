@@ -132,6 +132,16 @@ type AgentConfiguration struct {
 	// [tlsCertFile, tlsPrivateKeyFile]; empty means a self-signed one.
 	TLSCertFile       string `json:"tlsCertFile,omitempty"`
 	TLSPrivateKeyFile string `json:"tlsPrivateKeyFile,omitempty"`
+	// ServerTLSBootstrap makes the kubelet API get its serving certificate from the
+	// certificates API [serverTLSBootstrap]: a CertificateSigningRequest with signer
+	// kubernetes.io/kubelet-serving for CN=system:node:<nodeName>, O=system:nodes and the
+	// node's addresses, kept under <rootDir>/pki and renewed before it expires. The CSR
+	// must be approved (by an administrator or an approver; kube-controller-manager
+	// approves no serving certificates) and signed; until a certificate is issued the
+	// kubelet API completes no TLS handshake (as upstream). When tlsCertFile and
+	// tlsPrivateKeyFile are given too, that pair is served until it is due for rotation
+	// (as upstream's file store does). Default false.
+	ServerTLSBootstrap bool `json:"serverTLSBootstrap,omitempty"`
 	// ClientCAFile verifies client certificates of kubelet API callers
 	// [authentication.x509.clientCAFile]; bearer tokens go through TokenReview.
 	ClientCAFile string `json:"clientCAFile,omitempty"`

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -385,6 +386,24 @@ func startAgent(t *testing.T, user string, opts *options.Options) *agent {
 		a.kubeletAddr = l.Addr().String()
 		if err := mgr.Add(&kubeletapi.Server{NodeName: node, Pods: mgr.GetClient(), Reviews: direct, Runtime: a.runtime,
 			Listen: func(string) (net.Listener, error) { return l, nil }, Log: ctrl.Log.WithName("kubeletapi")}); err != nil {
+			t.Fatal(err)
+		}
+		// and asks for its serving certificate as main.go does with serverTLSBootstrap (the
+		// server above keeps its self-signed one, so its callers are served meanwhile)
+		cs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs, err := kubeletapi.NewCSRServingCertificate(kubeletapi.ServingCertificateOptions{
+			NodeName: node, CertDir: filepath.Join(cfg.RootDir, "pki"), Client: cs,
+			Addresses: func() []corev1.NodeAddress {
+				return []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.0.2.10"}, {Type: corev1.NodeHostName, Address: node}}
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := mgr.Add(certs); err != nil {
 			t.Fatal(err)
 		}
 	}
