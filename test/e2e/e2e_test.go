@@ -127,6 +127,10 @@ var _ = BeforeSuite(func() {
 	Eventually(func() (string, error) {
 		return kubectl("get", "node", node, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 	}, 2*time.Minute, time.Second).Should(Equal("True"))
+	// pods need their namespace's default ServiceAccount, which the controller-manager
+	// makes shortly after it starts
+	Eventually(func() error { _, err := kubectl("get", "serviceaccount", "default", "-n", "default"); return err },
+		time.Minute, time.Second).Should(Succeed())
 })
 
 // applyManifest applies YAML with kubectl and deletes it (waiting) when the spec ends.
