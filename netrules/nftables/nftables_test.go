@@ -59,13 +59,18 @@ func TestSyncAgainstFake(t *testing.T) {
 		t.Error("first sync must be full")
 	}
 	dump := fake.Dump()
+	two := rs.Ports[3] // web: two endpoints, one chosen by the first rule half the time
+	if len(two.ClusterEndpoints) != 2 {
+		t.Fatalf("scenario changed: %d endpoints", len(two.ClusterEndpoints))
+	}
 	for _, want := range []string{
 		"add element ip nodekeeper service-ips { 10.96.0.10 . tcp . 80 : goto " + serviceChain(rs.Ports[3]) + " }",
 		"add element ip nodekeeper no-endpoint-services { 10.96.0.11 . tcp . 80 : goto reject-chain }",
 		"add element ip nodekeeper service-nodeports { tcp . 30080 : goto " + externalChain(rs.Ports[2]) + " }",
 		"add element ip nodekeeper firewall-ips { 198.51.100.7 . tcp . 443 : goto " + firewallChain(rs.Ports[1]) + " }",
 		"dnat to 10.244.0.11:8080",
-		"numgen random mod 2 vmap",
+		"numgen random mod 2 0 goto " + endpointChain(two, two.ClusterEndpoints[0]) + "\n",
+		"goto " + endpointChain(two, two.ClusterEndpoints[1]) + "\n",
 		"ip saddr != { 203.0.113.0/24, 198.51.100.7 } drop",
 		"update @" + affinitySet(rs.Ports[1], rs.Ports[1].ClusterEndpoints[0]) + " { ip saddr }",
 	} {
