@@ -50,13 +50,14 @@ type Provider struct {
 }
 
 // Summary reads the node and the runtime and builds the summary.
+// Calls are serialized, so the samples kept for rates are always in time order.
 func (p *Provider) Summary(ctx context.Context, onlyCPUAndMemory bool) (*statsapi.Summary, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	in, err := p.read(ctx, onlyCPUAndMemory)
 	if err != nil {
 		return nil, err
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	s, next := Build(in, p.prev)
 	if p.prev == nil {
 		p.prev = Samples{}
