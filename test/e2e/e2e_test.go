@@ -20,6 +20,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodekeeper/nodekeeper/internal/netnstest"
@@ -287,17 +288,21 @@ spec:
 `
 		applyManifest(manifest)
 		Eventually(func() (string, error) { return kubectl("logs", "reader") }, time.Minute, time.Second).Should(Equal("ready\n"))
-		// the container keeps its stdin open after ours ends (stdinOnce false), so kubectl
-		// attach may keep waiting: it gets a deadline, what counts is what reached the pod
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		// kubectl attach sends a line and shows the container's answer; then its stdin
+		// ends (the container's stays open: stdinOnce is false)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		at := exec.CommandContext(ctx, kubectlBin, "--kubeconfig", kubeconfig, "attach", "-i", "reader", "-c", "main")
-		at.Stdin = strings.NewReader("hello\n")
-		var atOut bytes.Buffer
-		at.Stdout, at.Stderr = io.MultiWriter(&atOut, GinkgoWriter), GinkgoWriter
-		_ = at.Run()
-		Eventually(func() (string, error) { return kubectl("logs", "reader") }, 30*time.Second, time.Second).Should(Equal("ready\ngot:hello\n"))
-		Expect(atOut.String()).To(ContainSubstring("got:hello"), "kubectl attach shows the container's output")
+		stdin, err := at.StdinPipe()
+		Expect(err).NotTo(HaveOccurred())
+		out := gbytes.NewBuffer()
+		at.Stdout, at.Stderr = io.MultiWriter(out, GinkgoWriter), GinkgoWriter
+		Expect(at.Start()).To(Succeed())
+		DeferCleanup(func() { _ = at.Process.Kill(); _ = at.Wait() })
+		Eventually(func() error { _, err := io.WriteString(stdin, "hello\n"); return err }, 10*time.Second, time.Second).Should(Succeed())
+		Eventually(out, 30*time.Second).Should(gbytes.Say("got:hello"), "kubectl attach shows the container's answer")
+		Expect(stdin.Close()).To(Succeed())
+		Eventually(func() (string, error) { return kubectl("logs", "reader") }, 30*time.Second, time.Second).Should(HavePrefix("ready\ngot:hello\n"))
 
 		var summary struct {
 			Node struct {
