@@ -31,6 +31,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/controllers"
 	"github.com/nodekeeper/nodekeeper/host"
 	"github.com/nodekeeper/nodekeeper/internal/options"
+	"github.com/nodekeeper/nodekeeper/internal/stats"
 	"github.com/nodekeeper/nodekeeper/internal/version"
 	"github.com/nodekeeper/nodekeeper/kubeletapi"
 	"github.com/nodekeeper/nodekeeper/netrules"
@@ -164,6 +165,13 @@ func run(ctx context.Context, args []string) error {
 			Pods: mgr.GetClient(), Reviews: reviews, Runtime: rt, NodeIPs: ips,
 			CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSPrivateKeyFile, ClientCAFile: cfg.ClientCAFile,
 			Log: ctrl.Log.WithName("kubeletapi"), Config: cfg,
+			Stats: &stats.Provider{NodeName: cfg.NodeName, Runtime: rt, Host: stats.Linux{}, Pods: mgr.GetClient(), RootDir: cfg.RootDir},
+			ReadOnlyAddr: func() string {
+				if cfg.ReadOnlyPort > 0 {
+					return net.JoinHostPort("", strconv.Itoa(int(cfg.ReadOnlyPort)))
+				}
+				return ""
+			}(),
 		}
 		if cfg.ServerTLSBootstrap {
 			certs, err := servingCertificate(restCfg, cfg)

@@ -1,6 +1,8 @@
 // Package kubeletapi serves the part of the kubelet's HTTPS API that nodekeeper has so
-// far: /healthz, /pods and /containerLogs (what `kubectl logs` uses through the API
-// server's node proxy). Every request is authenticated (client certificate from the
+// far: /healthz, /pods, /containerLogs, /exec, /attach, /portForward, /configz,
+// /stats/summary, /metrics, /metrics/probes and /metrics/resource (what kubectl and
+// metrics-server use through the API server's node proxy), and optionally the
+// unauthenticated read-only port. Every request is authenticated (client certificate from the
 // client CA, or a bearer token through the TokenReview API) and authorized with a
 // SubjectAccessReview on the node's subresource, as upstream; anonymous requests are
 // refused.
@@ -16,6 +18,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -37,12 +40,14 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
+	"github.com/nodekeeper/nodekeeper/internal/stats"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
 
@@ -69,6 +74,13 @@ type Server struct {
 	// (serverTLSBootstrap: CSRServingCertificate.Current); while it returns nil no
 	// handshake completes, as upstream. CertFile/KeyFile are then not read here.
 	ServingCertificate func() *tls.Certificate
+	// Stats serves /stats/summary and /metrics/resource; Start also samples it every
+	// StatsPeriod (default 10s) so that usageNanoCores is there at the first request.
+	Stats       *stats.Provider
+	StatsPeriod time.Duration
+	// ReadOnlyAddr, when set, serves ReadOnlyHandler over plain HTTP (the kubelet's
+	// read-only port).
+	ReadOnlyAddr string
 }
 
 // configz serves the effective configuration in the upstream /configz shape
@@ -82,7 +94,7 @@ func (s *Server) configz(w http.ResponseWriter, _ *http.Request) {
 	kc := map[string]any{
 		"kind": "KubeletConfiguration", "apiVersion": "kubelet.config.k8s.io/v1beta1",
 		"staticPodPath": c.StaticPodPath, "clusterDomain": c.ClusterDomain, "clusterDNS": c.ClusterDNS,
-		"maxPods": c.MaxPods, "podCIDR": c.PodCIDR, "port": c.KubeletPort,
+		"maxPods": c.MaxPods, "podCIDR": c.PodCIDR, "port": c.KubeletPort, "readOnlyPort": c.ReadOnlyPort,
 		"tlsCertFile": c.TLSCertFile, "tlsPrivateKeyFile": c.TLSPrivateKeyFile, "serverTLSBootstrap": c.ServerTLSBootstrap,
 		"containerRuntimeEndpoint": c.ContainerRuntimeEndpoint, "cgroupDriver": "cgroupfs",
 		"systemReserved": c.SystemReserved, "kubeReserved": c.KubeReserved, "evictionHard": c.EvictionHard,
@@ -141,10 +153,52 @@ func (s *Server) Start(ctx context.Context) error {
 		<-ctx.Done()
 		_ = srv.Close()
 	}()
+	if s.ReadOnlyAddr != "" {
+		rl, err := listen(s.ReadOnlyAddr)
+		if err != nil {
+			_ = l.Close()
+			return fmt.Errorf("kubelet read-only port: %w", err)
+		}
+		ro := &http.Server{Handler: s.ReadOnlyHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			<-ctx.Done()
+			_ = ro.Close()
+		}()
+		go func() {
+			if err := ro.Serve(rl); err != nil && err != http.ErrServerClosed {
+				s.Log.Error(err, "Kubelet read-only port stopped")
+			}
+		}()
+	}
+	if s.Stats != nil {
+		go s.sampleStats(ctx)
+	}
 	if err := srv.Serve(tls.NewListener(l, tlsCfg)); err != nil && err != http.ErrServerClosed {
 		return err
 	}
 	return nil
+}
+
+// sampleStats reads the cpu and memory stats every StatsPeriod, so that rates
+// (usageNanoCores) have an earlier sample to be computed from, as cAdvisor's
+// housekeeping does upstream.
+func (s *Server) sampleStats(ctx context.Context) {
+	period := s.StatsPeriod
+	if period <= 0 {
+		period = 10 * time.Second
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		if _, err := s.Stats.Summary(ctx, true); err != nil && ctx.Err() == nil {
+			s.Log.V(4).Info("Sampling stats failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (s *Server) tlsConfig() (*tls.Config, error) {
@@ -207,19 +261,65 @@ func selfSigned(name string, ips []net.IP) (tls.Certificate, error) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
-// Handler is the authenticated, authorized mux.
+// Handler is the authenticated, authorized mux (the HTTPS port).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	s.defaultHandlers(mux)
+	mux.HandleFunc("/containerLogs/", s.containerLogs)
+	mux.HandleFunc("/exec/", s.exec)
+	mux.HandleFunc("/attach/", s.attach)
+	mux.HandleFunc("/configz", s.configz)
+	mux.HandleFunc("/portForward/", s.portForward)
+	return s.auth(mux)
+}
+
+// ReadOnlyHandler is the read-only port's mux: without authentication, and only what
+// upstream serves there (its InstallDefaultHandlers): health, pods, stats and metrics;
+// never logs, exec, attach, port-forward or configz.
+func (s *Server) ReadOnlyHandler() http.Handler {
+	mux := http.NewServeMux()
+	s.defaultHandlers(mux)
+	return mux
+}
+
+func (s *Server) defaultHandlers(mux *http.ServeMux) {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("/pods", s.pods)
 	mux.HandleFunc("/pods/", s.pods)
-	mux.HandleFunc("/containerLogs/", s.containerLogs)
-	mux.HandleFunc("/exec/", s.exec)
-	mux.HandleFunc("/configz", s.configz)
+	mux.HandleFunc("/stats/summary", s.statsSummary)
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	mux.Handle("/metrics/probes", promhttp.HandlerFor(prefixGatherer{metrics.Registry, "prober_"}, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/portForward/", s.portForward)
-	return s.auth(mux)
+	resource := prometheus.NewRegistry()
+	resource.MustRegister(stats.ResourceCollector{
+		Summary: func() (*statsapi.Summary, error) {
+			if s.Stats == nil {
+				return nil, errors.New("no stats provider")
+			}
+			return s.Stats.Summary(context.Background(), true)
+		},
+		OnError: func(err error) { s.Log.Error(err, "Reading resource metrics failed") },
+	})
+	mux.Handle("/metrics/resource", promhttp.HandlerFor(resource, promhttp.HandlerOpts{}))
+}
+
+// statsSummary serves /stats/summary (?only_cpu_and_memory=true for cpu and memory only).
+func (s *Server) statsSummary(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		http.Error(w, "only GET", http.StatusMethodNotAllowed)
+		return
+	}
+	if s.Stats == nil {
+		http.Error(w, "no stats provider", http.StatusServiceUnavailable)
+		return
+	}
+	only, _ := strconv.ParseBool(r.URL.Query().Get("only_cpu_and_memory"))
+	sum, err := s.Stats.Summary(r.Context(), only)
+	if err != nil {
+		http.Error(w, "reading stats: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(sum)
 }
 
 // subresources maps a path to the node subresources that authorize it, most specific
@@ -403,38 +503,67 @@ func queryBool(q url.Values, names ...string) bool {
 // the runtime prepares the session and its stream server speaks the streaming protocol
 // (SPDY, or WebSocket) with the caller through this proxy.
 func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
-	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/exec/"), "/"), "/")
-	if len(parts) == 4 { // /exec/{namespace}/{pod}/{uid}/{container}
-		parts = []string{parts[0], parts[1], parts[3]}
-	}
-	if len(parts) != 3 {
-		http.Error(w, "path must be /exec/{namespace}/{pod}/{container}", http.StatusBadRequest)
-		return
-	}
-	pod := s.findPod(w, r, parts[0], parts[1])
-	if pod == nil {
-		return
-	}
 	q := r.URL.Query()
 	cmd := q["command"]
 	if len(cmd) == 0 {
 		http.Error(w, "no command given", http.StatusBadRequest)
 		return
 	}
-	cs, err := s.Runtime.ListContainers(r.Context(), &runtimeapi.ContainerFilter{
-		State:         &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING},
-		LabelSelector: map[string]string{podplan.LabelPodUID: string(pod.UID), podplan.LabelContainerName: parts[2]}})
-	if err != nil || len(cs) == 0 {
-		http.Error(w, fmt.Sprintf("container %q in pod %q is not running", parts[2], parts[1]), http.StatusNotFound)
+	id, ok := s.runningContainer(w, r, "exec")
+	if !ok {
 		return
 	}
-	u, err := s.Runtime.Exec(r.Context(), &runtimeapi.ExecRequest{ContainerId: cs[0].Id, Cmd: cmd,
+	u, err := s.Runtime.Exec(r.Context(), &runtimeapi.ExecRequest{ContainerId: id, Cmd: cmd,
 		Tty: queryBool(q, "tty"), Stdin: queryBool(q, "stdin", "input"), Stdout: queryBool(q, "stdout", "output"), Stderr: queryBool(q, "stderr", "error")})
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	s.proxyStream(w, r, u)
+}
+
+// attach serves /attach/{namespace}/{pod}/{container}?stdin&stdout&stderr&tty: the
+// caller is joined to the container's main process (its stdin when the container has
+// stdin: true) through the runtime's stream server, as for exec.
+func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.runningContainer(w, r, "attach")
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	u, err := s.Runtime.Attach(r.Context(), &runtimeapi.AttachRequest{ContainerId: id,
+		Tty: queryBool(q, "tty"), Stdin: queryBool(q, "stdin", "input"), Stdout: queryBool(q, "stdout", "output"), Stderr: queryBool(q, "stderr", "error")})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	s.proxyStream(w, r, u)
+}
+
+// runningContainer resolves /{verb}/{namespace}/{pod}/{container} (or
+// /{verb}/{namespace}/{pod}/{uid}/{container}) to the running container's ID, or
+// answers 400/404.
+func (s *Server) runningContainer(w http.ResponseWriter, r *http.Request, verb string) (string, bool) {
+	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/"+verb+"/"), "/"), "/")
+	if len(parts) == 4 { // /{verb}/{namespace}/{pod}/{uid}/{container}
+		parts = []string{parts[0], parts[1], parts[3]}
+	}
+	if len(parts) != 3 {
+		http.Error(w, "path must be /"+verb+"/{namespace}/{pod}/{container}", http.StatusBadRequest)
+		return "", false
+	}
+	pod := s.findPod(w, r, parts[0], parts[1])
+	if pod == nil {
+		return "", false
+	}
+	cs, err := s.Runtime.ListContainers(r.Context(), &runtimeapi.ContainerFilter{
+		State:         &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING},
+		LabelSelector: map[string]string{podplan.LabelPodUID: string(pod.UID), podplan.LabelContainerName: parts[2]}})
+	if err != nil || len(cs) == 0 {
+		http.Error(w, fmt.Sprintf("container %q in pod %q is not running", parts[2], parts[1]), http.StatusNotFound)
+		return "", false
+	}
+	return cs[0].Id, true
 }
 
 // portForward serves /portForward/{namespace}/{pod} through the runtime's stream server.

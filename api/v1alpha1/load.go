@@ -245,6 +245,11 @@ func Validate(c *AgentConfiguration) error {
 	if c.KubeletPort < -1 || c.KubeletPort > 65535 {
 		errs = append(errs, field.Invalid(field.NewPath("kubeletPort"), c.KubeletPort, "must be a port, or -1 to disable"))
 	}
+	if c.ReadOnlyPort < 0 || c.ReadOnlyPort > 65535 {
+		errs = append(errs, field.Invalid(field.NewPath("readOnlyPort"), c.ReadOnlyPort, "must be a port, or 0 to disable"))
+	} else if c.ReadOnlyPort != 0 && c.ReadOnlyPort == c.KubeletPort {
+		errs = append(errs, field.Invalid(field.NewPath("readOnlyPort"), c.ReadOnlyPort, "must differ from kubeletPort"))
+	}
 	if (c.TLSCertFile == "") != (c.TLSPrivateKeyFile == "") {
 		errs = append(errs, field.Required(field.NewPath("tlsPrivateKeyFile"), "tlsCertFile and tlsPrivateKeyFile go together"))
 	}

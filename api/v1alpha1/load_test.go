@@ -67,6 +67,9 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{"bad taint effect", "nodeName: n\nregisterWithTaints: [{key: a, effect: Sometimes}]\n", "registerWithTaints[0].effect"},
 		{"negative lease", "nodeName: n\nnodeLeaseDurationSeconds: -1\n", "nodeLeaseDurationSeconds"},
 		{"bad bind address", "nodeName: n\nmetricsBindAddress: nowhere\n", "metricsBindAddress"},
+		{"read-only port out of range", "nodeName: n\nreadOnlyPort: 70000\n", "readOnlyPort: Invalid value: 70000: must be a port, or 0 to disable"},
+		{"negative read-only port", "nodeName: n\nreadOnlyPort: -1\n", "readOnlyPort: Invalid value: -1"},
+		{"read-only port on the kubelet port", "nodeName: n\nreadOnlyPort: 10250\n", "readOnlyPort: Invalid value: 10250: must differ from kubeletPort"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -128,6 +128,10 @@ type AgentConfiguration struct {
 	// KubeletPort serves the kubelet API (HTTPS: /containerLogs, /pods, /healthz)
 	// [port]; -1 disables it. Default 10250.
 	KubeletPort int32 `json:"kubeletPort,omitempty"`
+	// ReadOnlyPort serves the kubelet's read-only API over plain HTTP without
+	// authentication: /healthz, /pods, /stats/summary, /metrics, /metrics/probes,
+	// /metrics/resource [readOnlyPort]. Default 0: off, as upstream.
+	ReadOnlyPort int32 `json:"readOnlyPort,omitempty"`
 	// TLSCertFile and TLSPrivateKeyFile are the kubelet API's serving certificate
 	// [tlsCertFile, tlsPrivateKeyFile]; empty means a self-signed one.
 	TLSCertFile       string `json:"tlsCertFile,omitempty"`

@@ -46,6 +46,9 @@ type backend struct {
 	// exited waits until a started container whose command ends with code has ended
 	// (real), or makes it end so (fake), and returns its status.
 	exited func(t *testing.T, id string, code int32) *runtimeapi.ContainerStatus
+	// use makes a started container use what its command uses on a real runtime (fake:
+	// SetUsage; real: nothing, the command does it).
+	use func(t *testing.T, id string, u fake.Usage)
 }
 
 type scenario struct {
@@ -268,6 +271,99 @@ var scenarios = []scenario{
 		_, err = b.rt.ExecSync(ctx, id, []string{"true"}, time.Second)
 		expect(t, err != nil && !errors.Is(err, cri.ErrNotFound) && strings.Contains(err.Error(), "CONTAINER_EXITED"), "exec in an exited container: %v", err)
 	}},
+	{"stats: memory a container holds, CPU it burns, sandbox process, image fs", func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		sb, cfg := runSandbox(t, b, "stats")
+		// 30 MiB in a tmpfs (shmem counts in the cgroup's working set) and a busy loop
+		mem := startContainer(t, b, sb, cfg, "mem", "sh", "-c", "dd if=/dev/zero of=/dev/shm/x bs=1M count=30 2>/dev/null; sleep 3600")
+		cpu := startContainer(t, b, sb, cfg, "cpu", "sh", "-c", "while :; do :; done")
+		idle := createContainer(t, b, sb, cfg, "idle", "sleep", "3600") // created, never started
+		b.use(t, mem, fake.Usage{CPUCoreNanoSeconds: 5e6, WorkingSetBytes: 31 << 20, UsageBytes: 32 << 20, RSSBytes: 1 << 20})
+		b.use(t, cpu, fake.Usage{CPUCoreNanoSeconds: 3e8, WorkingSetBytes: 300 << 10, UsageBytes: 400 << 10, RSSBytes: 200 << 10})
+		byID := func() map[string]*runtimeapi.ContainerStats {
+			list, err := b.rt.ListContainerStats(ctx, &runtimeapi.ContainerStatsFilter{PodSandboxId: sb})
+			must(t, err)
+			m := map[string]*runtimeapi.ContainerStats{}
+			for _, s := range list {
+				m[s.GetAttributes().GetId()] = s
+			}
+			return m
+		}
+		var stats map[string]*runtimeapi.ContainerStats
+		deadline := time.Now().Add(20 * time.Second)
+		for { // until dd has written its 30 MiB
+			stats = byID()
+			if stats[mem].GetMemory().GetWorkingSetBytes().GetValue() >= 30<<20 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		ws := stats[mem].GetMemory().GetWorkingSetBytes().GetValue()
+		expect(t, ws >= 30<<20 && ws < 60<<20, "working set of a container holding 30 MiB: %d bytes", ws)
+		expect(t, stats[mem].GetAttributes().GetMetadata().GetName() == "mem" && stats[mem].GetAttributes().GetLabels()["c"] == "mem",
+			"attributes %v", stats[mem].GetAttributes())
+		expect(t, stats[mem].GetMemory().GetTimestamp() > 0 && stats[mem].GetCpu().GetTimestamp() > 0, "no sample time: %v", stats[mem])
+		expect(t, stats[mem].GetWritableLayer() != nil, "no writable layer: %v", stats[mem])
+		first := stats[cpu].GetCpu()
+		expect(t, first.GetUsageCoreNanoSeconds() != nil, "no CPU usage: %v", stats[cpu])
+		if s, ok := stats[idle]; ok { // containerd lists it without a cgroup sample
+			expect(t, s.GetCpu().GetUsageCoreNanoSeconds().GetValue() == 0, "a created container uses CPU: %v", s)
+		}
+
+		b.use(t, cpu, fake.Usage{CPUCoreNanoSeconds: 8e8, WorkingSetBytes: 300 << 10})
+		var second *runtimeapi.CpuUsage
+		var burnt uint64
+		deadline = time.Now().Add(20 * time.Second)
+		for { // the machine may be busy: wait for 100ms of CPU time
+			time.Sleep(200 * time.Millisecond)
+			second = byID()[cpu].GetCpu()
+			burnt = second.GetUsageCoreNanoSeconds().GetValue() - first.GetUsageCoreNanoSeconds().GetValue()
+			if burnt >= 1e8 || time.Now().After(deadline) {
+				break
+			}
+		}
+		elapsed := second.GetTimestamp() - first.GetTimestamp()
+		t.Logf("busy loop used %d ms of CPU in %d ms", burnt/1e6, elapsed/1e6)
+		expect(t, elapsed > 0 && burnt >= 1e8, "busy loop used %d ns of CPU in %d ns", burnt, elapsed)
+		idleCPU := byID()[mem].GetCpu().GetUsageCoreNanoSeconds().GetValue()
+		expect(t, idleCPU < second.GetUsageCoreNanoSeconds().GetValue(), "sleeping container used more CPU (%d) than the busy one", idleCPU)
+
+		one, err := b.rt.ListContainerStats(ctx, &runtimeapi.ContainerStatsFilter{Id: mem})
+		must(t, err)
+		expect(t, len(one) == 1 && one[0].GetAttributes().GetId() == mem, "filter by id: %v", one)
+
+		pid, err := b.rt.PodSandboxPID(ctx, sb)
+		must(t, err)
+		if _, isFake := b.rt.(*fake.Runtime); !isFake {
+			dev, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", pid))
+			must(t, err)
+			expect(t, pid > 0 && strings.Contains(string(dev), "eth0:"), "sandbox pid %d: its net/dev has no eth0:\n%s", pid, dev)
+		}
+		_, err = b.rt.PodSandboxPID(ctx, "0000000000000000000000000000000000000000000000000000000000000000")
+		expect(t, errors.Is(err, cri.ErrNotFound), "pid of a missing sandbox: %v", err)
+		fs, err := b.rt.ImageFsInfo(ctx)
+		must(t, err)
+		expect(t, len(fs) > 0 && fs[0].GetFsId().GetMountpoint() != "" && fs[0].GetUsedBytes().GetValue() > 0, "image fs: %v", fs)
+	}},
+	{"Attach to a running container", func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		sb, cfg := runSandbox(t, b, "attach")
+		c := containerConfig("reader", "sh", "-c", "while read l; do echo got:$l; done")
+		c.Stdin = true
+		c.Labels["run"] = cfg.Labels["run"]
+		id, err := b.rt.CreateContainer(ctx, sb, c, cfg)
+		must(t, err)
+		must(t, b.rt.StartContainer(ctx, id))
+		_, err = b.rt.Attach(ctx, &runtimeapi.AttachRequest{ContainerId: "0000000000000000000000000000000000000000000000000000000000000000", Stdout: true})
+		expect(t, errors.Is(err, cri.ErrNotFound), "attach to a missing container: %v", err)
+		u, err := b.rt.Attach(ctx, &runtimeapi.AttachRequest{ContainerId: id, Stdin: true, Stdout: true})
+		if _, isFake := b.rt.(*fake.Runtime); isFake {
+			expect(t, err != nil && strings.Contains(err.Error(), "no stream server"), "fake attach: %v", err)
+			return
+		}
+		must(t, err)
+		expect(t, strings.HasPrefix(u, "http://") && strings.Contains(u, "/attach/"), "attach URL %q", u)
+	}},
 	{"images: status, list, missing, pull failure", func(t *testing.T, b *backend) {
 		ctx := context.Background()
 		img, err := b.rt.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: "busybox:local"})
@@ -362,24 +458,28 @@ var scenarios = []scenario{
 		img := &runtimeapi.ImageSpec{Image: busybox}
 		cfg := sandboxConfig("down", t.TempDir())
 		for name, err := range map[string]error{
-			"Version":          second(rt.Version(ctx)),
-			"Status":           second(rt.Status(ctx)),
-			"RunPodSandbox":    second(rt.RunPodSandbox(ctx, cfg, "")),
-			"StopPodSandbox":   rt.StopPodSandbox(ctx, id),
-			"RemovePodSandbox": rt.RemovePodSandbox(ctx, id),
-			"PodSandboxStatus": second(rt.PodSandboxStatus(ctx, id)),
-			"ListPodSandbox":   second(rt.ListPodSandbox(ctx, nil)),
-			"CreateContainer":  second(rt.CreateContainer(ctx, id, containerConfig("x", "true"), cfg)),
-			"StartContainer":   rt.StartContainer(ctx, id),
-			"StopContainer":    rt.StopContainer(ctx, id, 0),
-			"RemoveContainer":  rt.RemoveContainer(ctx, id),
-			"ListContainers":   second(rt.ListContainers(ctx, nil)),
-			"ContainerStatus":  second(rt.ContainerStatus(ctx, id)),
-			"ExecSync":         second(rt.ExecSync(ctx, id, []string{"true"}, 0)),
-			"ImageStatus":      second(rt.ImageStatus(ctx, img)),
-			"PullImage":        second(rt.PullImage(ctx, img, nil, nil)),
-			"ListImages":       second(rt.ListImages(ctx, nil)),
-			"RemoveImage":      rt.RemoveImage(ctx, img),
+			"Version":            second(rt.Version(ctx)),
+			"Status":             second(rt.Status(ctx)),
+			"RunPodSandbox":      second(rt.RunPodSandbox(ctx, cfg, "")),
+			"StopPodSandbox":     rt.StopPodSandbox(ctx, id),
+			"RemovePodSandbox":   rt.RemovePodSandbox(ctx, id),
+			"PodSandboxStatus":   second(rt.PodSandboxStatus(ctx, id)),
+			"ListPodSandbox":     second(rt.ListPodSandbox(ctx, nil)),
+			"CreateContainer":    second(rt.CreateContainer(ctx, id, containerConfig("x", "true"), cfg)),
+			"StartContainer":     rt.StartContainer(ctx, id),
+			"StopContainer":      rt.StopContainer(ctx, id, 0),
+			"RemoveContainer":    rt.RemoveContainer(ctx, id),
+			"ListContainers":     second(rt.ListContainers(ctx, nil)),
+			"ContainerStatus":    second(rt.ContainerStatus(ctx, id)),
+			"ExecSync":           second(rt.ExecSync(ctx, id, []string{"true"}, 0)),
+			"ImageStatus":        second(rt.ImageStatus(ctx, img)),
+			"PullImage":          second(rt.PullImage(ctx, img, nil, nil)),
+			"ListImages":         second(rt.ListImages(ctx, nil)),
+			"RemoveImage":        rt.RemoveImage(ctx, img),
+			"Attach":             second(rt.Attach(ctx, &runtimeapi.AttachRequest{ContainerId: id, Stdout: true})),
+			"ListContainerStats": second(rt.ListContainerStats(ctx, nil)),
+			"PodSandboxPID":      second(rt.PodSandboxPID(ctx, id)),
+			"ImageFsInfo":        second(rt.ImageFsInfo(ctx)),
 		} {
 			expect(t, errors.Is(err, cri.ErrUnavailable), "%s: %v, want ErrUnavailable", name, err)
 		}
@@ -399,6 +499,7 @@ func TestFakeContract(t *testing.T) {
 			down := fake.New()
 			down.SetDown(true)
 			sc.run(t, &backend{rt: f, unreachable: down,
+				use: func(t *testing.T, id string, u fake.Usage) { must(t, f.SetUsage(id, u)) },
 				exited: func(t *testing.T, id string, code int32) *runtimeapi.ContainerStatus {
 					t.Helper()
 					must(t, f.Exit(id, code))
@@ -439,7 +540,7 @@ func TestRealContainerd(t *testing.T) {
 	unreachable, err := cri.Dial(cri.RemoteOptions{Endpoint: filepath.Join(t.TempDir(), "nothing.sock"), Timeout: 5 * time.Second})
 	must(t, err)
 	t.Cleanup(func() { _ = unreachable.Close() })
-	b := &backend{rt: r, unreachable: unreachable,
+	b := &backend{rt: r, unreachable: unreachable, use: func(*testing.T, string, fake.Usage) {},
 		exited: func(t *testing.T, id string, _ int32) *runtimeapi.ContainerStatus {
 			t.Helper()
 			deadline := time.Now().Add(20 * time.Second)

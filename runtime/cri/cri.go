@@ -119,6 +119,30 @@ type Runtime interface {
 	// PortForward prepares a port-forwarding session into a ready sandbox's network
 	// namespace and returns the stream server URL serving it.
 	PortForward(ctx context.Context, req *runtimeapi.PortForwardRequest) (string, error)
+	// Attach prepares a streaming attach session to a running container's main process
+	// (its stdin if the container was created with Stdin, its stdout/stderr) and returns
+	// the stream server URL serving it, like Exec. A missing container wraps
+	// ErrNotFound; a container that is not running is an error.
+	Attach(ctx context.Context, req *runtimeapi.AttachRequest) (string, error)
+
+	// ListContainerStats returns resource usage (cpu, memory, writable layer) of the
+	// containers that match filter (nil: all), as the runtime sampled it: cumulative
+	// CPU time and the memory working set at Timestamp. containerd 1.6 answers only for
+	// containers that are running (others have no cgroup), a sample without Cpu/Memory
+	// for the rest. Filter fields: Id, PodSandboxId, LabelSelector (AND).
+	ListContainerStats(ctx context.Context, filter *runtimeapi.ContainerStatsFilter) ([]*runtimeapi.ContainerStats, error)
+	// PodSandboxPID returns the process ID (in the caller's PID namespace, which is the
+	// runtime's) of a ready sandbox's infra process, whose /proc/<pid>/net is the pod's
+	// network namespace; 0 when the runtime has no process for it (a stopped sandbox, or
+	// the fake). A missing sandbox wraps ErrNotFound.
+	//
+	// (CRI ListPodSandboxStats would give pod cpu, memory and network directly, but
+	// containerd 1.6 refuses it for a sandbox without a cgroup parent, and nodekeeper sets
+	// none: "failed to get cgroup metrics for sandbox …: cgroupPath is empty".)
+	PodSandboxPID(ctx context.Context, podSandboxID string) (int, error)
+	// ImageFsInfo returns the filesystems holding images (mountpoint, bytes and inodes
+	// used by the runtime).
+	ImageFsInfo(ctx context.Context) ([]*runtimeapi.FilesystemUsage, error)
 
 	// ImageStatus returns the image (ID, RepoTags, size) if it is present, or nil and no
 	// error if it is not.

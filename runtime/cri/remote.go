@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -324,4 +325,60 @@ func (r *Remote) PortForward(ctx context.Context, req *runtimeapi.PortForwardReq
 		return "", wrap("PortForward", err)
 	}
 	return resp.GetUrl(), nil
+}
+
+// Attach implements Runtime.
+func (r *Remote) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (string, error) {
+	ctx, cancel := r.ctx(ctx)
+	defer cancel()
+	resp, err := r.rt.Attach(ctx, req)
+	if err != nil {
+		return "", wrap("Attach", err)
+	}
+	return resp.GetUrl(), nil
+}
+
+// ListContainerStats implements Runtime.
+func (r *Remote) ListContainerStats(ctx context.Context, filter *runtimeapi.ContainerStatsFilter) ([]*runtimeapi.ContainerStats, error) {
+	ctx, cancel := r.ctx(ctx)
+	defer cancel()
+	resp, err := r.rt.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{Filter: filter})
+	if err != nil {
+		return nil, wrap("ListContainerStats", err)
+	}
+	return resp.GetStats(), nil
+}
+
+// PodSandboxPID implements Runtime from the verbose sandbox status: containerd puts
+// {"pid": N, …} under info["info"].
+func (r *Remote) PodSandboxPID(ctx context.Context, podSandboxID string) (int, error) {
+	ctx, cancel := r.ctx(ctx)
+	defer cancel()
+	resp, err := r.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podSandboxID, Verbose: true})
+	if err != nil {
+		return 0, wrap("PodSandboxStatus", err)
+	}
+	if resp.GetStatus().GetState() != runtimeapi.PodSandboxState_SANDBOX_READY {
+		return 0, nil
+	}
+	var info struct {
+		Pid int `json:"pid"`
+	}
+	if raw := resp.GetInfo()["info"]; raw != "" {
+		if err := json.Unmarshal([]byte(raw), &info); err != nil {
+			return 0, fmt.Errorf("PodSandboxStatus %s: verbose info: %w", podSandboxID, err)
+		}
+	}
+	return info.Pid, nil
+}
+
+// ImageFsInfo implements Runtime.
+func (r *Remote) ImageFsInfo(ctx context.Context) ([]*runtimeapi.FilesystemUsage, error) {
+	ctx, cancel := r.ctx(ctx)
+	defer cancel()
+	resp, err := r.img.ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{})
+	if err != nil {
+		return nil, wrap("ImageFsInfo", err)
+	}
+	return resp.GetImageFilesystems(), nil
 }

@@ -20,6 +20,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodekeeper/nodekeeper/internal/netnstest"
@@ -274,6 +275,80 @@ spec:
 			b, err := io.ReadAll(resp.Body)
 			return string(b), err
 		}, 30*time.Second, 500*time.Millisecond).Should(Equal("forwarded\n"))
+	})
+
+	It("attaches to a pod's stdin with kubectl attach, and serves its stats through the node proxy", func() {
+		manifest := `
+apiVersion: v1
+kind: Pod
+metadata: {name: reader}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: docker.io/library/busybox:local
+    stdin: true
+    command: ["sh", "-c", "echo ready; while read l; do echo got:$l; done"]
+`
+		applyManifest(manifest)
+		Eventually(func() (string, error) { return kubectl("logs", "reader") }, time.Minute, time.Second).Should(Equal("ready\n"))
+		// kubectl attach sends a line and shows the container's answer; then its stdin
+		// ends (the container's stays open: stdinOnce is false)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		at := exec.CommandContext(ctx, kubectlBin, "--kubeconfig", kubeconfig, "attach", "-i", "reader", "-c", "main")
+		stdin, err := at.StdinPipe()
+		Expect(err).NotTo(HaveOccurred())
+		out := gbytes.NewBuffer()
+		at.Stdout, at.Stderr = io.MultiWriter(out, GinkgoWriter), GinkgoWriter
+		Expect(at.Start()).To(Succeed())
+		DeferCleanup(func() { _ = at.Process.Kill(); _ = at.Wait() })
+		Eventually(func() error { _, err := io.WriteString(stdin, "hello\n"); return err }, 10*time.Second, time.Second).Should(Succeed())
+		Eventually(out, 30*time.Second).Should(gbytes.Say("got:hello"), "kubectl attach shows the container's answer")
+		Expect(stdin.Close()).To(Succeed())
+		Eventually(func() (string, error) { return kubectl("logs", "reader") }, 30*time.Second, time.Second).Should(HavePrefix("ready\ngot:hello\n"))
+
+		var summary struct {
+			Node struct {
+				NodeName string
+				CPU      struct{ UsageCoreNanoSeconds uint64 }
+				Memory   struct{ WorkingSetBytes uint64 }
+				Fs       struct{ CapacityBytes uint64 }
+			}
+			Pods []struct {
+				PodRef     struct{ Name, Namespace string }
+				Containers []struct {
+					Name   string
+					Memory struct{ WorkingSetBytes uint64 }
+				}
+				Network *struct{ Name string }
+			}
+		}
+		raw := mustKubectl("get", "--raw", "/api/v1/nodes/"+node+"/proxy/stats/summary")
+		Expect(json.Unmarshal([]byte(raw), &summary)).To(Succeed())
+		Expect(summary.Node.NodeName).To(Equal(node))
+		Expect(summary.Node.CPU.UsageCoreNanoSeconds).To(BeNumerically(">", 0))
+		Expect(summary.Node.Memory.WorkingSetBytes).To(BeNumerically(">", 0))
+		Expect(summary.Node.Fs.CapacityBytes).To(BeNumerically(">", 0))
+		found := map[string]bool{}
+		for _, p := range summary.Pods {
+			if p.PodRef.Namespace != "default" {
+				continue
+			}
+			found[p.PodRef.Name] = true
+			Expect(p.Containers).NotTo(BeEmpty(), "pod %s", p.PodRef.Name)
+			Expect(p.Containers[0].Memory.WorkingSetBytes).To(BeNumerically(">", 0), "pod %s", p.PodRef.Name)
+			Expect(p.Network).NotTo(BeNil(), "pod %s has no network stats", p.PodRef.Name)
+			Expect(p.Network.Name).To(Equal("eth0"))
+		}
+		Expect(found).To(HaveKey("reader"))
+		for _, p := range pods("app=hello").Items {
+			Expect(found).To(HaveKey(p.Metadata.Name))
+		}
+		metrics := mustKubectl("get", "--raw", "/api/v1/nodes/"+node+"/proxy/metrics/resource")
+		Expect(metrics).To(MatchRegexp(`(?m)^container_memory_working_set_bytes\{container="main",namespace="default",pod="reader"\} [0-9.e+]+ [0-9]+$`))
+		Expect(metrics).To(MatchRegexp(`(?m)^node_cpu_usage_seconds_total [0-9.e+]+ [0-9]+$`))
+		Expect(metrics).To(ContainSubstring("\nscrape_error 0\n"))
 	})
 
 	It("follows a scale to 1 and back to 3", func() {

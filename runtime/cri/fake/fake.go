@@ -72,6 +72,18 @@ type container struct {
 	finishedAt          int64
 	exitCode            int32
 	reason, message     string
+	usage               Usage
+}
+
+// Usage is what a fake container uses, as ListContainerStats reports it (set with
+// SetUsage; zero until then).
+type Usage struct {
+	CPUCoreNanoSeconds  uint64 // cumulative CPU time
+	WorkingSetBytes     uint64
+	UsageBytes          uint64
+	RSSBytes            uint64
+	WritableLayerBytes  uint64 // the container's writable layer
+	WritableLayerInodes uint64
 }
 
 type image struct {
@@ -162,6 +174,19 @@ func (f *Runtime) SetExecHandler(h ExecHandler) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.exec = h
+}
+
+// SetUsage sets what a container uses from now on (cumulative CPU time only grows on
+// a real runtime: tests should keep it so).
+func (f *Runtime) SetUsage(containerID string, u Usage) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[containerID]
+	if !ok {
+		return fmt.Errorf("container %q: %w", containerID, cri.ErrNotFound)
+	}
+	c.usage = u
+	return nil
 }
 
 // Exit makes a running container's process end with exitCode, as a crash or a
@@ -880,19 +905,96 @@ func remove(s []string, v string) []string {
 // Exec implements cri.Runtime: the fake has no stream server, so streaming sessions
 // are refused (for a running container) as a runtime without one would.
 func (f *Runtime) Exec(_ context.Context, req *runtimeapi.ExecRequest) (string, error) {
+	return f.stream("Exec", req.GetContainerId())
+}
+
+// Attach implements cri.Runtime, as Exec: refused for a running container (no stream
+// server).
+func (f *Runtime) Attach(_ context.Context, req *runtimeapi.AttachRequest) (string, error) {
+	return f.stream("Attach", req.GetContainerId())
+}
+
+func (f *Runtime) stream(call, containerID string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.check("Exec"); err != nil {
+	if err := f.check(call); err != nil {
 		return "", err
 	}
-	c, err := f.findContainer("Exec", req.GetContainerId())
+	c, err := f.findContainer(call, containerID)
 	if err != nil {
 		return "", err
 	}
 	if c.state != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		return "", fmt.Errorf("container %q is not running", req.GetContainerId())
+		return "", fmt.Errorf("container %q is not running", containerID)
 	}
-	return "", fmt.Errorf("Exec: the fake runtime has no stream server")
+	return "", fmt.Errorf("%s: the fake runtime has no stream server", call)
+}
+
+// ImageFsMountpoint is the mountpoint the fake's ImageFsInfo names.
+const ImageFsMountpoint = "/"
+
+// ListContainerStats implements cri.Runtime: a running container reports its Usage
+// (SetUsage) sampled now; others report only their attributes, as containerd does.
+func (f *Runtime) ListContainerStats(_ context.Context, filter *runtimeapi.ContainerStatsFilter) ([]*runtimeapi.ContainerStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check("ListContainerStats"); err != nil {
+		return nil, err
+	}
+	now := f.now()
+	var out []*runtimeapi.ContainerStats
+	for _, c := range f.containers {
+		switch {
+		case filter.GetId() != "" && !strings.HasPrefix(c.id, filter.GetId()),
+			filter.GetPodSandboxId() != "" && !strings.HasPrefix(c.sandboxID, filter.GetPodSandboxId()),
+			!matchLabels(filter.GetLabelSelector(), c.config.GetLabels()):
+			continue
+		}
+		st := &runtimeapi.ContainerStats{Attributes: &runtimeapi.ContainerAttributes{
+			Id: c.id, Metadata: proto.Clone(c.config.GetMetadata()).(*runtimeapi.ContainerMetadata),
+			Labels: copyMap(c.config.GetLabels()), Annotations: copyMap(c.config.GetAnnotations())}}
+		if c.state == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			u := c.usage
+			st.Cpu = &runtimeapi.CpuUsage{Timestamp: now, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: u.CPUCoreNanoSeconds}}
+			st.Memory = &runtimeapi.MemoryUsage{Timestamp: now, WorkingSetBytes: &runtimeapi.UInt64Value{Value: u.WorkingSetBytes},
+				UsageBytes: &runtimeapi.UInt64Value{Value: u.UsageBytes}, RssBytes: &runtimeapi.UInt64Value{Value: u.RSSBytes}}
+			st.WritableLayer = &runtimeapi.FilesystemUsage{Timestamp: now, FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: ImageFsMountpoint},
+				UsedBytes: &runtimeapi.UInt64Value{Value: u.WritableLayerBytes}, InodesUsed: &runtimeapi.UInt64Value{Value: u.WritableLayerInodes}}
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Attributes.Id < out[j].Attributes.Id })
+	return out, nil
+}
+
+// PodSandboxPID implements cri.Runtime: the fake runs no processes, so 0 (for a
+// sandbox that exists).
+func (f *Runtime) PodSandboxPID(_ context.Context, podSandboxID string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check("PodSandboxStatus"); err != nil {
+		return 0, err
+	}
+	if _, err := f.findSandbox("PodSandboxStatus", podSandboxID); err != nil {
+		return 0, err
+	}
+	return 0, nil
+}
+
+// ImageFsInfo implements cri.Runtime: one filesystem at ImageFsMountpoint using the
+// sum of the present images' sizes.
+func (f *Runtime) ImageFsInfo(context.Context) ([]*runtimeapi.FilesystemUsage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check("ImageFsInfo"); err != nil {
+		return nil, err
+	}
+	var used uint64
+	for _, img := range f.images {
+		used += img.size
+	}
+	return []*runtimeapi.FilesystemUsage{{Timestamp: f.now(), FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: ImageFsMountpoint},
+		UsedBytes: &runtimeapi.UInt64Value{Value: used}, InodesUsed: &runtimeapi.UInt64Value{Value: uint64(len(f.images))}}}, nil
 }
 
 // PortForward implements cri.Runtime (refused: no stream server).
