@@ -83,37 +83,6 @@ type Server struct {
 	ReadOnlyAddr string
 }
 
-// configz serves the effective configuration in the upstream /configz shape
-// ({"kubeletconfig": KubeletConfiguration fields}), as far as nodekeeper has the fields.
-func (s *Server) configz(w http.ResponseWriter, _ *http.Request) {
-	c := s.Config
-	if c == nil {
-		http.Error(w, "no configuration", http.StatusNotFound)
-		return
-	}
-	kc := map[string]any{
-		"kind": "KubeletConfiguration", "apiVersion": "kubelet.config.k8s.io/v1beta1",
-		"staticPodPath": c.StaticPodPath, "clusterDomain": c.ClusterDomain, "clusterDNS": c.ClusterDNS,
-		"maxPods": c.MaxPods, "podCIDR": c.PodCIDR, "port": c.KubeletPort, "readOnlyPort": c.ReadOnlyPort,
-		"tlsCertFile": c.TLSCertFile, "tlsPrivateKeyFile": c.TLSPrivateKeyFile, "serverTLSBootstrap": c.ServerTLSBootstrap,
-		"containerRuntimeEndpoint": c.ContainerRuntimeEndpoint, "cgroupDriver": "cgroupfs",
-		"systemReserved": c.SystemReserved, "kubeReserved": c.KubeReserved, "evictionHard": c.EvictionHard,
-		"nodeStatusUpdateFrequency": c.NodeStatusUpdateFrequency.Duration.String(),
-		"nodeStatusReportFrequency": c.NodeStatusReportFrequency.Duration.String(),
-		"nodeLeaseDurationSeconds":  c.NodeLeaseDurationSeconds,
-		"registerWithTaints":        c.RegisterWithTaints,
-		"healthzBindAddress":        c.HealthzBindAddress,
-		"authentication": map[string]any{
-			"anonymous": map[string]any{"enabled": false},
-			"webhook":   map[string]any{"enabled": true},
-			"x509":      map[string]any{"clientCAFile": c.ClientCAFile},
-		},
-		"authorization": map[string]any{"mode": "Webhook"},
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"kubeletconfig": kc})
-}
-
 // prefixGatherer serves only the metric families whose name has a prefix.
 type prefixGatherer struct {
 	g      prometheus.Gatherer
