@@ -301,6 +301,91 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		}, 30*time.Second, 200*time.Millisecond).Should(BeTrue(), "the pod's cgroup goes with the pod")
 	})
 
+	It("restarts a container whose liveness exec starts failing, and flips an httpd's readiness when its file goes", func() {
+		p := create("probed", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			c := &p.Spec.Containers[0]
+			c.Command = []string{"sh", "-c", "mkdir -p /www && echo ok > /www/ready && touch /tmp/alive && exec httpd -f -p 8080 -h /www"}
+			// this suite's agent runs outside the pods' network namespace, so the httpd is
+			// asked from inside (test/e2e has httpGet probes from the node's namespace)
+			c.ReadinessProbe = &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 1,
+				ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/ready"}}}}
+			c.LivenessProbe = &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 2,
+				ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"cat", "/tmp/alive"}}}}
+		})
+		ready := func() bool {
+			cs := getPod(p).Status.ContainerStatuses
+			return len(cs) == 1 && cs[0].Ready
+		}
+		Eventually(ready, 60*time.Second, 200*time.Millisecond).Should(BeTrue())
+		Expect(podCondition(getPod(p), corev1.PodReady)).To(Equal(corev1.ConditionTrue))
+		run := func(cmd string) {
+			_, err := rt.ExecSync(context.Background(), running(p.UID, "app"), []string{"sh", "-c", cmd}, 10*time.Second)
+			Expect(err).NotTo(HaveOccurred())
+		}
+		run("rm /www/ready") // httpd now answers 404
+		Eventually(ready, 20*time.Second, 200*time.Millisecond).Should(BeFalse())
+		Expect(podCondition(getPod(p), corev1.PodReady)).To(Equal(corev1.ConditionFalse))
+		Expect(getPod(p).Status.ContainerStatuses[0].RestartCount).To(BeZero(), "readiness never restarts")
+		run("echo ok > /www/ready")
+		Eventually(ready, 20*time.Second, 200*time.Millisecond).Should(BeTrue())
+
+		run("rm /tmp/alive") // the liveness exec fails from now on
+		Eventually(func() int32 { return getPod(p).Status.ContainerStatuses[0].RestartCount }, 60*time.Second, 200*time.Millisecond).Should(BeNumerically(">=", 1))
+		Expect(eventsIn(ns)()).To(ContainElements(ContainSubstring("Unhealthy: Liveness probe failed"),
+			"Killing: Container app failed liveness probe, will be restarted"))
+	})
+
+	It("shows the container its env, service links, downward API, an updated ConfigMap, a memory emptyDir and its security context", func() {
+		ctx := context.Background()
+		Expect(k8sClient.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "settings"},
+			Data: map[string]string{"mode": "blue", "level": "3"}})).To(Succeed())
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "redis-primary"},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "tcp", Port: 6379}}}}
+		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
+		p := create("observer", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Labels = map[string]string{"tier": "cache"}
+			p.Spec.Volumes = []corev1.Volume{
+				{Name: "settings", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}}}},
+				{Name: "info", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
+					{Path: "labels", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels"}}}}}},
+				{Name: "shm", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(resource.MustParse("8Mi"))}}},
+			}
+			c := &p.Spec.Containers[0]
+			c.VolumeMounts = []corev1.VolumeMount{{Name: "settings", MountPath: "/etc/settings"}, {Name: "info", MountPath: "/etc/info"}, {Name: "shm", MountPath: "/shm"}}
+			c.Env = []corev1.EnvVar{{Name: "GREETING", Value: "hello $(POD_NAME)"}, {Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+				{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}}
+			c.Env[0], c.Env[1] = c.Env[1], c.Env[0] // POD_NAME first so $(POD_NAME) expands
+			c.EnvFrom = []corev1.EnvFromSource{{Prefix: "CFG_", ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}}}}
+			c.SecurityContext = &corev1.SecurityContext{ReadOnlyRootFilesystem: ptr.To(true),
+				Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_BIND_SERVICE"}}}
+		})
+		Eventually(phase(p), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))
+		p = getPod(p)
+		run := func(script string) string {
+			res, err := rt.ExecSync(ctx, running(p.UID, "app"), []string{"sh", "-c", script}, 10*time.Second)
+			Expect(err).NotTo(HaveOccurred())
+			return string(res.Stdout) + string(res.Stderr)
+		}
+		Expect(run(`echo "$GREETING|$POD_IP|$CFG_mode|$CFG_level"`)).To(Equal("hello observer|" + p.Status.PodIP + "|blue|3\n"))
+		Expect(run(`echo "$REDIS_PRIMARY_SERVICE_HOST:$REDIS_PRIMARY_SERVICE_PORT $REDIS_PRIMARY_SERVICE_PORT_TCP $REDIS_PRIMARY_PORT_6379_TCP_ADDR"`)).To(Equal(svc.Spec.ClusterIP + ":6379 6379 " + svc.Spec.ClusterIP + "\n"))
+		Expect(run("cat /etc/info/labels")).To(Equal(`tier="cache"`))
+		Expect(run("grep ' /shm ' /proc/mounts | cut -d' ' -f3,4 | cut -d, -f1,2")).To(HavePrefix("tmpfs rw,"))
+		Expect(run("grep ' /shm ' /proc/mounts")).To(ContainSubstring("size=8192k"))
+		Expect(run("touch /rootfs-file 2>&1; echo $?")).To(ContainSubstring("Read-only file system"))
+		Expect(run("grep CapEff /proc/self/status")).To(MatchRegexp(`CapEff:\s+0000000000000400\n`), "only NET_BIND_SERVICE (bit 10)")
+		Expect(run("cat /etc/settings/mode")).To(Equal("blue"))
+
+		cm := &corev1.ConfigMap{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "settings"}, cm)).To(Succeed())
+		cm.Data["mode"] = "green"
+		Expect(k8sClient.Update(ctx, cm)).To(Succeed())
+		poked := p.DeepCopy()
+		poked.Annotations = map[string]string{"poke": "1"} // a pod event makes the agent look again (else within a minute)
+		Expect(k8sClient.Patch(ctx, poked, client.MergeFrom(p))).To(Succeed())
+		Eventually(func() string { return run("cat /etc/settings/mode") }, 30*time.Second, 200*time.Millisecond).Should(Equal("green"),
+			"the running container sees the update through the ..data swap")
+	})
+
 	It("reports a container killed by the OOM killer as OOMKilled", func() {
 		p := create("hog", corev1.RestartPolicyNever, func(p *corev1.Pod) {
 			p.Spec.Containers[0].Command = []string{"sh", "-c", "sleep 1; tail /dev/zero"} // tail buffers an endless line

@@ -786,6 +786,12 @@ func findContainer(pod *corev1.Pod, name string) *corev1.Container {
 // start pulls the image if needed, creates and starts one container. Image and
 // config errors become the container's waiting reason, not reconcile errors.
 func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, sandboxID string, sbConfig *runtimeapi.PodSandboxConfig, podIP string, s podplan.Start) error {
+	if podIP != "" && pod.Status.PodIP != podIP {
+		// a new sandbox's IP is not in the status yet: status.podIP(s) env vars and
+		// hooks get it from the sandbox, as upstream
+		pod = pod.DeepCopy()
+		pod.Status.PodIP, pod.Status.PodIPs = podIP, []corev1.PodIP{{IP: podIP}}
+	}
 	c := findContainer(pod, s.Name)
 	if c == nil {
 		return nil
@@ -1446,8 +1452,19 @@ func fieldValue(pod *corev1.Pod, path, hostIP string) (string, error) {
 		return pod.Spec.ServiceAccountName, nil
 	case "status.hostIP":
 		return hostIP, nil
+	case "status.hostIPs":
+		return hostIP, nil // one address family here
 	case "status.podIP":
 		return pod.Status.PodIP, nil
+	case "status.podIPs":
+		var ips []string
+		for _, ip := range pod.Status.PodIPs {
+			ips = append(ips, ip.IP)
+		}
+		if len(ips) == 0 && pod.Status.PodIP != "" {
+			ips = []string{pod.Status.PodIP}
+		}
+		return strings.Join(ips, ","), nil
 	}
 	if strings.HasPrefix(path, "metadata.labels['") {
 		return pod.Labels[strings.TrimSuffix(strings.TrimPrefix(path, "metadata.labels['"), "']")], nil
