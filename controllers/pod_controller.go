@@ -701,6 +701,9 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 	sbConfig := r.sandboxConfig(pod, plan.SandboxAttempt)
 	var sandboxID, podIP string
 	if plan.CreateSandbox {
+		if len(obs.Sandboxes) > 0 {
+			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
+		}
 		// remove older sandboxes: their containers are done with
 		for _, sb := range obs.Sandboxes {
 			if err := r.Runtime.RemovePodSandbox(ctx, sb.ID); err != nil {
@@ -869,6 +872,7 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 		}
 	}
 	if img != nil && policy != corev1.PullAlways {
+		r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
 		return img.Id, nil
 	}
 	if policy == corev1.PullNever {

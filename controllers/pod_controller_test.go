@@ -152,6 +152,31 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 			}
 			return r
 		}, 10*time.Second, 100*time.Millisecond).Should(ContainElements("Created", "Started"))
+		Expect(eventsIn(a.ns)()).To(ContainElement(`Pulled: Container image "` + busybox + `" already present on machine`))
+	})
+
+	It("re-creates a sandbox that died, with a SandboxChanged event, and restarts the containers in it", func() {
+		a := newPodAgent()
+		p := a.pod("sbdies", corev1.RestartPolicyAlways, nil)
+		Eventually(phase(p), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodRunning))
+		p = getPod(p)
+		sbs, err := a.runtime.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodUID: string(p.UID)}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sbs).To(HaveLen(1))
+		Expect(a.runtime.StopPodSandbox(context.Background(), sbs[0].Id)).To(Succeed()) // its network and containers are gone
+		Eventually(func() []*runtimeapi.PodSandbox {
+			l, _ := a.runtime.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodUID: string(p.UID)},
+				State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}})
+			return l
+		}, 10*time.Second, 50*time.Millisecond).Should(ContainElement(HaveField("Metadata.Attempt", uint32(1))))
+		Eventually(func() int32 {
+			cs := getPod(p).Status.ContainerStatuses
+			if len(cs) == 0 || cs[0].State.Running == nil {
+				return -1
+			}
+			return cs[0].RestartCount
+		}, 10*time.Second, 50*time.Millisecond).Should(Equal(int32(1)))
+		Expect(eventsIn(a.ns)()).To(ContainElement("SandboxChanged: Pod sandbox changed, it will be killed and re-created."))
 	})
 
 	It("restarts a crashed container with back-off and shows CrashLoopBackOff", func() {
