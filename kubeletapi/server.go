@@ -68,6 +68,9 @@ type Server struct {
 	Listen func(addr string) (net.Listener, error)
 	// Log receives review failures (the caller only sees 401/500).
 	Log logr.Logger
+	// LogDir is served under /logs/ (nodes/log), as upstream's system log handler:
+	// default /var/log; "-" turns it off.
+	LogDir string
 	// Config is served by /configz.
 	Config *v1alpha1.AgentConfiguration
 	// ServingCertificate, when set, gives the serving certificate for each handshake
@@ -239,6 +242,14 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/attach/", s.attach)
 	mux.HandleFunc("/configz", s.configz)
 	mux.HandleFunc("/portForward/", s.portForward)
+	if s.LogDir != "-" {
+		// the node's log folder, as upstream's system log handler (nodes/log)
+		dir := s.LogDir
+		if dir == "" {
+			dir = "/var/log"
+		}
+		mux.Handle("/logs/", http.StripPrefix("/logs/", http.FileServer(http.Dir(dir))))
+	}
 	return s.auth(mux)
 }
 
@@ -253,6 +264,9 @@ func (s *Server) ReadOnlyHandler() http.Handler {
 
 func (s *Server) defaultHandlers(mux *http.ServeMux) {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	for _, check := range []string{"ping", "log", "syncloop"} { // upstream's named checks
+		mux.HandleFunc("/healthz/"+check, func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	}
 	mux.HandleFunc("/pods", s.pods)
 	mux.HandleFunc("/pods/", s.pods)
 	mux.HandleFunc("/stats/summary", s.statsSummary)

@@ -89,7 +89,9 @@ func TestContainerLogsAuthenticatedAndAuthorized(t *testing.T) {
 
 	cfg := &v1alpha1.AgentConfiguration{NodeName: node, StaticPodPath: "/etc/kubernetes/manifests"}
 	v1alpha1.SetDefaults(cfg)
-	s := &Server{NodeName: node, Pods: c, Reviews: c, Runtime: rt, Config: cfg}
+	nodeLogs := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(nodeLogs, "syslog"), []byte("node log line\n"), 0o644))
+	s := &Server{NodeName: node, Pods: c, Reviews: c, Runtime: rt, Config: cfg, LogDir: nodeLogs}
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 	get := func(tok, path string) (int, string) {
@@ -126,6 +128,10 @@ func TestContainerLogsAuthenticatedAndAuthorized(t *testing.T) {
 		{"configz", admin, "/configz", 200, `"staticPodPath":"/etc/kubernetes/manifests"`},
 		{"configz shape", admin, "/configz", 200, `{"kubeletconfig":{`},
 		{"pods", admin, "/pods", 200, `"name":"talker"`},
+		{"node logs with nodes/log", reader, "/logs/syslog", 200, "node log line\n"},
+		{"node log folder", reader, "/logs/", 200, "syslog"},
+		{"node logs refused without nodes/log", nobody, "/logs/syslog", 403, "Forbidden"},
+		{"named health check", admin, "/healthz/syncloop", 200, "ok"},
 		{"metrics", admin, "/metrics", 200, ""},
 		{"probe metrics", admin, "/metrics/probes", 200, ""},
 	} {
