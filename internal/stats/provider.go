@@ -41,6 +41,10 @@ type Provider struct {
 	Host     HostReader
 	// Pods, when set, gives pods' status.startTime (else the sandbox's creation time).
 	Pods client.Reader
+	// CgroupRoot, when set (the agent's cgroupRoot with cgroupsPerQOS), makes pod CPU
+	// and memory come from each pod's cgroup when Host can read it (CgroupReader), as
+	// upstream; otherwise they are the sums of the pod's containers.
+	CgroupRoot string
 	// RootDir is the agent's rootDir: nodefs, <rootDir>/pods/<uid>/volumes/<name> and
 	// <rootDir>/logs/<ns>_<name>_<uid>/<container>/ are read from it.
 	RootDir string
@@ -133,6 +137,11 @@ func (p *Provider) read(ctx context.Context, onlyCPUAndMemory bool) (Input, erro
 			}
 			pod.Containers = append(pod.Containers, ct)
 		}
+		if cr, ok := p.Host.(CgroupReader); ok && p.CgroupRoot != "" {
+			if u, err := cr.PodCgroup(p.CgroupRoot, m.GetUid()); err == nil {
+				pod.Cgroup = u
+			}
+		}
 		if !onlyCPUAndMemory {
 			p.readPodFs(ctx, sb, &pod)
 		}
@@ -171,6 +180,8 @@ func (p *Provider) readPodFs(ctx context.Context, sb *runtimeapi.PodSandbox, pod
 // Linux reads the real node through /proc (ProcDir, default /proc) and statfs.
 type Linux struct {
 	ProcDir string
+	// CgroupMount is where the cgroup filesystems are (default /sys/fs/cgroup).
+	CgroupMount string
 }
 
 func (l Linux) proc() string {

@@ -18,6 +18,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
+	"github.com/nodekeeper/nodekeeper/host"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
@@ -35,10 +36,13 @@ func TestProviderOnContainerd(t *testing.T) {
 	defer rt.Close()
 	root := t.TempDir()
 	uid := fmt.Sprintf("stats-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	cgroupRoot := "/nk-stats-" + uid // the pod's cgroup, as the agent lays it out
 	labels := map[string]string{podplan.LabelManaged: "true", podplan.LabelPodUID: uid, "nodekeeper.io/stats-test": uid}
 	logDir := filepath.Join(root, "logs", "nk-stats_hog_"+uid)
 	sbCfg := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "hog", Namespace: "nk-stats", Uid: uid},
-		Hostname: "hog", LogDirectory: logDir, Labels: labels, Linux: &runtimeapi.LinuxPodSandboxConfig{}}
+		Hostname: "hog", LogDirectory: logDir, Labels: labels,
+		Linux: &runtimeapi.LinuxPodSandboxConfig{CgroupParent: cgroupRoot + "/kubepods/besteffort/pod" + uid}}
+	defer func() { _ = host.Cgroups{}.Remove(cgroupRoot) }()
 	sb, err := rt.RunPodSandbox(ctx, sbCfg, "")
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +73,7 @@ func TestProviderOnContainerd(t *testing.T) {
 	must(t, os.MkdirAll(filepath.Join(root, "pods", uid, "volumes", "scratch"), 0o755))
 	must(t, os.WriteFile(filepath.Join(root, "pods", uid, "volumes", "scratch", "f"), make([]byte, 64<<10), 0o644))
 
-	p := &Provider{NodeName: "n", Runtime: rt, Host: Linux{}, RootDir: root}
+	p := &Provider{NodeName: "n", Runtime: rt, Host: Linux{}, RootDir: root, CgroupRoot: cgroupRoot}
 	find := func(s *statsapi.Summary) *statsapi.PodStats {
 		for i := range s.Pods {
 			if s.Pods[i].PodRef.UID == uid {
@@ -109,6 +113,8 @@ func TestProviderOnContainerd(t *testing.T) {
 	expect(t, ws >= 30<<20 && ws < 60<<20, "working set of a container holding 30 MiB in /dev/shm: %d", ws)
 	expect(t, busy.CPU.UsageNanoCores != nil && *busy.CPU.UsageNanoCores > 5e7, "a busy loop's rate: %v millicores (want > 50)", deref64(busy.CPU.UsageNanoCores)/1e6)
 	expect(t, *ps.Memory.WorkingSetBytes >= ws, "pod working set below its container's")
+	expect(t, ps.Memory.PageFaults != nil && *ps.Memory.PageFaults > 0, "pod memory read from the pod cgroup (page faults): %+v", ps.Memory)
+	expect(t, ps.CPU.UsageNanoCores != nil && *ps.CPU.UsageNanoCores >= deref64(busy.CPU.UsageNanoCores)/2, "pod cpu rate from its cgroup: %v", ps.CPU.UsageNanoCores)
 	expect(t, ps.Network != nil && ps.Network.Name == "eth0", "pod network (the sandbox's namespace): %+v", ps.Network)
 	expect(t, mem.Rootfs != nil && mem.Rootfs.CapacityBytes != nil, "container rootfs: %+v", mem.Rootfs)
 	expect(t, mem.Logs != nil && mem.Logs.UsedBytes != nil && *mem.Logs.UsedBytes > 0, "container logs (it wrote 'filled'): %+v", mem.Logs)

@@ -75,6 +75,8 @@ type Pod struct {
 	Network     []Interface
 	NetworkTime time.Time
 	Volumes     []Volume
+	// Cgroup is the pod cgroup's reading; nil: pod CPU and memory are the containers' sums.
+	Cgroup *CgroupUsage
 }
 
 // Container is one running container.
@@ -217,12 +219,20 @@ func podStats(in Input, h Host, p Pod, prev, next Samples) statsapi.PodStats {
 		}
 		ps.Containers = append(ps.Containers, cstats)
 	}
-	// pod cpu and memory: the sums of its containers' (nodekeeper gives sandboxes no
-	// cgroup of their own to read)
-	if haveCPU {
+	// pod cpu and memory: the pod cgroup's when it was read (as upstream), else the
+	// sums of its containers'
+	switch {
+	case p.Cgroup != nil && p.Cgroup.HaveCPU:
+		ps.CPU = cpu("pod/"+p.Ref.UID, p.Cgroup.Time, p.Cgroup.CPUNanoSeconds, nil, prev, next)
+	case haveCPU:
 		ps.CPU = cpu("pod/"+p.Ref.UID, cpuTime, cpuSum, nil, prev, next)
 	}
-	if haveMem {
+	switch {
+	case p.Cgroup != nil && p.Cgroup.HaveMemory:
+		g := p.Cgroup
+		ps.Memory = &statsapi.MemoryStats{Time: metav1.NewTime(g.Time), WorkingSetBytes: ptr(g.WorkingSetBytes), UsageBytes: ptr(g.UsageBytes),
+			RSSBytes: ptr(g.RSSBytes), PageFaults: ptr(g.PageFaults), MajorPageFaults: ptr(g.MajorPageFaults)}
+	case haveMem:
 		ps.Memory = &statsapi.MemoryStats{Time: metav1.NewTime(memTime), WorkingSetBytes: ptr(wsSum), UsageBytes: ptr(usageSum), RSSBytes: ptr(rssSum)}
 	}
 	if in.OnlyCPUAndMemory {
