@@ -265,3 +265,80 @@ func BenchmarkRenderCached5000(b *testing.B) {
 		RenderCached(netrules.Build(svcs, slices, testNode)[netrules.IPv4], &cache)
 	}
 }
+
+// A big first sync creates and fills the new chains ahead in small restores, and ends
+// with exactly the tables one restore gives; a failure half-way is repaired by the next
+// (full) sync.
+func TestChunkedFullSyncEqualsOneRestore(t *testing.T) {
+	ctx := context.Background()
+	svcs, slices := scenario()
+	rs := netrules.Build(svcs, slices, testNode)[netrules.IPv4]
+
+	whole := NewFake()
+	one := New(Options{Family: netrules.IPv4, Runner: whole, ChunkChains: -1})
+	if _, err := one.Sync(ctx, rs, false); err != nil {
+		t.Fatal(err)
+	}
+	chunked := NewFake()
+	p := New(Options{Family: netrules.IPv4, Runner: chunked, ChunkChains: 2})
+	st, err := p.Sync(ctx, rs, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chunked.Restores < 4 || whole.Restores != 1 {
+		t.Errorf("restores: chunked %d, whole %d", chunked.Restores, whole.Restores)
+	}
+	for _, table := range []string{"nat", "filter"} {
+		if a, b := chunked.Dump(table), whole.Dump(table); a != b {
+			t.Errorf("%s differs:\nchunked:\n%s\nwhole:\n%s", table, a, b)
+		}
+	}
+	if st.ChainsWritten == 0 {
+		t.Error("no chains counted")
+	}
+	// only the last restore links the Services in: before it, nothing jumps to them
+	last := chunked.Inputs[len(chunked.Inputs)-1]
+	if !strings.Contains(last, ":KUBE-SERVICES") || strings.Contains(last, ":KUBE-SEP-") {
+		t.Errorf("the last restore should write the dispatch chains only:\n%s", last)
+	}
+	for _, in := range chunked.Inputs[:len(chunked.Inputs)-1] {
+		if strings.Contains(in, "-A KUBE-SERVICES") {
+			t.Errorf("a chunk linked Services in early:\n%s", in)
+		}
+	}
+
+	// the third chunk fails (chains declared, some filled, nothing linked): the error is
+	// reported, nothing jumps to the leftovers, and the next (full) sync ends right
+	failing := NewFake()
+	q := New(Options{Family: netrules.IPv4, Runner: &failNth{Fake: failing, n: 3}, ChunkChains: 2})
+	if _, err := q.Sync(ctx, rs, false); err == nil {
+		t.Fatal("the failure was not reported")
+	}
+	if strings.Contains(failing.Dump("nat"), "-A KUBE-SERVICES") {
+		t.Error("a failed chunked sync linked Services in")
+	}
+	if _, err := q.Sync(ctx, rs, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{"nat", "filter"} {
+		if a, b := failing.Dump(table), whole.Dump(table); a != b {
+			t.Errorf("after a failed chunk, %s differs:\n%s\nwant\n%s", table, a, b)
+		}
+	}
+}
+
+// failNth fails the n-th restore, as a kernel refusing it would.
+type failNth struct {
+	*Fake
+	n, seen int
+}
+
+func (f *failNth) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	if strings.HasSuffix(name, "-restore") && len(args) > 0 && args[len(args)-1] == "--noflush" {
+		f.seen++
+		if f.seen == f.n {
+			f.FailNext = true
+		}
+	}
+	return f.Fake.Run(ctx, stdin, name, args...)
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"sort"
 	"strings"
 
 	"github.com/nodekeeper/nodekeeper/netrules"
@@ -44,6 +45,12 @@ type Options struct {
 	Family  netrules.Family
 	Variant Variant
 	Runner  Runner
+	// ChunkChains: when a full sync has more new per-Service chains than this, they are
+	// created and filled beforehand in restores of this many chains, while nothing
+	// jumps to them yet, and the last restore only links them in (default 1000; <0
+	// never). One big --noflush restore is super-linear on iptables-nft (72 s for
+	// 10,000 Services here); small ones are not.
+	ChunkChains int
 }
 
 // Proxier applies rendered rules for one family. It remembers what it last applied so
@@ -55,6 +62,13 @@ type Proxier struct {
 	fixed    map[string]map[string]string // table -> fixed chain -> rules as applied
 	cache    RenderCache
 	needFull bool
+}
+
+func (p *Proxier) chunk() int {
+	if p.opts.ChunkChains > 0 {
+		return p.opts.ChunkChains
+	}
+	return 1000
 }
 
 // New returns a proxier; its first sync is always full.
@@ -145,6 +159,21 @@ func (p *Proxier) ensureJumps(ctx context.Context) error {
 
 // existingServiceChains lists our per-Service chains present in the kernel.
 func (p *Proxier) existingServiceChains(ctx context.Context, table string) ([]string, error) {
+	all, err := p.existingChains(ctx, table)
+	if err != nil {
+		return nil, err
+	}
+	var chains []string
+	for _, name := range all {
+		if IsServiceChain(name) {
+			chains = append(chains, name)
+		}
+	}
+	return chains, nil
+}
+
+// existingChains lists every user chain of the table present in the kernel.
+func (p *Proxier) existingChains(ctx context.Context, table string) ([]string, error) {
 	out, err := p.opts.Runner.Run(ctx, nil, p.bin("save"), "-t", table)
 	if err != nil {
 		return nil, err
@@ -152,13 +181,49 @@ func (p *Proxier) existingServiceChains(ctx context.Context, table string) ([]st
 	var chains []string
 	for _, line := range strings.Split(string(out), "\n") {
 		if strings.HasPrefix(line, ":") {
-			name := strings.Fields(line[1:])[0]
-			if IsServiceChain(name) {
-				chains = append(chains, name)
-			}
+			chains = append(chains, strings.Fields(line[1:])[0])
 		}
 	}
 	return chains, nil
+}
+
+// prefill creates the new per-Service chains of a big full sync ahead of it, in small
+// restores: first every new chain (and new fixed chain) is declared empty, then the new
+// per-Service chains are filled chunk by chunk. Nothing jumps to them until the final
+// restore links them in, so traffic never sees a half-programmed Service; if a chunk
+// fails, the next full sync finds the leftovers as existing chains and rewrites or
+// deletes them. It returns the chains it filled.
+func (p *Proxier) prefill(ctx context.Context, t Table, newChains []string, existing map[string]bool) ([]string, error) {
+	chunk := p.chunk()
+	sort.Strings(newChains)
+	var decl []string
+	for _, c := range t.Fixed {
+		if !existing[c.Name] {
+			decl = append(decl, c.Name) // new fixed chains: declared empty, written at the end
+		}
+	}
+	decl = append(decl, newChains...)
+	restore := func(input string) error {
+		_, err := p.opts.Runner.Run(ctx, []byte(input), p.bin("restore"), "-w", "5", "--noflush")
+		return err
+	}
+	for i := 0; i < len(decl); i += 5 * chunk {
+		var b strings.Builder
+		b.WriteString("*" + t.Name + "\n")
+		for _, c := range decl[i:min(i+5*chunk, len(decl))] {
+			fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+		}
+		b.WriteString("COMMIT\n")
+		if err := restore(b.String()); err != nil {
+			return nil, err
+		}
+	}
+	for i := 0; i < len(newChains); i += chunk {
+		if err := restore(Input(Table{Name: t.Name, Service: t.Service}, newChains[i:min(i+chunk, len(newChains))], nil)); err != nil {
+			return nil, err
+		}
+	}
+	return newChains, nil
 }
 
 // Sync applies the rendered rules. A full sync (asked for, first, or after a failure)
@@ -210,13 +275,42 @@ func (p *Proxier) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (Sy
 		}
 		stale := map[string]bool{}
 		if full {
-			existing, err := p.existingServiceChains(ctx, t.Name)
+			all, err := p.existingChains(ctx, t.Name)
 			if err != nil {
 				p.needFull = true
 				return st, fmt.Errorf("listing %s chains: %w", t.Name, err)
 			}
-			for _, c := range existing {
-				stale[c] = true
+			existing := map[string]bool{}
+			for _, c := range all {
+				existing[c] = true
+				if IsServiceChain(c) {
+					stale[c] = true
+				}
+			}
+			var fresh []string
+			for c := range desired {
+				if !existing[c] {
+					fresh = append(fresh, c)
+				}
+			}
+			if p.opts.ChunkChains >= 0 && len(fresh) > p.chunk() {
+				filled, err := p.prefill(ctx, t, fresh, existing)
+				if err != nil {
+					p.needFull = true
+					return st, fmt.Errorf("iptables-restore (creating %s chains ahead): %w", t.Name, err)
+				}
+				done := map[string]bool{}
+				for _, c := range filled {
+					done[c] = true
+				}
+				kept := write[:0]
+				for _, c := range write {
+					if !done[c] {
+						kept = append(kept, c)
+					}
+				}
+				st.ChainsWritten += len(filled)
+				write = kept
 			}
 		}
 		for c := range prev {
