@@ -342,3 +342,33 @@ func (f *failNth) Run(ctx context.Context, stdin []byte, name string, args ...st
 	}
 	return f.Fake.Run(ctx, stdin, name, args...)
 }
+
+type versionRunner string
+
+func (v versionRunner) Run(context.Context, []byte, string, ...string) ([]byte, error) {
+	return []byte(v), nil
+}
+
+// Chunking is for the nf_tables backend: iptables-legacy rewrites the whole table on
+// every restore, so many small restores cost more than one.
+func TestChunkingOnlyOnNFTables(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		variant Variant
+		version string
+		chunk   int
+		want    bool
+	}{
+		{"legacy", "", 0, false},
+		{"nft", "", 0, true},
+		{"", "iptables v1.8.9 (nf_tables)", 0, true},
+		{"", "iptables v1.8.9 (legacy)", 0, false},
+		{"legacy", "", 5, true},
+		{"nft", "", -1, false},
+	} {
+		p := New(Options{Variant: tt.variant, Runner: versionRunner(tt.version), ChunkChains: tt.chunk})
+		if got := p.chunking(ctx); got != tt.want {
+			t.Errorf("variant %q version %q chunk %d: %v, want %v", tt.variant, tt.version, tt.chunk, got, tt.want)
+		}
+	}
+}

@@ -47,9 +47,10 @@ type Options struct {
 	Runner  Runner
 	// ChunkChains: when a full sync has more new per-Service chains than this, they are
 	// created and filled beforehand in restores of this many chains, while nothing
-	// jumps to them yet, and the last restore only links them in (default 1000; <0
-	// never). One big --noflush restore is super-linear on iptables-nft (72 s for
-	// 10,000 Services here); small ones are not.
+	// jumps to them yet, and the last restore only links them in. <0: never; 0: 1000,
+	// on the nf_tables backend only. One big --noflush restore is super-linear on
+	// iptables-nft (10,000 Services: 72 s, chunked 18 s here), while iptables-legacy
+	// rewrites the whole table on every restore (chunked: 4 s → 43 s).
 	ChunkChains int
 }
 
@@ -62,6 +63,7 @@ type Proxier struct {
 	fixed    map[string]map[string]string // table -> fixed chain -> rules as applied
 	cache    RenderCache
 	needFull bool
+	nfTables *bool // the binaries are iptables-nft (known after the first check)
 }
 
 func (p *Proxier) chunk() int {
@@ -69,6 +71,26 @@ func (p *Proxier) chunk() int {
 		return p.opts.ChunkChains
 	}
 	return 1000
+}
+
+// chunking tells whether big full syncs are chunked: asked for, or by default on the
+// nf_tables backend (Variant nft, or the default binaries reporting nf_tables).
+func (p *Proxier) chunking(ctx context.Context) bool {
+	switch {
+	case p.opts.ChunkChains < 0:
+		return false
+	case p.opts.ChunkChains > 0:
+		return true
+	}
+	if p.nfTables == nil {
+		nf := p.opts.Variant == "nft"
+		if p.opts.Variant == "" {
+			out, err := p.opts.Runner.Run(ctx, nil, p.bin(""), "--version")
+			nf = err == nil && strings.Contains(string(out), "nf_tables")
+		}
+		p.nfTables = &nf
+	}
+	return *p.nfTables
 }
 
 // New returns a proxier; its first sync is always full.
@@ -293,7 +315,7 @@ func (p *Proxier) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (Sy
 					fresh = append(fresh, c)
 				}
 			}
-			if p.opts.ChunkChains >= 0 && len(fresh) > p.chunk() {
+			if len(fresh) > p.chunk() && p.chunking(ctx) {
 				filled, err := p.prefill(ctx, t, fresh, existing)
 				if err != nil {
 					p.needFull = true
