@@ -44,12 +44,12 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 	)
 	startAgent := func() {
 		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: root, StaticPodPath: filepath.Join(root, "manifests"),
-			CgroupRoot: cgroupRoot, ClusterDNS: []string{"10.96.0.10"}}
+			CgroupRoot: cgroupRoot, ClusterDNS: []string{"10.96.0.10"}, ContainerLogMaxSize: "64Ki", ContainerLogMaxFiles: 3}
 		v1alpha1.SetDefaults(cfg)
 		mgr, err := ctrl.NewManager(env.Config, managerOptions())
 		Expect(err).NotTo(HaveOccurred())
 		Expect((&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
-			HostIP: "192.0.2.10", Cgroups: host.Cgroups{}, MemoryCapacity: 8 << 30, RelistPeriod: 200 * time.Millisecond, StaticPodPeriod: 500 * time.Millisecond,
+			HostIP: "192.0.2.10", Cgroups: host.Cgroups{}, MemoryCapacity: 8 << 30, LogRotatePeriod: 300 * time.Millisecond, RelistPeriod: 200 * time.Millisecond, StaticPodPeriod: 500 * time.Millisecond,
 			Backoff: podplan.BackoffPolicy{Base: time.Second, Max: 4 * time.Second, Reset: 10 * time.Minute}}).SetupWithManager(mgr)).To(Succeed())
 		var ctx context.Context
 		ctx, stop = context.WithCancel(context.Background())
@@ -384,6 +384,30 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		Expect(k8sClient.Patch(ctx, poked, client.MergeFrom(p))).To(Succeed())
 		Eventually(func() string { return run("cat /etc/settings/mode") }, 30*time.Second, 200*time.Millisecond).Should(Equal("green"),
 			"the running container sees the update through the ..data swap")
+	})
+
+	It("rotates a chatty container's log at containerLogMaxSize and keeps containerLogMaxFiles", func() {
+		p := create("chatty", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.Containers[0].Command = []string{"sh", "-c", "i=0; while :; do i=$((i+1)); echo line $i of a container that talks a lot; usleep 200; done"}
+		})
+		Eventually(phase(p), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))
+		p = getPod(p)
+		dir := filepath.Join(root, "logs", ns+"_chatty_"+string(p.UID), "app")
+		files := func() []string {
+			m, _ := filepath.Glob(filepath.Join(dir, "0.log*"))
+			return m
+		}
+		Eventually(func() int { return len(files()) }, 30*time.Second, 200*time.Millisecond).Should(Equal(3), "current + 2 rotated")
+		Consistently(func() int { return len(files()) }, 3*time.Second, 100*time.Millisecond).Should(BeNumerically("<=", 3))
+		// the runtime writes to the reopened file, which stays near the limit
+		Eventually(func() int64 {
+			fi, err := os.Stat(filepath.Join(dir, "0.log"))
+			if err != nil {
+				return -1
+			}
+			return fi.Size()
+		}, 10*time.Second, 100*time.Millisecond).Should(And(BeNumerically(">", 0), BeNumerically("<", 4<<20)))
+		Expect(running(p.UID, "app")).NotTo(BeEmpty())
 	})
 
 	It("reports a container killed by the OOM killer as OOMKilled", func() {

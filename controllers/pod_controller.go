@@ -86,6 +86,9 @@ type PodReconciler struct {
 	Workers int
 	// StaticPodPeriod is how often the static pod folder is read (default 2s).
 	StaticPodPeriod time.Duration
+	// LogRotatePeriod is how often container logs are checked for rotation
+	// (containerLogMaxSize/containerLogMaxFiles; default 10s).
+	LogRotatePeriod time.Duration
 	// EvictionPeriod is how often emptyDir volumes are measured against their
 	// sizeLimit (default 10s, as the kubelet's eviction manager).
 	EvictionPeriod time.Duration
@@ -142,6 +145,21 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if err := mgr.Add(&evictionMonitor{r: r, reader: mgr.GetClient(), period: r.EvictionPeriod}); err != nil {
 		return err
+	}
+	if r.LogRotatePeriod == 0 {
+		r.LogRotatePeriod = 10 * time.Second // upstream's containerLogMonitorInterval
+	}
+	maxSize, maxFiles := r.Config.ContainerLogMaxSize, r.Config.ContainerLogMaxFiles
+	if maxSize == "" {
+		maxSize = "10Mi"
+	}
+	if maxFiles == 0 {
+		maxFiles = 5
+	}
+	if lr := newLogRotator(r.Runtime, maxSize, maxFiles, r.LogRotatePeriod, r.Clock); lr != nil {
+		if err := mgr.Add(lr); err != nil {
+			return err
+		}
 	}
 	if r.Config.StaticPodPath != "" {
 		if r.StaticPodPeriod == 0 {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/kubernetes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -238,17 +240,22 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 		p := a.pod("badimage", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
 			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "missing", Image: "example.com/nope:v1"})
 		})
+		// every status written since the pod was created, in order (ErrImagePull may last
+		// only until the next reconcile, which polling can miss)
+		reasons := watchWaitingReasons(p, "missing")
 		p = getPod(p)
-		reason := func() string {
-			for _, cs := range getPod(p).Status.ContainerStatuses {
-				if cs.Name == "missing" && cs.State.Waiting != nil {
-					return cs.State.Waiting.Reason
+		Eventually(reasons, 10*time.Second, 20*time.Millisecond).Should(ContainElement("ErrImagePull"))
+		Eventually(reasons, 10*time.Second, 20*time.Millisecond).Should(ContainElement("ImagePullBackOff"))
+		seen := reasons()
+		first := func(r string) int {
+			for i, x := range seen {
+				if x == r {
+					return i
 				}
 			}
-			return ""
+			return -1
 		}
-		Eventually(reason, 10*time.Second, 20*time.Millisecond).Should(Equal("ErrImagePull"))
-		Eventually(reason, 10*time.Second, 20*time.Millisecond).Should(Equal("ImagePullBackOff"))
+		Expect(first("ErrImagePull")).To(BeNumerically("<", first("ImagePullBackOff")), "ErrImagePull comes first: %v", seen)
 		Eventually(func() string { return a.running(p.UID, "app") }, 10*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty())
 		for _, cs := range getPod(p).Status.ContainerStatuses {
 			if cs.Name == "missing" {
@@ -338,3 +345,37 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 		Expect(getPod(p).Status.ContainerStatuses[0].RestartCount).To(BeEquivalentTo(0))
 	})
 })
+
+// watchWaitingReasons records, from a watch on the pod starting at p's resourceVersion,
+// every waiting reason the named container's status goes through, until the spec ends.
+func watchWaitingReasons(p *corev1.Pod, container string) func() []string {
+	cs, err := kubernetes.NewForConfig(env.Config)
+	Expect(err).NotTo(HaveOccurred())
+	w, err := cs.CoreV1().Pods(p.Namespace).Watch(context.Background(), metav1.ListOptions{FieldSelector: "metadata.name=" + p.Name, ResourceVersion: p.ResourceVersion})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(w.Stop)
+	var mu sync.Mutex
+	var seen []string
+	go func() {
+		for ev := range w.ResultChan() {
+			pod, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			for _, st := range pod.Status.ContainerStatuses {
+				if st.Name == container && st.State.Waiting != nil {
+					mu.Lock()
+					if len(seen) == 0 || seen[len(seen)-1] != st.State.Waiting.Reason {
+						seen = append(seen, st.State.Waiting.Reason)
+					}
+					mu.Unlock()
+				}
+			}
+		}
+	}()
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), seen...)
+	}
+}

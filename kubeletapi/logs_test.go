@@ -13,8 +13,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/client-go/kubernetes/scheme"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
@@ -94,6 +94,12 @@ func TestContainerLogsPreviousAndFollow(t *testing.T) {
 	must(t, f.Close())
 	if l := next(); l != "written later" {
 		t.Fatalf("a line written while following: %q", l)
+	}
+	// the log is rotated (renamed, and the runtime reopens a new file at its path)
+	must(t, os.Rename(filepath.Join(logDir, "app", "1.log"), filepath.Join(logDir, "app", "1.log.20261201-100102")))
+	must(t, os.WriteFile(filepath.Join(logDir, "app", "1.log"), []byte("2026-12-01T10:01:02.000000001Z stdout F after rotation\n"), 0o644))
+	if l := next(); l != "after rotation" {
+		t.Fatalf("following across a rotation: %q", l)
 	}
 	must(t, rt.Exit(current, 0))
 	if l := next(); l != "<end>" {

@@ -602,6 +602,16 @@ func (s *Server) proxyStream(w http.ResponseWriter, r *http.Request, target stri
 	proxy.ServeHTTP(w, r)
 }
 
+// rotated tells whether path now names another file than the open f.
+func rotated(f *os.File, path string) bool {
+	cur, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	open, err := f.Stat()
+	return err == nil && !os.SameFile(cur, open)
+}
+
 type logOptions struct {
 	timestamps  bool
 	tail, limit int64
@@ -616,7 +626,7 @@ func writeLogs(ctx context.Context, w io.Writer, path string, o logOptions, foll
 	if err != nil {
 		return fmt.Errorf("opening log: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // f changes when a followed log is rotated
 	rd := bufio.NewReader(f)
 	var lines []string
 	var partial string
@@ -685,6 +695,15 @@ func writeLogs(ctx context.Context, w io.Writer, path string, o logOptions, foll
 		if line != "" {
 			_, _ = f.Seek(-int64(len(line)), io.SeekCurrent)
 			rd.Reset(f)
+		} else if rotated(f, path) {
+			// the old file is read to its end and the runtime writes a new one at
+			// path (log rotation): go on with that
+			if nf, err := os.Open(path); err == nil {
+				_ = f.Close()
+				f = nf
+				rd.Reset(f)
+				continue
+			}
 		}
 		if stopped() {
 			return nil

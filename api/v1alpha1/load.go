@@ -98,6 +98,12 @@ func SetDefaults(c *AgentConfiguration) {
 	if c.ClusterDomain == "" {
 		c.ClusterDomain = DefaultClusterDomain
 	}
+	if c.ContainerLogMaxSize == "" {
+		c.ContainerLogMaxSize = "10Mi"
+	}
+	if c.ContainerLogMaxFiles == 0 {
+		c.ContainerLogMaxFiles = 5
+	}
 	if c.CgroupsPerQOS == nil {
 		t := true
 		c.CgroupsPerQOS = &t
@@ -164,6 +170,14 @@ func Validate(c *AgentConfiguration) error {
 		for _, msg := range validation.IsDNS1123Subdomain(c.NodeName) {
 			errs = append(errs, field.Invalid(field.NewPath("nodeName"), c.NodeName, msg))
 		}
+	}
+	if c.ContainerLogMaxSize != "" {
+		if q, err := resource.ParseQuantity(c.ContainerLogMaxSize); err != nil || q.Sign() <= 0 {
+			errs = append(errs, field.Invalid(field.NewPath("containerLogMaxSize"), c.ContainerLogMaxSize, "must be a positive quantity"))
+		}
+	}
+	if c.ContainerLogMaxFiles != 0 && c.ContainerLogMaxFiles < 2 {
+		errs = append(errs, field.Invalid(field.NewPath("containerLogMaxFiles"), c.ContainerLogMaxFiles, "must be at least 2"))
 	}
 	if c.CgroupDriver != "" && c.CgroupDriver != "cgroupfs" {
 		errs = append(errs, field.NotSupported(field.NewPath("cgroupDriver"), c.CgroupDriver, []string{"cgroupfs"}))

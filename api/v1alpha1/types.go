@@ -71,6 +71,12 @@ type AgentConfiguration struct {
 	// cluster's [resolvConf]. Default /etc/resolv.conf; "" gives such pods the node's
 	// loopback as their only nameserver, as upstream.
 	ResolvConf *string `json:"resolvConf,omitempty"`
+	// ContainerLogMaxSize is the size at which a container's log file is rotated
+	// [containerLogMaxSize]. Default 10Mi.
+	ContainerLogMaxSize string `json:"containerLogMaxSize,omitempty"`
+	// ContainerLogMaxFiles is how many log files a container keeps, the current one
+	// included [containerLogMaxFiles]. Default 5, at least 2.
+	ContainerLogMaxFiles int32 `json:"containerLogMaxFiles,omitempty"`
 	// CgroupsPerQOS puts each pod in its own cgroup under a QoS-class cgroup
 	// (<cgroupRoot>/kubepods[/burstable|/besteffort]/pod<uid>) that carries the pod's
 	// CPU and memory limits [cgroupsPerQOS]. Default true.

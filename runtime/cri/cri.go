@@ -119,6 +119,10 @@ type Runtime interface {
 	// PortForward prepares a port-forwarding session into a ready sandbox's network
 	// namespace and returns the stream server URL serving it.
 	PortForward(ctx context.Context, req *runtimeapi.PortForwardRequest) (string, error)
+	// ReopenContainerLog makes a running container write to a new file at its log path
+	// (after the old one was renamed away: log rotation). A container that is not
+	// running is an error; a missing one wraps ErrNotFound.
+	ReopenContainerLog(ctx context.Context, containerID string) error
 	// Attach prepares a streaming attach session to a running container's main process
 	// (its stdin if the container was created with Stdin, its stdout/stderr) and returns
 	// the stream server URL serving it, like Exec. A missing container wraps

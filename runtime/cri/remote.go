@@ -316,6 +316,16 @@ func (r *Remote) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (string,
 	return resp.GetUrl(), nil
 }
 
+// ReopenContainerLog implements Runtime.
+func (r *Remote) ReopenContainerLog(ctx context.Context, containerID string) error {
+	ctx, cancel := r.ctx(ctx)
+	defer cancel()
+	if _, err := r.rt.ReopenContainerLog(ctx, &runtimeapi.ReopenContainerLogRequest{ContainerId: containerID}); err != nil {
+		return wrap("ReopenContainerLog", err)
+	}
+	return nil
+}
+
 // PortForward implements Runtime.
 func (r *Remote) PortForward(ctx context.Context, req *runtimeapi.PortForwardRequest) (string, error) {
 	ctx, cancel := r.ctx(ctx)

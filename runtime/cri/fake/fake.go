@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -912,6 +913,31 @@ func (f *Runtime) Exec(_ context.Context, req *runtimeapi.ExecRequest) (string, 
 // server).
 func (f *Runtime) Attach(_ context.Context, req *runtimeapi.AttachRequest) (string, error) {
 	return f.stream("Attach", req.GetContainerId())
+}
+
+// ReopenContainerLog implements cri.Runtime: a running container's log file is created
+// anew at its log path (the fake writes no logs itself).
+func (f *Runtime) ReopenContainerLog(_ context.Context, containerID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check("ReopenContainerLog"); err != nil {
+		return err
+	}
+	c, err := f.findContainer("ReopenContainerLog", containerID)
+	if err != nil {
+		return err
+	}
+	if c.state != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return fmt.Errorf("container %q is not running", containerID)
+	}
+	if c.logPath == "" {
+		return nil
+	}
+	fh, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY, 0o640)
+	if err != nil {
+		return err
+	}
+	return fh.Close()
 }
 
 func (f *Runtime) stream(call, containerID string) (string, error) {
