@@ -40,12 +40,16 @@ func KubeletConfiguration(c *v1alpha1.AgentConfiguration) *kubeletconfig.Kubelet
 		NodeStatusReportFrequency: c.NodeStatusReportFrequency,
 		NodeLeaseDurationSeconds:  c.NodeLeaseDurationSeconds,
 		RegisterWithTaints:        c.RegisterWithTaints,
+		ContainerLogMaxSize:       c.ContainerLogMaxSize,
 		Authentication: kubeletconfig.KubeletAuthentication{
 			X509:      kubeletconfig.KubeletX509Authentication{ClientCAFile: c.ClientCAFile},
 			Webhook:   kubeletconfig.KubeletWebhookAuthentication{Enabled: ptr.To(true)},
 			Anonymous: kubeletconfig.KubeletAnonymousAuthentication{Enabled: ptr.To(false)},
 		},
 		Authorization: kubeletconfig.KubeletAuthorization{Mode: kubeletconfig.KubeletAuthorizationModeWebhook},
+	}
+	if c.ContainerLogMaxFiles != 0 {
+		kc.ContainerLogMaxFiles = ptr.To(c.ContainerLogMaxFiles)
 	}
 	if c.ResolvConf != nil {
 		kc.ResolverConfig = ptr.To(*c.ResolvConf)

@@ -52,6 +52,8 @@ func TestConfigzRoundTrip(t *testing.T) {
 		"healthzBindAddress":        {kc.HealthzBindAddress, "127.0.0.1"},
 		"healthzPort":               {*kc.HealthzPort, int32(10248)},
 		"cgroupRoot":                {kc.CgroupRoot, "/nk"},
+		"containerLogMaxSize":       {kc.ContainerLogMaxSize, "10Mi"},
+		"containerLogMaxFiles":      {*kc.ContainerLogMaxFiles, int32(5)},
 		"cgroupDriver":              {kc.CgroupDriver, "cgroupfs"},
 		"cgroupsPerQOS":             {*kc.CgroupsPerQOS, true},
 		"resolvConf":                {*kc.ResolverConfig, "/etc/resolv.conf"},
