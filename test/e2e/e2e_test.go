@@ -104,11 +104,13 @@ var _ = BeforeSuite(func() {
 	kubeconfig = filepath.Join(runDir, "admin.kubeconfig")
 	runScript("down")                          // leftovers of an interrupted run
 	Expect(os.RemoveAll(runDir)).To(Succeed()) // a fresh cluster each time
-	runScript("up")
+	// registered before `up` so that a failed start is torn down too (its daemons would
+	// otherwise keep running, holding the caller's lock file descriptor)
 	DeferCleanup(func() {
 		_ = exec.Command("ip", "netns", "del", outside).Run()
 		runScript("down")
 	})
+	runScript("up")
 	bins, err := exec.Command(filepath.Join(root, "hack", "k8s-bins.sh")).Output()
 	Expect(err).NotTo(HaveOccurred())
 	kubectlBin = filepath.Join(strings.TrimSpace(string(bins)), "kubectl")
