@@ -46,13 +46,24 @@ die() { log "ERROR: $*"; exit 1; }
 pidfile() { echo "$RUN/pids/$1.pid"; }
 running() { local p; p=$(cat "$(pidfile "$1")" 2>/dev/null) && kill -0 "$p" 2>/dev/null; }
 
-# start NAME CMD...: start a daemon in its own session, logging to $RUN/logs/NAME.log
+# start NAME CMD...: start a daemon in its own session, logging to $RUN/logs/NAME.log.
+# Descriptors above 2 are closed first: a caller's lock (e.g. `flock /tmp/nk-e2e.lock go
+# test ...`) would otherwise be held by the daemons until they stop. The subshell execs
+# setsid, which execs the daemon, so $! is the daemon's PID.
 start() {
   local name=$1; shift
   if running "$name"; then log "$name already running (pid $(cat "$(pidfile "$name")"))"; return; fi
-  setsid "$@" >"$RUN/logs/$name.log" 2>&1 < /dev/null &
+  ( closefds; exec setsid "$@" ) >"$RUN/logs/$name.log" 2>&1 < /dev/null &
   echo $! >"$(pidfile "$name")"
   log "started $name (pid $!, log $RUN/logs/$name.log)"
+}
+
+closefds() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    if (( fd > 2 )); then eval "exec $fd>&-"; fi
+  done
 }
 
 stop() {
