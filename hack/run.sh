@@ -261,6 +261,10 @@ EOF
   if [[ -n $ms ]]; then
     metrics_server "$bins" "$ms"
     top_hint="  kubectl top node; kubectl top pod -A   # figures after metrics-server's second scrape (~20 s)"
+  else
+    # a state folder kept from a run with metrics-server still has its APIService: left
+    # unavailable, it would make every discovery (kubectl, namespace deletion) complain
+    "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" delete apiservice v1beta1.metrics.k8s.io --ignore-not-found >/dev/null
   fi
 
   cat <<EOF
