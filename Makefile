@@ -23,9 +23,11 @@ vet:
 	  if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 ## test: everything, on a fresh machine too: builds (cached) kube-apiserver/etcd/kubectl
-## into $(NK_CACHE)/k8s, then runs every suite against them
+## into $(NK_CACHE)/k8s and metrics-server (the e2e cluster's, for kubectl top; built here,
+## outside go test's timeout) into $(NK_CACHE)/tools, then runs every suite
 test: vet
 	hack/net-deps.sh
+	hack/metrics-server.sh >/dev/null
 	@assets=$$(hack/k8s-bins.sh) && export KUBEBUILDER_ASSETS="$$assets" && \
 	  echo "KUBEBUILDER_ASSETS=$$assets" && \
 	  ep=$$(NK_CACHE=$(NK_CACHE)/test NK_NETNS=$(TEST_NETNS) hack/cri-up.sh) && \

@@ -11,6 +11,11 @@
 #                 containerd (hack/cri-up.sh), its CNI bridge and pods, and the agent run
 #                 here, started with `nsenter --net` so they keep the host's mounts and
 #                 cgroups; the agent's Service rules are programmed in this namespace.
+#   metrics-server (NK_METRICS_SERVER=1, off by default: its first build takes minutes):
+#                 a host process on $NK_HOST_IP:$NK_METRICS_SERVER_PORT, registered with the
+#                 API server's aggregation layer (front-proxy certificates, a selector-less
+#                 Service + EndpointSlice, the v1beta1.metrics.k8s.io APIService), so
+#                 `kubectl top` works; it scrapes the agent's /metrics/resource.
 # State, certificates, pid files and logs live under $NK_RUN_DIR (outside the checkout).
 set -euo pipefail
 
@@ -31,6 +36,8 @@ POD_CIDR=${NK_POD_CIDR:-10.244.0.0/24}
 KCM_PORT=${NK_KCM_PORT:-10257}
 SCHED_PORT=${NK_SCHED_PORT:-10259}
 CRI_CACHE=${NK_CRI_CACHE:-$CACHE}   # containerd's state lives in $CRI_CACHE/cri
+METRICS_SERVER=${NK_METRICS_SERVER:-0}
+MS_PORT=${NK_METRICS_SERVER_PORT:-4443}
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { echo "[run] $*" >&2; }
@@ -39,13 +46,24 @@ die() { log "ERROR: $*"; exit 1; }
 pidfile() { echo "$RUN/pids/$1.pid"; }
 running() { local p; p=$(cat "$(pidfile "$1")" 2>/dev/null) && kill -0 "$p" 2>/dev/null; }
 
-# start NAME CMD...: start a daemon in its own session, logging to $RUN/logs/NAME.log
+# start NAME CMD...: start a daemon in its own session, logging to $RUN/logs/NAME.log.
+# Descriptors above 2 are closed first: a caller's lock (e.g. `flock /tmp/nk-e2e.lock go
+# test ...`) would otherwise be held by the daemons until they stop. The subshell execs
+# setsid, which execs the daemon, so $! is the daemon's PID.
 start() {
   local name=$1; shift
   if running "$name"; then log "$name already running (pid $(cat "$(pidfile "$name")"))"; return; fi
-  setsid "$@" >"$RUN/logs/$name.log" 2>&1 < /dev/null &
+  ( closefds; exec setsid "$@" ) >"$RUN/logs/$name.log" 2>&1 < /dev/null &
   echo $! >"$(pidfile "$name")"
   log "started $name (pid $!, log $RUN/logs/$name.log)"
+}
+
+closefds() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    if (( fd > 2 )); then eval "exec $fd>&-"; fi
+  done
 }
 
 stop() {
@@ -98,6 +116,23 @@ kubelet_cert() {
   openssl x509 -req -in "$d/kubelet.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/kubelet.crt" -days 3650 -extfile "$d/kubelet.ext" 2>/dev/null
 }
 
+# the aggregation layer's certificates, as kubeadm makes them: a front-proxy CA of its own
+# and the API server's proxy client (front-proxy-client) signed by it; metrics-server's
+# client identity (system:metrics-server) and its serving certificate, for the name the
+# API server checks (the Service's DNS name), both signed by the cluster CA
+aggregator_certs() {
+  local d=$RUN/pki
+  [[ -f $d/metrics-server.crt ]] && return
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/front-proxy-ca.key" -out "$d/front-proxy-ca.crt" -days 3650 -subj "/CN=front-proxy-ca" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/front-proxy-client.key" -out "$d/front-proxy-client.csr" -subj "/CN=front-proxy-client" 2>/dev/null
+  openssl x509 -req -in "$d/front-proxy-client.csr" -CA "$d/front-proxy-ca.crt" -CAkey "$d/front-proxy-ca.key" -CAcreateserial -out "$d/front-proxy-client.crt" -days 3650 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/metrics-server-client.key" -out "$d/metrics-server-client.csr" -subj "/CN=system:metrics-server" 2>/dev/null
+  openssl x509 -req -in "$d/metrics-server-client.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/metrics-server-client.crt" -days 3650 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/metrics-server.key" -out "$d/metrics-server.csr" -subj "/CN=metrics-server" 2>/dev/null
+  printf 'subjectAltName=DNS:metrics-server.kube-system.svc,DNS:metrics-server.kube-system.svc.cluster.local,IP:%s\n' "$HOST_IP" >"$d/metrics-server.ext"
+  openssl x509 -req -in "$d/metrics-server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/metrics-server.crt" -days 3650 -extfile "$d/metrics-server.ext" 2>/dev/null
+}
+
 kubeconfig() { # name cert
   cat >"$RUN/$1.kubeconfig" <<EOF
 apiVersion: v1
@@ -138,9 +173,13 @@ up() {
   bins=$(K8S_EXTRA_BINS="kube-controller-manager kube-scheduler" "$ROOT/hack/k8s-bins.sh")
   log "building nodekeeper"
   make -C "$ROOT" --no-print-directory build >&2
+  local ms=""
+  [[ $METRICS_SERVER == 1 ]] && ms=$("$ROOT/hack/metrics-server.sh")
   certs
   kubelet_cert
+  aggregator_certs
   kubeconfig admin admin; kubeconfig node node; kubeconfig kcm kcm; kubeconfig scheduler scheduler
+  kubeconfig metrics-server metrics-server-client
   netns_up
   # containerd, its CNI bridge and the pods live in the node namespace too
   local cri
@@ -163,7 +202,12 @@ up() {
     --enable-admission-plugins NodeRestriction --allow-privileged=true \
     --kubelet-client-certificate "$RUN/pki/apiserver-kubelet-client.crt" \
     --kubelet-client-key "$RUN/pki/apiserver-kubelet-client.key" --kubelet-certificate-authority "$RUN/pki/ca.crt" \
-    --kubelet-preferred-address-types InternalIP,Hostname
+    --kubelet-preferred-address-types InternalIP,Hostname \
+    --requestheader-client-ca-file "$RUN/pki/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$RUN/pki/front-proxy-client.crt" --proxy-client-key-file "$RUN/pki/front-proxy-client.key" \
+    --enable-aggregator-routing=true
   wait_for "kube-apiserver" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get --raw /readyz
   # the node identity is a kubelet's (Node authorizer); the proxy half also needs what
   # kube-proxy is granted: the built-in system:node-proxier role
@@ -213,6 +257,15 @@ EOF
   start nodekeeper nsenter --net="/run/netns/$NETNS" "$ROOT/bin/nodekeeper" \
     --config "$RUN/agent.yaml" --kubeconfig "$RUN/node.kubeconfig"
   wait_for "node $NODE_NAME to register" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get node "$NODE_NAME"
+  local top_hint="  (NK_METRICS_SERVER=1 make run also runs metrics-server, for kubectl top)"
+  if [[ -n $ms ]]; then
+    metrics_server "$bins" "$ms"
+    top_hint="  kubectl top node; kubectl top pod -A   # figures after metrics-server's second scrape (~20 s)"
+  else
+    # a state folder kept from a run with metrics-server still has its APIService: left
+    # unavailable, it would make every discovery (kubectl, namespace deletion) complain
+    "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" delete apiservice v1beta1.metrics.k8s.io --ignore-not-found >/dev/null
+  fi
 
   cat <<EOF
 
@@ -221,12 +274,106 @@ nodekeeper cluster is up. Logs: $RUN/logs
   export PATH=$bins:\$PATH
   kubectl get nodes -o wide
   kubectl get lease -n kube-node-lease
+$top_hint
 Stop it with: make down
 EOF
 }
 
+# metrics_server BINS MS: run metrics-server on the host side of the veth and register it
+# with the aggregation layer. The API server (--enable-aggregator-routing) dials the
+# EndpointSlice's address itself, so nothing depends on Service rules in the host namespace.
+metrics_server() {
+  local bins=$1 ms=$2 cabundle
+  mkdir -p "$RUN/metrics-server"
+  cabundle=$(base64 -w0 <"$RUN/pki/ca.crt")
+  "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" apply -f - >/dev/null <<EOF
+# upstream's RBAC (metrics-server's components.yaml) for the identity system:metrics-server
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:metrics-server"}
+rules:
+- {apiGroups: [""], resources: [nodes/metrics], verbs: [get]}
+- {apiGroups: [""], resources: [pods, nodes], verbs: [get, list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:metrics-server"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:metrics-server"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "metrics-server:system:auth-delegator"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: metrics-server-auth-reader, namespace: kube-system}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: extension-apiserver-authentication-reader}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
+---
+# who may read metrics.k8s.io: aggregated into view/edit/admin, as upstream
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: "system:aggregated-metrics-reader"
+  labels:
+    rbac.authorization.k8s.io/aggregate-to-admin: "true"
+    rbac.authorization.k8s.io/aggregate-to-edit: "true"
+    rbac.authorization.k8s.io/aggregate-to-view: "true"
+rules:
+- {apiGroups: [metrics.k8s.io], resources: [pods, nodes], verbs: [get, list, watch]}
+---
+# no selector: the EndpointSlice below points at the host process
+apiVersion: v1
+kind: Service
+metadata: {name: metrics-server, namespace: kube-system, labels: {k8s-app: metrics-server}}
+spec:
+  ports: [{name: https, port: 443, protocol: TCP, targetPort: $MS_PORT}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: metrics-server-host
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: metrics-server, endpointslice.kubernetes.io/managed-by: nodekeeper-run}
+addressType: IPv4
+endpoints: [{addresses: ["$HOST_IP"], conditions: {ready: true}}]
+ports: [{name: https, port: $MS_PORT, protocol: TCP}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io, labels: {k8s-app: metrics-server}}
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  service: {name: metrics-server, namespace: kube-system, port: 443}
+  caBundle: $cabundle
+EOF
+  # the kubeconfig's identity is also the one it presents to the kubelet API, which
+  # authorizes it by SubjectAccessReview (nodes/metrics); the node's serving certificate is
+  # verified against the cluster CA. Resolution 10s is metrics-server's minimum; its kubelet
+  # request timeout must then be below 9s.
+  start metrics-server "$ms" --kubeconfig "$RUN/metrics-server.kubeconfig" \
+    --authentication-kubeconfig "$RUN/metrics-server.kubeconfig" --authorization-kubeconfig "$RUN/metrics-server.kubeconfig" \
+    --bind-address "$HOST_IP" --secure-port "$MS_PORT" --cert-dir "$RUN/metrics-server" \
+    --tls-cert-file "$RUN/pki/metrics-server.crt" --tls-private-key-file "$RUN/pki/metrics-server.key" \
+    --kubelet-preferred-address-types InternalIP --kubelet-use-node-status-port \
+    --kubelet-certificate-authority "$RUN/pki/ca.crt" \
+    --metric-resolution 10s --kubelet-request-timeout 5s
+  wait_for "APIService v1beta1.metrics.k8s.io to be Available" 90 apiservice_available "$bins"
+}
+
+apiservice_available() {
+  [[ $("$1/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get apiservice v1beta1.metrics.k8s.io \
+    -o 'jsonpath={.status.conditions[?(@.type=="Available")].status}') == True ]]
+}
+
 down() {
-  for c in nodekeeper kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
+  for c in metrics-server nodekeeper kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
   NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" "$ROOT/hack/cri-down.sh" || true
   # pod volumes the agent mounted (tmpfs for secrets, tokens, memory emptyDirs)
   awk -v d="$RUN/agent/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do

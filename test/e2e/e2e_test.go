@@ -33,6 +33,8 @@ var clusterEnv = map[string]string{
 	"NK_NETNS": "nk-e2e", "NK_HOST_IF": "nk-e2eh0", "NK_NODE_IF": "nk-e2en0",
 	"NK_HOST_IP": "198.18.78.1", "NK_NODE_IP": "198.18.78.2", "NK_NODE_NAME": "nk-e2e",
 	"NK_APISERVER_PORT": "6444", "NK_ETCD_PORT": "23810", "NK_KCM_PORT": "10357", "NK_SCHED_PORT": "10359",
+	// metrics-server on the host side of the veth, for kubectl top (top_test.go)
+	"NK_METRICS_SERVER": "1", "NK_METRICS_SERVER_PORT": "4444",
 }
 
 const (
@@ -104,11 +106,13 @@ var _ = BeforeSuite(func() {
 	kubeconfig = filepath.Join(runDir, "admin.kubeconfig")
 	runScript("down")                          // leftovers of an interrupted run
 	Expect(os.RemoveAll(runDir)).To(Succeed()) // a fresh cluster each time
-	runScript("up")
+	// registered before `up` so that a failed start is torn down too (its daemons would
+	// otherwise keep running, holding the caller's lock file descriptor)
 	DeferCleanup(func() {
 		_ = exec.Command("ip", "netns", "del", outside).Run()
 		runScript("down")
 	})
+	runScript("up")
 	bins, err := exec.Command(filepath.Join(root, "hack", "k8s-bins.sh")).Output()
 	Expect(err).NotTo(HaveOccurred())
 	kubectlBin = filepath.Join(strings.TrimSpace(string(bins)), "kubectl")
