@@ -160,6 +160,13 @@ netns_up() {
   ip netns exec "$NETNS" ip addr replace "$NODE_IP/30" dev "$NODE_IF"
   ip netns exec "$NETNS" ip link set "$NODE_IF" up
   ip netns exec "$NETNS" ip link set lo up
+  # pods reaching the host side of the veth (the API server as the `kubernetes` Service,
+  # metrics-server) leave the node masqueraded as the node IP: the host has no route to
+  # the pod range, so replies to a pod address would otherwise follow the host's
+  # default route off the machine. Rule inside the node namespace only.
+  local masq=(-s "$POD_CIDR" -o "$NODE_IF" -m comment --comment "nodekeeper make run: pods to the host" -j MASQUERADE)
+  ip netns exec "$NETNS" iptables -t nat -C POSTROUTING "${masq[@]}" 2>/dev/null ||
+    ip netns exec "$NETNS" iptables -t nat -A POSTROUTING "${masq[@]}"
 }
 
 netns_down() {

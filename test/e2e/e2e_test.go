@@ -228,6 +228,9 @@ var _ = Describe("A nodekeeper cluster driven by kubectl", Ordered, func() {
 		Expect(exec("head -1 " + sa + "/ca.crt")).To(Equal("-----BEGIN CERTIFICATE-----"))
 		Expect(exec("echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT")).To(Equal(clusterIPNS("default", "kubernetes") + ":443"))
 		Expect(exec("echo $HELLO_SERVICE_HOST")).To(Equal(clusterIP("hello")))
+		// the API server answers through the kubernetes Service (its replies come back
+		// over the node's veth because the node masquerades pods going to the host)
+		Expect(exec("nc -w 5 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null && echo connected")).To(Equal("connected"))
 	})
 
 	It("serves kubectl logs through the API server's node proxy", func() {
