@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -51,22 +50,6 @@ func dirUsage(dir string) int64 {
 type evictionMonitor struct {
 	r      *PodReconciler
 	reader client.Reader
-	period time.Duration
-}
-
-func (m *evictionMonitor) NeedLeaderElection() bool { return false }
-
-func (m *evictionMonitor) Start(ctx context.Context) error {
-	t := time.NewTicker(m.period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			m.check(ctx)
-		}
-	}
 }
 
 func (m *evictionMonitor) check(ctx context.Context) {

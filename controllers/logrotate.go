@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -44,23 +43,7 @@ type logRotator struct {
 	rt       cri.Runtime
 	maxSize  int64
 	maxFiles int
-	period   time.Duration
 	clock    clock.PassiveClock
-}
-
-func (l *logRotator) NeedLeaderElection() bool { return false }
-
-func (l *logRotator) Start(ctx context.Context) error {
-	t := time.NewTicker(l.period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			l.rotateAll(ctx)
-		}
-	}
 }
 
 func (l *logRotator) rotateAll(ctx context.Context) {
@@ -108,10 +91,10 @@ func (l *logRotator) removeExcess(path string) {
 
 // newLogRotator builds the rotator from the configuration (nil when it cannot parse,
 // which Validate has refused already).
-func newLogRotator(rt cri.Runtime, maxSize string, maxFiles int32, period time.Duration, c clock.PassiveClock) *logRotator {
+func newLogRotator(rt cri.Runtime, maxSize string, maxFiles int32, c clock.PassiveClock) *logRotator {
 	q, err := resource.ParseQuantity(maxSize)
 	if err != nil || q.Value() <= 0 {
 		return nil
 	}
-	return &logRotator{rt: rt, maxSize: q.Value(), maxFiles: int(maxFiles), period: period, clock: c}
+	return &logRotator{rt: rt, maxSize: q.Value(), maxFiles: int(maxFiles), clock: c}
 }

@@ -137,13 +137,13 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// ConfigMaps and Secrets are read when needed, never cached (as the kubelet)
 		r.APIReader = mgr.GetAPIReader()
 	}
-	if err := mgr.Add(&relister{r: r, reader: mgr.GetClient()}); err != nil {
+	if err := mgr.Add(periodic{r.RelistPeriod, (&relister{r: r, reader: mgr.GetClient()}).relist}); err != nil {
 		return err
 	}
 	if r.EvictionPeriod == 0 {
 		r.EvictionPeriod = 10 * time.Second
 	}
-	if err := mgr.Add(&evictionMonitor{r: r, reader: mgr.GetClient(), period: r.EvictionPeriod}); err != nil {
+	if err := mgr.Add(periodic{r.EvictionPeriod, (&evictionMonitor{r: r, reader: mgr.GetClient()}).check}); err != nil {
 		return err
 	}
 	if r.LogRotatePeriod == 0 {
@@ -156,8 +156,8 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if maxFiles == 0 {
 		maxFiles = 5
 	}
-	if lr := newLogRotator(r.Runtime, maxSize, maxFiles, r.LogRotatePeriod, r.Clock); lr != nil {
-		if err := mgr.Add(lr); err != nil {
+	if lr := newLogRotator(r.Runtime, maxSize, maxFiles, r.Clock); lr != nil {
+		if err := mgr.Add(periodic{r.LogRotatePeriod, lr.rotateAll}); err != nil {
 			return err
 		}
 	}
@@ -1537,17 +1537,24 @@ type seen struct {
 	pod   types.NamespacedName
 }
 
-func (l *relister) NeedLeaderElection() bool { return false }
+// periodic is a manager runnable that calls run every period until the manager stops
+// (on every replica: it is node-local work).
+type periodic struct {
+	period time.Duration
+	run    func(context.Context)
+}
 
-func (l *relister) Start(ctx context.Context) error {
-	t := time.NewTicker(l.r.RelistPeriod)
+func (p periodic) NeedLeaderElection() bool { return false }
+
+func (p periodic) Start(ctx context.Context) error {
+	t := time.NewTicker(p.period)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			l.relist(ctx)
+			p.run(ctx)
 		}
 	}
 }
