@@ -79,8 +79,10 @@ func run(ctx context.Context, args []string) error {
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}:  {Field: fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName)},
 			&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", cfg.NodeName)},
-			// Services and EndpointSlices are watched cluster-wide (no entry)
-			&discoveryv1.EndpointSlice{}: {},
+			// Services and EndpointSlices are watched cluster-wide, without managedFields
+			// (nothing reads them; at 10,000 Services they are a third of the cache)
+			&corev1.Service{}:            {Transform: cache.TransformStripManagedFields()},
+			&discoveryv1.EndpointSlice{}: {Transform: cache.TransformStripManagedFields()},
 		}},
 	})
 	if err != nil {
@@ -244,19 +246,19 @@ func setupServices(mgr ctrl.Manager, cfg *v1alpha1.AgentConfiguration) error {
 	for _, fam := range families {
 		switch cfg.ProxyMode {
 		case v1alpha1.ProxyModeIPTables:
-			backends[fam] = iptables.New(iptables.Options{Family: fam, Variant: iptables.Variant(cfg.IPTablesVariant), Runner: runner})
+			backends[fam] = netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: fam, Variant: iptables.Variant(cfg.IPTablesVariant), Runner: runner})}
 		case v1alpha1.ProxyModeNFTables:
 			p, err := nftables.NewReal(fam)
 			if err != nil {
 				return fmt.Errorf("proxyMode nftables: %w", err)
 			}
-			backends[fam] = p
+			backends[fam] = netrules.Whole{RulesetSyncer: p}
 		case v1alpha1.ProxyModeIPVS:
 			h, err := libipvs.New("")
 			if err != nil {
 				return fmt.Errorf("proxyMode ipvs: opening netlink handle: %w", err)
 			}
-			backends[fam] = ipvs.New(h, &ipvs.Companion{Runner: runner, Family: fam, Variant: iptables.Variant(cfg.IPTablesVariant)})
+			backends[fam] = netrules.Whole{RulesetSyncer: ipvs.New(h, &ipvs.Companion{Runner: runner, Family: fam, Variant: iptables.Variant(cfg.IPTablesVariant)})}
 		}
 	}
 	rec := &controllers.ServiceReconciler{

@@ -4,20 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -30,10 +29,13 @@ import (
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 
-// RulesBackend programs one family's rules into the kernel. Sync is called from one
-// goroutine at a time; full asks it to rewrite and repair everything.
+// RulesBackend programs one family's rules into the kernel. SyncState is called from
+// one goroutine at a time. changed names the Services (sorted "namespace/name" keys)
+// whose ports in st differ from what the previous successful call saw; full asks the
+// backend to rewrite and repair everything (changed is then nil). A backend that works
+// from the whole Ruleset every time is wrapped in netrules.Whole.
 type RulesBackend interface {
-	Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (netrules.SyncStats, error)
+	SyncState(ctx context.Context, st *netrules.State, changed []string, full bool) (netrules.SyncStats, error)
 }
 
 // ConntrackCleaner deletes conntrack entries.
@@ -47,10 +49,17 @@ var syncKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "serv
 
 // ServiceReconciler is nodekeeper's kube-proxy: it turns Services and EndpointSlices
 // into kernel rules for each IP family through a RulesBackend.
+//
+// It tracks changes rather than rebuilding: its event handlers keep the Services and an
+// index Service → EndpointSlices (pointers into the informer cache, never modified) and
+// mark the Services an event touches dirty; a sync rebuilds the dirty Services only
+// (netrules.BuildService), updates one netrules.State per family and hands each backend
+// the Services that changed. Nothing in the hot path lists the cluster.
 type ServiceReconciler struct {
+	// Client is not used by the sync path (the event handlers feed it); kept for callers.
 	Client client.Client
 	// Node carries the static node facts (name, CIDRs, masquerade, node port addresses);
-	// the zone is read from the Node object on each sync.
+	// the zone comes from this node's Node object.
 	Node     netrules.Node
 	Backends map[netrules.Family]RulesBackend
 	// Conntrack, when set, clears stale UDP entries after a successful sync.
@@ -61,11 +70,20 @@ type ServiceReconciler struct {
 	HealthChecks *HealthCheckServer
 	Clock        clock.PassiveClock
 
+	tracker serviceTracker
+
+	// the sync state below is used by the one worker only; mu guards lastSync
 	mu       sync.Mutex
-	lastFull time.Time
 	lastSync time.Time
-	applied  map[netrules.Family]*netrules.Ruleset
-	observed map[types.UID]string // EndpointSlice resourceVersions whose trigger time was recorded
+	lastFull time.Time
+	states   map[netrules.Family]*netrules.State
+	failed   map[netrules.Family]bool // the last sync of the family failed: the next is full
+	zone     string
+	// hc holds the ports with a health check node port, per Service and family
+	hc map[string]map[netrules.Family][]*netrules.ServicePort
+	// noLocal counts, per Service, its ports with a Local traffic policy and no local
+	// endpoints ([0] internal, [1] external)
+	noLocal map[string][2]int
 }
 
 // SetupWithManager registers the reconciler.
@@ -77,9 +95,7 @@ func (r *ServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.FullSyncPeriod = time.Minute
 	}
 	registerProxyMetrics()
-	toKey := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-		return []reconcile.Request{syncKey}
-	})
+	r.tracker.init(r.Node.Name, r.Clock)
 	kick := source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
 		q.Add(syncKey)
 		return nil
@@ -87,79 +103,105 @@ func (r *ServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	name := r.Node.Name
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("servicerules").
-		Watches(&corev1.Service{}, toKey).
-		Watches(&discoveryv1.EndpointSlice{}, toKey).
-		Watches(&corev1.Node{}, toKey, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+		Watches(&corev1.Service{}, r.tracker.serviceHandler()).
+		Watches(&discoveryv1.EndpointSlice{}, r.tracker.sliceHandler()).
+		Watches(&corev1.Node{}, r.tracker.nodeHandler(), builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetName() == name
 		}))).
 		WatchesRawSource(kick).
 		Complete(r)
 }
 
-// Reconcile rebuilds the desired rules from the cache and syncs each backend.
+// Reconcile rebuilds the Services that changed since the last sync and syncs each
+// backend with them; periodically (FullSyncPeriod) every rule is rewritten and repaired.
 func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 	logger := log.FromContext(ctx)
 	start := r.Clock.Now()
-	var svcs corev1.ServiceList
-	if err := r.Client.List(ctx, &svcs); err != nil {
-		return reconcile.Result{}, err
-	}
-	var slices discoveryv1.EndpointSliceList
-	if err := r.Client.List(ctx, &slices); err != nil {
-		return reconcile.Result{}, err
-	}
-	node := r.Node
-	var n corev1.Node
-	if err := r.Client.Get(ctx, types.NamespacedName{Name: node.Name}, &n); err == nil {
-		node.Zone = n.Labels[corev1.LabelTopologyZone]
-	} else if !apierrors.IsNotFound(err) {
-		return reconcile.Result{}, err
-	}
-	svcPtrs := make([]*corev1.Service, len(svcs.Items))
-	for i := range svcs.Items {
-		svcPtrs[i] = &svcs.Items[i]
-	}
-	slicePtrs := make([]*discoveryv1.EndpointSlice, len(slices.Items))
-	for i := range slices.Items {
-		slicePtrs[i] = &slices.Items[i]
-	}
-	desired := netrules.Build(svcPtrs, slicePtrs, node)
+	batch := r.tracker.take()
 
-	r.mu.Lock()
-	full := r.lastFull.IsZero() || start.Sub(r.lastFull) >= r.FullSyncPeriod
-	r.mu.Unlock()
+	node := r.Node
+	node.Zone = batch.zone
+	nodeChanged := false
+	if r.states == nil {
+		r.states = map[netrules.Family]*netrules.State{}
+		for fam := range r.Backends {
+			r.states[fam] = netrules.NewState(fam, node)
+		}
+		r.hc, r.noLocal = map[string]map[netrules.Family][]*netrules.ServicePort{}, map[string][2]int{}
+		r.zone = node.Zone
+	}
+	if node.Zone != r.zone {
+		// the node's facts changed: every Service is rebuilt, and synced in full
+		nodeChanged = true
+		r.zone = node.Zone
+		var known []string
+		for _, st := range r.states {
+			st.Node = node
+			known = append(known, st.Services()...)
+		}
+		batch.services = r.tracker.allServiceKeys(append(batch.services, known...))
+	}
+	hcDirty := false
+	changed := map[netrules.Family][]string{}
+	prev := map[netrules.Family]*netrules.Ruleset{}
+	for _, key := range batch.services {
+		svc, slices := r.tracker.get(key)
+		ports := netrules.BuildService(svc, slices, node)
+		hcDirty = r.account(key, ports) || hcDirty
+		for fam, st := range r.states {
+			old := st.Ports(key)
+			if st.Set(key, ports[fam]) {
+				changed[fam] = append(changed[fam], key)
+				if r.Conntrack != nil {
+					if prev[fam] == nil {
+						prev[fam] = &netrules.Ruleset{Family: fam, Node: node}
+					}
+					prev[fam].Ports = append(prev[fam].Ports, old...)
+				}
+			}
+		}
+	}
+	full := nodeChanged || r.lastFull.IsZero() || start.Sub(r.lastFull) >= r.FullSyncPeriod
 
 	var errs []error
+	anyFailed := false
 	for fam, be := range r.Backends {
-		rs := desired[fam]
-		st, err := be.Sync(ctx, rs, full)
+		st := r.states[fam]
+		famFull := full || r.failed[fam]
+		var ch []string
+		if !famFull {
+			ch = changed[fam]
+			sort.Strings(ch)
+		}
+		if !famFull && len(ch) == 0 {
+			continue
+		}
+		stats, err := be.SyncState(ctx, st, ch, famFull)
 		if err != nil {
 			restoreFailures.Inc()
 			errs = append(errs, fmt.Errorf("IPv%d: %w", fam, err))
+			if r.failed == nil {
+				r.failed = map[netrules.Family]bool{}
+			}
+			r.failed[fam] = true
+			anyFailed = true
 			continue
 		}
-		logger.V(2).Info("Synced service rules", "family", fam, "full", st.Full, "chainsWritten", st.ChainsWritten,
-			"chainsDeleted", st.ChainsDeleted, "rules", st.Rules)
-		if r.Conntrack != nil {
-			r.mu.Lock()
-			prev := r.applied[fam]
-			r.mu.Unlock()
-			if flows := netrules.StaleConntrack(prev, rs); len(flows) > 0 {
+		delete(r.failed, fam)
+		logger.V(2).Info("Synced service rules", "family", fam, "full", stats.Full, "services", len(ch),
+			"chainsWritten", stats.ChainsWritten, "chainsDeleted", stats.ChainsDeleted, "rules", stats.Rules)
+		if r.Conntrack != nil && len(changed[fam]) > 0 {
+			if flows := netrules.StaleConntrack(sortedRuleset(prev[fam], fam, node), st.Subset(changed[fam])); len(flows) > 0 {
 				if err := r.Conntrack.Delete(ctx, flows); err != nil {
 					logger.Error(err, "Clearing stale UDP conntrack entries failed")
 				}
 			}
 		}
-		r.mu.Lock()
-		if r.applied == nil {
-			r.applied = map[netrules.Family]*netrules.Ruleset{}
-		}
-		r.applied[fam] = rs
-		r.mu.Unlock()
 	}
-	if r.HealthChecks != nil {
-		r.HealthChecks.Update(desired)
+	if r.HealthChecks != nil && hcDirty {
+		r.HealthChecks.Update(r.healthRulesets())
 	}
+	r.publishNoLocal()
 	elapsed := r.Clock.Since(start).Seconds()
 	syncDuration.Observe(elapsed)
 	if full {
@@ -167,23 +209,93 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	} else {
 		syncPartialDuration.Observe(elapsed)
 	}
-	if len(errs) > 0 {
+	if anyFailed {
+		// the changes stay in the States; the failed families sync in full next time
+		r.tracker.pendingAgain(batch)
 		return reconcile.Result{}, errors.Join(errs...)
 	}
 	now := r.Clock.Now()
 	r.mu.Lock()
 	r.lastSync = now
+	r.mu.Unlock()
 	if full {
 		r.lastFull = start
 	}
 	next := r.FullSyncPeriod - now.Sub(r.lastFull)
-	r.mu.Unlock()
-	syncLastTimestamp.SetToCurrentTime()
-	r.observeProgrammingLatency(slicePtrs, now)
+	syncLastTimestamp.Set(float64(now.UnixNano()) / 1e9)
+	for _, t := range batch.triggers {
+		programmingDuration.Observe(now.Sub(t).Seconds())
+	}
 	if next < time.Second {
 		next = time.Second
 	}
 	return reconcile.Result{RequeueAfter: next}, nil
+}
+
+func sortedRuleset(rs *netrules.Ruleset, fam netrules.Family, node netrules.Node) *netrules.Ruleset {
+	if rs == nil {
+		return &netrules.Ruleset{Family: fam, Node: node}
+	}
+	sort.Slice(rs.Ports, func(i, j int) bool { return rs.Ports[i].Key() < rs.Ports[j].Key() })
+	return rs
+}
+
+// account keeps the per-Service facts that cut across Services: health check ports and
+// the no-local-endpoints counts. It tells whether the Service has or had health checks.
+func (r *ServiceReconciler) account(key string, ports map[netrules.Family][]*netrules.ServicePort) bool {
+	_, had := r.hc[key]
+	var hc map[netrules.Family][]*netrules.ServicePort
+	var nl [2]int
+	for fam, ps := range ports {
+		for _, p := range ps {
+			if p.HealthCheckNodePort != 0 {
+				if hc == nil {
+					hc = map[netrules.Family][]*netrules.ServicePort{}
+				}
+				hc[fam] = append(hc[fam], p)
+			}
+			if p.InternalLocal && len(p.ClusterEndpoints) == 0 {
+				nl[0]++
+			}
+			if p.ExternalLocal && len(p.LocalEndpoints) == 0 {
+				nl[1]++
+			}
+		}
+	}
+	if hc == nil {
+		delete(r.hc, key)
+	} else {
+		r.hc[key] = hc
+	}
+	if nl == [2]int{} {
+		delete(r.noLocal, key)
+	} else {
+		r.noLocal[key] = nl
+	}
+	return had || hc != nil
+}
+
+func (r *ServiceReconciler) healthRulesets() map[netrules.Family]*netrules.Ruleset {
+	out := map[netrules.Family]*netrules.Ruleset{}
+	for _, byFam := range r.hc {
+		for fam, ps := range byFam {
+			if out[fam] == nil {
+				out[fam] = &netrules.Ruleset{Family: fam}
+			}
+			out[fam].Ports = append(out[fam].Ports, ps...)
+		}
+	}
+	return out
+}
+
+func (r *ServiceReconciler) publishNoLocal() {
+	var sum [2]int
+	for _, n := range r.noLocal {
+		sum[0] += n[0]
+		sum[1] += n[1]
+	}
+	noLocalEndpoints.WithLabelValues("internal").Set(float64(sum[0]))
+	noLocalEndpoints.WithLabelValues("external").Set(float64(sum[1]))
 }
 
 // LastSync is when rules were last applied successfully (zero before the first sync).
@@ -199,34 +311,34 @@ var (
 	syncFullDuration    = prometheus.NewHistogram(prometheus.HistogramOpts{Subsystem: "kubeproxy", Name: "sync_full_proxy_rules_duration_seconds", Help: "SyncProxyRules latency in seconds for full resyncs", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)})
 	syncPartialDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Subsystem: "kubeproxy", Name: "sync_partial_proxy_rules_duration_seconds", Help: "SyncProxyRules latency in seconds for partial resyncs", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)})
 	syncLastTimestamp   = prometheus.NewGauge(prometheus.GaugeOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_last_timestamp_seconds", Help: "The last time proxy rules were successfully synced"})
-	programmingDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Subsystem: "kubeproxy", Name: "network_programming_duration_seconds", Help: "In Cluster Network Programming Latency in seconds", Buckets: prometheus.LinearBuckets(0.25, 0.25, 2*4*60/1)})
-	restoreFailures     = prometheus.NewCounter(prometheus.CounterOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_iptables_restore_failures_total", Help: "Cumulative proxy iptables restore failures"})
+	// upstream's buckets (pkg/proxy/metrics): 0.25, 0.5, 1..59 by 1, 60..115 by 5, 120..300 by 30
+	programmingDuration    = prometheus.NewHistogram(prometheus.HistogramOpts{Subsystem: "kubeproxy", Name: "network_programming_duration_seconds", Help: "In Cluster Network Programming Latency in seconds", Buckets: programmingBuckets()})
+	restoreFailures        = prometheus.NewCounter(prometheus.CounterOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_iptables_restore_failures_total", Help: "Cumulative proxy iptables restore failures"})
+	endpointChangesPending = prometheus.NewGauge(prometheus.GaugeOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_endpoint_changes_pending", Help: "Pending proxy rules Endpoint changes"})
+	endpointChangesTotal   = prometheus.NewCounter(prometheus.CounterOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_endpoint_changes_total", Help: "Cumulative proxy rules Endpoint changes"})
+	serviceChangesPending  = prometheus.NewGauge(prometheus.GaugeOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_service_changes_pending", Help: "Pending proxy rules Service changes"})
+	serviceChangesTotal    = prometheus.NewCounter(prometheus.CounterOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_service_changes_total", Help: "Cumulative proxy rules Service changes"})
+	lastQueuedTimestamp    = prometheus.NewGauge(prometheus.GaugeOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_last_queued_timestamp_seconds", Help: "The last time a sync of proxy rules was queued"})
+	noLocalEndpoints       = prometheus.NewGaugeVec(prometheus.GaugeOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_no_local_endpoints_total", Help: "Number of services with a Local traffic policy and no endpoints"}, []string{"traffic_policy"})
 )
+
+func programmingBuckets() []float64 {
+	b := []float64{0.25, 0.5}
+	for v := 1.0; v <= 59; v++ {
+		b = append(b, v)
+	}
+	for v := 60.0; v <= 115; v += 5 {
+		b = append(b, v)
+	}
+	for v := 120.0; v <= 300; v += 30 {
+		b = append(b, v)
+	}
+	return b
+}
 
 func registerProxyMetrics() {
 	metricsOnce.Do(func() {
-		metrics.Registry.MustRegister(syncDuration, syncFullDuration, syncPartialDuration, syncLastTimestamp, programmingDuration, restoreFailures)
+		metrics.Registry.MustRegister(syncDuration, syncFullDuration, syncPartialDuration, syncLastTimestamp, programmingDuration, restoreFailures,
+			endpointChangesPending, endpointChangesTotal, serviceChangesPending, serviceChangesTotal, lastQueuedTimestamp, noLocalEndpoints)
 	})
-}
-
-// observeProgrammingLatency records, once per EndpointSlice version, the time from the
-// change that triggered it (the endpoints.kubernetes.io/last-change-trigger-time
-// annotation) to the rules being in the kernel.
-func (r *ServiceReconciler) observeProgrammingLatency(slices []*discoveryv1.EndpointSlice, now time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	seen := make(map[types.UID]string, len(slices))
-	for _, s := range slices {
-		seen[s.UID] = s.ResourceVersion
-		v, ok := s.Annotations[corev1.EndpointsLastChangeTriggerTime]
-		if !ok || r.observed[s.UID] == s.ResourceVersion {
-			continue
-		}
-		t, err := time.Parse(time.RFC3339Nano, v)
-		if err != nil {
-			continue
-		}
-		programmingDuration.Observe(now.Sub(t).Seconds())
-	}
-	r.observed = seen
 }

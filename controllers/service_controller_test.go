@@ -30,10 +30,10 @@ type countingBackend struct {
 	n     atomic.Int32
 }
 
-func (c *countingBackend) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (netrules.SyncStats, error) {
+func (c *countingBackend) SyncState(ctx context.Context, st *netrules.State, changed []string, full bool) (netrules.SyncStats, error) {
 	time.Sleep(c.delay)
 	c.n.Add(1)
-	return c.be.Sync(ctx, rs, full)
+	return c.be.SyncState(ctx, st, changed, full)
 }
 
 func gauge(name string) float64 {
@@ -60,7 +60,7 @@ func gauge(name string) float64 {
 var _ = Describe("ServiceReconciler against the stateful iptables fake", func() {
 	It("programs Services from the API, reports kube-proxy metrics and health", func() {
 		fake := iptables.NewFake()
-		be := &countingBackend{be: iptables.New(iptables.Options{Family: netrules.IPv4, Runner: fake}), delay: 300 * time.Millisecond}
+		be := &countingBackend{be: netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: netrules.IPv4, Runner: fake})}, delay: 300 * time.Millisecond}
 		rec := &ServiceReconciler{Node: netrules.Node{Name: "node-fake"}, Backends: map[netrules.Family]RulesBackend{netrules.IPv4: be}}
 		startManager(func(mgr ctrl.Manager) error {
 			rec.Client = mgr.GetClient()
@@ -125,7 +125,7 @@ var _ = Describe("ServiceReconciler against the stateful iptables fake", func() 
 	It("retries a failed sync and never leaves half-applied rules", func() {
 		fake := iptables.NewFake()
 		rec := &ServiceReconciler{Node: netrules.Node{Name: "node-fake2"},
-			Backends: map[netrules.Family]RulesBackend{netrules.IPv4: iptables.New(iptables.Options{Family: netrules.IPv4, Runner: fake})}}
+			Backends: map[netrules.Family]RulesBackend{netrules.IPv4: netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: netrules.IPv4, Runner: fake})}}}
 		fake.FailNext = true
 		startManager(func(mgr ctrl.Manager) error {
 			rec.Client = mgr.GetClient()

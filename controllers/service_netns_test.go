@@ -46,15 +46,15 @@ type inNetns struct {
 	be RulesBackend
 }
 
-func (b inNetns) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (netrules.SyncStats, error) {
-	return netnstest.InNetns(b.ns, func() (netrules.SyncStats, error) { return b.be.Sync(ctx, rs, full) })
+func (b inNetns) SyncState(ctx context.Context, st *netrules.State, changed []string, full bool) (netrules.SyncStats, error) {
+	return netnstest.InNetns(b.ns, func() (netrules.SyncStats, error) { return b.be.SyncState(ctx, st, changed, full) })
 }
 
 var backendCases = []backendCase{
 	{
 		name: "iptables-legacy",
 		backend: func(ns string) RulesBackend {
-			return iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "legacy", Runner: iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}})
+			return netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "legacy", Runner: iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}})}
 		},
 		breakIt: func(ns string) error {
 			return netnstest.Run(ns, "iptables-legacy", "-w", "5", "-t", "nat", "-F", "KUBE-SERVICES")
@@ -63,7 +63,7 @@ var backendCases = []backendCase{
 	{
 		name: "iptables-nft",
 		backend: func(ns string) RulesBackend {
-			return iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "nft", Runner: iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}})
+			return netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "nft", Runner: iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}})}
 		},
 		breakIt: func(ns string) error {
 			return netnstest.Run(ns, "iptables-nft", "-w", "5", "-t", "nat", "-F", "KUBE-SERVICES")
@@ -74,7 +74,7 @@ var backendCases = []backendCase{
 		backend: func(ns string) RulesBackend {
 			p, err := netnstest.InNetns(ns, func() (*nftables.Proxier, error) { return nftables.NewReal(netrules.IPv4) })
 			Expect(err).NotTo(HaveOccurred())
-			return inNetns{ns: ns, be: p}
+			return inNetns{ns: ns, be: netrules.Whole{RulesetSyncer: p}}
 		},
 		breakIt: func(ns string) error {
 			return netnstest.Run(ns, "nft", "flush", "chain", "ip", "nodekeeper", "services")

@@ -119,34 +119,56 @@ type Ruleset struct {
 }
 
 // Build computes the desired rules for each family from the cluster's Services and
-// EndpointSlices. It is pure: same input, same output.
+// EndpointSlices. It is pure: same input, same output. It is BuildService over every
+// Service, sorted: the incremental path (State) must always agree with it.
 func Build(services []*corev1.Service, slices []*discoveryv1.EndpointSlice, node Node) map[Family]*Ruleset {
 	bySvc := map[string][]*discoveryv1.EndpointSlice{}
 	for _, s := range slices {
-		svc := s.Labels[discoveryv1.LabelServiceName]
-		if svc == "" {
-			continue
+		if k := SliceServiceKey(s); k != "" {
+			bySvc[k] = append(bySvc[k], s)
 		}
-		k := s.Namespace + "/" + svc
-		bySvc[k] = append(bySvc[k], s)
 	}
 	out := map[Family]*Ruleset{IPv4: {Family: IPv4, Node: node}, IPv6: {Family: IPv6, Node: node}}
 	for _, svc := range services {
-		if !ShouldProgram(svc) {
-			continue
-		}
-		for _, cip := range clusterIPs(svc) {
-			fam := familyOf(cip)
-			for i := range svc.Spec.Ports {
-				sp := servicePort(svc, &svc.Spec.Ports[i], cip, fam)
-				eps := endpointsFor(bySvc[svc.Namespace+"/"+svc.Name], &svc.Spec.Ports[i], fam, node.Name)
-				categorize(sp, svc, eps, node)
-				out[fam].Ports = append(out[fam].Ports, sp)
-			}
+		for fam, ports := range BuildService(svc, bySvc[svc.Namespace+"/"+svc.Name], node) {
+			out[fam].Ports = append(out[fam].Ports, ports...)
 		}
 	}
 	for _, rs := range out {
 		sort.Slice(rs.Ports, func(i, j int) bool { return rs.Ports[i].Key() < rs.Ports[j].Key() })
+	}
+	return out
+}
+
+// SliceServiceKey is "namespace/service" of the Service an EndpointSlice belongs to
+// (its kubernetes.io/service-name label), or "" when it names none.
+func SliceServiceKey(s *discoveryv1.EndpointSlice) string {
+	svc := s.Labels[discoveryv1.LabelServiceName]
+	if svc == "" {
+		return ""
+	}
+	return s.Namespace + "/" + svc
+}
+
+// BuildService computes the desired ports of one Service in each family from the
+// Service and its EndpointSlices (those whose service-name label names it). Ports of
+// one family are sorted by Key; a Service nodekeeper does not program has none. Pure.
+func BuildService(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, node Node) map[Family][]*ServicePort {
+	if svc == nil || !ShouldProgram(svc) {
+		return nil
+	}
+	out := map[Family][]*ServicePort{}
+	for _, cip := range clusterIPs(svc) {
+		fam := familyOf(cip)
+		for i := range svc.Spec.Ports {
+			sp := servicePort(svc, &svc.Spec.Ports[i], cip, fam)
+			eps := endpointsFor(slices, &svc.Spec.Ports[i], fam, node.Name)
+			categorize(sp, svc, eps, node)
+			out[fam] = append(out[fam], sp)
+		}
+	}
+	for _, ports := range out {
+		sort.Slice(ports, func(i, j int) bool { return ports[i].Key() < ports[j].Key() })
 	}
 	return out
 }

@@ -192,7 +192,8 @@ func Run(ctx context.Context, opts RunOptions) (res Result, err error) {
 		// as main.go: Services and EndpointSlices cluster-wide, only our Node
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Node{}:               {Field: fields.OneTermEqualSelector("metadata.name", NodeName)},
-			&discoveryv1.EndpointSlice{}: {},
+			&corev1.Service{}:            {Transform: cache.TransformStripManagedFields()},
+			&discoveryv1.EndpointSlice{}: {Transform: cache.TransformStripManagedFields()},
 		}},
 	})
 	if err != nil {
@@ -202,7 +203,7 @@ func Run(ctx context.Context, opts RunOptions) (res Result, err error) {
 		Client: mgr.GetClient(),
 		Node: netrules.Node{Name: NodeName,
 			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix(ClusterCIDR)}},
-		Backends:  map[netrules.Family]controllers.RulesBackend{netrules.IPv4: timed},
+		Backends:  map[netrules.Family]controllers.RulesBackend{netrules.IPv4: netrules.Whole{RulesetSyncer: timed}},
 		Conntrack: iptables.Conntrack{Runner: nsenter(opts.NetNS)},
 		// no periodic full sync during the run: every change is a partial sync
 		FullSyncPeriod: 24 * time.Hour,
