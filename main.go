@@ -267,6 +267,7 @@ func setupServices(mgr ctrl.Manager, cfg *v1alpha1.AgentConfiguration) error {
 		Backends:       backends,
 		Conntrack:      iptables.Conntrack{Runner: runner},
 		FullSyncPeriod: cfg.ProxySyncPeriod.Duration,
+		Mode:           string(cfg.ProxyMode),
 		HealthChecks:   &controllers.HealthCheckServer{Log: ctrl.Log.WithName("healthcheck")},
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {

@@ -69,6 +69,9 @@ type ServiceReconciler struct {
 	// HealthChecks, when set, is told the local endpoint counts of eTP=Local Services.
 	HealthChecks *HealthCheckServer
 	Clock        clock.PassiveClock
+	// Mode is the proxy mode ("iptables", "nftables", "ipvs"): it picks which of
+	// upstream's sync-failure counters failures go to.
+	Mode string
 
 	tracker serviceTracker
 
@@ -83,7 +86,7 @@ type ServiceReconciler struct {
 	hc map[string]map[netrules.Family][]*netrules.ServicePort
 	// noLocal counts, per Service, its ports with a Local traffic policy and no local
 	// endpoints ([0] internal, [1] external)
-	noLocal map[string][2]int
+	noLocal map[string]map[netrules.Family][2]int
 }
 
 // SetupWithManager registers the reconciler.
@@ -127,7 +130,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 		for fam := range r.Backends {
 			r.states[fam] = netrules.NewState(fam, node)
 		}
-		r.hc, r.noLocal = map[string]map[netrules.Family][]*netrules.ServicePort{}, map[string][2]int{}
+		r.hc, r.noLocal = map[string]map[netrules.Family][]*netrules.ServicePort{}, map[string]map[netrules.Family][2]int{}
 		r.zone = node.Zone
 	}
 	if node.Zone != r.zone {
@@ -163,9 +166,12 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	}
 	full := nodeChanged || r.lastFull.IsZero() || start.Sub(r.lastFull) >= r.FullSyncPeriod
 
+	buildTime := r.Clock.Since(start)
 	var errs []error
 	anyFailed := false
+	synced := map[netrules.Family]bool{}
 	for fam, be := range r.Backends {
+		famStart := r.Clock.Now()
 		st := r.states[fam]
 		famFull := full || r.failed[fam]
 		var ch []string
@@ -177,8 +183,20 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 			continue
 		}
 		stats, err := be.SyncState(ctx, st, ch, famFull)
+		ipFamily := familyLabel(fam)
+		elapsed := (buildTime + r.Clock.Since(famStart)).Seconds()
+		syncDuration.WithLabelValues(ipFamily).Observe(elapsed)
+		if famFull {
+			syncFullDuration.WithLabelValues(ipFamily).Observe(elapsed)
+		} else {
+			syncPartialDuration.WithLabelValues(ipFamily).Observe(elapsed)
+		}
 		if err != nil {
-			restoreFailures.Inc()
+			if r.Mode == "nftables" {
+				nftablesFailures.WithLabelValues(ipFamily).Inc()
+			} else {
+				restoreFailures.WithLabelValues(ipFamily).Inc()
+			}
 			errs = append(errs, fmt.Errorf("IPv%d: %w", fam, err))
 			if r.failed == nil {
 				r.failed = map[netrules.Family]bool{}
@@ -188,6 +206,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 			continue
 		}
 		delete(r.failed, fam)
+		synced[fam] = true
 		logger.V(2).Info("Synced service rules", "family", fam, "full", stats.Full, "services", len(ch),
 			"chainsWritten", stats.ChainsWritten, "chainsDeleted", stats.ChainsDeleted, "rules", stats.Rules)
 		if r.Conntrack != nil && len(changed[fam]) > 0 {
@@ -202,19 +221,24 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 		r.HealthChecks.Update(r.healthRulesets())
 	}
 	r.publishNoLocal()
-	elapsed := r.Clock.Since(start).Seconds()
-	syncDuration.Observe(elapsed)
-	if full {
-		syncFullDuration.Observe(elapsed)
-	} else {
-		syncPartialDuration.Observe(elapsed)
+	now := r.Clock.Now()
+	var keep []trigger
+	for _, t := range batch.triggers {
+		if synced[t.family] {
+			programmingDuration.WithLabelValues(familyLabel(t.family)).Observe(now.Sub(t.at).Seconds())
+		} else if _, ours := r.Backends[t.family]; ours {
+			keep = append(keep, t) // observed when that family syncs
+		}
+	}
+	batch.triggers = keep
+	for fam := range synced {
+		syncLastTimestamp.WithLabelValues(familyLabel(fam)).Set(float64(now.UnixNano()) / 1e9)
 	}
 	if anyFailed {
 		// the changes stay in the States; the failed families sync in full next time
 		r.tracker.pendingAgain(batch)
 		return reconcile.Result{}, errors.Join(errs...)
 	}
-	now := r.Clock.Now()
 	r.mu.Lock()
 	r.lastSync = now
 	r.mu.Unlock()
@@ -222,10 +246,6 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 		r.lastFull = start
 	}
 	next := r.FullSyncPeriod - now.Sub(r.lastFull)
-	syncLastTimestamp.Set(float64(now.UnixNano()) / 1e9)
-	for _, t := range batch.triggers {
-		programmingDuration.Observe(now.Sub(t).Seconds())
-	}
 	if next < time.Second {
 		next = time.Second
 	}
@@ -245,7 +265,7 @@ func sortedRuleset(rs *netrules.Ruleset, fam netrules.Family, node netrules.Node
 func (r *ServiceReconciler) account(key string, ports map[netrules.Family][]*netrules.ServicePort) bool {
 	_, had := r.hc[key]
 	var hc map[netrules.Family][]*netrules.ServicePort
-	var nl [2]int
+	var nl map[netrules.Family][2]int
 	for fam, ps := range ports {
 		for _, p := range ps {
 			if p.HealthCheckNodePort != 0 {
@@ -254,11 +274,20 @@ func (r *ServiceReconciler) account(key string, ports map[netrules.Family][]*net
 				}
 				hc[fam] = append(hc[fam], p)
 			}
+			var n [2]int
 			if p.InternalLocal && len(p.ClusterEndpoints) == 0 {
-				nl[0]++
+				n[0] = 1
 			}
 			if p.ExternalLocal && len(p.LocalEndpoints) == 0 {
-				nl[1]++
+				n[1] = 1
+			}
+			if n != [2]int{} {
+				if nl == nil {
+					nl = map[netrules.Family][2]int{}
+				}
+				c := nl[fam]
+				c[0], c[1] = c[0]+n[0], c[1]+n[1]
+				nl[fam] = c
 			}
 		}
 	}
@@ -267,7 +296,7 @@ func (r *ServiceReconciler) account(key string, ports map[netrules.Family][]*net
 	} else {
 		r.hc[key] = hc
 	}
-	if nl == [2]int{} {
+	if nl == nil {
 		delete(r.noLocal, key)
 	} else {
 		r.noLocal[key] = nl
@@ -289,13 +318,26 @@ func (r *ServiceReconciler) healthRulesets() map[netrules.Family]*netrules.Rules
 }
 
 func (r *ServiceReconciler) publishNoLocal() {
-	var sum [2]int
-	for _, n := range r.noLocal {
-		sum[0] += n[0]
-		sum[1] += n[1]
+	sum := map[netrules.Family][2]int{}
+	for _, byFam := range r.noLocal {
+		for fam, n := range byFam {
+			s := sum[fam]
+			s[0], s[1] = s[0]+n[0], s[1]+n[1]
+			sum[fam] = s
+		}
 	}
-	noLocalEndpoints.WithLabelValues("internal").Set(float64(sum[0]))
-	noLocalEndpoints.WithLabelValues("external").Set(float64(sum[1]))
+	for fam := range r.Backends {
+		noLocalEndpoints.WithLabelValues("internal", familyLabel(fam)).Set(float64(sum[fam][0]))
+		noLocalEndpoints.WithLabelValues("external", familyLabel(fam)).Set(float64(sum[fam][1]))
+	}
+}
+
+// familyLabel is upstream's ip_family label value.
+func familyLabel(f netrules.Family) string {
+	if f == netrules.IPv6 {
+		return string(corev1.IPv6Protocol)
+	}
+	return string(corev1.IPv4Protocol)
 }
 
 // LastSync is when rules were last applied successfully (zero before the first sync).
@@ -306,20 +348,22 @@ func (r *ServiceReconciler) LastSync() time.Time {
 }
 
 var (
-	metricsOnce         sync.Once
-	syncDuration        = prometheus.NewHistogram(prometheus.HistogramOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_duration_seconds", Help: "SyncProxyRules latency in seconds", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)})
-	syncFullDuration    = prometheus.NewHistogram(prometheus.HistogramOpts{Subsystem: "kubeproxy", Name: "sync_full_proxy_rules_duration_seconds", Help: "SyncProxyRules latency in seconds for full resyncs", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)})
-	syncPartialDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Subsystem: "kubeproxy", Name: "sync_partial_proxy_rules_duration_seconds", Help: "SyncProxyRules latency in seconds for partial resyncs", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)})
-	syncLastTimestamp   = prometheus.NewGauge(prometheus.GaugeOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_last_timestamp_seconds", Help: "The last time proxy rules were successfully synced"})
+	metricsOnce sync.Once
+	// as upstream (pkg/proxy/metrics), per ip_family ("IPv4", "IPv6")
+	syncDuration        = prometheus.NewHistogramVec(prometheus.HistogramOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_duration_seconds", Help: "SyncProxyRules latency in seconds", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}, []string{"ip_family"})
+	syncFullDuration    = prometheus.NewHistogramVec(prometheus.HistogramOpts{Subsystem: "kubeproxy", Name: "sync_full_proxy_rules_duration_seconds", Help: "SyncProxyRules latency in seconds for full resyncs", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}, []string{"ip_family"})
+	syncPartialDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Subsystem: "kubeproxy", Name: "sync_partial_proxy_rules_duration_seconds", Help: "SyncProxyRules latency in seconds for partial resyncs", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}, []string{"ip_family"})
+	syncLastTimestamp   = prometheus.NewGaugeVec(prometheus.GaugeOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_last_timestamp_seconds", Help: "The last time proxy rules were successfully synced"}, []string{"ip_family"})
 	// upstream's buckets (pkg/proxy/metrics): 0.25, 0.5, 1..59 by 1, 60..115 by 5, 120..300 by 30
-	programmingDuration    = prometheus.NewHistogram(prometheus.HistogramOpts{Subsystem: "kubeproxy", Name: "network_programming_duration_seconds", Help: "In Cluster Network Programming Latency in seconds", Buckets: programmingBuckets()})
-	restoreFailures        = prometheus.NewCounter(prometheus.CounterOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_iptables_restore_failures_total", Help: "Cumulative proxy iptables restore failures"})
+	programmingDuration    = prometheus.NewHistogramVec(prometheus.HistogramOpts{Subsystem: "kubeproxy", Name: "network_programming_duration_seconds", Help: "In Cluster Network Programming Latency in seconds", Buckets: programmingBuckets()}, []string{"ip_family"})
+	restoreFailures        = prometheus.NewCounterVec(prometheus.CounterOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_iptables_restore_failures_total", Help: "Cumulative proxy iptables restore failures"}, []string{"ip_family"})
+	nftablesFailures       = prometheus.NewCounterVec(prometheus.CounterOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_nftables_sync_failures_total", Help: "Cumulative proxy nftables sync failures"}, []string{"ip_family"})
 	endpointChangesPending = prometheus.NewGauge(prometheus.GaugeOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_endpoint_changes_pending", Help: "Pending proxy rules Endpoint changes"})
 	endpointChangesTotal   = prometheus.NewCounter(prometheus.CounterOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_endpoint_changes_total", Help: "Cumulative proxy rules Endpoint changes"})
 	serviceChangesPending  = prometheus.NewGauge(prometheus.GaugeOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_service_changes_pending", Help: "Pending proxy rules Service changes"})
 	serviceChangesTotal    = prometheus.NewCounter(prometheus.CounterOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_service_changes_total", Help: "Cumulative proxy rules Service changes"})
-	lastQueuedTimestamp    = prometheus.NewGauge(prometheus.GaugeOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_last_queued_timestamp_seconds", Help: "The last time a sync of proxy rules was queued"})
-	noLocalEndpoints       = prometheus.NewGaugeVec(prometheus.GaugeOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_no_local_endpoints_total", Help: "Number of services with a Local traffic policy and no endpoints"}, []string{"traffic_policy"})
+	lastQueuedTimestamp    = prometheus.NewGaugeVec(prometheus.GaugeOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_last_queued_timestamp_seconds", Help: "The last time a sync of proxy rules was queued"}, []string{"ip_family"})
+	noLocalEndpoints       = prometheus.NewGaugeVec(prometheus.GaugeOpts{Subsystem: "kubeproxy", Name: "sync_proxy_rules_no_local_endpoints_total", Help: "Number of services with a Local traffic policy and no endpoints"}, []string{"traffic_policy", "ip_family"})
 )
 
 func programmingBuckets() []float64 {
@@ -338,7 +382,7 @@ func programmingBuckets() []float64 {
 
 func registerProxyMetrics() {
 	metricsOnce.Do(func() {
-		metrics.Registry.MustRegister(syncDuration, syncFullDuration, syncPartialDuration, syncLastTimestamp, programmingDuration, restoreFailures,
+		metrics.Registry.MustRegister(syncDuration, syncFullDuration, syncPartialDuration, syncLastTimestamp, programmingDuration, restoreFailures, nftablesFailures,
 			endpointChangesPending, endpointChangesTotal, serviceChangesPending, serviceChangesTotal, lastQueuedTimestamp, noLocalEndpoints)
 	})
 }

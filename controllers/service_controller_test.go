@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,11 +29,18 @@ type countingBackend struct {
 	be    RulesBackend
 	delay time.Duration
 	n     atomic.Int32
+	mu    sync.Mutex
+	last  []string // the changed Services of the last partial sync
 }
 
 func (c *countingBackend) SyncState(ctx context.Context, st *netrules.State, changed []string, full bool) (netrules.SyncStats, error) {
 	time.Sleep(c.delay)
 	c.n.Add(1)
+	if !full {
+		c.mu.Lock()
+		c.last = append([]string(nil), changed...)
+		c.mu.Unlock()
+	}
 	return c.be.SyncState(ctx, st, changed, full)
 }
 
@@ -106,6 +114,15 @@ var _ = Describe("ServiceReconciler against the stateful iptables fake", func() 
 		}
 		time.Sleep(2 * time.Second)
 		Expect(be.n.Load()-before).To(BeNumerically("<=", 10), "20 updates must coalesce into fewer syncs")
+		// a partial sync is told about the one Service that changed, nothing else
+		be.mu.Lock()
+		Expect(be.last).To(Equal([]string{ns + "/web"}))
+		be.mu.Unlock()
+		Expect(gauge("kubeproxy_sync_proxy_rules_service_changes_total")).To(BeNumerically(">=", 21))
+		Expect(gauge("kubeproxy_sync_proxy_rules_endpoint_changes_total")).To(BeNumerically(">=", 1))
+		Expect(gauge("kubeproxy_sync_proxy_rules_service_changes_pending")).To(BeNumerically("==", 0))
+		Expect(gauge("kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds")).To(BeNumerically(">", 0))
+		Expect(gauge("kubeproxy_sync_partial_proxy_rules_duration_seconds")).To(BeNumerically(">", 0))
 
 		Expect(gauge("kubeproxy_sync_proxy_rules_last_timestamp_seconds")).To(BeNumerically(">", 0))
 		Expect(gauge("kubeproxy_sync_proxy_rules_duration_seconds")).To(BeNumerically(">", 0))

@@ -34,7 +34,7 @@ type serviceTracker struct {
 	dirty    map[string]struct{}
 	// triggers are the last-change-trigger-time annotations of the EndpointSlice changes
 	// since the last sync (network programming latency)
-	triggers []time.Time
+	triggers []trigger
 	// endpoint and Service changes pending (upstream counts one per event)
 	endpointChanges, serviceChanges int
 }
@@ -43,8 +43,15 @@ type serviceTracker struct {
 type syncBatch struct {
 	services                        []string // dirty Service keys, sorted
 	zone                            string
-	triggers                        []time.Time
+	triggers                        []trigger
 	endpointChanges, serviceChanges int
+}
+
+// trigger is an EndpointSlice change's last-change-trigger-time, for the family of the
+// slice's addresses.
+type trigger struct {
+	family netrules.Family
+	at     time.Time
 }
 
 func (t *serviceTracker) init(nodeName string, clk clock.PassiveClock) {
@@ -62,7 +69,9 @@ func (t *serviceTracker) init(nodeName string, clk clock.PassiveClock) {
 func (t *serviceTracker) markLocked(key string) {
 	t.dirty[key] = struct{}{}
 	if t.clock != nil {
-		lastQueuedTimestamp.Set(float64(t.clock.Now().UnixNano()) / 1e9)
+		now := float64(t.clock.Now().UnixNano()) / 1e9
+		lastQueuedTimestamp.WithLabelValues(familyLabel(netrules.IPv4)).Set(now)
+		lastQueuedTimestamp.WithLabelValues(familyLabel(netrules.IPv6)).Set(now)
 	}
 }
 
@@ -110,7 +119,11 @@ func (t *serviceTracker) setSlice(s *discoveryv1.EndpointSlice, gone bool) {
 		t.markLocked(key)
 		if v, ok := s.Annotations[corev1.EndpointsLastChangeTriggerTime]; ok {
 			if tt, err := time.Parse(time.RFC3339Nano, v); err == nil {
-				t.triggers = append(t.triggers, tt)
+				fam := netrules.IPv4
+				if s.AddressType == discoveryv1.AddressTypeIPv6 {
+					fam = netrules.IPv6
+				}
+				t.triggers = append(t.triggers, trigger{family: fam, at: tt})
 			}
 		}
 	}
