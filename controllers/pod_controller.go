@@ -18,7 +18,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -1285,7 +1284,7 @@ func (r *PodReconciler) env(ctx context.Context, pod *corev1.Pod, c *corev1.Cont
 			}
 			v = fv
 		case vf.ResourceFieldRef != nil:
-			rv, err := resourceValue(pod, c, vf.ResourceFieldRef)
+			rv, err := podplan.EnvResourceValue(vf.ResourceFieldRef, pod, c, r.nodeAllocatable(ctx))
 			if err != nil {
 				return nil, configError{fmt.Sprintf("env %s: %v", e.Name, err)}
 			}
@@ -1420,44 +1419,6 @@ func ServiceEnv(s *corev1.Service) []corev1.EnvVar {
 			corev1.EnvVar{Name: pp + "_ADDR", Value: ip})
 	}
 	return out
-}
-
-// resourceValue resolves a resourceFieldRef (limits default to the requests or, for
-// limits, are left as the container's value; divisor applied, rounded up as upstream).
-func resourceValue(pod *corev1.Pod, c *corev1.Container, ref *corev1.ResourceFieldSelector) (string, error) {
-	target := c
-	if ref.ContainerName != "" {
-		if target = findContainer(pod, ref.ContainerName); target == nil {
-			return "", fmt.Errorf("container %q not found", ref.ContainerName)
-		}
-	}
-	var q resource.Quantity
-	switch ref.Resource {
-	case "limits.cpu":
-		q = target.Resources.Limits[corev1.ResourceCPU]
-	case "limits.memory":
-		q = target.Resources.Limits[corev1.ResourceMemory]
-	case "limits.ephemeral-storage":
-		q = target.Resources.Limits[corev1.ResourceEphemeralStorage]
-	case "requests.cpu":
-		q = target.Resources.Requests[corev1.ResourceCPU]
-	case "requests.memory":
-		q = target.Resources.Requests[corev1.ResourceMemory]
-	case "requests.ephemeral-storage":
-		q = target.Resources.Requests[corev1.ResourceEphemeralStorage]
-	default:
-		return "", fmt.Errorf("unsupported resource %q", ref.Resource)
-	}
-	div := ref.Divisor
-	if div.IsZero() {
-		div = resource.MustParse("1")
-	}
-	if strings.HasSuffix(ref.Resource, ".cpu") {
-		v := (q.MilliValue() + div.MilliValue() - 1) / div.MilliValue()
-		return strconv.FormatInt(v, 10), nil
-	}
-	v := (q.Value() + div.Value() - 1) / div.Value()
-	return strconv.FormatInt(v, 10), nil
 }
 
 func fieldValue(pod *corev1.Pod, path, hostIP string) (string, error) {

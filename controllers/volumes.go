@@ -19,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodekeeper/nodekeeper/internal/podplan"
 )
 
 // +kubebuilder:rbac:groups="",resources=serviceaccounts/token,verbs=create
@@ -184,6 +186,7 @@ func (r *PodReconciler) volumeFiles(ctx context.Context, pod *corev1.Pod, v *cor
 		}
 		return keyPaths(items, s.Data, def, "Secret "+name, optional != nil && *optional)
 	}
+	var allocatable corev1.ResourceList
 	dapiFiles := func(items []corev1.DownwardAPIVolumeFile, def os.FileMode) (map[string]file, error) {
 		out := map[string]file{}
 		for _, it := range items {
@@ -200,11 +203,10 @@ func (r *PodReconciler) volumeFiles(ctx context.Context, pod *corev1.Pod, v *cor
 					val, err = fieldValue(pod, it.FieldRef.FieldPath, r.HostIP)
 				}
 			case it.ResourceFieldRef != nil:
-				c := &corev1.Container{}
-				if len(pod.Spec.Containers) > 0 {
-					c = &pod.Spec.Containers[0]
+				if allocatable == nil {
+					allocatable = r.nodeAllocatable(ctx)
 				}
-				val, err = resourceValue(pod, c, it.ResourceFieldRef)
+				val, err = podplan.VolumeResourceValue(it.ResourceFieldRef, pod, allocatable)
 			}
 			if err != nil {
 				return nil, configError{fmt.Sprintf("downwardAPI %s: %v", it.Path, err)}
