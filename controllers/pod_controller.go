@@ -715,7 +715,13 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			}
 		}
 	}
-	sbConfig := r.sandboxConfig(pod, plan.SandboxAttempt)
+	sbConfig, err := r.sandboxConfig(pod, plan.SandboxAttempt)
+	if err != nil {
+		// the pod's spec cannot make a sandbox (an FQDN too long for the kernel, …): it
+		// stays Pending, as upstream; a retry cannot fix it (the fields are immutable)
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
+		return reconcile.TerminalError(fmt.Errorf("generating the sandbox config: %w", err))
+	}
 	var sandboxID, podIP string
 	if plan.CreateSandbox {
 		if len(obs.Sandboxes) > 0 {
@@ -757,7 +763,7 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			return nil
 		}
 		sandboxID = best.ID
-		sbConfig = r.sandboxConfig(pod, best.Attempt)
+		sbConfig.Metadata.Attempt = best.Attempt
 		podIP = best.IP
 		if podIP == "" {
 			podIP = r.HostIP
@@ -937,7 +943,8 @@ func (r *PodReconciler) podDir(pod *corev1.Pod) string {
 	return filepath.Join(r.Config.RootDir, "pods", string(pod.UID))
 }
 
-func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimeapi.PodSandboxConfig {
+// sandboxConfig is the pod's CRI sandbox config, as upstream's generatePodSandboxConfig.
+func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) (*runtimeapi.PodSandboxConfig, error) {
 	cfg := &runtimeapi.PodSandboxConfig{
 		Metadata: &runtimeapi.PodSandboxMetadata{Name: pod.Name, Namespace: pod.Namespace, Uid: string(pod.UID), Attempt: attempt},
 		Labels: map[string]string{podplan.LabelManaged: "true", podplan.LabelPodName: pod.Name,
@@ -958,9 +965,12 @@ func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimea
 	if pod.Spec.HostNetwork {
 		cfg.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
 	} else {
-		cfg.Hostname = pod.Name
-		if pod.Spec.Hostname != "" {
-			cfg.Hostname = pod.Spec.Hostname
+		host, domain, err := podplan.PodHostnameAndDomain(pod, r.Config.ClusterDomain)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Hostname, err = podplan.KernelHostname(host, domain, pod.Spec.SetHostnameAsFQDN); err != nil {
+			return nil, err
 		}
 	}
 	cfg.DnsConfig = r.dnsConfig(pod)
@@ -979,7 +989,7 @@ func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimea
 			cfg.PortMappings = append(cfg.PortMappings, pm)
 		}
 	}
-	return cfg
+	return cfg, nil
 }
 
 // dnsConfig is the pod's resolver (podDNS) from the node's resolver file; events go to
