@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -27,10 +28,7 @@ func hostsFileContent(pod *corev1.Pod, podIPs []string, host, domain string, nod
 	var b bytes.Buffer
 	if pod.Spec.HostNetwork {
 		b.WriteString(managedHostsHeaderHostNetwork)
-		b.Write(nodeHosts)
-		if len(nodeHosts) > 0 && nodeHosts[len(nodeHosts)-1] != '\n' {
-			b.WriteString("\n")
-		}
+		b.Write(nodeHosts) // as it is, as upstream's nodeHostsFileContent
 	} else {
 		b.WriteString(managedHostsHeader)
 		b.WriteString("127.0.0.1\tlocalhost\n")
@@ -48,11 +46,10 @@ func hostsFileContent(pod *corev1.Pod, podIPs []string, host, domain string, nod
 		}
 	}
 	if len(pod.Spec.HostAliases) > 0 {
+		// upstream's hostsEntriesFromHostAliases: one line per IP, its names tab-separated
 		b.WriteString("\n# Entries added by HostAliases.\n")
 		for _, a := range pod.Spec.HostAliases {
-			for _, h := range a.Hostnames {
-				fmt.Fprintf(&b, "%s\t%s\n", a.IP, h)
-			}
+			fmt.Fprintf(&b, "%s\t%s\n", a.IP, strings.Join(a.Hostnames, "\t"))
 		}
 	}
 	return b.Bytes()

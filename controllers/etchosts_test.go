@@ -27,10 +27,17 @@ func TestHostsFileContent(t *testing.T) {
 			local + "10.244.0.5\th.s.ns.svc.cluster.local\th\nfd00::5\th.s.ns.svc.cluster.local\th\n"},
 		{"aliases", corev1.PodSpec{HostAliases: []corev1.HostAlias{{IP: "1.2.3.4", Hostnames: []string{"a", "b"}}, {IP: "::2", Hostnames: []string{"c"}}}},
 			"web", []string{"10.244.0.5"}, "",
-			local + "10.244.0.5\tweb\n\n# Entries added by HostAliases.\n1.2.3.4\ta\n1.2.3.4\tb\n::2\tc\n"},
+			local + "10.244.0.5\tweb\n\n# Entries added by HostAliases.\n1.2.3.4\ta\tb\n::2\tc\n"},
+		{"aliases on a pod with a domain", corev1.PodSpec{Hostname: "h", Subdomain: "s",
+			HostAliases: []corev1.HostAlias{{IP: "123.45.67.89", Hostnames: []string{"foo", "bar"}}}},
+			"web", []string{"10.244.0.5"}, "",
+			local + "10.244.0.5\th.s.ns.svc.cluster.local\th\n\n# Entries added by HostAliases.\n123.45.67.89\tfoo\tbar\n"},
 		{"host network", corev1.PodSpec{HostNetwork: true, HostAliases: []corev1.HostAlias{{IP: "1.2.3.4", Hostnames: []string{"a"}}}},
-			"web", []string{"192.0.2.10"}, "127.0.0.1 localhost\n192.0.2.10 node1",
+			"web", []string{"192.0.2.10"}, "127.0.0.1 localhost\n192.0.2.10 node1\n",
 			"# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n192.0.2.10 node1\n\n# Entries added by HostAliases.\n1.2.3.4\ta\n"},
+		{"host network, node file kept as it is", corev1.PodSpec{HostNetwork: true},
+			"web", []string{"192.0.2.10"}, "127.0.0.1 localhost",
+			"# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: tt.podName, Namespace: "ns"}, Spec: tt.spec}
