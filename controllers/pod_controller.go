@@ -951,9 +951,13 @@ func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) (*runtime
 			podplan.LabelPodNamespace: pod.Namespace, podplan.LabelPodUID: string(pod.UID)},
 		Annotations:  map[string]string{},
 		LogDirectory: filepath.Join(r.Config.RootDir, "logs", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)),
-		Linux: &runtimeapi.LinuxPodSandboxConfig{CgroupParent: r.podCgroup(pod), SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-			NamespaceOptions: &runtimeapi.NamespaceOption{}}},
+		Linux: &runtimeapi.LinuxPodSandboxConfig{CgroupParent: r.podCgroup(pod), Sysctls: podplan.SandboxSysctls(pod)},
 	}
+	sc, err := sandboxSecurityContext(pod)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Linux.SecurityContext = sc
 	for k, v := range pod.Labels {
 		if _, ours := cfg.Labels[k]; !ours {
 			cfg.Labels[k] = v
@@ -962,9 +966,7 @@ func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) (*runtime
 	for k, v := range pod.Annotations {
 		cfg.Annotations[k] = v
 	}
-	if pod.Spec.HostNetwork {
-		cfg.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
-	} else {
+	if !pod.Spec.HostNetwork {
 		host, domain, err := podplan.PodHostnameAndDomain(pod, r.Config.ClusterDomain)
 		if err != nil {
 			return nil, err
@@ -1039,18 +1041,16 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 			podplan.AnnotationRestarts: strconv.Itoa(int(s.Attempt)), podplan.AnnotationGrace: strconv.Itoa(int(r.grace(pod).Seconds()))},
 		LogPath: filepath.Join(c.Name, strconv.Itoa(int(s.Attempt))+".log"),
 		Stdin:   c.Stdin, StdinOnce: c.StdinOnce, Tty: c.TTY,
-		Linux: &runtimeapi.LinuxContainerConfig{Resources: linuxResources(pod, c, r.MemoryCapacity), SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
-			NamespaceOptions: &runtimeapi.NamespaceOption{}}},
+		Linux: &runtimeapi.LinuxContainerConfig{Resources: linuxResources(pod, c, r.MemoryCapacity)},
 	}
 	if s.Init {
 		cfg.Annotations[podplan.AnnotationInit] = "true"
 	}
-	if pod.Spec.HostNetwork {
-		cfg.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
-	}
-	if err := r.securityContext(ctx, pod, c, imageRef, cfg.Linux.SecurityContext); err != nil {
+	sc, err := r.securityContext(ctx, pod, c, imageRef)
+	if err != nil {
 		return nil, err
 	}
+	cfg.Linux.SecurityContext = sc
 	// the termination message file, mounted from the host so it outlives the container
 	if path := c.TerminationMessagePath; path != "" {
 		host := r.terminationLogPath(pod, c.Name, s.Attempt)
@@ -1070,62 +1070,57 @@ func (r *PodReconciler) terminationLogPath(pod *corev1.Pod, name string, attempt
 	return filepath.Join(r.podDir(pod), "containers", name, strconv.Itoa(int(attempt))+"-termination-log")
 }
 
-// securityContext maps the pod's and the container's securityContext (the container's
-// fields win) to CRI. runAsNonRoot refuses an image that would run as root.
-func (r *PodReconciler) securityContext(ctx context.Context, pod *corev1.Pod, c *corev1.Container, imageRef string, out *runtimeapi.LinuxContainerSecurityContext) error {
-	psc := pod.Spec.SecurityContext
-	if psc == nil {
-		psc = &corev1.PodSecurityContext{}
+// securityContext is the container's CRI security context, as upstream's
+// determineEffectiveSecurityContext: the pod's and the container's securityContext
+// merged (the container's fields win), the pod's namespaces, fsGroup and supplemental
+// groups, the seccomp profile, and the masked and read-only /proc paths of its
+// procMount. runAsNonRoot refuses an image that would run as root.
+func (r *PodReconciler) securityContext(ctx context.Context, pod *corev1.Pod, c *corev1.Container, imageRef string) (*runtimeapi.LinuxContainerSecurityContext, error) {
+	eff := podplan.EffectiveSecurityContext(pod, c)
+	out := &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: podplan.NamespacesForPod(pod),
+		SelinuxOptions: selinuxOptions(eff.SELinuxOptions)}
+	if eff.RunAsUser != nil {
+		out.RunAsUser = &runtimeapi.Int64Value{Value: *eff.RunAsUser}
 	}
-	sc := c.SecurityContext
-	if sc == nil {
-		sc = &corev1.SecurityContext{}
+	if eff.RunAsGroup != nil {
+		out.RunAsGroup = &runtimeapi.Int64Value{Value: *eff.RunAsGroup}
 	}
-	runAsUser, runAsGroup, nonRoot := psc.RunAsUser, psc.RunAsGroup, psc.RunAsNonRoot
-	if sc.RunAsUser != nil {
-		runAsUser = sc.RunAsUser
+	if psc := pod.Spec.SecurityContext; psc != nil {
+		if psc.FSGroup != nil {
+			out.SupplementalGroups = append(out.SupplementalGroups, *psc.FSGroup)
+		}
+		out.SupplementalGroups = append(out.SupplementalGroups, psc.SupplementalGroups...)
+		policy, err := supplementalGroupsPolicy(psc.SupplementalGroupsPolicy)
+		if err != nil {
+			return nil, err
+		}
+		out.SupplementalGroupsPolicy = policy
 	}
-	if sc.RunAsGroup != nil {
-		runAsGroup = sc.RunAsGroup
-	}
-	if sc.RunAsNonRoot != nil {
-		nonRoot = sc.RunAsNonRoot
-	}
-	if runAsUser != nil {
-		out.RunAsUser = &runtimeapi.Int64Value{Value: *runAsUser}
-	}
-	if runAsGroup != nil {
-		out.RunAsGroup = &runtimeapi.Int64Value{Value: *runAsGroup}
-	}
-	out.SupplementalGroups = append(out.SupplementalGroups, psc.SupplementalGroups...)
-	if psc.FSGroup != nil {
-		out.SupplementalGroups = append(out.SupplementalGroups, *psc.FSGroup)
-	}
-	if nonRoot != nil && *nonRoot {
+	if eff.RunAsNonRoot != nil && *eff.RunAsNonRoot {
 		switch {
-		case runAsUser != nil && *runAsUser == 0:
-			return configError{"container's runAsUser breaks non-root policy (pod: \"" + pod.Name + "\", container: " + c.Name + ")"}
-		case runAsUser == nil:
+		case eff.RunAsUser != nil && *eff.RunAsUser == 0:
+			return nil, configError{"container's runAsUser breaks non-root policy (pod: \"" + pod.Name + "\", container: " + c.Name + ")"}
+		case eff.RunAsUser == nil:
 			img, err := r.Runtime.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: imageRef})
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if img == nil || (img.Uid == nil && (img.Username == "" || img.Username == "root")) || (img.Uid != nil && img.Uid.Value == 0) {
-				return configError{"container has runAsNonRoot and image will run as root (pod: \"" + pod.Name + "\", container: " + c.Name + ")"}
+				return nil, configError{"container has runAsNonRoot and image will run as root (pod: \"" + pod.Name + "\", container: " + c.Name + ")"}
 			}
 		}
 	}
-	if sc.Privileged != nil {
-		out.Privileged = *sc.Privileged
+	if eff.Privileged != nil {
+		out.Privileged = *eff.Privileged
 	}
-	if sc.ReadOnlyRootFilesystem != nil {
-		out.ReadonlyRootfs = *sc.ReadOnlyRootFilesystem
+	if eff.ReadOnlyRootFilesystem != nil {
+		out.ReadonlyRootfs = *eff.ReadOnlyRootFilesystem
 	}
-	if sc.AllowPrivilegeEscalation != nil {
-		out.NoNewPrivs = !*sc.AllowPrivilegeEscalation
+	if eff.AllowPrivilegeEscalation != nil {
+		out.NoNewPrivs = !*eff.AllowPrivilegeEscalation
 	}
-	if caps := sc.Capabilities; caps != nil {
-		out.Capabilities = &runtimeapi.Capability{}
+	if caps := eff.Capabilities; caps != nil {
+		out.Capabilities = &runtimeapi.Capability{AddCapabilities: []string{}, DropCapabilities: []string{}}
 		for _, a := range caps.Add {
 			out.Capabilities.AddCapabilities = append(out.Capabilities.AddCapabilities, string(a))
 		}
@@ -1133,9 +1128,12 @@ func (r *PodReconciler) securityContext(ctx context.Context, pod *corev1.Pod, c 
 			out.Capabilities.DropCapabilities = append(out.Capabilities.DropCapabilities, string(d))
 		}
 	}
-	prof := psc.SeccompProfile
-	if sc.SeccompProfile != nil {
-		prof = sc.SeccompProfile
+	var prof *corev1.SeccompProfile
+	if psc := pod.Spec.SecurityContext; psc != nil {
+		prof = psc.SeccompProfile
+	}
+	if c.SecurityContext != nil && c.SecurityContext.SeccompProfile != nil {
+		prof = c.SecurityContext.SeccompProfile
 	}
 	if prof != nil {
 		switch prof.Type {
@@ -1149,7 +1147,9 @@ func (r *PodReconciler) securityContext(ctx context.Context, pod *corev1.Pod, c 
 			}
 		}
 	}
-	return nil
+	out.MaskedPaths = podplan.MaskedPaths(eff.ProcMount, defaultMaskedPaths())
+	out.ReadonlyPaths = podplan.ReadonlyPaths(eff.ProcMount)
+	return out, nil
 }
 
 // terminationMessage reads what an exited container left in its termination message
