@@ -951,7 +951,7 @@ func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) (*runtime
 			podplan.LabelPodNamespace: pod.Namespace, podplan.LabelPodUID: string(pod.UID)},
 		Annotations:  map[string]string{},
 		LogDirectory: filepath.Join(r.Config.RootDir, "logs", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)),
-		Linux: &runtimeapi.LinuxPodSandboxConfig{CgroupParent: r.podCgroup(pod), Sysctls: podplan.SandboxSysctls(pod)},
+		Linux:        &runtimeapi.LinuxPodSandboxConfig{CgroupParent: r.podCgroup(pod), Sysctls: podplan.SandboxSysctls(pod)},
 	}
 	sc, err := sandboxSecurityContext(pod)
 	if err != nil {
