@@ -771,13 +771,14 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 	}
 	if len(pod.Spec.Volumes) > 0 {
 		if err := r.setupVolumes(ctx, pod); err != nil {
+			// upstream's event: MountVolume.SetUp failed for volume "x" : <why>
+			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "%v", err)
 			var ce configError
 			if !errors.As(err, &ce) {
 				return fmt.Errorf("setting up volumes: %w", err)
 			}
-			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "MountVolume.SetUp failed: %v", err)
 			for _, s := range plan.Start {
-				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: err.Error()})
+				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: ce.Error()})
 			}
 			return nil
 		}

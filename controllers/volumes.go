@@ -43,59 +43,79 @@ func (r *PodReconciler) volumeDir(pod *corev1.Pod, name string) string {
 // is a configError: the containers wait with CreateContainerConfigError.
 func (r *PodReconciler) setupVolumes(ctx context.Context, pod *corev1.Pod) error {
 	for i := range pod.Spec.Volumes {
-		v := &pod.Spec.Volumes[i]
-		dir := r.volumeDir(pod, v.Name)
-		switch {
-		case v.EmptyDir != nil:
-			if err := os.MkdirAll(dir, 0o777); err != nil {
-				return err
-			}
-			if v.EmptyDir.Medium == corev1.StorageMediumMemory {
-				opts := "mode=0777"
-				if v.EmptyDir.SizeLimit != nil && !v.EmptyDir.SizeLimit.IsZero() {
-					opts += ",size=" + strconv.FormatInt(v.EmptyDir.SizeLimit.Value(), 10)
-				}
-				if err := ensureTmpfs(dir, opts); err != nil {
-					return err
-				}
-			}
-			_ = os.Chmod(dir, 0o777)
-			if fsGroup := podFSGroup(pod); fsGroup != nil {
-				if err := setVolumeOwnership(dir, *fsGroup, false, true); err != nil {
-					return fmt.Errorf("volume %q: applying fsGroup: %w", v.Name, err)
-				}
-			}
-		case v.HostPath != nil:
-			if err := checkHostPath(v.HostPath); err != nil {
-				return configError{fmt.Sprintf("volume %q: %v", v.Name, err)}
-			}
-		case v.ConfigMap != nil, v.Secret != nil, v.DownwardAPI != nil, v.Projected != nil:
-			files, _, err := r.volumeFiles(ctx, pod, v)
-			if err != nil {
-				return err
-			}
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return err
-			}
-			if v.Secret != nil || v.Projected != nil {
-				if err := ensureTmpfs(dir, "mode=0755"); err != nil {
-					return err
-				}
-			}
-			fsGroup := podFSGroup(pod)
-			if fsGroup != nil {
-				for p, f := range files {
-					f.mode |= 0o440 // group-readable, as upstream's SetVolumeOwnership
-					files[p] = f
-				}
-			}
-			if err := atomicWrite(dir, files, fsGroup); err != nil {
-				return fmt.Errorf("volume %q: %w", v.Name, err)
-			}
-		default:
-			// unsupported volume types (CSI, PVCs, …) are reported, not ignored
-			return configError{fmt.Sprintf("volume %q: this volume type is not supported by nodekeeper", v.Name)}
+		if err := r.setupVolume(ctx, pod, &pod.Spec.Volumes[i]); err != nil {
+			return volumeSetupError{volume: pod.Spec.Volumes[i].Name, err: err}
 		}
+	}
+	return nil
+}
+
+// volumeSetupError is a volume that could not be set up; its text is upstream's
+// FailedMount event message (operationexecutor's GenerateError).
+type volumeSetupError struct {
+	volume string
+	err    error
+}
+
+func (e volumeSetupError) Error() string {
+	return fmt.Sprintf("MountVolume.SetUp failed for volume %q : %v", e.volume, e.err)
+}
+
+func (e volumeSetupError) Unwrap() error { return e.err }
+
+// setupVolume makes one volume ready on the host.
+func (r *PodReconciler) setupVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Volume) error {
+	dir := r.volumeDir(pod, v.Name)
+	switch {
+	case v.EmptyDir != nil:
+		if err := os.MkdirAll(dir, 0o777); err != nil {
+			return err
+		}
+		if v.EmptyDir.Medium == corev1.StorageMediumMemory {
+			opts := "mode=0777"
+			if v.EmptyDir.SizeLimit != nil && !v.EmptyDir.SizeLimit.IsZero() {
+				opts += ",size=" + strconv.FormatInt(v.EmptyDir.SizeLimit.Value(), 10)
+			}
+			if err := ensureTmpfs(dir, opts); err != nil {
+				return err
+			}
+		}
+		_ = os.Chmod(dir, 0o777)
+		if fsGroup := podFSGroup(pod); fsGroup != nil {
+			if err := setVolumeOwnership(dir, *fsGroup, false, true); err != nil {
+				return fmt.Errorf("applying fsGroup: %w", err)
+			}
+		}
+	case v.HostPath != nil:
+		if err := checkHostPath(v.HostPath); err != nil {
+			return configError{err.Error()}
+		}
+	case v.ConfigMap != nil, v.Secret != nil, v.DownwardAPI != nil, v.Projected != nil:
+		files, _, err := r.volumeFiles(ctx, pod, v)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if v.Secret != nil || v.Projected != nil {
+			if err := ensureTmpfs(dir, "mode=0755"); err != nil {
+				return err
+			}
+		}
+		fsGroup := podFSGroup(pod)
+		if fsGroup != nil {
+			for p, f := range files {
+				f.mode |= 0o440 // group-readable, as upstream's SetVolumeOwnership
+				files[p] = f
+			}
+		}
+		if err := atomicWrite(dir, files, fsGroup); err != nil {
+			return err
+		}
+	default:
+		// unsupported volume types (CSI, PVCs, …) are reported, not ignored
+		return configError{"this volume type is not supported by nodekeeper"}
 	}
 	return nil
 }
@@ -466,62 +486,76 @@ func setVolumeOwnership(dir string, fsGroup int64, readOnly, rootOnly bool) erro
 	})
 }
 
-// checkHostPath applies the hostPath type checks.
+// checkHostPath applies the hostPath type checks as upstream's checkTypeInternal, with
+// its messages; DirectoryOrCreate and FileOrCreate create what is missing.
 func checkHostPath(h *corev1.HostPathVolumeSource) error {
-	t := corev1.HostPathUnset
-	if h.Type != nil {
-		t = *h.Type
-	}
-	st, err := os.Stat(h.Path)
-	exists := err == nil
-	switch t {
-	case corev1.HostPathUnset:
+	if h.Type == nil || *h.Type == corev1.HostPathUnset {
 		return nil
+	}
+	_, statErr := os.Stat(h.Path)
+	exists := statErr == nil
+	var want corev1.HostPathType
+	var expected string
+	switch t := *h.Type; t {
 	case corev1.HostPathDirectoryOrCreate:
 		if !exists {
 			return os.MkdirAll(h.Path, 0o755)
 		}
-		if !st.IsDir() {
-			return fmt.Errorf("hostPath type check failed: %s is not a directory", h.Path)
-		}
+		want, expected = corev1.HostPathDirectory, "directory"
+	case corev1.HostPathDirectory:
+		want, expected = corev1.HostPathDirectory, "directory"
 	case corev1.HostPathFileOrCreate:
 		if !exists {
-			if err := os.MkdirAll(filepath.Dir(h.Path), 0o755); err != nil {
-				return err
-			}
-			f, err := os.OpenFile(h.Path, os.O_CREATE|os.O_RDWR, 0o644)
+			f, err := os.OpenFile(h.Path, os.O_CREATE, 0o644)
 			if err != nil {
 				return err
 			}
 			return f.Close()
 		}
-		if !st.Mode().IsRegular() {
-			return fmt.Errorf("hostPath type check failed: %s is not a file", h.Path)
-		}
-	case corev1.HostPathDirectory:
-		if !exists || !st.IsDir() {
-			return fmt.Errorf("hostPath type check failed: %s is not a directory", h.Path)
-		}
+		want, expected = corev1.HostPathFile, "file"
 	case corev1.HostPathFile:
-		if !exists || !st.Mode().IsRegular() {
-			return fmt.Errorf("hostPath type check failed: %s is not a file", h.Path)
-		}
+		want, expected = corev1.HostPathFile, "file"
 	case corev1.HostPathSocket:
-		if !exists || st.Mode()&os.ModeSocket == 0 {
-			return fmt.Errorf("hostPath type check failed: %s is not a socket file", h.Path)
-		}
+		want, expected = corev1.HostPathSocket, "socket file"
 	case corev1.HostPathCharDev:
-		if !exists || st.Mode()&os.ModeCharDevice == 0 {
-			return fmt.Errorf("hostPath type check failed: %s is not a character device", h.Path)
-		}
+		want, expected = corev1.HostPathCharDev, "character device"
 	case corev1.HostPathBlockDev:
-		if !exists || st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0 {
-			return fmt.Errorf("hostPath type check failed: %s is not a block device", h.Path)
-		}
+		want, expected = corev1.HostPathBlockDev, "block device"
 	default:
-		return fmt.Errorf("hostPath type %q is not supported", t)
+		return fmt.Errorf("%s is an invalid volume type", t)
+	}
+	got, err := hostFileType(h.Path)
+	if err != nil {
+		return fmt.Errorf("hostPath type check failed, %s is not a %s, unable to determine its type: %w", h.Path, expected, err)
+	}
+	if got != want {
+		return fmt.Errorf("hostPath type check failed: %s is not a %s, it's a %s", h.Path, expected, got)
 	}
 	return nil
+}
+
+// hostFileType is upstream's getFileType: what kind of file is at p.
+func hostFileType(p string) (corev1.HostPathType, error) {
+	info, err := os.Stat(p)
+	if os.IsNotExist(err) {
+		return "", fmt.Errorf("path %q does not exist", p)
+	}
+	if err != nil {
+		return "", err
+	}
+	switch m := info.Mode(); {
+	case m.IsDir():
+		return corev1.HostPathDirectory, nil
+	case m.IsRegular():
+		return corev1.HostPathFile, nil
+	case m&os.ModeSocket != 0:
+		return corev1.HostPathSocket, nil
+	case m&os.ModeCharDevice != 0:
+		return corev1.HostPathCharDev, nil
+	case m&os.ModeDevice != 0:
+		return corev1.HostPathBlockDev, nil
+	}
+	return "", errors.New("only recognise file, directory, socket, block device and character device")
 }
 
 // mounts turns a container's volumeMounts into CRI mounts (subPath and readOnly honoured;
