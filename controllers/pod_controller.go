@@ -101,6 +101,8 @@ type PodReconciler struct {
 	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
 	evicted     map[types.UID]string                     // eviction messages
 	runtimeName string
+	// handlers is what the runtime said of its handlers (nil until it answered)
+	handlers []podplan.RuntimeHandler
 }
 
 // PodCgroups makes and removes pod-level cgroups (host.Cgroups).
@@ -196,6 +198,28 @@ func (r *PodReconciler) workers() int {
 		return r.Workers
 	}
 	return 10
+}
+
+// supportsRecursiveReadOnly tells whether the runtime's default handler makes recursive
+// read-only mounts (nodekeeper runs no RuntimeClasses), asking the runtime once.
+func (r *PodReconciler) supportsRecursiveReadOnly(ctx context.Context) bool {
+	r.mu.Lock()
+	known := r.handlers
+	r.mu.Unlock()
+	if known == nil {
+		hs, err := r.Runtime.RuntimeHandlers(ctx)
+		if err != nil {
+			return false // asked again next time
+		}
+		known = []podplan.RuntimeHandler{}
+		for _, h := range hs {
+			known = append(known, podplan.RuntimeHandler{Name: h.GetName(), RecursiveReadOnlyMounts: h.GetFeatures().GetRecursiveReadOnlyMounts()})
+		}
+		r.mu.Lock()
+		r.handlers = known
+		r.mu.Unlock()
+	}
+	return podplan.SupportsRecursiveReadOnly(known, "")
 }
 
 func (r *PodReconciler) runtimeID() string {
@@ -326,7 +350,8 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	r.mu.Unlock()
 	ready, started := r.probe(pod, &obs)
 	st := podplan.Status(podplan.StatusInput{Pod: pod, Observed: obs, Waiting: waiting, HostIP: r.HostIP,
-		RuntimeName: r.runtimeID(), Now: now, Ready: ready, Started: started, Evicted: evicted})
+		RuntimeName: r.runtimeID(), Now: now, Ready: ready, Started: started, Evicted: evicted,
+		RecursiveReadOnlyMounts: r.supportsRecursiveReadOnly(ctx)})
 	if applyErr != nil {
 		return &st, reconcile.Result{}, applyErr
 	}
@@ -1024,7 +1049,7 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 	if err != nil {
 		return nil, err
 	}
-	mounts, err := r.mounts(pod, c)
+	mounts, err := r.mounts(pod, c, r.supportsRecursiveReadOnly(ctx))
 	if err != nil {
 		return nil, err
 	}

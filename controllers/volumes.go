@@ -559,8 +559,9 @@ func hostFileType(p string) (corev1.HostPathType, error) {
 }
 
 // mounts turns a container's volumeMounts into CRI mounts (subPath and readOnly honoured;
-// ConfigMap, Secret, downwardAPI and projected volumes are always read-only).
-func (r *PodReconciler) mounts(pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.Mount, error) {
+// ConfigMap, Secret, downwardAPI and projected volumes are always read-only; recursive
+// read-only as the runtime allows, supportsRRO).
+func (r *PodReconciler) mounts(pod *corev1.Pod, c *corev1.Container, supportsRRO bool) ([]*runtimeapi.Mount, error) {
 	vols := map[string]*corev1.Volume{}
 	for i := range pod.Spec.Volumes {
 		vols[pod.Spec.Volumes[i].Name] = &pod.Spec.Volumes[i]
@@ -594,7 +595,11 @@ func (r *PodReconciler) mounts(pod *corev1.Pod, c *corev1.Container) ([]*runtime
 				}
 			}
 		}
-		out = append(out, &runtimeapi.Mount{ContainerPath: m.MountPath, HostPath: host, Readonly: ro})
+		rro, err := podplan.ResolveRecursiveReadOnly(m, supportsRRO)
+		if err != nil {
+			return nil, configError{fmt.Sprintf("failed to resolve recursive read-only mode: %v", err)}
+		}
+		out = append(out, &runtimeapi.Mount{ContainerPath: m.MountPath, HostPath: host, Readonly: ro, RecursiveReadOnly: rro})
 	}
 	return out, nil
 }

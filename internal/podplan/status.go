@@ -27,6 +27,9 @@ type StatusInput struct {
 	// Evicted is the message of the kubelet's eviction of this pod ("" : not evicted):
 	// the pod ends Failed with reason Evicted and a DisruptionTarget condition.
 	Evicted string
+	// RecursiveReadOnlyMounts is whether the runtime makes recursive read-only mounts:
+	// the containers' volumeMounts statuses say which mounts are.
+	RecursiveReadOnlyMounts bool
 }
 
 func t(ts time.Time) metav1.Time {
@@ -51,7 +54,8 @@ func terminated(c *Container, runtime string) *corev1.ContainerStateTerminated {
 }
 
 func containerStatus(in StatusInput, c *corev1.Container, init, initDone, sandboxReady bool) corev1.ContainerStatus {
-	st := corev1.ContainerStatus{Name: c.Name, Image: c.Image, Started: ptr.To(false)}
+	st := corev1.ContainerStatus{Name: c.Name, Image: c.Image, Started: ptr.To(false),
+		VolumeMounts: VolumeMountStatuses(c, in.RecursiveReadOnlyMounts)}
 	inst := in.Observed.instances(c.Name, "")
 	w, waiting := in.Waiting[c.Name]
 	if len(inst) == 0 {

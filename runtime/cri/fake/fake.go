@@ -48,6 +48,7 @@ type Runtime struct {
 	images     map[string]*image     // present, by ID
 	registry   map[string]*image     // pullable, by normalised reference
 	exec       ExecHandler
+	handlers   []*runtimeapi.RuntimeHandler
 
 	podCIDR netip.Prefix
 	lastIP  netip.Addr
@@ -266,6 +267,31 @@ func (f *Runtime) Status(context.Context) (*runtimeapi.RuntimeStatus, error) {
 		}
 	}
 	return st, nil
+}
+
+// SetRuntimeHandlers sets the handlers RuntimeHandlers reports (none by default, as
+// containerd 1.6).
+func (f *Runtime) SetRuntimeHandlers(hs ...*runtimeapi.RuntimeHandler) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.handlers = nil
+	for _, h := range hs {
+		f.handlers = append(f.handlers, proto.Clone(h).(*runtimeapi.RuntimeHandler))
+	}
+}
+
+// RuntimeHandlers implements cri.Runtime.
+func (f *Runtime) RuntimeHandlers(context.Context) ([]*runtimeapi.RuntimeHandler, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check("Status"); err != nil {
+		return nil, err
+	}
+	var out []*runtimeapi.RuntimeHandler
+	for _, h := range f.handlers {
+		out = append(out, proto.Clone(h).(*runtimeapi.RuntimeHandler))
+	}
+	return out, nil
 }
 
 // ---------------------------------------------------------------- sandboxes
