@@ -99,6 +99,59 @@ var _ = Describe("Container environment", func() {
 		Expect(got).To(HaveKey("KUBERNETES_SERVICE_HOST"))
 	})
 
+	It("gives the node's allocatable for limits a container does not set, in env and in downwardAPI volumes", func() {
+		ctx := context.Background()
+		ns := "env-" + rand.String(5)
+		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "alloc-" + rand.String(5)}}
+		Expect(k8sClient.Create(ctx, node)).To(Succeed())
+		DeferCleanup(func() { _ = k8sClient.Delete(context.Background(), node) })
+		node.Status.Allocatable = corev1.ResourceList{"cpu": resource.MustParse("3"), "memory": resource.MustParse("6Gi"),
+			"ephemeral-storage": resource.MustParse("40Gi"), "pods": resource.MustParse("110")}
+		Expect(k8sClient.Status().Update(ctx, node)).To(Succeed())
+
+		cfg := &v1alpha1.AgentConfiguration{NodeName: node.Name}
+		v1alpha1.SetDefaults(cfg)
+		r := &PodReconciler{Client: k8sClient, Config: cfg, HostIP: "192.0.2.10"}
+		ref := func(res, div, container string) *corev1.ResourceFieldSelector {
+			return &corev1.ResourceFieldSelector{Resource: res, Divisor: resource.MustParse(div), ContainerName: container}
+		}
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p", UID: "u-2"},
+			Spec: corev1.PodSpec{NodeName: node.Name, Containers: []corev1.Container{
+				{Name: "nolimits", Env: []corev1.EnvVar{
+					{Name: "CPU_LIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: ref("limits.cpu", "1", "")}},
+					{Name: "MEMORY_LIMIT_MI", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: ref("limits.memory", "1Mi", "")}},
+					{Name: "CPU_REQUEST", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: ref("requests.cpu", "1m", "")}},
+					{Name: "OTHER_MEMORY_LIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: ref("limits.memory", "1Mi", "limited")}},
+				}},
+				{Name: "limited", Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{"memory": resource.MustParse("64Mi")}}},
+			}}}
+		kvs, err := r.env(ctx, pod, &pod.Spec.Containers[0])
+		Expect(err).NotTo(HaveOccurred())
+		got := map[string]string{}
+		for _, kv := range kvs {
+			got[kv.Key] = string(kv.Value)
+		}
+		Expect(got).To(HaveKeyWithValue("CPU_LIMIT", "3"))
+		Expect(got).To(HaveKeyWithValue("MEMORY_LIMIT_MI", "6144"))
+		Expect(got).To(HaveKeyWithValue("CPU_REQUEST", "0"))
+		Expect(got).To(HaveKeyWithValue("OTHER_MEMORY_LIMIT", "64"))
+
+		vol := &corev1.Volume{Name: "info", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
+			{Path: "cpu_limit", ResourceFieldRef: ref("limits.cpu", "1m", "nolimits")},
+			{Path: "memory_limit", ResourceFieldRef: ref("limits.memory", "1", "nolimits")},
+			{Path: "storage_limit", ResourceFieldRef: ref("limits.ephemeral-storage", "1Gi", "nolimits")},
+			{Path: "limited_memory", ResourceFieldRef: ref("limits.memory", "1Mi", "limited")},
+		}}}}
+		files, _, err := r.volumeFiles(ctx, pod, vol)
+		Expect(err).NotTo(HaveOccurred())
+		contents := map[string]string{}
+		for k, f := range files {
+			contents[k] = string(f.data)
+		}
+		Expect(contents).To(Equal(map[string]string{"cpu_limit": "3000", "memory_limit": "6442450944", "storage_limit": "40", "limited_memory": "64"}))
+	})
+
 	It("holds a container in CreateContainerConfigError naming the missing object, and starts it once it appears", func() {
 		a := newPodAgent()
 		p := a.pod("needs-cfg", corev1.RestartPolicyAlways, func(p *corev1.Pod) {

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodekeeper/nodekeeper/internal/podplan"
 )
 
 // The kubelet manages each pod's /etc/hosts: a file in the pod's folder, mounted into
@@ -18,17 +21,14 @@ const (
 )
 
 // hostsFileContent is the pod's /etc/hosts as upstream writes it: localhost entries,
-// the pod's own name (hostname.subdomain.namespace.svc.domain when it has a subdomain)
-// on each pod IP, then the pod's hostAliases. A host-network pod gets the node's hosts
-// file (nodeHosts) with the hostAliases appended.
-func hostsFileContent(pod *corev1.Pod, podIPs []string, clusterDomain string, nodeHosts []byte) []byte {
+// the pod's own hostname (hostname.domain and hostname when it has a domain) on each pod
+// IP, then the pod's hostAliases. A host-network pod gets the node's hosts file
+// (nodeHosts) with the hostAliases appended.
+func hostsFileContent(pod *corev1.Pod, podIPs []string, host, domain string, nodeHosts []byte) []byte {
 	var b bytes.Buffer
 	if pod.Spec.HostNetwork {
 		b.WriteString(managedHostsHeaderHostNetwork)
-		b.Write(nodeHosts)
-		if len(nodeHosts) > 0 && nodeHosts[len(nodeHosts)-1] != '\n' {
-			b.WriteString("\n")
-		}
+		b.Write(nodeHosts) // as it is, as upstream's nodeHostsFileContent
 	} else {
 		b.WriteString(managedHostsHeader)
 		b.WriteString("127.0.0.1\tlocalhost\n")
@@ -37,7 +37,6 @@ func hostsFileContent(pod *corev1.Pod, podIPs []string, clusterDomain string, no
 		b.WriteString("fe00::0\tip6-mcastprefix\n")
 		b.WriteString("fe00::1\tip6-allnodes\n")
 		b.WriteString("fe00::2\tip6-allrouters\n")
-		host, domain := podHostname(pod), podHostDomain(pod, clusterDomain)
 		for _, ip := range podIPs {
 			if domain != "" {
 				fmt.Fprintf(&b, "%s\t%s.%s\t%s\n", ip, host, domain, host)
@@ -47,34 +46,13 @@ func hostsFileContent(pod *corev1.Pod, podIPs []string, clusterDomain string, no
 		}
 	}
 	if len(pod.Spec.HostAliases) > 0 {
+		// upstream's hostsEntriesFromHostAliases: one line per IP, its names tab-separated
 		b.WriteString("\n# Entries added by HostAliases.\n")
 		for _, a := range pod.Spec.HostAliases {
-			for _, h := range a.Hostnames {
-				fmt.Fprintf(&b, "%s\t%s\n", a.IP, h)
-			}
+			fmt.Fprintf(&b, "%s\t%s\n", a.IP, strings.Join(a.Hostnames, "\t"))
 		}
 	}
 	return b.Bytes()
-}
-
-// podHostname is the pod's hostname: spec.hostname, or its name cut to 63 characters.
-func podHostname(pod *corev1.Pod) string {
-	if pod.Spec.Hostname != "" {
-		return pod.Spec.Hostname
-	}
-	h := pod.Name
-	if len(h) > 63 {
-		h = h[:63]
-	}
-	return h
-}
-
-// podHostDomain is subdomain.namespace.svc.clusterDomain for a pod with a subdomain.
-func podHostDomain(pod *corev1.Pod, clusterDomain string) string {
-	if pod.Spec.Subdomain == "" || clusterDomain == "" {
-		return ""
-	}
-	return fmt.Sprintf("%s.%s.svc.%s", pod.Spec.Subdomain, pod.Namespace, clusterDomain)
 }
 
 func (r *PodReconciler) hostsFilePath(pod *corev1.Pod) string {
@@ -98,7 +76,11 @@ func (r *PodReconciler) writeHostsFile(pod *corev1.Pod, podIP string) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	content := hostsFileContent(pod, ips, r.Config.ClusterDomain, nodeHosts)
+	host, domain, err := podplan.PodHostnameAndDomain(pod, r.Config.ClusterDomain)
+	if err != nil {
+		return err
+	}
+	content := hostsFileContent(pod, ips, host, domain, nodeHosts)
 	if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, content) {
 		return nil
 	}

@@ -105,6 +105,6 @@ var _ = Describe("Lifecycle hooks, probe grace periods and /etc/hosts (fake runt
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(b)).To(HavePrefix("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"))
 		Expect(string(b)).To(ContainSubstring(p.Status.PodIP + "\tweb-0.web." + a.ns + ".svc.cluster.local\tweb-0\n"))
-		Expect(string(b)).To(HaveSuffix("\n# Entries added by HostAliases.\n10.1.2.3\tfoo.local\n10.1.2.3\tbar.local\n"))
+		Expect(string(b)).To(HaveSuffix("\n# Entries added by HostAliases.\n10.1.2.3\tfoo.local\tbar.local\n"))
 	})
 })

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -430,5 +431,41 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		startAgent()
 		Consistently(func() string { return running(p.UID, "app") }, 3*time.Second, 200*time.Millisecond).Should(Equal(before))
 		Expect(getPod(p).Status.ContainerStatuses[0].RestartCount).To(BeZero())
+	})
+
+	It("runs a privileged container, applies the pod's sysctls, masks /proc as upstream and cuts a long pod name to a hostname", func() {
+		name := "long-" + strings.Repeat("x", 57) + "-tail" // 67 characters: cut at 63 ends with '-'
+		p := create(name, corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{Sysctls: []corev1.Sysctl{{Name: "kernel.shm_rmid_forced", Value: "1"}}}
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "priv", Image: busybox, Command: []string{"sleep", "3600"},
+				SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)}})
+		})
+		Eventually(phase(p), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))
+		p = getPod(p)
+		run := func(container, script string) string {
+			res, err := rt.ExecSync(context.Background(), running(p.UID, container), []string{"sh", "-c", script}, 10*time.Second)
+			Expect(err).NotTo(HaveOccurred())
+			return string(res.Stdout) + string(res.Stderr)
+		}
+		Expect(run("app", "hostname")).To(Equal(name[:62] + "\n"))
+		Expect(run("app", "cat /proc/sys/kernel/shm_rmid_forced")).To(Equal("1\n"))
+		// masked: /dev/null is bound over /proc/interrupts (in upstream's list, not in
+		// containerd's own defaults: the kubelet's list reached runc); /proc/sys is read-only
+		Expect(run("app", "wc -c < /proc/interrupts; grep ' /proc/sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1")).To(Equal("0\nro\n"))
+		// each container has its own PID namespace: its command is PID 1
+		Expect(run("app", "cat /proc/1/cmdline | tr '\\0' ' '")).To(Equal("sleep 3600 "))
+		// privileged: not masked, and may do what only privileged containers may
+		Expect(run("priv", "[ $(wc -c < /proc/interrupts) -gt 0 ] && echo unmasked; mkdir -p /tmp/m && mount -t tmpfs none /tmp/m && echo mounted")).
+			To(Equal("unmasked\nmounted\n"))
+	})
+
+	It("keeps a pod whose FQDN is too long for the kernel Pending with the kubelet's event", func() {
+		p := create("hostfqdnveryveryveryverylongforfqdntobemorethan64bytes", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.Subdomain = "t"
+			p.Spec.SetHostnameAsFQDN = ptr.To(true)
+		})
+		Eventually(eventsIn(ns), 30*time.Second, 200*time.Millisecond).Should(ContainElement(HavePrefix(
+			"FailedCreatePodSandBox: Failed to create pod sandbox: failed to construct FQDN from pod hostname and cluster domain, FQDN " + p.Name + ".t.")))
+		Expect(getPod(p).Status.Phase).To(Equal(corev1.PodPending))
 	})
 })

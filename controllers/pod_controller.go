@@ -18,7 +18,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -102,6 +101,8 @@ type PodReconciler struct {
 	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
 	evicted     map[types.UID]string                     // eviction messages
 	runtimeName string
+	// handlers is what the runtime said of its handlers (nil until it answered)
+	handlers []podplan.RuntimeHandler
 }
 
 // PodCgroups makes and removes pod-level cgroups (host.Cgroups).
@@ -197,6 +198,28 @@ func (r *PodReconciler) workers() int {
 		return r.Workers
 	}
 	return 10
+}
+
+// supportsRecursiveReadOnly tells whether the runtime's default handler makes recursive
+// read-only mounts (nodekeeper runs no RuntimeClasses), asking the runtime once.
+func (r *PodReconciler) supportsRecursiveReadOnly(ctx context.Context) bool {
+	r.mu.Lock()
+	known := r.handlers
+	r.mu.Unlock()
+	if known == nil {
+		hs, err := r.Runtime.RuntimeHandlers(ctx)
+		if err != nil {
+			return false // asked again next time
+		}
+		known = []podplan.RuntimeHandler{}
+		for _, h := range hs {
+			known = append(known, podplan.RuntimeHandler{Name: h.GetName(), RecursiveReadOnlyMounts: h.GetFeatures().GetRecursiveReadOnlyMounts()})
+		}
+		r.mu.Lock()
+		r.handlers = known
+		r.mu.Unlock()
+	}
+	return podplan.SupportsRecursiveReadOnly(known, "")
 }
 
 func (r *PodReconciler) runtimeID() string {
@@ -327,7 +350,8 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	r.mu.Unlock()
 	ready, started := r.probe(pod, &obs)
 	st := podplan.Status(podplan.StatusInput{Pod: pod, Observed: obs, Waiting: waiting, HostIP: r.HostIP,
-		RuntimeName: r.runtimeID(), Now: now, Ready: ready, Started: started, Evicted: evicted})
+		RuntimeName: r.runtimeID(), Now: now, Ready: ready, Started: started, Evicted: evicted,
+		RecursiveReadOnlyMounts: r.supportsRecursiveReadOnly(ctx)})
 	if applyErr != nil {
 		return &st, reconcile.Result{}, applyErr
 	}
@@ -716,7 +740,13 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			}
 		}
 	}
-	sbConfig := r.sandboxConfig(pod, plan.SandboxAttempt)
+	sbConfig, err := r.sandboxConfig(pod, plan.SandboxAttempt)
+	if err != nil {
+		// the pod's spec cannot make a sandbox (an FQDN too long for the kernel, …): it
+		// stays Pending, as upstream; a retry cannot fix it (the fields are immutable)
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
+		return reconcile.TerminalError(fmt.Errorf("generating the sandbox config: %w", err))
+	}
 	var sandboxID, podIP string
 	if plan.CreateSandbox {
 		if len(obs.Sandboxes) > 0 {
@@ -758,7 +788,7 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			return nil
 		}
 		sandboxID = best.ID
-		sbConfig = r.sandboxConfig(pod, best.Attempt)
+		sbConfig.Metadata.Attempt = best.Attempt
 		podIP = best.IP
 		if podIP == "" {
 			podIP = r.HostIP
@@ -766,13 +796,14 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 	}
 	if len(pod.Spec.Volumes) > 0 {
 		if err := r.setupVolumes(ctx, pod); err != nil {
+			// upstream's event: MountVolume.SetUp failed for volume "x" : <why>
+			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "%v", err)
 			var ce configError
 			if !errors.As(err, &ce) {
 				return fmt.Errorf("setting up volumes: %w", err)
 			}
-			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "MountVolume.SetUp failed: %v", err)
 			for _, s := range plan.Start {
-				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: err.Error()})
+				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: ce.Error()})
 			}
 			return nil
 		}
@@ -938,16 +969,21 @@ func (r *PodReconciler) podDir(pod *corev1.Pod) string {
 	return filepath.Join(r.Config.RootDir, "pods", string(pod.UID))
 }
 
-func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimeapi.PodSandboxConfig {
+// sandboxConfig is the pod's CRI sandbox config, as upstream's generatePodSandboxConfig.
+func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) (*runtimeapi.PodSandboxConfig, error) {
 	cfg := &runtimeapi.PodSandboxConfig{
 		Metadata: &runtimeapi.PodSandboxMetadata{Name: pod.Name, Namespace: pod.Namespace, Uid: string(pod.UID), Attempt: attempt},
 		Labels: map[string]string{podplan.LabelManaged: "true", podplan.LabelPodName: pod.Name,
 			podplan.LabelPodNamespace: pod.Namespace, podplan.LabelPodUID: string(pod.UID)},
 		Annotations:  map[string]string{},
 		LogDirectory: filepath.Join(r.Config.RootDir, "logs", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)),
-		Linux: &runtimeapi.LinuxPodSandboxConfig{CgroupParent: r.podCgroup(pod), SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-			NamespaceOptions: &runtimeapi.NamespaceOption{}}},
+		Linux:        &runtimeapi.LinuxPodSandboxConfig{CgroupParent: r.podCgroup(pod), Sysctls: podplan.SandboxSysctls(pod)},
 	}
+	sc, err := sandboxSecurityContext(pod)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Linux.SecurityContext = sc
 	for k, v := range pod.Labels {
 		if _, ours := cfg.Labels[k]; !ours {
 			cfg.Labels[k] = v
@@ -956,12 +992,13 @@ func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimea
 	for k, v := range pod.Annotations {
 		cfg.Annotations[k] = v
 	}
-	if pod.Spec.HostNetwork {
-		cfg.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
-	} else {
-		cfg.Hostname = pod.Name
-		if pod.Spec.Hostname != "" {
-			cfg.Hostname = pod.Spec.Hostname
+	if !pod.Spec.HostNetwork {
+		host, domain, err := podplan.PodHostnameAndDomain(pod, r.Config.ClusterDomain)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Hostname, err = podplan.KernelHostname(host, domain, pod.Spec.SetHostnameAsFQDN); err != nil {
+			return nil, err
 		}
 	}
 	cfg.DnsConfig = r.dnsConfig(pod)
@@ -980,7 +1017,7 @@ func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimea
 			cfg.PortMappings = append(cfg.PortMappings, pm)
 		}
 	}
-	return cfg
+	return cfg, nil
 }
 
 // dnsConfig is the pod's resolver (podDNS) from the node's resolver file; events go to
@@ -1012,7 +1049,7 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 	if err != nil {
 		return nil, err
 	}
-	mounts, err := r.mounts(pod, c)
+	mounts, err := r.mounts(pod, c, r.supportsRecursiveReadOnly(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -1030,18 +1067,16 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 			podplan.AnnotationRestarts: strconv.Itoa(int(s.Attempt)), podplan.AnnotationGrace: strconv.Itoa(int(r.grace(pod).Seconds()))},
 		LogPath: filepath.Join(c.Name, strconv.Itoa(int(s.Attempt))+".log"),
 		Stdin:   c.Stdin, StdinOnce: c.StdinOnce, Tty: c.TTY,
-		Linux: &runtimeapi.LinuxContainerConfig{Resources: linuxResources(pod, c, r.MemoryCapacity), SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
-			NamespaceOptions: &runtimeapi.NamespaceOption{}}},
+		Linux: &runtimeapi.LinuxContainerConfig{Resources: linuxResources(pod, c, r.MemoryCapacity)},
 	}
 	if s.Init {
 		cfg.Annotations[podplan.AnnotationInit] = "true"
 	}
-	if pod.Spec.HostNetwork {
-		cfg.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
-	}
-	if err := r.securityContext(ctx, pod, c, imageRef, cfg.Linux.SecurityContext); err != nil {
+	sc, err := r.securityContext(ctx, pod, c, imageRef)
+	if err != nil {
 		return nil, err
 	}
+	cfg.Linux.SecurityContext = sc
 	// the termination message file, mounted from the host so it outlives the container
 	if path := c.TerminationMessagePath; path != "" {
 		host := r.terminationLogPath(pod, c.Name, s.Attempt)
@@ -1061,62 +1096,57 @@ func (r *PodReconciler) terminationLogPath(pod *corev1.Pod, name string, attempt
 	return filepath.Join(r.podDir(pod), "containers", name, strconv.Itoa(int(attempt))+"-termination-log")
 }
 
-// securityContext maps the pod's and the container's securityContext (the container's
-// fields win) to CRI. runAsNonRoot refuses an image that would run as root.
-func (r *PodReconciler) securityContext(ctx context.Context, pod *corev1.Pod, c *corev1.Container, imageRef string, out *runtimeapi.LinuxContainerSecurityContext) error {
-	psc := pod.Spec.SecurityContext
-	if psc == nil {
-		psc = &corev1.PodSecurityContext{}
+// securityContext is the container's CRI security context, as upstream's
+// determineEffectiveSecurityContext: the pod's and the container's securityContext
+// merged (the container's fields win), the pod's namespaces, fsGroup and supplemental
+// groups, the seccomp profile, and the masked and read-only /proc paths of its
+// procMount. runAsNonRoot refuses an image that would run as root.
+func (r *PodReconciler) securityContext(ctx context.Context, pod *corev1.Pod, c *corev1.Container, imageRef string) (*runtimeapi.LinuxContainerSecurityContext, error) {
+	eff := podplan.EffectiveSecurityContext(pod, c)
+	out := &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: podplan.NamespacesForPod(pod),
+		SelinuxOptions: selinuxOptions(eff.SELinuxOptions)}
+	if eff.RunAsUser != nil {
+		out.RunAsUser = &runtimeapi.Int64Value{Value: *eff.RunAsUser}
 	}
-	sc := c.SecurityContext
-	if sc == nil {
-		sc = &corev1.SecurityContext{}
+	if eff.RunAsGroup != nil {
+		out.RunAsGroup = &runtimeapi.Int64Value{Value: *eff.RunAsGroup}
 	}
-	runAsUser, runAsGroup, nonRoot := psc.RunAsUser, psc.RunAsGroup, psc.RunAsNonRoot
-	if sc.RunAsUser != nil {
-		runAsUser = sc.RunAsUser
+	if psc := pod.Spec.SecurityContext; psc != nil {
+		if psc.FSGroup != nil {
+			out.SupplementalGroups = append(out.SupplementalGroups, *psc.FSGroup)
+		}
+		out.SupplementalGroups = append(out.SupplementalGroups, psc.SupplementalGroups...)
+		policy, err := supplementalGroupsPolicy(psc.SupplementalGroupsPolicy)
+		if err != nil {
+			return nil, err
+		}
+		out.SupplementalGroupsPolicy = policy
 	}
-	if sc.RunAsGroup != nil {
-		runAsGroup = sc.RunAsGroup
-	}
-	if sc.RunAsNonRoot != nil {
-		nonRoot = sc.RunAsNonRoot
-	}
-	if runAsUser != nil {
-		out.RunAsUser = &runtimeapi.Int64Value{Value: *runAsUser}
-	}
-	if runAsGroup != nil {
-		out.RunAsGroup = &runtimeapi.Int64Value{Value: *runAsGroup}
-	}
-	out.SupplementalGroups = append(out.SupplementalGroups, psc.SupplementalGroups...)
-	if psc.FSGroup != nil {
-		out.SupplementalGroups = append(out.SupplementalGroups, *psc.FSGroup)
-	}
-	if nonRoot != nil && *nonRoot {
+	if eff.RunAsNonRoot != nil && *eff.RunAsNonRoot {
 		switch {
-		case runAsUser != nil && *runAsUser == 0:
-			return configError{"container's runAsUser breaks non-root policy (pod: \"" + pod.Name + "\", container: " + c.Name + ")"}
-		case runAsUser == nil:
+		case eff.RunAsUser != nil && *eff.RunAsUser == 0:
+			return nil, configError{"container's runAsUser breaks non-root policy (pod: \"" + pod.Name + "\", container: " + c.Name + ")"}
+		case eff.RunAsUser == nil:
 			img, err := r.Runtime.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: imageRef})
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if img == nil || (img.Uid == nil && (img.Username == "" || img.Username == "root")) || (img.Uid != nil && img.Uid.Value == 0) {
-				return configError{"container has runAsNonRoot and image will run as root (pod: \"" + pod.Name + "\", container: " + c.Name + ")"}
+				return nil, configError{"container has runAsNonRoot and image will run as root (pod: \"" + pod.Name + "\", container: " + c.Name + ")"}
 			}
 		}
 	}
-	if sc.Privileged != nil {
-		out.Privileged = *sc.Privileged
+	if eff.Privileged != nil {
+		out.Privileged = *eff.Privileged
 	}
-	if sc.ReadOnlyRootFilesystem != nil {
-		out.ReadonlyRootfs = *sc.ReadOnlyRootFilesystem
+	if eff.ReadOnlyRootFilesystem != nil {
+		out.ReadonlyRootfs = *eff.ReadOnlyRootFilesystem
 	}
-	if sc.AllowPrivilegeEscalation != nil {
-		out.NoNewPrivs = !*sc.AllowPrivilegeEscalation
+	if eff.AllowPrivilegeEscalation != nil {
+		out.NoNewPrivs = !*eff.AllowPrivilegeEscalation
 	}
-	if caps := sc.Capabilities; caps != nil {
-		out.Capabilities = &runtimeapi.Capability{}
+	if caps := eff.Capabilities; caps != nil {
+		out.Capabilities = &runtimeapi.Capability{AddCapabilities: []string{}, DropCapabilities: []string{}}
 		for _, a := range caps.Add {
 			out.Capabilities.AddCapabilities = append(out.Capabilities.AddCapabilities, string(a))
 		}
@@ -1124,9 +1154,12 @@ func (r *PodReconciler) securityContext(ctx context.Context, pod *corev1.Pod, c 
 			out.Capabilities.DropCapabilities = append(out.Capabilities.DropCapabilities, string(d))
 		}
 	}
-	prof := psc.SeccompProfile
-	if sc.SeccompProfile != nil {
-		prof = sc.SeccompProfile
+	var prof *corev1.SeccompProfile
+	if psc := pod.Spec.SecurityContext; psc != nil {
+		prof = psc.SeccompProfile
+	}
+	if c.SecurityContext != nil && c.SecurityContext.SeccompProfile != nil {
+		prof = c.SecurityContext.SeccompProfile
 	}
 	if prof != nil {
 		switch prof.Type {
@@ -1140,7 +1173,9 @@ func (r *PodReconciler) securityContext(ctx context.Context, pod *corev1.Pod, c 
 			}
 		}
 	}
-	return nil
+	out.MaskedPaths = podplan.MaskedPaths(eff.ProcMount, defaultMaskedPaths())
+	out.ReadonlyPaths = podplan.ReadonlyPaths(eff.ProcMount)
+	return out, nil
 }
 
 // terminationMessage reads what an exited container left in its termination message
@@ -1285,7 +1320,7 @@ func (r *PodReconciler) env(ctx context.Context, pod *corev1.Pod, c *corev1.Cont
 			}
 			v = fv
 		case vf.ResourceFieldRef != nil:
-			rv, err := resourceValue(pod, c, vf.ResourceFieldRef)
+			rv, err := podplan.EnvResourceValue(vf.ResourceFieldRef, pod, c, r.nodeAllocatable(ctx))
 			if err != nil {
 				return nil, configError{fmt.Sprintf("env %s: %v", e.Name, err)}
 			}
@@ -1420,44 +1455,6 @@ func ServiceEnv(s *corev1.Service) []corev1.EnvVar {
 			corev1.EnvVar{Name: pp + "_ADDR", Value: ip})
 	}
 	return out
-}
-
-// resourceValue resolves a resourceFieldRef (limits default to the requests or, for
-// limits, are left as the container's value; divisor applied, rounded up as upstream).
-func resourceValue(pod *corev1.Pod, c *corev1.Container, ref *corev1.ResourceFieldSelector) (string, error) {
-	target := c
-	if ref.ContainerName != "" {
-		if target = findContainer(pod, ref.ContainerName); target == nil {
-			return "", fmt.Errorf("container %q not found", ref.ContainerName)
-		}
-	}
-	var q resource.Quantity
-	switch ref.Resource {
-	case "limits.cpu":
-		q = target.Resources.Limits[corev1.ResourceCPU]
-	case "limits.memory":
-		q = target.Resources.Limits[corev1.ResourceMemory]
-	case "limits.ephemeral-storage":
-		q = target.Resources.Limits[corev1.ResourceEphemeralStorage]
-	case "requests.cpu":
-		q = target.Resources.Requests[corev1.ResourceCPU]
-	case "requests.memory":
-		q = target.Resources.Requests[corev1.ResourceMemory]
-	case "requests.ephemeral-storage":
-		q = target.Resources.Requests[corev1.ResourceEphemeralStorage]
-	default:
-		return "", fmt.Errorf("unsupported resource %q", ref.Resource)
-	}
-	div := ref.Divisor
-	if div.IsZero() {
-		div = resource.MustParse("1")
-	}
-	if strings.HasSuffix(ref.Resource, ".cpu") {
-		v := (q.MilliValue() + div.MilliValue() - 1) / div.MilliValue()
-		return strconv.FormatInt(v, 10), nil
-	}
-	v := (q.Value() + div.Value() - 1) / div.Value()
-	return strconv.FormatInt(v, 10), nil
 }
 
 func fieldValue(pod *corev1.Pod, path, hostIP string) (string, error) {

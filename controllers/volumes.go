@@ -19,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodekeeper/nodekeeper/internal/podplan"
 )
 
 // +kubebuilder:rbac:groups="",resources=serviceaccounts/token,verbs=create
@@ -41,59 +43,79 @@ func (r *PodReconciler) volumeDir(pod *corev1.Pod, name string) string {
 // is a configError: the containers wait with CreateContainerConfigError.
 func (r *PodReconciler) setupVolumes(ctx context.Context, pod *corev1.Pod) error {
 	for i := range pod.Spec.Volumes {
-		v := &pod.Spec.Volumes[i]
-		dir := r.volumeDir(pod, v.Name)
-		switch {
-		case v.EmptyDir != nil:
-			if err := os.MkdirAll(dir, 0o777); err != nil {
-				return err
-			}
-			if v.EmptyDir.Medium == corev1.StorageMediumMemory {
-				opts := "mode=0777"
-				if v.EmptyDir.SizeLimit != nil && !v.EmptyDir.SizeLimit.IsZero() {
-					opts += ",size=" + strconv.FormatInt(v.EmptyDir.SizeLimit.Value(), 10)
-				}
-				if err := ensureTmpfs(dir, opts); err != nil {
-					return err
-				}
-			}
-			_ = os.Chmod(dir, 0o777)
-			if fsGroup := podFSGroup(pod); fsGroup != nil {
-				if err := setVolumeOwnership(dir, *fsGroup, false, true); err != nil {
-					return fmt.Errorf("volume %q: applying fsGroup: %w", v.Name, err)
-				}
-			}
-		case v.HostPath != nil:
-			if err := checkHostPath(v.HostPath); err != nil {
-				return configError{fmt.Sprintf("volume %q: %v", v.Name, err)}
-			}
-		case v.ConfigMap != nil, v.Secret != nil, v.DownwardAPI != nil, v.Projected != nil:
-			files, _, err := r.volumeFiles(ctx, pod, v)
-			if err != nil {
-				return err
-			}
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return err
-			}
-			if v.Secret != nil || v.Projected != nil {
-				if err := ensureTmpfs(dir, "mode=0755"); err != nil {
-					return err
-				}
-			}
-			fsGroup := podFSGroup(pod)
-			if fsGroup != nil {
-				for p, f := range files {
-					f.mode |= 0o440 // group-readable, as upstream's SetVolumeOwnership
-					files[p] = f
-				}
-			}
-			if err := atomicWrite(dir, files, fsGroup); err != nil {
-				return fmt.Errorf("volume %q: %w", v.Name, err)
-			}
-		default:
-			// unsupported volume types (CSI, PVCs, …) are reported, not ignored
-			return configError{fmt.Sprintf("volume %q: this volume type is not supported by nodekeeper", v.Name)}
+		if err := r.setupVolume(ctx, pod, &pod.Spec.Volumes[i]); err != nil {
+			return volumeSetupError{volume: pod.Spec.Volumes[i].Name, err: err}
 		}
+	}
+	return nil
+}
+
+// volumeSetupError is a volume that could not be set up; its text is upstream's
+// FailedMount event message (operationexecutor's GenerateError).
+type volumeSetupError struct {
+	volume string
+	err    error
+}
+
+func (e volumeSetupError) Error() string {
+	return fmt.Sprintf("MountVolume.SetUp failed for volume %q : %v", e.volume, e.err)
+}
+
+func (e volumeSetupError) Unwrap() error { return e.err }
+
+// setupVolume makes one volume ready on the host.
+func (r *PodReconciler) setupVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Volume) error {
+	dir := r.volumeDir(pod, v.Name)
+	switch {
+	case v.EmptyDir != nil:
+		if err := os.MkdirAll(dir, 0o777); err != nil {
+			return err
+		}
+		if v.EmptyDir.Medium == corev1.StorageMediumMemory {
+			opts := "mode=0777"
+			if v.EmptyDir.SizeLimit != nil && !v.EmptyDir.SizeLimit.IsZero() {
+				opts += ",size=" + strconv.FormatInt(v.EmptyDir.SizeLimit.Value(), 10)
+			}
+			if err := ensureTmpfs(dir, opts); err != nil {
+				return err
+			}
+		}
+		_ = os.Chmod(dir, 0o777)
+		if fsGroup := podFSGroup(pod); fsGroup != nil {
+			if err := setVolumeOwnership(dir, *fsGroup, false, true); err != nil {
+				return fmt.Errorf("applying fsGroup: %w", err)
+			}
+		}
+	case v.HostPath != nil:
+		if err := checkHostPath(v.HostPath); err != nil {
+			return configError{err.Error()}
+		}
+	case v.ConfigMap != nil, v.Secret != nil, v.DownwardAPI != nil, v.Projected != nil:
+		files, _, err := r.volumeFiles(ctx, pod, v)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if v.Secret != nil || v.Projected != nil {
+			if err := ensureTmpfs(dir, "mode=0755"); err != nil {
+				return err
+			}
+		}
+		fsGroup := podFSGroup(pod)
+		if fsGroup != nil {
+			for p, f := range files {
+				f.mode |= 0o440 // group-readable, as upstream's SetVolumeOwnership
+				files[p] = f
+			}
+		}
+		if err := atomicWrite(dir, files, fsGroup); err != nil {
+			return err
+		}
+	default:
+		// unsupported volume types (CSI, PVCs, …) are reported, not ignored
+		return configError{"this volume type is not supported by nodekeeper"}
 	}
 	return nil
 }
@@ -184,6 +206,7 @@ func (r *PodReconciler) volumeFiles(ctx context.Context, pod *corev1.Pod, v *cor
 		}
 		return keyPaths(items, s.Data, def, "Secret "+name, optional != nil && *optional)
 	}
+	var allocatable corev1.ResourceList
 	dapiFiles := func(items []corev1.DownwardAPIVolumeFile, def os.FileMode) (map[string]file, error) {
 		out := map[string]file{}
 		for _, it := range items {
@@ -200,11 +223,10 @@ func (r *PodReconciler) volumeFiles(ctx context.Context, pod *corev1.Pod, v *cor
 					val, err = fieldValue(pod, it.FieldRef.FieldPath, r.HostIP)
 				}
 			case it.ResourceFieldRef != nil:
-				c := &corev1.Container{}
-				if len(pod.Spec.Containers) > 0 {
-					c = &pod.Spec.Containers[0]
+				if allocatable == nil {
+					allocatable = r.nodeAllocatable(ctx)
 				}
-				val, err = resourceValue(pod, c, it.ResourceFieldRef)
+				val, err = podplan.VolumeResourceValue(it.ResourceFieldRef, pod, allocatable)
 			}
 			if err != nil {
 				return nil, configError{fmt.Sprintf("downwardAPI %s: %v", it.Path, err)}
@@ -464,67 +486,82 @@ func setVolumeOwnership(dir string, fsGroup int64, readOnly, rootOnly bool) erro
 	})
 }
 
-// checkHostPath applies the hostPath type checks.
+// checkHostPath applies the hostPath type checks as upstream's checkTypeInternal, with
+// its messages; DirectoryOrCreate and FileOrCreate create what is missing.
 func checkHostPath(h *corev1.HostPathVolumeSource) error {
-	t := corev1.HostPathUnset
-	if h.Type != nil {
-		t = *h.Type
-	}
-	st, err := os.Stat(h.Path)
-	exists := err == nil
-	switch t {
-	case corev1.HostPathUnset:
+	if h.Type == nil || *h.Type == corev1.HostPathUnset {
 		return nil
+	}
+	_, statErr := os.Stat(h.Path)
+	exists := statErr == nil
+	var want corev1.HostPathType
+	var expected string
+	switch t := *h.Type; t {
 	case corev1.HostPathDirectoryOrCreate:
 		if !exists {
 			return os.MkdirAll(h.Path, 0o755)
 		}
-		if !st.IsDir() {
-			return fmt.Errorf("hostPath type check failed: %s is not a directory", h.Path)
-		}
+		want, expected = corev1.HostPathDirectory, "directory"
+	case corev1.HostPathDirectory:
+		want, expected = corev1.HostPathDirectory, "directory"
 	case corev1.HostPathFileOrCreate:
 		if !exists {
-			if err := os.MkdirAll(filepath.Dir(h.Path), 0o755); err != nil {
-				return err
-			}
-			f, err := os.OpenFile(h.Path, os.O_CREATE|os.O_RDWR, 0o644)
+			f, err := os.OpenFile(h.Path, os.O_CREATE, 0o644)
 			if err != nil {
 				return err
 			}
 			return f.Close()
 		}
-		if !st.Mode().IsRegular() {
-			return fmt.Errorf("hostPath type check failed: %s is not a file", h.Path)
-		}
-	case corev1.HostPathDirectory:
-		if !exists || !st.IsDir() {
-			return fmt.Errorf("hostPath type check failed: %s is not a directory", h.Path)
-		}
+		want, expected = corev1.HostPathFile, "file"
 	case corev1.HostPathFile:
-		if !exists || !st.Mode().IsRegular() {
-			return fmt.Errorf("hostPath type check failed: %s is not a file", h.Path)
-		}
+		want, expected = corev1.HostPathFile, "file"
 	case corev1.HostPathSocket:
-		if !exists || st.Mode()&os.ModeSocket == 0 {
-			return fmt.Errorf("hostPath type check failed: %s is not a socket file", h.Path)
-		}
+		want, expected = corev1.HostPathSocket, "socket file"
 	case corev1.HostPathCharDev:
-		if !exists || st.Mode()&os.ModeCharDevice == 0 {
-			return fmt.Errorf("hostPath type check failed: %s is not a character device", h.Path)
-		}
+		want, expected = corev1.HostPathCharDev, "character device"
 	case corev1.HostPathBlockDev:
-		if !exists || st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0 {
-			return fmt.Errorf("hostPath type check failed: %s is not a block device", h.Path)
-		}
+		want, expected = corev1.HostPathBlockDev, "block device"
 	default:
-		return fmt.Errorf("hostPath type %q is not supported", t)
+		return fmt.Errorf("%s is an invalid volume type", t)
+	}
+	got, err := hostFileType(h.Path)
+	if err != nil {
+		return fmt.Errorf("hostPath type check failed, %s is not a %s, unable to determine its type: %w", h.Path, expected, err)
+	}
+	if got != want {
+		return fmt.Errorf("hostPath type check failed: %s is not a %s, it's a %s", h.Path, expected, got)
 	}
 	return nil
 }
 
+// hostFileType is upstream's getFileType: what kind of file is at p.
+func hostFileType(p string) (corev1.HostPathType, error) {
+	info, err := os.Stat(p)
+	if os.IsNotExist(err) {
+		return "", fmt.Errorf("path %q does not exist", p)
+	}
+	if err != nil {
+		return "", err
+	}
+	switch m := info.Mode(); {
+	case m.IsDir():
+		return corev1.HostPathDirectory, nil
+	case m.IsRegular():
+		return corev1.HostPathFile, nil
+	case m&os.ModeSocket != 0:
+		return corev1.HostPathSocket, nil
+	case m&os.ModeCharDevice != 0:
+		return corev1.HostPathCharDev, nil
+	case m&os.ModeDevice != 0:
+		return corev1.HostPathBlockDev, nil
+	}
+	return "", errors.New("only recognise file, directory, socket, block device and character device")
+}
+
 // mounts turns a container's volumeMounts into CRI mounts (subPath and readOnly honoured;
-// ConfigMap, Secret, downwardAPI and projected volumes are always read-only).
-func (r *PodReconciler) mounts(pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.Mount, error) {
+// ConfigMap, Secret, downwardAPI and projected volumes are always read-only; recursive
+// read-only as the runtime allows, supportsRRO).
+func (r *PodReconciler) mounts(pod *corev1.Pod, c *corev1.Container, supportsRRO bool) ([]*runtimeapi.Mount, error) {
 	vols := map[string]*corev1.Volume{}
 	for i := range pod.Spec.Volumes {
 		vols[pod.Spec.Volumes[i].Name] = &pod.Spec.Volumes[i]
@@ -558,7 +595,11 @@ func (r *PodReconciler) mounts(pod *corev1.Pod, c *corev1.Container) ([]*runtime
 				}
 			}
 		}
-		out = append(out, &runtimeapi.Mount{ContainerPath: m.MountPath, HostPath: host, Readonly: ro})
+		rro, err := podplan.ResolveRecursiveReadOnly(m, supportsRRO)
+		if err != nil {
+			return nil, configError{fmt.Sprintf("failed to resolve recursive read-only mode: %v", err)}
+		}
+		out = append(out, &runtimeapi.Mount{ContainerPath: m.MountPath, HostPath: host, Readonly: ro, RecursiveReadOnly: rro})
 	}
 	return out, nil
 }

@@ -155,7 +155,16 @@ var _ = Describe("Volumes (fake runtime)", func() {
 				LocalObjectReference: corev1.LocalObjectReference{Name: "nowhere"}}}}}
 			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "cfg", MountPath: "/etc/app"}}
 		})
-		Eventually(eventsIn(a.ns), 10*time.Second, 100*time.Millisecond).Should(ContainElement(ContainSubstring(`FailedMount: MountVolume.SetUp failed: configmap "nowhere" not found`)))
+		Eventually(eventsIn(a.ns), 10*time.Second, 100*time.Millisecond).Should(ContainElement(`FailedMount: MountVolume.SetUp failed for volume "cfg" : configmap "nowhere" not found`))
 		Expect(getPod(p).Status.Phase).To(Equal(corev1.PodPending))
+
+		missing := filepath.Join(GinkgoT().TempDir(), "absent")
+		a.pod("nodir", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+				Path: missing, Type: ptr.To(corev1.HostPathDirectory)}}}}
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+		})
+		Eventually(eventsIn(a.ns), 10*time.Second, 100*time.Millisecond).Should(ContainElement(
+			`FailedMount: MountVolume.SetUp failed for volume "data" : hostPath type check failed, ` + missing + ` is not a directory, unable to determine its type: path "` + missing + `" does not exist`))
 	})
 })

@@ -196,36 +196,23 @@ func Terminal(pod *corev1.Pod) bool {
 	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 }
 
-// shouldRestart applies the pod's restartPolicy to an exited instance.
-func shouldRestart(policy corev1.RestartPolicy, c *Container) bool {
-	switch policy {
-	case corev1.RestartPolicyNever:
-		return false
-	case corev1.RestartPolicyOnFailure:
-		return c.ExitCode != 0
-	}
-	return true
-}
-
-// PodDone tells whether, by its restartPolicy, nothing of the pod will run again:
-// every app container has exited and none is to be restarted (or an init container
-// failed under restartPolicy Never).
+// PodDone tells whether, by the restart policies (ContainerShouldRestart), nothing of
+// the pod will run again: every app container has exited and none is to be restarted
+// (or an init container failed and is not to be restarted).
 func PodDone(pod *corev1.Pod, o Observed) bool {
-	if pod.Spec.RestartPolicy == corev1.RestartPolicyAlways || pod.Spec.RestartPolicy == "" {
-		return false
-	}
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
 		if IsSidecar(c) {
 			continue
 		}
-		if l := o.Latest(c.Name); l != nil && l.State == StateExited && l.ExitCode != 0 && pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+		if l := o.Latest(c.Name); l != nil && l.State == StateExited && l.ExitCode != 0 && !ContainerShouldRestart(c, &pod.Spec, l.ExitCode) {
 			return true
 		}
 	}
 	for i := range pod.Spec.Containers {
-		l := o.Latest(pod.Spec.Containers[i].Name)
-		if l == nil || l.State != StateExited || shouldRestart(pod.Spec.RestartPolicy, l) {
+		c := &pod.Spec.Containers[i]
+		l := o.Latest(c.Name)
+		if l == nil || l.State != StateExited || ContainerShouldRestart(c, &pod.Spec, l.ExitCode) {
 			return false
 		}
 	}
@@ -314,8 +301,8 @@ func startOrWait(name string, init bool, attempt uint32, backoff Backoff, now ti
 }
 
 // nextInit returns the init container to start now, if any. A running regular init
-// container blocks the next; a failed one restarts (with back-off) unless the pod's
-// restartPolicy is Never.
+// container blocks the next; a failed one restarts (with back-off) unless its restart
+// policy says not to (ContainerShouldRestart).
 func nextInit(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now time.Time, a *Actions) *Start {
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
@@ -340,7 +327,7 @@ func nextInit(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now tim
 		case l.State == StateCreated:
 			return &Start{Name: c.Name, Init: true, Attempt: l.Attempt + 1}
 		default: // failed
-			if pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+			if !ContainerShouldRestart(c, &pod.Spec, l.ExitCode) {
 				return nil
 			}
 			before := len(a.Start)
@@ -412,7 +399,7 @@ func appStarts(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now ti
 		case StateCreated:
 			a.Start = append(a.Start, Start{Name: c.Name, Attempt: l.Attempt + 1})
 		default:
-			if shouldRestart(pod.Spec.RestartPolicy, &l) {
+			if ContainerShouldRestart(c, &pod.Spec, l.ExitCode) {
 				startOrWait(c.Name, false, l.Attempt+1, backoff, now, a)
 			}
 		}

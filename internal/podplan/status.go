@@ -27,6 +27,9 @@ type StatusInput struct {
 	// Evicted is the message of the kubelet's eviction of this pod ("" : not evicted):
 	// the pod ends Failed with reason Evicted and a DisruptionTarget condition.
 	Evicted string
+	// RecursiveReadOnlyMounts is whether the runtime makes recursive read-only mounts:
+	// the containers' volumeMounts statuses say which mounts are.
+	RecursiveReadOnlyMounts bool
 }
 
 func t(ts time.Time) metav1.Time {
@@ -51,7 +54,8 @@ func terminated(c *Container, runtime string) *corev1.ContainerStateTerminated {
 }
 
 func containerStatus(in StatusInput, c *corev1.Container, init, initDone, sandboxReady bool) corev1.ContainerStatus {
-	st := corev1.ContainerStatus{Name: c.Name, Image: c.Image, Started: ptr.To(false)}
+	st := corev1.ContainerStatus{Name: c.Name, Image: c.Image, Started: ptr.To(false),
+		VolumeMounts: VolumeMountStatuses(c, in.RecursiveReadOnlyMounts)}
 	inst := in.Observed.instances(c.Name, "")
 	w, waiting := in.Waiting[c.Name]
 	if len(inst) == 0 {
@@ -146,52 +150,54 @@ func Status(in StatusInput) corev1.PodStatus {
 		sbID = sb.ID
 	}
 	initDone := allInitDone(pod, in.Observed, sbID) || (len(pod.Spec.InitContainers) == 0)
-	initFailed := false
+	initFailedForGood := false // a failed init container that is not restarted
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
 		cs := containerStatus(in, c, true, initDone, sandboxReady)
 		if !IsSidecar(c) {
 			cs.Ready = cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0
-			if l := in.Observed.Latest(c.Name); l != nil && l.State == StateExited && l.ExitCode != 0 {
-				initFailed = true
+			if l := in.Observed.Latest(c.Name); l != nil && l.State == StateExited && l.ExitCode != 0 && !ContainerShouldRestart(c, &pod.Spec, l.ExitCode) {
+				initFailedForGood = true
 			}
 		}
 		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
 	}
 	allReady := true
-	var running, waiting, succeeded, failed int
+	var running, waiting, succeeded, failed, stoppedForGood int
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		cs := containerStatus(in, c, false, initDone, sandboxReady)
 		if !cs.Ready {
 			allReady = false
 		}
+		stopped := func(exitCode int32) {
+			if exitCode == 0 {
+				succeeded++
+			} else {
+				failed++
+			}
+			if !ContainerShouldRestart(c, &pod.Spec, exitCode) {
+				stoppedForGood++
+			}
+		}
 		switch {
 		case cs.State.Running != nil:
 			running++
 		case cs.State.Terminated != nil:
-			if cs.State.Terminated.ExitCode == 0 {
-				succeeded++
-			} else {
-				failed++
-			}
+			stopped(cs.State.Terminated.ExitCode)
 		case cs.State.Waiting != nil && cs.LastTerminationState.Terminated != nil:
 			// restarting: counts as stopped for the phase
-			if cs.LastTerminationState.Terminated.ExitCode == 0 {
-				succeeded++
-			} else {
-				failed++
-			}
+			stopped(cs.LastTerminationState.Terminated.ExitCode)
 		default:
 			waiting++
 		}
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
 	}
 
-	// phase, as upstream's getPhase
-	policy := pod.Spec.RestartPolicy
+	// phase, as upstream's getPhase (with ContainerRestartRules: the restart policies
+	// are each container's, ContainerShouldRestart)
 	switch {
-	case !initDone && initFailed && policy == corev1.RestartPolicyNever:
+	case !initDone && initFailedForGood:
 		st.Phase = corev1.PodFailed
 	case !initDone:
 		st.Phase = corev1.PodPending
@@ -201,14 +207,12 @@ func Status(in StatusInput) corev1.PodStatus {
 		st.Phase = corev1.PodRunning
 	case succeeded+failed > 0:
 		switch {
-		case policy == corev1.RestartPolicyAlways || policy == "":
-			st.Phase = corev1.PodRunning
+		case succeeded+failed != stoppedForGood:
+			st.Phase = corev1.PodRunning // at least one is restarting
 		case failed == 0:
 			st.Phase = corev1.PodSucceeded
-		case policy == corev1.RestartPolicyNever:
-			st.Phase = corev1.PodFailed
 		default:
-			st.Phase = corev1.PodRunning
+			st.Phase = corev1.PodFailed
 		}
 	default:
 		st.Phase = corev1.PodPending

@@ -57,6 +57,39 @@ type scenario struct {
 }
 
 var scenarios = []scenario{
+	{"kernel and sandbox rules: hostname length, privileged containers, runtime handlers", func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		// a 65-byte hostname is refused (sethostname); 64 bytes are fine
+		cfg := sandboxConfig("longhost", t.TempDir())
+		cfg.Hostname = strings.Repeat("h", 65)
+		if id, err := b.rt.RunPodSandbox(ctx, cfg, ""); err == nil {
+			_ = b.rt.RemovePodSandbox(ctx, id)
+			t.Errorf("a 65-byte hostname was accepted")
+		} else {
+			expect(t, strings.Contains(err.Error(), "sethostname: invalid argument"), "long hostname: %v", err)
+		}
+		runSandbox(t, b, "host64", func(c *runtimeapi.PodSandboxConfig) { c.Hostname = strings.Repeat("h", 64) })
+
+		// a privileged container needs a privileged sandbox
+		privileged := func(c *runtimeapi.ContainerConfig) *runtimeapi.ContainerConfig {
+			c.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{Privileged: true}
+			return c
+		}
+		id, sb := runSandbox(t, b, "unpriv")
+		_, err := b.rt.CreateContainer(ctx, id, privileged(containerConfig("priv", "sleep", "60")), sb)
+		expect(t, err != nil && strings.Contains(err.Error(), "no privileged container allowed in sandbox"), "privileged in an unprivileged sandbox: %v", err)
+		id, sb = runSandbox(t, b, "priv", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Privileged: true}
+		})
+		cid, err := b.rt.CreateContainer(ctx, id, privileged(containerConfig("priv", "sleep", "60")), sb)
+		must(t, err)
+		must(t, b.rt.RemoveContainer(ctx, cid))
+
+		// containerd 1.6 reports no runtime handlers (so no recursive read-only mounts)
+		hs, err := b.rt.RuntimeHandlers(ctx)
+		must(t, err)
+		expect(t, len(hs) == 0, "runtime handlers %v", hs)
+	}},
 	{"sandbox run, status, stop, remove", func(t *testing.T, b *backend) {
 		ctx := context.Background()
 		id, cfg := runSandbox(t, b, "lifecycle")

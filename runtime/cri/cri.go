@@ -42,6 +42,11 @@ type Runtime interface {
 	// Status returns the runtime's conditions; RuntimeReady and NetworkReady are
 	// always present in a healthy answer. Any failure wraps ErrUnavailable.
 	Status(ctx context.Context) (*runtimeapi.RuntimeStatus, error)
+	// RuntimeHandlers returns the runtime's handlers ("" is the default one) with the
+	// features each supports (recursive read-only mounts, user namespaces), as CRI
+	// Status reports them; a runtime that reports none (containerd 1.6) returns none.
+	// Any failure wraps ErrUnavailable.
+	RuntimeHandlers(ctx context.Context) ([]*runtimeapi.RuntimeHandler, error)
 
 	// RunPodSandbox creates and starts a pod sandbox (its network namespace, with an IP
 	// from the CNI network unless config asks for the node's network) and returns its
@@ -249,4 +254,15 @@ func (r *Remote) Status(ctx context.Context) (*runtimeapi.RuntimeStatus, error) 
 		return nil, fmt.Errorf("%w: Status: empty answer", ErrUnavailable)
 	}
 	return resp.GetStatus(), nil
+}
+
+// RuntimeHandlers implements Runtime.
+func (r *Remote) RuntimeHandlers(ctx context.Context) ([]*runtimeapi.RuntimeHandler, error) {
+	ctx, cancel := r.ctx(ctx)
+	defer cancel()
+	resp, err := r.rt.Status(ctx, &runtimeapi.StatusRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("%w: Status: %v", ErrUnavailable, err)
+	}
+	return resp.GetRuntimeHandlers(), nil
 }

@@ -48,6 +48,7 @@ type Runtime struct {
 	images     map[string]*image     // present, by ID
 	registry   map[string]*image     // pullable, by normalised reference
 	exec       ExecHandler
+	handlers   []*runtimeapi.RuntimeHandler
 
 	podCIDR netip.Prefix
 	lastIP  netip.Addr
@@ -207,6 +208,31 @@ func (f *Runtime) Exit(containerID string, exitCode int32) error {
 	return nil
 }
 
+// SandboxConfig returns a copy of the config a sandbox was run with (what a real
+// runtime applied), or nil when there is no such sandbox.
+func (f *Runtime) SandboxConfig(id string) *runtimeapi.PodSandboxConfig {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if sb, ok := f.sandboxes[id]; ok {
+		return proto.Clone(sb.config).(*runtimeapi.PodSandboxConfig)
+	}
+	return nil
+}
+
+// ContainerConfig returns a copy of the config a container was created with, or nil
+// when there is no such container.
+func (f *Runtime) ContainerConfig(id string) *runtimeapi.ContainerConfig {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.containers[id]; ok {
+		return proto.Clone(c.config).(*runtimeapi.ContainerConfig)
+	}
+	return nil
+}
+
+// maxHostname is the kernel's limit on a UTS nodename (__NEW_UTS_LEN).
+const maxHostname = 64
+
 // ---------------------------------------------------------------- runtime status
 
 func (f *Runtime) check(call string) error {
@@ -243,6 +269,31 @@ func (f *Runtime) Status(context.Context) (*runtimeapi.RuntimeStatus, error) {
 	return st, nil
 }
 
+// SetRuntimeHandlers sets the handlers RuntimeHandlers reports (none by default, as
+// containerd 1.6).
+func (f *Runtime) SetRuntimeHandlers(hs ...*runtimeapi.RuntimeHandler) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.handlers = nil
+	for _, h := range hs {
+		f.handlers = append(f.handlers, proto.Clone(h).(*runtimeapi.RuntimeHandler))
+	}
+}
+
+// RuntimeHandlers implements cri.Runtime.
+func (f *Runtime) RuntimeHandlers(context.Context) ([]*runtimeapi.RuntimeHandler, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check("Status"); err != nil {
+		return nil, err
+	}
+	var out []*runtimeapi.RuntimeHandler
+	for _, h := range f.handlers {
+		out = append(out, proto.Clone(h).(*runtimeapi.RuntimeHandler))
+	}
+	return out, nil
+}
+
 // ---------------------------------------------------------------- sandboxes
 
 // RunPodSandbox implements cri.Runtime.
@@ -268,6 +319,12 @@ func (f *Runtime) RunPodSandbox(_ context.Context, config *runtimeapi.PodSandbox
 		delete(f.names, name)
 		return "", errors.New("RunPodSandbox: failed to create containerd task: failed to create shim task: OCI runtime create failed: " +
 			"runc create failed: unable to set hostname without a private UTS namespace: unknown")
+	}
+	if len(config.GetHostname()) > maxHostname {
+		// the kernel's nodename holds 64 bytes: runc's sethostname fails
+		delete(f.names, name)
+		return "", errors.New("RunPodSandbox: failed to create containerd task: failed to create shim task: OCI runtime create failed: " +
+			"runc create failed: unable to start container process: error during container init: sethostname: invalid argument: unknown")
 	}
 	sb := &sandbox{id: id, name: name, handler: runtimeHandler, createdAt: f.now(),
 		config: proto.Clone(config).(*runtimeapi.PodSandboxConfig), state: runtimeapi.PodSandboxState_SANDBOX_READY}
@@ -397,6 +454,11 @@ func (f *Runtime) CreateContainer(_ context.Context, podSandboxID string, config
 	if sb.state != runtimeapi.PodSandboxState_SANDBOX_READY {
 		return "", fmt.Errorf("CreateContainer: failed to get sandbox container task: no running task found: task %s not found: %w",
 			sb.id, cri.ErrNotFound)
+	}
+	if config.GetLinux().GetSecurityContext().GetPrivileged() && !sb.config.GetLinux().GetSecurityContext().GetPrivileged() {
+		// containerd checks the sandbox it runs in, not the config passed along
+		return "", fmt.Errorf("CreateContainer: failed to generate container %q spec: no privileged container allowed in sandbox",
+			config.GetMetadata().GetName())
 	}
 	id := f.newID()
 	sm, cm := sandboxConfig.GetMetadata(), config.GetMetadata()
