@@ -277,13 +277,7 @@ func (r *PodReconciler) reconcileStatic(ctx context.Context, pod *corev1.Pod) (r
 // run observes the runtime, plans, applies and computes the new status.
 func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodStatus, reconcile.Result, error) {
 	logger := log.FromContext(ctx)
-	if r.runtimeID() == "" {
-		if v, err := r.Runtime.Version(ctx); err == nil {
-			r.mu.Lock()
-			r.runtimeName = v.GetRuntimeName()
-			r.mu.Unlock()
-		}
-	}
+	r.ensureRuntimeName(ctx)
 
 	obs, err := r.observe(ctx, pod.UID)
 	if err != nil {
@@ -309,13 +303,7 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if obs2, err := r.observe(ctx, pod.UID); err == nil {
 		obs = obs2
 	}
-	for i := range obs.Containers {
-		if c := &obs.Containers[i]; c.State == podplan.StateExited {
-			if m := r.terminationMessage(pod, c.Name, c.Attempt, c.ExitCode, c.LogPath); m != "" {
-				c.Message = m
-			}
-		}
-	}
+	r.addTerminationMessages(pod, &obs)
 	waiting := map[string]podplan.Waiting{}
 	for k, v := range plan.Waiting {
 		waiting[k] = v
@@ -345,6 +333,30 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 		next = time.Minute // ConfigMap/Secret/token updates reach the files within a minute
 	}
 	return &st, reconcile.Result{RequeueAfter: next}, nil
+}
+
+// ensureRuntimeName learns the runtime's name (the prefix of container IDs) once.
+func (r *PodReconciler) ensureRuntimeName(ctx context.Context) {
+	if r.runtimeID() != "" {
+		return
+	}
+	if v, err := r.Runtime.Version(ctx); err == nil {
+		r.mu.Lock()
+		r.runtimeName = v.GetRuntimeName()
+		r.mu.Unlock()
+	}
+}
+
+// addTerminationMessages fills exited containers' messages from their termination
+// message files (or logs).
+func (r *PodReconciler) addTerminationMessages(pod *corev1.Pod, obs *podplan.Observed) {
+	for i := range obs.Containers {
+		if c := &obs.Containers[i]; c.State == podplan.StateExited {
+			if m := r.terminationMessage(pod, c.Name, c.Attempt, c.ExitCode, c.LogPath); m != "" {
+				c.Message = m
+			}
+		}
+	}
 }
 
 // backoffFor turns the stored back-off entries into "not before" times for Plan.
@@ -471,9 +483,32 @@ func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
 
 // terminate stops a deleted pod's containers within its grace period, removes its
 // sandboxes, and then deletes the Pod object for good.
+//
+// As the kubelet, the pod's final status (phase Succeeded or Failed, every container
+// terminated with its exit code) is written before the pod is removed, so that it is
+// seen on a pod that a finalizer keeps.
 func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) (reconcile.Result, error) {
 	if err := r.killAll(ctx, pod, obs, "Stopping container %s"); err != nil {
 		return reconcile.Result{}, err
+	}
+	r.prober.Forget(pod.UID)
+	stopped, err := r.observe(ctx, pod.UID)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	r.ensureRuntimeName(ctx)
+	r.addTerminationMessages(pod, &stopped)
+	st := podplan.Status(podplan.StatusInput{Pod: pod, Observed: stopped, HostIP: r.HostIP,
+		RuntimeName: r.runtimeID(), Now: r.Clock.Now(), Evicted: r.evictedMessage(pod.UID), Terminal: true})
+	// once written, the final status stays: a pod a finalizer keeps comes back here
+	// with nothing left in the runtime to compute it from
+	done := podplan.Terminal(pod) && len(stopped.Containers) == 0
+	if !done && podplan.Changed(pod.Status, st) {
+		patched := pod.DeepCopy()
+		patched.Status = st
+		if err := r.Client.Status().Patch(ctx, patched, client.MergeFrom(pod)); err != nil && !apierrors.IsNotFound(err) {
+			return reconcile.Result{}, fmt.Errorf("writing the final status of a deleted pod: %w", err)
+		}
 	}
 	for _, sb := range obs.Sandboxes {
 		if err := r.Runtime.RemovePodSandbox(ctx, sb.ID); err != nil {
@@ -489,7 +524,7 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 	if err := r.cleanupPodDir(pod.UID); err != nil {
 		return reconcile.Result{}, fmt.Errorf("removing the pod's folder: %w", err)
 	}
-	err := r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID})
+	err = r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return reconcile.Result{}, fmt.Errorf("deleting pod: %w", err)
 	}

@@ -27,6 +27,13 @@ type StatusInput struct {
 	// Evicted is the message of the kubelet's eviction of this pod ("" : not evicted):
 	// the pod ends Failed with reason Evicted and a DisruptionTarget condition.
 	Evicted string
+	// Terminal: the pod has been terminated (deleted, its containers killed) and none
+	// of its containers will run again. As the kubelet's final status for such a pod
+	// (generateAPIPodStatus with podIsTerminal, then the status manager's TerminatePod):
+	// containers that are not terminated are reported terminated (137,
+	// ContainerStatusUnknown) once the pod has initialized, and the phase is Succeeded
+	// when every regular container exited 0, else Failed.
+	Terminal bool
 }
 
 func t(ts time.Time) metav1.Time {
@@ -146,72 +153,34 @@ func Status(in StatusInput) corev1.PodStatus {
 		sbID = sb.ID
 	}
 	initDone := allInitDone(pod, in.Observed, sbID) || (len(pod.Spec.InitContainers) == 0)
-	initFailed := false
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
 		cs := containerStatus(in, c, true, initDone, sandboxReady)
 		if !IsSidecar(c) {
 			cs.Ready = cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0
-			if l := in.Observed.Latest(c.Name); l != nil && l.State == StateExited && l.ExitCode != 0 {
-				initFailed = true
-			}
 		}
 		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
 	}
 	allReady := true
-	var running, waiting, succeeded, failed int
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		cs := containerStatus(in, c, false, initDone, sandboxReady)
 		if !cs.Ready {
 			allReady = false
 		}
-		switch {
-		case cs.State.Running != nil:
-			running++
-		case cs.State.Terminated != nil:
-			if cs.State.Terminated.ExitCode == 0 {
-				succeeded++
-			} else {
-				failed++
-			}
-		case cs.State.Waiting != nil && cs.LastTerminationState.Terminated != nil:
-			// restarting: counts as stopped for the phase
-			if cs.LastTerminationState.Terminated.ExitCode == 0 {
-				succeeded++
-			} else {
-				failed++
-			}
-		default:
-			waiting++
-		}
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
 	}
+	if in.Terminal {
+		terminateStatuses(pod, &st)
+	}
 
-	// phase, as upstream's getPhase
-	policy := pod.Spec.RestartPolicy
-	switch {
-	case !initDone && initFailed && policy == corev1.RestartPolicyNever:
+	st.Phase = phase(pod, &st, in.Terminal, activeRegularStarted(pod, in.Observed, sbID))
+	if in.Terminal && !IsStatic(pod) && !Terminal(pod) && st.Phase != corev1.PodSucceeded && st.Phase != corev1.PodFailed {
+		// as the status manager's TerminatePod: a terminated pod always ends terminal
 		st.Phase = corev1.PodFailed
-	case !initDone:
-		st.Phase = corev1.PodPending
-	case waiting > 0:
-		st.Phase = corev1.PodPending
-	case running > 0:
-		st.Phase = corev1.PodRunning
-	case succeeded+failed > 0:
-		switch {
-		case policy == corev1.RestartPolicyAlways || policy == "":
-			st.Phase = corev1.PodRunning
-		case failed == 0:
-			st.Phase = corev1.PodSucceeded
-		case policy == corev1.RestartPolicyNever:
-			st.Phase = corev1.PodFailed
-		default:
-			st.Phase = corev1.PodRunning
-		}
-	default:
-		st.Phase = corev1.PodPending
+	}
+	if st.Phase == prev.Phase {
+		st.Reason, st.Message = prev.Reason, prev.Message // they go with the phase
 	}
 	if Terminal(pod) {
 		st.Phase = prev.Phase // terminal phases are final
@@ -281,6 +250,226 @@ func Status(in StatusInput) corev1.PodStatus {
 		}
 	}
 	return st
+}
+
+// phase is the kubelet's getPhase over the container statuses just computed.
+// podIsTerminal: nothing will be restarted; podHasInitialized: a regular container of
+// the current sandbox has started (restarting sidecars then do not make it Pending).
+func phase(pod *corev1.Pod, st *corev1.PodStatus, podIsTerminal, podHasInitialized bool) corev1.PodPhase {
+	find := func(list []corev1.ContainerStatus, name string) (*corev1.ContainerStatus, bool) {
+		for i := range list {
+			if list[i].Name == name {
+				return &list[i], true
+			}
+		}
+		return nil, false
+	}
+	pendingSidecars, pendingInits, failedInitNotRestartable := 0, 0, 0
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if IsSidecar(c) {
+			continue
+		}
+		cs, ok := find(st.InitContainerStatuses, c.Name)
+		switch {
+		case !ok:
+			pendingInits++
+		case cs.State.Running != nil:
+			pendingInits++
+		case cs.State.Terminated != nil:
+			if code := cs.State.Terminated.ExitCode; code != 0 && !ContainerShouldRestart(c, pod, code) {
+				failedInitNotRestartable++
+			}
+		case cs.State.Waiting != nil:
+			if lt := cs.LastTerminationState.Terminated; lt != nil {
+				if lt.ExitCode != 0 && !ContainerShouldRestart(c, pod, lt.ExitCode) {
+					failedInitNotRestartable++
+				}
+			} else {
+				pendingInits++
+			}
+		default:
+			pendingInits++
+		}
+	}
+	unknown, running, waiting, stopped, stoppedNotRestartable, succeeded := 0, 0, 0, 0, 0, 0
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if !IsSidecar(c) {
+			continue
+		}
+		cs, ok := find(st.InitContainerStatuses, c.Name)
+		switch {
+		case !ok:
+			unknown++
+		case cs.State.Running != nil:
+			if cs.Started == nil || !*cs.Started {
+				pendingSidecars++
+			}
+			running++
+		case cs.State.Terminated != nil:
+			// stopped sidecars do not count for the phase
+		case cs.State.Waiting != nil:
+			if cs.LastTerminationState.Terminated == nil {
+				pendingSidecars++
+				waiting++
+			}
+		default:
+			pendingSidecars++
+			unknown++
+		}
+	}
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		cs, ok := find(st.ContainerStatuses, c.Name)
+		switch {
+		case !ok:
+			unknown++
+		case cs.State.Running != nil:
+			running++
+		case cs.State.Terminated != nil:
+			stopped++
+			code := cs.State.Terminated.ExitCode
+			if !ContainerShouldRestart(c, pod, code) {
+				stoppedNotRestartable++
+			}
+			if code == 0 {
+				succeeded++
+			}
+		case cs.State.Waiting != nil:
+			if lt := cs.LastTerminationState.Terminated; lt != nil {
+				stopped++
+				if !ContainerShouldRestart(c, pod, lt.ExitCode) {
+					stoppedNotRestartable++
+				}
+			} else {
+				waiting++
+			}
+		default:
+			unknown++
+		}
+	}
+	if failedInitNotRestartable > 0 {
+		return corev1.PodFailed
+	}
+	switch {
+	case pendingInits > 0 || (pendingSidecars > 0 && !podHasInitialized), waiting > 0:
+		return corev1.PodPending
+	case running > 0 && unknown == 0:
+		return corev1.PodRunning
+	case running == 0 && stopped > 0 && unknown == 0:
+		if podIsTerminal && !IsStatic(pod) {
+			if stopped == succeeded {
+				return corev1.PodSucceeded
+			}
+			return corev1.PodFailed
+		}
+		if stopped != stoppedNotRestartable {
+			return corev1.PodRunning // restarting
+		}
+		if stopped == succeeded {
+			return corev1.PodSucceeded
+		}
+		return corev1.PodFailed
+	}
+	return corev1.PodPending
+}
+
+// terminateStatuses is the status manager's TerminatePod: once the pod has initialized
+// (judged from the status in the API, as upstream), an app container that is not
+// terminated is reported terminated with 137 and ContainerStatusUnknown; so is every
+// init container up to the last one that ever started.
+func terminateStatuses(pod *corev1.Pod, st *corev1.PodStatus) {
+	unknown := corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+		Reason: "ContainerStatusUnknown", Message: "The container could not be located when the pod was terminated", ExitCode: 137}}
+	if hasPodInitialized(pod) {
+		for i := range st.ContainerStatuses {
+			if st.ContainerStatuses[i].State.Terminated == nil {
+				st.ContainerStatuses[i].State = *unknown.DeepCopy()
+			}
+		}
+	}
+	inits := st.InitContainerStatuses
+	last := 0 // all but the suffix that never started; at least the first
+	for i := len(inits) - 1; i >= 0; i-- {
+		if inits[i].State.Waiting == nil || inits[i].LastTerminationState.Terminated != nil {
+			last = i
+			break
+		}
+	}
+	for i := 0; i < len(inits) && i <= last; i++ {
+		if inits[i].State.Terminated == nil {
+			inits[i].State = *unknown.DeepCopy()
+		}
+	}
+}
+
+// hasPodInitialized is the status manager's: judged from the pod's status in the API.
+func hasPodInitialized(pod *corev1.Pod) bool {
+	if len(pod.Spec.InitContainers) == 0 {
+		return true
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.LastTerminationState.Terminated != nil || cs.State.Waiting == nil {
+			return true
+		}
+	}
+	if l := len(pod.Status.InitContainerStatuses); l > 0 && l <= len(pod.Spec.InitContainers) {
+		c, cs := &pod.Spec.InitContainers[l-1], pod.Status.InitContainerStatuses[l-1]
+		if IsSidecar(c) {
+			return cs.State.Running != nil && cs.Started != nil && *cs.Started
+		}
+		if t := cs.LastTerminationState.Terminated; t != nil && t.ExitCode == 0 {
+			return true
+		}
+		if t := cs.State.Terminated; t != nil && t.ExitCode == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// activeRegularStarted is upstream's HasAnyActiveRegularContainerStarted: a regular
+// container has an instance in the current sandbox.
+func activeRegularStarted(pod *corev1.Pod, o Observed, sbID string) bool {
+	if sbID == "" {
+		return false
+	}
+	for i := range pod.Spec.Containers {
+		if len(o.instances(pod.Spec.Containers[i].Name, sbID)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// IsStatic tells whether a pod comes from a static pod file (or another source than
+// the API server): the kubelet gives such pods no terminal phase on termination.
+func IsStatic(pod *corev1.Pod) bool {
+	src, ok := pod.Annotations["kubernetes.io/config.source"]
+	return ok && src != "api"
+}
+
+// ContainerShouldRestart is upstream's podutil.ContainerShouldRestart without
+// restartPolicyRules: the container's own restartPolicy, else the pod's.
+func ContainerShouldRestart(c *corev1.Container, pod *corev1.Pod, exitCode int32) bool {
+	if c.RestartPolicy != nil {
+		switch *c.RestartPolicy {
+		case corev1.ContainerRestartPolicyAlways:
+			return true
+		case corev1.ContainerRestartPolicyOnFailure:
+			return exitCode != 0
+		case corev1.ContainerRestartPolicyNever:
+			return false
+		}
+	}
+	switch pod.Spec.RestartPolicy {
+	case corev1.RestartPolicyOnFailure:
+		return exitCode != 0
+	case corev1.RestartPolicyNever:
+		return false
+	}
+	return true
 }
 
 // Changed tells whether two statuses differ in anything that must be written.
