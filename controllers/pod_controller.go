@@ -182,6 +182,8 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// pods are independent: start them side by side (one key is never run twice at once)
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.workers()}).
 		WatchesRawSource(source.Channel(r.events, &handler.EnqueueRequestForObject{})).
+		// mirror pods are tracked from the pod watch, as the kubelet's pod manager does
+		Watches(&corev1.Pod{}, r.mirrorWatch()).
 		Complete(r)
 }
 
