@@ -455,6 +455,7 @@ func (r *PodReconciler) probe(pod *corev1.Pod, obs *podplan.Observed) (ready, st
 	r.prober.Sync(pod, running, podIP)
 	ready, started = map[string]bool{}, map[string]bool{}
 	obs.Unhealthy = map[string]string{}
+	obs.NotStarted = map[string]bool{}
 	for id, name := range running {
 		spec := findContainer(pod, name)
 		if spec == nil {
@@ -463,6 +464,9 @@ func (r *PodReconciler) probe(pod *corev1.Pod, obs *podplan.Observed) (ready, st
 		res := r.prober.lookup(pod.UID, id, spec)
 		ready[name] = res.Ready && res.Started
 		started[name] = res.Started
+		if !res.Started {
+			obs.NotStarted[id] = true
+		}
 		if res.Failed != "" {
 			obs.Unhealthy[id] = res.Failed
 		}
@@ -533,22 +537,32 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 	return reconcile.Result{}, nil
 }
 
-// killAll stops every running container in parallel, each with the pod's grace period.
+// killAll stops every running container in parallel, each with the pod's grace
+// period. As upstream, sidecars stop last: each waits (within its grace period, after
+// its preStop hook) until the app containers and the sidecars after it have stopped.
 func (r *PodReconciler) killAll(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, msg string) error {
 	grace := r.grace(pod)
-	var wg sync.WaitGroup
-	errs := make(chan error, len(obs.Containers))
+	var running []podplan.Container
+	var names []string
 	for _, c := range obs.Containers {
-		if c.State != podplan.StateRunning {
-			continue
+		if c.State == podplan.StateRunning {
+			running = append(running, c)
+			names = append(names, c.Name)
 		}
+	}
+	order := newTerminationOrder(podplan.TerminationPrereqs(pod, names))
+	var wg sync.WaitGroup
+	errs := make(chan error, len(running))
+	for _, c := range running {
 		wg.Add(1)
 		go func(c podplan.Container) {
 			defer wg.Done()
 			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", msg, c.Name)
-			if err := r.stopContainer(ctx, pod, c, grace); err != nil {
+			if err := r.stopContainerInTurn(ctx, pod, c, grace, order); err != nil {
 				errs <- err
+				return
 			}
+			order.stopped(c.Name)
 		}(c)
 	}
 	wg.Wait()
@@ -564,6 +578,12 @@ func (r *PodReconciler) killAll(ctx context.Context, pod *corev1.Pod, obs podpla
 // grace period, then stops it with what is left of the grace period (at least 2s, as
 // upstream).
 func (r *PodReconciler) stopContainer(ctx context.Context, pod *corev1.Pod, c podplan.Container, grace time.Duration) error {
+	return r.stopContainerInTurn(ctx, pod, c, grace, nil)
+}
+
+// stopContainerInTurn is stopContainer that, after the preStop hook, waits for the
+// containers order says must stop first (at most what is left of the grace period).
+func (r *PodReconciler) stopContainerInTurn(ctx context.Context, pod *corev1.Pod, c podplan.Container, grace time.Duration, order *terminationOrder) error {
 	start := r.Clock.Now()
 	if spec := findContainer(pod, c.Name); spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
 		podIP := pod.Status.PodIP
@@ -574,6 +594,15 @@ func (r *PodReconciler) stopContainer(ctx context.Context, pod *corev1.Pod, c po
 			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed: %v", err)
 		}
 		grace -= r.Clock.Since(start)
+		if grace < 2*time.Second {
+			grace = 2 * time.Second
+		}
+	}
+	if order.mustWait(c.Name) && grace > 0 {
+		waitStart := r.Clock.Now()
+		order.wait(ctx, c.Name, grace)
+		// the wait counts in whole seconds, as upstream's
+		grace -= r.Clock.Since(waitStart).Truncate(time.Second)
 		if grace < 2*time.Second {
 			grace = 2 * time.Second
 		}

@@ -1,6 +1,8 @@
 package podplan
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -161,13 +163,9 @@ func Status(in StatusInput) corev1.PodStatus {
 		}
 		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
 	}
-	allReady := true
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		cs := containerStatus(in, c, false, initDone, sandboxReady)
-		if !cs.Ready {
-			allReady = false
-		}
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
 	}
 	if in.Terminal {
@@ -197,34 +195,12 @@ func Status(in StatusInput) corev1.PodStatus {
 		}
 		return c
 	}
-	containersReady := allReady && len(pod.Spec.Containers) > 0 && st.Phase == corev1.PodRunning
-	gatesOK := true
-	for _, g := range pod.Spec.ReadinessGates {
-		found := false
-		for _, c := range prev.Conditions {
-			if c.Type == g.ConditionType && c.Status == corev1.ConditionTrue {
-				found = true
-			}
-		}
-		gatesOK = gatesOK && found
-	}
-	notReadyReason := "ContainersNotReady"
-	if st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed {
-		notReadyReason = "PodCompleted"
-	}
-	readyReason := notReadyReason
-	if containersReady && !gatesOK {
-		readyReason = "ReadinessGatesNotReady"
-	}
-	initReason := "ContainersNotInitialized"
-	if st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed {
-		initReason = "PodCompleted"
-	}
+	containersReady := containersReadyCondition(pod, &st)
 	want := []corev1.PodCondition{
 		cond(corev1.PodReadyToStartContainers, sandboxReady, ""),
-		cond(corev1.PodInitialized, initDone, initReason),
-		cond(corev1.ContainersReady, containersReady, notReadyReason),
-		cond(corev1.PodReady, containersReady && gatesOK, readyReason),
+		initializedCondition(pod, &st),
+		containersReady,
+		readyCondition(pod, prev.Conditions, containersReady),
 	}
 	if in.Evicted != "" && !Terminal(pod) {
 		want = append(want, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue,
@@ -252,18 +228,131 @@ func Status(in StatusInput) corev1.PodStatus {
 	return st
 }
 
+// initializedCondition is upstream's GeneratePodInitializedCondition: every regular
+// init container succeeded and every sidecar has started, or an app container has
+// already run (sidecars restarting later do not take it back).
+func initializedCondition(pod *corev1.Pod, st *corev1.PodStatus) corev1.PodCondition {
+	var unknown, incomplete []string
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		cs, ok := findStatus(st.InitContainerStatuses, c.Name)
+		switch {
+		case !ok:
+			unknown = append(unknown, c.Name)
+		case IsSidecar(c) && (cs.Started == nil || !*cs.Started):
+			incomplete = append(incomplete, c.Name)
+		case !IsSidecar(c) && !cs.Ready:
+			incomplete = append(incomplete, c.Name)
+		}
+	}
+	if st.Phase == corev1.PodSucceeded && len(unknown) == 0 {
+		return corev1.PodCondition{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, Reason: "PodCompleted"}
+	}
+	for _, cs := range st.ContainerStatuses {
+		if cs.State.Running != nil || cs.State.Terminated != nil {
+			return corev1.PodCondition{Type: corev1.PodInitialized, Status: corev1.ConditionTrue}
+		}
+	}
+	var msgs []string
+	if len(unknown) > 0 {
+		msgs = append(msgs, fmt.Sprintf("containers with unknown status: %s", unknown))
+	}
+	if len(incomplete) > 0 {
+		msgs = append(msgs, fmt.Sprintf("containers with incomplete status: %s", incomplete))
+	}
+	if len(msgs) > 0 {
+		return corev1.PodCondition{Type: corev1.PodInitialized, Status: corev1.ConditionFalse,
+			Reason: "ContainersNotInitialized", Message: strings.Join(msgs, ", ")}
+	}
+	return corev1.PodCondition{Type: corev1.PodInitialized, Status: corev1.ConditionTrue}
+}
+
+// containersReadyCondition is upstream's GenerateContainersReadyCondition: every app
+// container and every sidecar is ready.
+func containersReadyCondition(pod *corev1.Pod, st *corev1.PodStatus) corev1.PodCondition {
+	var unknown, unready []string
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if !IsSidecar(c) {
+			continue
+		}
+		if cs, ok := findStatus(st.InitContainerStatuses, c.Name); !ok {
+			unknown = append(unknown, c.Name)
+		} else if !cs.Ready {
+			unready = append(unready, c.Name)
+		}
+	}
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		if cs, ok := findStatus(st.ContainerStatuses, c.Name); !ok {
+			unknown = append(unknown, c.Name)
+		} else if !cs.Ready {
+			unready = append(unready, c.Name)
+		}
+	}
+	switch {
+	case st.Phase == corev1.PodSucceeded && len(unknown) == 0:
+		return corev1.PodCondition{Type: corev1.ContainersReady, Status: corev1.ConditionFalse, Reason: "PodCompleted"}
+	case st.Phase == corev1.PodFailed:
+		return corev1.PodCondition{Type: corev1.ContainersReady, Status: corev1.ConditionFalse, Reason: "PodFailed"}
+	}
+	var msgs []string
+	if len(unknown) > 0 {
+		msgs = append(msgs, fmt.Sprintf("containers with unknown status: %s", unknown))
+	}
+	if len(unready) > 0 {
+		msgs = append(msgs, fmt.Sprintf("containers with unready status: %s", unready))
+	}
+	if len(msgs) > 0 {
+		return corev1.PodCondition{Type: corev1.ContainersReady, Status: corev1.ConditionFalse,
+			Reason: "ContainersNotReady", Message: strings.Join(msgs, ", ")}
+	}
+	return corev1.PodCondition{Type: corev1.ContainersReady, Status: corev1.ConditionTrue}
+}
+
+// readyCondition is upstream's GeneratePodReadyCondition: ContainersReady and every
+// readiness gate's condition True.
+func readyCondition(pod *corev1.Pod, conds []corev1.PodCondition, containersReady corev1.PodCondition) corev1.PodCondition {
+	if containersReady.Status != corev1.ConditionTrue {
+		return corev1.PodCondition{Type: corev1.PodReady, Status: containersReady.Status,
+			Reason: containersReady.Reason, Message: containersReady.Message}
+	}
+	var msgs []string
+	for _, g := range pod.Spec.ReadinessGates {
+		var found *corev1.PodCondition
+		for i := range conds {
+			if conds[i].Type == g.ConditionType {
+				found = &conds[i]
+			}
+		}
+		switch {
+		case found == nil:
+			msgs = append(msgs, fmt.Sprintf("corresponding condition of pod readiness gate %q does not exist.", string(g.ConditionType)))
+		case found.Status != corev1.ConditionTrue:
+			msgs = append(msgs, fmt.Sprintf("the status of pod readiness gate %q is not \"True\", but %v", string(g.ConditionType), found.Status))
+		}
+	}
+	if len(msgs) > 0 {
+		return corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionFalse,
+			Reason: "ReadinessGatesNotReady", Message: strings.Join(msgs, ", ")}
+	}
+	return corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue}
+}
+
+func findStatus(list []corev1.ContainerStatus, name string) (*corev1.ContainerStatus, bool) {
+	for i := range list {
+		if list[i].Name == name {
+			return &list[i], true
+		}
+	}
+	return nil, false
+}
+
 // phase is the kubelet's getPhase over the container statuses just computed.
 // podIsTerminal: nothing will be restarted; podHasInitialized: a regular container of
 // the current sandbox has started (restarting sidecars then do not make it Pending).
 func phase(pod *corev1.Pod, st *corev1.PodStatus, podIsTerminal, podHasInitialized bool) corev1.PodPhase {
-	find := func(list []corev1.ContainerStatus, name string) (*corev1.ContainerStatus, bool) {
-		for i := range list {
-			if list[i].Name == name {
-				return &list[i], true
-			}
-		}
-		return nil, false
-	}
+	find := findStatus
 	pendingSidecars, pendingInits, failedInitNotRestartable := 0, 0, 0
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
