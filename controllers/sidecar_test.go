@@ -107,7 +107,8 @@ var _ = Describe("Restartable init containers (sidecars) on the fake runtime", f
 		up.Store(true)
 		var id string
 		Eventually(func() string { id = a.running(p.UID, "i1"); return id }, 10*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty())
-		Expect(initStatus(p, "s1").Started).To(Equal(ptr.To(true)))
+		// the runtime runs i1 before the status saying so is written
+		Eventually(func() *bool { return initStatus(p, "s1").Started }, 10*time.Second, 50*time.Millisecond).Should(Equal(ptr.To(true)))
 		Expect(a.runtime.Exit(id, 0)).To(Succeed())
 		Eventually(phase(p), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodRunning))
 		Eventually(func() corev1.ConditionStatus { return podCond(p, corev1.PodReady).Status }, 10*time.Second, 50*time.Millisecond).

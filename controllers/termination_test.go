@@ -53,7 +53,10 @@ var _ = Describe("Final status of deleted pods (fake runtime)", func() {
 			Expect(podCondition(got, corev1.PodReady)).To(Equal(corev1.ConditionFalse))
 			// the runtime side is gone, and the status stays as written
 			Eventually(func() int { return len(a.containers(got.UID, "app")) }, 10*time.Second, 50*time.Millisecond).Should(BeZero())
-			// and the pod is not written again (no update loop on a pod held by a finalizer)
+			// the agent's own delete (grace 0) is the last write: the pod is not written
+			// again (no update loop on a pod held by a finalizer)
+			Eventually(func() *int64 { return getPod(p).DeletionGracePeriodSeconds }, 10*time.Second, 50*time.Millisecond).
+				Should(Equal(ptr.To[int64](0)))
 			rv := getPod(p).ResourceVersion
 			Consistently(func() string { return getPod(p).ResourceVersion }, 2*time.Second, 100*time.Millisecond).Should(Equal(rv))
 			Expect(getPod(p).Status.ContainerStatuses[0].State.Terminated).To(Equal(term))
