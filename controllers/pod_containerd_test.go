@@ -77,6 +77,10 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		cgroupRoot = "/nk-test-" + node
 		DeferCleanup(func() { _ = host.Cgroups{}.Remove(cgroupRoot) })
 		Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+		// mirror pods are owned by the node: it must be registered
+		nodeObj := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}
+		Expect(k8sClient.Create(context.Background(), nodeObj)).To(Succeed())
+		DeferCleanup(func() { _ = k8sClient.Delete(context.Background(), nodeObj) })
 		startAgent()
 		DeferCleanup(func() {
 			// delete every pod of ours so its sandbox goes, then stop the agent
@@ -174,6 +178,33 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		sbs, err := rt.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodUID: string(p.UID)}})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(sbs).To(BeEmpty())
+	})
+
+	It("writes a deleted pod's final status where a finalizer keeps it: 137 for a process ignoring SIGTERM, 0 for one that exits on it", func() {
+		stubborn := create("final-137", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Finalizers = []string{testFinalizer}
+			p.Spec.Containers[0].Command = []string{"sh", "-c", "trap '' TERM; while true; do sleep 1; done"}
+		})
+		DeferCleanup(removeFinalizer, stubborn)
+		clean := create("final-0", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Finalizers = []string{testFinalizer}
+			p.Spec.Containers[0].Command = []string{"sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"}
+		})
+		DeferCleanup(removeFinalizer, clean)
+		for _, p := range []*corev1.Pod{stubborn, clean} {
+			Eventually(phase(p), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))
+			Expect(k8sClient.Delete(context.Background(), p)).To(Succeed())
+		}
+		Eventually(phase(stubborn), 30*time.Second, 100*time.Millisecond).Should(Equal(corev1.PodFailed))
+		term := getPod(stubborn).Status.ContainerStatuses[0].State.Terminated
+		Expect(term).NotTo(BeNil())
+		Expect(term.ExitCode).To(Equal(int32(137)))
+		Expect(term.ContainerID).To(HavePrefix("containerd://"))
+		Eventually(phase(clean), 30*time.Second, 100*time.Millisecond).Should(Equal(corev1.PodSucceeded))
+		term = getPod(clean).Status.ContainerStatuses[0].State.Terminated
+		Expect(term).NotTo(BeNil())
+		Expect(term.ExitCode).To(BeZero())
+		Expect(term.Reason).To(Equal("Completed"))
 	})
 
 	It("reports an image that does not exist as ErrImagePull", func() {

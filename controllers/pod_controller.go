@@ -183,6 +183,8 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// pods are independent: start them side by side (one key is never run twice at once)
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.workers()}).
 		WatchesRawSource(source.Channel(r.events, &handler.EnqueueRequestForObject{})).
+		// mirror pods are tracked from the pod watch, as the kubelet's pod manager does
+		Watches(&corev1.Pod{}, r.mirrorWatch()).
 		Complete(r)
 }
 
@@ -300,13 +302,7 @@ func (r *PodReconciler) reconcileStatic(ctx context.Context, pod *corev1.Pod) (r
 // run observes the runtime, plans, applies and computes the new status.
 func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodStatus, reconcile.Result, error) {
 	logger := log.FromContext(ctx)
-	if r.runtimeID() == "" {
-		if v, err := r.Runtime.Version(ctx); err == nil {
-			r.mu.Lock()
-			r.runtimeName = v.GetRuntimeName()
-			r.mu.Unlock()
-		}
-	}
+	r.ensureRuntimeName(ctx)
 
 	obs, err := r.observe(ctx, pod.UID)
 	if err != nil {
@@ -332,13 +328,7 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if obs2, err := r.observe(ctx, pod.UID); err == nil {
 		obs = obs2
 	}
-	for i := range obs.Containers {
-		if c := &obs.Containers[i]; c.State == podplan.StateExited {
-			if m := r.terminationMessage(pod, c.Name, c.Attempt, c.ExitCode, c.LogPath); m != "" {
-				c.Message = m
-			}
-		}
-	}
+	r.addTerminationMessages(pod, &obs)
 	waiting := map[string]podplan.Waiting{}
 	for k, v := range plan.Waiting {
 		waiting[k] = v
@@ -369,6 +359,30 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 		next = time.Minute // ConfigMap/Secret/token updates reach the files within a minute
 	}
 	return &st, reconcile.Result{RequeueAfter: next}, nil
+}
+
+// ensureRuntimeName learns the runtime's name (the prefix of container IDs) once.
+func (r *PodReconciler) ensureRuntimeName(ctx context.Context) {
+	if r.runtimeID() != "" {
+		return
+	}
+	if v, err := r.Runtime.Version(ctx); err == nil {
+		r.mu.Lock()
+		r.runtimeName = v.GetRuntimeName()
+		r.mu.Unlock()
+	}
+}
+
+// addTerminationMessages fills exited containers' messages from their termination
+// message files (or logs).
+func (r *PodReconciler) addTerminationMessages(pod *corev1.Pod, obs *podplan.Observed) {
+	for i := range obs.Containers {
+		if c := &obs.Containers[i]; c.State == podplan.StateExited {
+			if m := r.terminationMessage(pod, c.Name, c.Attempt, c.ExitCode, c.LogPath); m != "" {
+				c.Message = m
+			}
+		}
+	}
 }
 
 // backoffFor turns the stored back-off entries into "not before" times for Plan.
@@ -465,6 +479,7 @@ func (r *PodReconciler) probe(pod *corev1.Pod, obs *podplan.Observed) (ready, st
 	r.prober.Sync(pod, running, podIP)
 	ready, started = map[string]bool{}, map[string]bool{}
 	obs.Unhealthy = map[string]string{}
+	obs.NotStarted = map[string]bool{}
 	for id, name := range running {
 		spec := findContainer(pod, name)
 		if spec == nil {
@@ -473,6 +488,9 @@ func (r *PodReconciler) probe(pod *corev1.Pod, obs *podplan.Observed) (ready, st
 		res := r.prober.lookup(pod.UID, id, spec)
 		ready[name] = res.Ready && res.Started
 		started[name] = res.Started
+		if !res.Started {
+			obs.NotStarted[id] = true
+		}
 		if res.Failed != "" {
 			obs.Unhealthy[id] = res.Failed
 		}
@@ -495,9 +513,32 @@ func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
 
 // terminate stops a deleted pod's containers within its grace period, removes its
 // sandboxes, and then deletes the Pod object for good.
+//
+// As the kubelet, the pod's final status (phase Succeeded or Failed, every container
+// terminated with its exit code) is written before the pod is removed, so that it is
+// seen on a pod that a finalizer keeps.
 func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) (reconcile.Result, error) {
 	if err := r.killAll(ctx, pod, obs, "Stopping container %s"); err != nil {
 		return reconcile.Result{}, err
+	}
+	r.prober.Forget(pod.UID)
+	stopped, err := r.observe(ctx, pod.UID)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	r.ensureRuntimeName(ctx)
+	r.addTerminationMessages(pod, &stopped)
+	st := podplan.Status(podplan.StatusInput{Pod: pod, Observed: stopped, HostIP: r.HostIP,
+		RuntimeName: r.runtimeID(), Now: r.Clock.Now(), Evicted: r.evictedMessage(pod.UID), Terminal: true})
+	// once written, the final status stays: a pod a finalizer keeps comes back here
+	// with nothing left in the runtime to compute it from
+	done := podplan.Terminal(pod) && len(stopped.Containers) == 0
+	if !done && podplan.Changed(pod.Status, st) {
+		patched := pod.DeepCopy()
+		patched.Status = st
+		if err := r.Client.Status().Patch(ctx, patched, client.MergeFrom(pod)); err != nil && !apierrors.IsNotFound(err) {
+			return reconcile.Result{}, fmt.Errorf("writing the final status of a deleted pod: %w", err)
+		}
 	}
 	for _, sb := range obs.Sandboxes {
 		if err := r.Runtime.RemovePodSandbox(ctx, sb.ID); err != nil {
@@ -513,29 +554,39 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 	if err := r.cleanupPodDir(pod.UID); err != nil {
 		return reconcile.Result{}, fmt.Errorf("removing the pod's folder: %w", err)
 	}
-	err := r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID})
+	err = r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return reconcile.Result{}, fmt.Errorf("deleting pod: %w", err)
 	}
 	return reconcile.Result{}, nil
 }
 
-// killAll stops every running container in parallel, each with the pod's grace period.
+// killAll stops every running container in parallel, each with the pod's grace
+// period. As upstream, sidecars stop last: each waits (within its grace period, after
+// its preStop hook) until the app containers and the sidecars after it have stopped.
 func (r *PodReconciler) killAll(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, msg string) error {
 	grace := r.grace(pod)
-	var wg sync.WaitGroup
-	errs := make(chan error, len(obs.Containers))
+	var running []podplan.Container
+	var names []string
 	for _, c := range obs.Containers {
-		if c.State != podplan.StateRunning {
-			continue
+		if c.State == podplan.StateRunning {
+			running = append(running, c)
+			names = append(names, c.Name)
 		}
+	}
+	order := newTerminationOrder(podplan.TerminationPrereqs(pod, names))
+	var wg sync.WaitGroup
+	errs := make(chan error, len(running))
+	for _, c := range running {
 		wg.Add(1)
 		go func(c podplan.Container) {
 			defer wg.Done()
 			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", msg, c.Name)
-			if err := r.stopContainer(ctx, pod, c, grace); err != nil {
+			if err := r.stopContainerInTurn(ctx, pod, c, grace, order); err != nil {
 				errs <- err
+				return
 			}
+			order.stopped(c.Name)
 		}(c)
 	}
 	wg.Wait()
@@ -551,6 +602,12 @@ func (r *PodReconciler) killAll(ctx context.Context, pod *corev1.Pod, obs podpla
 // grace period, then stops it with what is left of the grace period (at least 2s, as
 // upstream).
 func (r *PodReconciler) stopContainer(ctx context.Context, pod *corev1.Pod, c podplan.Container, grace time.Duration) error {
+	return r.stopContainerInTurn(ctx, pod, c, grace, nil)
+}
+
+// stopContainerInTurn is stopContainer that, after the preStop hook, waits for the
+// containers order says must stop first (at most what is left of the grace period).
+func (r *PodReconciler) stopContainerInTurn(ctx context.Context, pod *corev1.Pod, c podplan.Container, grace time.Duration, order *terminationOrder) error {
 	start := r.Clock.Now()
 	if spec := findContainer(pod, c.Name); spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
 		podIP := pod.Status.PodIP
@@ -561,6 +618,15 @@ func (r *PodReconciler) stopContainer(ctx context.Context, pod *corev1.Pod, c po
 			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed: %v", err)
 		}
 		grace -= r.Clock.Since(start)
+		if grace < 2*time.Second {
+			grace = 2 * time.Second
+		}
+	}
+	if order.mustWait(c.Name) && grace > 0 {
+		waitStart := r.Clock.Now()
+		order.wait(ctx, c.Name, grace)
+		// the wait counts in whole seconds, as upstream's
+		grace -= r.Clock.Since(waitStart).Truncate(time.Second)
 		if grace < 2*time.Second {
 			grace = 2 * time.Second
 		}

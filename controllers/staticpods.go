@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,9 +18,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
@@ -39,6 +44,84 @@ const (
 type staticPods struct {
 	mu   sync.Mutex
 	pods map[types.NamespacedName]*corev1.Pod
+	// mirrors are the mirror pods as last seen, from the pod watch or from the
+	// answers to our own writes. As the kubelet, the agent never GETs a mirror pod to
+	// learn whether it exists: the Node authorizer forbids a node to read a pod that
+	// does not exist (no relationship found).
+	mirrors map[types.NamespacedName]*corev1.Pod
+}
+
+// mirror is the mirror pod last seen for a static pod, or nil.
+func (s *staticPods) mirror(key types.NamespacedName) *corev1.Pod {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m, ok := s.mirrors[key]; ok {
+		return m.DeepCopy()
+	}
+	return nil
+}
+
+// sawMirror records a mirror pod seen in the API. An older version of the same pod
+// (a watch event behind the answer to our last write) does not replace a newer one.
+func (s *staticPods) sawMirror(m *corev1.Pod) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mirrors == nil {
+		s.mirrors = map[types.NamespacedName]*corev1.Pod{}
+	}
+	key := types.NamespacedName{Namespace: m.Namespace, Name: m.Name}
+	if old, ok := s.mirrors[key]; ok && old.UID == m.UID && olderVersion(m.ResourceVersion, old.ResourceVersion) {
+		return
+	}
+	s.mirrors[key] = m.DeepCopy()
+}
+
+// mirrorGone records that the mirror pod for key (with uid, or any when uid is "")
+// is not in the API.
+func (s *staticPods) mirrorGone(key types.NamespacedName, uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.mirrors[key]; ok && (uid == "" || old.UID == uid) {
+		delete(s.mirrors, key)
+	}
+}
+
+// mirrorWatch keeps the static pods' mirrors as the pod watch reports them.
+func (r *PodReconciler) mirrorWatch() handler.EventHandler {
+	isMirror := func(o client.Object) (*corev1.Pod, bool) {
+		p, ok := o.(*corev1.Pod)
+		if !ok {
+			return nil, false
+		}
+		_, mirror := p.Annotations[AnnotationConfigMirror]
+		return p, mirror
+	}
+	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, _ queue) {
+			if p, ok := isMirror(e.Object); ok {
+				r.static.sawMirror(p)
+			}
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, _ queue) {
+			if p, ok := isMirror(e.ObjectNew); ok {
+				r.static.sawMirror(p)
+			}
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, _ queue) {
+			if p, ok := isMirror(e.Object); ok {
+				r.static.mirrorGone(types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, p.UID)
+			}
+		},
+	}
+}
+
+// olderVersion tells whether resourceVersion a is before b (both etcd revisions; when
+// either is not a number, neither is taken as older).
+func olderVersion(a, b string) bool {
+	x, errA := strconv.ParseUint(a, 10, 64)
+	y, errB := strconv.ParseUint(b, 10, 64)
+	return errA == nil && errB == nil && x < y
 }
 
 func (s *staticPods) get(key types.NamespacedName) *corev1.Pod {
@@ -152,14 +235,13 @@ func (s *staticPodSource) sync(ctx context.Context) {
 			logger.Error(err, "Stopping a removed static pod failed, will retry", "pod", k)
 			continue
 		}
-		mirror := &corev1.Pod{}
-		err := s.r.mirrorClient().Get(ctx, k, mirror)
-		if err == nil && mirror.Annotations[AnnotationConfigMirror] != "" {
-			err = s.r.mirrorClient().Delete(ctx, mirror, client.GracePeriodSeconds(0), client.Preconditions{UID: &mirror.UID})
-		}
-		if err != nil && !apierrors.IsNotFound(err) {
-			logger.Info("Mirror pod not removed yet, will retry", "pod", k, "error", err.Error())
-			continue
+		// the mirror we know of goes; one we have not seen yet is removed when the
+		// pod watch brings it (Reconcile: a mirror without its static pod)
+		if mirror := s.r.static.mirror(k); mirror != nil {
+			if err := s.r.deleteMirror(ctx, mirror); err != nil {
+				logger.Info("Mirror pod not removed yet, will retry", "pod", k, "error", err.Error())
+				continue
+			}
 		}
 		delete(s.removed, k)
 	}
@@ -232,21 +314,20 @@ func (s *staticPodSource) scan(ctx context.Context) {
 }
 
 // syncMirror makes the API hold a mirror of a static pod (creating or replacing it)
-// and writes the status into it. Failures are returned; the static pod keeps running.
+// and writes the status into it, as the kubelet's tryReconcileMirrorPods and status
+// manager: the mirror is known from the pod watch and from the answers to our writes,
+// never looked up (a node may not read a pod that does not exist). Failures are
+// returned; the static pod keeps running.
 func (r *PodReconciler) syncMirror(ctx context.Context, static *corev1.Pod, st corev1.PodStatus) error {
 	hash := static.Annotations[AnnotationConfigHash]
 	c := r.mirrorClient()
-	mirror := &corev1.Pod{}
-	err := c.Get(ctx, client.ObjectKeyFromObject(static), mirror)
-	switch {
-	case apierrors.IsNotFound(err):
-		mirror = nil
-	case err != nil:
-		return err
-	case mirror.Annotations[AnnotationConfigMirror] != hash || mirror.DeletionTimestamp != nil:
+	key := client.ObjectKeyFromObject(static)
+	mirror := r.static.mirror(key)
+	if mirror != nil && (mirror.Annotations[AnnotationConfigMirror] != hash || mirror.DeletionTimestamp != nil) {
 		// an older version of the manifest, a pod that is not our mirror, or a mirror
 		// someone deleted: the static pod runs on, so the mirror is made anew
-		if err := c.Delete(ctx, mirror, client.GracePeriodSeconds(0), client.Preconditions{UID: &mirror.UID}); err != nil && !apierrors.IsNotFound(err) {
+		log.FromContext(ctx).Info("Deleting a mirror pod that does not match its static pod", "pod", key, "podUID", mirror.UID)
+		if err := r.deleteMirror(ctx, mirror); err != nil {
 			return fmt.Errorf("deleting stale mirror pod: %w", err)
 		}
 		mirror = nil
@@ -256,20 +337,45 @@ func (r *PodReconciler) syncMirror(ctx context.Context, static *corev1.Pod, st c
 		m.UID, m.ResourceVersion, m.Status = "", "", corev1.PodStatus{}
 		m.Annotations[AnnotationConfigMirror] = hash
 		node := &corev1.Node{}
-		if err := c.Get(ctx, types.NamespacedName{Name: r.Config.NodeName}, node); err == nil {
-			m.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID, Controller: ptr.To(true)}}
+		if err := c.Get(ctx, types.NamespacedName{Name: r.Config.NodeName}, node); err != nil {
+			// as upstream: a mirror pod needs its node's UID for the owner reference
+			// (the NodeRestriction admission plugin checks it)
+			return fmt.Errorf("no mirror pod before the node is registered: %w", err)
 		}
+		m.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID, Controller: ptr.To(true)}}
+		log.FromContext(ctx).Info("Creating a mirror pod for static pod", "pod", key)
 		if err := c.Create(ctx, m); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				// made by an earlier run of the agent, or not ours: the pod watch tells
+				// which, and a stale one is replaced then
+				return fmt.Errorf("creating mirror pod: %w (waiting for the pod watch to report it)", err)
+			}
 			return fmt.Errorf("creating mirror pod: %w", err)
 		}
+		r.static.sawMirror(m)
 		mirror = m
 	}
 	if podplan.Changed(mirror.Status, st) {
 		patched := mirror.DeepCopy()
 		patched.Status = st
 		if err := c.Status().Patch(ctx, patched, client.MergeFrom(mirror)); err != nil {
+			if apierrors.IsNotFound(err) {
+				r.static.mirrorGone(key, mirror.UID)
+			}
 			return fmt.Errorf("patching mirror pod status: %w", err)
 		}
+		r.static.sawMirror(patched)
 	}
+	return nil
+}
+
+// deleteMirror deletes a mirror pod by UID (grace 0, as upstream's DeleteMirrorPod);
+// one already gone or replaced is no error.
+func (r *PodReconciler) deleteMirror(ctx context.Context, mirror *corev1.Pod) error {
+	err := r.mirrorClient().Delete(ctx, mirror, client.GracePeriodSeconds(0), client.Preconditions{UID: &mirror.UID})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return err
+	}
+	r.static.mirrorGone(types.NamespacedName{Namespace: mirror.Namespace, Name: mirror.Name}, mirror.UID)
 	return nil
 }

@@ -12,13 +12,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
@@ -38,11 +41,26 @@ spec:
     command: [sleep, "%s"]
 `
 
+// nodeManagerOptions are main.go's: the pod cache holds only this node's pods (all a
+// node may list under the Node authorizer).
+func nodeManagerOptions(node string) ctrl.Options {
+	o := managerOptions()
+	o.Cache = cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Pod{}:  {Field: fields.OneTermEqualSelector("spec.nodeName", node)},
+		&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", node)},
+	}}
+	return o
+}
+
 var _ = Describe("Static pods", func() {
-	It("runs manifests from the folder, mirrors them in the API, follows edits and removal, skips broken files", func() {
+	DescribeTable("runs manifests from the folder, mirrors them in the API, follows edits and removal, skips broken files", func(asNode bool) {
 		node := "static-" + rand.String(5)
 		ns := "static-" + rand.String(5)
 		Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+		// a mirror pod is owned by its node: none is made before the node is registered
+		nodeObj := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}
+		Expect(k8sClient.Create(context.Background(), nodeObj)).To(Succeed())
+		DeferCleanup(func() { _ = k8sClient.Delete(context.Background(), nodeObj) })
 		dir := GinkgoT().TempDir()
 		rt := fake.New()
 		rt.LoadImage(busybox, 1<<20)
@@ -54,10 +72,23 @@ var _ = Describe("Static pods", func() {
 		write("garbage.yaml", "{{{ not yaml")
 		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: GinkgoT().TempDir(), StaticPodPath: dir}
 		v1alpha1.SetDefaults(cfg)
-		startManager(func(mgr ctrl.Manager) error {
-			return (&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
-				RelistPeriod: 100 * time.Millisecond, StaticPodPeriod: 200 * time.Millisecond}).SetupWithManager(mgr)
-		})
+		if asNode {
+			// as the agent runs in a cluster: system:node:<name>, under the Node
+			// authorizer and the NodeRestriction admission plugin
+			nodeCfg, err := env.UserConfig("system:node:"+node, "system:nodes")
+			Expect(err).NotTo(HaveOccurred())
+			direct, err := client.New(nodeCfg, client.Options{Scheme: scheme.Scheme})
+			Expect(err).NotTo(HaveOccurred())
+			startManagerWith(nodeCfg, nodeManagerOptions(node), func(mgr ctrl.Manager) error {
+				return (&PodReconciler{Client: mgr.GetClient(), MirrorClient: direct, Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"),
+					Config: cfg, RelistPeriod: 100 * time.Millisecond, StaticPodPeriod: 200 * time.Millisecond}).SetupWithManager(mgr)
+			})
+		} else {
+			startManager(func(mgr ctrl.Manager) error {
+				return (&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
+					RelistPeriod: 100 * time.Millisecond, StaticPodPeriod: 200 * time.Millisecond}).SetupWithManager(mgr)
+			})
+		}
 
 		key := types.NamespacedName{Namespace: ns, Name: "etcdish-" + node}
 		mirror := func() *corev1.Pod {
@@ -89,6 +120,8 @@ var _ = Describe("Static pods", func() {
 		Expect(m.Annotations).To(HaveKey(AnnotationConfigMirror))
 		Expect(m.Annotations).To(HaveKeyWithValue(AnnotationConfigSource, "file"))
 		Expect(m.Spec.NodeName).To(Equal(node))
+		Expect(m.OwnerReferences).To(ConsistOf(metav1.OwnerReference{APIVersion: "v1", Kind: "Node", Name: node,
+			UID: getNode(node).UID, Controller: ptr.To(true)}))
 		first := running()[0]
 
 		// a mirror deleted by hand comes back; the pod keeps running
@@ -121,8 +154,17 @@ var _ = Describe("Static pods", func() {
 		sbs, err := rt.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodName: key.Name}})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(sbs).To(BeEmpty())
-	})
+	},
+		Entry("as an admin", false),
+		Entry("as system:node:<name> under the Node authorizer", true),
+	)
 })
+
+func getNode(name string) *corev1.Node {
+	n := &corev1.Node{}
+	Expect(k8sClient.Get(context.Background(), types.NamespacedName{Name: name}, n)).To(Succeed())
+	return n
+}
 
 var _ = Describe("Static pods without an API server", func() {
 	It("run from the manifest folder although no API server answers", func() {

@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -52,7 +53,12 @@ var _ = AfterSuite(func() {
 // startManager starts a manager against the test apiserver, set up by setup, and
 // stops it when the spec ends.
 func startManager(setup func(ctrl.Manager) error) {
-	mgr, err := ctrl.NewManager(env.Config, managerOptions())
+	startManagerWith(env.Config, managerOptions(), setup)
+}
+
+// startManagerWith is startManager with another identity or options.
+func startManagerWith(cfg *rest.Config, opts ctrl.Options, setup func(ctrl.Manager) error) {
+	mgr, err := ctrl.NewManager(cfg, opts)
 	Expect(err).NotTo(HaveOccurred())
 	Expect(setup(mgr)).To(Succeed())
 	ctx, cancel := context.WithCancel(context.Background())

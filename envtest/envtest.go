@@ -64,6 +64,12 @@ func Start() (*Env, error) {
 		return nil, err
 	}
 	e := &envtest.Environment{BinaryAssetsDirectory: dir}
+	// authorize and admit nodes as a real cluster does (kubeadm's defaults), so that
+	// agents running as system:node:<name> meet the Node authorizer's and the
+	// NodeRestriction plugin's limits; other users are unaffected
+	e.ControlPlane.GetAPIServer().Configure().
+		Set("authorization-mode", "Node,RBAC").
+		Set("enable-admission-plugins", "NodeRestriction")
 	cfg, err := e.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting control plane from %s: %w", dir, err)
@@ -96,6 +102,17 @@ func Start() (*Env, error) {
 	_ = f.Close()
 	env.Kubeconfig = f.Name()
 	return env, nil
+}
+
+// UserConfig returns a client configuration for a user of the control plane (a client
+// certificate with name and groups): e.g. "system:node:<node>" in "system:nodes" for
+// an agent under the Node authorizer.
+func (e *Env) UserConfig(name string, groups ...string) (*rest.Config, error) {
+	u, err := e.env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("adding user %s: %w", name, err)
+	}
+	return u.Config(), nil
 }
 
 // Stop stops the control plane and removes the kubeconfig.

@@ -73,6 +73,9 @@ type Observed struct {
 	// Unhealthy holds the IDs of running containers whose liveness or startup probe
 	// has failed past its threshold, with the probe's kind ("liveness" or "startup").
 	Unhealthy map[string]string
+	// NotStarted holds the IDs of running containers whose startup probe has not
+	// succeeded yet (absent: started).
+	NotStarted map[string]bool
 }
 
 // latestSandbox is the newest sandbox (highest attempt, then newest).
@@ -236,42 +239,117 @@ func Plan(pod *corev1.Pod, o Observed, backoff Backoff, now time.Time) Actions {
 		}
 		// nothing runs in the new sandbox yet: init containers run again from the first
 		const fresh = "\x00new-sandbox"
-		if next := nextInit(pod, o, fresh, backoff, now, &a); next != nil {
-			a.Start = append(a.Start, *next)
-		} else if allInitDone(pod, o, fresh) {
+		if initActions(pod, o, fresh, backoff, now, &a) {
 			appStarts(pod, o, fresh, backoff, now, &a)
 		}
 		return a
 	}
+	if initActions(pod, o, sb.ID, backoff, now, &a) {
+		appStarts(pod, o, sb.ID, backoff, now, &a)
+	}
+	return a
+}
 
-	// sidecars keep running; regular init containers run one at a time, in order
-	for i := range pod.Spec.InitContainers {
-		c := &pod.Spec.InitContainers[i]
-		if !IsSidecar(c) {
+// initActions is upstream's computeInitContainerActions for the sandbox sbID: it adds
+// the init containers to (re)start and to kill to a, and tells whether the pod has
+// initialized (its app containers may run). Regular init containers run one at a
+// time, in order; a sidecar (restartPolicy Always) keeps running, and the next init
+// container starts only once it has started (its startup probe passed); a sidecar
+// that exits, fails its liveness or startup probe or changes is restarted. Once an app
+// container has run in the sandbox, regular init containers are not run again.
+func initActions(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now time.Time, a *Actions) bool {
+	inits := pod.Spec.InitContainers
+	if len(inits) == 0 {
+		return true
+	}
+	podHasInitialized := activeRegularStarted(pod, o, sbID)
+	previouslyInitialized := podHasInitialized
+	var toStart []int
+	kill := func(c *corev1.Container, l Container, reason string, probe *corev1.Probe) {
+		k := Kill{ID: l.ID, Name: c.Name, Reason: reason}
+		if probe != nil && probe.TerminationGracePeriodSeconds != nil {
+			g := *probe.TerminationGracePeriodSeconds
+			k.GracePeriod = &g
+		}
+		a.Kill = append(a.Kill, k)
+	}
+	// from the last init container back: the furthest one that ran tells how far
+	// initialization got
+	for i := len(inits) - 1; i >= 0; i-- {
+		c := &inits[i]
+		inst := o.instances(c.Name, sbID)
+		if len(inst) == 0 {
+			if previouslyInitialized && IsSidecar(c) {
+				toStart = append(toStart, i)
+			}
 			continue
 		}
-		inst := o.instances(c.Name, sb.ID)
-		if len(inst) == 0 {
-			continue // started in its turn by nextInit
+		if previouslyInitialized && !IsSidecar(c) {
+			continue
 		}
 		l := inst[0]
-		if l.State == StateRunning && l.Hash != HashContainer(c) {
-			a.Kill = append(a.Kill, Kill{ID: l.ID, Name: c.Name, Reason: "Container spec hash changed"})
-			continue
+		switch l.State {
+		case StateCreated:
+			toStart = append(toStart, i)
+		case StateRunning:
+			if !IsSidecar(c) {
+				break // runs to completion
+			}
+			failed := o.Unhealthy[l.ID]
+			if c.StartupProbe != nil && o.NotStarted[l.ID] {
+				if failed == "startup" {
+					kill(c, l, fmt.Sprintf("Init container %s failed startup probe", c.Name), c.StartupProbe)
+					toStart = append(toStart, i)
+				}
+				break // the next container waits for it to start
+			}
+			if i == len(inits)-1 {
+				podHasInitialized = true
+			} else if !previouslyInitialized {
+				toStart = append(toStart, i+1)
+			}
+			switch {
+			case l.Hash != "" && l.Hash != HashContainer(c):
+				kill(c, l, fmt.Sprintf("Init container %s definition changed", c.Name), nil)
+				toStart = append(toStart, i)
+			case failed == "liveness":
+				kill(c, l, fmt.Sprintf("Init container %s failed liveness probe", c.Name), c.LivenessProbe)
+				toStart = append(toStart, i)
+			}
+		case StateExited:
+			if IsSidecar(c) {
+				toStart = append(toStart, i)
+				break
+			}
+			if l.ExitCode != 0 {
+				if !ContainerShouldRestart(c, &pod.Spec, l.ExitCode) {
+					return false // the pod failed (PodDone)
+				}
+				toStart = append(toStart, i)
+				break
+			}
+			if i == len(inits)-1 {
+				podHasInitialized = true
+			} else {
+				toStart = append(toStart, i+1)
+			}
+		default: // unknown: kill it before it runs again
+			if !IsSidecar(c) && !ContainerShouldRestart(c, &pod.Spec, 1) {
+				return false
+			}
+			kill(c, l, fmt.Sprintf("Init container is in %q state, try killing it before restart", "unknown"), nil)
+			toStart = append(toStart, i)
 		}
-		if l.State == StateExited || l.State == StateCreated {
-			startOrWait(c.Name, true, restartCount(o, c.Name)+1, backoff, now, &a)
-		}
+		previouslyInitialized = true
 	}
-	if next := nextInit(pod, o, sb.ID, backoff, now, &a); next != nil {
-		a.Start = append(a.Start, *next)
-		return a
+	if !previouslyInitialized {
+		toStart = append(toStart, 0) // nothing ran yet: the first
 	}
-	if !allInitDone(pod, o, sb.ID) {
-		return a
+	for k := len(toStart) - 1; k >= 0; k-- { // in the pod's order
+		c := &inits[toStart[k]]
+		startOrWait(c.Name, true, attemptFor(o, c.Name), backoff, now, a)
 	}
-	appStarts(pod, o, sb.ID, backoff, now, &a)
-	return a
+	return podHasInitialized
 }
 
 func anyRunning(o Observed) bool {
@@ -298,49 +376,6 @@ func startOrWait(name string, init bool, attempt uint32, backoff Backoff, now ti
 		return
 	}
 	a.Start = append(a.Start, Start{Name: name, Init: init, Attempt: attempt})
-}
-
-// nextInit returns the init container to start now, if any. A running regular init
-// container blocks the next; a failed one restarts (with back-off) unless its restart
-// policy says not to (ContainerShouldRestart).
-func nextInit(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now time.Time, a *Actions) *Start {
-	for i := range pod.Spec.InitContainers {
-		c := &pod.Spec.InitContainers[i]
-		inst := o.instances(c.Name, sbID)
-		if IsSidecar(c) {
-			if len(inst) == 0 {
-				return &Start{Name: c.Name, Init: true, Attempt: attemptFor(o, c.Name)}
-			}
-			continue
-		}
-		if len(inst) == 0 {
-			// an init container that already succeeded in an earlier sandbox does not
-			// run again unless the sandbox was recreated (upstream reruns them all)
-			return &Start{Name: c.Name, Init: true, Attempt: attemptFor(o, c.Name)}
-		}
-		l := inst[0]
-		switch {
-		case l.State == StateExited && l.ExitCode == 0:
-			continue
-		case l.State == StateRunning:
-			return nil
-		case l.State == StateCreated:
-			return &Start{Name: c.Name, Init: true, Attempt: l.Attempt + 1}
-		default: // failed
-			if !ContainerShouldRestart(c, &pod.Spec, l.ExitCode) {
-				return nil
-			}
-			before := len(a.Start)
-			startOrWait(c.Name, true, l.Attempt+1, backoff, now, a)
-			if len(a.Start) > before {
-				s := a.Start[len(a.Start)-1]
-				a.Start = a.Start[:before]
-				return &s
-			}
-			return nil
-		}
-	}
-	return nil
 }
 
 // attemptFor is the attempt number of a container's next instance.
@@ -431,4 +466,48 @@ func (p BackoffPolicy) Next(prev *BackoffEntry, ranFor time.Duration, now time.T
 		d = p.Max
 	}
 	return BackoffEntry{Delay: d, LastUpdate: now}
+}
+
+// TerminationPrereqs is upstream's termination ordering for a pod with sidecars: for
+// each of the running containers, the running containers it must wait for before it
+// is stopped. A sidecar waits for every app container and for the next sidecar in the
+// pod's order (sidecars stop after the app, last first); app containers and regular
+// init containers wait for nothing. Nil when the pod has no sidecar.
+func TerminationPrereqs(pod *corev1.Pod, running []string) map[string][]string {
+	isRunning := map[string]bool{}
+	for _, n := range running {
+		isRunning[n] = true
+	}
+	hasSidecar := false
+	for i := range pod.Spec.InitContainers {
+		hasSidecar = hasSidecar || IsSidecar(&pod.Spec.InitContainers[i])
+	}
+	if !hasSidecar {
+		return nil
+	}
+	var apps []string
+	for _, c := range pod.Spec.Containers {
+		if isRunning[c.Name] {
+			apps = append(apps, c.Name)
+		}
+	}
+	out := map[string][]string{}
+	next := "" // the sidecar after this one in the pod's order
+	for i := len(pod.Spec.InitContainers) - 1; i >= 0; i-- {
+		c := &pod.Spec.InitContainers[i]
+		if !IsSidecar(c) {
+			continue
+		}
+		if isRunning[c.Name] {
+			deps := append([]string(nil), apps...)
+			if next != "" && isRunning[next] {
+				deps = append(deps, next)
+			}
+			if len(deps) > 0 {
+				out[c.Name] = deps
+			}
+		}
+		next = c.Name
+	}
+	return out
 }

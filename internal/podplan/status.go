@@ -1,6 +1,8 @@
 package podplan
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -30,6 +32,13 @@ type StatusInput struct {
 	// RecursiveReadOnlyMounts is whether the runtime makes recursive read-only mounts:
 	// the containers' volumeMounts statuses say which mounts are.
 	RecursiveReadOnlyMounts bool
+	// Terminal: the pod has been terminated (deleted, its containers killed) and none
+	// of its containers will run again. As the kubelet's final status for such a pod
+	// (generateAPIPodStatus with podIsTerminal, then the status manager's TerminatePod):
+	// containers that are not terminated are reported terminated (137,
+	// ContainerStatusUnknown) once the pod has initialized, and the phase is Succeeded
+	// when every regular container exited 0, else Failed.
+	Terminal bool
 }
 
 func t(ts time.Time) metav1.Time {
@@ -150,72 +159,30 @@ func Status(in StatusInput) corev1.PodStatus {
 		sbID = sb.ID
 	}
 	initDone := allInitDone(pod, in.Observed, sbID) || (len(pod.Spec.InitContainers) == 0)
-	initFailedForGood := false // a failed init container that is not restarted
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
 		cs := containerStatus(in, c, true, initDone, sandboxReady)
 		if !IsSidecar(c) {
 			cs.Ready = cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0
-			if l := in.Observed.Latest(c.Name); l != nil && l.State == StateExited && l.ExitCode != 0 && !ContainerShouldRestart(c, &pod.Spec, l.ExitCode) {
-				initFailedForGood = true
-			}
 		}
 		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
 	}
-	allReady := true
-	var running, waiting, succeeded, failed, stoppedForGood int
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		cs := containerStatus(in, c, false, initDone, sandboxReady)
-		if !cs.Ready {
-			allReady = false
-		}
-		stopped := func(exitCode int32) {
-			if exitCode == 0 {
-				succeeded++
-			} else {
-				failed++
-			}
-			if !ContainerShouldRestart(c, &pod.Spec, exitCode) {
-				stoppedForGood++
-			}
-		}
-		switch {
-		case cs.State.Running != nil:
-			running++
-		case cs.State.Terminated != nil:
-			stopped(cs.State.Terminated.ExitCode)
-		case cs.State.Waiting != nil && cs.LastTerminationState.Terminated != nil:
-			// restarting: counts as stopped for the phase
-			stopped(cs.LastTerminationState.Terminated.ExitCode)
-		default:
-			waiting++
-		}
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
 	}
+	if in.Terminal {
+		terminateStatuses(pod, &st)
+	}
 
-	// phase, as upstream's getPhase (with ContainerRestartRules: the restart policies
-	// are each container's, ContainerShouldRestart)
-	switch {
-	case !initDone && initFailedForGood:
+	st.Phase = phase(pod, &st, in.Terminal, activeRegularStarted(pod, in.Observed, sbID))
+	if in.Terminal && !IsStatic(pod) && !Terminal(pod) && st.Phase != corev1.PodSucceeded && st.Phase != corev1.PodFailed {
+		// as the status manager's TerminatePod: a terminated pod always ends terminal
 		st.Phase = corev1.PodFailed
-	case !initDone:
-		st.Phase = corev1.PodPending
-	case waiting > 0:
-		st.Phase = corev1.PodPending
-	case running > 0:
-		st.Phase = corev1.PodRunning
-	case succeeded+failed > 0:
-		switch {
-		case succeeded+failed != stoppedForGood:
-			st.Phase = corev1.PodRunning // at least one is restarting
-		case failed == 0:
-			st.Phase = corev1.PodSucceeded
-		default:
-			st.Phase = corev1.PodFailed
-		}
-	default:
-		st.Phase = corev1.PodPending
+	}
+	if st.Phase == prev.Phase {
+		st.Reason, st.Message = prev.Reason, prev.Message // they go with the phase
 	}
 	if Terminal(pod) {
 		st.Phase = prev.Phase // terminal phases are final
@@ -232,34 +199,12 @@ func Status(in StatusInput) corev1.PodStatus {
 		}
 		return c
 	}
-	containersReady := allReady && len(pod.Spec.Containers) > 0 && st.Phase == corev1.PodRunning
-	gatesOK := true
-	for _, g := range pod.Spec.ReadinessGates {
-		found := false
-		for _, c := range prev.Conditions {
-			if c.Type == g.ConditionType && c.Status == corev1.ConditionTrue {
-				found = true
-			}
-		}
-		gatesOK = gatesOK && found
-	}
-	notReadyReason := "ContainersNotReady"
-	if st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed {
-		notReadyReason = "PodCompleted"
-	}
-	readyReason := notReadyReason
-	if containersReady && !gatesOK {
-		readyReason = "ReadinessGatesNotReady"
-	}
-	initReason := "ContainersNotInitialized"
-	if st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed {
-		initReason = "PodCompleted"
-	}
+	containersReady := containersReadyCondition(pod, &st)
 	want := []corev1.PodCondition{
 		cond(corev1.PodReadyToStartContainers, sandboxReady, ""),
-		cond(corev1.PodInitialized, initDone, initReason),
-		cond(corev1.ContainersReady, containersReady, notReadyReason),
-		cond(corev1.PodReady, containersReady && gatesOK, readyReason),
+		initializedCondition(pod, &st),
+		containersReady,
+		readyCondition(pod, prev.Conditions, containersReady),
 	}
 	if in.Evicted != "" && !Terminal(pod) {
 		want = append(want, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue,
@@ -285,6 +230,317 @@ func Status(in StatusInput) corev1.PodStatus {
 		}
 	}
 	return st
+}
+
+// initializedCondition is upstream's GeneratePodInitializedCondition: every regular
+// init container succeeded and every sidecar has started, or an app container has
+// already run (sidecars restarting later do not take it back).
+func initializedCondition(pod *corev1.Pod, st *corev1.PodStatus) corev1.PodCondition {
+	var unknown, incomplete []string
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		cs, ok := findStatus(st.InitContainerStatuses, c.Name)
+		switch {
+		case !ok:
+			unknown = append(unknown, c.Name)
+		case IsSidecar(c) && (cs.Started == nil || !*cs.Started):
+			incomplete = append(incomplete, c.Name)
+		case !IsSidecar(c) && !cs.Ready:
+			incomplete = append(incomplete, c.Name)
+		}
+	}
+	if st.Phase == corev1.PodSucceeded && len(unknown) == 0 {
+		return corev1.PodCondition{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, Reason: "PodCompleted"}
+	}
+	for _, cs := range st.ContainerStatuses {
+		if cs.State.Running != nil || cs.State.Terminated != nil {
+			return corev1.PodCondition{Type: corev1.PodInitialized, Status: corev1.ConditionTrue}
+		}
+	}
+	var msgs []string
+	if len(unknown) > 0 {
+		msgs = append(msgs, fmt.Sprintf("containers with unknown status: %s", unknown))
+	}
+	if len(incomplete) > 0 {
+		msgs = append(msgs, fmt.Sprintf("containers with incomplete status: %s", incomplete))
+	}
+	if len(msgs) > 0 {
+		return corev1.PodCondition{Type: corev1.PodInitialized, Status: corev1.ConditionFalse,
+			Reason: "ContainersNotInitialized", Message: strings.Join(msgs, ", ")}
+	}
+	return corev1.PodCondition{Type: corev1.PodInitialized, Status: corev1.ConditionTrue}
+}
+
+// containersReadyCondition is upstream's GenerateContainersReadyCondition: every app
+// container and every sidecar is ready.
+func containersReadyCondition(pod *corev1.Pod, st *corev1.PodStatus) corev1.PodCondition {
+	var unknown, unready []string
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if !IsSidecar(c) {
+			continue
+		}
+		if cs, ok := findStatus(st.InitContainerStatuses, c.Name); !ok {
+			unknown = append(unknown, c.Name)
+		} else if !cs.Ready {
+			unready = append(unready, c.Name)
+		}
+	}
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		if cs, ok := findStatus(st.ContainerStatuses, c.Name); !ok {
+			unknown = append(unknown, c.Name)
+		} else if !cs.Ready {
+			unready = append(unready, c.Name)
+		}
+	}
+	switch {
+	case st.Phase == corev1.PodSucceeded && len(unknown) == 0:
+		return corev1.PodCondition{Type: corev1.ContainersReady, Status: corev1.ConditionFalse, Reason: "PodCompleted"}
+	case st.Phase == corev1.PodFailed:
+		return corev1.PodCondition{Type: corev1.ContainersReady, Status: corev1.ConditionFalse, Reason: "PodFailed"}
+	}
+	var msgs []string
+	if len(unknown) > 0 {
+		msgs = append(msgs, fmt.Sprintf("containers with unknown status: %s", unknown))
+	}
+	if len(unready) > 0 {
+		msgs = append(msgs, fmt.Sprintf("containers with unready status: %s", unready))
+	}
+	if len(msgs) > 0 {
+		return corev1.PodCondition{Type: corev1.ContainersReady, Status: corev1.ConditionFalse,
+			Reason: "ContainersNotReady", Message: strings.Join(msgs, ", ")}
+	}
+	return corev1.PodCondition{Type: corev1.ContainersReady, Status: corev1.ConditionTrue}
+}
+
+// readyCondition is upstream's GeneratePodReadyCondition: ContainersReady and every
+// readiness gate's condition True.
+func readyCondition(pod *corev1.Pod, conds []corev1.PodCondition, containersReady corev1.PodCondition) corev1.PodCondition {
+	if containersReady.Status != corev1.ConditionTrue {
+		return corev1.PodCondition{Type: corev1.PodReady, Status: containersReady.Status,
+			Reason: containersReady.Reason, Message: containersReady.Message}
+	}
+	var msgs []string
+	for _, g := range pod.Spec.ReadinessGates {
+		var found *corev1.PodCondition
+		for i := range conds {
+			if conds[i].Type == g.ConditionType {
+				found = &conds[i]
+			}
+		}
+		switch {
+		case found == nil:
+			msgs = append(msgs, fmt.Sprintf("corresponding condition of pod readiness gate %q does not exist.", string(g.ConditionType)))
+		case found.Status != corev1.ConditionTrue:
+			msgs = append(msgs, fmt.Sprintf("the status of pod readiness gate %q is not \"True\", but %v", string(g.ConditionType), found.Status))
+		}
+	}
+	if len(msgs) > 0 {
+		return corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionFalse,
+			Reason: "ReadinessGatesNotReady", Message: strings.Join(msgs, ", ")}
+	}
+	return corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue}
+}
+
+func findStatus(list []corev1.ContainerStatus, name string) (*corev1.ContainerStatus, bool) {
+	for i := range list {
+		if list[i].Name == name {
+			return &list[i], true
+		}
+	}
+	return nil, false
+}
+
+// phase is the kubelet's getPhase over the container statuses just computed.
+// podIsTerminal: nothing will be restarted; podHasInitialized: a regular container of
+// the current sandbox has started (restarting sidecars then do not make it Pending).
+func phase(pod *corev1.Pod, st *corev1.PodStatus, podIsTerminal, podHasInitialized bool) corev1.PodPhase {
+	find := findStatus
+	pendingSidecars, pendingInits, failedInitNotRestartable := 0, 0, 0
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if IsSidecar(c) {
+			continue
+		}
+		cs, ok := find(st.InitContainerStatuses, c.Name)
+		switch {
+		case !ok:
+			pendingInits++
+		case cs.State.Running != nil:
+			pendingInits++
+		case cs.State.Terminated != nil:
+			if code := cs.State.Terminated.ExitCode; code != 0 && !ContainerShouldRestart(c, &pod.Spec, code) {
+				failedInitNotRestartable++
+			}
+		case cs.State.Waiting != nil:
+			if lt := cs.LastTerminationState.Terminated; lt != nil {
+				if lt.ExitCode != 0 && !ContainerShouldRestart(c, &pod.Spec, lt.ExitCode) {
+					failedInitNotRestartable++
+				}
+			} else {
+				pendingInits++
+			}
+		default:
+			pendingInits++
+		}
+	}
+	unknown, running, waiting, stopped, stoppedNotRestartable, succeeded := 0, 0, 0, 0, 0, 0
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if !IsSidecar(c) {
+			continue
+		}
+		cs, ok := find(st.InitContainerStatuses, c.Name)
+		switch {
+		case !ok:
+			unknown++
+		case cs.State.Running != nil:
+			if cs.Started == nil || !*cs.Started {
+				pendingSidecars++
+			}
+			running++
+		case cs.State.Terminated != nil:
+			// stopped sidecars do not count for the phase
+		case cs.State.Waiting != nil:
+			if cs.LastTerminationState.Terminated == nil {
+				pendingSidecars++
+				waiting++
+			}
+		default:
+			pendingSidecars++
+			unknown++
+		}
+	}
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		cs, ok := find(st.ContainerStatuses, c.Name)
+		switch {
+		case !ok:
+			unknown++
+		case cs.State.Running != nil:
+			running++
+		case cs.State.Terminated != nil:
+			stopped++
+			code := cs.State.Terminated.ExitCode
+			if !ContainerShouldRestart(c, &pod.Spec, code) {
+				stoppedNotRestartable++
+			}
+			if code == 0 {
+				succeeded++
+			}
+		case cs.State.Waiting != nil:
+			if lt := cs.LastTerminationState.Terminated; lt != nil {
+				stopped++
+				if !ContainerShouldRestart(c, &pod.Spec, lt.ExitCode) {
+					stoppedNotRestartable++
+				}
+			} else {
+				waiting++
+			}
+		default:
+			unknown++
+		}
+	}
+	if failedInitNotRestartable > 0 {
+		return corev1.PodFailed
+	}
+	switch {
+	case pendingInits > 0 || (pendingSidecars > 0 && !podHasInitialized), waiting > 0:
+		return corev1.PodPending
+	case running > 0 && unknown == 0:
+		return corev1.PodRunning
+	case running == 0 && stopped > 0 && unknown == 0:
+		if podIsTerminal && !IsStatic(pod) {
+			if stopped == succeeded {
+				return corev1.PodSucceeded
+			}
+			return corev1.PodFailed
+		}
+		if stopped != stoppedNotRestartable {
+			return corev1.PodRunning // restarting
+		}
+		if stopped == succeeded {
+			return corev1.PodSucceeded
+		}
+		return corev1.PodFailed
+	}
+	return corev1.PodPending
+}
+
+// terminateStatuses is the status manager's TerminatePod: once the pod has initialized
+// (judged from the status in the API, as upstream), an app container that is not
+// terminated is reported terminated with 137 and ContainerStatusUnknown; so is every
+// init container up to the last one that ever started.
+func terminateStatuses(pod *corev1.Pod, st *corev1.PodStatus) {
+	unknown := corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+		Reason: "ContainerStatusUnknown", Message: "The container could not be located when the pod was terminated", ExitCode: 137}}
+	if hasPodInitialized(pod) {
+		for i := range st.ContainerStatuses {
+			if st.ContainerStatuses[i].State.Terminated == nil {
+				st.ContainerStatuses[i].State = *unknown.DeepCopy()
+			}
+		}
+	}
+	inits := st.InitContainerStatuses
+	last := 0 // all but the suffix that never started; at least the first
+	for i := len(inits) - 1; i >= 0; i-- {
+		if inits[i].State.Waiting == nil || inits[i].LastTerminationState.Terminated != nil {
+			last = i
+			break
+		}
+	}
+	for i := 0; i < len(inits) && i <= last; i++ {
+		if inits[i].State.Terminated == nil {
+			inits[i].State = *unknown.DeepCopy()
+		}
+	}
+}
+
+// hasPodInitialized is the status manager's: judged from the pod's status in the API.
+func hasPodInitialized(pod *corev1.Pod) bool {
+	if len(pod.Spec.InitContainers) == 0 {
+		return true
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.LastTerminationState.Terminated != nil || cs.State.Waiting == nil {
+			return true
+		}
+	}
+	if l := len(pod.Status.InitContainerStatuses); l > 0 && l <= len(pod.Spec.InitContainers) {
+		c, cs := &pod.Spec.InitContainers[l-1], pod.Status.InitContainerStatuses[l-1]
+		if IsSidecar(c) {
+			return cs.State.Running != nil && cs.Started != nil && *cs.Started
+		}
+		if t := cs.LastTerminationState.Terminated; t != nil && t.ExitCode == 0 {
+			return true
+		}
+		if t := cs.State.Terminated; t != nil && t.ExitCode == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// activeRegularStarted is upstream's HasAnyActiveRegularContainerStarted: a regular
+// container has an instance in the current sandbox.
+func activeRegularStarted(pod *corev1.Pod, o Observed, sbID string) bool {
+	if sbID == "" {
+		return false
+	}
+	for i := range pod.Spec.Containers {
+		if len(o.instances(pod.Spec.Containers[i].Name, sbID)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// IsStatic tells whether a pod comes from a static pod file (or another source than
+// the API server): the kubelet gives such pods no terminal phase on termination.
+func IsStatic(pod *corev1.Pod) bool {
+	src, ok := pod.Annotations["kubernetes.io/config.source"]
+	return ok && src != "api"
 }
 
 // Changed tells whether two statuses differ in anything that must be written.

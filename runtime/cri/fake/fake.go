@@ -75,6 +75,9 @@ type container struct {
 	exitCode            int32
 	reason, message     string
 	usage               Usage
+	// onTerm is the exit code when the process is asked to stop (SetTermExitCode);
+	// nil: 143, as a process that SIGTERM ends
+	onTerm *int32
 }
 
 // Usage is what a fake container uses, as ListContainerStats reports it (set with
@@ -232,6 +235,19 @@ func (f *Runtime) ContainerConfig(id string) *runtimeapi.ContainerConfig {
 
 // maxHostname is the kernel's limit on a UTS nodename (__NEW_UTS_LEN).
 const maxHostname = 64
+
+// SetTermExitCode makes a container's process handle SIGTERM by exiting with code
+// (a shell that traps it and exits 0, say): StopContainer with a timeout ends it so.
+func (f *Runtime) SetTermExitCode(containerID string, code int32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[containerID]
+	if !ok {
+		return fmt.Errorf("container %q: %w", containerID, cri.ErrNotFound)
+	}
+	c.onTerm = &code
+	return nil
+}
 
 // ---------------------------------------------------------------- runtime status
 
@@ -505,7 +521,7 @@ func (f *Runtime) StartContainer(_ context.Context, containerID string) error {
 }
 
 // StopContainer implements cri.Runtime. The process is taken to honour SIGTERM (exit
-// code 143) unless timeout is 0 (SIGKILL at once: 137).
+// code 143, or the code SetTermExitCode gave) unless timeout is 0 (SIGKILL at once: 137).
 func (f *Runtime) StopContainer(_ context.Context, containerID string, timeout time.Duration) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -518,6 +534,9 @@ func (f *Runtime) StopContainer(_ context.Context, containerID string, timeout t
 	}
 	if c.state == runtimeapi.ContainerState_CONTAINER_RUNNING {
 		code := int32(128 + 15)
+		if c.onTerm != nil {
+			code = *c.onTerm
+		}
 		if timeout <= 0 {
 			code = 128 + 9
 		}

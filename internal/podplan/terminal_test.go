@@ -1,0 +1,129 @@
+package podplan
+
+import (
+	"strconv"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// The final status of a pod whose containers were killed on deletion: what the
+// kubelet posts before it removes the pod (generateAPIPodStatus with podIsTerminal,
+// then TerminatePod).
+func TestTerminalStatus(t *testing.T) {
+	always, never, onFailure := corev1.RestartPolicyAlways, corev1.RestartPolicyNever, corev1.RestartPolicyOnFailure
+	type want struct {
+		phase  corev1.PodPhase
+		state  string // of app container "a": "terminated:<code>:<reason>" or "waiting:<reason>"
+		istate string // of the first init container, when there is one
+	}
+	state := func(cs corev1.ContainerStatus) string {
+		switch {
+		case cs.State.Terminated != nil:
+			return "terminated:" + strconv.Itoa(int(cs.State.Terminated.ExitCode)) + ":" + cs.State.Terminated.Reason
+		case cs.State.Running != nil:
+			return "running"
+		case cs.State.Waiting != nil:
+			return "waiting:" + cs.State.Waiting.Reason
+		}
+		return "none"
+	}
+	tests := []struct {
+		name string
+		pod  *corev1.Pod
+		obs  func(p *corev1.Pod) Observed
+		api  func(p *corev1.Pod) // the status the API held before
+		want want
+	}{
+		{name: "killed by SIGKILL under Always: Failed, 137", pod: pod(always, nil, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 137)}}
+			},
+			want: want{phase: corev1.PodFailed, state: "terminated:137:Error"}},
+		{name: "exited 0 on SIGTERM under Always: Succeeded", pod: pod(always, nil, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 0)}}
+			},
+			want: want{phase: corev1.PodSucceeded, state: "terminated:0:Completed"}},
+		{name: "exited 0 under OnFailure: Succeeded", pod: pod(onFailure, nil, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 0)}}
+			},
+			want: want{phase: corev1.PodSucceeded, state: "terminated:0:Completed"}},
+		{name: "one of two failed under Never: Failed", pod: pod(never, nil, "a", "b"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 0), ctr(p, "b", "s", 0, StateExited, 143)}}
+			},
+			want: want{phase: corev1.PodFailed, state: "terminated:0:Completed"}},
+		{name: "deleted while pending (image never pulled): Failed, container unknown 137", pod: pod(always, nil, "a"),
+			obs:  func(*corev1.Pod) Observed { return Observed{Sandboxes: []Sandbox{ready("s", 0)}} },
+			want: want{phase: corev1.PodFailed, state: "terminated:137:ContainerStatusUnknown"}},
+		{name: "crash looping when deleted: the last exit is the final state", pod: pod(always, nil, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 2), ctr(p, "a", "s", 1, StateExited, 2)}}
+			},
+			want: want{phase: corev1.PodFailed, state: "terminated:2:Error"}},
+		{name: "deleted during its first init container: init unknown, app left waiting", pod: pod(always, []string{"i1", "i2"}, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "i1", "s", 0, StateExited, 137)}}
+			},
+			api: func(p *corev1.Pod) {
+				p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "i1", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}},
+					{Name: "i2", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}}
+				p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "a", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}}
+			},
+			want: want{phase: corev1.PodFailed, state: "waiting:PodInitializing", istate: "terminated:137:Error"}},
+		{name: "sidecar killed after the app: app's exit decides", pod: pod(never, []string{"s1"}, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "s1", "s", 0, StateExited, 143), ctr(p, "a", "s", 0, StateExited, 0)}}
+			},
+			want: want{phase: corev1.PodSucceeded, state: "terminated:0:Completed", istate: "terminated:143:Error"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := tt.pod
+			p.Status.Phase = corev1.PodRunning
+			if tt.api != nil {
+				tt.api(p)
+			}
+			st := Status(StatusInput{Pod: p, Observed: tt.obs(p), RuntimeName: "containerd", Now: t0, Terminal: true})
+			got := want{phase: st.Phase, state: state(st.ContainerStatuses[0])}
+			if len(st.InitContainerStatuses) > 0 {
+				got.istate = state(st.InitContainerStatuses[0])
+			}
+			if got != tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+			for _, c := range []corev1.PodConditionType{corev1.ContainersReady, corev1.PodReady} {
+				if condStatus(st, c) != corev1.ConditionFalse {
+					t.Errorf("%s is not False on a terminated pod", c)
+				}
+			}
+			// written once, the final status stays as it is
+			p.Status = st
+			if again := Status(StatusInput{Pod: p, Observed: tt.obs(p), RuntimeName: "containerd", Now: t0, Terminal: true}); Changed(st, again) {
+				t.Errorf("final status not stable:\n%+v\n%+v", st, again)
+			}
+		})
+	}
+}
+
+// Without Terminal, a Running pod whose container was killed under restartPolicy
+// Always is restarting, not terminal.
+func TestNotTerminalKeepsRunning(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, nil, "a")
+	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 137)}}
+	if st := status(p, o, nil); st.Phase != corev1.PodRunning {
+		t.Errorf("phase %s, want Running", st.Phase)
+	}
+}
+
+// A static pod gets no terminal phase on termination (upstream's TODO #116484).
+func TestTerminalStaticPodKeepsPhase(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, nil, "a")
+	p.Annotations = map[string]string{"kubernetes.io/config.source": "file"}
+	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 137)}}
+	if st := Status(StatusInput{Pod: p, Observed: o, Now: t0, Terminal: true}); st.Phase != corev1.PodRunning {
+		t.Errorf("phase %s, want Running", st.Phase)
+	}
+}
