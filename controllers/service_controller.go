@@ -81,7 +81,7 @@ type ServiceReconciler struct {
 	// pending: the backend left work for its next call (a bounded full rewrite): it is
 	// called again at once, with or without changes
 	pending map[netrules.Family]bool
-	zone     string
+	zone    string
 	// hc holds the ports with a health check node port, per Service and family
 	hc map[string]map[netrules.Family][]*netrules.ServicePort
 	// noLocal counts, per Service, its ports with a Local traffic policy and no local
