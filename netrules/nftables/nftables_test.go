@@ -154,7 +154,7 @@ func listTable(t *testing.T, ns string, fam netrules.Family) string {
 	return nft(t, ns, "", "list", "table", ipFamily(fam), TableName)
 }
 
-func newProxier(t *testing.T, ns string, fam netrules.Family, maxOps int) *Proxier {
+func nsProxier(t *testing.T, ns string, fam netrules.Family, maxOps int) *Proxier {
 	t.Helper()
 	p, err := New(Options{Family: fam, NetNS: "/run/netns/" + ns, MaxOps: maxOps})
 	if err != nil {
@@ -208,7 +208,7 @@ func TestGoldenAgainstNft(t *testing.T) {
 		for fam, rs := range netrules.Build(svcs, slices, node) {
 			t.Run(fmt.Sprintf("node%d/IPv%d", i, fam), func(t *testing.T) {
 				byNetlink, byNft := netns(t), netns(t)
-				syncAll(t, newProxier(t, byNetlink, fam, 0), stateOf(rs), nil, true)
+				syncAll(t, nsProxier(t, byNetlink, fam, 0), stateOf(rs), nil, true)
 				text := fullText(rs)
 				nft(t, byNft, text, "-f", "-")
 				got, want := listTable(t, byNetlink, fam), listTable(t, byNft, fam)

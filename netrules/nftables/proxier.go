@@ -46,11 +46,8 @@ type Options struct {
 // to come back at once), changed Services going first, and finally removes what no
 // Service claimed.
 type Proxier struct {
-	opts  Options
-	table *nftables.Table
-	nsFd  int
-	conn  *nftables.Conn
-	gconn *netlink.Conn // for generation reads
+	opts Options
+	k    kernel
 
 	planner    *Planner
 	envKey     string
@@ -72,21 +69,11 @@ type Proxier struct {
 
 // New opens the netlink sockets for the family's table.
 func New(opts Options) (*Proxier, error) {
-	if opts.MaxOps <= 0 {
-		opts.MaxOps = 3000
-	}
-	if opts.BackstopEvery <= 0 {
-		opts.BackstopEvery = 10
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
 	tf := nftables.TableFamilyIPv4
 	if opts.Family == netrules.IPv6 {
 		tf = nftables.TableFamilyIPv6
 	}
-	p := &Proxier{opts: opts, table: &nftables.Table{Name: TableName, Family: tf}, nsFd: -1,
-		needResync: true, isDirty: map[string]bool{}}
+	nk := &nlKernel{fam: opts.Family, table: &nftables.Table{Name: TableName, Family: tf}, nsFd: -1}
 	var nopts []nftables.ConnOption
 	cfg := &netlink.Config{}
 	if opts.NetNS != "" {
@@ -99,24 +86,57 @@ func New(opts Options) (*Proxier, error) {
 		if err != nil {
 			return nil, fmt.Errorf("nftables: %w", err)
 		}
-		p.nsFd = fd
+		nk.nsFd = fd
 		nopts = append(nopts, nftables.WithNetNSFd(fd))
 		cfg.NetNS = fd
 	}
 	nopts = append(nopts, nftables.AsLasting(), nftables.WithSockOptions(bigBuffers))
 	conn, err := nftables.New(nopts...)
 	if err != nil {
-		p.Close()
+		nk.Close()
 		return nil, fmt.Errorf("nftables: netlink: %w", err)
 	}
-	p.conn = conn
+	nk.conn = conn
 	g, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
 	if err != nil {
-		p.Close()
+		nk.Close()
 		return nil, fmt.Errorf("nftables: netlink: %w", err)
 	}
-	p.gconn = g
-	return p, nil
+	nk.gconn = g
+	return newProxier(opts, nk), nil
+}
+
+func newProxier(opts Options, k kernel) *Proxier {
+	if opts.MaxOps <= 0 {
+		opts.MaxOps = 3000
+	}
+	if opts.BackstopEvery <= 0 {
+		opts.BackstopEvery = 10
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Proxier{opts: opts, k: k, needResync: true, isDirty: map[string]bool{}}
+}
+
+// kernel is the Proxier's only I/O: batches, the generation, and reading the table.
+type kernel interface {
+	// send applies ops as one batch, all or nothing.
+	send(ops []Op) error
+	generation() (uint32, error)
+	// dump reads the table's chains, sets and map elements (nothing when absent).
+	dump() (chains, sets []string, elems map[ElemKey]Verdict, err error)
+	deleteTable() error
+	Close() error
+}
+
+// nlKernel is the kernel over netlink.
+type nlKernel struct {
+	fam   netrules.Family
+	table *nftables.Table
+	nsFd  int
+	conn  *nftables.Conn
+	gconn *netlink.Conn // for generation reads
 }
 
 // NewReal is New for the current network namespace.
@@ -146,27 +166,29 @@ func bigBuffers(c *netlink.Conn) error {
 }
 
 // Close releases the sockets.
-func (p *Proxier) Close() error {
-	if p.conn != nil {
-		_ = p.conn.CloseLasting()
+func (p *Proxier) Close() error { return p.k.Close() }
+
+func (n *nlKernel) Close() error {
+	if n.conn != nil {
+		_ = n.conn.CloseLasting()
 	}
-	if p.gconn != nil {
-		_ = p.gconn.Close()
+	if n.gconn != nil {
+		_ = n.gconn.Close()
 	}
-	if p.nsFd >= 0 {
-		_ = unix.Close(p.nsFd)
-		p.nsFd = -1
+	if n.nsFd >= 0 {
+		_ = unix.Close(n.nsFd)
+		n.nsFd = -1
 	}
 	return nil
 }
 
 // generation reads nf_tables' ruleset generation (bumped by every commit, anyone's).
-func (p *Proxier) generation() (uint32, error) {
+func (n *nlKernel) generation() (uint32, error) {
 	msg := netlink.Message{
 		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
 		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
 	}
-	replies, err := p.gconn.Execute(msg)
+	replies, err := n.gconn.Execute(msg)
 	if err != nil {
 		return 0, fmt.Errorf("reading the nf_tables generation: %w", err)
 	}
@@ -200,16 +222,25 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 		p.envKey = k
 		p.needResync = true
 	}
-	if full && !p.resyncing && !p.needResync {
-		p.fulls++
-		g, err := p.generation()
+	if full && !p.needResync {
+		g, err := p.k.generation()
 		if err != nil {
 			return stats, fmt.Errorf("nftables: %w", err)
 		}
-		if p.suspicious || !p.haveGen || g != p.lastGen || p.fulls%p.opts.BackstopEvery == 0 {
-			p.needResync = true
-		} else {
-			p.catchUp(st)
+		if !p.haveGen || g != p.lastGen {
+			p.suspicious = true // someone else committed since our last batch
+		}
+		switch {
+		case p.resyncing && p.suspicious:
+			p.needResync = true // tampered with during the rewrite: start it again
+		case p.resyncing:
+		default:
+			p.fulls++
+			if p.suspicious || p.fulls%p.opts.BackstopEvery == 0 {
+				p.needResync = true
+			} else {
+				p.catchUp(st)
+			}
 		}
 	}
 	if p.needResync {
@@ -280,7 +311,7 @@ func (p *Proxier) catchUp(st *netrules.State) {
 
 // startResync reads what the table holds and queues every Service for a rewrite.
 func (p *Proxier) startResync(st *netrules.State) error {
-	chains, sets, elems, err := p.dump()
+	chains, sets, elems, err := p.k.dump()
 	if err != nil {
 		return err
 	}
@@ -337,22 +368,18 @@ func (p *Proxier) nextBatch(st *netrules.State, now time.Time) ([]Op, int) {
 
 // send applies ops as one batch (all or nothing), watching the generation.
 func (p *Proxier) send(ops []Op) error {
-	g0, err := p.generation()
+	g0, err := p.k.generation()
 	if err != nil {
 		return err
 	}
 	if p.haveGen && g0 != p.lastGen {
 		p.suspicious = true
 	}
-	if err := queueOps(p.conn, p.opts.Family, p.table, ops); err != nil {
-		_ = p.conn.Flush() // drop what was queued: it cannot be sent half
-		return err
-	}
-	if err := p.conn.Flush(); err != nil {
+	if err := p.k.send(ops); err != nil {
 		p.haveGen = false
 		return err
 	}
-	g1, err := p.generation()
+	g1, err := p.k.generation()
 	if err != nil {
 		p.haveGen = false
 		return err
@@ -364,16 +391,23 @@ func (p *Proxier) send(ops []Op) error {
 	return nil
 }
 
-// dump reads the table's chains, sets and map elements (nothing when it is absent).
-func (p *Proxier) dump() (chains, sets []string, elems map[ElemKey]Verdict, err error) {
+func (n *nlKernel) send(ops []Op) error {
+	if err := queueOps(n.conn, n.fam, n.table, ops); err != nil {
+		_ = n.conn.Flush() // drop what was queued: it cannot be sent half
+		return err
+	}
+	return n.conn.Flush()
+}
+
+func (n *nlKernel) dump() (chains, sets []string, elems map[ElemKey]Verdict, err error) {
 	elems = map[ElemKey]Verdict{}
-	if _, err := p.conn.ListTableOfFamily(TableName, p.table.Family); err != nil {
+	if _, err := n.conn.ListTableOfFamily(TableName, n.table.Family); err != nil {
 		if errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), "no such file") {
 			return nil, nil, elems, nil
 		}
 		return nil, nil, nil, fmt.Errorf("reading table: %w", err)
 	}
-	all, err := p.conn.ListChainsOfTableFamily(p.table.Family)
+	all, err := n.conn.ListChainsOfTableFamily(n.table.Family)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("listing chains: %w", err)
 	}
@@ -382,7 +416,7 @@ func (p *Proxier) dump() (chains, sets []string, elems map[ElemKey]Verdict, err 
 			chains = append(chains, c.Name)
 		}
 	}
-	ss, err := p.conn.GetSets(p.table)
+	ss, err := n.conn.GetSets(n.table)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("listing sets: %w", err)
 	}
@@ -399,7 +433,7 @@ func (p *Proxier) dump() (chains, sets []string, elems map[ElemKey]Verdict, err 
 			}
 			continue
 		}
-		es, err := p.conn.GetSetElements(s)
+		es, err := n.conn.GetSetElements(s)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("listing %s: %w", s.Name, err)
 		}
@@ -420,8 +454,12 @@ func (p *Proxier) dump() (chains, sets []string, elems map[ElemKey]Verdict, err 
 
 // Cleanup deletes the whole table.
 func (p *Proxier) Cleanup(ctx context.Context) error {
-	p.conn.AddTable(p.table)
-	p.conn.DelTable(p.table)
 	p.needResync = true
-	return p.conn.Flush()
+	return p.k.deleteTable()
+}
+
+func (n *nlKernel) deleteTable() error {
+	n.conn.AddTable(n.table)
+	n.conn.DelTable(n.table)
+	return n.conn.Flush()
 }
