@@ -58,6 +58,7 @@ type Proxier struct {
 	baseDue    bool
 	repair     []string
 	done       map[string]bool
+	inRepair   map[string]bool
 	dirty      []string
 	isDirty    map[string]bool
 
@@ -234,6 +235,7 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 		case p.resyncing && p.suspicious:
 			p.needResync = true // tampered with during the rewrite: start it again
 		case p.resyncing:
+			p.catchUp(st) // full calls come without changes
 		default:
 			p.fulls++
 			if p.suspicious || p.fulls%p.opts.BackstopEvery == 0 {
@@ -295,9 +297,13 @@ func (p *Proxier) markDirty(k string) {
 	}
 }
 
-// catchUp marks dirty every Service whose State differs from what was applied.
+// catchUp marks dirty every Service whose State differs from what was applied
+// (during a resync: of those already rewritten; the others are written from the State).
 func (p *Proxier) catchUp(st *netrules.State) {
 	for _, k := range st.Services() {
+		if p.resyncing && !p.done[k] && p.inRepair[k] {
+			continue // still to be written from the State
+		}
 		if !SamePorts(p.planner.Applied(k), st.Ports(k)) {
 			p.markDirty(k)
 		}
@@ -321,7 +327,10 @@ func (p *Proxier) startResync(st *netrules.State) error {
 	p.planner.Env = EnvOf(p.opts.Family, st.Node)
 	p.planner.Reset(chains, sets, elems)
 	p.repair = st.Services()
-	p.done = map[string]bool{}
+	p.done, p.inRepair = map[string]bool{}, map[string]bool{}
+	for _, k := range p.repair {
+		p.inRepair[k] = true
+	}
 	p.needResync, p.resyncing, p.baseDue, p.suspicious = false, true, true, false
 	p.layoutNode = st.Node
 	return nil
@@ -361,7 +370,7 @@ func (p *Proxier) nextBatch(st *netrules.State, now time.Time) ([]Op, int) {
 	}
 	if p.resyncing && len(p.repair) == 0 && len(p.dirty) == 0 && len(ops) < p.opts.MaxOps {
 		ops = append(ops, p.planner.Finish(now)...)
-		p.resyncing, p.done = false, nil
+		p.resyncing, p.done, p.inRepair = false, nil, nil
 	}
 	return ops, n
 }
