@@ -56,7 +56,9 @@ func TestPlanOps(t *testing.T) {
 	moved := portsOf(web, netrules.MakeSlice(web, "w", 8080, netrules.SliceEndpoint{IP: "10.244.0.11"}, netrules.SliceEndpoint{IP: "10.244.0.13"}))
 	sp := two[0]
 	svcChain := serviceChain(sp)
-	ep := func(ip string) string { return endpointChain(sp, netrules.Endpoint{IP: netip.MustParseAddr(ip), Port: 8080}) }
+	ep := func(ip string) string {
+		return endpointChain(sp, netrules.Endpoint{IP: netip.MustParseAddr(ip), Port: 8080})
+	}
 
 	p := NewPlanner(env)
 	got := opsText(p.Plan("default/web", two, false, now))

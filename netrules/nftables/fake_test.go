@@ -2,13 +2,13 @@ package nftables
 
 import (
 	"errors"
-	"os"
-	"strconv"
 	"fmt"
 	"math/rand"
 	"net/netip"
+	"os"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"

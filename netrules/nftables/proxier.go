@@ -138,6 +138,8 @@ type nlKernel struct {
 	nsFd  int
 	conn  *nftables.Conn
 	gconn *netlink.Conn // for generation reads
+	// lastSend is how long the last batch took (for the scale figures)
+	lastSend time.Duration
 }
 
 // NewReal is New for the current network namespace.
@@ -401,6 +403,8 @@ func (p *Proxier) send(ops []Op) error {
 }
 
 func (n *nlKernel) send(ops []Op) error {
+	start := time.Now()
+	defer func() { n.lastSend = time.Since(start) }()
 	if err := queueOps(n.conn, n.fam, n.table, ops); err != nil {
 		_ = n.conn.Flush() // drop what was queued: it cannot be sent half
 		return err
