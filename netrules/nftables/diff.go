@@ -354,6 +354,21 @@ func (p *Planner) Expired(now time.Time) []Op {
 	return ops
 }
 
+// StaleOlderThan tells whether some chain or set has waited for deletion longer than d.
+func (p *Planner) StaleOlderThan(now time.Time, d time.Duration) bool {
+	for _, t := range p.stale {
+		if now.Sub(t) > d {
+			return true
+		}
+	}
+	for _, t := range p.staleSets {
+		if now.Sub(t) > d {
+			return true
+		}
+	}
+	return false
+}
+
 // StaleCount is how many chains and sets wait for deletion.
 func (p *Planner) StaleCount() int { return len(p.stale) + len(p.staleSets) }
 

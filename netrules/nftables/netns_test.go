@@ -152,7 +152,7 @@ func TestNetnsScaleFigures(t *testing.T) {
 		syncCalls(nil, true)
 		first := time.Since(start)
 		var rusage0 = rss()
-		var sends, totals []time.Duration
+		var sends, totals, dels []time.Duration
 		k := p.k.(*nlKernel)
 		for round := 0; round < 200; round++ {
 			key := moveOne(st, svcs, slices, (round*7919)%n, round)
@@ -161,8 +161,23 @@ func TestNetnsScaleFigures(t *testing.T) {
 				t.Fatal(err)
 			}
 			totals = append(totals, time.Since(t0))
-			sends = append(sends, k.lastSend)
+			sends = append(sends, p.lastMainSend)
+			if p.lastExpiredSend > 0 {
+				dels = append(dels, p.lastExpiredSend)
+			}
 		}
+		var gens []time.Duration
+		for i := 0; i < 50; i++ {
+			g0 := time.Now()
+			if _, err := k.generation(); err != nil {
+				t.Fatal(err)
+			}
+			gens = append(gens, time.Since(g0))
+		}
+		if len(dels) > 0 {
+			fmt.Fprintf(os.Stderr, "stale chain deletion batches: %d, p50 %v max %v\n", len(dels), pct(dels, 50), pct(dels, 100))
+		}
+		fmt.Fprintf(os.Stderr, "generation read p50 %v max %v\n", pct(gens, 50), pct(gens, 100))
 		// a periodic full sync with nothing tampered: the generation check only
 		t4 := time.Now()
 		syncCalls(nil, true)

@@ -66,7 +66,14 @@ type Proxier struct {
 	haveGen    bool
 	suspicious bool
 	fulls      int
+
+	// how long this call's batches took (for the scale figures)
+	lastMainSend, lastExpiredSend time.Duration
 }
+
+// StaleFlushAfter: stale chains are deleted in calls without changes, or in any call
+// once the oldest has waited this long.
+const StaleFlushAfter = 10 * time.Second
 
 // New opens the netlink sockets for the family's table.
 func New(opts Options) (*Proxier, error) {
@@ -257,15 +264,31 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 		p.markDirty(k)
 	}
 	ops, services := p.nextBatch(st, now)
+	p.lastMainSend, p.lastExpiredSend = 0, 0
 	if len(ops) > 0 {
-		if err := p.send(ops); err != nil {
+		t0 := time.Now()
+		err := p.send(ops)
+		p.lastMainSend = time.Since(t0)
+		if err != nil {
 			p.needResync, p.resyncing = true, false
 			return stats, fmt.Errorf("nftables: applying %d operations for %d Services: %w", len(ops), services, err)
 		}
 	}
 	countOps(&stats, ops)
+	// deleting chains costs the kernel a grace period: not in a call that carries
+	// changes, unless they have waited long
+	if len(ops) > 0 && !p.planner.StaleOlderThan(now, StaleFlushAfter) {
+		stats.Pending = len(p.dirty) + len(p.repair)
+		if p.resyncing && stats.Pending == 0 {
+			stats.Pending = 1
+		}
+		return stats, nil
+	}
 	if exp := p.planner.Expired(now); len(exp) > 0 {
-		if err := p.send(exp); err != nil {
+		t0 := time.Now()
+		err := p.send(exp)
+		p.lastExpiredSend = time.Since(t0)
+		if err != nil {
 			// something holds on to them (a foreign rule?): the next resync looks again
 			p.suspicious = true
 		} else {
