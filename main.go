@@ -248,11 +248,11 @@ func setupServices(mgr ctrl.Manager, cfg *v1alpha1.AgentConfiguration) error {
 		case v1alpha1.ProxyModeIPTables:
 			backends[fam] = netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: fam, Variant: iptables.Variant(cfg.IPTablesVariant), Runner: runner})}
 		case v1alpha1.ProxyModeNFTables:
-			p, err := nftables.NewReal(fam)
+			p, err := nftables.New(nftables.Options{Family: fam})
 			if err != nil {
 				return fmt.Errorf("proxyMode nftables: %w", err)
 			}
-			backends[fam] = netrules.Whole{RulesetSyncer: p}
+			backends[fam] = p
 		case v1alpha1.ProxyModeIPVS:
 			h, err := libipvs.New("")
 			if err != nil {

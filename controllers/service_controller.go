@@ -81,7 +81,10 @@ type ServiceReconciler struct {
 	lastFull time.Time
 	states   map[netrules.Family]*netrules.State
 	failed   map[netrules.Family]bool // the last sync of the family failed: the next is full
-	zone     string
+	// pending: the backend left work for its next call (a bounded full rewrite): it is
+	// called again at once, with or without changes
+	pending map[netrules.Family]bool
+	zone    string
 	// hc holds the ports with a health check node port, per Service and family
 	hc map[string]map[netrules.Family][]*netrules.ServicePort
 	// noLocal counts, per Service, its ports with a Local traffic policy and no local
@@ -179,7 +182,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 			ch = changed[fam]
 			sort.Strings(ch)
 		}
-		if !famFull && len(ch) == 0 {
+		if !famFull && len(ch) == 0 && !r.pending[fam] {
 			continue
 		}
 		stats, err := be.SyncState(ctx, st, ch, famFull)
@@ -191,6 +194,10 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 		} else {
 			syncPartialDuration.WithLabelValues(ipFamily).Observe(elapsed)
 		}
+		if r.pending == nil {
+			r.pending = map[netrules.Family]bool{}
+		}
+		r.pending[fam] = err == nil && stats.Pending > 0
 		if err != nil {
 			if r.Mode == "nftables" {
 				nftablesFailures.WithLabelValues(ipFamily).Inc()
@@ -248,6 +255,13 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	next := r.FullSyncPeriod - now.Sub(r.lastFull)
 	if next < time.Second {
 		next = time.Second
+	}
+	for _, more := range r.pending {
+		if more {
+			// come back at once: changes that arrived meanwhile go first, then the
+			// next chunk of the backend's rewrite
+			next = time.Millisecond
+		}
 	}
 	return reconcile.Result{RequeueAfter: next}, nil
 }

@@ -39,17 +39,6 @@ type backendCase struct {
 	breakIt func(nodeNS string) error
 }
 
-// inNetns runs a backend's syncs on a thread inside the node namespace, so the nft
-// processes knftables starts program that namespace.
-type inNetns struct {
-	ns string
-	be RulesBackend
-}
-
-func (b inNetns) SyncState(ctx context.Context, st *netrules.State, changed []string, full bool) (netrules.SyncStats, error) {
-	return netnstest.InNetns(b.ns, func() (netrules.SyncStats, error) { return b.be.SyncState(ctx, st, changed, full) })
-}
-
 var backendCases = []backendCase{
 	{
 		name: "iptables-legacy",
@@ -72,9 +61,10 @@ var backendCases = []backendCase{
 	{
 		name: "nftables",
 		backend: func(ns string) RulesBackend {
-			p, err := netnstest.InNetns(ns, func() (*nftables.Proxier, error) { return nftables.NewReal(netrules.IPv4) })
+			p, err := nftables.New(nftables.Options{Family: netrules.IPv4, NetNS: "/run/netns/" + ns})
 			Expect(err).NotTo(HaveOccurred())
-			return inNetns{ns: ns, be: netrules.Whole{RulesetSyncer: p}}
+			DeferCleanup(p.Close)
+			return p
 		},
 		breakIt: func(ns string) error {
 			return netnstest.Run(ns, "nft", "flush", "chain", "ip", "nodekeeper", "services")

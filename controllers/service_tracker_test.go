@@ -118,3 +118,52 @@ func TestTrackerIncrementalEqualsFullBuild(t *testing.T) {
 		}
 	}
 }
+
+// pendingBackend reports work left for its next calls, like a backend rewriting a big
+// table in chunks.
+type pendingBackend struct {
+	left  int
+	calls []bool // full flag of each call
+}
+
+func (b *pendingBackend) SyncState(_ context.Context, _ *netrules.State, _ []string, full bool) (netrules.SyncStats, error) {
+	b.calls = append(b.calls, full)
+	if b.left > 0 {
+		b.left--
+	}
+	return netrules.SyncStats{Full: full, Pending: b.left}, nil
+}
+
+// A backend with pending work is called again at once, with no changes, until it is done;
+// then the reconciler waits for the next full sync as usual.
+func TestReconcilerRequeuesWhileBackendPending(t *testing.T) {
+	registerProxyMetrics()
+	clk := clocktesting.NewFakeClock(time.Unix(1000, 0))
+	be := &pendingBackend{left: 3}
+	rec := &ServiceReconciler{Node: netrules.Node{Name: "me"}, Clock: clk, FullSyncPeriod: time.Minute,
+		Backends: map[netrules.Family]RulesBackend{netrules.IPv4: be}}
+	rec.tracker.init("me", clk)
+	ctx := context.Background()
+	for i, wantFull := range []bool{true, false, false} {
+		res, err := rec.Reconcile(ctx, syncKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(be.calls) != i+1 || be.calls[i] != wantFull {
+			t.Fatalf("call %d: backend calls %v", i, be.calls)
+		}
+		if i < 2 && res.RequeueAfter > 10*time.Millisecond {
+			t.Fatalf("call %d: pending work but requeued after %v", i, res.RequeueAfter)
+		}
+		if i == 2 && res.RequeueAfter < time.Second {
+			t.Fatalf("done but requeued after %v", res.RequeueAfter)
+		}
+	}
+	// nothing pending, nothing changed: the backend is left alone
+	if _, err := rec.Reconcile(ctx, syncKey); err != nil {
+		t.Fatal(err)
+	}
+	if len(be.calls) != 3 {
+		t.Fatalf("backend called without a reason: %v", be.calls)
+	}
+}

@@ -109,6 +109,9 @@ type SyncStats struct {
 	ChainsWritten int
 	ChainsDeleted int
 	Rules         int
+	// Pending is work the backend left for its next call (e.g. Services of a bounded
+	// full rewrite not written yet): the caller should call again soon.
+	Pending int
 }
 
 // Ruleset is the desired state for one family, ports sorted by Key.

@@ -2,29 +2,21 @@ package nftables
 
 import (
 	"context"
+	"fmt"
+	"math/rand"
 	"net/netip"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"sigs.k8s.io/knftables"
 
 	"github.com/nodekeeper/nodekeeper/netrules"
 )
 
 var testNode = netrules.Node{Name: "n1", ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}}
-
-// recording wraps the fake and keeps each transaction's text.
-type recording struct {
-	*knftables.Fake
-	txs []string
-}
-
-func (r *recording) Run(ctx context.Context, tx *knftables.Transaction) error {
-	r.txs = append(r.txs, tx.String())
-	return r.Fake.Run(ctx, tx)
-}
 
 func scenario() ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 	web := netrules.MakeService("default", "web", "10.96.0.10", 80)
@@ -42,98 +34,192 @@ func scenario() ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 	lb.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.7"}}
 	lb.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
 	lbEPs := netrules.MakeSlice(lb, "lb-1", 8443, netrules.SliceEndpoint{IP: "10.244.0.12", Node: "n1"})
-	return []*corev1.Service{web, empty, np, lb}, []*discoveryv1.EndpointSlice{webEPs, npEPs, lbEPs}
+	udp := netrules.MakeService("kube-system", "dns", "10.96.0.14", 53)
+	udp.Spec.Ports[0].Protocol = corev1.ProtocolUDP
+	udp.Spec.ExternalIPs = []string{"198.51.100.9"}
+	udpEPs := netrules.MakeSlice(udp, "dns-1", 5353, netrules.SliceEndpoint{IP: "10.244.1.2", Node: "n2"}, netrules.SliceEndpoint{IP: "10.244.1.3", Node: "n2"}, netrules.SliceEndpoint{IP: "10.244.1.4", Node: "n2"})
+	return []*corev1.Service{web, empty, np, lb, udp}, []*discoveryv1.EndpointSlice{webEPs, npEPs, lbEPs, udpEPs}
 }
 
-func TestSyncAgainstFake(t *testing.T) {
-	ctx := context.Background()
-	fake := &recording{Fake: knftables.NewFake(knftables.IPv4Family, TableName)}
-	p := New(fake, netrules.IPv4)
-	svcs, slices := scenario()
-	rs := netrules.Build(svcs, slices, testNode)[netrules.IPv4]
-	st, err := p.Sync(ctx, rs, false)
-	if err != nil {
-		t.Fatal(err)
+// stateOf fills a State from a Ruleset, Service by Service.
+func stateOf(rs *netrules.Ruleset) *netrules.State {
+	st := netrules.NewState(rs.Family, rs.Node)
+	by := map[string][]*netrules.ServicePort{}
+	for _, p := range rs.Ports {
+		k := p.Namespace + "/" + p.Name
+		by[k] = append(by[k], p)
 	}
-	if !st.Full {
-		t.Error("first sync must be full")
+	for k, ps := range by {
+		st.Set(k, ps)
 	}
-	dump := fake.Dump()
-	two := rs.Ports[3] // web: two endpoints, one chosen by the first rule half the time
-	if len(two.ClusterEndpoints) != 2 {
-		t.Fatalf("scenario changed: %d endpoints", len(two.ClusterEndpoints))
+	return st
+}
+
+// Render (the union of per-port artifacts, shared keys to the last port) gives exactly
+// the whole-table text rendering nodekeeper used before.
+func TestRenderMatchesOracle(t *testing.T) {
+	nodes := []netrules.Node{
+		{Name: "me", ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd01::/48")}},
+		{Name: "me", MasqueradeAll: true},
+		{Name: "me", ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.245.0.0/16")}},
+		{Name: "me"},
 	}
-	for _, want := range []string{
-		"add element ip nodekeeper service-ips { 10.96.0.10 . tcp . 80 : goto " + serviceChain(rs.Ports[3]) + " }",
-		"add element ip nodekeeper no-endpoint-services { 10.96.0.11 . tcp . 80 : goto reject-chain }",
-		"add element ip nodekeeper service-nodeports { tcp . 30080 : goto " + externalChain(rs.Ports[2]) + " }",
-		"add element ip nodekeeper firewall-ips { 198.51.100.7 . tcp . 443 : goto " + firewallChain(rs.Ports[1]) + " }",
-		"dnat to 10.244.0.11:8080",
-		"numgen random mod 2 0 goto " + endpointChain(two, two.ClusterEndpoints[0]) + "\n",
-		"goto " + endpointChain(two, two.ClusterEndpoints[1]) + "\n",
-		"ip saddr != { 203.0.113.0/24, 198.51.100.7 } drop",
-		"update @" + affinitySet(rs.Ports[1], rs.Ports[1].ClusterEndpoints[0]) + " { ip saddr }",
-	} {
-		if !strings.Contains(dump, want) {
-			t.Errorf("table lacks %q:\n%s", want, dump)
+	for seed := int64(0); seed < 300; seed++ {
+		r := rand.New(rand.NewSource(seed))
+		w := netrules.NewWorld("me")
+		for i := 0; i < 40; i++ {
+			w.Step(r)
+		}
+		svcs, slices := w.Objects()
+		node := nodes[int(seed)%len(nodes)]
+		for fam, rs := range netrules.Build(svcs, slices, node) {
+			got, want := Render(rs), oracleRender(rs)
+			ipf := ipFamily(fam)
+			if len(got.Chains) != len(want.Chains) {
+				t.Fatalf("seed %d IPv%d: %d chains, oracle %d", seed, fam, len(got.Chains), len(want.Chains))
+			}
+			for c, rules := range want.Chains {
+				var texts []string
+				for i := range got.Chains[c] {
+					texts = append(texts, got.Chains[c][i].Text(ipf))
+				}
+				if strings.Join(texts, "\n") != strings.Join(rules, "\n") {
+					t.Fatalf("seed %d chain %s:\n%s\noracle:\n%s", seed, c, strings.Join(texts, "\n"), strings.Join(rules, "\n"))
+				}
+			}
+			n := 0
+			for m, elems := range want.Elements {
+				for k, v := range elems {
+					n++
+					found := false
+					for gk, gv := range got.Elements {
+						if mapNames[gk.Map] == m && gk.KeyText() == k {
+							found = true
+							if gv.String() != v {
+								t.Fatalf("seed %d %s[%s] = %s, oracle %s", seed, m, k, gv, v)
+							}
+						}
+					}
+					if !found {
+						t.Fatalf("seed %d: %s[%s] missing", seed, m, k)
+					}
+				}
+			}
+			if n != len(got.Elements) {
+				t.Fatalf("seed %d: %d elements, oracle %d", seed, len(got.Elements), n)
+			}
+			if fmt.Sprint(got.Sets) != fmt.Sprint(want.Sets) {
+				t.Fatalf("seed %d sets %v, oracle %v", seed, got.Sets, want.Sets)
+			}
 		}
 	}
+}
 
-	// unchanged: the transaction touches no per-Service chain
-	if _, err := p.Sync(ctx, rs, false); err != nil {
-		t.Fatal(err)
-	}
-	if last := fake.txs[len(fake.txs)-1]; strings.Contains(last, "chain ip nodekeeper service-") || strings.Contains(last, "element") {
-		t.Errorf("an unchanged partial sync wrote:\n%s", last)
-	}
+// --- kernel tests (root, in throwaway network namespaces) ---
 
-	// web loses an endpoint: only web's chains change, the stale endpoint chain goes
-	slices[0] = netrules.MakeSlice(svcs[0], "web-1", 8080, netrules.SliceEndpoint{IP: "10.244.0.11", Node: "n1"})
-	rs2 := netrules.Build(svcs, slices, testNode)[netrules.IPv4]
-	st, err = p.Sync(ctx, rs2, false)
-	if err != nil {
-		t.Fatal(err)
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
 	}
-	last := fake.txs[len(fake.txs)-1]
-	gone := endpointChain(rs.Ports[3], rs.Ports[3].ClusterEndpoints[1])
-	if st.Full || st.ChainsWritten != 1 || st.ChainsDeleted != 1 || !strings.Contains(last, "delete chain ip nodekeeper "+gone) {
-		t.Errorf("partial sync stats %+v, tx:\n%s", st, last)
-	}
-	if strings.Contains(last, serviceChain(rs.Ports[2])) {
-		t.Errorf("np's chain was rewritten although it did not change:\n%s", last)
-	}
-	// the web Service goes away entirely: its map element and chains go too
-	rs3 := netrules.Build(svcs[1:], slices[1:], testNode)[netrules.IPv4]
-	if _, err := p.Sync(ctx, rs3, false); err != nil {
-		t.Fatal(err)
-	}
-	if d := fake.Dump(); strings.Contains(d, "10.96.0.10") || strings.Contains(d, "default/web/") {
-		t.Errorf("web's rules survived its deletion:\n%s", d)
-	}
-	// a full sync after the partial ones gives the same table as a fresh full sync
-	if _, err := p.Sync(ctx, rs3, true); err != nil {
-		t.Fatal(err)
-	}
-	fresh := &recording{Fake: knftables.NewFake(knftables.IPv4Family, TableName)}
-	if _, err := New(fresh, netrules.IPv4).Sync(ctx, rs3, true); err != nil {
-		t.Fatal(err)
-	}
-	if a, b := fake.Dump(), fresh.Dump(); a != b {
-		t.Errorf("incremental state differs from a fresh full sync:\n%s", lineDiff(a, b))
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft not installed")
 	}
 }
 
-func TestRenderIPv6(t *testing.T) {
-	svc := netrules.MakeService("default", "v6", "fd00::10", 80)
-	svc.Spec.ClusterIPs = []string{"fd00::10"}
-	s := netrules.MakeSlice(svc, "v6-1", 8080, netrules.SliceEndpoint{IP: "fd00:244::2"})
-	rs := netrules.Build([]*corev1.Service{svc}, []*discoveryv1.EndpointSlice{s}, testNode)[netrules.IPv6]
-	fake := knftables.NewFake(knftables.IPv6Family, TableName)
-	if _, err := New(fake, netrules.IPv6).Sync(context.Background(), rs, true); err != nil {
+func netns(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("nk-nft-%d-%d", os.Getpid(), rand.Int63()%1000000)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	return name
+}
+
+func nft(t *testing.T, ns string, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, "nft"}, args...)...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft %v: %v: %s", args, err, out)
+	}
+	return string(out)
+}
+
+func listTable(t *testing.T, ns string, fam netrules.Family) string {
+	return nft(t, ns, "", "list", "table", ipFamily(fam), TableName)
+}
+
+func nsProxier(t *testing.T, ns string, fam netrules.Family, maxOps int) *Proxier {
+	t.Helper()
+	p, err := New(Options{Family: fam, NetNS: "/run/netns/" + ns, MaxOps: maxOps})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if d := fake.Dump(); !strings.Contains(d, "dnat to [fd00:244::2]:8080") || !strings.Contains(d, "fd00::10 . tcp . 80") {
-		t.Errorf("IPv6 table:\n%s", d)
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// syncAll calls SyncState until no work is pending.
+func syncAll(t *testing.T, p *Proxier, st *netrules.State, changed []string, full bool) {
+	t.Helper()
+	for i := 0; ; i++ {
+		stats, err := p.SyncState(context.Background(), st, changed, full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stats.Pending == 0 {
+			return
+		}
+		if i > 100000 {
+			t.Fatal("sync never finishes")
+		}
+		changed, full = nil, false
+	}
+}
+
+func fullText(rs *netrules.Ruleset) string {
+	return TableText(rs.Family, FixedLayout(rs.Family, rs.Node), Render(rs))
+}
+
+// The netlink encoding is what nft generates for the same rules: a table programmed
+// over netlink lists exactly like one loaded from the rule text by nft.
+func TestGoldenAgainstNft(t *testing.T) {
+	needRoot(t)
+	svcs, slices := scenario()
+	v6 := netrules.MakeService("default", "v6", "fd00::10", 80)
+	v6.Spec.ClusterIPs = []string{"fd00::10"}
+	v6.Spec.Type = corev1.ServiceTypeLoadBalancer
+	v6.Spec.Ports[0].NodePort = 30090
+	v6.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "2001:db8::7"}}
+	v6.Spec.LoadBalancerSourceRanges = []string{"2001:db8:1::/48", "2001:db8:2::/48"}
+	v6.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+	svcs = append(svcs, v6)
+	slices = append(slices, netrules.MakeSlice(v6, "v6-1", 8080, netrules.SliceEndpoint{IP: "fd00:244::2", Node: "n1"}, netrules.SliceEndpoint{IP: "fd00:244::3"}))
+	nodes := []netrules.Node{
+		{Name: "n1", ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.250.0.0/20"), netip.MustParsePrefix("fd00:244::/64")}},
+		{Name: "n1", MasqueradeAll: true, LocalhostNodePorts: true},
+	}
+	for i, node := range nodes {
+		for fam, rs := range netrules.Build(svcs, slices, node) {
+			t.Run(fmt.Sprintf("node%d/IPv%d", i, fam), func(t *testing.T) {
+				byNetlink, byNft := netns(t), netns(t)
+				syncAll(t, nsProxier(t, byNetlink, fam, 0), stateOf(rs), nil, true)
+				text := fullText(rs)
+				nft(t, byNft, text, "-f", "-")
+				got, want := listTable(t, byNetlink, fam), listTable(t, byNft, fam)
+				if NormalizeListing(got) != NormalizeListing(want) {
+					t.Errorf("netlink table differs from nft's:\n%s\n--- nft:\n%s\n--- diff:\n%s", got, want, lineDiff(NormalizeListing(got), NormalizeListing(want)))
+				}
+				if !strings.Contains(got, "goto service-") && len(rs.Ports) > 0 {
+					t.Errorf("no dispatch in\n%s", got)
+				}
+			})
+		}
 	}
 }
 

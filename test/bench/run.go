@@ -112,6 +112,57 @@ func (b inNetns) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (net
 	return netnstest.InNetns(b.ns, func() (netrules.SyncStats, error) { return b.be.Sync(ctx, rs, full) })
 }
 
+// stateSyncer drives an incremental backend from whole Rulesets: it keeps a State,
+// hands the backend the Services whose ports changed, and calls again while the
+// backend reports pending work.
+type stateSyncer struct {
+	be interface {
+		SyncState(ctx context.Context, st *netrules.State, changed []string, full bool) (netrules.SyncStats, error)
+	}
+	st *netrules.State
+}
+
+func (s *stateSyncer) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (netrules.SyncStats, error) {
+	if s.st == nil || s.st.Node.Name != rs.Node.Name {
+		s.st, full = netrules.NewState(rs.Family, rs.Node), true
+	}
+	by := map[string][]*netrules.ServicePort{}
+	for _, p := range rs.Ports {
+		k := p.Namespace + "/" + p.Name
+		by[k] = append(by[k], p)
+	}
+	var changed []string
+	for _, k := range s.st.Services() {
+		if _, ok := by[k]; !ok && s.st.Set(k, nil) {
+			changed = append(changed, k)
+		}
+	}
+	for k, ps := range by {
+		if s.st.Set(k, ps) {
+			changed = append(changed, k)
+		}
+	}
+	sort.Strings(changed)
+	if full {
+		changed = nil
+	}
+	var total netrules.SyncStats
+	for {
+		st, err := s.be.SyncState(ctx, s.st, changed, full)
+		if err != nil {
+			return total, err
+		}
+		total.Full = total.Full || st.Full
+		total.ChainsWritten += st.ChainsWritten
+		total.ChainsDeleted += st.ChainsDeleted
+		total.Rules += st.Rules
+		if st.Pending == 0 {
+			return total, nil
+		}
+		changed, full = nil, false
+	}
+}
+
 func nsenter(ns string) iptables.Exec {
 	return iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}
 }
@@ -124,11 +175,11 @@ func NewBackend(name, ns string) (Backend, error) {
 	case "iptables-nft":
 		return iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "nft", Runner: nsenter(ns)}), nil
 	case "nftables":
-		p, err := netnstest.InNetns(ns, func() (*nftables.Proxier, error) { return nftables.NewReal(netrules.IPv4) })
+		p, err := nftables.New(nftables.Options{Family: netrules.IPv4, NetNS: "/run/netns/" + ns})
 		if err != nil {
 			return nil, err
 		}
-		return inNetns{ns: ns, be: p}, nil
+		return &stateSyncer{be: p}, nil
 	}
 	return nil, fmt.Errorf("unknown backend %q (want one of %s)", name, strings.Join(Backends, ", "))
 }

@@ -1,0 +1,279 @@
+package nftables
+
+import (
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/nodekeeper/nodekeeper/netrules"
+)
+
+// The verdict maps, by index (ElemKey.Map).
+const (
+	MapServiceIPs uint8 = iota
+	MapNodePorts
+	MapNoEndpointIPs
+	MapNoEndpointNPs
+	MapFirewallIPs
+	numMaps
+)
+
+var mapNames = [numMaps]string{mapServiceIPs, mapNodePorts, mapNoEndpointIPs, mapNoEndpointNPs, mapFirewallIPs}
+
+// mapHasAddr: the map's key is address . protocol . port (else protocol . port).
+func mapHasAddr(m uint8) bool { return m != MapNodePorts && m != MapNoEndpointNPs }
+
+// ElemKey is the key of one verdict-map element.
+type ElemKey struct {
+	Map   uint8
+	Addr  netip.Addr // zero for the node port maps
+	Proto uint8
+	Port  uint16
+}
+
+// Claim is a port's wish for one map element.
+type Claim struct {
+	Key     ElemKey
+	Verdict Verdict
+}
+
+// Chain is one regular chain and its rules.
+type Chain struct {
+	Name  string
+	Rules []Rule
+}
+
+// AffinitySet is a dynamic set of client addresses with a timeout.
+type AffinitySet struct {
+	Name    string
+	Timeout int32
+}
+
+// Artifact is everything one service port puts in the table: its chains (each named
+// after the port, so no other port writes them), its affinity sets, and its claims on
+// map elements (keys other ports may claim too: the owner index picks the winner).
+type Artifact struct {
+	Chains []Chain
+	Sets   []AffinitySet
+	Claims []Claim
+}
+
+// Env is what compiling a port needs to know besides the port.
+type Env struct {
+	Family        netrules.Family
+	ClusterCIDRs  []netip.Prefix // of the family
+	MasqueradeAll bool
+}
+
+// EnvOf derives the Env of a family from the node facts.
+func EnvOf(fam netrules.Family, node netrules.Node) Env {
+	e := Env{Family: fam, MasqueradeAll: node.MasqueradeAll}
+	for _, c := range node.ClusterCIDRs {
+		if c.Addr().Is4() == (fam == netrules.IPv4) {
+			e.ClusterCIDRs = append(e.ClusterCIDRs, c.Masked())
+		}
+	}
+	return e
+}
+
+func protoOf(p *netrules.ServicePort) uint8 { return protoNum(proto(p)) }
+
+// Compile computes the artifact of one service port: the same chains, sets and map
+// elements the whole-table rendering gives it. Pure.
+func Compile(p *netrules.ServicePort, env Env) *Artifact {
+	a := &Artifact{}
+	claims := map[ElemKey]int{} // key -> index in a.Claims: a later write replaces
+	claim := func(k ElemKey, v Verdict) {
+		if i, ok := claims[k]; ok {
+			a.Claims[i].Verdict = v
+			return
+		}
+		claims[k] = len(a.Claims)
+		a.Claims = append(a.Claims, Claim{Key: k, Verdict: v})
+	}
+	chains := map[string]bool{}
+	addChain := func(name string, rules []Rule) {
+		if chains[name] {
+			return
+		}
+		chains[name] = true
+		a.Chains = append(a.Chains, Chain{Name: name, Rules: rules})
+	}
+	pr := protoOf(p)
+	key := func(m uint8, addr netip.Addr, port int32) ElemKey {
+		return ElemKey{Map: m, Addr: addr, Proto: pr, Port: uint16(port)}
+	}
+	svc := serviceChain(p)
+	hasCluster := len(p.ClusterEndpoints) > 0
+	if hasCluster {
+		claim(key(MapServiceIPs, p.ClusterIP, p.Port), goTo(svc))
+		var rules []Rule
+		dst := []Match{addrIs(Daddr, false, hostPrefix(p.ClusterIP)), {Kind: MatchProtoPort, Proto: pr, Port: uint16(p.Port)}}
+		switch {
+		case env.MasqueradeAll:
+			rules = append(rules, verdictRule(jump(chainMarkMasq), dst...))
+		case len(env.ClusterCIDRs) > 0:
+			rules = append(rules, verdictRule(jump(chainMarkMasq), append(dst, addrIs(Saddr, true, env.ClusterCIDRs...))...))
+		}
+		rules = append(rules, spread(a, addChain, p, p.ClusterEndpoints)...)
+		// the service chain goes first, as the whole-table rendering lists it
+		a.Chains = append([]Chain{{Name: svc, Rules: rules}}, a.Chains...)
+		chains[svc] = true
+	} else {
+		v := goTo(chainReject)
+		if p.InternalLocal && len(p.AllEndpoints) > 0 {
+			v = Verdict{Kind: VerdictDrop}
+		}
+		claim(key(MapNoEndpointIPs, p.ClusterIP, p.Port), v)
+	}
+	if !p.HasExternal() {
+		return a
+	}
+	extEPs := p.ClusterEndpoints
+	if p.ExternalLocal {
+		extEPs = p.LocalEndpoints
+	}
+	vips := append(append([]netip.Addr(nil), p.ExternalIPs...), p.LoadBalancerIPs...)
+	if len(extEPs) == 0 {
+		v := goTo(chainReject)
+		if p.ExternalLocal && len(p.AllEndpoints) > 0 {
+			v = Verdict{Kind: VerdictDrop}
+		}
+		for _, ip := range vips {
+			claim(key(MapNoEndpointIPs, ip, p.Port), v)
+		}
+		if p.NodePort != 0 {
+			claim(key(MapNoEndpointNPs, netip.Addr{}, p.NodePort), v)
+		}
+		if !hasCluster || !p.ExternalLocal {
+			return a
+		}
+	}
+	ext := externalChain(p)
+	for _, ip := range vips {
+		claim(key(MapServiceIPs, ip, p.Port), goTo(ext))
+	}
+	if len(p.LoadBalancerSourceRanges) > 0 && len(p.LoadBalancerIPs) > 0 {
+		fw := firewallChain(p)
+		allowed := append([]netip.Prefix(nil), p.LoadBalancerSourceRanges...)
+		for _, ip := range p.LoadBalancerIPs {
+			allowed = append(allowed, hostPrefix(ip)) // the node reaching its own LB IP
+			claim(key(MapFirewallIPs, ip, p.Port), goTo(fw))
+		}
+		addChain(fw, []Rule{verdictRule(Verdict{Kind: VerdictDrop}, addrIs(Saddr, true, allowed...))})
+	}
+	if p.NodePort != 0 {
+		claim(key(MapNodePorts, netip.Addr{}, p.NodePort), goTo(ext))
+	}
+	var rules []Rule
+	if !p.ExternalLocal {
+		rules = []Rule{verdictRule(jump(chainMarkMasq)), verdictRule(goTo(svc))}
+	} else {
+		if hasCluster && len(env.ClusterCIDRs) > 0 {
+			rules = append(rules, verdictRule(goTo(svc), addrIs(Saddr, false, env.ClusterCIDRs...)))
+		}
+		local := Match{Kind: MatchFibLocal, Addr: Saddr}
+		rules = append(rules, verdictRule(jump(chainMarkMasq), local))
+		if hasCluster {
+			rules = append(rules, verdictRule(goTo(svc), local))
+		}
+		if len(p.LocalEndpoints) > 0 {
+			lc := localChain(p)
+			rules = append(rules, verdictRule(goTo(lc)))
+			addChain(lc, spread(a, addChain, p, p.LocalEndpoints))
+		}
+	}
+	addChain(ext, rules)
+	return a
+}
+
+// spread picks an endpoint at random (or the client's previous one, with affinity) and
+// writes each endpoint's chain. A cascade of numgen rules, each taking 1/(endpoints
+// left) of what reaches it, gives every endpoint an equal share (iptables' statistic
+// cascade): one anonymous verdict map per Service (upstream's layout) costs the kernel
+// a scan of every set of the table per Service added.
+func spread(a *Artifact, addChain func(string, []Rule), p *netrules.ServicePort, eps []netrules.Endpoint) []Rule {
+	var rules []Rule
+	if p.AffinitySeconds > 0 {
+		for _, e := range eps {
+			rules = append(rules, verdictRule(goTo(endpointChain(p, e)), Match{Kind: MatchInSet, Addr: Saddr, Set: affinitySet(p, e)}))
+		}
+	}
+	pr := protoOf(p)
+	for i, e := range eps {
+		ec := endpointChain(p, e)
+		if left := len(eps) - i; left > 1 {
+			rules = append(rules, verdictRule(goTo(ec), Match{Kind: MatchNumgen, Mod: uint32(left)}))
+		} else {
+			rules = append(rules, verdictRule(goTo(ec)))
+		}
+		er := []Rule{verdictRule(jump(chainMarkMasq), addrIs(Saddr, false, hostPrefix(e.IP)))}
+		if p.AffinitySeconds > 0 {
+			set := affinitySet(p, e)
+			found := false
+			for _, s := range a.Sets {
+				found = found || s.Name == set
+			}
+			if !found {
+				a.Sets = append(a.Sets, AffinitySet{Name: set, Timeout: p.AffinitySeconds})
+			}
+			er = append(er, Rule{Action: Action{Kind: ActUpdateSet, Set: set}})
+		}
+		er = append(er, Rule{Matches: []Match{{Kind: MatchL4Proto, Proto: pr}}, Action: Action{Kind: ActDNAT, IP: e.IP, Port: uint16(e.Port)}})
+		addChain(ec, er)
+	}
+	return rules
+}
+
+// Desired is a whole table's per-Service content: what Render gives.
+type Desired struct {
+	Chains   map[string][]Rule
+	Elements map[ElemKey]Verdict
+	Sets     map[string]int32
+}
+
+// Render computes the whole table's per-Service content from a Ruleset: every port's
+// artifact, shared map keys going to the port last by Key (the owner index's rule).
+// Pure; the incremental path must always agree with it.
+func Render(rs *netrules.Ruleset) Desired {
+	env := EnvOf(rs.Family, rs.Node)
+	d := Desired{Chains: map[string][]Rule{}, Elements: map[ElemKey]Verdict{}, Sets: map[string]int32{}}
+	ports := append([]*netrules.ServicePort(nil), rs.Ports...)
+	sort.SliceStable(ports, func(i, j int) bool { return ports[i].Key() < ports[j].Key() })
+	for _, p := range ports {
+		a := Compile(p, env)
+		for _, c := range a.Chains {
+			d.Chains[c.Name] = c.Rules
+		}
+		for _, s := range a.Sets {
+			d.Sets[s.Name] = s.Timeout
+		}
+		for _, c := range a.Claims {
+			d.Elements[c.Key] = c.Verdict
+		}
+	}
+	return d
+}
+
+// KeyText is the element key in nft syntax ("10.0.0.1 . tcp . 80", "tcp . 30080").
+func (k ElemKey) KeyText() string {
+	parts := []string{protoName(k.Proto), itoa(int(k.Port))}
+	if mapHasAddr(k.Map) {
+		parts = append([]string{k.Addr.String()}, parts...)
+	}
+	return strings.Join(parts, " . ")
+}
+
+func itoa(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b [20]byte
+	n := len(b)
+	for i > 0 {
+		n--
+		b[n] = byte('0' + i%10)
+		i /= 10
+	}
+	return string(b[n:])
+}

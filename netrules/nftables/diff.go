@@ -1,0 +1,423 @@
+package nftables
+
+import (
+	"sort"
+	"time"
+
+	"github.com/nodekeeper/nodekeeper/netrules"
+)
+
+// OpKind is one kind of table operation.
+type OpKind uint8
+
+const (
+	OpAddTable     OpKind = iota
+	OpAddMap              // Map
+	OpAddBaseChain        // Base
+	OpAddChain            // Name
+	OpFlushChain          // Name
+	OpAddRule             // Name (the chain), Rule
+	OpDelChain            // Name
+	OpAddSet              // Name, Timeout
+	OpDelSet              // Name
+	OpAddElem             // Key, Verdict
+	OpDelElem             // Key
+)
+
+// Op is one table operation, as data: a batch is a list of them, sent in order.
+type Op struct {
+	Kind    OpKind
+	Name    string
+	Rule    *Rule
+	Timeout int32
+	Map     uint8
+	Key     ElemKey
+	Verdict Verdict
+	Base    *BaseChain
+}
+
+// StaleDelay is how long a chain or set stays flushed before it is deleted: kernels
+// before 6.2 still count a chain unlinked in the previous transaction as referenced.
+const StaleDelay = time.Second
+
+type claimant struct {
+	port    string // the port's Key
+	verdict Verdict
+}
+
+// Planner is the pure heart of the incremental backend: it keeps what was applied per
+// Service (the ports, shared with netrules.State, whose artifacts Compile recomputes),
+// the owner index of shared map keys and the map elements the kernel holds, and turns
+// a Service's new ports into the operations that bring the table there.
+type Planner struct {
+	Env     Env
+	applied map[string][]*netrules.ServicePort
+	owners  map[ElemKey][]claimant // sorted by port; the last one wins (Render's order)
+	elems   map[ElemKey]Verdict
+	// flushed chains and sets waiting for deletion, since when
+	stale     map[string]time.Time
+	staleSets map[string]time.Time
+	// resync: chains and sets found in the kernel and not rewritten yet
+	leftover     map[string]bool
+	leftoverSets map[string]bool
+}
+
+// NewPlanner returns a Planner for an empty table.
+func NewPlanner(env Env) *Planner {
+	p := &Planner{Env: env}
+	p.Reset(nil, nil, nil)
+	return p
+}
+
+// Reset forgets everything applied and starts from what the kernel holds: its
+// per-Service chains and affinity sets (content unknown: each is rewritten or removed)
+// and its map elements (known exactly). After Reset every Service must be planned
+// again with rewrite, and then Finish removes what nobody claimed.
+func (p *Planner) Reset(chains, sets []string, elems map[ElemKey]Verdict) {
+	p.applied = map[string][]*netrules.ServicePort{}
+	p.owners = map[ElemKey][]claimant{}
+	p.elems = map[ElemKey]Verdict{}
+	for k, v := range elems {
+		p.elems[k] = v
+	}
+	p.stale, p.staleSets = map[string]time.Time{}, map[string]time.Time{}
+	p.leftover, p.leftoverSets = map[string]bool{}, map[string]bool{}
+	for _, c := range chains {
+		if isServiceChain(c) {
+			p.leftover[c] = true
+		}
+	}
+	for _, s := range sets {
+		p.leftoverSets[s] = true
+	}
+}
+
+// Applied returns the ports applied for a Service.
+func (p *Planner) Applied(service string) []*netrules.ServicePort { return p.applied[service] }
+
+// AppliedServices returns every Service with applied ports.
+func (p *Planner) AppliedServices() []string {
+	out := make([]string, 0, len(p.applied))
+	for k := range p.applied {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SamePorts tells whether two port lists are the same (netrules.State keeps the slice
+// of an unchanged Service, so identity is the fast path).
+func SamePorts(a, b []*netrules.ServicePort) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 {
+		return true
+	}
+	if &a[0] == &b[0] {
+		return true
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+type compiled struct {
+	chains map[string][]Rule
+	order  []string
+	sets   map[string]int32
+	claims []struct {
+		port string
+		c    Claim
+	}
+}
+
+func (p *Planner) compile(ports []*netrules.ServicePort) compiled {
+	c := compiled{chains: map[string][]Rule{}, sets: map[string]int32{}}
+	for _, sp := range ports {
+		a := Compile(sp, p.Env)
+		k := sp.Key()
+		for _, ch := range a.Chains {
+			if _, dup := c.chains[ch.Name]; !dup {
+				c.order = append(c.order, ch.Name)
+			}
+			c.chains[ch.Name] = ch.Rules
+		}
+		for _, s := range a.Sets {
+			c.sets[s.Name] = s.Timeout
+		}
+		for _, cl := range a.Claims {
+			c.claims = append(c.claims, struct {
+				port string
+				c    Claim
+			}{k, cl})
+		}
+	}
+	return c
+}
+
+func sameRules(a, b []Rule, ipf string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Text(ipf) != b[i].Text(ipf) {
+			return false
+		}
+	}
+	return true
+}
+
+// Plan returns the operations that take one Service from its applied ports to ports
+// (nil: the Service is gone) and records them as applied. With rewrite every chain of
+// the Service is written even if unchanged (a repair). Ops come in an order the kernel
+// accepts: sets and chains before the rules and elements that refer to them.
+func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bool, now time.Time) []Op {
+	old := p.applied[service]
+	if !rewrite && SamePorts(old, ports) {
+		return nil
+	}
+	ipf := ipFamily(p.Env.Family)
+	oc, nc := p.compile(old), p.compile(ports)
+	var ops []Op
+	for _, s := range sortedKeys(nc.sets) {
+		if _, had := oc.sets[s]; had && !rewrite && !p.leftoverSets[s] {
+			continue
+		}
+		ops = append(ops, Op{Kind: OpAddSet, Name: s, Timeout: nc.sets[s]})
+		delete(p.staleSets, s)
+		delete(p.leftoverSets, s)
+	}
+	var write []string
+	for _, c := range nc.order {
+		orules, had := oc.chains[c]
+		_, flushed := p.stale[c]
+		exists := had || flushed || p.leftover[c]
+		if had && !rewrite && sameRules(orules, nc.chains[c], ipf) {
+			continue
+		}
+		if !had {
+			ops = append(ops, Op{Kind: OpAddChain, Name: c})
+		}
+		if exists {
+			ops = append(ops, Op{Kind: OpFlushChain, Name: c})
+		}
+		write = append(write, c)
+		delete(p.stale, c)
+		delete(p.leftover, c)
+	}
+	for _, c := range write {
+		rules := nc.chains[c]
+		for i := range rules {
+			ops = append(ops, Op{Kind: OpAddRule, Name: c, Rule: &rules[i]})
+		}
+	}
+	// map elements: move the Service's claims, then fix every key whose winner changed
+	var touched []ElemKey
+	seen := map[ElemKey]bool{}
+	for _, cl := range oc.claims {
+		p.unclaim(cl.c.Key, cl.port)
+		if !seen[cl.c.Key] {
+			seen[cl.c.Key] = true
+			touched = append(touched, cl.c.Key)
+		}
+	}
+	for _, cl := range nc.claims {
+		p.claim(cl.c.Key, cl.port, cl.c.Verdict)
+		if !seen[cl.c.Key] {
+			seen[cl.c.Key] = true
+			touched = append(touched, cl.c.Key)
+		}
+	}
+	ops = append(ops, p.fixElems(touched)...)
+	// chains and sets the Service no longer has: flushed now, deleted later
+	for _, c := range oc.order {
+		if _, keep := nc.chains[c]; !keep {
+			ops = append(ops, Op{Kind: OpFlushChain, Name: c})
+			p.stale[c] = now
+		}
+	}
+	for _, s := range sortedKeys(oc.sets) {
+		if _, keep := nc.sets[s]; !keep {
+			p.staleSets[s] = now
+		}
+	}
+	if len(ports) == 0 {
+		delete(p.applied, service)
+	} else {
+		p.applied[service] = ports
+	}
+	return ops
+}
+
+// fixElems brings the kernel's elements of keys to their winners; deletions of a key
+// come before its addition.
+func (p *Planner) fixElems(keys []ElemKey) []Op {
+	var ops []Op
+	for _, k := range keys {
+		cur, has := p.elems[k]
+		want, ok := p.winner(k)
+		if has && (!ok || cur != want) {
+			ops = append(ops, Op{Kind: OpDelElem, Key: k})
+			delete(p.elems, k)
+		}
+		if ok && (!has || cur != want) {
+			ops = append(ops, Op{Kind: OpAddElem, Key: k, Verdict: want})
+			p.elems[k] = want
+		}
+	}
+	return ops
+}
+
+func (p *Planner) winner(k ElemKey) (Verdict, bool) {
+	cs := p.owners[k]
+	if len(cs) == 0 {
+		return Verdict{}, false
+	}
+	return cs[len(cs)-1].verdict, true
+}
+
+func (p *Planner) claim(k ElemKey, port string, v Verdict) {
+	cs := p.owners[k]
+	i := sort.Search(len(cs), func(i int) bool { return cs[i].port >= port })
+	if i < len(cs) && cs[i].port == port {
+		cs[i].verdict = v
+		return
+	}
+	cs = append(cs, claimant{})
+	copy(cs[i+1:], cs[i:])
+	cs[i] = claimant{port: port, verdict: v}
+	p.owners[k] = cs
+}
+
+func (p *Planner) unclaim(k ElemKey, port string) {
+	cs := p.owners[k]
+	i := sort.Search(len(cs), func(i int) bool { return cs[i].port >= port })
+	if i < len(cs) && cs[i].port == port {
+		cs = append(cs[:i], cs[i+1:]...)
+	}
+	if len(cs) == 0 {
+		delete(p.owners, k)
+	} else {
+		p.owners[k] = cs
+	}
+}
+
+// Resyncing tells whether chains or sets found by Reset still wait for Finish.
+func (p *Planner) Resyncing() bool { return len(p.leftover) > 0 || len(p.leftoverSets) > 0 }
+
+// Finish ends a resync: elements nobody claims are deleted, chains and sets found in
+// the kernel that no Service rewrote are flushed (and deleted later).
+func (p *Planner) Finish(now time.Time) []Op {
+	var ops []Op
+	var keys []ElemKey
+	for k := range p.elems {
+		if _, ok := p.owners[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	sortElemKeys(keys)
+	for _, k := range keys {
+		ops = append(ops, Op{Kind: OpDelElem, Key: k})
+		delete(p.elems, k)
+	}
+	for _, c := range sortedKeys(p.leftover) {
+		ops = append(ops, Op{Kind: OpFlushChain, Name: c})
+		p.stale[c] = now
+	}
+	for _, s := range sortedKeys(p.leftoverSets) {
+		p.staleSets[s] = now
+	}
+	p.leftover, p.leftoverSets = map[string]bool{}, map[string]bool{}
+	return ops
+}
+
+// Expired returns the deletions of chains and sets flushed at least StaleDelay ago,
+// and forgets them.
+func (p *Planner) Expired(now time.Time) []Op {
+	var ops []Op
+	for _, c := range sortedKeys(p.stale) {
+		if now.Sub(p.stale[c]) >= StaleDelay {
+			ops = append(ops, Op{Kind: OpDelChain, Name: c})
+			delete(p.stale, c)
+		}
+	}
+	for _, s := range sortedKeys(p.staleSets) {
+		if now.Sub(p.staleSets[s]) >= StaleDelay {
+			ops = append(ops, Op{Kind: OpDelSet, Name: s})
+			delete(p.staleSets, s)
+		}
+	}
+	return ops
+}
+
+// StaleOlderThan tells whether some chain or set has waited for deletion longer than d.
+func (p *Planner) StaleOlderThan(now time.Time, d time.Duration) bool {
+	for _, t := range p.stale {
+		if now.Sub(t) > d {
+			return true
+		}
+	}
+	for _, t := range p.staleSets {
+		if now.Sub(t) > d {
+			return true
+		}
+	}
+	return false
+}
+
+// StaleCount is how many chains and sets wait for deletion.
+func (p *Planner) StaleCount() int { return len(p.stale) + len(p.staleSets) }
+
+// BaseOps writes the table, its maps and its fixed chains (a repair of them too).
+func BaseOps(l Layout) []Op {
+	ops := []Op{{Kind: OpAddTable}}
+	for m := uint8(0); m < numMaps; m++ {
+		ops = append(ops, Op{Kind: OpAddMap, Map: m})
+	}
+	for _, c := range l.Chains {
+		ops = append(ops, Op{Kind: OpAddChain, Name: c.Name}, Op{Kind: OpFlushChain, Name: c.Name})
+	}
+	for i := range l.Base {
+		ops = append(ops, Op{Kind: OpAddBaseChain, Base: &l.Base[i]}, Op{Kind: OpFlushChain, Name: l.Base[i].Name})
+	}
+	for _, c := range l.Chains {
+		for i := range c.Rules {
+			ops = append(ops, Op{Kind: OpAddRule, Name: c.Name, Rule: &c.Rules[i]})
+		}
+	}
+	for _, b := range l.Base {
+		for i := range b.Rules {
+			ops = append(ops, Op{Kind: OpAddRule, Name: b.Name, Rule: &b.Rules[i]})
+		}
+	}
+	return ops
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sortElemKeys(keys []ElemKey) {
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if a.Map != b.Map {
+			return a.Map < b.Map
+		}
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c < 0
+		}
+		if a.Proto != b.Proto {
+			return a.Proto < b.Proto
+		}
+		return a.Port < b.Port
+	})
+}

@@ -1,0 +1,153 @@
+package nftables
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/nodekeeper/nodekeeper/netrules"
+)
+
+func opText(op Op, ipf string) string {
+	switch op.Kind {
+	case OpAddChain:
+		return "add chain " + op.Name
+	case OpFlushChain:
+		return "flush chain " + op.Name
+	case OpDelChain:
+		return "delete chain " + op.Name
+	case OpAddRule:
+		return "add rule " + op.Name + " " + op.Rule.Text(ipf)
+	case OpAddSet:
+		return "add set " + op.Name
+	case OpDelSet:
+		return "delete set " + op.Name
+	case OpAddElem:
+		return fmt.Sprintf("add element %s { %s : %s }", mapNames[op.Key.Map], op.Key.KeyText(), op.Verdict)
+	case OpDelElem:
+		return fmt.Sprintf("delete element %s { %s }", mapNames[op.Key.Map], op.Key.KeyText())
+	}
+	return fmt.Sprint(op.Kind)
+}
+
+func opsText(ops []Op) []string {
+	var out []string
+	for _, op := range ops {
+		out = append(out, opText(op, "ip"))
+	}
+	return out
+}
+
+func portsOf(svc *corev1.Service, slices ...*discoveryv1.EndpointSlice) []*netrules.ServicePort {
+	return netrules.BuildService(svc, slices, testNode)[netrules.IPv4]
+}
+
+// The operations of single changes, exactly.
+func TestPlanOps(t *testing.T) {
+	env := EnvOf(netrules.IPv4, testNode)
+	now := time.Unix(100, 0)
+	web := netrules.MakeService("default", "web", "10.96.0.10", 80)
+	two := portsOf(web, netrules.MakeSlice(web, "w", 8080, netrules.SliceEndpoint{IP: "10.244.0.11"}, netrules.SliceEndpoint{IP: "10.244.0.12"}))
+	moved := portsOf(web, netrules.MakeSlice(web, "w", 8080, netrules.SliceEndpoint{IP: "10.244.0.11"}, netrules.SliceEndpoint{IP: "10.244.0.13"}))
+	sp := two[0]
+	svcChain := serviceChain(sp)
+	ep := func(ip string) string {
+		return endpointChain(sp, netrules.Endpoint{IP: netip.MustParseAddr(ip), Port: 8080})
+	}
+
+	p := NewPlanner(env)
+	got := opsText(p.Plan("default/web", two, false, now))
+	want := []string{
+		"add chain " + svcChain, "add chain " + ep("10.244.0.11"), "add chain " + ep("10.244.0.12"),
+		"add rule " + svcChain + " ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
+		"add rule " + svcChain + " numgen random mod 2 0 goto " + ep("10.244.0.11"),
+		"add rule " + svcChain + " goto " + ep("10.244.0.12"),
+		"add rule " + ep("10.244.0.11") + " ip saddr 10.244.0.11 jump mark-for-masquerade",
+		"add rule " + ep("10.244.0.11") + " meta l4proto tcp dnat to 10.244.0.11:8080",
+		"add rule " + ep("10.244.0.12") + " ip saddr 10.244.0.12 jump mark-for-masquerade",
+		"add rule " + ep("10.244.0.12") + " meta l4proto tcp dnat to 10.244.0.12:8080",
+		"add element service-ips { 10.96.0.10 . tcp . 80 : goto " + svcChain + " }",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("new Service:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if ops := p.Plan("default/web", two, false, now); len(ops) != 0 {
+		t.Errorf("unchanged Service planned %v", opsText(ops))
+	}
+	// one endpoint moves: the service chain is rewritten, the new endpoint's chain is
+	// written, the old one flushed; the map element stays
+	got = opsText(p.Plan("default/web", moved, false, now))
+	want = []string{
+		"add chain " + ep("10.244.0.13"),
+		"add rule " + svcChain + " ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
+		"add rule " + svcChain + " numgen random mod 2 0 goto " + ep("10.244.0.11"),
+		"add rule " + svcChain + " goto " + ep("10.244.0.13"),
+		"add rule " + ep("10.244.0.13") + " ip saddr 10.244.0.13 jump mark-for-masquerade",
+		"add rule " + ep("10.244.0.13") + " meta l4proto tcp dnat to 10.244.0.13:8080",
+		"flush chain " + ep("10.244.0.12"),
+	}
+	want = append([]string{"flush chain " + svcChain}, want...)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("endpoint moved:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// the flushed chain is deleted only StaleDelay later, and only once
+	if ops := p.Expired(now.Add(StaleDelay - time.Millisecond)); len(ops) != 0 {
+		t.Errorf("deleted too early: %v", opsText(ops))
+	}
+	if got := opsText(p.Expired(now.Add(StaleDelay))); strings.Join(got, ",") != "delete chain "+ep("10.244.0.12") {
+		t.Errorf("expired: %v", got)
+	}
+	if ops := p.Expired(now.Add(time.Hour)); len(ops) != 0 {
+		t.Errorf("deleted twice: %v", opsText(ops))
+	}
+	// the Service goes: element deleted, every chain flushed
+	got = opsText(p.Plan("default/web", nil, false, now))
+	want = []string{
+		"delete element service-ips { 10.96.0.10 . tcp . 80 }",
+		"flush chain " + svcChain, "flush chain " + ep("10.244.0.11"), "flush chain " + ep("10.244.0.13"),
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("Service deleted:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// Two Services claiming the same external IP and port: the one last by Key wins (as the
+// whole-table rendering), and removing it hands the key to the other.
+func TestOwnerIndexHandsKeyOver(t *testing.T) {
+	env := EnvOf(netrules.IPv4, testNode)
+	now := time.Unix(100, 0)
+	mk := func(name, cip string) []*netrules.ServicePort {
+		s := netrules.MakeService("default", name, cip, 80)
+		s.Spec.ExternalIPs = []string{"198.51.100.1"}
+		return portsOf(s, netrules.MakeSlice(s, name, 8080, netrules.SliceEndpoint{IP: "10.244.0.11"}))
+	}
+	a, b := mk("a", "10.96.0.1"), mk("b", "10.96.0.2")
+	ext := func(ps []*netrules.ServicePort) string { return externalChain(ps[0]) }
+	key := "service-ips { 198.51.100.1 . tcp . 80"
+	for _, order := range [][2]string{{"a", "b"}, {"b", "a"}} {
+		p := NewPlanner(env)
+		ports := map[string][]*netrules.ServicePort{"a": a, "b": b}
+		var all []string
+		for _, n := range order {
+			all = append(all, opsText(p.Plan("default/"+n, ports[n], false, now))...)
+		}
+		if w, _ := p.winner(ElemKey{Map: MapServiceIPs, Addr: netip.MustParseAddr("198.51.100.1"), Proto: 6, Port: 80}); w.Chain != ext(b) {
+			t.Errorf("order %v: winner %v, want b's", order, w)
+		}
+		// b goes: the key is a's
+		got := strings.Join(opsText(p.Plan("default/b", nil, false, now)), "\n")
+		if !strings.Contains(got, "delete element "+key+" }") || !strings.Contains(got, "add element "+key+" : goto "+ext(a)+" }") {
+			t.Errorf("order %v: removing the winner:\n%s", order, got)
+		}
+		// and a going leaves nothing behind
+		got = strings.Join(opsText(p.Plan("default/a", nil, false, now)), "\n")
+		if !strings.Contains(got, "delete element "+key+" }") || len(p.elems) != 0 || len(p.owners) != 0 {
+			t.Errorf("order %v: removing the last claimant:\n%s\nelems %v owners %v", order, got, p.elems, p.owners)
+		}
+	}
+}

@@ -1,0 +1,451 @@
+package nftables
+
+import (
+	"errors"
+	"fmt"
+	"math/rand"
+	"net/netip"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/nodekeeper/nodekeeper/netrules"
+)
+
+// fakeKernel applies Ops to a model of the table with the kernel's rules: a rule or
+// element may only refer to chains and sets that exist, a chain is deleted only empty
+// and unreferenced, an element is added only once and deleted only when present. A
+// batch that breaks a rule changes nothing.
+type fakeKernel struct {
+	ipf    string
+	table  bool
+	chains map[string][]string // name -> rule texts
+	base   map[string]bool
+	refs   map[string][]string // name -> chains/sets its rules refer to
+	sets   map[string]bool
+	elems  map[ElemKey]Verdict
+	gen    uint32
+	// failNext makes the next batch fail (after checking it).
+	failNext bool
+	batches  int
+	maxOps   int
+}
+
+func newFakeKernel(fam netrules.Family) *fakeKernel {
+	return &fakeKernel{ipf: ipFamily(fam), chains: map[string][]string{}, base: map[string]bool{},
+		refs: map[string][]string{}, sets: map[string]bool{}, elems: map[ElemKey]Verdict{}}
+}
+
+func (k *fakeKernel) clone() *fakeKernel {
+	c := *k
+	c.chains, c.refs, c.base, c.sets, c.elems = map[string][]string{}, map[string][]string{}, map[string]bool{}, map[string]bool{}, map[ElemKey]Verdict{}
+	for n, r := range k.chains {
+		c.chains[n] = append([]string(nil), r...)
+	}
+	for n, r := range k.refs {
+		c.refs[n] = append([]string(nil), r...)
+	}
+	for n := range k.base {
+		c.base[n] = true
+	}
+	for n := range k.sets {
+		c.sets[n] = true
+	}
+	for e, v := range k.elems {
+		c.elems[e] = v
+	}
+	return &c
+}
+
+func ruleRefs(r *Rule) (chains, sets []string) {
+	for _, m := range r.Matches {
+		if m.Kind == MatchInSet {
+			sets = append(sets, m.Set)
+		}
+	}
+	switch r.Action.Kind {
+	case ActUpdateSet:
+		sets = append(sets, r.Action.Set)
+	case ActVerdict:
+		if r.Action.Verdict.Chain != "" {
+			chains = append(chains, r.Action.Verdict.Chain)
+		}
+	}
+	return chains, sets
+}
+
+func (k *fakeKernel) referenced(name string, set bool) bool {
+	for _, refs := range k.refs {
+		for _, r := range refs {
+			if r == name || r == "set:"+name && set {
+				return true
+			}
+		}
+	}
+	if !set {
+		for _, v := range k.elems {
+			if v.Chain == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (k *fakeKernel) apply(op Op) error {
+	if op.Kind != OpAddTable && !k.table {
+		return errors.New("no table")
+	}
+	switch op.Kind {
+	case OpAddTable:
+		k.table = true
+	case OpAddMap:
+	case OpAddBaseChain:
+		k.base[op.Base.Name] = true
+		if _, ok := k.chains[op.Base.Name]; !ok {
+			k.chains[op.Base.Name] = nil
+		}
+	case OpAddChain:
+		if _, ok := k.chains[op.Name]; !ok {
+			k.chains[op.Name] = nil
+		}
+	case OpFlushChain:
+		if _, ok := k.chains[op.Name]; !ok {
+			return fmt.Errorf("flush: no chain %s", op.Name)
+		}
+		k.chains[op.Name], k.refs[op.Name] = nil, nil
+	case OpAddRule:
+		if _, ok := k.chains[op.Name]; !ok {
+			return fmt.Errorf("rule: no chain %s", op.Name)
+		}
+		cs, ss := ruleRefs(op.Rule)
+		for _, c := range cs {
+			if _, ok := k.chains[c]; !ok {
+				return fmt.Errorf("rule in %s: no chain %s", op.Name, c)
+			}
+			k.refs[op.Name] = append(k.refs[op.Name], c)
+		}
+		for _, s := range ss {
+			if !k.sets[s] {
+				return fmt.Errorf("rule in %s: no set %s", op.Name, s)
+			}
+			k.refs[op.Name] = append(k.refs[op.Name], "set:"+s)
+		}
+		k.chains[op.Name] = append(k.chains[op.Name], op.Rule.Text(k.ipf))
+	case OpDelChain:
+		if _, ok := k.chains[op.Name]; !ok {
+			return fmt.Errorf("delete: no chain %s", op.Name)
+		}
+		if len(k.chains[op.Name]) > 0 || k.referenced(op.Name, false) {
+			return fmt.Errorf("delete: chain %s busy", op.Name)
+		}
+		delete(k.chains, op.Name)
+	case OpAddSet:
+		k.sets[op.Name] = true
+	case OpDelSet:
+		if !k.sets[op.Name] {
+			return fmt.Errorf("delete: no set %s", op.Name)
+		}
+		if k.referenced(op.Name, true) {
+			return fmt.Errorf("delete: set %s busy", op.Name)
+		}
+		delete(k.sets, op.Name)
+	case OpAddElem:
+		if _, ok := k.elems[op.Key]; ok {
+			return fmt.Errorf("element %s exists", op.Key.KeyText())
+		}
+		if c := op.Verdict.Chain; c != "" {
+			if _, ok := k.chains[c]; !ok {
+				return fmt.Errorf("element %s: no chain %s", op.Key.KeyText(), c)
+			}
+		}
+		k.elems[op.Key] = op.Verdict
+	case OpDelElem:
+		if _, ok := k.elems[op.Key]; !ok {
+			return fmt.Errorf("delete: no element %s", op.Key.KeyText())
+		}
+		delete(k.elems, op.Key)
+	}
+	return nil
+}
+
+func (k *fakeKernel) send(ops []Op) error {
+	c := k.clone()
+	for _, op := range ops {
+		if err := c.apply(op); err != nil {
+			return err
+		}
+	}
+	if k.failNext {
+		k.failNext = false
+		return errors.New("injected failure")
+	}
+	gen := k.gen
+	*k = *c
+	k.gen = gen + 1
+	k.batches++
+	return nil
+}
+
+func (k *fakeKernel) generation() (uint32, error) { return k.gen, nil }
+
+func (k *fakeKernel) dump() ([]string, []string, map[ElemKey]Verdict, error) {
+	if !k.table {
+		return nil, nil, map[ElemKey]Verdict{}, nil
+	}
+	return sortedKeys(k.chains), sortedKeys(k.sets), k.clone().elems, nil
+}
+
+func (k *fakeKernel) deleteTable() error {
+	*k = *newFakeKernel(netrules.IPv4)
+	return nil
+}
+
+func (k *fakeKernel) Close() error { return nil }
+
+// tamper changes the table behind the Proxier's back, as another program would.
+func (k *fakeKernel) tamper(r *rand.Rand) {
+	names := sortedKeys(k.chains)
+	switch r.Intn(4) {
+	case 0: // flush a chain
+		if len(names) > 0 {
+			n := names[r.Intn(len(names))]
+			k.chains[n], k.refs[n] = nil, nil
+		}
+	case 1: // a foreign rule in one of our chains
+		if len(names) > 0 {
+			n := names[r.Intn(len(names))]
+			k.chains[n] = append(k.chains[n], "counter")
+		}
+	case 2: // an element goes
+		keys := make([]ElemKey, 0, len(k.elems))
+		for e := range k.elems {
+			keys = append(keys, e)
+		}
+		sortElemKeys(keys)
+		if len(keys) > 0 {
+			delete(k.elems, keys[r.Intn(len(keys))])
+		}
+	case 3: // the whole table goes
+		*k = *newFakeKernel(netrules.IPv4)
+		k.ipf = "ip"
+	}
+	k.gen++
+}
+
+// expect is the table a fresh full sync of rs writes.
+func expect(rs *netrules.Ruleset) *fakeKernel {
+	k := newFakeKernel(rs.Family)
+	l := FixedLayout(rs.Family, rs.Node)
+	d := Render(rs)
+	k.table = true
+	ipf := ipFamily(rs.Family)
+	for _, c := range l.Chains {
+		k.chains[c.Name] = texts(c.Rules, ipf)
+	}
+	for _, b := range l.Base {
+		k.chains[b.Name] = texts(b.Rules, ipf)
+	}
+	for c, rules := range d.Chains {
+		k.chains[c] = texts(rules, ipf)
+	}
+	for s := range d.Sets {
+		k.sets[s] = true
+	}
+	for e, v := range d.Elements {
+		k.elems[e] = v
+	}
+	return k
+}
+
+func texts(rules []Rule, ipf string) []string {
+	var out []string
+	for i := range rules {
+		out = append(out, rules[i].Text(ipf))
+	}
+	return out
+}
+
+func sameTable(t *testing.T, got, want *fakeKernel) string {
+	t.Helper()
+	var diffs []string
+	for _, c := range sortedKeys(want.chains) {
+		if g, ok := got.chains[c]; !ok {
+			diffs = append(diffs, "missing chain "+c)
+		} else if strings.Join(g, "\n") != strings.Join(want.chains[c], "\n") {
+			diffs = append(diffs, fmt.Sprintf("chain %s:\n  %s\nwant\n  %s", c, strings.Join(g, "\n  "), strings.Join(want.chains[c], "\n  ")))
+		}
+	}
+	for _, c := range sortedKeys(got.chains) {
+		if _, ok := want.chains[c]; !ok {
+			diffs = append(diffs, "extra chain "+c)
+		}
+	}
+	if !reflect.DeepEqual(got.elems, want.elems) {
+		diffs = append(diffs, fmt.Sprintf("elements %v\nwant %v", got.elems, want.elems))
+	}
+	if !reflect.DeepEqual(got.sets, want.sets) {
+		diffs = append(diffs, fmt.Sprintf("sets %v, want %v", got.sets, want.sets))
+	}
+	return strings.Join(diffs, "\n")
+}
+
+// touchedBy is the Services an event changes (as the reconciler's tracker finds them).
+func touchedBy(ev netrules.Event) []string {
+	if ev.Service != nil {
+		return []string{ev.Service.Namespace + "/" + ev.Service.Name}
+	}
+	out := []string{netrules.SliceServiceKey(ev.Slice)}
+	if ev.PrevSlice != nil {
+		out = append(out, netrules.SliceServiceKey(ev.PrevSlice))
+	}
+	return out
+}
+
+// rebuild updates the States for the touched Services and returns the changed ones per
+// family, sorted.
+func rebuild(w *netrules.World, states map[netrules.Family]*netrules.State, touched []string, node netrules.Node) map[netrules.Family][]string {
+	_, slices := w.Objects()
+	changed := map[netrules.Family][]string{}
+	for _, key := range touched {
+		var mine []*discoveryv1.EndpointSlice
+		for _, s := range slices {
+			if netrules.SliceServiceKey(s) == key {
+				mine = append(mine, s)
+			}
+		}
+		ports := netrules.BuildService(w.Services[key], mine, node)
+		for fam, st := range states {
+			if st.Set(key, ports[fam]) {
+				changed[fam] = append(changed[fam], key)
+			}
+		}
+	}
+	for _, ch := range changed {
+		sort.Strings(ch)
+	}
+	return changed
+}
+
+// Random Service / EndpointSlice changes, synced incrementally in random batches (with
+// periodic full syncs, tampering, injected batch failures and tiny batch bounds that
+// force chunked rewrites) always leave the table equal to a fresh full sync of the
+// final objects; every batch is one the kernel accepts.
+func TestProxierIncrementalEqualsFull(t *testing.T) {
+	node := netrules.Node{Name: "me", ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd01::/48")}}
+	seeds := int64(300)
+	if n, err := strconv.Atoi(os.Getenv("SEEDS")); err == nil {
+		seeds = int64(n)
+	}
+	for seed := int64(0); seed < seeds; seed++ {
+		if os.Getenv("SEED") != "" && os.Getenv("SEED") != fmt.Sprint(seed) {
+			continue
+		}
+		r := rand.New(rand.NewSource(seed))
+		var trace []string
+		now := time.Unix(1000, 0)
+		w := netrules.NewWorld("me")
+		states := map[netrules.Family]*netrules.State{netrules.IPv4: netrules.NewState(netrules.IPv4, node), netrules.IPv6: netrules.NewState(netrules.IPv6, node)}
+		kernels := map[netrules.Family]*fakeKernel{netrules.IPv4: newFakeKernel(netrules.IPv4), netrules.IPv6: newFakeKernel(netrules.IPv6)}
+		proxiers := map[netrules.Family]*Proxier{}
+		for _, fam := range []netrules.Family{netrules.IPv4, netrules.IPv6} {
+			k := kernels[fam]
+			proxiers[fam] = newProxier(Options{Family: fam, MaxOps: 1 + r.Intn(60), BackstopEvery: 3, Now: func() time.Time { return now }}, k)
+		}
+		pending := map[netrules.Family][]string{}
+		mustFull := map[netrules.Family]bool{}
+		meddled := map[netrules.Family]bool{} // tampered with or failed on purpose: errors may follow
+		first := true
+		fams := []netrules.Family{netrules.IPv4, netrules.IPv6}
+		sync := func(full bool) {
+			for _, fam := range fams {
+				p := proxiers[fam]
+				ch := pending[fam]
+				f := full || first || mustFull[fam]
+				if f {
+					ch = nil
+				}
+				stats, err := p.SyncState(nil, states[fam], ch, f)
+				trace = append(trace, fmt.Sprintf("sync IPv%d full=%v ch=%v -> %+v %v resync=%v need=%v dirty=%v", fam, f, ch, stats, err, p.resyncing, p.needResync, p.dirty))
+				for i := 0; err == nil && stats.Pending > 0 && r.Intn(3) > 0; i++ { // sometimes changes come in between
+					stats, err = p.SyncState(nil, states[fam], nil, false)
+				}
+				if err != nil {
+					if !meddled[fam] {
+						t.Fatalf("seed %d: %v", seed, err)
+					}
+					mustFull[fam] = true // as the reconciler does
+					continue
+				}
+				pending[fam], mustFull[fam] = nil, false
+			}
+			first = false
+		}
+		for step := 0; step < 60; step++ {
+			ev := w.Step(r)
+			for fam, ch := range rebuild(w, states, touchedBy(ev), node) {
+				pending[fam] = mergeSorted(pending[fam], ch)
+			}
+			switch x := r.Intn(10); {
+			case x < 4:
+				now = now.Add(time.Duration(r.Intn(1500)) * time.Millisecond)
+				sync(false)
+			case x == 4:
+				now = now.Add(time.Second)
+				sync(true)
+			case x == 5 && r.Intn(4) == 0:
+				kernels[netrules.IPv4].tamper(r)
+				meddled[netrules.IPv4] = true
+			case x == 6 && r.Intn(4) == 0:
+				kernels[netrules.IPv4].failNext = true
+				meddled[netrules.IPv4] = true
+			}
+		}
+		// settle: a full sync (repairs tampering) then partial calls until nothing is pending
+		now = now.Add(2 * time.Second)
+		for _, fam := range fams {
+			p := proxiers[fam]
+			kernels[fam].failNext = false
+			full := true
+			for i := 0; ; i++ {
+				stats, err := p.SyncState(nil, states[fam], pending[fam], full)
+				if err != nil {
+					t.Fatalf("seed %d: %v", seed, err)
+				}
+				pending[fam], full = nil, false
+				if stats.Pending == 0 {
+					break
+				}
+				if i > 10000 {
+					t.Fatalf("seed %d: never settles", seed)
+				}
+			}
+			now = now.Add(2 * time.Second)
+			if _, err := p.SyncState(nil, states[fam], nil, false); err != nil { // stale chains go
+				t.Fatal(err)
+			}
+			svcs, slices := w.Objects()
+			want := expect(netrules.Build(svcs, slices, node)[fam])
+			if d := sameTable(t, kernels[fam], want); d != "" {
+				t.Fatalf("seed %d IPv%d: table differs from a fresh full sync:\n%s\n%s", seed, fam, d, strings.Join(trace, "\n"))
+			}
+			if max := p.opts.MaxOps; kernels[fam].maxOps > max+200 {
+				t.Fatalf("seed %d: a batch of %d ops (bound %d)", seed, kernels[fam].maxOps, max)
+			}
+		}
+	}
+}
+
+func mergeSorted(a, b []string) []string {
+	m := map[string]bool{}
+	for _, x := range append(a, b...) {
+		m[x] = true
+	}
+	return sortedKeys(m)
+}

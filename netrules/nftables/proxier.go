@@ -1,0 +1,501 @@
+package nftables
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/nodekeeper/nodekeeper/netrules"
+)
+
+// Options configure a Proxier.
+type Options struct {
+	Family netrules.Family
+	// NetNS is the path of the network namespace to program ("" = the current one).
+	NetNS string
+	// MaxOps bounds the operations of one batch (default 3000): big rewrites go in
+	// several batches, so a changed Service waits for one batch at most, and the
+	// kernel's acknowledgements fit the socket buffer.
+	MaxOps int
+	// BackstopEvery: every BackstopEvery-th full sync rewrites everything even when
+	// nothing looks tampered with (default 10).
+	BackstopEvery int
+	Now           func() time.Time
+}
+
+// Proxier programs one family's "nodekeeper" table over netlink, incrementally. It
+// implements controllers.RulesBackend.
+//
+// A partial sync plans the changed Services only and sends one batch. A full sync
+// first checks, cheaply, whether anything but nodekeeper committed to nf_tables since
+// its last batch (the ruleset generation, read before and after each of its batches):
+// if not, it only catches up with Services whose ports differ from what was applied.
+// If so — or at the first sync, after a failed batch, after a node change, and every
+// BackstopEvery-th full sync — it resyncs: it reads the table's chains, sets and map
+// elements, then rewrites every Service in bounded batches (Pending tells the caller
+// to come back at once), changed Services going first, and finally removes what no
+// Service claimed.
+type Proxier struct {
+	opts Options
+	k    kernel
+
+	planner    *Planner
+	envKey     string
+	layoutNode netrules.Node
+
+	needResync bool
+	resyncing  bool
+	baseDue    bool
+	repair     []string
+	done       map[string]bool
+	inRepair   map[string]bool
+	dirty      []string
+	isDirty    map[string]bool
+
+	lastGen    uint32
+	haveGen    bool
+	suspicious bool
+	fulls      int
+
+	// how long this call's batches took (for the scale figures)
+	lastMainSend, lastExpiredSend time.Duration
+}
+
+// StaleFlushAfter: stale chains are deleted in calls without changes, or in any call
+// once the oldest has waited this long.
+const StaleFlushAfter = 10 * time.Second
+
+// New opens the netlink sockets for the family's table.
+func New(opts Options) (*Proxier, error) {
+	tf := nftables.TableFamilyIPv4
+	if opts.Family == netrules.IPv6 {
+		tf = nftables.TableFamilyIPv6
+	}
+	nk := &nlKernel{fam: opts.Family, table: &nftables.Table{Name: TableName, Family: tf}, nsFd: -1}
+	var nopts []nftables.ConnOption
+	cfg := &netlink.Config{}
+	if opts.NetNS != "" {
+		f, err := os.Open(opts.NetNS)
+		if err != nil {
+			return nil, fmt.Errorf("nftables: %w", err)
+		}
+		fd, err := unix.Dup(int(f.Fd()))
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("nftables: %w", err)
+		}
+		nk.nsFd = fd
+		nopts = append(nopts, nftables.WithNetNSFd(fd))
+		cfg.NetNS = fd
+	}
+	nopts = append(nopts, nftables.AsLasting(), nftables.WithSockOptions(bigBuffers))
+	conn, err := nftables.New(nopts...)
+	if err != nil {
+		nk.Close()
+		return nil, fmt.Errorf("nftables: netlink: %w", err)
+	}
+	nk.conn = conn
+	g, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	if err != nil {
+		nk.Close()
+		return nil, fmt.Errorf("nftables: netlink: %w", err)
+	}
+	nk.gconn = g
+	return newProxier(opts, nk), nil
+}
+
+func newProxier(opts Options, k kernel) *Proxier {
+	if opts.MaxOps <= 0 {
+		opts.MaxOps = 3000
+	}
+	if opts.BackstopEvery <= 0 {
+		opts.BackstopEvery = 10
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Proxier{opts: opts, k: k, needResync: true, isDirty: map[string]bool{}}
+}
+
+// kernel is the Proxier's only I/O: batches, the generation, and reading the table.
+type kernel interface {
+	// send applies ops as one batch, all or nothing.
+	send(ops []Op) error
+	generation() (uint32, error)
+	// dump reads the table's chains, sets and map elements (nothing when absent).
+	dump() (chains, sets []string, elems map[ElemKey]Verdict, err error)
+	deleteTable() error
+	Close() error
+}
+
+// nlKernel is the kernel over netlink.
+type nlKernel struct {
+	fam   netrules.Family
+	table *nftables.Table
+	nsFd  int
+	conn  *nftables.Conn
+	gconn *netlink.Conn // for generation reads
+	// lastSend is how long the last batch took (for the scale figures)
+	lastSend time.Duration
+}
+
+// NewReal is New for the current network namespace.
+func NewReal(fam netrules.Family) (*Proxier, error) { return New(Options{Family: fam}) }
+
+// bigBuffers lets a batch of MaxOps messages and their acknowledgements through
+// without ENOBUFS (root may exceed the sysctl limits with the FORCE options).
+func bigBuffers(c *netlink.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	const size = 32 << 20
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for _, o := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o, size); e != nil {
+				// without CAP_NET_ADMIN: as much as the sysctls allow
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o-(unix.SO_SNDBUFFORCE-unix.SO_SNDBUF), size)
+			}
+		}
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_NETLINK, unix.NETLINK_EXT_ACK, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// Close releases the sockets.
+func (p *Proxier) Close() error { return p.k.Close() }
+
+func (n *nlKernel) Close() error {
+	if n.conn != nil {
+		_ = n.conn.CloseLasting()
+	}
+	if n.gconn != nil {
+		_ = n.gconn.Close()
+	}
+	if n.nsFd >= 0 {
+		_ = unix.Close(n.nsFd)
+		n.nsFd = -1
+	}
+	return nil
+}
+
+// generation reads nf_tables' ruleset generation (bumped by every commit, anyone's).
+func (n *nlKernel) generation() (uint32, error) {
+	msg := netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
+		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
+	}
+	replies, err := n.gconn.Execute(msg)
+	if err != nil {
+		return 0, fmt.Errorf("reading the nf_tables generation: %w", err)
+	}
+	for _, r := range replies {
+		if len(r.Data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(r.Data[4:])
+		if err != nil {
+			return 0, err
+		}
+		ad.ByteOrder = binary.BigEndian
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_GEN_ID {
+				return ad.Uint32(), nil
+			}
+		}
+	}
+	return 0, errors.New("no generation in the kernel's answer")
+}
+
+func (p *Proxier) envFingerprint(node netrules.Node) string {
+	return fmt.Sprint(EnvOf(p.opts.Family, node), node.LocalhostNodePorts)
+}
+
+// SyncState implements controllers.RulesBackend.
+func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []string, full bool) (netrules.SyncStats, error) {
+	now := p.opts.Now()
+	stats := netrules.SyncStats{}
+	if k := p.envFingerprint(st.Node); k != p.envKey {
+		p.envKey = k
+		p.needResync = true
+	}
+	if full && !p.needResync {
+		g, err := p.k.generation()
+		if err != nil {
+			return stats, fmt.Errorf("nftables: %w", err)
+		}
+		if !p.haveGen || g != p.lastGen {
+			p.suspicious = true // someone else committed since our last batch
+		}
+		switch {
+		case p.resyncing && p.suspicious:
+			p.needResync = true // tampered with during the rewrite: start it again
+		case p.resyncing:
+			p.catchUp(st) // full calls come without changes
+		default:
+			p.fulls++
+			if p.suspicious || p.fulls%p.opts.BackstopEvery == 0 {
+				p.needResync = true
+			} else {
+				p.catchUp(st)
+			}
+		}
+	}
+	if p.needResync {
+		if err := p.startResync(st); err != nil {
+			return stats, fmt.Errorf("nftables: %w", err)
+		}
+		stats.Full = true
+	}
+	for _, k := range changed {
+		p.markDirty(k)
+	}
+	ops, services := p.nextBatch(st, now)
+	p.lastMainSend, p.lastExpiredSend = 0, 0
+	if len(ops) > 0 {
+		t0 := time.Now()
+		err := p.send(ops)
+		p.lastMainSend = time.Since(t0)
+		if err != nil {
+			p.needResync, p.resyncing = true, false
+			return stats, fmt.Errorf("nftables: applying %d operations for %d Services: %w", len(ops), services, err)
+		}
+	}
+	countOps(&stats, ops)
+	// deleting chains costs the kernel a grace period: not in a call that carries
+	// changes, unless they have waited long
+	if len(ops) > 0 && !p.planner.StaleOlderThan(now, StaleFlushAfter) {
+		stats.Pending = len(p.dirty) + len(p.repair)
+		if p.resyncing && stats.Pending == 0 {
+			stats.Pending = 1
+		}
+		return stats, nil
+	}
+	if exp := p.planner.Expired(now); len(exp) > 0 {
+		t0 := time.Now()
+		err := p.send(exp)
+		p.lastExpiredSend = time.Since(t0)
+		if err != nil {
+			// something holds on to them (a foreign rule?): the next resync looks again
+			p.suspicious = true
+		} else {
+			countOps(&stats, exp)
+		}
+	}
+	stats.Pending = len(p.dirty) + len(p.repair)
+	if p.resyncing && stats.Pending == 0 {
+		stats.Pending = 1 // Finish
+	}
+	return stats, nil
+}
+
+func countOps(st *netrules.SyncStats, ops []Op) {
+	for _, op := range ops {
+		switch op.Kind {
+		case OpAddRule:
+			st.Rules++
+		case OpFlushChain:
+			st.ChainsWritten++
+		case OpDelChain:
+			st.ChainsDeleted++
+		}
+	}
+}
+
+func (p *Proxier) markDirty(k string) {
+	if !p.isDirty[k] {
+		p.isDirty[k] = true
+		p.dirty = append(p.dirty, k)
+	}
+}
+
+// catchUp marks dirty every Service whose State differs from what was applied
+// (during a resync: of those already rewritten; the others are written from the State).
+func (p *Proxier) catchUp(st *netrules.State) {
+	for _, k := range st.Services() {
+		if p.resyncing && !p.done[k] && p.inRepair[k] {
+			continue // still to be written from the State
+		}
+		if !SamePorts(p.planner.Applied(k), st.Ports(k)) {
+			p.markDirty(k)
+		}
+	}
+	for _, k := range p.planner.AppliedServices() {
+		if st.Ports(k) == nil {
+			p.markDirty(k)
+		}
+	}
+}
+
+// startResync reads what the table holds and queues every Service for a rewrite.
+func (p *Proxier) startResync(st *netrules.State) error {
+	chains, sets, elems, err := p.k.dump()
+	if err != nil {
+		return err
+	}
+	if p.planner == nil {
+		p.planner = NewPlanner(EnvOf(p.opts.Family, st.Node))
+	}
+	p.planner.Env = EnvOf(p.opts.Family, st.Node)
+	p.planner.Reset(chains, sets, elems)
+	p.repair = st.Services()
+	p.done, p.inRepair = map[string]bool{}, map[string]bool{}
+	for _, k := range p.repair {
+		p.inRepair[k] = true
+	}
+	p.needResync, p.resyncing, p.baseDue, p.suspicious = false, true, true, false
+	p.layoutNode = st.Node
+	return nil
+}
+
+// nextBatch plans up to MaxOps operations: the base layout when due, dirty Services,
+// then Services waiting for their rewrite, then the end of a resync.
+func (p *Proxier) nextBatch(st *netrules.State, now time.Time) ([]Op, int) {
+	var ops []Op
+	n := 0
+	if p.baseDue {
+		ops = append(ops, BaseOps(FixedLayout(p.opts.Family, p.layoutNode))...)
+		p.baseDue = false
+	}
+	for len(p.dirty) > 0 && len(ops) < p.opts.MaxOps {
+		k := p.dirty[0]
+		p.dirty = p.dirty[1:]
+		delete(p.isDirty, k)
+		ops = append(ops, p.planner.Plan(k, st.Ports(k), false, now)...)
+		if p.done != nil {
+			p.done[k] = true
+		}
+		n++
+	}
+	if len(p.dirty) == 0 {
+		p.dirty = nil
+	}
+	for p.resyncing && len(p.repair) > 0 && len(ops) < p.opts.MaxOps {
+		k := p.repair[0]
+		p.repair = p.repair[1:]
+		if p.done[k] {
+			continue
+		}
+		p.done[k] = true
+		ops = append(ops, p.planner.Plan(k, st.Ports(k), true, now)...)
+		n++
+	}
+	if p.resyncing && len(p.repair) == 0 && len(p.dirty) == 0 && len(ops) < p.opts.MaxOps {
+		ops = append(ops, p.planner.Finish(now)...)
+		p.resyncing, p.done, p.inRepair = false, nil, nil
+	}
+	return ops, n
+}
+
+// send applies ops as one batch (all or nothing), watching the generation.
+func (p *Proxier) send(ops []Op) error {
+	g0, err := p.k.generation()
+	if err != nil {
+		return err
+	}
+	if p.haveGen && g0 != p.lastGen {
+		p.suspicious = true
+	}
+	if err := p.k.send(ops); err != nil {
+		p.haveGen = false
+		return err
+	}
+	g1, err := p.k.generation()
+	if err != nil {
+		p.haveGen = false
+		return err
+	}
+	if g1 != g0+1 {
+		p.suspicious = true
+	}
+	p.lastGen, p.haveGen = g1, true
+	return nil
+}
+
+func (n *nlKernel) send(ops []Op) error {
+	start := time.Now()
+	defer func() { n.lastSend = time.Since(start) }()
+	if err := queueOps(n.conn, n.fam, n.table, ops); err != nil {
+		_ = n.conn.Flush() // drop what was queued: it cannot be sent half
+		return err
+	}
+	return n.conn.Flush()
+}
+
+func (n *nlKernel) dump() (chains, sets []string, elems map[ElemKey]Verdict, err error) {
+	elems = map[ElemKey]Verdict{}
+	if _, err := n.conn.ListTableOfFamily(TableName, n.table.Family); err != nil {
+		if errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), "no such file") {
+			return nil, nil, elems, nil
+		}
+		return nil, nil, nil, fmt.Errorf("reading table: %w", err)
+	}
+	all, err := n.conn.ListChainsOfTableFamily(n.table.Family)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("listing chains: %w", err)
+	}
+	for _, c := range all {
+		if c.Table != nil && c.Table.Name == TableName {
+			chains = append(chains, c.Name)
+		}
+	}
+	ss, err := n.conn.GetSets(n.table)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("listing sets: %w", err)
+	}
+	for _, s := range ss {
+		m := -1
+		for i, n := range mapNames {
+			if n == s.Name {
+				m = i
+			}
+		}
+		if m < 0 {
+			if !s.Anonymous && !strings.HasPrefix(s.Name, "__") {
+				sets = append(sets, s.Name)
+			}
+			continue
+		}
+		es, err := n.conn.GetSetElements(s)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("listing %s: %w", s.Name, err)
+		}
+		for _, e := range es {
+			k, ok := parseElemKey(uint8(m), e.Key)
+			v, vok := parseVerdict(e.VerdictData)
+			if ok && vok {
+				elems[k] = v
+			} else if ok {
+				elems[k] = Verdict{Kind: VerdictNone} // unknown: replaced
+			}
+		}
+	}
+	sort.Strings(chains)
+	sort.Strings(sets)
+	return chains, sets, elems, nil
+}
+
+// Cleanup deletes the whole table.
+func (p *Proxier) Cleanup(ctx context.Context) error {
+	p.needResync = true
+	return p.k.deleteTable()
+}
+
+func (n *nlKernel) deleteTable() error {
+	n.conn.AddTable(n.table)
+	n.conn.DelTable(n.table)
+	return n.conn.Flush()
+}
