@@ -295,6 +295,51 @@ var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "roo
 				Expect(err).To(HaveOccurred())
 				Expect(strings.Contains(err.Error(), "refused")).To(BeFalse(), "no REJECT rule either: %v", err)
 			})
+
+			It("keeps answering while its endpoints are changed 1,000 times under a running client", func() {
+				svc := makeService("churn", nil)
+				setEndpoints(svc, ep{pod: "pod1"})
+				Eventually(func() map[string]int { return netnstest.Histogram(topo.Client, url(svc.Spec.ClusterIP, 80), 1) },
+					20*time.Second, 200*time.Millisecond).ShouldNot(HaveKey("ERR"))
+				// every version has at least one ready, live backend: a request can only fail
+				// if a sync leaves the Service half-programmed (or unprogrammed) for a moment
+				sets := [][]ep{{{pod: "pod1"}, {pod: "pod2"}}, {{pod: "pod2"}, {pod: "pod3"}}, {{pod: "pod3"}},
+					{{pod: "pod1"}, {pod: "pod3"}, {pod: "pod2", notReady: true}}, {{pod: "pod1"}}}
+				stop := make(chan struct{})
+				done := make(chan map[string]int)
+				go func() {
+					defer GinkgoRecover()
+					h := map[string]int{}
+					for {
+						select {
+						case <-stop:
+							done <- h
+							return
+						default:
+						}
+						for k, v := range netnstest.Histogram(topo.Client, url(svc.Spec.ClusterIP, 80), 1) {
+							h[k] += v
+						}
+					}
+				}()
+				for i := 0; i < 1000; i++ {
+					setEndpoints(svc, sets[i%len(sets)]...)
+				}
+				// let the last change reach the kernel while the client keeps going
+				time.Sleep(3 * time.Second)
+				close(stop)
+				h := <-done
+				total := 0
+				for _, n := range h {
+					total += n
+				}
+				GinkgoWriter.Printf("%s: %d requests during 1,000 endpoint changes: %v\n", bc.name, total, h)
+				Expect(h).NotTo(HaveKey("ERR"), "requests failed during the changes: %v", h)
+				Expect(total).To(BeNumerically(">=", 50), "the client must have run throughout")
+				for _, p := range []string{"pod1", "pod2", "pod3"} {
+					Expect(h).To(HaveKey(p), "every backend served while it was in the set: %v", h)
+				}
+			})
 		})
 	}
 })
