@@ -246,7 +246,7 @@ func setupServices(mgr ctrl.Manager, cfg *v1alpha1.AgentConfiguration) error {
 	for _, fam := range families {
 		switch cfg.ProxyMode {
 		case v1alpha1.ProxyModeIPTables:
-			backends[fam] = netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: fam, Variant: iptables.Variant(cfg.IPTablesVariant), Runner: runner})}
+			backends[fam] = iptables.New(iptables.Options{Family: fam, Variant: iptables.Variant(cfg.IPTablesVariant), Runner: runner})
 		case v1alpha1.ProxyModeNFTables:
 			p, err := nftables.NewReal(fam)
 			if err != nil {

@@ -54,7 +54,7 @@ var backendCases = []backendCase{
 	{
 		name: "iptables-legacy",
 		backend: func(ns string) RulesBackend {
-			return netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "legacy", Runner: iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}})}
+			return iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "legacy", Runner: iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}})
 		},
 		breakIt: func(ns string) error {
 			return netnstest.Run(ns, "iptables-legacy", "-w", "5", "-t", "nat", "-F", "KUBE-SERVICES")
@@ -63,7 +63,7 @@ var backendCases = []backendCase{
 	{
 		name: "iptables-nft",
 		backend: func(ns string) RulesBackend {
-			return netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "nft", Runner: iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}})}
+			return iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "nft", Runner: iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}})
 		},
 		breakIt: func(ns string) error {
 			return netnstest.Run(ns, "iptables-nft", "-w", "5", "-t", "nat", "-F", "KUBE-SERVICES")

@@ -10,7 +10,8 @@ import (
 )
 
 // Fake is a stateful in-memory iptables for tests. It answers the commands the
-// Proxier runs (-N, -C, -I, -D, -save, -restore --noflush, --version) like the real
+// Proxier runs (-N, -C, -I, -D, -save, -restore --noflush with :, -A, -I, -X lines,
+// --version) like the real
 // binaries, and enforces their rules: a restore is atomic per table, -A needs a declared
 // or existing chain, a jump needs an existing target chain, and -X refuses a chain that
 // is still referenced or does not exist.
@@ -119,13 +120,22 @@ func (f *Fake) Run(_ context.Context, stdin []byte, name string, args ...string)
 	case strings.HasSuffix(name, "-restore"):
 		return nil, f.restore(string(stdin))
 	case strings.HasSuffix(name, "-save"):
-		table := "filter"
 		for i := 0; i+1 < len(args); i++ {
 			if args[i] == "-t" {
-				table = args[i+1]
+				return []byte(f.dumpTable(args[i+1])), nil
 			}
 		}
-		return []byte(f.dumpTable(table)), nil
+		// no -t: every table, as iptables-save
+		names := make([]string, 0, len(f.tables))
+		for t := range f.tables {
+			names = append(names, t)
+		}
+		sort.Strings(names)
+		var all strings.Builder
+		for _, t := range names {
+			all.WriteString(f.dumpTable(t))
+		}
+		return []byte(all.String()), nil
 	}
 	table, op, chain := "filter", "", ""
 	var rest []string
@@ -249,6 +259,13 @@ func (f *Fake) restore(input string) error {
 				rule = w[2]
 			}
 			cur.chains[w[1]] = append(cur.chains[w[1]], rule)
+		case strings.HasPrefix(line, "-I "):
+			w := strings.SplitN(line, " ", 3)
+			rules, ok := cur.chains[w[1]]
+			if !ok || len(w) < 3 {
+				return fmt.Errorf("line %d: chain %s does not exist", n, w[1])
+			}
+			cur.chains[w[1]] = append([]string{w[2]}, rules...)
 		case strings.HasPrefix(line, "-X "):
 			c := strings.TrimSpace(line[3:])
 			if _, ok := cur.chains[c]; !ok || isBuiltin(name, c) {
