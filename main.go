@@ -35,6 +35,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/version"
 	"github.com/nodekeeper/nodekeeper/kubeletapi"
 	"github.com/nodekeeper/nodekeeper/netrules"
+	"github.com/nodekeeper/nodekeeper/netrules/conntrack"
 	"github.com/nodekeeper/nodekeeper/netrules/iptables"
 	"github.com/nodekeeper/nodekeeper/netrules/ipvs"
 	"github.com/nodekeeper/nodekeeper/netrules/nftables"
@@ -265,7 +266,7 @@ func setupServices(mgr ctrl.Manager, cfg *v1alpha1.AgentConfiguration) error {
 		Client:         mgr.GetClient(),
 		Node:           node,
 		Backends:       backends,
-		Conntrack:      iptables.Conntrack{Runner: runner},
+		Conntrack:      &conntrack.Cleaner{},
 		FullSyncPeriod: cfg.ProxySyncPeriod.Duration,
 		HealthChecks:   &controllers.HealthCheckServer{Log: ctrl.Log.WithName("healthcheck")},
 	}
