@@ -293,6 +293,99 @@ func TestChunkedFullSyncEqualsOneRestore(t *testing.T) {
 	}
 }
 
+// A periodic full sync on iptables-nft rewrites the existing chains in chunks too; after
+// every one of its restores, every chain reachable from the built-in chains jumps only
+// to chains that are already complete (no half-programmed Service is ever reachable),
+// and it ends where one restore ends.
+func TestChunkedPeriodicFullSyncNeverExposesAnEmptyChain(t *testing.T) {
+	ctx := context.Background()
+	svcs, slices := scenario()
+	rs := netrules.Build(svcs, slices, testNode)[netrules.IPv4]
+	whole := NewFake()
+	if _, err := New(Options{Family: netrules.IPv4, Runner: whole, ChunkChains: -1}).Sync(ctx, rs, true); err != nil {
+		t.Fatal(err)
+	}
+	f := NewFake()
+	p := New(Options{Family: netrules.IPv4, Runner: f, ChunkChains: 2})
+	if _, err := p.Sync(ctx, rs, true); err != nil {
+		t.Fatal(err)
+	}
+	// the next full sync changes every Service (their endpoints move) at once
+	byName := map[string]*corev1.Service{}
+	for _, s := range svcs {
+		byName[s.Name] = s
+	}
+	for i, s := range slices {
+		slices[i] = netrules.MakeSlice(byName[s.Labels[discoveryv1.LabelServiceName]], s.Name, 9090, netrules.SliceEndpoint{IP: "10.244.0.31", Node: "n1"}, netrules.SliceEndpoint{IP: "10.244.0.32"})
+	}
+	// and a new NodePort Service lands in an existing node port bucket
+	np2 := netrules.MakeService("default", "np2", "10.96.0.14", 80)
+	np2.Spec.Type = corev1.ServiceTypeNodePort
+	np2.Spec.Ports[0].NodePort = 30081
+	svcs = append(svcs, np2)
+	slices = append(slices, netrules.MakeSlice(np2, "np2-1", 8080, netrules.SliceEndpoint{IP: "10.244.0.33"}))
+	rs = netrules.Build(svcs, slices, testNode)[netrules.IPv4]
+	whole = NewFake()
+	if _, err := New(Options{Family: netrules.IPv4, Runner: whole, ChunkChains: -1}).Sync(ctx, rs, true); err != nil {
+		t.Fatal(err)
+	}
+	checked := &checkReachable{Fake: f, t: t}
+	p.opts.Runner = checked
+	before := f.Restores
+	if _, err := p.Sync(ctx, rs, true); err != nil {
+		t.Fatal(err)
+	}
+	if f.Restores-before < 4 {
+		t.Errorf("the periodic full sync was not chunked (%d restores)", f.Restores-before)
+	}
+	if last := f.Inputs[len(f.Inputs)-1]; strings.Contains(last, "-A KUBE-SEP-") || strings.Contains(last, "-A KUBE-SVC-") {
+		t.Errorf("the last restore should hold the dispatch chains and deletions only:\n%s", last)
+	}
+	for _, table := range tables {
+		if a, b := f.Dump(table), whole.Dump(table); a != b {
+			t.Errorf("%s differs:\n%s", table, lineDiff(a, b))
+		}
+	}
+}
+
+// checkReachable checks after each restore that every chain reachable from the
+// built-in chains jumps only to non-empty chains.
+type checkReachable struct {
+	*Fake
+	t *testing.T
+}
+
+func (c *checkReachable) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	out, err := c.Fake.Run(ctx, stdin, name, args...)
+	if err != nil || !strings.HasSuffix(name, "-restore") {
+		return out, err
+	}
+	for _, table := range tables {
+		seen := map[string]bool{}
+		var walk func(chain string)
+		walk = func(chain string) {
+			if seen[chain] {
+				return
+			}
+			seen[chain] = true
+			for _, r := range c.Fake.Rules(table, chain) {
+				tg := target(r)
+				if tg == "" || builtinTargets[tg] {
+					continue
+				}
+				if len(c.Fake.Rules(table, tg)) == 0 && IsServiceChain(tg) {
+					c.t.Errorf("after restore %d: %s %s jumps to the empty chain %s", c.Fake.Restores, table, chain, tg)
+				}
+				walk(tg)
+			}
+		}
+		for _, b := range builtinChains[table] {
+			walk(b)
+		}
+	}
+	return out, err
+}
+
 // failNth fails the n-th restore, as a kernel refusing it would.
 type failNth struct {
 	*Fake

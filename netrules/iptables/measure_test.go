@@ -170,3 +170,25 @@ func TestMeasureNetns(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadNetns loads NK_IPT_LOAD Services × 5 endpoints with iptables-NK_IPT_LOAD_VARIANT
+// (default nft) into the existing network namespace NK_IPT_LOAD_NS and leaves them there,
+// for experiments by hand (unset: skipped).
+func TestLoadNetns(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("NK_IPT_LOAD"))
+	ns := os.Getenv("NK_IPT_LOAD_NS")
+	if n == 0 || ns == "" {
+		t.Skip("set NK_IPT_LOAD=<services> and NK_IPT_LOAD_NS=<netns>")
+	}
+	v := os.Getenv("NK_IPT_LOAD_VARIANT")
+	if v == "" {
+		v = "nft"
+	}
+	svcs, slices := bigCluster(n)
+	p := New(Options{Family: netrules.IPv4, Variant: Variant(v), Runner: Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}})
+	start := time.Now()
+	if _, err := p.Sync(context.Background(), netrules.Build(svcs, slices, testNode)[netrules.IPv4], true); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("loaded %d Services into %s in %s", n, ns, time.Since(start))
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -222,22 +223,35 @@ func (s *saved) missingJumps(table string) []string {
 	return out
 }
 
-// prefill creates the new chains of a big full sync ahead of it, in small restores:
-// first every new chain (and new fixed chain) is declared empty, then the new chains
-// are filled chunk by chunk. Nothing jumps to them until the final restore links them
-// in, so traffic never sees a half-programmed Service; if a chunk fails, the next full
-// sync finds the leftovers as existing chains and rewrites or deletes them. It returns
-// the chains it filled.
-func (p *Proxier) prefill(ctx context.Context, t Table, newChains []string, existing map[string]bool) ([]string, error) {
+// prefill writes the chains of a big full sync ahead of it, in small restores: first
+// every new chain (and new fixed chain) is declared empty, then the chains in write are
+// filled chunk by chunk, leaves first (endpoint chains, then service chains, then the
+// chains jumping to them, buckets last), so a chain is filled only after every chain it
+// jumps to. New chains are not linked in until the final restore writes the dispatch
+// chains, so traffic never sees a half-programmed new Service; an existing chain is
+// replaced atomically, pointing at chains that are already complete. If a chunk fails,
+// the next full sync finds the leftovers as existing chains and rewrites or deletes
+// them. It returns the chains it filled.
+func (p *Proxier) prefill(ctx context.Context, t Table, write []string, existing map[string]bool) ([]string, error) {
 	chunk := p.chunk()
-	sort.Strings(newChains)
+	sort.Slice(write, func(i, j int) bool {
+		ri, rj := fillRank(write[i]), fillRank(write[j])
+		if ri != rj {
+			return ri < rj
+		}
+		return write[i] < write[j]
+	})
 	var decl []string
 	for _, c := range t.Fixed {
 		if !existing[c.Name] {
 			decl = append(decl, c.Name) // new fixed chains: declared empty, written at the end
 		}
 	}
-	decl = append(decl, newChains...)
+	for _, c := range write {
+		if !existing[c] {
+			decl = append(decl, c)
+		}
+	}
 	restore := func(input string) error {
 		_, err := p.opts.Runner.Run(ctx, []byte(input), p.bin("restore"), "-w", "5", "--noflush")
 		return err
@@ -253,12 +267,27 @@ func (p *Proxier) prefill(ctx context.Context, t Table, newChains []string, exis
 			return nil, err
 		}
 	}
-	for i := 0; i < len(newChains); i += chunk {
-		if err := restore(Input(Table{Name: t.Name, Service: t.Service}, newChains[i:min(i+chunk, len(newChains))], nil)); err != nil {
+	for i := 0; i < len(write); i += chunk {
+		if err := restore(Input(Table{Name: t.Name, Service: t.Service}, write[i:min(i+chunk, len(write))], nil)); err != nil {
 			return nil, err
 		}
 	}
-	return newChains, nil
+	return write, nil
+}
+
+// fillRank orders chains so that a chain comes after every chain it jumps to.
+func fillRank(chain string) int {
+	switch {
+	case strings.HasPrefix(chain, "KUBE-SEP-"):
+		return 0
+	case strings.HasPrefix(chain, "KUBE-SVC-"), strings.HasPrefix(chain, "KUBE-SVL-"):
+		return 1
+	case strings.HasPrefix(chain, "KUBE-EXT-"):
+		return 2
+	case strings.HasPrefix(chain, "KUBE-FW-"):
+		return 3
+	}
+	return 4 // buckets
 }
 
 // Sync applies a whole Ruleset: Services whose ports differ from the last sync are
@@ -298,7 +327,7 @@ func equalPorts(a, b []*netrules.ServicePort) bool {
 		return false
 	}
 	for i := range a {
-		if a[i] != b[i] && fmt.Sprintf("%+v", *a[i]) != fmt.Sprintf("%+v", *b[i]) {
+		if a[i] != b[i] && !reflect.DeepEqual(a[i], b[i]) {
 			return false
 		}
 	}
@@ -552,29 +581,15 @@ func (p *Proxier) syncFull(ctx context.Context, st *netrules.State, nodeKey stri
 			write = append(write, c)
 			delete(stale, c)
 		}
-		var fresh []string
-		for _, c := range write {
-			if !existing[c] {
-				fresh = append(fresh, c)
-			}
-		}
-		if len(fresh) > p.chunk() && p.chunking(ctx) {
-			filled, err := p.prefill(ctx, t, fresh, existing)
+		// on iptables-nft one big restore is super-linear: write the chains ahead in
+		// chunks, the last restore then holds the dispatch chains and deletions only
+		if len(write) > p.chunk() && p.chunking(ctx) {
+			filled, err := p.prefill(ctx, t, write, existing)
 			if err != nil {
-				return stats, fmt.Errorf("iptables-restore (creating %s chains ahead): %w", t.Name, err)
-			}
-			done := map[string]bool{}
-			for _, c := range filled {
-				done[c] = true
-			}
-			kept := write[:0]
-			for _, c := range write {
-				if !done[c] {
-					kept = append(kept, c)
-				}
+				return stats, fmt.Errorf("iptables-restore (writing %s chains ahead): %w", t.Name, err)
 			}
 			stats.ChainsWritten += len(filled)
-			write = kept
+			write = nil
 		}
 		del := make([]string, 0, len(stale))
 		for c := range stale {
