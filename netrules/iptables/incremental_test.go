@@ -130,7 +130,7 @@ func TestIncrementalEqualsFullSync(t *testing.T) {
 		fakes := map[netrules.Family]*Fake{netrules.IPv4: NewFake(), netrules.IPv6: NewFake()}
 		proxiers := map[netrules.Family]*Proxier{}
 		for fam, f := range fakes {
-			proxiers[fam] = New(Options{Family: fam, Runner: f, ChunkChains: 1 + r.Intn(8)})
+			proxiers[fam] = New(Options{Family: fam, Variant: []Variant{"", "nft"}[seed%2], Runner: f, ChunkChains: 1 + r.Intn(8)})
 		}
 		for step := 0; step < 80; step++ {
 			d.step(r)

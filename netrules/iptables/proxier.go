@@ -88,7 +88,7 @@ func (p *Proxier) chunk() int {
 }
 
 // chunking tells whether big full syncs are chunked: asked for, or by default on the
-// nf_tables backend (Variant nft, or the default binaries reporting nf_tables).
+// nf_tables backend.
 func (p *Proxier) chunking(ctx context.Context) bool {
 	switch {
 	case p.opts.ChunkChains < 0:
@@ -96,6 +96,12 @@ func (p *Proxier) chunking(ctx context.Context) bool {
 	case p.opts.ChunkChains > 0:
 		return true
 	}
+	return p.isNFT(ctx)
+}
+
+// isNFT tells whether the binaries are iptables-nft: Variant nft, or the default
+// binaries reporting nf_tables.
+func (p *Proxier) isNFT(ctx context.Context) bool {
 	if p.nfTables == nil {
 		nf := p.opts.Variant == "nft"
 		if p.opts.Variant == "" {
@@ -185,8 +191,73 @@ type saved struct {
 	builtin map[string]map[string]bool // table -> "chain\x00words" of built-in chain rules
 }
 
-// save runs iptables-save once for both tables and parses it.
+// save reads the chains of both tables and the rules of their built-in chains. On the
+// nf_tables backend iptables-save costs ~16 s of CPU at 10,000 Services (it decodes
+// every rule), so there the chain names come from one `nft list chains` (names only)
+// and the built-in chains' rules from `iptables -S <chain>` (a filtered, cheap read);
+// without the nft binary it falls back to iptables-save.
 func (p *Proxier) save(ctx context.Context) (*saved, error) {
+	if p.isNFT(ctx) {
+		if s, err := p.saveNFT(ctx); err == nil {
+			return s, nil
+		}
+	}
+	return p.saveAll(ctx)
+}
+
+// saveNFT is save for the nf_tables backend.
+func (p *Proxier) saveNFT(ctx context.Context) (*saved, error) {
+	fam := "ip"
+	if p.opts.Family == netrules.IPv6 {
+		fam = "ip6"
+	}
+	out, err := p.opts.Runner.Run(ctx, nil, "nft", "list", "chains", fam)
+	if err != nil {
+		return nil, err
+	}
+	s := &saved{chains: map[string][]string{}, builtin: map[string]map[string]bool{}}
+	table := ""
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[0] == "table" && f[1] == fam:
+			table = f[2]
+		case len(f) >= 2 && f[0] == "chain" && table != "":
+			s.chains[table] = append(s.chains[table], f[1])
+		}
+	}
+	for _, table := range tables {
+		s.builtin[table] = map[string]bool{}
+		seen := map[string]bool{}
+		for _, j := range jumps {
+			if j.table != table || seen[j.chain] {
+				continue
+			}
+			seen[j.chain] = true
+			out, err := p.opts.Runner.Run(ctx, nil, p.bin(""), "-w", "5", "-t", table, "-S", j.chain)
+			if err != nil {
+				return nil, err
+			}
+			s.addRules(table, string(out))
+		}
+	}
+	return s, nil
+}
+
+func (s *saved) addRules(table, out string) {
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "-A ") {
+			continue
+		}
+		w := strings.SplitN(line[3:], " ", 2)
+		if len(w) == 2 && isBuiltin(table, w[0]) {
+			s.builtin[table][w[0]+"\x00"+ruleWords(w[1])] = true
+		}
+	}
+}
+
+// saveAll runs iptables-save once for both tables and parses it.
+func (p *Proxier) saveAll(ctx context.Context) (*saved, error) {
 	out, err := p.opts.Runner.Run(ctx, nil, p.bin("save"))
 	if err != nil {
 		return nil, err
