@@ -35,6 +35,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/version"
 	"github.com/nodekeeper/nodekeeper/kubeletapi"
 	"github.com/nodekeeper/nodekeeper/netrules"
+	"github.com/nodekeeper/nodekeeper/netrules/conntrack"
 	"github.com/nodekeeper/nodekeeper/netrules/iptables"
 	"github.com/nodekeeper/nodekeeper/netrules/ipvs"
 	"github.com/nodekeeper/nodekeeper/netrules/nftables"
@@ -246,7 +247,7 @@ func setupServices(mgr ctrl.Manager, cfg *v1alpha1.AgentConfiguration) error {
 	for _, fam := range families {
 		switch cfg.ProxyMode {
 		case v1alpha1.ProxyModeIPTables:
-			backends[fam] = netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: fam, Variant: iptables.Variant(cfg.IPTablesVariant), Runner: runner})}
+			backends[fam] = iptables.New(iptables.Options{Family: fam, Variant: iptables.Variant(cfg.IPTablesVariant), Runner: runner})
 		case v1alpha1.ProxyModeNFTables:
 			p, err := nftables.New(nftables.Options{Family: fam})
 			if err != nil {
@@ -265,7 +266,7 @@ func setupServices(mgr ctrl.Manager, cfg *v1alpha1.AgentConfiguration) error {
 		Client:         mgr.GetClient(),
 		Node:           node,
 		Backends:       backends,
-		Conntrack:      iptables.Conntrack{Runner: runner},
+		Conntrack:      &conntrack.Cleaner{},
 		FullSyncPeriod: cfg.ProxySyncPeriod.Duration,
 		Mode:           string(cfg.ProxyMode),
 		HealthChecks:   &controllers.HealthCheckServer{Log: ctrl.Log.WithName("healthcheck")},

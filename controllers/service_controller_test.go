@@ -68,7 +68,7 @@ func gauge(name string) float64 {
 var _ = Describe("ServiceReconciler against the stateful iptables fake", func() {
 	It("programs Services from the API, reports kube-proxy metrics and health", func() {
 		fake := iptables.NewFake()
-		be := &countingBackend{be: netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: netrules.IPv4, Runner: fake})}, delay: 300 * time.Millisecond}
+		be := &countingBackend{be: iptables.New(iptables.Options{Family: netrules.IPv4, Runner: fake}), delay: 300 * time.Millisecond}
 		rec := &ServiceReconciler{Node: netrules.Node{Name: "node-fake"}, Backends: map[netrules.Family]RulesBackend{netrules.IPv4: be}}
 		startManager(func(mgr ctrl.Manager) error {
 			rec.Client = mgr.GetClient()
@@ -142,7 +142,7 @@ var _ = Describe("ServiceReconciler against the stateful iptables fake", func() 
 	It("retries a failed sync and never leaves half-applied rules", func() {
 		fake := iptables.NewFake()
 		rec := &ServiceReconciler{Node: netrules.Node{Name: "node-fake2"},
-			Backends: map[netrules.Family]RulesBackend{netrules.IPv4: netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: netrules.IPv4, Runner: fake})}}}
+			Backends: map[netrules.Family]RulesBackend{netrules.IPv4: iptables.New(iptables.Options{Family: netrules.IPv4, Runner: fake})}}
 		fake.FailNext = true
 		startManager(func(mgr ctrl.Manager) error {
 			rec.Client = mgr.GetClient()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nodekeeper/nodekeeper/internal/netnstest"
 	"github.com/nodekeeper/nodekeeper/netrules"
+	"github.com/nodekeeper/nodekeeper/netrules/conntrack"
 	"github.com/nodekeeper/nodekeeper/netrules/iptables"
 	"github.com/nodekeeper/nodekeeper/netrules/nftables"
 	"net/netip"
@@ -43,7 +44,7 @@ var backendCases = []backendCase{
 	{
 		name: "iptables-legacy",
 		backend: func(ns string) RulesBackend {
-			return netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "legacy", Runner: iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}})}
+			return iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "legacy", Runner: iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}})
 		},
 		breakIt: func(ns string) error {
 			return netnstest.Run(ns, "iptables-legacy", "-w", "5", "-t", "nat", "-F", "KUBE-SERVICES")
@@ -52,7 +53,7 @@ var backendCases = []backendCase{
 	{
 		name: "iptables-nft",
 		backend: func(ns string) RulesBackend {
-			return netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "nft", Runner: iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}})}
+			return iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "nft", Runner: iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}})
 		},
 		breakIt: func(ns string) error {
 			return netnstest.Run(ns, "iptables-nft", "-w", "5", "-t", "nat", "-F", "KUBE-SERVICES")
@@ -95,12 +96,11 @@ var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "roo
 				}
 				ns = "svc-" + rand.String(5)
 				Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
-				runner := iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + topo.Node}}
 				rec = &ServiceReconciler{
 					Node: netrules.Node{Name: netnsNode,
 						ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix(netnstest.ClusterCID)}},
 					Backends:       map[netrules.Family]RulesBackend{netrules.IPv4: bc.backend(topo.Node)},
-					Conntrack:      iptables.Conntrack{Runner: runner},
+					Conntrack:      &conntrack.Cleaner{NetNS: "/run/netns/" + topo.Node},
 					FullSyncPeriod: 2 * time.Second,
 					HealthChecks: &HealthCheckServer{Listen: func(addr string) (net.Listener, error) {
 						return netnstest.InNetns(topo.Node, func() (net.Listener, error) { return net.Listen("tcp", addr) })

@@ -10,7 +10,8 @@ import (
 )
 
 // Fake is a stateful in-memory iptables for tests. It answers the commands the
-// Proxier runs (-N, -C, -I, -D, -save, -restore --noflush, --version) like the real
+// Proxier runs (-N, -C, -I, -D, -S, -save, -restore --noflush with :, -A, -I, -X lines,
+// --version, nft list chains) like the real
 // binaries, and enforces their rules: a restore is atomic per table, -A needs a declared
 // or existing chain, a jump needs an existing target chain, and -X refuses a chain that
 // is still referenced or does not exist.
@@ -116,16 +117,41 @@ func (f *Fake) Run(_ context.Context, stdin []byte, name string, args ...string)
 		return []byte(name + " v1.8.9 (fake)"), nil
 	}
 	switch {
+	case name == "nft" && len(args) == 3 && args[0] == "list" && args[1] == "chains":
+		// the chain names of every table, as nft prints them
+		names := make([]string, 0, len(f.tables))
+		for t := range f.tables {
+			names = append(names, t)
+		}
+		sort.Strings(names)
+		var b strings.Builder
+		for _, t := range names {
+			fmt.Fprintf(&b, "table %s %s {\n", args[2], t)
+			for _, c := range f.tables[t].order {
+				fmt.Fprintf(&b, "\tchain %s {\n\t}\n", c)
+			}
+			b.WriteString("}\n")
+		}
+		return []byte(b.String()), nil
 	case strings.HasSuffix(name, "-restore"):
 		return nil, f.restore(string(stdin))
 	case strings.HasSuffix(name, "-save"):
-		table := "filter"
 		for i := 0; i+1 < len(args); i++ {
 			if args[i] == "-t" {
-				table = args[i+1]
+				return []byte(f.dumpTable(args[i+1])), nil
 			}
 		}
-		return []byte(f.dumpTable(table)), nil
+		// no -t: every table, as iptables-save
+		names := make([]string, 0, len(f.tables))
+		for t := range f.tables {
+			names = append(names, t)
+		}
+		sort.Strings(names)
+		var all strings.Builder
+		for _, t := range names {
+			all.WriteString(f.dumpTable(t))
+		}
+		return []byte(all.String()), nil
 	}
 	table, op, chain := "filter", "", ""
 	var rest []string
@@ -136,7 +162,7 @@ func (f *Fake) Run(_ context.Context, stdin []byte, name string, args ...string)
 		case "-t":
 			table = args[i+1]
 			i++
-		case "-N", "-C", "-I", "-D", "-A", "-X", "-F":
+		case "-N", "-C", "-I", "-D", "-A", "-X", "-F", "-S":
 			op, chain = args[i], args[i+1]
 			rest = args[i+2:]
 			i = len(args)
@@ -161,6 +187,17 @@ func (f *Fake) Run(_ context.Context, stdin []byte, name string, args ...string)
 		return nil, fmt.Errorf("iptables: No chain/target/match by that name")
 	}
 	switch op {
+	case "-S":
+		var b strings.Builder
+		if isBuiltin(table, chain) {
+			fmt.Fprintf(&b, "-P %s ACCEPT\n", chain)
+		} else {
+			fmt.Fprintf(&b, "-N %s\n", chain)
+		}
+		for _, r := range rules {
+			fmt.Fprintf(&b, "-A %s %s\n", chain, r)
+		}
+		return []byte(b.String()), nil
 	case "-C":
 		for _, r := range rules {
 			if r == rule {
@@ -249,6 +286,13 @@ func (f *Fake) restore(input string) error {
 				rule = w[2]
 			}
 			cur.chains[w[1]] = append(cur.chains[w[1]], rule)
+		case strings.HasPrefix(line, "-I "):
+			w := strings.SplitN(line, " ", 3)
+			rules, ok := cur.chains[w[1]]
+			if !ok || len(w) < 3 {
+				return fmt.Errorf("line %d: chain %s does not exist", n, w[1])
+			}
+			cur.chains[w[1]] = append([]string{w[2]}, rules...)
 		case strings.HasPrefix(line, "-X "):
 			c := strings.TrimSpace(line[3:])
 			if _, ok := cur.chains[c]; !ok || isBuiltin(name, c) {

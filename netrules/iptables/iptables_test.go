@@ -3,7 +3,6 @@ package iptables
 import (
 	"context"
 	"flag"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -119,13 +118,13 @@ func TestSyncAgainstFake(t *testing.T) {
 		t.Errorf("no REJECT for the Service without endpoints:\n%s", filter)
 	}
 
-	// a second sync with nothing changed rewrites no per-Service chain
+	// a second sync with nothing changed runs no restore at all
+	restores := f.Restores
 	if _, err := p.Sync(ctx, netrules.Build(svcs, slices, testNode)[netrules.IPv4], false); err != nil {
 		t.Fatal(err)
 	}
-	last := f.Inputs[len(f.Inputs)-1]
-	if strings.Contains(last, ":KUBE-") {
-		t.Errorf("an unchanged sync rewrote chains:\n%s", last)
+	if f.Restores != restores {
+		t.Errorf("an unchanged sync rewrote chains:\n%s", f.Inputs[len(f.Inputs)-1])
 	}
 
 	// one endpoint of web goes away: only web's chains are written, its SEP deleted
@@ -136,7 +135,7 @@ func TestSyncAgainstFake(t *testing.T) {
 	if _, err := p.Sync(ctx, rs, false); err != nil {
 		t.Fatal(err)
 	}
-	last = f.Inputs[len(f.Inputs)-1]
+	last := f.Inputs[len(f.Inputs)-1]
 	webPort := portNamed(rs, "web")
 	gone := SepChain(webPort, netrules.Endpoint{IP: netip.MustParseAddr("10.244.0.12"), Port: 8080})
 	if !strings.Contains(last, ":"+SvcChain(webPort)) || !strings.Contains(last, "-X "+gone) {
@@ -233,39 +232,6 @@ func TestCleanupRemovesEverything(t *testing.T) {
 	}
 }
 
-func TestRenderCachedEqualsRender(t *testing.T) {
-	svcs, slices := scenario()
-	var cache RenderCache
-	for round := 0; round < 3; round++ {
-		if round == 2 {
-			// a change in one Service and in the node's facts
-			slices[0] = netrules.MakeSlice(svcs[0], "web-1", 8080, netrules.SliceEndpoint{IP: "10.244.0.99", Node: "n1"})
-			testNode.MasqueradeAll = true
-			defer func() { testNode.MasqueradeAll = false }()
-		}
-		rs := netrules.Build(svcs, slices, testNode)[netrules.IPv4]
-		a, b := Render(rs), RenderCached(rs, &cache)
-		ia := Input(a.Filter, a.Filter.ServiceChains(), nil) + Input(a.NAT, a.NAT.ServiceChains(), nil)
-		ib := Input(b.Filter, b.Filter.ServiceChains(), nil) + Input(b.NAT, b.NAT.ServiceChains(), nil)
-		if ia != ib {
-			t.Fatalf("round %d: cached rendering differs:\n%s\nvs\n%s", round, ia, ib)
-		}
-	}
-}
-
-// BenchmarkRenderCached5000 is a sync's rendering when one Service of 5,000 changed.
-func BenchmarkRenderCached5000(b *testing.B) {
-	svcs, slices := bigCluster(5000)
-	var cache RenderCache
-	RenderCached(netrules.Build(svcs, slices, testNode)[netrules.IPv4], &cache)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		s := svcs[i%len(svcs)]
-		slices[i%len(svcs)] = netrules.MakeSlice(s, s.Name+"-1", 8080, netrules.SliceEndpoint{IP: fmt.Sprintf("10.200.%d.%d", i%250, i%200+1)})
-		RenderCached(netrules.Build(svcs, slices, testNode)[netrules.IPv4], &cache)
-	}
-}
-
 // A big first sync creates and fills the new chains ahead in small restores, and ends
 // with exactly the tables one restore gives; a failure half-way is repaired by the next
 // (full) sync.
@@ -325,6 +291,99 @@ func TestChunkedFullSyncEqualsOneRestore(t *testing.T) {
 			t.Errorf("after a failed chunk, %s differs:\n%s\nwant\n%s", table, a, b)
 		}
 	}
+}
+
+// A periodic full sync on iptables-nft rewrites the existing chains in chunks too; after
+// every one of its restores, every chain reachable from the built-in chains jumps only
+// to chains that are already complete (no half-programmed Service is ever reachable),
+// and it ends where one restore ends.
+func TestChunkedPeriodicFullSyncNeverExposesAnEmptyChain(t *testing.T) {
+	ctx := context.Background()
+	svcs, slices := scenario()
+	rs := netrules.Build(svcs, slices, testNode)[netrules.IPv4]
+	whole := NewFake()
+	if _, err := New(Options{Family: netrules.IPv4, Runner: whole, ChunkChains: -1}).Sync(ctx, rs, true); err != nil {
+		t.Fatal(err)
+	}
+	f := NewFake()
+	p := New(Options{Family: netrules.IPv4, Runner: f, ChunkChains: 2})
+	if _, err := p.Sync(ctx, rs, true); err != nil {
+		t.Fatal(err)
+	}
+	// the next full sync changes every Service (their endpoints move) at once
+	byName := map[string]*corev1.Service{}
+	for _, s := range svcs {
+		byName[s.Name] = s
+	}
+	for i, s := range slices {
+		slices[i] = netrules.MakeSlice(byName[s.Labels[discoveryv1.LabelServiceName]], s.Name, 9090, netrules.SliceEndpoint{IP: "10.244.0.31", Node: "n1"}, netrules.SliceEndpoint{IP: "10.244.0.32"})
+	}
+	// and a new NodePort Service lands in an existing node port bucket
+	np2 := netrules.MakeService("default", "np2", "10.96.0.14", 80)
+	np2.Spec.Type = corev1.ServiceTypeNodePort
+	np2.Spec.Ports[0].NodePort = 30081
+	svcs = append(svcs, np2)
+	slices = append(slices, netrules.MakeSlice(np2, "np2-1", 8080, netrules.SliceEndpoint{IP: "10.244.0.33"}))
+	rs = netrules.Build(svcs, slices, testNode)[netrules.IPv4]
+	whole = NewFake()
+	if _, err := New(Options{Family: netrules.IPv4, Runner: whole, ChunkChains: -1}).Sync(ctx, rs, true); err != nil {
+		t.Fatal(err)
+	}
+	checked := &checkReachable{Fake: f, t: t}
+	p.opts.Runner = checked
+	before := f.Restores
+	if _, err := p.Sync(ctx, rs, true); err != nil {
+		t.Fatal(err)
+	}
+	if f.Restores-before < 4 {
+		t.Errorf("the periodic full sync was not chunked (%d restores)", f.Restores-before)
+	}
+	if last := f.Inputs[len(f.Inputs)-1]; strings.Contains(last, "-A KUBE-SEP-") || strings.Contains(last, "-A KUBE-SVC-") {
+		t.Errorf("the last restore should hold the dispatch chains and deletions only:\n%s", last)
+	}
+	for _, table := range tables {
+		if a, b := f.Dump(table), whole.Dump(table); a != b {
+			t.Errorf("%s differs:\n%s", table, lineDiff(a, b))
+		}
+	}
+}
+
+// checkReachable checks after each restore that every chain reachable from the
+// built-in chains jumps only to non-empty chains.
+type checkReachable struct {
+	*Fake
+	t *testing.T
+}
+
+func (c *checkReachable) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	out, err := c.Fake.Run(ctx, stdin, name, args...)
+	if err != nil || !strings.HasSuffix(name, "-restore") {
+		return out, err
+	}
+	for _, table := range tables {
+		seen := map[string]bool{}
+		var walk func(chain string)
+		walk = func(chain string) {
+			if seen[chain] {
+				return
+			}
+			seen[chain] = true
+			for _, r := range c.Fake.Rules(table, chain) {
+				tg := target(r)
+				if tg == "" || builtinTargets[tg] {
+					continue
+				}
+				if len(c.Fake.Rules(table, tg)) == 0 && IsServiceChain(tg) {
+					c.t.Errorf("after restore %d: %s %s jumps to the empty chain %s", c.Fake.Restores, table, chain, tg)
+				}
+				walk(tg)
+			}
+		}
+		for _, b := range builtinChains[table] {
+			walk(b)
+		}
+	}
+	return out, err
 }
 
 // failNth fails the n-th restore, as a kernel refusing it would.

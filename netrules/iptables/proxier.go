@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -45,25 +46,38 @@ type Options struct {
 	Family  netrules.Family
 	Variant Variant
 	Runner  Runner
-	// ChunkChains: when a full sync has more new per-Service chains than this, they are
-	// created and filled beforehand in restores of this many chains, while nothing
-	// jumps to them yet, and the last restore only links them in. <0: never; 0: 1000,
-	// on the nf_tables backend only. One big --noflush restore is super-linear on
-	// iptables-nft (10,000 Services: 72 s, chunked 18 s here), while iptables-legacy
-	// rewrites the whole table on every restore (chunked: 4 s → 43 s).
+	// ChunkChains: when a full sync has more new chains than this, they are created and
+	// filled beforehand in restores of this many chains, while nothing jumps to them
+	// yet, and the last restore only links them in. <0: never; 0: 1000, on the
+	// nf_tables backend only. One big --noflush restore is super-linear on iptables-nft
+	// (10,000 Services: 72 s, chunked 18 s here), while iptables-legacy rewrites the
+	// whole table on every restore (chunked: 4 s → 43 s).
 	ChunkChains int
 }
 
-// Proxier applies rendered rules for one family. It remembers what it last applied so
-// that a partial sync rewrites only the per-Service chains that changed. It is not safe
-// for concurrent use (the ServiceReconciler syncs from one worker).
+// Proxier applies one family's rules. It keeps what it last applied, per Service, so
+// that a partial sync renders only the changed Services and writes only their chains
+// and the bucket chains their dispatch rules live in. It is not safe for concurrent use
+// (the ServiceReconciler syncs from one worker).
 type Proxier struct {
 	opts     Options
-	applied  map[string]map[string]string // table -> per-Service chain -> rules as applied
-	fixed    map[string]map[string]string // table -> fixed chain -> rules as applied
-	cache    RenderCache
 	needFull bool
 	nfTables *bool // the binaries are iptables-nft (known after the first check)
+
+	// what the last successful sync applied (valid while !needFull)
+	opt     renderOpts
+	nodeKey string
+	svcs    map[string]*svcRules
+	nEPs    int // endpoints of every Service, for the large cluster mode
+	buckets buckets
+	applied map[[2]string]string // table, bucket or fixed chain -> its rules as applied
+}
+
+// svcRules is one Service's ports and their rendering.
+type svcRules struct {
+	ports    []*netrules.ServicePort // as handed in by the State (never modified)
+	rendered []*PortRules
+	eps      int
 }
 
 func (p *Proxier) chunk() int {
@@ -74,7 +88,7 @@ func (p *Proxier) chunk() int {
 }
 
 // chunking tells whether big full syncs are chunked: asked for, or by default on the
-// nf_tables backend (Variant nft, or the default binaries reporting nf_tables).
+// nf_tables backend.
 func (p *Proxier) chunking(ctx context.Context) bool {
 	switch {
 	case p.opts.ChunkChains < 0:
@@ -82,6 +96,12 @@ func (p *Proxier) chunking(ctx context.Context) bool {
 	case p.opts.ChunkChains > 0:
 		return true
 	}
+	return p.isNFT(ctx)
+}
+
+// isNFT tells whether the binaries are iptables-nft: Variant nft, or the default
+// binaries reporting nf_tables.
+func (p *Proxier) isNFT(ctx context.Context) bool {
 	if p.nfTables == nil {
 		nf := p.opts.Variant == "nft"
 		if p.opts.Variant == "" {
@@ -156,75 +176,153 @@ func splitRule(s string) []string {
 	return out
 }
 
-// ensureJumps creates the fixed chains and the jumps into them when missing.
-func (p *Proxier) ensureJumps(ctx context.Context) error {
-	made := map[string]bool{}
-	for _, j := range jumps {
-		target := j.rule[strings.LastIndex(j.rule, " ")+1:]
-		key := j.table + "/" + target
-		if !made[key] {
-			// -N fails when the chain exists; that is fine
-			_, _ = p.opts.Runner.Run(ctx, nil, p.bin(""), "-w", "5", "-t", j.table, "-N", target)
-			made[key] = true
+// ruleWords is a rule as a sorted multiset of words: iptables-save may print a rule's
+// matches in another order than they were written.
+func ruleWords(rule string) string {
+	w := splitRule(rule)
+	sort.Strings(w)
+	return strings.Join(w, "\x00")
+}
+
+// saved is what one iptables-save told: per table, its chains and the rules of its
+// built-in chains.
+type saved struct {
+	chains  map[string][]string        // table -> chain names
+	builtin map[string]map[string]bool // table -> "chain\x00words" of built-in chain rules
+}
+
+// save reads the chains of both tables and the rules of their built-in chains. On the
+// nf_tables backend iptables-save costs ~16 s of CPU at 10,000 Services (it decodes
+// every rule), so there the chain names come from one `nft list chains` (names only)
+// and the built-in chains' rules from `iptables -S <chain>` (a filtered, cheap read);
+// without the nft binary it falls back to iptables-save.
+func (p *Proxier) save(ctx context.Context) (*saved, error) {
+	if p.isNFT(ctx) {
+		if s, err := p.saveNFT(ctx); err == nil {
+			return s, nil
 		}
-		args := append([]string{"-w", "5", "-t", j.table, "-C", j.chain}, splitRule(j.rule)...)
-		if _, err := p.opts.Runner.Run(ctx, nil, p.bin(""), args...); err == nil {
+	}
+	return p.saveAll(ctx)
+}
+
+// saveNFT is save for the nf_tables backend.
+func (p *Proxier) saveNFT(ctx context.Context) (*saved, error) {
+	fam := "ip"
+	if p.opts.Family == netrules.IPv6 {
+		fam = "ip6"
+	}
+	out, err := p.opts.Runner.Run(ctx, nil, "nft", "list", "chains", fam)
+	if err != nil {
+		return nil, err
+	}
+	s := &saved{chains: map[string][]string{}, builtin: map[string]map[string]bool{}}
+	table := ""
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[0] == "table" && f[1] == fam:
+			table = f[2]
+		case len(f) >= 2 && f[0] == "chain" && table != "":
+			s.chains[table] = append(s.chains[table], f[1])
+		}
+	}
+	for _, table := range tables {
+		s.builtin[table] = map[string]bool{}
+		seen := map[string]bool{}
+		for _, j := range jumps {
+			if j.table != table || seen[j.chain] {
+				continue
+			}
+			seen[j.chain] = true
+			out, err := p.opts.Runner.Run(ctx, nil, p.bin(""), "-w", "5", "-t", table, "-S", j.chain)
+			if err != nil {
+				return nil, err
+			}
+			s.addRules(table, string(out))
+		}
+	}
+	return s, nil
+}
+
+func (s *saved) addRules(table, out string) {
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "-A ") {
 			continue
 		}
-		args = append([]string{"-w", "5", "-t", j.table, "-I", j.chain}, splitRule(j.rule)...)
-		if _, err := p.opts.Runner.Run(ctx, nil, p.bin(""), args...); err != nil {
-			return fmt.Errorf("ensuring %s %s jump: %w", j.table, j.chain, err)
+		w := strings.SplitN(line[3:], " ", 2)
+		if len(w) == 2 && isBuiltin(table, w[0]) {
+			s.builtin[table][w[0]+"\x00"+ruleWords(w[1])] = true
 		}
 	}
-	return nil
 }
 
-// existingServiceChains lists our per-Service chains present in the kernel.
-func (p *Proxier) existingServiceChains(ctx context.Context, table string) ([]string, error) {
-	all, err := p.existingChains(ctx, table)
+// saveAll runs iptables-save once for both tables and parses it.
+func (p *Proxier) saveAll(ctx context.Context) (*saved, error) {
+	out, err := p.opts.Runner.Run(ctx, nil, p.bin("save"))
 	if err != nil {
 		return nil, err
 	}
-	var chains []string
-	for _, name := range all {
-		if IsServiceChain(name) {
-			chains = append(chains, name)
-		}
-	}
-	return chains, nil
-}
-
-// existingChains lists every user chain of the table present in the kernel.
-func (p *Proxier) existingChains(ctx context.Context, table string) ([]string, error) {
-	out, err := p.opts.Runner.Run(ctx, nil, p.bin("save"), "-t", table)
-	if err != nil {
-		return nil, err
-	}
-	var chains []string
+	s := &saved{chains: map[string][]string{}, builtin: map[string]map[string]bool{}}
+	table := ""
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, ":") {
-			chains = append(chains, strings.Fields(line[1:])[0])
+		switch {
+		case strings.HasPrefix(line, "*"):
+			table = strings.TrimSpace(line[1:])
+			s.builtin[table] = map[string]bool{}
+		case strings.HasPrefix(line, ":") && table != "":
+			if f := strings.Fields(line[1:]); len(f) > 0 {
+				s.chains[table] = append(s.chains[table], f[0])
+			}
+		case strings.HasPrefix(line, "-A ") && table != "":
+			w := strings.SplitN(line[3:], " ", 2)
+			if len(w) == 2 && isBuiltin(table, w[0]) {
+				s.builtin[table][w[0]+"\x00"+ruleWords(w[1])] = true
+			}
 		}
 	}
-	return chains, nil
+	return s, nil
 }
 
-// prefill creates the new per-Service chains of a big full sync ahead of it, in small
-// restores: first every new chain (and new fixed chain) is declared empty, then the new
-// per-Service chains are filled chunk by chunk. Nothing jumps to them until the final
-// restore links them in, so traffic never sees a half-programmed Service; if a chunk
-// fails, the next full sync finds the leftovers as existing chains and rewrites or
-// deletes them. It returns the chains it filled.
-func (p *Proxier) prefill(ctx context.Context, t Table, newChains []string, existing map[string]bool) ([]string, error) {
+// missingJumps are "-I" lines for the jumps of table that are not in the kernel.
+func (s *saved) missingJumps(table string) []string {
+	var out []string
+	for _, j := range jumps {
+		if j.table == table && !s.builtin[table][j.chain+"\x00"+ruleWords(j.rule)] {
+			out = append(out, "-I "+j.chain+" "+j.rule)
+		}
+	}
+	return out
+}
+
+// prefill writes the chains of a big full sync ahead of it, in small restores: first
+// every new chain (and new fixed chain) is declared empty, then the chains in write are
+// filled chunk by chunk, leaves first (endpoint chains, then service chains, then the
+// chains jumping to them, buckets last), so a chain is filled only after every chain it
+// jumps to. New chains are not linked in until the final restore writes the dispatch
+// chains, so traffic never sees a half-programmed new Service; an existing chain is
+// replaced atomically, pointing at chains that are already complete. If a chunk fails,
+// the next full sync finds the leftovers as existing chains and rewrites or deletes
+// them. It returns the chains it filled.
+func (p *Proxier) prefill(ctx context.Context, t Table, write []string, existing map[string]bool) ([]string, error) {
 	chunk := p.chunk()
-	sort.Strings(newChains)
+	sort.Slice(write, func(i, j int) bool {
+		ri, rj := fillRank(write[i]), fillRank(write[j])
+		if ri != rj {
+			return ri < rj
+		}
+		return write[i] < write[j]
+	})
 	var decl []string
 	for _, c := range t.Fixed {
 		if !existing[c.Name] {
 			decl = append(decl, c.Name) // new fixed chains: declared empty, written at the end
 		}
 	}
-	decl = append(decl, newChains...)
+	for _, c := range write {
+		if !existing[c] {
+			decl = append(decl, c)
+		}
+	}
 	restore := func(input string) error {
 		_, err := p.opts.Runner.Run(ctx, []byte(input), p.bin("restore"), "-w", "5", "--noflush")
 		return err
@@ -240,127 +338,377 @@ func (p *Proxier) prefill(ctx context.Context, t Table, newChains []string, exis
 			return nil, err
 		}
 	}
-	for i := 0; i < len(newChains); i += chunk {
-		if err := restore(Input(Table{Name: t.Name, Service: t.Service}, newChains[i:min(i+chunk, len(newChains))], nil)); err != nil {
+	for i := 0; i < len(write); i += chunk {
+		if err := restore(Input(Table{Name: t.Name, Service: t.Service}, write[i:min(i+chunk, len(write))], nil)); err != nil {
 			return nil, err
 		}
 	}
-	return newChains, nil
+	return write, nil
 }
 
-// Sync applies the rendered rules. A full sync (asked for, first, or after a failure)
-// re-creates the jumps, rewrites every chain and deletes every stale chain found in the
-// kernel; a partial one rewrites the fixed chains and only the per-Service chains that
-// changed since the last successful sync. A failed sync leaves each table as it was
-// (iptables-restore commits a table atomically) and makes the next sync full.
+// fillRank orders chains so that a chain comes after every chain it jumps to.
+func fillRank(chain string) int {
+	switch {
+	case strings.HasPrefix(chain, "KUBE-SEP-"):
+		return 0
+	case strings.HasPrefix(chain, "KUBE-SVC-"), strings.HasPrefix(chain, "KUBE-SVL-"):
+		return 1
+	case strings.HasPrefix(chain, "KUBE-EXT-"):
+		return 2
+	case strings.HasPrefix(chain, "KUBE-FW-"):
+		return 3
+	}
+	return 4 // buckets
+}
+
+// Sync applies a whole Ruleset: Services whose ports differ from the last sync are
+// synced as changed (see SyncState). It serves callers that rebuild everything.
 func (p *Proxier) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (SyncStats, error) {
-	full = full || p.needFull
-	r := RenderCached(rs, &p.cache)
-	st := SyncStats{Full: full}
-	if full {
-		if err := p.ensureJumps(ctx); err != nil {
-			p.needFull = true
-			return st, err
+	st := netrules.NewState(rs.Family, rs.Node)
+	by := map[string][]*netrules.ServicePort{}
+	var order []string
+	for _, sp := range rs.Ports {
+		k := sp.Namespace + "/" + sp.Name
+		if _, ok := by[k]; !ok {
+			order = append(order, k)
+		}
+		by[k] = append(by[k], sp)
+	}
+	var changed []string
+	for _, k := range order {
+		ports := by[k]
+		if old := p.svcs[k]; old != nil && equalPorts(old.ports, ports) {
+			ports = old.ports // unchanged: keep the rendered ones
+		} else {
+			changed = append(changed, k)
+		}
+		st.Set(k, ports)
+	}
+	for k := range p.svcs {
+		if _, ok := by[k]; !ok {
+			changed = append(changed, k)
 		}
 	}
-	var input bytes.Buffer
-	next := map[string]map[string]string{}
-	nextFixed := map[string]map[string]string{}
-	for _, t := range []Table{r.Filter, r.NAT} {
-		// fixed chains are rewritten only when their content changed (an endpoint change
-		// touches only its Service's chains), or on a full sync
-		nextFixed[t.Name] = map[string]string{}
-		var fixed []Chain
-		for _, c := range t.Fixed {
-			body := strings.Join(c.Rules, "\n")
-			nextFixed[t.Name][c.Name] = body
-			if old, ok := p.fixed[t.Name][c.Name]; full || !ok || old != body {
-				fixed = append(fixed, c)
-			}
+	sort.Strings(changed)
+	return p.SyncState(ctx, st, changed, full)
+}
+
+func equalPorts(a, b []*netrules.ServicePort) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] && !reflect.DeepEqual(a[i], b[i]) {
+			return false
 		}
-		t.Fixed = fixed
-		desired := map[string]string{}
-		for c, rules := range t.Service {
-			desired[c] = strings.Join(rules, "\n")
+	}
+	return true
+}
+
+// SyncState applies st. A full sync (asked for, the first, after a failure, or when the
+// node's facts or the large cluster mode change) re-creates the jumps from the built-in
+// chains, rewrites every chain and deletes every stale chain of ours found in the
+// kernel. A partial one renders only the Services in changed and writes, in one
+// iptables-restore --noflush, only their chains, the buckets their dispatch rules are
+// in, and a dispatch chain when one of its buckets appears or empties. A failed sync
+// leaves each table as it was (iptables-restore commits a table atomically) and makes
+// the next sync full.
+func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []string, full bool) (SyncStats, error) {
+	nodeKey := fmt.Sprintf("%d/%+v", st.Family, st.Node)
+	if full || p.needFull || p.svcs == nil || nodeKey != p.nodeKey {
+		return p.syncFull(ctx, st, nodeKey)
+	}
+	// the large cluster mode changes every endpoint rule: that is a full sync
+	nEPs := p.nEPs
+	for _, k := range changed {
+		if old := p.svcs[k]; old != nil {
+			nEPs -= old.eps
 		}
-		next[t.Name] = desired
-		var write, del []string
-		prev := p.applied[t.Name]
-		for c, body := range desired {
-			if full || prev == nil {
-				write = append(write, c)
-				continue
-			}
-			if old, ok := prev[c]; !ok || old != body {
-				write = append(write, c)
-			}
+		nEPs += Endpoints(st.Ports(k))
+	}
+	if (nEPs > largeCluster) != p.opt.noComments {
+		return p.syncFull(ctx, st, nodeKey)
+	}
+	stats, err := p.syncPartial(ctx, st, changed)
+	if err != nil {
+		p.needFull = true
+		return stats, err
+	}
+	p.nEPs = nEPs
+	return stats, nil
+}
+
+func (p *Proxier) render(ports []*netrules.ServicePort) *svcRules {
+	s := &svcRules{ports: ports, rendered: make([]*PortRules, len(ports)), eps: Endpoints(ports)}
+	for i, sp := range ports {
+		s.rendered[i] = p.opt.port(sp)
+	}
+	return s
+}
+
+// tableOf picks the per-Service chains of one table from a port's rendering.
+func (pr *PortRules) chains(table string) map[string][]string {
+	if table == "nat" {
+		return pr.NAT
+	}
+	return pr.Filter
+}
+
+var tables = []string{"filter", "nat"}
+
+// syncPartial writes the chains of the changed Services and the buckets and dispatch
+// chains their dispatch rules touch. The Proxier's memory is updated as it goes: on
+// failure the caller makes the next sync full, which rebuilds it.
+func (p *Proxier) syncPartial(ctx context.Context, st *netrules.State, changed []string) (SyncStats, error) {
+	stats := SyncStats{}
+	write := map[string]map[string][]string{"filter": {}, "nat": {}} // table -> chain -> rules
+	del := map[string]map[string]bool{"filter": {}, "nat": {}}
+	touched := map[[2]string]bool{}
+	for _, k := range changed {
+		old := p.svcs[k]
+		var next *svcRules
+		if ports := st.Ports(k); len(ports) > 0 {
+			next = p.render(ports)
+			p.svcs[k] = next
+		} else {
+			delete(p.svcs, k)
 		}
-		stale := map[string]bool{}
-		if full {
-			all, err := p.existingChains(ctx, t.Name)
-			if err != nil {
-				p.needFull = true
-				return st, fmt.Errorf("listing %s chains: %w", t.Name, err)
-			}
-			existing := map[string]bool{}
-			for _, c := range all {
-				existing[c] = true
-				if IsServiceChain(c) {
-					stale[c] = true
-				}
-			}
-			var fresh []string
-			for c := range desired {
-				if !existing[c] {
-					fresh = append(fresh, c)
-				}
-			}
-			if len(fresh) > p.chunk() && p.chunking(ctx) {
-				filled, err := p.prefill(ctx, t, fresh, existing)
-				if err != nil {
-					p.needFull = true
-					return st, fmt.Errorf("iptables-restore (creating %s chains ahead): %w", t.Name, err)
-				}
-				done := map[string]bool{}
-				for _, c := range filled {
-					done[c] = true
-				}
-				kept := write[:0]
-				for _, c := range write {
-					if !done[c] {
-						kept = append(kept, c)
+		// per-Service chains: write what is new or different, delete what is gone
+		was := map[[2]string][]string{}
+		if old != nil {
+			for _, pr := range old.rendered {
+				for _, t := range tables {
+					for c, rules := range pr.chains(t) {
+						was[[2]string{t, c}] = rules
 					}
 				}
-				st.ChainsWritten += len(filled)
-				write = kept
+				for _, b := range p.buckets.remove(pr) {
+					touched[b] = true
+				}
 			}
 		}
-		for c := range prev {
-			stale[c] = true
+		if next != nil {
+			for _, pr := range next.rendered {
+				for _, t := range tables {
+					for c, rules := range pr.chains(t) {
+						key := [2]string{t, c}
+						if prev, ok := was[key]; !ok || !equalLines(prev, rules) {
+							write[t][c] = rules
+						}
+						delete(was, key)
+					}
+				}
+				for _, b := range p.buckets.add(pr) {
+					touched[b] = true
+				}
+			}
 		}
+		for key := range was {
+			if _, rewritten := write[key[0]][key[1]]; !rewritten {
+				del[key[0]][key[1]] = true
+			}
+		}
+	}
+	// buckets: rewrite the changed ones, delete the emptied ones; a dispatch chain is
+	// rewritten when one of its buckets appears or goes
+	parents := map[[2]string]bool{}
+	for key := range touched {
+		_, had := p.applied[key]
+		b := p.buckets[key]
+		if b == nil {
+			if had {
+				del[key[0]][key[1]] = true
+				delete(p.applied, key)
+				parents[[2]string{key[0], parentOf(key[1])}] = true
+			}
+			continue
+		}
+		rules := b.lines()
+		body := strings.Join(rules, "\n")
+		if had && p.applied[key] == body {
+			continue
+		}
+		write[key[0]][key[1]] = rules
+		p.applied[key] = body
+		if !had {
+			parents[[2]string{key[0], b.ref.parent}] = true
+		}
+	}
+	var in strings.Builder
+	for _, t := range tables {
+		var fixed []Chain
+		for _, name := range dispatchChains[t] {
+			key := [2]string{t, name}
+			if !parents[key] {
+				continue
+			}
+			rules := p.buckets.parentRules(p.opt, t, name)
+			body := strings.Join(rules, "\n")
+			if p.applied[key] == body {
+				continue
+			}
+			p.applied[key] = body
+			fixed = append(fixed, Chain{name, rules})
+		}
+		if len(fixed) == 0 && len(write[t]) == 0 && len(del[t]) == 0 {
+			continue
+		}
+		ws := make([]string, 0, len(write[t]))
+		for c, rules := range write[t] {
+			ws = append(ws, c)
+			stats.Rules += len(rules)
+		}
+		ds := make([]string, 0, len(del[t]))
+		for c := range del[t] {
+			ds = append(ds, c)
+		}
+		for _, c := range fixed {
+			stats.Rules += len(c.Rules)
+		}
+		stats.ChainsWritten += len(ws) + len(fixed)
+		stats.ChainsDeleted += len(ds)
+		writeInput(&in, Table{Name: t, Fixed: fixed, Service: write[t]}, ws, ds, nil)
+	}
+	if in.Len() == 0 {
+		return stats, nil
+	}
+	if _, err := p.opts.Runner.Run(ctx, []byte(in.String()), p.bin("restore"), "-w", "5", "--noflush"); err != nil {
+		return stats, fmt.Errorf("iptables-restore: %w", err)
+	}
+	return stats, nil
+}
+
+// parentOf is the dispatch chain of a bucket chain.
+func parentOf(bucketChain string) string {
+	for parent, prefix := range bucketPrefix {
+		if strings.HasPrefix(bucketChain, prefix) {
+			return parent
+		}
+	}
+	return ""
+}
+
+func equalLines(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// syncFull renders every Service (reusing the renderings of ports that are the same
+// objects as last time) and rewrites everything.
+func (p *Proxier) syncFull(ctx context.Context, st *netrules.State, nodeKey string) (SyncStats, error) {
+	stats := SyncStats{Full: true}
+	p.needFull = true // until this sync succeeds
+	keys := st.Services()
+	nEPs := 0
+	for _, k := range keys {
+		nEPs += Endpoints(st.Ports(k))
+	}
+	opt := renderOpts{fam: st.Family, node: st.Node, noComments: nEPs > largeCluster}
+	reuse := p.svcs != nil && nodeKey == p.nodeKey && opt.noComments == p.opt.noComments
+	oldSvcs := p.svcs
+	p.opt = opt
+	svcs := make(map[string]*svcRules, len(keys))
+	var ports []*PortRules
+	for _, k := range keys {
+		cur := st.Ports(k)
+		s := oldSvcs[k]
+		if !reuse || s == nil || !samePointers(s.ports, cur) {
+			s = p.render(cur)
+		}
+		svcs[k] = s
+		ports = append(ports, s.rendered...)
+	}
+	// assemble both tables; keep the buckets for partial syncs
+	bs := buckets{}
+	for _, pr := range ports {
+		bs.add(pr)
+	}
+	r := assemble(opt, ports)
+
+	kernel, err := p.save(ctx)
+	if err != nil {
+		return stats, fmt.Errorf("iptables-save: %w", err)
+	}
+	applied := map[[2]string]string{}
+	var input strings.Builder
+	for _, t := range []Table{r.Filter, r.NAT} {
+		existing := map[string]bool{}
+		stale := map[string]bool{}
+		for _, c := range kernel.chains[t.Name] {
+			existing[c] = true
+			if IsServiceChain(c) {
+				stale[c] = true
+			}
+		}
+		write := make([]string, 0, len(t.Service))
+		for c := range t.Service {
+			write = append(write, c)
+			delete(stale, c)
+		}
+		// on iptables-nft one big restore is super-linear: write the chains ahead in
+		// chunks, the last restore then holds the dispatch chains and deletions only
+		if len(write) > p.chunk() && p.chunking(ctx) {
+			filled, err := p.prefill(ctx, t, write, existing)
+			if err != nil {
+				return stats, fmt.Errorf("iptables-restore (writing %s chains ahead): %w", t.Name, err)
+			}
+			stats.ChainsWritten += len(filled)
+			write = nil
+		}
+		del := make([]string, 0, len(stale))
 		for c := range stale {
-			if _, ok := desired[c]; !ok {
-				del = append(del, c)
+			del = append(del, c)
+		}
+		stats.ChainsWritten += len(write) + len(t.Fixed)
+		stats.ChainsDeleted += len(del)
+		for _, c := range t.Fixed {
+			stats.Rules += len(c.Rules)
+			if _, static := staticBody(t.Name, c.Name); !static {
+				applied[[2]string{t.Name, c.Name}] = strings.Join(c.Rules, "\n")
 			}
 		}
-		st.ChainsWritten += len(write) + len(t.Fixed)
-		st.ChainsDeleted += len(del)
-		for _, c := range t.Fixed {
-			st.Rules += len(c.Rules)
+		for _, rules := range t.Service {
+			stats.Rules += len(rules)
 		}
-		for _, c := range t.Service {
-			st.Rules += len(c)
-		}
-		input.WriteString(Input(t, write, del))
+		writeInput(&input, t, write, del, kernel.missingJumps(t.Name))
 	}
-	if _, err := p.opts.Runner.Run(ctx, input.Bytes(), p.bin("restore"), "-w", "5", "--noflush"); err != nil {
-		p.needFull = true
-		return st, fmt.Errorf("iptables-restore: %w", err)
+	for key, b := range bs {
+		applied[key] = strings.Join(b.lines(), "\n")
 	}
-	p.applied = next
-	p.fixed = nextFixed
+	if _, err := p.opts.Runner.Run(ctx, []byte(input.String()), p.bin("restore"), "-w", "5", "--noflush"); err != nil {
+		return stats, fmt.Errorf("iptables-restore: %w", err)
+	}
+	p.svcs, p.buckets, p.applied, p.nEPs, p.nodeKey = svcs, bs, applied, nEPs, nodeKey
 	p.needFull = false
-	return st, nil
+	return stats, nil
+}
+
+func staticBody(table, chain string) ([]string, bool) {
+	for _, c := range staticChains(table) {
+		if c.Name == chain {
+			return c.Rules, true
+		}
+	}
+	return nil, false
+}
+
+func samePointers(a, b []*netrules.ServicePort) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // ErrNotAvailable is returned by Check when the iptables binaries cannot be run.
@@ -381,24 +729,32 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 		args := append([]string{"-w", "5", "-t", j.table, "-D", j.chain}, splitRule(j.rule)...)
 		_, _ = p.opts.Runner.Run(ctx, nil, p.bin(""), args...)
 	}
-	var input bytes.Buffer
-	for _, table := range []string{"filter", "nat"} {
-		chains, err := p.existingServiceChains(ctx, table)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		var fixed []string
-		if table == "filter" {
-			fixed = []string{ChainNodePorts, ChainServices, ChainExternalServices, ChainForward, ChainProxyFirewall}
-		} else {
-			fixed = []string{ChainServices, ChainNodePorts, ChainPostrouting, ChainMarkMasq}
-		}
-		input.WriteString(Input(Table{Name: table}, nil, append(chains, fixed...)))
-	}
-	if _, err := p.opts.Runner.Run(ctx, input.Bytes(), p.bin("restore"), "-w", "5", "--noflush"); err != nil {
+	kernel, err := p.save(ctx)
+	if err != nil {
 		errs = append(errs, err)
+	} else {
+		var input bytes.Buffer
+		for _, table := range tables {
+			var owned []string
+			for _, c := range kernel.chains[table] {
+				if IsServiceChain(c) {
+					owned = append(owned, c)
+				}
+			}
+			var fixed []string
+			for _, c := range fixedOrder[table] {
+				for _, have := range kernel.chains[table] {
+					if have == c {
+						fixed = append(fixed, c)
+					}
+				}
+			}
+			input.WriteString(Input(Table{Name: table}, nil, append(owned, fixed...)))
+		}
+		if _, err := p.opts.Runner.Run(ctx, input.Bytes(), p.bin("restore"), "-w", "5", "--noflush"); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	p.applied, p.fixed, p.needFull = nil, nil, true
+	p.svcs, p.applied, p.buckets, p.needFull = nil, nil, nil, true
 	return errors.Join(errs...)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/controllers"
 	"github.com/nodekeeper/nodekeeper/internal/netnstest"
 	"github.com/nodekeeper/nodekeeper/netrules"
+	"github.com/nodekeeper/nodekeeper/netrules/conntrack"
 	"github.com/nodekeeper/nodekeeper/netrules/iptables"
 	"github.com/nodekeeper/nodekeeper/netrules/nftables"
 )
@@ -255,7 +256,7 @@ func Run(ctx context.Context, opts RunOptions) (res Result, err error) {
 		Node: netrules.Node{Name: NodeName,
 			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix(ClusterCIDR)}},
 		Backends:  map[netrules.Family]controllers.RulesBackend{netrules.IPv4: netrules.Whole{RulesetSyncer: timed}},
-		Conntrack: iptables.Conntrack{Runner: nsenter(opts.NetNS)},
+		Conntrack: &conntrack.Cleaner{NetNS: "/run/netns/" + opts.NetNS},
 		// no periodic full sync during the run: every change is a partial sync
 		FullSyncPeriod: 24 * time.Hour,
 	}

@@ -413,7 +413,7 @@ func startAgent(t *testing.T, user string, opts *options.Options) *agent {
 			Client: mgr.GetClient(),
 			Node:   netrules.Node{Name: node},
 			Backends: map[netrules.Family]controllers.RulesBackend{
-				netrules.IPv4: netrules.Whole{RulesetSyncer: iptables.New(iptables.Options{Family: netrules.IPv4, Runner: a.ipt})},
+				netrules.IPv4: iptables.New(iptables.Options{Family: netrules.IPv4, Runner: a.ipt}),
 			},
 		}).SetupWithManager(mgr); err != nil {
 			t.Fatal(err)
