@@ -20,10 +20,18 @@ const (
 	// "elements" have no verdict. Two Services may share an endpoint: the owner
 	// index keeps the element while one claims it.
 	MapHairpin
+	// MapMasqKeys is not a map either: the ClusterIP keys (ip . proto . port) with
+	// endpoints, whose clients from off the cluster are marked for masquerade by one
+	// rule before the dispatch (not one rule per Service: every rule reachable from a
+	// base chain costs each commit's validation walk).
+	MapMasqKeys
 	numMaps
 )
 
-var mapNames = [numMaps]string{mapServiceIPs, mapNodePorts, mapNoEndpointIPs, mapNoEndpointNPs, mapFirewallIPs, setHairpin}
+var mapNames = [numMaps]string{mapServiceIPs, mapNodePorts, mapNoEndpointIPs, mapNoEndpointNPs, mapFirewallIPs, setHairpin, setMasqKeys}
+
+// isPlainSet: the "map" is a set, its elements have no verdict.
+func isPlainSet(m uint8) bool { return m == MapHairpin || m == MapMasqKeys }
 
 // mapHasAddr: the map's key is address . protocol . port (else protocol . port).
 func mapHasAddr(m uint8) bool { return m != MapNodePorts && m != MapNoEndpointNPs }
@@ -112,15 +120,10 @@ func Compile(p *netrules.ServicePort, env Env) *Artifact {
 	hasCluster := len(p.ClusterEndpoints) > 0
 	if hasCluster {
 		claim(key(MapServiceIPs, p.ClusterIP, p.Port), goTo(svc))
-		var rules []Rule
-		dst := []Match{addrIs(Daddr, false, hostPrefix(p.ClusterIP)), {Kind: MatchProtoPort, Proto: pr, Port: uint16(p.Port)}}
-		switch {
-		case env.MasqueradeAll:
-			rules = append(rules, markMasq(dst...))
-		case len(env.ClusterCIDRs) > 0:
-			rules = append(rules, markMasq(append(dst, addrIs(Saddr, true, env.ClusterCIDRs...))...))
+		if env.MasqueradeAll || len(env.ClusterCIDRs) > 0 {
+			claim(key(MapMasqKeys, p.ClusterIP, p.Port), Verdict{})
 		}
-		rules = append(rules, spread(a, addChain, p, p.ClusterEndpoints)...)
+		rules := spread(a, addChain, p, p.ClusterEndpoints)
 		// the service chain goes first, as the whole-table rendering lists it
 		a.Chains = append([]Chain{{Name: svc, Rules: rules}}, a.Chains...)
 		chains[svc] = true

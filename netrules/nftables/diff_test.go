@@ -28,7 +28,7 @@ func opText(op Op, ipf string) string {
 	case OpDelSet:
 		return "delete set " + op.Name
 	case OpAddElem:
-		if op.Key.Map == MapHairpin {
+		if isPlainSet(op.Key.Map) {
 			return fmt.Sprintf("add element %s { %s }", mapNames[op.Key.Map], op.Key.KeyText())
 		}
 		return fmt.Sprintf("add element %s { %s : %s }", mapNames[op.Key.Map], op.Key.KeyText(), op.Verdict)
@@ -60,16 +60,15 @@ func TestPlanOps(t *testing.T) {
 	moved := portsOf(web, netrules.MakeSlice(web, "w", 8080, local, netrules.SliceEndpoint{IP: "10.244.0.13"}))
 	sp := two[0]
 	svcChain := serviceChain(sp)
-	masq := "add rule " + svcChain + " ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 mark set mark or 0x00004000"
 
 	p := NewPlanner(env)
 	got := opsText(p.Plan("default/web", two, false, now))
 	want := []string{
 		"add chain " + svcChain,
-		masq,
 		"add rule " + svcChain + " numgen random mod 2 0 meta l4proto tcp dnat to 10.244.0.11:8080",
 		"add rule " + svcChain + " meta l4proto tcp dnat to 10.244.0.12:8080",
 		"add element service-ips { 10.96.0.10 . tcp . 80 : goto " + svcChain + " }",
+		"add element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }",
 		"add element hairpin-connections { 10.244.0.11 . 10.244.0.11 . tcp . 8080 }",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -82,7 +81,6 @@ func TestPlanOps(t *testing.T) {
 	got = opsText(p.Plan("default/web", moved, false, now))
 	want = []string{
 		"flush chain " + svcChain,
-		masq,
 		"add rule " + svcChain + " numgen random mod 2 0 meta l4proto tcp dnat to 10.244.0.11:8080",
 		"add rule " + svcChain + " meta l4proto tcp dnat to 10.244.0.13:8080",
 	}
@@ -93,6 +91,7 @@ func TestPlanOps(t *testing.T) {
 	got = opsText(p.Plan("default/web", nil, false, now))
 	want = []string{
 		"delete element service-ips { 10.96.0.10 . tcp . 80 }",
+		"delete element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }",
 		"delete element hairpin-connections { 10.244.0.11 . 10.244.0.11 . tcp . 8080 }",
 		"flush chain " + svcChain,
 	}
@@ -132,7 +131,6 @@ func TestPlanOpsAffinity(t *testing.T) {
 		"add set " + set("10.244.0.13"),
 		"flush chain " + svcChain,
 		"add chain " + ep("10.244.0.13"),
-		"add rule " + svcChain + " ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 mark set mark or 0x00004000",
 		"add rule " + svcChain + " ip saddr @" + set("10.244.0.11") + " goto " + ep("10.244.0.11"),
 		"add rule " + svcChain + " ip saddr @" + set("10.244.0.13") + " goto " + ep("10.244.0.13"),
 		"add rule " + svcChain + " numgen random mod 2 0 goto " + ep("10.244.0.11"),

@@ -88,6 +88,9 @@ const (
 	MatchCtStatusDNAT
 	// MatchHairpin: (saddr . daddr . l4proto . dport) is in the hairpin set.
 	MatchHairpin
+	// MatchMasqKeys: (daddr . l4proto . dport) is in the set of ClusterIP keys whose
+	// off-cluster clients are masqueraded.
+	MatchMasqKeys
 )
 
 // Match is one test of a rule.
@@ -223,6 +226,8 @@ func (r *Rule) Text(ipf string) string {
 			b.WriteString("ct status dnat")
 		case MatchHairpin:
 			fmt.Fprintf(&b, "%s saddr . %s daddr . meta l4proto . th dport @%s", ipf, ipf, setHairpin)
+		case MatchMasqKeys:
+			fmt.Fprintf(&b, "%s daddr . meta l4proto . th dport @%s", ipf, setMasqKeys)
 		}
 	}
 	sp()

@@ -213,6 +213,15 @@ func exprs(fam netrules.Family, table *nftables.Table, r *Rule) ([]expr.Any, []a
 				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: protoReg},
 				&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 				&expr.Lookup{SourceRegister: 1, SetName: setHairpin})
+		case MatchMasqKeys:
+			protoReg, portReg := uint32(9), uint32(10)
+			if fam == netrules.IPv6 {
+				protoReg, portReg = 2, 13
+			}
+			out = append(out, loadAddr(fam, Daddr, alen, 1),
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: protoReg},
+				&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Lookup{SourceRegister: 1, SetName: setMasqKeys})
 		}
 	}
 	a := r.Action
@@ -284,6 +293,10 @@ func mapSet(fam netrules.Family, table *nftables.Table, m uint8) *nftables.Set {
 	if m == MapHairpin {
 		return &nftables.Set{Table: table, Name: setHairpin, Concatenation: true,
 			KeyType: nftables.MustConcatSetType(at, at, nftables.TypeInetProto, nftables.TypeInetService)}
+	}
+	if m == MapMasqKeys {
+		return &nftables.Set{Table: table, Name: setMasqKeys, Concatenation: true,
+			KeyType: nftables.MustConcatSetType(at, nftables.TypeInetProto, nftables.TypeInetService)}
 	}
 	kt := nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
 	if mapHasAddr(m) {
@@ -396,7 +409,7 @@ func queueOps(conn *nftables.Conn, fam netrules.Family, table *nftables.Table, o
 				pendingMap, pendingAdd = int(op.Key.Map), add
 			}
 			e := nftables.SetElement{Key: elemKeyBytes(op.Key)}
-			if add && op.Key.Map != MapHairpin {
+			if add && !isPlainSet(op.Key.Map) {
 				e.VerdictData = verdictExpr(op.Verdict)
 			}
 			pending = append(pending, e)

@@ -33,6 +33,7 @@ const (
 	mapNoEndpointNPs   = "no-endpoint-nodeports"
 	mapFirewallIPs     = "firewall-ips"
 	setHairpin         = "hairpin-connections"
+	setMasqKeys        = "masquerade-cluster-ips"
 	masqBit            = "0x00004000"
 )
 
@@ -129,6 +130,14 @@ func FixedLayout(fam netrules.Family, node netrules.Node) Layout {
 		return Rule{Matches: ms, Action: Action{Kind: ActVmap, Map: m, NoAddr: noAddr}}
 	}
 	newConn := Match{Kind: MatchCtState, CtState: ctStateNew}
+	// clients from off the cluster reaching a ClusterIP leave masqueraded
+	var masq []Rule
+	switch cidrs := EnvOf(fam, node).ClusterCIDRs; {
+	case node.MasqueradeAll:
+		masq = []Rule{markMasq(Match{Kind: MatchMasqKeys})}
+	case len(cidrs) > 0:
+		masq = []Rule{markMasq(addrIs(Saddr, true, cidrs...), Match{Kind: MatchMasqKeys})}
+	}
 	l := Layout{Chains: []Chain{
 		// marked connections, and a local endpoint reaching itself through a Service
 		// (hairpin), leave with the node's address
@@ -137,10 +146,10 @@ func FixedLayout(fam netrules.Family, node netrules.Node) Layout {
 			{Matches: []Match{{Kind: MatchCtStatusDNAT}, {Kind: MatchHairpin}}, Action: Action{Kind: ActMasquerade}},
 		}},
 		{Name: chainReject, Rules: []Rule{{Action: Action{Kind: ActReject}}}},
-		{Name: chainServices, Rules: []Rule{
+		{Name: chainServices, Rules: append(masq,
 			vmap(mapServiceIPs, false),
 			vmap(mapNodePorts, true, append([]Match{local}, npLocal...)...),
-		}},
+		)},
 		{Name: chainEndpointCheck, Rules: []Rule{
 			vmap(mapNoEndpointIPs, false),
 			vmap(mapNoEndpointNPs, true, append([]Match{local}, npLocal...)...),

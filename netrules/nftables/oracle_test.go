@@ -42,7 +42,7 @@ func braces(xs []string) string {
 func oracleRender(rs *netrules.Ruleset) oracleDesired {
 	f := famOf(rs.Family)
 	d := oracleDesired{Chains: map[string][]string{}, Sets: map[string]int32{}, Elements: map[string]map[string]string{
-		mapServiceIPs: {}, mapNodePorts: {}, mapNoEndpointIPs: {}, mapNoEndpointNPs: {}, mapFirewallIPs: {}, setHairpin: {},
+		mapServiceIPs: {}, mapNodePorts: {}, mapNoEndpointIPs: {}, mapNoEndpointNPs: {}, mapFirewallIPs: {}, setHairpin: {}, setMasqKeys: {},
 	}}
 	mark := "mark set mark or " + masqBit
 	hairpin := func(p *netrules.ServicePort, eps []netrules.Endpoint) {
@@ -68,12 +68,8 @@ func oracleRender(rs *netrules.Ruleset) oracleDesired {
 		if hasCluster {
 			d.Elements[mapServiceIPs][key(p.ClusterIP, p, p.Port)] = "goto " + svc
 			var rules []string
-			switch {
-			case rs.Node.MasqueradeAll:
-				rules = append(rules, fmt.Sprintf("%s daddr %s %s dport %d %s", f.ip, p.ClusterIP, pr, p.Port, mark))
-			case len(clusterCIDRs) > 0:
-				rules = append(rules, fmt.Sprintf("%s daddr %s %s dport %d %s saddr != %s %s",
-					f.ip, p.ClusterIP, pr, p.Port, f.ip, braces(clusterCIDRs), mark))
+			if rs.Node.MasqueradeAll || len(clusterCIDRs) > 0 {
+				d.Elements[setMasqKeys][key(p.ClusterIP, p, p.Port)] = ""
 			}
 			d.Chains[svc] = append(rules, oracleSpread(&d, f, p, p.ClusterEndpoints)...)
 			hairpin(p, p.ClusterEndpoints)

@@ -26,7 +26,7 @@ func TableText(fam netrules.Family, l Layout, d Desired) string {
 	}
 	sortElemKeys(keys)
 	for _, k := range keys {
-		if k.Map == MapHairpin {
+		if isPlainSet(k.Map) {
 			byMap[k.Map] = append(byMap[k.Map], k.KeyText())
 			continue
 		}
@@ -39,6 +39,8 @@ func TableText(fam netrules.Family, l Layout, d Desired) string {
 		}
 		if m == MapHairpin {
 			fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s . %s\n", mapNames[m], at, kt)
+		} else if m == MapMasqKeys {
+			fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n", mapNames[m], kt)
 		} else {
 			fmt.Fprintf(&b, "\tmap %s {\n\t\ttype %s : verdict\n", mapNames[m], kt)
 		}
