@@ -195,6 +195,19 @@ var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "roo
 					20*time.Second, 200*time.Millisecond).ShouldNot(HaveKey("pod2"))
 			})
 
+			It("lets a pod reach itself through its own Service (hairpin, masqueraded)", func() {
+				svc := makeService("self", nil)
+				setEndpoints(svc, ep{pod: "pod1"})
+				var body string
+				Eventually(func() (string, error) {
+					var err error
+					body, err = netnstest.Get(topo.Prefix+"pod1", url(svc.Spec.ClusterIP, 80))
+					return body, err
+				}, 20*time.Second, 200*time.Millisecond).Should(HavePrefix("pod1 "))
+				// without the masquerade the reply would never reach the client
+				Expect(body).To(HavePrefix("pod1 " + netnstest.BridgeIP + ":"))
+			})
+
 			It("serves a NodePort to an outside client", func() {
 				svc := makeService("np", func(s *corev1.Service) {
 					s.Spec.Type = corev1.ServiceTypeNodePort

@@ -15,10 +15,23 @@ const (
 	MapNoEndpointIPs
 	MapNoEndpointNPs
 	MapFirewallIPs
+	// MapHairpin is not a map but the set of local endpoints (ip . ip . proto . port)
+	// whose connections to themselves through a Service are masqueraded; its
+	// "elements" have no verdict. Two Services may share an endpoint: the owner
+	// index keeps the element while one claims it.
+	MapHairpin
+	// MapMasqKeys is not a map either: the ClusterIP keys (ip . proto . port) with
+	// endpoints, whose clients from off the cluster are marked for masquerade by one
+	// rule before the dispatch (not one rule per Service: every rule reachable from a
+	// base chain costs each commit's validation walk).
+	MapMasqKeys
 	numMaps
 )
 
-var mapNames = [numMaps]string{mapServiceIPs, mapNodePorts, mapNoEndpointIPs, mapNoEndpointNPs, mapFirewallIPs}
+var mapNames = [numMaps]string{mapServiceIPs, mapNodePorts, mapNoEndpointIPs, mapNoEndpointNPs, mapFirewallIPs, setHairpin, setMasqKeys}
+
+// isPlainSet: the "map" is a set, its elements have no verdict.
+func isPlainSet(m uint8) bool { return m == MapHairpin || m == MapMasqKeys }
 
 // mapHasAddr: the map's key is address . protocol . port (else protocol . port).
 func mapHasAddr(m uint8) bool { return m != MapNodePorts && m != MapNoEndpointNPs }
@@ -107,15 +120,10 @@ func Compile(p *netrules.ServicePort, env Env) *Artifact {
 	hasCluster := len(p.ClusterEndpoints) > 0
 	if hasCluster {
 		claim(key(MapServiceIPs, p.ClusterIP, p.Port), goTo(svc))
-		var rules []Rule
-		dst := []Match{addrIs(Daddr, false, hostPrefix(p.ClusterIP)), {Kind: MatchProtoPort, Proto: pr, Port: uint16(p.Port)}}
-		switch {
-		case env.MasqueradeAll:
-			rules = append(rules, verdictRule(jump(chainMarkMasq), dst...))
-		case len(env.ClusterCIDRs) > 0:
-			rules = append(rules, verdictRule(jump(chainMarkMasq), append(dst, addrIs(Saddr, true, env.ClusterCIDRs...))...))
+		if env.MasqueradeAll || len(env.ClusterCIDRs) > 0 {
+			claim(key(MapMasqKeys, p.ClusterIP, p.Port), Verdict{})
 		}
-		rules = append(rules, spread(a, addChain, p, p.ClusterEndpoints)...)
+		rules := spread(a, addChain, p, p.ClusterEndpoints)
 		// the service chain goes first, as the whole-table rendering lists it
 		a.Chains = append([]Chain{{Name: svc, Rules: rules}}, a.Chains...)
 		chains[svc] = true
@@ -125,6 +133,16 @@ func Compile(p *netrules.ServicePort, env Env) *Artifact {
 			v = Verdict{Kind: VerdictDrop}
 		}
 		claim(key(MapNoEndpointIPs, p.ClusterIP, p.Port), v)
+	}
+	hairpin := func(eps []netrules.Endpoint) {
+		for _, e := range eps {
+			if e.Local {
+				claim(ElemKey{Map: MapHairpin, Addr: e.IP, Proto: pr, Port: uint16(e.Port)}, Verdict{})
+			}
+		}
+	}
+	if hasCluster {
+		hairpin(p.ClusterEndpoints)
 	}
 	if !p.HasExternal() {
 		return a
@@ -167,13 +185,13 @@ func Compile(p *netrules.ServicePort, env Env) *Artifact {
 	}
 	var rules []Rule
 	if !p.ExternalLocal {
-		rules = []Rule{verdictRule(jump(chainMarkMasq)), verdictRule(goTo(svc))}
+		rules = []Rule{markMasq(), verdictRule(goTo(svc))}
 	} else {
 		if hasCluster && len(env.ClusterCIDRs) > 0 {
 			rules = append(rules, verdictRule(goTo(svc), addrIs(Saddr, false, env.ClusterCIDRs...)))
 		}
 		local := Match{Kind: MatchFibLocal, Addr: Saddr}
-		rules = append(rules, verdictRule(jump(chainMarkMasq), local))
+		rules = append(rules, markMasq(local))
 		if hasCluster {
 			rules = append(rules, verdictRule(goTo(svc), local))
 		}
@@ -181,25 +199,38 @@ func Compile(p *netrules.ServicePort, env Env) *Artifact {
 			lc := localChain(p)
 			rules = append(rules, verdictRule(goTo(lc)))
 			addChain(lc, spread(a, addChain, p, p.LocalEndpoints))
+			hairpin(p.LocalEndpoints)
 		}
 	}
 	addChain(ext, rules)
 	return a
 }
 
-// spread picks an endpoint at random (or the client's previous one, with affinity) and
-// writes each endpoint's chain. A cascade of numgen rules, each taking 1/(endpoints
-// left) of what reaches it, gives every endpoint an equal share (iptables' statistic
-// cascade): one anonymous verdict map per Service (upstream's layout) costs the kernel
-// a scan of every set of the table per Service added.
+// spread picks an endpoint at random (or, with affinity, the client's previous one).
+// Without affinity the chain DNATs itself: a cascade of numgen rules, each taking
+// 1/(endpoints left) of what reaches it (iptables' statistic cascade), the last one
+// unconditional — no endpoint chains, no jumps, no sets. Upstream's one anonymous map
+// per Service (`dnat to numgen random mod N map { … }`) measured slower here (README).
+// With affinity each endpoint has its chain (refresh the client's entry, DNAT) and
+// its set, as upstream.
 func spread(a *Artifact, addChain func(string, []Rule), p *netrules.ServicePort, eps []netrules.Endpoint) []Rule {
 	var rules []Rule
-	if p.AffinitySeconds > 0 {
-		for _, e := range eps {
-			rules = append(rules, verdictRule(goTo(endpointChain(p, e)), Match{Kind: MatchInSet, Addr: Saddr, Set: affinitySet(p, e)}))
-		}
-	}
 	pr := protoOf(p)
+	l4 := Match{Kind: MatchL4Proto, Proto: pr}
+	if p.AffinitySeconds <= 0 {
+		for i, e := range eps {
+			dnat := Action{Kind: ActDNAT, IP: e.IP, Port: uint16(e.Port)}
+			if left := len(eps) - i; left > 1 {
+				rules = append(rules, Rule{Matches: []Match{{Kind: MatchNumgen, Mod: uint32(left)}, l4}, Action: dnat})
+			} else {
+				rules = append(rules, Rule{Matches: []Match{l4}, Action: dnat})
+			}
+		}
+		return rules
+	}
+	for _, e := range eps {
+		rules = append(rules, verdictRule(goTo(endpointChain(p, e)), Match{Kind: MatchInSet, Addr: Saddr, Set: affinitySet(p, e)}))
+	}
 	for i, e := range eps {
 		ec := endpointChain(p, e)
 		if left := len(eps) - i; left > 1 {
@@ -207,20 +238,18 @@ func spread(a *Artifact, addChain func(string, []Rule), p *netrules.ServicePort,
 		} else {
 			rules = append(rules, verdictRule(goTo(ec)))
 		}
-		er := []Rule{verdictRule(jump(chainMarkMasq), addrIs(Saddr, false, hostPrefix(e.IP)))}
-		if p.AffinitySeconds > 0 {
-			set := affinitySet(p, e)
-			found := false
-			for _, s := range a.Sets {
-				found = found || s.Name == set
-			}
-			if !found {
-				a.Sets = append(a.Sets, AffinitySet{Name: set, Timeout: p.AffinitySeconds})
-			}
-			er = append(er, Rule{Action: Action{Kind: ActUpdateSet, Set: set}})
+		set := affinitySet(p, e)
+		found := false
+		for _, s := range a.Sets {
+			found = found || s.Name == set
 		}
-		er = append(er, Rule{Matches: []Match{{Kind: MatchL4Proto, Proto: pr}}, Action: Action{Kind: ActDNAT, IP: e.IP, Port: uint16(e.Port)}})
-		addChain(ec, er)
+		if !found {
+			a.Sets = append(a.Sets, AffinitySet{Name: set, Timeout: p.AffinitySeconds})
+		}
+		addChain(ec, []Rule{
+			{Action: Action{Kind: ActUpdateSet, Set: set}},
+			{Matches: []Match{l4}, Action: Action{Kind: ActDNAT, IP: e.IP, Port: uint16(e.Port)}},
+		})
 	}
 	return rules
 }
@@ -259,6 +288,9 @@ func Render(rs *netrules.Ruleset) Desired {
 func (k ElemKey) KeyText() string {
 	parts := []string{protoName(k.Proto), itoa(int(k.Port))}
 	if mapHasAddr(k.Map) {
+		parts = append([]string{k.Addr.String()}, parts...)
+	}
+	if k.Map == MapHairpin {
 		parts = append([]string{k.Addr.String()}, parts...)
 	}
 	return strings.Join(parts, " . ")

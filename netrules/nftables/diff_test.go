@@ -28,6 +28,9 @@ func opText(op Op, ipf string) string {
 	case OpDelSet:
 		return "delete set " + op.Name
 	case OpAddElem:
+		if isPlainSet(op.Key.Map) {
+			return fmt.Sprintf("add element %s { %s }", mapNames[op.Key.Map], op.Key.KeyText())
+		}
 		return fmt.Sprintf("add element %s { %s : %s }", mapNames[op.Key.Map], op.Key.KeyText(), op.Verdict)
 	case OpDelElem:
 		return fmt.Sprintf("delete element %s { %s }", mapNames[op.Key.Map], op.Key.KeyText())
@@ -52,26 +55,21 @@ func TestPlanOps(t *testing.T) {
 	env := EnvOf(netrules.IPv4, testNode)
 	now := time.Unix(100, 0)
 	web := netrules.MakeService("default", "web", "10.96.0.10", 80)
-	two := portsOf(web, netrules.MakeSlice(web, "w", 8080, netrules.SliceEndpoint{IP: "10.244.0.11"}, netrules.SliceEndpoint{IP: "10.244.0.12"}))
-	moved := portsOf(web, netrules.MakeSlice(web, "w", 8080, netrules.SliceEndpoint{IP: "10.244.0.11"}, netrules.SliceEndpoint{IP: "10.244.0.13"}))
+	local := netrules.SliceEndpoint{IP: "10.244.0.11", Node: testNode.Name}
+	two := portsOf(web, netrules.MakeSlice(web, "w", 8080, local, netrules.SliceEndpoint{IP: "10.244.0.12"}))
+	moved := portsOf(web, netrules.MakeSlice(web, "w", 8080, local, netrules.SliceEndpoint{IP: "10.244.0.13"}))
 	sp := two[0]
 	svcChain := serviceChain(sp)
-	ep := func(ip string) string {
-		return endpointChain(sp, netrules.Endpoint{IP: netip.MustParseAddr(ip), Port: 8080})
-	}
 
 	p := NewPlanner(env)
 	got := opsText(p.Plan("default/web", two, false, now))
 	want := []string{
-		"add chain " + svcChain, "add chain " + ep("10.244.0.11"), "add chain " + ep("10.244.0.12"),
-		"add rule " + svcChain + " ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
-		"add rule " + svcChain + " numgen random mod 2 0 goto " + ep("10.244.0.11"),
-		"add rule " + svcChain + " goto " + ep("10.244.0.12"),
-		"add rule " + ep("10.244.0.11") + " ip saddr 10.244.0.11 jump mark-for-masquerade",
-		"add rule " + ep("10.244.0.11") + " meta l4proto tcp dnat to 10.244.0.11:8080",
-		"add rule " + ep("10.244.0.12") + " ip saddr 10.244.0.12 jump mark-for-masquerade",
-		"add rule " + ep("10.244.0.12") + " meta l4proto tcp dnat to 10.244.0.12:8080",
+		"add chain " + svcChain,
+		"add rule " + svcChain + " numgen random mod 2 0 meta l4proto tcp dnat to 10.244.0.11:8080",
+		"add rule " + svcChain + " meta l4proto tcp dnat to 10.244.0.12:8080",
 		"add element service-ips { 10.96.0.10 . tcp . 80 : goto " + svcChain + " }",
+		"add element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }",
+		"add element hairpin-connections { 10.244.0.11 . 10.244.0.11 . tcp . 8080 }",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("new Service:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -79,40 +77,74 @@ func TestPlanOps(t *testing.T) {
 	if ops := p.Plan("default/web", two, false, now); len(ops) != 0 {
 		t.Errorf("unchanged Service planned %v", opsText(ops))
 	}
-	// one endpoint moves: the service chain is rewritten, the new endpoint's chain is
-	// written, the old one flushed; the map element stays
+	// one endpoint moves: only the service chain is rewritten
 	got = opsText(p.Plan("default/web", moved, false, now))
 	want = []string{
-		"add chain " + ep("10.244.0.13"),
-		"add rule " + svcChain + " ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
-		"add rule " + svcChain + " numgen random mod 2 0 goto " + ep("10.244.0.11"),
-		"add rule " + svcChain + " goto " + ep("10.244.0.13"),
-		"add rule " + ep("10.244.0.13") + " ip saddr 10.244.0.13 jump mark-for-masquerade",
-		"add rule " + ep("10.244.0.13") + " meta l4proto tcp dnat to 10.244.0.13:8080",
-		"flush chain " + ep("10.244.0.12"),
+		"flush chain " + svcChain,
+		"add rule " + svcChain + " numgen random mod 2 0 meta l4proto tcp dnat to 10.244.0.11:8080",
+		"add rule " + svcChain + " meta l4proto tcp dnat to 10.244.0.13:8080",
 	}
-	want = append([]string{"flush chain " + svcChain}, want...)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("endpoint moved:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// the Service goes: elements deleted, its chain flushed
+	got = opsText(p.Plan("default/web", nil, false, now))
+	want = []string{
+		"delete element service-ips { 10.96.0.10 . tcp . 80 }",
+		"delete element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }",
+		"delete element hairpin-connections { 10.244.0.11 . 10.244.0.11 . tcp . 8080 }",
+		"flush chain " + svcChain,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("Service deleted:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	// the flushed chain is deleted only StaleDelay later, and only once
 	if ops := p.Expired(now.Add(StaleDelay - time.Millisecond)); len(ops) != 0 {
 		t.Errorf("deleted too early: %v", opsText(ops))
 	}
-	if got := opsText(p.Expired(now.Add(StaleDelay))); strings.Join(got, ",") != "delete chain "+ep("10.244.0.12") {
+	if got := opsText(p.Expired(now.Add(StaleDelay))); strings.Join(got, ",") != "delete chain "+svcChain {
 		t.Errorf("expired: %v", got)
 	}
 	if ops := p.Expired(now.Add(time.Hour)); len(ops) != 0 {
 		t.Errorf("deleted twice: %v", opsText(ops))
 	}
-	// the Service goes: element deleted, every chain flushed
-	got = opsText(p.Plan("default/web", nil, false, now))
-	want = []string{
-		"delete element service-ips { 10.96.0.10 . tcp . 80 }",
-		"flush chain " + svcChain, "flush chain " + ep("10.244.0.11"), "flush chain " + ep("10.244.0.13"),
+}
+
+// With session affinity each endpoint keeps its chain and its set; a moved endpoint's
+// chain and set go StaleDelay after the change.
+func TestPlanOpsAffinity(t *testing.T) {
+	env := EnvOf(netrules.IPv4, testNode)
+	now := time.Unix(100, 0)
+	web := netrules.MakeService("default", "web", "10.96.0.10", 80)
+	web.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+	two := portsOf(web, netrules.MakeSlice(web, "w", 8080, netrules.SliceEndpoint{IP: "10.244.0.11"}, netrules.SliceEndpoint{IP: "10.244.0.12"}))
+	moved := portsOf(web, netrules.MakeSlice(web, "w", 8080, netrules.SliceEndpoint{IP: "10.244.0.11"}, netrules.SliceEndpoint{IP: "10.244.0.13"}))
+	sp := two[0]
+	svcChain := serviceChain(sp)
+	e := func(ip string) netrules.Endpoint { return netrules.Endpoint{IP: netip.MustParseAddr(ip), Port: 8080} }
+	ep := func(ip string) string { return endpointChain(sp, e(ip)) }
+	set := func(ip string) string { return affinitySet(sp, e(ip)) }
+	p := NewPlanner(env)
+	p.Plan("default/web", two, false, now)
+	got := opsText(p.Plan("default/web", moved, false, now))
+	want := []string{
+		"add set " + set("10.244.0.13"),
+		"flush chain " + svcChain,
+		"add chain " + ep("10.244.0.13"),
+		"add rule " + svcChain + " ip saddr @" + set("10.244.0.11") + " goto " + ep("10.244.0.11"),
+		"add rule " + svcChain + " ip saddr @" + set("10.244.0.13") + " goto " + ep("10.244.0.13"),
+		"add rule " + svcChain + " numgen random mod 2 0 goto " + ep("10.244.0.11"),
+		"add rule " + svcChain + " goto " + ep("10.244.0.13"),
+		"add rule " + ep("10.244.0.13") + " update @" + set("10.244.0.13") + " { ip saddr }",
+		"add rule " + ep("10.244.0.13") + " meta l4proto tcp dnat to 10.244.0.13:8080",
+		"flush chain " + ep("10.244.0.12"),
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("Service deleted:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		t.Errorf("endpoint moved:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	got = opsText(p.Expired(now.Add(StaleDelay)))
+	if strings.Join(got, ",") != "delete chain "+ep("10.244.0.12")+",delete set "+set("10.244.0.12") {
+		t.Errorf("expired: %v", got)
 	}
 }
 

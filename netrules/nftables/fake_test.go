@@ -190,6 +190,9 @@ func (k *fakeKernel) send(ops []Op) error {
 	*k = *c
 	k.gen = gen + 1
 	k.batches++
+	if len(ops) > k.maxOps {
+		k.maxOps = len(ops)
+	}
 	return nil
 }
 
@@ -356,7 +359,7 @@ func TestProxierIncrementalEqualsFull(t *testing.T) {
 		proxiers := map[netrules.Family]*Proxier{}
 		for _, fam := range []netrules.Family{netrules.IPv4, netrules.IPv6} {
 			k := kernels[fam]
-			proxiers[fam] = newProxier(Options{Family: fam, MaxOps: 1 + r.Intn(60), BackstopEvery: 3, Now: func() time.Time { return now }}, k)
+			proxiers[fam] = newProxier(Options{Family: fam, MaxOps: 1 + r.Intn(60), BulkMaxOps: 1 + r.Intn(200), BackstopEvery: 3, Now: func() time.Time { return now }}, k)
 		}
 		pending := map[netrules.Family][]string{}
 		mustFull := map[netrules.Family]bool{}
@@ -435,7 +438,7 @@ func TestProxierIncrementalEqualsFull(t *testing.T) {
 			if d := sameTable(t, kernels[fam], want); d != "" {
 				t.Fatalf("seed %d IPv%d: table differs from a fresh full sync:\n%s\n%s", seed, fam, d, strings.Join(trace, "\n"))
 			}
-			if max := p.opts.MaxOps; kernels[fam].maxOps > max+200 {
+			if max := p.opts.BulkMaxOps; kernels[fam].maxOps > max+200 {
 				t.Fatalf("seed %d: a batch of %d ops (bound %d)", seed, kernels[fam].maxOps, max)
 			}
 		}

@@ -84,6 +84,13 @@ const (
 	MatchCtState
 	// MatchMarkBit: the packet mark has (Neg: has not) masqBit.
 	MatchMarkBit
+	// MatchCtStatusDNAT: the connection was destination-NATed.
+	MatchCtStatusDNAT
+	// MatchHairpin: (saddr . daddr . l4proto . dport) is in the hairpin set.
+	MatchHairpin
+	// MatchMasqKeys: (daddr . l4proto . dport) is in the set of ClusterIP keys whose
+	// off-cluster clients are masqueraded.
+	MatchMasqKeys
 )
 
 // Match is one test of a rule.
@@ -111,6 +118,8 @@ const (
 	ActMarkOr
 	ActMarkXor
 	ActMasquerade
+	// ActUnmarkMasquerade: clear masqBit, then masquerade.
+	ActUnmarkMasquerade
 	ActReject
 	// ActVmap: look the packet's (daddr . l4proto . dport) or, NoAddr, (l4proto .
 	// dport) up in the verdict map Map.
@@ -137,6 +146,7 @@ type Rule struct {
 const (
 	ctStateInvalid = 1
 	ctStateNew     = 8
+	ctStatusDNAT   = 0x20 // IPS_DST_NAT
 	masqBitValue   = 0x4000
 )
 
@@ -212,6 +222,12 @@ func (r *Rule) Text(ipf string) string {
 				op = "=="
 			}
 			fmt.Fprintf(&b, "mark and %s %s 0", masqBit, op)
+		case MatchCtStatusDNAT:
+			b.WriteString("ct status dnat")
+		case MatchHairpin:
+			fmt.Fprintf(&b, "%s saddr . %s daddr . meta l4proto . th dport @%s", ipf, ipf, setHairpin)
+		case MatchMasqKeys:
+			fmt.Fprintf(&b, "%s daddr . meta l4proto . th dport @%s", ipf, setMasqKeys)
 		}
 	}
 	sp()
@@ -233,6 +249,8 @@ func (r *Rule) Text(ipf string) string {
 		b.WriteString("mark set mark xor " + masqBit)
 	case ActMasquerade:
 		b.WriteString("masquerade fully-random")
+	case ActUnmarkMasquerade:
+		b.WriteString("mark set mark xor " + masqBit + " masquerade fully-random")
 	case ActReject:
 		b.WriteString("reject")
 	case ActVmap:
@@ -259,3 +277,5 @@ func addrIs(a Addr, neg bool, ps ...netip.Prefix) Match {
 }
 
 func hostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
+
+func markMasq(ms ...Match) Rule { return Rule{Matches: ms, Action: Action{Kind: ActMarkOr}} }

@@ -199,6 +199,29 @@ func exprs(fam netrules.Family, table *nftables.Table, r *Rule) ([]expr.Any, []a
 			out = append(out, &expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
 				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(masqBitValue), Xor: native32(0)},
 				&expr.Cmp{Op: cmpOp(!m.Neg), Register: 1, Data: native32(0)})
+		case MatchCtStatusDNAT:
+			out = append(out, &expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(ctStatusDNAT), Xor: native32(0)},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: native32(0)})
+		case MatchHairpin:
+			// registers as nft allocates them: 32-bit slots, 128-bit numbers when aligned
+			daddrReg, protoReg, portReg := uint32(9), uint32(10), uint32(11)
+			if fam == netrules.IPv6 {
+				daddrReg, protoReg, portReg = 2, 3, 17
+			}
+			out = append(out, loadAddr(fam, Saddr, alen, 1), loadAddr(fam, Daddr, alen, daddrReg),
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: protoReg},
+				&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Lookup{SourceRegister: 1, SetName: setHairpin})
+		case MatchMasqKeys:
+			protoReg, portReg := uint32(9), uint32(10)
+			if fam == netrules.IPv6 {
+				protoReg, portReg = 2, 13
+			}
+			out = append(out, loadAddr(fam, Daddr, alen, 1),
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: protoReg},
+				&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Lookup{SourceRegister: 1, SetName: setMasqKeys})
 		}
 	}
 	a := r.Action
@@ -230,6 +253,11 @@ func exprs(fam netrules.Family, table *nftables.Table, r *Rule) ([]expr.Any, []a
 			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
 	case ActMasquerade:
 		out = append(out, &expr.Masq{FullyRandom: true})
+	case ActUnmarkMasquerade:
+		out = append(out, &expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(0xffffffff), Xor: native32(masqBitValue)},
+			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+			&expr.Masq{FullyRandom: true})
 	case ActReject:
 		code := uint8(3) // ICMP port unreachable
 		if fam == netrules.IPv6 {
@@ -262,6 +290,14 @@ func mapSet(fam netrules.Family, table *nftables.Table, m uint8) *nftables.Set {
 	if fam == netrules.IPv6 {
 		at = nftables.TypeIP6Addr
 	}
+	if m == MapHairpin {
+		return &nftables.Set{Table: table, Name: setHairpin, Concatenation: true,
+			KeyType: nftables.MustConcatSetType(at, at, nftables.TypeInetProto, nftables.TypeInetService)}
+	}
+	if m == MapMasqKeys {
+		return &nftables.Set{Table: table, Name: setMasqKeys, Concatenation: true,
+			KeyType: nftables.MustConcatSetType(at, nftables.TypeInetProto, nftables.TypeInetService)}
+	}
 	kt := nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
 	if mapHasAddr(m) {
 		kt = nftables.MustConcatSetType(at, nftables.TypeInetProto, nftables.TypeInetService)
@@ -272,6 +308,9 @@ func mapSet(fam netrules.Family, table *nftables.Table, m uint8) *nftables.Set {
 // elemKeyBytes is a map key as the kernel stores it: each field padded to 4 bytes.
 func elemKeyBytes(k ElemKey) []byte {
 	var b []byte
+	if k.Map == MapHairpin {
+		b = append(b, k.Addr.AsSlice()...)
+	}
 	if mapHasAddr(k.Map) {
 		b = append(b, k.Addr.AsSlice()...)
 	}
@@ -283,6 +322,16 @@ func elemKeyBytes(k ElemKey) []byte {
 // parseElemKey is elemKeyBytes backwards.
 func parseElemKey(m uint8, b []byte) (ElemKey, bool) {
 	k := ElemKey{Map: m}
+	if m == MapHairpin {
+		n := len(b) - 8
+		if n != 8 && n != 32 {
+			return k, false
+		}
+		if string(b[:n/2]) != string(b[n/2:n]) {
+			return k, false // not one we write: removed by the resync
+		}
+		b = b[n/2:]
+	}
 	if mapHasAddr(m) {
 		switch len(b) {
 		case 12:
@@ -360,7 +409,7 @@ func queueOps(conn *nftables.Conn, fam netrules.Family, table *nftables.Table, o
 				pendingMap, pendingAdd = int(op.Key.Map), add
 			}
 			e := nftables.SetElement{Key: elemKeyBytes(op.Key)}
-			if add {
+			if add && !isPlainSet(op.Key.Map) {
 				e.VerdictData = verdictExpr(op.Verdict)
 			}
 			pending = append(pending, e)

@@ -133,7 +133,9 @@ func TestNetnsScaleFigures(t *testing.T) {
 	for _, n := range sizes {
 		ns := netns(t)
 		st, svcs, slices := bigState(n, 5)
-		p := nsProxier(t, ns, netrules.IPv4, 0)
+		maxOps := 0
+		fmt.Sscan(os.Getenv("NK_NFT_MAXOPS"), &maxOps)
+		p := nsProxier(t, ns, netrules.IPv4, maxOps)
 		start := time.Now()
 		calls := 0
 		syncCalls := func(changed []string, full bool) {
@@ -151,6 +153,8 @@ func TestNetnsScaleFigures(t *testing.T) {
 		}
 		syncCalls(nil, true)
 		first := time.Since(start)
+		chains, rules, sets, elems := countTable(t, ns)
+		fmt.Fprintf(os.Stderr, "table at N=%d: %d chains, %d rules, %d named sets and maps, %d elements\n", n, chains, rules, sets, elems)
 		var rusage0 = rss()
 		var sends, totals, dels []time.Duration
 		k := p.k.(*nlKernel)
@@ -207,4 +211,37 @@ func rss() int64 {
 	var size, res int64
 	fmt.Sscan(string(b), &size, &res)
 	return res * int64(os.Getpagesize())
+}
+
+// countTable counts the objects of the table as `nft list table` shows them.
+func countTable(t *testing.T, ns string) (chains, rules, sets, elems int) {
+	cur := ""
+	inElems := false
+	for _, l := range strings.Split(listTable(t, ns, netrules.IPv4), "\n") {
+		f := strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(f, "chain "):
+			chains++
+			cur = "chain"
+		case strings.HasPrefix(f, "map ") || strings.HasPrefix(f, "set "):
+			sets++
+			cur = "set"
+		case f == "}":
+			if !inElems {
+				cur = ""
+			}
+			inElems = false
+		case cur == "chain" && f != "" && !strings.HasPrefix(f, "type "):
+			rules++
+		case cur == "set" && (inElems || strings.HasPrefix(f, "elements = {")):
+			inElems = !strings.HasSuffix(f, "}")
+			f = strings.TrimSuffix(strings.TrimPrefix(f, "elements = {"), "}")
+			for _, e := range strings.Split(f, ",") {
+				if strings.TrimSpace(e) != "" {
+					elems++
+				}
+			}
+		}
+	}
+	return
 }

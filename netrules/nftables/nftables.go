@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 
 	"github.com/nodekeeper/nodekeeper/netrules"
 )
@@ -23,7 +24,6 @@ const TableName = "nodekeeper"
 const (
 	chainServices      = "services"
 	chainMasquerading  = "masquerading"
-	chainMarkMasq      = "mark-for-masquerade"
 	chainEndpointCheck = "service-endpoints-check"
 	chainFirewallCheck = "firewall-check"
 	chainReject        = "reject-chain"
@@ -32,6 +32,8 @@ const (
 	mapNoEndpointIPs   = "no-endpoint-services"
 	mapNoEndpointNPs   = "no-endpoint-nodeports"
 	mapFirewallIPs     = "firewall-ips"
+	setHairpin         = "hairpin-connections"
+	setMasqKeys        = "masquerade-cluster-ips"
 	masqBit            = "0x00004000"
 )
 
@@ -71,15 +73,26 @@ func affinitySet(p *netrules.ServicePort, e netrules.Endpoint) string {
 
 func proto(p *netrules.ServicePort) string { return strings.ToLower(string(p.Protocol)) }
 
-// isServiceChain tells a per-Service chain from the fixed ones.
+// isServiceChain tells a per-Service chain from the fixed ones: any chain the fixed
+// layout does not name (so a chain of an older layout is removed by a resync too).
 func isServiceChain(c string) bool {
-	for _, pfx := range []string{"service-", "local-", "external-", "firewall-", "endpoint-"} {
-		if strings.HasPrefix(c, pfx) && c != chainEndpointCheck && c != chainFirewallCheck {
-			return true
+	fixedOnce.Do(func() {
+		fixedNames = map[string]bool{}
+		l := FixedLayout(netrules.IPv4, netrules.Node{})
+		for _, ch := range l.Chains {
+			fixedNames[ch.Name] = true
 		}
-	}
-	return false
+		for _, b := range l.Base {
+			fixedNames[b.Name] = true
+		}
+	})
+	return !fixedNames[c]
 }
+
+var (
+	fixedOnce  sync.Once
+	fixedNames map[string]bool
+)
 
 // BaseChain is a chain attached to a netfilter hook.
 type BaseChain struct {
@@ -117,18 +130,26 @@ func FixedLayout(fam netrules.Family, node netrules.Node) Layout {
 		return Rule{Matches: ms, Action: Action{Kind: ActVmap, Map: m, NoAddr: noAddr}}
 	}
 	newConn := Match{Kind: MatchCtState, CtState: ctStateNew}
+	// clients from off the cluster reaching a ClusterIP leave masqueraded
+	var masq []Rule
+	switch cidrs := EnvOf(fam, node).ClusterCIDRs; {
+	case node.MasqueradeAll:
+		masq = []Rule{markMasq(Match{Kind: MatchMasqKeys})}
+	case len(cidrs) > 0:
+		masq = []Rule{markMasq(addrIs(Saddr, true, cidrs...), Match{Kind: MatchMasqKeys})}
+	}
 	l := Layout{Chains: []Chain{
-		{Name: chainMarkMasq, Rules: []Rule{{Action: Action{Kind: ActMarkOr}}}},
+		// marked connections, and a local endpoint reaching itself through a Service
+		// (hairpin), leave with the node's address
 		{Name: chainMasquerading, Rules: []Rule{
-			verdictRule(Verdict{Kind: VerdictReturn}, Match{Kind: MatchMarkBit, Neg: true}),
-			{Action: Action{Kind: ActMarkXor}},
-			{Action: Action{Kind: ActMasquerade}},
+			{Matches: []Match{{Kind: MatchMarkBit}}, Action: Action{Kind: ActUnmarkMasquerade}},
+			{Matches: []Match{{Kind: MatchCtStatusDNAT}, {Kind: MatchHairpin}}, Action: Action{Kind: ActMasquerade}},
 		}},
 		{Name: chainReject, Rules: []Rule{{Action: Action{Kind: ActReject}}}},
-		{Name: chainServices, Rules: []Rule{
+		{Name: chainServices, Rules: append(masq,
 			vmap(mapServiceIPs, false),
 			vmap(mapNodePorts, true, append([]Match{local}, npLocal...)...),
-		}},
+		)},
 		{Name: chainEndpointCheck, Rules: []Rule{
 			vmap(mapNoEndpointIPs, false),
 			vmap(mapNoEndpointNPs, true, append([]Match{local}, npLocal...)...),

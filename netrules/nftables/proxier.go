@@ -27,6 +27,11 @@ type Options struct {
 	// several batches, so a changed Service waits for one batch at most, and the
 	// kernel's acknowledgements fit the socket buffer.
 	MaxOps int
+	// BulkMaxOps bounds the batches of a resync into a table that holds no Service
+	// yet (the first sync, default 20000): every batch costs the kernel a validation
+	// walk of the whole table built so far, so fewer, bigger batches are cheaper, and
+	// no programmed Service waits behind them.
+	BulkMaxOps int
 	// BackstopEvery: every BackstopEvery-th full sync rewrites everything even when
 	// nothing looks tampered with (default 10).
 	BackstopEvery int
@@ -55,6 +60,7 @@ type Proxier struct {
 
 	needResync bool
 	resyncing  bool
+	bulk       bool // resyncing into a table without Services
 	baseDue    bool
 	repair     []string
 	done       map[string]bool
@@ -117,6 +123,12 @@ func New(opts Options) (*Proxier, error) {
 func newProxier(opts Options, k kernel) *Proxier {
 	if opts.MaxOps <= 0 {
 		opts.MaxOps = 3000
+	}
+	if opts.BulkMaxOps <= 0 {
+		opts.BulkMaxOps = 20000
+	}
+	if opts.BulkMaxOps < opts.MaxOps {
+		opts.BulkMaxOps = opts.MaxOps
 	}
 	if opts.BackstopEvery <= 0 {
 		opts.BackstopEvery = 10
@@ -357,6 +369,7 @@ func (p *Proxier) startResync(st *netrules.State) error {
 		p.inRepair[k] = true
 	}
 	p.needResync, p.resyncing, p.baseDue, p.suspicious = false, true, true, false
+	p.bulk = len(elems) == 0 && !p.planner.Resyncing()
 	p.layoutNode = st.Node
 	return nil
 }
@@ -366,11 +379,15 @@ func (p *Proxier) startResync(st *netrules.State) error {
 func (p *Proxier) nextBatch(st *netrules.State, now time.Time) ([]Op, int) {
 	var ops []Op
 	n := 0
+	limit := p.opts.MaxOps
+	if p.resyncing && p.bulk {
+		limit = p.opts.BulkMaxOps
+	}
 	if p.baseDue {
 		ops = append(ops, BaseOps(FixedLayout(p.opts.Family, p.layoutNode))...)
 		p.baseDue = false
 	}
-	for len(p.dirty) > 0 && len(ops) < p.opts.MaxOps {
+	for len(p.dirty) > 0 && len(ops) < limit {
 		k := p.dirty[0]
 		p.dirty = p.dirty[1:]
 		delete(p.isDirty, k)
@@ -383,7 +400,7 @@ func (p *Proxier) nextBatch(st *netrules.State, now time.Time) ([]Op, int) {
 	if len(p.dirty) == 0 {
 		p.dirty = nil
 	}
-	for p.resyncing && len(p.repair) > 0 && len(ops) < p.opts.MaxOps {
+	for p.resyncing && len(p.repair) > 0 && len(ops) < limit {
 		k := p.repair[0]
 		p.repair = p.repair[1:]
 		if p.done[k] {
@@ -393,9 +410,9 @@ func (p *Proxier) nextBatch(st *netrules.State, now time.Time) ([]Op, int) {
 		ops = append(ops, p.planner.Plan(k, st.Ports(k), true, now)...)
 		n++
 	}
-	if p.resyncing && len(p.repair) == 0 && len(p.dirty) == 0 && len(ops) < p.opts.MaxOps {
+	if p.resyncing && len(p.repair) == 0 && len(p.dirty) == 0 && len(ops) < limit {
 		ops = append(ops, p.planner.Finish(now)...)
-		p.resyncing, p.done, p.inRepair = false, nil, nil
+		p.resyncing, p.done, p.inRepair, p.bulk = false, nil, nil, false
 	}
 	return ops, n
 }

@@ -26,6 +26,10 @@ func TableText(fam netrules.Family, l Layout, d Desired) string {
 	}
 	sortElemKeys(keys)
 	for _, k := range keys {
+		if isPlainSet(k.Map) {
+			byMap[k.Map] = append(byMap[k.Map], k.KeyText())
+			continue
+		}
 		byMap[k.Map] = append(byMap[k.Map], k.KeyText()+" : "+d.Elements[k].String())
 	}
 	for m := uint8(0); m < numMaps; m++ {
@@ -33,7 +37,13 @@ func TableText(fam netrules.Family, l Layout, d Desired) string {
 		if mapHasAddr(m) {
 			kt = at + " . " + kt
 		}
-		fmt.Fprintf(&b, "\tmap %s {\n\t\ttype %s : verdict\n", mapNames[m], kt)
+		if m == MapHairpin {
+			fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s . %s\n", mapNames[m], at, kt)
+		} else if m == MapMasqKeys {
+			fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n", mapNames[m], kt)
+		} else {
+			fmt.Fprintf(&b, "\tmap %s {\n\t\ttype %s : verdict\n", mapNames[m], kt)
+		}
 		if len(byMap[m]) > 0 {
 			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(byMap[m], ", "))
 		}
