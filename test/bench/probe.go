@@ -1,0 +1,215 @@
+package bench
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+)
+
+// Probe reads the kernel of a node network namespace directly, never through the agent.
+type Probe interface {
+	// Check reports, for each expectation, whether the kernel shows it now.
+	Check(es []Expect) ([]bool, error)
+	// Missing counts the chains among names that do not exist.
+	Missing(names []string) (int, error)
+	Close() error
+}
+
+// NewProbe returns the probe for a layout in a namespace (under /run/netns).
+func NewProbe(netns string, l Layout) (Probe, error) {
+	if l.Legacy {
+		return &legacyProbe{netns: netns}, nil
+	}
+	return newNFTProbe(netns, l.Table)
+}
+
+// ---- netlink (nftables and iptables-nft) ----
+
+type nftProbe struct {
+	ns    *os.File
+	conn  *nftables.Conn
+	table *nftables.Table
+}
+
+func newNFTProbe(netns, table string) (*nftProbe, error) {
+	f, err := os.Open("/run/netns/" + netns)
+	if err != nil {
+		return nil, err
+	}
+	// the socket is created inside the node namespace (mdlayher/netlink enters it on a
+	// locked thread) and keeps that namespace
+	conn, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())), nftables.AsLasting())
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("netlink in %s: %w", netns, err)
+	}
+	return &nftProbe{ns: f, conn: conn, table: &nftables.Table{Name: table, Family: nftables.TableFamilyIPv4}}, nil
+}
+
+func notFound(err error) bool {
+	return errors.Is(err, unix.ENOENT) || strings.Contains(err.Error(), "no such file or directory")
+}
+
+// rules says whether a chain exists and how many rules it holds.
+func (p *nftProbe) rules(chain string) (bool, int, error) {
+	if _, err := p.conn.ListChain(p.table, chain); err != nil {
+		if notFound(err) {
+			return false, 0, nil
+		}
+		return false, 0, fmt.Errorf("reading chain %s: %w", chain, err)
+	}
+	rs, err := p.conn.GetRules(p.table, &nftables.Chain{Name: chain, Table: p.table})
+	if err != nil {
+		if notFound(err) {
+			return false, 0, nil
+		}
+		return false, 0, fmt.Errorf("reading rules of %s: %w", chain, err)
+	}
+	return true, len(rs), nil
+}
+
+func (p *nftProbe) Check(es []Expect) ([]bool, error) {
+	out := make([]bool, len(es))
+	for i, e := range es {
+		ok := true
+		for _, c := range e.Present {
+			exists, n, err := p.rules(c)
+			if err != nil {
+				return nil, err
+			}
+			if !exists || n == 0 {
+				ok = false
+				break
+			}
+		}
+		for _, c := range e.Absent {
+			if !ok {
+				break
+			}
+			exists, n, err := p.rules(c)
+			if err != nil {
+				return nil, err
+			}
+			if exists && n > 0 {
+				ok = false
+			}
+		}
+		out[i] = ok
+	}
+	return out, nil
+}
+
+func (p *nftProbe) Missing(names []string) (int, error) {
+	n := 0
+	for _, c := range names {
+		if _, err := p.conn.ListChain(p.table, c); err != nil {
+			if !notFound(err) {
+				return 0, fmt.Errorf("reading chain %s: %w", c, err)
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (p *nftProbe) Close() error {
+	err := p.conn.CloseLasting()
+	p.ns.Close()
+	return err
+}
+
+// ---- iptables-legacy: iptables-legacy-save of the nat table ----
+
+type legacyProbe struct{ netns string }
+
+// ChainRules parses iptables-save output into chain → rule count (user chains only).
+func ChainRules(save string) map[string]int {
+	out := map[string]int{}
+	for _, line := range strings.Split(save, "\n") {
+		switch {
+		case strings.HasPrefix(line, ":"):
+			if f := strings.Fields(line[1:]); len(f) >= 2 && f[1] == "-" {
+				out[f[0]] += 0
+			}
+		case strings.HasPrefix(line, "-A "):
+			if f := strings.Fields(line); len(f) >= 2 {
+				out[f[1]]++
+			}
+		}
+	}
+	return out
+}
+
+func (p *legacyProbe) save() (map[string]int, error) {
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+p.netns, "iptables-legacy-save", "-t", "nat")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("iptables-legacy-save in %s: %w: %s", p.netns, err, strings.TrimSpace(stderr.String()))
+	}
+	return ChainRules(string(out)), nil
+}
+
+func (p *legacyProbe) Check(es []Expect) ([]bool, error) {
+	m, err := p.save()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(es))
+	for i, e := range es {
+		ok := true
+		for _, c := range e.Present {
+			if m[c] == 0 {
+				ok = false
+			}
+		}
+		for _, c := range e.Absent {
+			if m[c] > 0 {
+				ok = false
+			}
+		}
+		out[i] = ok
+	}
+	return out, nil
+}
+
+func (p *legacyProbe) Missing(names []string) (int, error) {
+	m, err := p.save()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range names {
+		if _, ok := m[c]; !ok {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (p *legacyProbe) Close() error { return nil }
+
+// CountKernel counts what an agent left in the namespace: `nft -j list ruleset` for
+// nftables and iptables-nft (every table, so whatever the agent made), iptables-legacy-save
+// for legacy.
+func CountKernel(netns, mode string) (Counts, error) {
+	if mode == "iptables-legacy" {
+		out, err := exec.Command("nsenter", "--net=/run/netns/"+netns, "iptables-legacy-save").Output()
+		if err != nil {
+			return Counts{}, fmt.Errorf("iptables-legacy-save: %w", err)
+		}
+		return CountIPTablesSave(string(out)), nil
+	}
+	out, err := exec.Command("nsenter", "--net=/run/netns/"+netns, "nft", "-j", "list", "ruleset").Output()
+	if err != nil {
+		return Counts{}, fmt.Errorf("nft -j list ruleset: %w", err)
+	}
+	return CountNFTJSON(out)
+}
