@@ -98,11 +98,12 @@ func TestLayoutsAndExpect(t *testing.T) {
 	l := ls[0]
 	ip := netip.MustParseAddr("10.160.0.7")
 	moved := Edit{Kind: KindMoved, Service: "svc-00001", Endpoint: ip}.Expect(l)
-	if len(moved.Present) != 1 || moved.Present[0] != IPTSepChain(Port("svc-00001"), netip.AddrPortFrom(ip, TargetPort)) || len(moved.Absent) != 0 {
+	want := Reach{IPTSvcChain(Port("svc-00001")), IPTSepChain(Port("svc-00001"), netip.AddrPortFrom(ip, TargetPort)), netip.AddrPortFrom(ip, TargetPort)}
+	if len(moved.Reach) != 1 || moved.Reach[0] != want || len(moved.Absent)+len(moved.Present) != 0 {
 		t.Fatalf("moved: %+v", moved)
 	}
 	created := Edit{Kind: KindCreated, Service: "new-00000", Endpoint: ip}.Expect(l)
-	if len(created.Present) != 2 || created.Present[0] != IPTSvcChain(Port("new-00000")) {
+	if len(created.Present) != 1 || created.Present[0] != IPTSvcChain(Port("new-00000")) || len(created.Reach) != 1 {
 		t.Fatalf("created: %+v", created)
 	}
 	deleted := Edit{Kind: KindDeleted, Service: "svc-00002"}.Expect(l)

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
 
@@ -100,9 +101,62 @@ func (p *nftProbe) Check(es []Expect) ([]bool, error) {
 				ok = false
 			}
 		}
+		for _, r := range e.Reach {
+			if !ok {
+				break
+			}
+			reached, err := p.reach(r)
+			if err != nil {
+				return nil, err
+			}
+			ok = reached
+		}
 		out[i] = ok
 	}
 	return out, nil
+}
+
+// reach: the endpoint chain holds rules, or a rule of the Service chain DNATs to the
+// endpoint's address (an immediate, or an element of the anonymous map it looks up).
+func (p *nftProbe) reach(r Reach) (bool, error) {
+	if exists, n, err := p.rules(r.EndpointChain); err != nil || (exists && n > 0) {
+		return err == nil, err
+	}
+	rs, err := p.conn.GetRules(p.table, &nftables.Chain{Name: r.ServiceChain, Table: p.table})
+	if err != nil {
+		if notFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("reading rules of %s: %w", r.ServiceChain, err)
+	}
+	ip := r.Endpoint.Addr().AsSlice()
+	for _, rule := range rs {
+		for _, e := range rule.Exprs {
+			switch x := e.(type) {
+			case *expr.Immediate:
+				if bytes.Equal(x.Data, ip) {
+					return true, nil
+				}
+			case *expr.Lookup:
+				if !x.IsDestRegSet {
+					continue
+				}
+				els, err := p.conn.GetSetElements(&nftables.Set{Table: p.table, Name: x.SetName, ID: x.SetID})
+				if err != nil {
+					if notFound(err) {
+						continue // replaced meanwhile
+					}
+					return false, fmt.Errorf("reading map %s of %s: %w", x.SetName, r.ServiceChain, err)
+				}
+				for _, el := range els {
+					if len(el.Val) >= len(ip) && bytes.Equal(el.Val[:len(ip)], ip) {
+						return true, nil
+					}
+				}
+			}
+		}
+	}
+	return false, nil
 }
 
 func (p *nftProbe) Missing(names []string) (int, error) {
@@ -172,6 +226,11 @@ func (p *legacyProbe) Check(es []Expect) ([]bool, error) {
 		}
 		for _, c := range e.Absent {
 			if m[c] > 0 {
+				ok = false
+			}
+		}
+		for _, r := range e.Reach {
+			if m[r.EndpointChain] == 0 { // iptables always has KUBE-SEP chains
 				ok = false
 			}
 		}

@@ -329,8 +329,9 @@ func Run(ctx context.Context, o RunOptions) (res Result) {
 				if err != nil {
 					return fail(err)
 				}
-				miss, err := p.Missing([]string{l.ServiceChain(Port(ServiceName(0))), l.EndpointChain(Port(ServiceName(0)), Endpoint(EndpointIP(0, 0)))})
-				if err == nil && miss == 0 {
+				e := Edit{Kind: KindCreated, Service: ServiceName(0), Endpoint: EndpointIP(0, 0)}.Expect(l)
+				ok, err := p.Check([]Expect{e})
+				if err == nil && ok[0] {
 					layout, probe = l, p
 					break
 				}

@@ -35,11 +35,23 @@ type Edit struct {
 	Endpoint netip.Addr // moved: the new address; created: its first endpoint
 }
 
-// Expect is what a probe checks: chains that must exist and hold rules, and chains
-// that must be gone (or empty: flushed, awaiting deletion).
+// Expect is what a probe checks: chains that must exist and hold rules, chains that
+// must be gone (or empty: flushed, awaiting deletion), and endpoints a Service's chain
+// must send traffic to.
 type Expect struct {
 	Present []string `json:"present,omitempty"`
 	Absent  []string `json:"absent,omitempty"`
+	Reach   []Reach  `json:"reach,omitempty"`
+}
+
+// Reach is one endpoint of a Service in the kernel: either its endpoint chain exists
+// with rules (kube-proxy's iptables mode and nftables with session affinity, nodekeeper
+// today), or the Service chain DNATs straight to it (kube-proxy ≥ 1.37 nftables without
+// affinity: "dnat ip addr . port to numgen random mod N map { … }", or "dnat to ip:port"
+// for one endpoint).
+type Reach struct {
+	ServiceChain, EndpointChain string
+	Endpoint                    netip.AddrPort
 }
 
 // Expect is the kernel state that shows the edit done, in a layout.
@@ -47,9 +59,10 @@ func (e Edit) Expect(l Layout) Expect {
 	p := Port(e.Service)
 	switch e.Kind {
 	case KindMoved:
-		return Expect{Present: []string{l.EndpointChain(p, Endpoint(e.Endpoint))}}
+		return Expect{Reach: []Reach{{l.ServiceChain(p), l.EndpointChain(p, Endpoint(e.Endpoint)), Endpoint(e.Endpoint)}}}
 	case KindCreated:
-		return Expect{Present: []string{l.ServiceChain(p), l.EndpointChain(p, Endpoint(e.Endpoint))}}
+		return Expect{Present: []string{l.ServiceChain(p)},
+			Reach: []Reach{{l.ServiceChain(p), l.EndpointChain(p, Endpoint(e.Endpoint)), Endpoint(e.Endpoint)}}}
 	default:
 		return Expect{Absent: []string{l.ServiceChain(p)}}
 	}
