@@ -8,10 +8,10 @@ import (
 
 // Counts is what a sync left in the kernel.
 type Counts struct {
-	Rules       int `json:"rules"`
-	Chains      int `json:"chains"`      // user chains (built-in chains not counted)
-	Elements    int `json:"elements"`    // nftables map and set elements (0 for iptables)
-	Sets        int `json:"sets"`        // nftables sets and maps
+	Rules    int `json:"rules"`
+	Chains   int `json:"chains"`   // user chains (built-in chains not counted)
+	Elements int `json:"elements"` // nftables map and set elements (0 for iptables)
+	Sets     int `json:"sets"`     // nftables sets and maps
 }
 
 // CountIPTablesSave counts the user chains (":NAME - [0:0]") and rules ("-A …") in

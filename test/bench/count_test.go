@@ -3,9 +3,9 @@ package bench
 import (
 	"io"
 	"math"
+	"net/netip"
 	"os"
 	"path/filepath"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
