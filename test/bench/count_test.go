@@ -42,6 +42,10 @@ COMMIT
 	if rules["PREROUTING"] != 1 {
 		t.Fatalf("rules of a built-in chain: %v", rules)
 	}
+	_, jumps := parseSave(out)
+	if !jumps[[2]string{"KUBE-SERVICES", "KUBE-SVC-ABC"}] || !jumps[[2]string{"PREROUTING", "KUBE-SERVICES"}] || jumps[[2]string{"KUBE-SVC-ABC", "KUBE-SERVICES"}] || jumps[[2]string{"KUBE-FORWARD", "DROP"}] == false {
+		t.Fatalf("jumps %v", jumps)
+	}
 }
 
 func TestCountNFTJSON(t *testing.T) {
@@ -107,8 +111,12 @@ func TestLayoutsAndExpect(t *testing.T) {
 		t.Fatalf("created: %+v", created)
 	}
 	deleted := Edit{Kind: KindDeleted, Service: "svc-00002"}.Expect(l)
-	if len(deleted.Present) != 0 || len(deleted.Absent) != 1 || deleted.Absent[0] != IPTSvcChain(Port("svc-00002")) {
+	if len(deleted.Present)+len(deleted.Absent) != 0 || len(deleted.Unref) != 1 || deleted.Unref[0] != (Unref{IPTSvcChain(Port("svc-00002")), "KUBE-SERVICES"}) {
 		t.Fatalf("deleted: %+v", deleted)
+	}
+	nl, _ := Layouts("nftables", AgentNodekeeper)
+	if d := (Edit{Kind: KindDeleted, Service: "svc-00002"}.Expect(nl[0])); len(d.Absent) != 1 || len(d.Unref) != 0 {
+		t.Fatalf("nftables deleted: %+v", d)
 	}
 }
 
@@ -227,5 +235,35 @@ func TestConfigs(t *testing.T) {
 		if !strings.Contains(nk, want) {
 			t.Errorf("nodekeeper config lacks %q:\n%s", want, nk)
 		}
+	}
+}
+
+func TestSchedules(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	u := uniform(t0, 10, 10*time.Second)
+	for k, at := range u {
+		if at.Before(t0.Add(time.Duration(k)*time.Second)) || !at.Before(t0.Add(time.Duration(k+1)*time.Second)) {
+			t.Fatalf("change %d at %v: outside its slot", k, at.Sub(t0))
+		}
+	}
+	// a full sync from 1000 s to 1002 s, period 30 s, now 1040 s: next due 1060 s, then 1090 s
+	ws := []Window{{Start: t0, End: t0.Add(2 * time.Second)}}
+	got := repairSchedule(ws, t0.Add(-time.Minute), t0.Add(40*time.Second), 30*time.Second, 2, 5)
+	if len(got) != 10 {
+		t.Fatalf("%d changes", len(got))
+	}
+	for i, at := range got {
+		due := t0.Add(60 * time.Second)
+		if i >= 5 {
+			due = t0.Add(90 * time.Second)
+		}
+		if at.Before(due.Add(-300*time.Millisecond)) || at.After(due.Add(4300*time.Millisecond)) {
+			t.Fatalf("change %d at %v, due %v", i, at.Sub(t0), due.Sub(t0))
+		}
+	}
+	// no full sync seen: spread over the rounds' periods
+	got = repairSchedule(nil, t0, t0, 30*time.Second, 2, 5)
+	if len(got) != 10 || got[9].After(t0.Add(61*time.Second)) || got[0].Before(t0) {
+		t.Fatalf("fallback %v", got)
 	}
 }

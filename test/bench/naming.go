@@ -80,6 +80,9 @@ type Layout struct {
 	Desc   string
 	Legacy bool   // iptables-legacy: read with iptables-legacy-save, not netlink
 	Table  string // nftables table (family ip) holding the chains
+	// Dispatch is the chain that jumps to Service chains, when a deleted Service's
+	// chain may linger unreferenced (iptables: KUBE-SERVICES).
+	Dispatch string
 	// ServiceChain and EndpointChain name the chains a Service port and one of its
 	// endpoints get.
 	ServiceChain  func(PortRef) string
@@ -110,7 +113,7 @@ func Layouts(mode, agent string) ([]Layout, error) {
 		}
 		return out, nil
 	case "iptables-nft", "iptables-legacy":
-		l := Layout{Desc: "table nat, KUBE-SVC/KUBE-SEP-<hash16> chains", Table: "nat", Legacy: mode == "iptables-legacy",
+		l := Layout{Desc: "table nat, KUBE-SVC/KUBE-SEP-<hash16> chains", Table: "nat", Legacy: mode == "iptables-legacy", Dispatch: "KUBE-SERVICES",
 			ServiceChain: IPTSvcChain, EndpointChain: IPTSepChain}
 		if l.Legacy {
 			l.Desc = "iptables-legacy " + l.Desc

@@ -111,6 +111,16 @@ func (p *nftProbe) Check(es []Expect) ([]bool, error) {
 			}
 			ok = reached
 		}
+		for _, u := range e.Unref {
+			if !ok {
+				break
+			}
+			unused, err := p.unref(u)
+			if err != nil {
+				return nil, err
+			}
+			ok = unused
+		}
 		out[i] = ok
 	}
 	return out, nil
@@ -159,6 +169,29 @@ func (p *nftProbe) reach(r Reach) (bool, error) {
 	return false, nil
 }
 
+// unref: the chain is gone or empty, or no rule of the dispatch chain jumps to it.
+func (p *nftProbe) unref(u Unref) (bool, error) {
+	exists, n, err := p.rules(u.Chain)
+	if err != nil || !exists || n == 0 {
+		return err == nil, err
+	}
+	rs, err := p.conn.GetRules(p.table, &nftables.Chain{Name: u.From, Table: p.table})
+	if err != nil {
+		if notFound(err) {
+			return true, nil
+		}
+		return false, fmt.Errorf("reading rules of %s: %w", u.From, err)
+	}
+	for _, rule := range rs {
+		for _, e := range rule.Exprs {
+			if v, ok := e.(*expr.Verdict); ok && v.Chain == u.Chain {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
+}
+
 func (p *nftProbe) Missing(names []string) (int, error) {
 	n := 0
 	for _, c := range names {
@@ -182,37 +215,53 @@ func (p *nftProbe) Close() error {
 
 type legacyProbe struct{ netns string }
 
-// ChainRules parses iptables-save output into chain → rule count (user chains only).
+// ChainRules parses iptables-save output into chain → rule count (user chains listed
+// even when empty).
 func ChainRules(save string) map[string]int {
-	out := map[string]int{}
+	out, _ := parseSave(save)
+	return out
+}
+
+// parseSave parses iptables-save output into chain → rule count and the set of
+// "from → to" jumps ("-A from … -j to" or "-g to").
+func parseSave(save string) (map[string]int, map[[2]string]bool) {
+	rules, jumps := map[string]int{}, map[[2]string]bool{}
 	for _, line := range strings.Split(save, "\n") {
 		switch {
 		case strings.HasPrefix(line, ":"):
 			if f := strings.Fields(line[1:]); len(f) >= 2 && f[1] == "-" {
-				out[f[0]] += 0
+				rules[f[0]] += 0
 			}
 		case strings.HasPrefix(line, "-A "):
-			if f := strings.Fields(line); len(f) >= 2 {
-				out[f[1]]++
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			rules[f[1]]++
+			for i := 2; i+1 < len(f); i++ {
+				if f[i] == "-j" || f[i] == "-g" {
+					jumps[[2]string{f[1], f[i+1]}] = true
+				}
 			}
 		}
 	}
-	return out
+	return rules, jumps
 }
 
-func (p *legacyProbe) save() (map[string]int, error) {
+func (p *legacyProbe) save() (map[string]int, map[[2]string]bool, error) {
 	cmd := exec.Command("nsenter", "--net=/run/netns/"+p.netns, "iptables-legacy-save", "-t", "nat")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("iptables-legacy-save in %s: %w: %s", p.netns, err, strings.TrimSpace(stderr.String()))
+		return nil, nil, fmt.Errorf("iptables-legacy-save in %s: %w: %s", p.netns, err, strings.TrimSpace(stderr.String()))
 	}
-	return ChainRules(string(out)), nil
+	rules, jumps := parseSave(string(out))
+	return rules, jumps, nil
 }
 
 func (p *legacyProbe) Check(es []Expect) ([]bool, error) {
-	m, err := p.save()
+	m, jumps, err := p.save()
 	if err != nil {
 		return nil, err
 	}
@@ -234,13 +283,18 @@ func (p *legacyProbe) Check(es []Expect) ([]bool, error) {
 				ok = false
 			}
 		}
+		for _, u := range e.Unref {
+			if m[u.Chain] > 0 && jumps[[2]string{u.From, u.Chain}] {
+				ok = false
+			}
+		}
 		out[i] = ok
 	}
 	return out, nil
 }
 
 func (p *legacyProbe) Missing(names []string) (int, error) {
-	m, err := p.save()
+	m, _, err := p.save()
 	if err != nil {
 		return 0, err
 	}

@@ -21,6 +21,9 @@ const (
 	MetricFullSyncSum   = "kubeproxy_sync_full_proxy_rules_duration_seconds_sum"
 )
 
+// RepairChanges are the changes aimed at one periodic full sync.
+const RepairChanges = 10
+
 // RunOptions configure one agent run at one size.
 type RunOptions struct {
 	AgentOptions
@@ -29,9 +32,12 @@ type RunOptions struct {
 	World   *World
 	// Changes timed per phase, spread over Phase; Churn background endpoint moves per
 	// second in the second phase (0: no churn phase).
-	Changes          int
-	Phase            time.Duration
-	Churn            float64
+	Changes int
+	Phase   time.Duration
+	Churn   float64
+	// RepairRounds: periodic full syncs to aim RepairChanges changes at each, in a last
+	// "repair" phase (0: none).
+	RepairRounds     int
 	ChangeTimeout    time.Duration
 	FirstSyncTimeout time.Duration
 	Logf             func(format string, args ...any)
@@ -52,7 +58,7 @@ type Change struct {
 
 // Phase is one measured phase.
 type Phase struct {
-	Name     string   `json:"name"` // "idle" or "churn"
+	Name     string   `json:"name"` // "idle", "churn" or "repair"
 	Changes  []Change `json:"changes"`
 	Churn    int      `json:"churnChanges"` // background changes made
 	Duration float64  `json:"seconds"`
@@ -375,11 +381,23 @@ func Run(ctx context.Context, o RunOptions) (res Result) {
 	if o.Churn > 0 {
 		phases = append(phases, "churn")
 	}
+	if o.RepairRounds > 0 {
+		phases = append(phases, "repair")
+	}
 	for _, name := range phases {
 		if err := agent.Exited(); err != nil {
 			return fail(err)
 		}
-		ph, err := runPhase(rctx, o, name, layout, pr, pid)
+		var times []time.Time
+		if name == "repair" {
+			sc.mu.Lock()
+			ws := fullSyncWindows(sc.s)
+			sc.mu.Unlock()
+			times = repairSchedule(ws, agent.Start, time.Now(), o.SyncPeriod, o.RepairRounds, RepairChanges)
+		} else {
+			times = uniform(time.Now(), o.Changes, o.Phase)
+		}
+		ph, err := runPhase(rctx, o, name, times, name == "churn", layout, pr, pid)
 		res.Phases = append(res.Phases, ph)
 		if err != nil {
 			return fail(err)
@@ -430,9 +448,47 @@ func latencies(cs []Change) []float64 {
 	return out
 }
 
-// runPhase makes o.Changes timed changes spread over o.Phase (with churn in the churn
-// phase) and waits for them all to be seen or to time out.
-func runPhase(ctx context.Context, o RunOptions, name string, l Layout, pr *prober, pid int) (Phase, error) {
+// uniform spreads n change times over d from t0, one at a random point of each slot.
+func uniform(t0 time.Time, n int, d time.Duration) []time.Time {
+	rng := rand.New(rand.NewPCG(uint64(t0.UnixNano()), 7))
+	slot := d / time.Duration(max(n, 1))
+	out := make([]time.Time, n)
+	for k := range out {
+		out[k] = t0.Add(time.Duration(k)*slot + time.Duration((0.1+0.8*rng.Float64())*float64(slot)))
+	}
+	return out
+}
+
+// repairSchedule aims changes at the agent's next periodic full syncs: from the last full
+// sync seen (start S, length d) the next one is due at S + k·period; per round, changes
+// are spread over [due − 0.3 s, due + 2d + 0.3 s]. Without a full sync seen (kube-proxy
+// runs one only at start and hourly) they are spread over one period.
+func repairSchedule(ws []Window, after, now time.Time, period time.Duration, rounds, perRound int) []time.Time {
+	var last *Window
+	for i := range ws {
+		if ws[i].Start.After(after) {
+			last = &ws[i]
+		}
+	}
+	if last == nil {
+		return uniform(now.Add(time.Second), rounds*perRound, time.Duration(rounds)*period)
+	}
+	d := last.End.Sub(last.Start)
+	due := last.Start.Add(period)
+	for due.Add(-300 * time.Millisecond).Before(now.Add(500 * time.Millisecond)) {
+		due = due.Add(period)
+	}
+	var out []time.Time
+	for r := 0; r < rounds; r++ {
+		from := due.Add(time.Duration(r)*period - 300*time.Millisecond)
+		out = append(out, uniform(from, perRound, 2*d+600*time.Millisecond)...)
+	}
+	return out
+}
+
+// runPhase makes timed changes at the given times (with background churn when churn is
+// set) and waits for them all to be seen or to time out.
+func runPhase(ctx context.Context, o RunOptions, name string, times []time.Time, churn bool, l Layout, pr *prober, pid int) (Phase, error) {
 	ph := Phase{Name: name}
 	var mu sync.Mutex
 	cpu0, err := ProcCPU(pid)
@@ -443,7 +499,7 @@ func runPhase(ctx context.Context, o RunOptions, name string, l Layout, pr *prob
 	cctx, stopChurn := context.WithCancel(ctx)
 	var churnWG sync.WaitGroup
 	var churnErr error
-	if name == "churn" {
+	if churn {
 		churnWG.Add(1)
 		go func() {
 			defer churnWG.Done()
@@ -469,12 +525,12 @@ func runPhase(ctx context.Context, o RunOptions, name string, l Layout, pr *prob
 			}
 		}()
 	}
-	rng := rand.New(rand.NewPCG(uint64(t0.UnixNano()), 7))
-	slot := o.Phase / time.Duration(max(o.Changes, 1))
 	var writeErr error
 	var inFlight atomic.Int64
-	for k := 0; k < o.Changes && ctx.Err() == nil; k++ {
-		at := t0.Add(time.Duration(k)*slot + time.Duration((0.1+0.8*rng.Float64())*float64(slot)))
+	for _, at := range times {
+		if ctx.Err() != nil {
+			break
+		}
 		time.Sleep(time.Until(at))
 		kind := o.World.Kind()
 		var start time.Time

@@ -42,7 +42,13 @@ type Expect struct {
 	Present []string `json:"present,omitempty"`
 	Absent  []string `json:"absent,omitempty"`
 	Reach   []Reach  `json:"reach,omitempty"`
+	Unref   []Unref  `json:"unref,omitempty"`
 }
+
+// Unref is a deleted Service's chain no longer in use: gone, flushed, or no longer
+// jumped to from the dispatch chain (kube-proxy's iptables mode in a large cluster keeps
+// stale chains, unreferenced, until its next cleanup, up to a sync period later).
+type Unref struct{ Chain, From string }
 
 // Reach is one endpoint of a Service in the kernel: either its endpoint chain exists
 // with rules (kube-proxy's iptables mode and nftables with session affinity, nodekeeper
@@ -64,6 +70,9 @@ func (e Edit) Expect(l Layout) Expect {
 		return Expect{Present: []string{l.ServiceChain(p)},
 			Reach: []Reach{{l.ServiceChain(p), l.EndpointChain(p, Endpoint(e.Endpoint)), Endpoint(e.Endpoint)}}}
 	default:
+		if l.Dispatch != "" {
+			return Expect{Unref: []Unref{{l.ServiceChain(p), l.Dispatch}}}
+		}
 		return Expect{Absent: []string{l.ServiceChain(p)}}
 	}
 }

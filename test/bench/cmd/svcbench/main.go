@@ -14,7 +14,9 @@
 //   - changes: an idle phase and a phase with background churn, each of BENCH_CHANGES
 //     changes (70 % an endpoint moved, 15 % a Service created, 15 % one deleted, on
 //     random Services) spread over BENCH_PHASE (≥ 2 sync periods, so some land during a
-//     periodic sync); latency = API write sent → the probe sees the expected chain in the
+//     periodic sync), then a "repair" phase aiming 10 changes at each of the next
+//     BENCH_REPAIR_ROUNDS periodic full syncs (predicted from the agent's
+//     kubeproxy_sync_full_proxy_rules_duration_seconds); latency = API write sent → the probe sees the expected chain in the
 //     kernel (the new endpoint's chain with its rules; a created Service's chain and its
 //     endpoint's; a deleted Service's chain gone or flushed);
 //   - CPU: utime+stime (+ reaped children: iptables-restore, nft) of the agent from
@@ -32,6 +34,7 @@
 //	BENCH_CHANGES        timed changes per phase (default 100)
 //	BENCH_PHASE          length of one phase (default 2 sync periods + 5s)
 //	BENCH_CHURN          background endpoint moves per second in the churn phase (default 20; 0: no churn phase)
+//	BENCH_REPAIR_ROUNDS  a last phase aims 10 changes at each of this many periodic full syncs (default 2; 0: none)
 //	BENCH_SYNC_PERIOD    both agents' sync period (default 30s)
 //	BENCH_KP_MIN_SYNC    kube-proxy's minSyncPeriod (default 1s, upstream's default; 0s is defaulted to 1s upstream)
 //	BENCH_CHANGE_TIMEOUT a change not seen after this counts as timed out (default 120s)
@@ -172,6 +175,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	repair, err := envInt("BENCH_REPAIR_ROUNDS", 2)
+	if err != nil {
+		return err
+	}
 	churn := 20.0
 	if v := os.Getenv("BENCH_CHURN"); v != "" {
 		if churn, err = strconv.ParseFloat(v, 64); err != nil || churn < 0 {
@@ -200,6 +207,9 @@ func run() error {
 	phases := []string{"idle"}
 	if churn > 0 {
 		phases = append(phases, "churn")
+	}
+	if repair > 0 {
+		phases = append(phases, "repair")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -273,7 +283,7 @@ func run() error {
 					AgentOptions: bench.AgentOptions{Agent: a, Mode: mode, Binary: bins[a], Kubeconfig: env.Kubeconfig,
 						Dir: filepath.Join(work, fmt.Sprintf("%s-%s-%d", a, mode, n)), SyncPeriod: syncPeriod, MinSyncPeriod: minSync},
 					NetNS: "nk-bench-" + short, APIAddr: u.Host, World: world,
-					Changes: changes, Phase: phaseLen, Churn: churn, ChangeTimeout: changeTimeout, FirstSyncTimeout: firstTimeout,
+					Changes: changes, Phase: phaseLen, Churn: churn, RepairRounds: repair, ChangeTimeout: changeTimeout, FirstSyncTimeout: firstTimeout,
 					Logf: logf,
 				})
 				if r.Error != "" {
@@ -302,11 +312,11 @@ func run() error {
 	fmt.Printf("\n## Service proxy benchmark: kube-proxy v1.37.2 (reference) vs nodekeeper, %s, %s, %d CPUs (%s)\n\n",
 		time.Now().Format("2006-01-02 15:04"), host, runtime.NumCPU(), runtime.Version())
 	fmt.Printf("N ClusterIP Services × %d endpoints; per phase %d changes (70%% endpoint moved, 15%% Service created, 15%% deleted, random Services) over %s; "+
-		"churn phase adds %.0f endpoint moves/s. Latency: API write → the expected chain seen in the kernel by netlink (iptables-legacy-save for legacy). "+
+		"churn phase adds %.0f endpoint moves/s; repair phase: %d changes aimed at each of %d periodic full syncs (kube-proxy runs full syncs only at start and hourly: its syncPeriod runs are partial, so its repair row is changes spread over the period). Latency: API write → the expected chain seen in the kernel by netlink (iptables-legacy-save for legacy). "+
 		"Agents run one after the other, each alone in its node netns, sync period %s both; kube-proxy minSyncPeriod %s (upstream turns 0 into 1s). "+
 		"CPU-s per change: agent utime+stime (+ reaped children) over the phase / (timed + churn changes). RSS: agent VmHWM. "+
 		"First sync: agent start → its last-sync metric, with every Service's chain in the kernel.\n\n",
-		bench.EndpointsPerService, changes, phaseLen, churn, syncPeriod, minSync)
+		bench.EndpointsPerService, changes, phaseLen, churn, bench.RepairChanges, repair, syncPeriod, minSync)
 	bench.PrintTable(os.Stdout, results, phases)
 	return ctx.Err()
 }
