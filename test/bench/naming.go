@@ -105,7 +105,7 @@ func Layouts(mode, agent string) ([]Layout, error) {
 		var out []Layout
 		for _, lower := range []bool{agent == AgentNodekeeper, agent != AgentNodekeeper} {
 			out = append(out, Layout{
-				Desc:          fmt.Sprintf("nft table ip %s, endpoint-<hash8> chains (lower-case hash: %v)", table, lower),
+				Desc:          fmt.Sprintf("nft table ip %s, service-/endpoint-<hash8> chain names (lower-case hash: %v)", table, lower),
 				Table:         table,
 				ServiceChain:  func(p PortRef) string { return NFTServiceChain(p, lower) },
 				EndpointChain: func(p PortRef, ep netip.AddrPort) string { return NFTEndpointChain(p, ep, lower) },
