@@ -104,6 +104,21 @@ func changes(r *Result, ph string, keep func(Change) bool) []Change {
 	return out
 }
 
+// PhasesOf lists the phase names in results, in order of first appearance.
+func PhasesOf(rs []Result) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, r := range rs {
+		for _, p := range r.Phases {
+			if !seen[p.Name] {
+				seen[p.Name] = true
+				out = append(out, p.Name)
+			}
+		}
+	}
+	return out
+}
+
 // PrintTable writes the comparison: one row per size, mode and phase, kube-proxy (the
 // reference) and nodekeeper side by side; then the changes that overlapped a full sync
 // and the per-kind figures.
@@ -129,7 +144,17 @@ func PrintTable(w io.Writer, rs []Result, phases []string) {
 		for _, ph := range phases {
 			a, b := changes(kp, ph, nil), changes(nk, ph, nil)
 			sa, sb := Summarize(latencies(a)), Summarize(latencies(b))
-			fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k.n, k.mode, ph, lat(a), lat(b),
+			load := ph
+			if ph == "churn" {
+				// the churn rate reached (the apiserver and the machine may not keep up)
+				load += " " + pair(kp, nk, func(r *Result) string {
+					if p := phase(r, ph); p != nil && p.Duration > 0 {
+						return fmt.Sprintf("%.0f", float64(p.Churn)/p.Duration)
+					}
+					return "–"
+				}) + "/s"
+			}
+			fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k.n, k.mode, load, lat(a), lat(b),
 				ratio(sa.P50, sb.P50), ratio(sa.P99, sb.P99),
 				pair(kp, nk, func(r *Result) string {
 					if p := phase(r, ph); p != nil {

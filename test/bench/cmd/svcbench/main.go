@@ -44,6 +44,8 @@
 //	BENCH_WORKDIR        agent configs and logs (default a temporary folder, kept on failure)
 //	NK_BENCH_NODEKEEPER  the nodekeeper binary (hack/bench.sh builds it from NK_BENCH_SRC)
 //	NK_BENCH_KUBE_PROXY  the kube-proxy binary (default $KUBEBUILDER_ASSETS/kube-proxy)
+//
+// `svcbench -report FILE` prints the tables again from a BENCH_JSON file.
 package main
 
 import (
@@ -72,6 +74,20 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "-report" {
+		// print the tables again from a BENCH_JSON file
+		b, err := os.ReadFile(os.Args[2])
+		var rs []bench.Result
+		if err == nil {
+			err = json.Unmarshal(b, &rs)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "svcbench:", err)
+			os.Exit(1)
+		}
+		bench.PrintTable(os.Stdout, rs, bench.PhasesOf(rs))
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "svcbench:", err)
 		os.Exit(1)
