@@ -33,9 +33,10 @@ func NewProbe(netns string, l Layout) (Probe, error) {
 // ---- netlink (nftables and iptables-nft) ----
 
 type nftProbe struct {
-	ns    *os.File
-	conn  *nftables.Conn
-	table *nftables.Table
+	ns       *os.File
+	conn     *nftables.Conn
+	table    *nftables.Table
+	dispatch map[string][]*nftables.Rule
 }
 
 func newNFTProbe(netns, table string) (*nftProbe, error) {
@@ -76,6 +77,7 @@ func (p *nftProbe) rules(chain string) (bool, int, error) {
 }
 
 func (p *nftProbe) Check(es []Expect) ([]bool, error) {
+	p.dispatch = map[string][]*nftables.Rule{} // one read of a dispatch chain per round
 	out := make([]bool, len(es))
 	for i, e := range es {
 		ok := true
@@ -175,12 +177,18 @@ func (p *nftProbe) unref(u Unref) (bool, error) {
 	if err != nil || !exists || n == 0 {
 		return err == nil, err
 	}
-	rs, err := p.conn.GetRules(p.table, &nftables.Chain{Name: u.From, Table: p.table})
-	if err != nil {
-		if notFound(err) {
-			return true, nil
+	rs, ok := p.dispatch[u.From]
+	if !ok {
+		rs, err = p.conn.GetRules(p.table, &nftables.Chain{Name: u.From, Table: p.table})
+		if err != nil {
+			if notFound(err) {
+				return true, nil
+			}
+			return false, fmt.Errorf("reading rules of %s: %w", u.From, err)
 		}
-		return false, fmt.Errorf("reading rules of %s: %w", u.From, err)
+		if p.dispatch != nil {
+			p.dispatch[u.From] = rs
+		}
 	}
 	for _, rule := range rs {
 		for _, e := range rule.Exprs {
