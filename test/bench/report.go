@@ -148,8 +148,8 @@ func PrintTable(w io.Writer, rs []Result, phases []string) {
 			if ph == "churn" {
 				// the churn rate reached (the apiserver and the machine may not keep up)
 				load += " " + pair(kp, nk, func(r *Result) string {
-					if p := phase(r, ph); p != nil && p.Duration > 0 {
-						return fmt.Sprintf("%.0f", float64(p.Churn)/p.Duration)
+					if p := phase(r, ph); p != nil && p.ChurnSeconds > 0 {
+						return fmt.Sprintf("%.0f", float64(p.Churn)/p.ChurnSeconds)
 					}
 					return "–"
 				}) + "/s"

@@ -58,11 +58,13 @@ type Change struct {
 
 // Phase is one measured phase.
 type Phase struct {
-	Name     string   `json:"name"` // "idle", "churn" or "repair"
-	Changes  []Change `json:"changes"`
-	Churn    int      `json:"churnChanges"` // background changes made
-	Duration float64  `json:"seconds"`
-	CPU      float64  `json:"cpuSeconds"` // agent utime+stime (+ reaped children) over the phase
+	Name    string   `json:"name"` // "idle", "churn" or "repair"
+	Changes []Change `json:"changes"`
+	Churn   int      `json:"churnChanges"` // background changes made
+	// ChurnSeconds is how long the churn ran (the phase then waits for its changes).
+	ChurnSeconds float64 `json:"churnSeconds,omitempty"`
+	Duration     float64 `json:"seconds"`
+	CPU          float64 `json:"cpuSeconds"` // agent utime+stime (+ reaped children) over the phase
 }
 
 // CPUPerChange is the agent's CPU over the phase divided by every change made in it.
@@ -550,6 +552,9 @@ func runPhase(ctx context.Context, o RunOptions, name string, times []time.Time,
 	}
 	stopChurn()
 	churnWG.Wait()
+	if churn {
+		ph.ChurnSeconds = time.Since(t0).Seconds()
+	}
 	for inFlight.Load() > 0 && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
