@@ -2,11 +2,13 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -321,14 +323,17 @@ func (p *legacyProbe) Close() error { return nil }
 // nftables and iptables-nft (every table, so whatever the agent made), iptables-legacy-save
 // for legacy.
 func CountKernel(netns, mode string) (Counts, error) {
+	// bounded: listing a huge table with the nft CLI can take minutes
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
 	if mode == "iptables-legacy" {
-		out, err := exec.Command("nsenter", "--net=/run/netns/"+netns, "iptables-legacy-save").Output()
+		out, err := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+netns, "iptables-legacy-save").Output()
 		if err != nil {
 			return Counts{}, fmt.Errorf("iptables-legacy-save: %w", err)
 		}
 		return CountIPTablesSave(string(out)), nil
 	}
-	out, err := exec.Command("nsenter", "--net=/run/netns/"+netns, "nft", "-j", "list", "ruleset").Output()
+	out, err := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+netns, "nft", "-j", "list", "ruleset").Output()
 	if err != nil {
 		return Counts{}, fmt.Errorf("nft -j list ruleset: %w", err)
 	}
