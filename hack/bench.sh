@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# bench.sh: benchmark the ServiceReconciler (nodekeeper's kube-proxy) and print figures.
-# Needs root. Builds test/bench/cmd/svcbench, gets kube-apiserver/etcd from
-# hack/k8s-bins.sh (cached), and runs it; the figures table goes to stdout and to
-# $NK_CACHE/bench/services-<date>.md, progress to stderr.
+# bench.sh: compare nodekeeper's Service proxy with upstream kube-proxy v1.37.2 and print
+# figures (never pass/fail). Needs root. Builds the nodekeeper binary from NK_BENCH_SRC
+# (default: this checkout) and test/bench/cmd/svcbench, gets kube-apiserver, etcd and
+# kube-proxy from hack/k8s-bins.sh (cached), and runs the benchmark; the table goes to
+# stdout and to $NK_CACHE/bench/services-<date>.md, progress to stderr.
 #
-#   make bench                          # 1000, 5000 and 10000 Services × 5 endpoints
-#   BENCH_SIZES=1000 make bench         # a quick run
-#   BENCH_BACKENDS=nftables BENCH_CHANGES=5 make bench
+#   make bench                                   # 1000, 10000, 50000 Services; nftables, iptables-nft
+#   BENCH_SIZES=1000 BENCH_CHANGES=20 BENCH_PHASE=20s make bench   # a quick run
+#   BENCH_MODES=nftables,iptables-nft,iptables-legacy make bench
+#   NK_BENCH_SRC=/path/to/other/checkout make bench                # another nodekeeper
 #
-# Other knobs: BENCH_TIMEOUT (limit for one first full sync, default 5m), BENCH_WORKERS
-# (apiserver writers, default 16), BENCH_JSON (write the raw results there).
+# Knobs (documented in test/bench/cmd/svcbench/main.go): BENCH_SIZES, BENCH_MODES,
+# BENCH_AGENTS, BENCH_CHANGES, BENCH_PHASE, BENCH_CHURN, BENCH_SYNC_PERIOD,
+# BENCH_KP_MIN_SYNC, BENCH_CHANGE_TIMEOUT, BENCH_TIMEOUT, BENCH_WORKERS, BENCH_JSON,
+# BENCH_WORKDIR. Network namespaces are named nk-bench-kp / nk-bench-nk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NK_CACHE="${NK_CACHE:-$HOME/.cache/nodekeeper}"
@@ -18,11 +22,18 @@ if [[ $(id -u) != 0 ]]; then
   exit 1
 fi
 hack/net-deps.sh
-KUBEBUILDER_ASSETS="$(hack/k8s-bins.sh)"
+KUBEBUILDER_ASSETS="$(K8S_EXTRA_BINS="${K8S_EXTRA_BINS:-kube-proxy}" hack/k8s-bins.sh)"
 export KUBEBUILDER_ASSETS
+export NK_BENCH_KUBE_PROXY="${NK_BENCH_KUBE_PROXY:-$KUBEBUILDER_ASSETS/kube-proxy}"
 mkdir -p "$NK_CACHE/bench"
+src="${NK_BENCH_SRC:-$PWD}"
+echo "bench.sh: building nodekeeper from $src ($(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo '?'))" >&2
+(cd "$src" && ${GO:-go} build -o "$NK_CACHE/bench/nodekeeper" .)
+export NK_BENCH_NODEKEEPER="$NK_CACHE/bench/nodekeeper"
 bin="$NK_CACHE/bench/svcbench"
 ${GO:-go} build -o "$bin" ./test/bench/cmd/svcbench
-out="$NK_CACHE/bench/services-$(date +%Y%m%d-%H%M%S).md"
+stamp=$(date +%Y%m%d-%H%M%S)
+out="$NK_CACHE/bench/services-$stamp.md"
+export BENCH_JSON="${BENCH_JSON:-$NK_CACHE/bench/services-$stamp.json}"
 "$bin" | tee "$out"
-echo "(table saved to $out)" >&2
+echo "(table saved to $out, raw results in $BENCH_JSON)" >&2

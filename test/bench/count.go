@@ -8,10 +8,10 @@ import (
 
 // Counts is what a sync left in the kernel.
 type Counts struct {
-	Rules       int `json:"rules"`
-	Chains      int `json:"chains"`      // user chains (built-in chains not counted)
-	MapElements int `json:"mapElements"` // nftables map elements (0 for iptables)
-	Sets        int `json:"sets"`        // nftables sets (affinity)
+	Rules    int `json:"rules"`
+	Chains   int `json:"chains"`   // user chains (built-in chains not counted)
+	Elements int `json:"elements"` // nftables map and set elements (0 for iptables)
+	Sets     int `json:"sets"`     // nftables sets and maps
 }
 
 // CountIPTablesSave counts the user chains (":NAME - [0:0]") and rules ("-A …") in
@@ -31,8 +31,8 @@ func CountIPTablesSave(out string) Counts {
 	return c
 }
 
-// CountNFTJSON counts the chains (base chains included), rules, sets and map elements in
-// `nft -j list table …` output.
+// CountNFTJSON counts the chains (base chains included), rules, sets/maps and their
+// elements in `nft -j list ruleset` (or `list table`) output.
 func CountNFTJSON(b []byte) (Counts, error) {
 	var doc struct {
 		Nftables []map[string]json.RawMessage `json:"nftables"`
@@ -48,16 +48,15 @@ func CountNFTJSON(b []byte) (Counts, error) {
 				c.Chains++
 			case "rule":
 				c.Rules++
-			case "set":
-				c.Sets++
-			case "map":
+			case "set", "map":
 				var m struct {
 					Elem []json.RawMessage `json:"elem"`
 				}
 				if err := json.Unmarshal(raw, &m); err != nil {
-					return Counts{}, fmt.Errorf("parsing nft map: %w", err)
+					return Counts{}, fmt.Errorf("parsing nft %s: %w", kind, err)
 				}
-				c.MapElements += len(m.Elem)
+				c.Sets++
+				c.Elements += len(m.Elem)
 			}
 		}
 	}

@@ -1,10 +1,16 @@
 package bench
 
 import (
+	"io"
+	"math"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
-	"github.com/nodekeeper/nodekeeper/netrules"
+	"github.com/nodekeeper/nodekeeper/internal/options"
 )
 
 func TestCountIPTablesSave(t *testing.T) {
@@ -26,6 +32,20 @@ COMMIT
 	if got, want := CountIPTablesSave(out), (Counts{Rules: 3, Chains: 3}); got != want {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
+	rules := ChainRules(out)
+	if rules["KUBE-SERVICES"] != 1 || rules["KUBE-SVC-ABC"] != 0 || rules["KUBE-FORWARD"] != 1 {
+		t.Fatalf("ChainRules = %v", rules)
+	}
+	if _, ok := rules["KUBE-SVC-ABC"]; !ok {
+		t.Fatal("an empty chain must be listed")
+	}
+	if rules["PREROUTING"] != 1 {
+		t.Fatalf("rules of a built-in chain: %v", rules)
+	}
+	_, jumps := parseSave(out)
+	if !jumps[[2]string{"KUBE-SERVICES", "KUBE-SVC-ABC"}] || !jumps[[2]string{"PREROUTING", "KUBE-SERVICES"}] || jumps[[2]string{"KUBE-SVC-ABC", "KUBE-SERVICES"}] || jumps[[2]string{"KUBE-FORWARD", "DROP"}] == false {
+		t.Fatalf("jumps %v", jumps)
+	}
 }
 
 func TestCountNFTJSON(t *testing.T) {
@@ -35,34 +55,215 @@ func TestCountNFTJSON(t *testing.T) {
  {"chain": {"family": "ip", "table": "nodekeeper", "name": "service-x", "handle": 3}},
  {"map": {"family": "ip", "name": "service-ips", "table": "nodekeeper", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 4, "map": "verdict",
    "elem": [[{"concat": ["10.96.0.10", "tcp", 80]}, {"goto": {"target": "service-x"}}], [{"concat": ["10.96.0.11", "tcp", 80]}, {"goto": {"target": "service-x"}}]]}},
- {"map": {"family": "ip", "name": "service-nodeports", "table": "nodekeeper", "type": ["inet_proto", "inet_service"], "handle": 5, "map": "verdict"}},
+ {"set": {"family": "ip", "name": "cluster-ips", "table": "nodekeeper", "type": "ipv4_addr", "handle": 5, "elem": ["10.96.0.10"]}},
  {"rule": {"family": "ip", "table": "nodekeeper", "chain": "services", "handle": 6, "expr": []}}]}`
 	got, err := CountNFTJSON([]byte(js))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Counts{Rules: 1, Chains: 2, MapElements: 2}); got != want {
+	if want := (Counts{Rules: 1, Chains: 2, Elements: 3, Sets: 2}); got != want {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
 }
 
-func TestHasEndpointAndMedian(t *testing.T) {
-	ip := netip.MustParseAddr("10.244.200.1")
-	rs := &netrules.Ruleset{Ports: []*netrules.ServicePort{
-		{Namespace: Namespace, Name: ServiceName(1), ClusterEndpoints: []netrules.Endpoint{{IP: ip, Port: 8080}}},
-		{Namespace: "default", Name: "kubernetes"},
-	}}
-	if !HasEndpoint(Namespace, ServiceName(1), ip)(rs) || HasEndpoint(Namespace, ServiceName(2), ip)(rs) {
-		t.Fatal("HasEndpoint")
+// The expected names are copied from k8s.io/kubernetes@v1.37.2's proxier tests.
+func TestChainNamesMatchUpstream(t *testing.T) {
+	p1 := PortRef{Namespace: "ns1", Name: "svc1", Port: "p80", Protocol: "tcp"}
+	p5 := PortRef{Namespace: "ns5", Name: "svc5", Port: "p80", Protocol: "tcp"}
+	for _, c := range []struct{ got, want string }{
+		{NFTServiceChain(p1, false), "service-ULMVA6XW-ns1/svc1/tcp/p80"},
+		{NFTEndpointChain(p5, netip.MustParseAddrPort("10.180.0.3:80"), false), "endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80"},
+		{NFTEndpointChain(p5, netip.MustParseAddrPort("10.180.0.3:80"), true), "endpoint-gtk6mw7g-ns5/svc5/tcp/p80__10.180.0.3/80"},
+		{IPTSvcChain(p1), "KUBE-SVC-XPGD46QRK7WJZT7O"},
+		{IPTSepChain(p1, netip.MustParseAddrPort("10.180.0.1:80")), "KUBE-SEP-SXIVWICOYRO3J4NJ"},
+		{p1.String(), "ns1/svc1:p80"},
+	} {
+		if c.got != c.want {
+			t.Errorf("got %s, want %s", c.got, c.want)
+		}
 	}
-	if n := CountServices(rs); n != 1 {
-		t.Fatalf("CountServices = %d", n)
+	if got := NFTEndpointChain(p5, netip.MustParseAddrPort("[fd00::1]:80"), false); !strings.HasSuffix(got, "__fd00..1/80") {
+		t.Errorf("IPv6 endpoint chain %s", got)
 	}
-	r := Result{Changes: []Change{{E2E: 3}, {E2E: 1}, {E2E: 2}, {E2E: 10}}}
-	if m := r.Median(func(c Change) float64 { return c.E2E }); m != 2.5 {
-		t.Fatalf("median = %v", m)
+}
+
+func TestLayoutsAndExpect(t *testing.T) {
+	ls, err := Layouts("nftables", AgentKubeProxy)
+	if err != nil || len(ls) != 2 || ls[0].Table != "kube-proxy" || !strings.Contains(ls[0].EndpointChain(Port("a"), Endpoint(EndpointIP(0, 0))), "-bench/a/tcp/http__10.128.0.1/8080") {
+		t.Fatalf("kube-proxy nftables layouts: %+v %v", ls, err)
 	}
-	if a, b := ClusterIP(0), EndpointIP(MaxServices-1, EndpointsPerService-1); a.String() != "10.96.0.10" || b.String() != "10.244.234.96" {
-		t.Fatalf("address plan: %s %s", a, b)
+	ls, _ = Layouts("iptables-legacy", AgentNodekeeper)
+	if len(ls) != 1 || !ls[0].Legacy {
+		t.Fatalf("legacy layout: %+v", ls)
+	}
+	if _, err := Layouts("ipvs", AgentNodekeeper); err == nil {
+		t.Fatal("unknown mode accepted")
+	}
+	l := ls[0]
+	ip := netip.MustParseAddr("10.160.0.7")
+	moved := Edit{Kind: KindMoved, Service: "svc-00001", Endpoint: ip}.Expect(l)
+	want := Reach{IPTSvcChain(Port("svc-00001")), IPTSepChain(Port("svc-00001"), netip.AddrPortFrom(ip, TargetPort)), netip.AddrPortFrom(ip, TargetPort)}
+	if len(moved.Reach) != 1 || moved.Reach[0] != want || len(moved.Absent)+len(moved.Present) != 0 {
+		t.Fatalf("moved: %+v", moved)
+	}
+	created := Edit{Kind: KindCreated, Service: "new-00000", Endpoint: ip}.Expect(l)
+	if len(created.Present) != 1 || created.Present[0] != IPTSvcChain(Port("new-00000")) || len(created.Reach) != 1 {
+		t.Fatalf("created: %+v", created)
+	}
+	deleted := Edit{Kind: KindDeleted, Service: "svc-00002"}.Expect(l)
+	if len(deleted.Present)+len(deleted.Absent) != 0 || len(deleted.Unref) != 1 || deleted.Unref[0] != (Unref{IPTSvcChain(Port("svc-00002")), "KUBE-SERVICES"}) {
+		t.Fatalf("deleted: %+v", deleted)
+	}
+	nl, _ := Layouts("nftables", AgentNodekeeper)
+	if d := (Edit{Kind: KindDeleted, Service: "svc-00002"}.Expect(nl[0])); len(d.Absent) != 1 || len(d.Unref) != 0 {
+		t.Fatalf("nftables deleted: %+v", d)
+	}
+}
+
+func TestProcParsing(t *testing.T) {
+	// a comm with spaces and parentheses; utime..cstime = 150 50 7 3 ticks
+	line := "4242 (kube (proxy) x) S 1 4242 4242 0 -1 4194560 5000 0 0 0 150 50 7 3 20 0 12 0 100 2000000 3000 18446744073709551615"
+	cpu, err := ParseProcStat(line)
+	if err != nil || math.Abs(cpu-2.10) > 1e-9 {
+		t.Fatalf("cpu = %v, %v", cpu, err)
+	}
+	if _, err := ParseProcStat("4242 (x) S 1 2"); err == nil {
+		t.Fatal("short line accepted")
+	}
+	m := ParseStatus("Name:\tkube-proxy\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n")
+	if m != (Memory{RSSKiB: 102400, PeakKiB: 204800}) {
+		t.Fatalf("memory %+v", m)
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	var vs []float64
+	for i := 100; i >= 1; i-- {
+		vs = append(vs, float64(i))
+	}
+	s := Summarize(vs)
+	if s != (Summary{N: 100, P50: 50, P90: 90, P99: 99, Max: 100}) {
+		t.Fatalf("%+v", s)
+	}
+	if s := Summarize([]float64{3}); s.P99 != 3 || s.P50 != 3 {
+		t.Fatalf("%+v", s)
+	}
+	if s := Summarize(nil); s.N != 0 {
+		t.Fatalf("%+v", s)
+	}
+}
+
+func TestParseMetrics(t *testing.T) {
+	kp := `# HELP kubeproxy_sync_proxy_rules_last_timestamp_seconds x
+# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge
+kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv6"} 1.7e+09
+kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"} 1.6e+09
+kubeproxy_sync_full_proxy_rules_duration_seconds_bucket{ip_family="IPv4",le="+Inf"} 2
+kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family="IPv4"} 2
+`
+	m, err := ParseMetrics(kp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := IPv4Value(m, MetricLastSync); !ok || v != 1.6e9 {
+		t.Fatalf("kube-proxy last sync %v %v", v, ok)
+	}
+	if v, _ := IPv4Value(m, MetricFullSyncCount); v != 2 {
+		t.Fatalf("count %v", v)
+	}
+	m, err = ParseMetrics("kubeproxy_sync_proxy_rules_last_timestamp_seconds 1.5e+09\nother_total 3\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := IPv4Value(m, MetricLastSync); !ok || v != 1.5e9 {
+		t.Fatalf("nodekeeper last sync %v %v", v, ok)
+	}
+	if _, ok := IPv4Value(m, MetricFullSyncCount); ok {
+		t.Fatal("absent metric found")
+	}
+	if _, err := ParseMetrics("broken{ 1"); err == nil {
+		t.Fatal("malformed line accepted")
+	}
+}
+
+func TestFullSyncWindows(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ss := []scrape{
+		{t: t0, fullN: 1, sum: 5, ok: true},
+		{t: t0.Add(time.Second), ok: false},
+		{t: t0.Add(2 * time.Second), fullN: 1, sum: 5, ok: true},
+		{t: t0.Add(3 * time.Second), fullN: 2, sum: 7.5, ok: true},
+	}
+	ws := fullSyncWindows(ss)
+	if len(ws) != 1 || !ws[0].End.Equal(t0.Add(3*time.Second)) || !ws[0].Start.Equal(t0.Add(2*time.Second-2500*time.Millisecond)) {
+		t.Fatalf("%+v", ws)
+	}
+}
+
+func TestAddressPlan(t *testing.T) {
+	if a, b := ClusterIP(0), CreatedClusterIP(MaxCreated-1); a.String() != "10.96.0.10" || !netip.MustParsePrefix(ServiceCIDR).Contains(b) {
+		t.Fatalf("ClusterIPs %s %s", a, b)
+	}
+	last := EndpointIP(MaxServices-1, EndpointsPerService-1)
+	if !netip.MustParsePrefix(ClusterCIDR).Contains(last) || !last.Less(netip.MustParseAddr(SpareBase)) {
+		t.Fatalf("last initial endpoint %s", last)
+	}
+}
+
+func TestConfigs(t *testing.T) {
+	o := AgentOptions{Mode: "iptables-legacy", Kubeconfig: "/k", Dir: "/d", SyncPeriod: 30 * time.Second, MinSyncPeriod: time.Second}
+	kp := KubeProxyConfig(o)
+	for _, want := range []string{"mode: iptables\n", "syncPeriod: 30s", "minSyncPeriod: 1s", "hostnameOverride: " + NodeName, "kubeconfig: /k", "metricsBindAddress: " + MetricsAddr} {
+		if !strings.Contains(kp, want) {
+			t.Errorf("kube-proxy config lacks %q:\n%s", want, kp)
+		}
+	}
+	nk := NodekeeperConfig(o)
+	// the file must be one the agent accepts as it is
+	p := filepath.Join(t.TempDir(), "nk.yaml")
+	if err := os.WriteFile(p, []byte(nk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := options.Parse([]string{"--config=" + p, "--reconcilers=services"}, io.Discard)
+	if err != nil {
+		t.Fatalf("nodekeeper rejects the bench config: %v\n%s", err, nk)
+	}
+	if opts.Config.ProxySyncPeriod.Duration != 30*time.Second || opts.Config.IPTablesVariant != "legacy" || !opts.Reconcilers["services"] || opts.Reconcilers["pods"] {
+		t.Fatalf("parsed config: %+v %v", opts.Config, opts.Reconcilers)
+	}
+	for _, want := range []string{"proxyMode: iptables\n", `iptablesVariant: "legacy"`, "proxySyncPeriod: 30s", "nodeName: " + NodeName, "serviceCIDR: " + ServiceCIDR} {
+		if !strings.Contains(nk, want) {
+			t.Errorf("nodekeeper config lacks %q:\n%s", want, nk)
+		}
+	}
+}
+
+func TestSchedules(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	u := uniform(t0, 10, 10*time.Second)
+	for k, at := range u {
+		if at.Before(t0.Add(time.Duration(k)*time.Second)) || !at.Before(t0.Add(time.Duration(k+1)*time.Second)) {
+			t.Fatalf("change %d at %v: outside its slot", k, at.Sub(t0))
+		}
+	}
+	// a full sync from 1000 s to 1002 s, period 30 s, now 1040 s: next due 1060 s, then 1090 s
+	ws := []Window{{Start: t0, End: t0.Add(2 * time.Second)}}
+	got := repairSchedule(ws, t0.Add(-time.Minute), t0.Add(40*time.Second), 30*time.Second, 2, 5)
+	if len(got) != 10 {
+		t.Fatalf("%d changes", len(got))
+	}
+	for i, at := range got {
+		due := t0.Add(60 * time.Second)
+		if i >= 5 {
+			due = t0.Add(90 * time.Second)
+		}
+		if at.Before(due.Add(-300*time.Millisecond)) || at.After(due.Add(4300*time.Millisecond)) {
+			t.Fatalf("change %d at %v, due %v", i, at.Sub(t0), due.Sub(t0))
+		}
+	}
+	// no full sync seen: spread over the rounds' periods
+	got = repairSchedule(nil, t0, t0, 30*time.Second, 2, 5)
+	if len(got) != 10 || got[9].After(t0.Add(61*time.Second)) || got[0].Before(t0) {
+		t.Fatalf("fallback %v", got)
 	}
 }

@@ -2,377 +2,567 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/netip"
-	"os/exec"
-	"runtime"
-	"runtime/debug"
-	"sort"
-	"strings"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/util/retry"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-
-	"github.com/nodekeeper/nodekeeper/controllers"
 	"github.com/nodekeeper/nodekeeper/internal/netnstest"
-	"github.com/nodekeeper/nodekeeper/netrules"
-	"github.com/nodekeeper/nodekeeper/netrules/conntrack"
-	"github.com/nodekeeper/nodekeeper/netrules/iptables"
-	"github.com/nodekeeper/nodekeeper/netrules/nftables"
 )
 
-// Backends are the kernel backends the benchmark knows, in report order.
-var Backends = []string{"iptables-legacy", "iptables-nft", "nftables"}
+// Metric names both agents export (kube-proxy's; nodekeeper uses the same).
+const (
+	MetricLastSync      = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
+	MetricFullSyncCount = "kubeproxy_sync_full_proxy_rules_duration_seconds_count"
+	MetricFullSyncSum   = "kubeproxy_sync_full_proxy_rules_duration_seconds_sum"
+)
 
-// NodeName is the node the benchmark's reconciler runs as (no Node object exists).
-const NodeName = "bench-node"
+// RepairChanges are the changes aimed at one periodic full sync.
+const RepairChanges = 10
 
-// RunOptions configure one backend run.
+// RunOptions configure one agent run at one size.
 type RunOptions struct {
-	Backend  string
-	NetNS    string // node network namespace (under /run/netns) to program
-	Config   *rest.Config
-	Services int // Services expected in the apiserver
-	Changes  int // one-Service changes to time
-	// FirstSyncTimeout bounds the wait for the first full sync.
+	AgentOptions
+	NetNS   string
+	APIAddr string // the apiserver's host:port (loopback), forwarded into the namespace
+	World   *World
+	// Changes timed per phase, spread over Phase; Churn background endpoint moves per
+	// second in the second phase (0: no churn phase).
+	Changes int
+	Phase   time.Duration
+	Churn   float64
+	// RepairRounds: periodic full syncs to aim RepairChanges changes at each, in a last
+	// "repair" phase (0: none).
+	RepairRounds     int
+	ChangeTimeout    time.Duration
 	FirstSyncTimeout time.Duration
+	Logf             func(format string, args ...any)
 }
 
-// Change is one timed one-Service change.
+// Change is one timed change.
 type Change struct {
+	Kind    string  `json:"kind"`
 	Service string  `json:"service"`
-	E2E     float64 `json:"e2eSeconds"`     // EndpointSlice update sent → Backend.Sync including it returned
-	Sync    float64 `json:"syncSeconds"`    // that Backend.Sync call
-	Chains  int     `json:"chainsWritten"`  // chains the sync wrote
-	Full    bool    `json:"full,omitempty"` // the sync was a full one
+	Latency float64 `json:"latencySeconds"` // API write sent → probe saw the kernel state
+	// TimedOut: not seen within the change timeout (Latency is then the timeout).
+	TimedOut bool `json:"timedOut,omitempty"`
+	// DuringFull: the change was in flight while the agent ran a full sync (from its
+	// kubeproxy_sync_full_proxy_rules_duration_seconds).
+	DuringFull bool `json:"duringFullSync,omitempty"`
+	start, end time.Time
 }
 
-// Result is what one backend run measured. Durations are seconds.
+// Phase is one measured phase.
+type Phase struct {
+	Name    string   `json:"name"` // "idle", "churn" or "repair"
+	Changes []Change `json:"changes"`
+	Churn   int      `json:"churnChanges"` // background changes made
+	// ChurnSeconds is how long the churn ran (the phase then waits for its changes).
+	ChurnSeconds float64 `json:"churnSeconds,omitempty"`
+	Duration     float64 `json:"seconds"`
+	CPU          float64 `json:"cpuSeconds"` // agent utime+stime (+ reaped children) over the phase
+}
+
+// CPUPerChange is the agent's CPU over the phase divided by every change made in it.
+func (p Phase) CPUPerChange() float64 {
+	if n := len(p.Changes) + p.Churn; n > 0 {
+		return p.CPU / float64(n)
+	}
+	return 0
+}
+
+// Window is one full sync seen in the agent's metrics.
+type Window struct{ Start, End time.Time }
+
+// Result is one agent at one size in one mode.
 type Result struct {
-	Backend   string `json:"backend"`
-	Services  int    `json:"services"`
-	Endpoints int    `json:"endpoints"`
-	// FirstSync is the Backend.Sync call of the first full sync (render + kernel).
+	Agent    string `json:"agent"`
+	Mode     string `json:"mode"`
+	Services int    `json:"services"`
+	Layout   string `json:"layout"`
+	// FirstSync: agent start → end of its first sync (its last-sync metric), checked
+	// against the kernel (every Service's chain present).
 	FirstSync float64 `json:"firstSyncSeconds"`
-	// FirstReady is manager start → first full sync returned (cache fill from the
-	// apiserver, List, netrules.Build and the sync).
-	FirstReady float64 `json:"firstReadySeconds"`
-	// FirstReconcile is that Reconcile call (kubeproxy_sync_full_proxy_rules_duration_seconds).
-	FirstReconcile float64 `json:"firstReconcileSeconds"`
-	// FollowUps are the syncs caused by events that arrived during the first one.
-	FollowUps []float64 `json:"followUpSyncSeconds"`
-	Changes   []Change  `json:"changes"`
-	// ChangeReconcile is the mean Reconcile time of the change syncs
-	// (kubeproxy_sync_partial_proxy_rules_duration_seconds).
-	ChangeReconcile float64 `json:"changeReconcileSeconds"`
-	Counts          Counts  `json:"counts"`
-	// Memory of the process running the manager and reconciler (VmRSS; PeakKiB is VmHWM
-	// since just before the manager started). Child processes (iptables-restore, nft)
-	// are not included.
-	MemAfterFull Memory `json:"memAfterFull"`
-	MemEnd       Memory `json:"memEnd"`
-	Error        string `json:"error,omitempty"`
+	// FirstSyncSeen: agent start → the probe saw every Service's chain.
+	FirstSyncSeen float64 `json:"firstSyncSeenSeconds"`
+	Counts        Counts  `json:"kernelObjects"`
+	Phases        []Phase `json:"phases"`
+	FullSyncs     int     `json:"fullSyncsDuringPhases"`
+	Memory        Memory  `json:"memory"` // at the end: VmRSS, VmHWM
+	// ProbeRound is the mean time of one probe round (the latency resolution).
+	ProbeRound float64 `json:"probeRoundSeconds"`
+	Error      string  `json:"error,omitempty"`
 }
 
-// Median of the change figures.
-func (r Result) Median(f func(Change) float64) float64 {
-	if len(r.Changes) == 0 {
-		return 0
-	}
-	v := make([]float64, len(r.Changes))
-	for i, c := range r.Changes {
-		v[i] = f(c)
-	}
-	sort.Float64s(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+type scrape struct {
+	t                time.Time
+	last, fullN, sum float64
+	ok               bool
 }
 
-// inNetns runs a backend's syncs on a thread inside the node namespace, so the nft
-// processes knftables starts program that namespace (as controllers' netns tests do).
-type inNetns struct {
-	ns string
-	be Backend
+// scraper polls the agent's metrics inside its namespace.
+type scraper struct {
+	client *http.Client
+	url    string
+	mu     sync.Mutex
+	s      []scrape
 }
 
-func (b inNetns) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (netrules.SyncStats, error) {
-	return netnstest.InNetns(b.ns, func() (netrules.SyncStats, error) { return b.be.Sync(ctx, rs, full) })
+func newScraper(netns string) *scraper {
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return netnstest.InNetns(netns, func() (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		})
+	}, MaxIdleConns: 1}
+	return &scraper{client: &http.Client{Transport: tr, Timeout: 5 * time.Second}, url: "http://" + MetricsAddr + "/metrics"}
 }
 
-// stateSyncer drives an incremental backend from whole Rulesets: it keeps a State,
-// hands the backend the Services whose ports changed, and calls again while the
-// backend reports pending work.
-type stateSyncer struct {
-	be interface {
-		SyncState(ctx context.Context, st *netrules.State, changed []string, full bool) (netrules.SyncStats, error)
+func (s *scraper) once() scrape {
+	sc := scrape{t: time.Now()}
+	resp, err := s.client.Get(s.url)
+	if err != nil {
+		return sc
 	}
-	st *netrules.State
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return sc
+	}
+	m, err := ParseMetrics(string(b))
+	if err != nil {
+		return sc
+	}
+	sc.last, sc.ok = IPv4Value(m, MetricLastSync)
+	sc.fullN, _ = IPv4Value(m, MetricFullSyncCount)
+	sc.sum, _ = IPv4Value(m, MetricFullSyncSum)
+	sc.t = time.Now()
+	return sc
 }
 
-func (s *stateSyncer) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (netrules.SyncStats, error) {
-	if s.st == nil || s.st.Node.Name != rs.Node.Name {
-		s.st, full = netrules.NewState(rs.Family, rs.Node), true
-	}
-	by := map[string][]*netrules.ServicePort{}
-	for _, p := range rs.Ports {
-		k := p.Namespace + "/" + p.Name
-		by[k] = append(by[k], p)
-	}
-	var changed []string
-	for _, k := range s.st.Services() {
-		if _, ok := by[k]; !ok && s.st.Set(k, nil) {
-			changed = append(changed, k)
-		}
-	}
-	for k, ps := range by {
-		if s.st.Set(k, ps) {
-			changed = append(changed, k)
-		}
-	}
-	sort.Strings(changed)
-	if full {
-		changed = nil
-	}
-	var total netrules.SyncStats
+func (s *scraper) run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
 	for {
-		st, err := s.be.SyncState(ctx, s.st, changed, full)
-		if err != nil {
-			return total, err
+		sc := s.once()
+		s.mu.Lock()
+		s.s = append(s.s, sc)
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-		total.Full = total.Full || st.Full
-		total.ChainsWritten += st.ChainsWritten
-		total.ChainsDeleted += st.ChainsDeleted
-		total.Rules += st.Rules
-		if st.Pending == 0 {
-			return total, nil
+	}
+}
+
+func (s *scraper) latest() scrape {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.s) - 1; i >= 0; i-- {
+		if s.s[i].ok {
+			return s.s[i]
 		}
-		changed, full = nil, false
 	}
+	return scrape{}
 }
 
-func nsenter(ns string) iptables.Exec {
-	return iptables.Exec{Prefix: []string{"nsenter", "--net=/run/netns/" + ns}}
-}
-
-// NewBackend builds the named backend programming namespace ns.
-func NewBackend(name, ns string) (Backend, error) {
-	switch name {
-	case "iptables-legacy":
-		return iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "legacy", Runner: nsenter(ns)}), nil
-	case "iptables-nft":
-		return iptables.New(iptables.Options{Family: netrules.IPv4, Variant: "nft", Runner: nsenter(ns)}), nil
-	case "nftables":
-		p, err := nftables.New(nftables.Options{Family: netrules.IPv4, NetNS: "/run/netns/" + ns})
-		if err != nil {
-			return nil, err
-		}
-		return &stateSyncer{be: p}, nil
-	}
-	return nil, fmt.Errorf("unknown backend %q (want one of %s)", name, strings.Join(Backends, ", "))
-}
-
-// CountKernel dumps what the backend left in namespace ns and counts it.
-func CountKernel(ctx context.Context, backend, ns string) (Counts, error) {
-	var argv []string
-	switch backend {
-	case "iptables-legacy", "iptables-nft":
-		argv = []string{backend + "-save"}
-	case "nftables":
-		argv = []string{"nft", "-j", "list", "table", "ip", nftables.TableName}
-	default:
-		return Counts{}, fmt.Errorf("unknown backend %q", backend)
-	}
-	out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=/run/netns/" + ns}, argv...)...).Output()
-	if err != nil {
-		return Counts{}, fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
-	}
-	if backend == "nftables" {
-		return CountNFTJSON(out)
-	}
-	return CountIPTablesSave(string(out)), nil
-}
-
-// histogram returns the sum and count of a histogram in controller-runtime's registry.
-func histogram(name string) (sum float64, count uint64) {
-	mfs, err := metrics.Registry.Gather()
-	if err != nil {
-		return 0, 0
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
+// FullSyncWindows turns successive scrapes into full-sync windows: when the count of
+// full syncs grew, one ended at most one scrape interval before, lasting the growth of
+// the duration sum.
+func fullSyncWindows(ss []scrape) []Window {
+	var out []Window
+	var prev *scrape
+	for i := range ss {
+		s := &ss[i]
+		if !s.ok {
 			continue
 		}
-		for _, m := range mf.GetMetric() {
-			sum += m.GetHistogram().GetSampleSum()
-			count += m.GetHistogram().GetSampleCount()
+		if prev != nil && s.fullN > prev.fullN {
+			d := time.Duration((s.sum - prev.sum) * float64(time.Second))
+			out = append(out, Window{Start: prev.t.Add(-d), End: s.t})
 		}
+		prev = s
 	}
-	return sum, count
+	return out
 }
 
-// Run starts a controller-runtime manager with a ServiceReconciler for one backend
-// against the apiserver, waits for the first full sync of opts.Services Services,
-// counts what is in the kernel, then times opts.Changes one-Service changes. It is
-// meant to run once per process (controller metrics are process-wide), in the process
-// whose memory it reports.
-func Run(ctx context.Context, opts RunOptions) (res Result, err error) {
-	res = Result{Backend: opts.Backend, Services: opts.Services, Endpoints: opts.Services * EndpointsPerService}
-	be, err := NewBackend(opts.Backend, opts.NetNS)
-	if err != nil {
-		return res, err
-	}
-	timed := &Timed{Backend: be}
-	mgr, err := ctrl.NewManager(opts.Config, ctrl.Options{
-		Scheme:                 scheme.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Controller:             config.Controller{SkipNameValidation: &[]bool{true}[0]},
-		// as main.go: Services and EndpointSlices cluster-wide, only our Node
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Node{}:               {Field: fields.OneTermEqualSelector("metadata.name", NodeName)},
-			&corev1.Service{}:            {Transform: cache.TransformStripManagedFields()},
-			&discoveryv1.EndpointSlice{}: {Transform: cache.TransformStripManagedFields()},
-		}},
-	})
-	if err != nil {
-		return res, fmt.Errorf("building manager: %w", err)
-	}
-	rec := &controllers.ServiceReconciler{
-		Client: mgr.GetClient(),
-		Node: netrules.Node{Name: NodeName,
-			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix(ClusterCIDR)}},
-		Backends:  map[netrules.Family]controllers.RulesBackend{netrules.IPv4: netrules.Whole{RulesetSyncer: timed}},
-		Conntrack: &conntrack.Cleaner{NetNS: "/run/netns/" + opts.NetNS},
-		// no periodic full sync during the run: every change is a partial sync
-		FullSyncPeriod: 24 * time.Hour,
-	}
-	if err := rec.SetupWithManager(mgr); err != nil {
-		return res, fmt.Errorf("setting up the reconciler: %w", err)
-	}
-	direct, err := client.New(opts.Config, client.Options{Scheme: scheme.Scheme})
-	if err != nil {
-		return res, err
-	}
+// prober watches pending changes until the kernel shows them.
+type prober struct {
+	p       Probe
+	timeout time.Duration
+	mu      sync.Mutex
+	pending []*pendingChange
+	rounds  int
+	busy    time.Duration
+	err     error
+}
 
-	runtime.GC()
-	debug.FreeOSMemory()
-	_ = ResetPeak()
-	first := timed.Await(func(rs *netrules.Ruleset) bool { return CountServices(rs) >= opts.Services })
-	mctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	start := time.Now()
-	go func() { done <- mgr.Start(mctx) }()
-	defer func() {
-		stop()
-		if e := <-done; e != nil && err == nil {
-			err = fmt.Errorf("manager: %w", e)
+type pendingChange struct {
+	c      Change
+	expect Expect
+	done   func(Change)
+}
+
+func (pr *prober) add(c Change, e Expect, done func(Change)) {
+	pr.mu.Lock()
+	pr.pending = append(pr.pending, &pendingChange{c: c, expect: e, done: done})
+	pr.mu.Unlock()
+}
+
+func (pr *prober) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		pr.mu.Lock()
+		ps := append([]*pendingChange(nil), pr.pending...)
+		pr.mu.Unlock()
+		if len(ps) == 0 {
+			time.Sleep(2 * time.Millisecond)
+			continue
 		}
-	}()
-
-	timeout := time.NewTimer(opts.FirstSyncTimeout)
-	defer timeout.Stop()
-	select {
-	case s := <-first:
-		res.FirstSync = s.Duration().Seconds()
-		res.FirstReady = s.End.Sub(start).Seconds()
-		if !s.Stats.Full {
-			return res, errors.New("the first sync with every Service was not a full one")
+		es := make([]Expect, len(ps))
+		for i, p := range ps {
+			es[i] = p.expect
 		}
-	case <-timeout.C:
-		return res, fmt.Errorf("first full sync not done after %s", opts.FirstSyncTimeout)
-	case e := <-done:
-		done <- e
-		return res, fmt.Errorf("manager stopped: %v", e)
-	case <-ctx.Done():
-		return res, ctx.Err()
+		t0 := time.Now()
+		ok, err := pr.p.Check(es)
+		now := time.Now()
+		pr.mu.Lock()
+		pr.rounds++
+		pr.busy += now.Sub(t0)
+		if err != nil && pr.err == nil {
+			pr.err = err
+		}
+		var finished []*pendingChange
+		kept := pr.pending[:0]
+		for _, p := range pr.pending {
+			idx := -1
+			for i, q := range ps {
+				if q == p {
+					idx = i
+				}
+			}
+			switch {
+			case idx >= 0 && err == nil && ok[idx]:
+				p.c.end = now
+				p.c.Latency = now.Sub(p.c.start).Seconds()
+				finished = append(finished, p)
+			case now.Sub(p.c.start) > pr.timeout:
+				p.c.end = now
+				p.c.Latency = now.Sub(p.c.start).Seconds()
+				p.c.TimedOut = true
+				finished = append(finished, p)
+			default:
+				kept = append(kept, p)
+			}
+		}
+		pr.pending = kept
+		pr.mu.Unlock()
+		for _, p := range finished {
+			p.done(p.c)
+		}
+		time.Sleep(time.Millisecond)
 	}
-	// events that arrived while the first sync ran make one more (partial) sync
-	if err := timed.Quiet(ctx, 2*time.Second); err != nil {
-		return res, err
-	}
-	// read after Quiet: Reconcile observes its duration only after Backend.Sync returned
-	res.FirstReconcile, _ = histogram("kubeproxy_sync_full_proxy_rules_duration_seconds")
-	for _, s := range timed.Records()[1:] {
-		res.FollowUps = append(res.FollowUps, s.Duration().Seconds())
-	}
-	res.MemAfterFull, _ = ReadMemory()
-	if res.Counts, err = CountKernel(ctx, opts.Backend, opts.NetNS); err != nil {
-		return res, err
-	}
+}
 
-	sum0, n0 := histogram("kubeproxy_sync_partial_proxy_rules_duration_seconds")
-	for k := 0; k < opts.Changes; k++ {
-		// spread the changed Services over the whole range
-		i := (k*7919 + 17) % opts.Services
-		c, err := change(ctx, direct, timed, i)
+// Run runs one agent in a fresh node namespace: first sync, kernel object count, an
+// idle phase and a churn phase of timed changes. The namespace and the agent are gone
+// when it returns; the World is restored by the caller.
+func Run(ctx context.Context, o RunOptions) (res Result) {
+	res = Result{Agent: o.Agent, Mode: o.Mode, Services: o.World.N}
+	fail := func(err error) Result {
+		res.Error = err.Error()
+		return res
+	}
+	layouts, err := Layouts(o.Mode, o.Agent)
+	if err != nil {
+		return fail(err)
+	}
+	if err := NodeNS(o.NetNS); err != nil {
+		return fail(err)
+	}
+	defer DeleteNS(o.NetNS)
+	fwd, err := Forward(o.NetNS, o.APIAddr, o.APIAddr)
+	if err != nil {
+		return fail(err)
+	}
+	defer fwd.Close()
+
+	agent, err := StartAgent(o.AgentOptions, o.NetNS)
+	if err != nil {
+		return fail(err)
+	}
+	defer agent.Stop()
+	pid := agent.PID()
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sc := newScraper(o.NetNS)
+	go sc.run(rctx, 200*time.Millisecond)
+
+	// ---- first sync ----
+	o.Logf("  %s %s: started (pid %d), waiting for the first sync of %d Services", o.Agent, o.Mode, pid, o.World.N)
+	n := o.World.N
+	var layout Layout
+	var probe Probe
+	deadline := time.Now().Add(o.FirstSyncTimeout)
+	var seenTS float64
+	lastLog := time.Now()
+	for {
+		if err := agent.Exited(); err != nil {
+			return fail(err)
+		}
+		if time.Now().After(deadline) {
+			return fail(fmt.Errorf("no complete first sync within %s (log %s)", o.FirstSyncTimeout, agent.Log))
+		}
+		if err := ctx.Err(); err != nil {
+			return fail(err)
+		}
+		if time.Since(lastLog) > 30*time.Second {
+			o.Logf("  %s %s: still waiting for the first sync (%.0fs)", o.Agent, o.Mode, time.Since(agent.Start).Seconds())
+			lastLog = time.Now()
+		}
+		s := sc.latest()
+		if !s.ok || s.last == 0 || s.last == seenTS {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		seenTS = s.last
+		if probe == nil {
+			// the naming: the first layout whose chain for Service 0 exists
+			for _, l := range layouts {
+				p, err := NewProbe(o.NetNS, l)
+				if err != nil {
+					return fail(err)
+				}
+				e := Edit{Kind: KindCreated, Service: ServiceName(0), Endpoint: EndpointIP(0, 0)}.Expect(l)
+				ok, err := p.Check([]Expect{e})
+				if err == nil && ok[0] {
+					layout, probe = l, p
+					break
+				}
+				p.Close()
+			}
+			if probe == nil {
+				continue // not Service 0 yet (or an unknown naming: the deadline tells)
+			}
+			defer probe.Close()
+			res.Layout = layout.Desc
+		}
+		names := make([]string, 0, n)
+		for i := 0; i < n; i++ {
+			names = append(names, layout.ServiceChain(Port(ServiceName(i))))
+		}
+		miss, err := probe.Missing(names)
 		if err != nil {
-			return res, err
+			return fail(err)
 		}
-		res.Changes = append(res.Changes, c)
-		if err := timed.Quiet(ctx, 500*time.Millisecond); err != nil {
-			return res, err
+		if miss == 0 {
+			res.FirstSync = seenTS - float64(agent.Start.UnixNano())/1e9
+			res.FirstSyncSeen = time.Since(agent.Start).Seconds()
+			break
 		}
+		o.Logf("  %s %s: a sync ended with %d of %d Services missing; waiting for the next", o.Agent, o.Mode, miss, n)
 	}
-	if sum1, n1 := histogram("kubeproxy_sync_partial_proxy_rules_duration_seconds"); n1 > n0 {
-		res.ChangeReconcile = (sum1 - sum0) / float64(n1-n0)
+	mem, _ := ProcMemory(pid)
+	o.Logf("  %s %s: first sync %.2fs (probe saw it at %.2fs), RSS %d MiB; %s", o.Agent, o.Mode, res.FirstSync, res.FirstSyncSeen, mem.RSSKiB/1024, layout.Desc)
+	if c, err := CountKernel(o.NetNS, o.Mode); err != nil {
+		o.Logf("  counting kernel objects: %v", err)
+	} else {
+		res.Counts = c
 	}
-	res.MemEnd, _ = ReadMemory()
-	return res, nil
-}
+	time.Sleep(3 * time.Second) // let follow-up syncs pass
 
-// change moves one endpoint of Service i to a new address and waits for the sync that
-// programs it.
-func change(ctx context.Context, c client.Client, timed *Timed, i int) (Change, error) {
-	ch := Change{Service: ServiceName(i)}
-	key := client.ObjectKey{Namespace: Namespace, Name: SliceName(i)}
-	var got <-chan SyncRecord
-	var sent time.Time
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		var s discoveryv1.EndpointSlice
-		if err := c.Get(ctx, key, &s); err != nil {
-			return err
+	// ---- phases ----
+	pr := &prober{p: probe, timeout: o.ChangeTimeout}
+	go pr.run(rctx)
+	phaseStart := time.Now()
+	phases := []string{"idle"}
+	if o.Churn > 0 {
+		phases = append(phases, "churn")
+	}
+	if o.RepairRounds > 0 {
+		phases = append(phases, "repair")
+	}
+	for _, name := range phases {
+		if err := agent.Exited(); err != nil {
+			return fail(err)
 		}
-		ip := SpareEndpointIP()
-		for used := true; used; {
-			used = false
-			for _, e := range s.Endpoints {
-				if len(e.Addresses) > 0 && e.Addresses[0] == ip.String() {
-					used, ip = true, SpareEndpointIP()
+		var times []time.Time
+		if name == "repair" {
+			sc.mu.Lock()
+			ws := fullSyncWindows(sc.s)
+			sc.mu.Unlock()
+			times = repairSchedule(ws, agent.Start, time.Now(), o.SyncPeriod, o.RepairRounds, RepairChanges)
+		} else {
+			times = uniform(time.Now(), o.Changes, o.Phase)
+		}
+		ph, err := runPhase(rctx, o, name, times, name == "churn", layout, pr, pid)
+		res.Phases = append(res.Phases, ph)
+		if err != nil {
+			return fail(err)
+		}
+		o.Logf("  %s %s %s: %d changes, %d churn, p50 %.3fs p99 %.3fs max %.3fs, CPU %.2fs", o.Agent, o.Mode, name,
+			len(ph.Changes), ph.Churn, Summarize(latencies(ph.Changes)).P50, Summarize(latencies(ph.Changes)).P99,
+			Summarize(latencies(ph.Changes)).Max, ph.CPU)
+	}
+	if pr.err != nil {
+		return fail(pr.err)
+	}
+	if err := agent.Exited(); err != nil {
+		return fail(err)
+	}
+	res.Memory, _ = ProcMemory(pid)
+	pr.mu.Lock()
+	if pr.rounds > 0 {
+		res.ProbeRound = pr.busy.Seconds() / float64(pr.rounds)
+	}
+	pr.mu.Unlock()
+	// which changes were in flight during a full sync
+	sc.mu.Lock()
+	ws := fullSyncWindows(sc.s)
+	sc.mu.Unlock()
+	for _, w := range ws {
+		if w.End.After(phaseStart) {
+			res.FullSyncs++
+		}
+	}
+	for pi := range res.Phases {
+		for ci := range res.Phases[pi].Changes {
+			c := &res.Phases[pi].Changes[ci]
+			for _, w := range ws {
+				if w.Start.Before(c.end) && w.End.After(c.start) {
+					c.DuringFull = true
 				}
 			}
 		}
-		s.Endpoints[i%len(s.Endpoints)].Addresses = []string{ip.String()}
-		got = timed.Await(HasEndpoint(Namespace, ServiceName(i), ip))
-		sent = time.Now()
-		return c.Update(ctx, &s)
-	})
+	}
+	return res
+}
+
+func latencies(cs []Change) []float64 {
+	out := make([]float64, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.Latency)
+	}
+	return out
+}
+
+// uniform spreads n change times over d from t0, one at a random point of each slot.
+func uniform(t0 time.Time, n int, d time.Duration) []time.Time {
+	rng := rand.New(rand.NewPCG(uint64(t0.UnixNano()), 7))
+	slot := d / time.Duration(max(n, 1))
+	out := make([]time.Time, n)
+	for k := range out {
+		out[k] = t0.Add(time.Duration(k)*slot + time.Duration((0.1+0.8*rng.Float64())*float64(slot)))
+	}
+	return out
+}
+
+// repairSchedule aims changes at the agent's next periodic full syncs: from the last full
+// sync seen (start S, length d) the next one is due at S + k·period; per round, changes
+// are spread over [due − 0.3 s, due + 2d + 0.3 s]. Without a full sync seen (kube-proxy
+// runs one only at start and hourly) they are spread over one period.
+func repairSchedule(ws []Window, after, now time.Time, period time.Duration, rounds, perRound int) []time.Time {
+	var last *Window
+	for i := range ws {
+		if ws[i].Start.After(after) {
+			last = &ws[i]
+		}
+	}
+	if last == nil {
+		return uniform(now.Add(time.Second), rounds*perRound, time.Duration(rounds)*period)
+	}
+	d := last.End.Sub(last.Start)
+	due := last.Start.Add(period)
+	for due.Add(-300 * time.Millisecond).Before(now.Add(500 * time.Millisecond)) {
+		due = due.Add(period)
+	}
+	var out []time.Time
+	for r := 0; r < rounds; r++ {
+		from := due.Add(time.Duration(r)*period - 300*time.Millisecond)
+		out = append(out, uniform(from, perRound, 2*d+600*time.Millisecond)...)
+	}
+	return out
+}
+
+// runPhase makes timed changes at the given times (with background churn when churn is
+// set) and waits for them all to be seen or to time out.
+func runPhase(ctx context.Context, o RunOptions, name string, times []time.Time, churn bool, l Layout, pr *prober, pid int) (Phase, error) {
+	ph := Phase{Name: name}
+	var mu sync.Mutex
+	cpu0, err := ProcCPU(pid)
 	if err != nil {
-		return ch, fmt.Errorf("updating %s: %w", key, err)
+		return ph, err
 	}
-	select {
-	case s := <-got:
-		ch.E2E = s.End.Sub(sent).Seconds()
-		ch.Sync = s.Duration().Seconds()
-		ch.Chains = s.Stats.ChainsWritten
-		ch.Full = s.Stats.Full
-		return ch, nil
-	case <-time.After(5 * time.Minute):
-		return ch, fmt.Errorf("change of %s not programmed after 5m", ch.Service)
-	case <-ctx.Done():
-		return ch, ctx.Err()
+	t0 := time.Now()
+	cctx, stopChurn := context.WithCancel(ctx)
+	var churnWG sync.WaitGroup
+	var churnErr error
+	if churn {
+		churnWG.Add(1)
+		go func() {
+			defer churnWG.Done()
+			tick := time.NewTicker(time.Duration(float64(time.Second) / o.Churn))
+			defer tick.Stop()
+			for {
+				select {
+				case <-cctx.Done():
+					return
+				case <-tick.C:
+				}
+				e, err := o.World.Do(cctx, KindMoved, func() {})
+				if err != nil {
+					if cctx.Err() == nil && churnErr == nil {
+						churnErr = err
+					}
+					continue
+				}
+				o.World.Release(e.Service)
+				mu.Lock()
+				ph.Churn++
+				mu.Unlock()
+			}
+		}()
 	}
+	var writeErr error
+	var inFlight atomic.Int64
+	for _, at := range times {
+		if ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Until(at))
+		kind := o.World.Kind()
+		var start time.Time
+		e, err := o.World.Do(ctx, kind, func() { start = time.Now() })
+		if err != nil {
+			writeErr = err
+			break
+		}
+		inFlight.Add(1)
+		pr.add(Change{Kind: kind, Service: e.Service, start: start}, e.Expect(l), func(c Change) {
+			o.World.Release(c.Service)
+			mu.Lock()
+			ph.Changes = append(ph.Changes, c)
+			mu.Unlock()
+			inFlight.Add(-1)
+		})
+	}
+	stopChurn()
+	churnWG.Wait()
+	if churn {
+		ph.ChurnSeconds = time.Since(t0).Seconds()
+	}
+	for inFlight.Load() > 0 && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cpu1, _ := ProcCPU(pid)
+	ph.CPU = cpu1 - cpu0
+	ph.Duration = time.Since(t0).Seconds()
+	if writeErr == nil {
+		writeErr = churnErr
+	}
+	return ph, writeErr
 }

@@ -1,32 +1,59 @@
-// Command svcbench benchmarks the ServiceReconciler (nodekeeper's kube-proxy) and prints
-// figures. Run it as root, through `make bench` (hack/bench.sh).
+// Command svcbench compares nodekeeper's Service proxy with upstream kube-proxy v1.37.2
+// and prints figures. Run it as root, through `make bench` (hack/bench.sh).
 //
 // It starts a real kube-apiserver + etcd (envtest), loads N ClusterIP Services with one
-// EndpointSlice of 5 endpoints each (16 writers; sizes are loaded incrementally, once),
-// and for each size and backend runs itself again as a child process that creates
-// nothing but a controller-runtime manager with the ServiceReconciler, programming a
-// fresh network namespace made by the parent (internal/netnstest) — so the memory
-// reported is that of an agent-like process, not of the loader. The child times every
-// Backend.Sync with a decorator (it never polls the kernel), counts the rules once
-// after the first full sync, times one-Service changes, and hands back JSON.
+// EndpointSlice of 5 endpoints each (sizes are loaded incrementally, once) and a Node,
+// and for each size, mode and agent starts the agent as its own process (the
+// kube-proxy binary; the nodekeeper binary with the services reconciler only) in a
+// fresh node network namespace, one agent after the other. The agent reaches the
+// apiserver through a forwarder listening inside its namespace. Both run with the same
+// sync period. The harness treats the agent as a black box:
+//
+//   - first sync: agent start → its kubeproxy_sync_proxy_rules_last_timestamp_seconds,
+//     accepted once a netlink (or iptables-legacy-save) read finds every Service's chain;
+//   - changes: an idle phase and a phase with background churn, each of BENCH_CHANGES
+//     changes (70 % an endpoint moved, 15 % a Service created, 15 % one deleted, on
+//     random Services) spread over BENCH_PHASE (≥ 2 sync periods, so some land during a
+//     periodic sync), then a "repair" phase aiming 10 changes at each of the next
+//     BENCH_REPAIR_ROUNDS periodic full syncs (predicted from the agent's
+//     kubeproxy_sync_full_proxy_rules_duration_seconds); latency = API write sent → the probe sees the expected chain in the
+//     kernel (the new endpoint's chain with its rules; a created Service's chain and its
+//     endpoint's; a deleted Service's chain gone or flushed);
+//   - CPU: utime+stime (+ reaped children: iptables-restore, nft) of the agent from
+//     /proc/<pid>/stat over a phase, divided by the changes made in it (churn included);
+//     peak RSS: VmHWM of the agent process at the end; kernel objects: nft -j list ruleset
+//     (iptables-legacy-save for legacy) after the first sync.
+//
+// Between agents every change is undone, so each agent starts from the same objects.
 //
 // Environment:
 //
-//	BENCH_SIZES     Service counts, comma-separated (default 1000,5000,10000)
-//	BENCH_BACKENDS  backends (default iptables-legacy,iptables-nft,nftables)
-//	BENCH_CHANGES   one-Service changes timed per run (default 9)
-//	BENCH_TIMEOUT   limit for one first full sync (default 5m)
-//	BENCH_WORKERS   concurrent writers loading the apiserver (default 16)
-//	BENCH_JSON      if set, a file to write every result to as JSON
+//	BENCH_SIZES          Service counts (default 1000,10000,50000)
+//	BENCH_MODES          nftables,iptables-nft,iptables-legacy (default nftables,iptables-nft)
+//	BENCH_AGENTS         kube-proxy,nodekeeper (default both)
+//	BENCH_CHANGES        timed changes per phase (default 100)
+//	BENCH_PHASE          length of one phase (default 2 sync periods + 5s)
+//	BENCH_CHURN          background endpoint moves per second in the churn phase (default 20; 0: no churn phase)
+//	BENCH_REPAIR_ROUNDS  a last phase aims 10 changes at each of this many periodic full syncs (default 2; 0: none)
+//	BENCH_SYNC_PERIOD    both agents' sync period (default 30s)
+//	BENCH_KP_MIN_SYNC    kube-proxy's minSyncPeriod (default 1s, upstream's default; 0s is defaulted to 1s upstream)
+//	BENCH_CHANGE_TIMEOUT a change not seen after this counts as timed out (default 120s)
+//	BENCH_TIMEOUT        limit for one first sync (default 15m)
+//	BENCH_WORKERS        concurrent writers loading the apiserver (default 16)
+//	BENCH_JSON           if set, a file to write every result to as JSON
+//	BENCH_WORKDIR        agent configs and logs (default a temporary folder, kept on failure)
+//	NK_BENCH_NODEKEEPER  the nodekeeper binary (hack/bench.sh builds it from NK_BENCH_SRC)
+//	NK_BENCH_KUBE_PROXY  the kube-proxy binary (default $KUBEBUILDER_ASSETS/kube-proxy)
+//
+// `svcbench -report FILE` prints the tables again from a BENCH_JSON file.
 package main
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -38,37 +65,30 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-logr/logr"
-	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	testenv "github.com/nodekeeper/nodekeeper/envtest"
-	"github.com/nodekeeper/nodekeeper/internal/netnstest"
 	"github.com/nodekeeper/nodekeeper/test/bench"
 )
 
 func main() {
-	fs := flag.NewFlagSet("svcbench", flag.ExitOnError) // not flag.CommandLine: controller-runtime owns -kubeconfig there
-	child := fs.Bool("child", false, "internal: run one backend (started by the parent)")
-	backend := fs.String("backend", "", "internal: backend")
-	netns := fs.String("netns", "", "internal: node network namespace")
-	kubeconfig := fs.String("kubeconfig", "", "internal: apiserver kubeconfig")
-	services := fs.Int("services", 0, "internal: Services loaded")
-	changes := fs.Int("changes", 0, "internal: changes to time")
-	timeout := fs.Duration("timeout", 5*time.Minute, "internal: first sync timeout")
-	out := fs.String("out", "", "internal: result file")
-	_ = fs.Parse(os.Args[1:])
-	var err error
-	if *child {
-		err = runChild(*backend, *netns, *kubeconfig, *services, *changes, *timeout, *out)
-	} else {
-		err = runParent()
+	if len(os.Args) == 3 && os.Args[1] == "-report" {
+		// print the tables again from a BENCH_JSON file
+		b, err := os.ReadFile(os.Args[2])
+		var rs []bench.Result
+		if err == nil {
+			err = json.Unmarshal(b, &rs)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "svcbench:", err)
+			os.Exit(1)
+		}
+		bench.PrintTable(os.Stdout, rs, bench.PhasesOf(rs))
+		return
 	}
-	if err != nil {
+	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "svcbench:", err)
 		os.Exit(1)
 	}
@@ -78,74 +98,55 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
-// ---- the child: one backend, one process ----
-
-// errSink is a logr sink that prints errors only (controller-runtime is chatty).
-type errSink struct{ name string }
-
-func (errSink) Init(logr.RuntimeInfo)            {}
-func (errSink) Enabled(int) bool                 { return false }
-func (errSink) Info(int, string, ...any)         {}
-func (s errSink) WithValues(...any) logr.LogSink { return s }
-func (s errSink) WithName(n string) logr.LogSink {
-	return errSink{name: strings.TrimPrefix(s.name+"/"+n, "/")}
-}
-func (s errSink) Error(err error, msg string, _ ...any) {
-	logf("  %s: %s: %v", s.name, msg, err)
+func envInt(name string, def int) (int, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%s: %q is not a count", name, v)
+	}
+	return n, nil
 }
 
-func runChild(backend, netns, kubeconfig string, services, changes int, timeout time.Duration, out string) error {
-	ctrl.SetLogger(logr.New(errSink{}))
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig) // as the agent does
+func envDur(name string, def time.Duration) (time.Duration, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("%s: %w", name, err)
 	}
-	res, err := bench.Run(ctx, bench.RunOptions{Backend: backend, NetNS: netns, Config: cfg,
-		Services: services, Changes: changes, FirstSyncTimeout: timeout})
-	if err != nil {
-		res.Error = err.Error()
-	}
-	b, _ := json.Marshal(res)
-	if werr := os.WriteFile(out, b, 0o600); werr != nil {
-		return werr
-	}
-	return err
+	return d, nil
 }
 
-// ---- the parent: apiserver, objects, namespaces, report ----
-
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
-
-func envList(name, def string) []string {
+func envList(name, def string, allowed []string) ([]string, error) {
 	v := os.Getenv(name)
 	if strings.TrimSpace(v) == "" {
 		v = def
 	}
 	var out []string
 	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
+		if s = strings.TrimSpace(s); s == "" {
+			continue
 		}
+		if allowed != nil && !slices.Contains(allowed, s) {
+			return nil, fmt.Errorf("%s: unknown %q (want %s)", name, s, strings.Join(allowed, ", "))
+		}
+		out = append(out, s)
 	}
-	return out
+	return out, nil
 }
 
-func runParent() error {
+func run() error {
 	if os.Geteuid() != 0 {
-		return errors.New("must run as root (it creates network namespaces and programs their rules)")
-	}
-	if why := netnstest.Available(); why != "" {
-		return errors.New(why)
+		return errors.New("must run as root (it creates network namespaces and reads their rules)")
 	}
 	var sizes []int
-	for _, s := range envList("BENCH_SIZES", "1000,5000,10000") {
+	ss, _ := envList("BENCH_SIZES", "1000,10000,50000", nil)
+	for _, s := range ss {
 		n, err := strconv.Atoi(s)
 		if err != nil || n <= 0 || n > bench.MaxServices {
 			return fmt.Errorf("BENCH_SIZES: %q is not a count in 1..%d", s, bench.MaxServices)
@@ -154,39 +155,95 @@ func runParent() error {
 	}
 	slices.Sort(sizes)
 	sizes = slices.Compact(sizes)
-	backends := envList("BENCH_BACKENDS", strings.Join(bench.Backends, ","))
-	for _, b := range backends {
-		if !slices.Contains(bench.Backends, b) {
-			return fmt.Errorf("BENCH_BACKENDS: unknown backend %q (want %s)", b, strings.Join(bench.Backends, ", "))
-		}
-		if b == "nftables" {
-			if _, err := exec.LookPath("nft"); err != nil {
-				return errors.New("nft not installed (hack/net-deps.sh installs it)")
-			}
-		}
-	}
-	changes := envInt("BENCH_CHANGES", 9)
-	workers := envInt("BENCH_WORKERS", 16)
-	timeout := 5 * time.Minute
-	if v := os.Getenv("BENCH_TIMEOUT"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return fmt.Errorf("BENCH_TIMEOUT: %w", err)
-		}
-		timeout = d
-	}
-	self, err := os.Executable()
+	modes, err := envList("BENCH_MODES", "nftables,iptables-nft", bench.Modes)
 	if err != nil {
 		return err
+	}
+	agents, err := envList("BENCH_AGENTS", strings.Join(bench.Agents, ","), bench.Agents)
+	if err != nil {
+		return err
+	}
+	changes, err := envInt("BENCH_CHANGES", 100)
+	if err != nil {
+		return err
+	}
+	workers, err := envInt("BENCH_WORKERS", 16)
+	if err != nil {
+		return err
+	}
+	syncPeriod, err := envDur("BENCH_SYNC_PERIOD", 30*time.Second)
+	if err != nil {
+		return err
+	}
+	phaseLen, err := envDur("BENCH_PHASE", 2*syncPeriod+5*time.Second)
+	if err != nil {
+		return err
+	}
+	minSync, err := envDur("BENCH_KP_MIN_SYNC", time.Second)
+	if err != nil {
+		return err
+	}
+	changeTimeout, err := envDur("BENCH_CHANGE_TIMEOUT", 2*time.Minute)
+	if err != nil {
+		return err
+	}
+	firstTimeout, err := envDur("BENCH_TIMEOUT", 15*time.Minute)
+	if err != nil {
+		return err
+	}
+	repair, err := envInt("BENCH_REPAIR_ROUNDS", 2)
+	if err != nil {
+		return err
+	}
+	churn := 20.0
+	if v := os.Getenv("BENCH_CHURN"); v != "" {
+		if churn, err = strconv.ParseFloat(v, 64); err != nil || churn < 0 {
+			return fmt.Errorf("BENCH_CHURN: %q is not a rate", v)
+		}
+	}
+	bins := map[string]string{bench.AgentNodekeeper: os.Getenv("NK_BENCH_NODEKEEPER"), bench.AgentKubeProxy: os.Getenv("NK_BENCH_KUBE_PROXY")}
+	if bins[bench.AgentKubeProxy] == "" {
+		if dir, err := testenv.AssetsDir(); err == nil {
+			bins[bench.AgentKubeProxy] = filepath.Join(dir, "kube-proxy")
+		}
+	}
+	for _, a := range agents {
+		if bins[a] == "" {
+			return fmt.Errorf("no %s binary: set NK_BENCH_NODEKEEPER / NK_BENCH_KUBE_PROXY (hack/bench.sh does)", a)
+		}
+		if _, err := os.Stat(bins[a]); err != nil {
+			return fmt.Errorf("%s binary: %w", a, err)
+		}
+	}
+	for _, b := range []string{"nsenter", "ip", "nft", "iptables-legacy-save"} {
+		if _, err := exec.LookPath(b); err != nil {
+			return fmt.Errorf("%s not installed (hack/net-deps.sh installs it)", b)
+		}
+	}
+	phases := []string{"idle"}
+	if churn > 0 {
+		phases = append(phases, "churn")
+	}
+	if repair > 0 {
+		phases = append(phases, "repair")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	tmp, err := os.MkdirTemp("", "svcbench-")
-	if err != nil {
-		return err
+	work := os.Getenv("BENCH_WORKDIR")
+	if work == "" {
+		if work, err = os.MkdirTemp("", "svcbench-"); err != nil {
+			return err
+		}
 	}
-	defer os.RemoveAll(tmp)
+	failed := false
+	defer func() {
+		if !failed && os.Getenv("BENCH_WORKDIR") == "" {
+			os.RemoveAll(work)
+		} else {
+			logf("agent configs and logs kept in %s", work)
+		}
+	}()
 
 	logf("starting kube-apiserver + etcd (envtest)")
 	env, err := testenv.Start()
@@ -198,8 +255,12 @@ func runParent() error {
 			logf("stopping envtest: %v", err)
 		}
 	}()
+	u, err := url.Parse(env.Config.Host)
+	if err != nil {
+		return err
+	}
 	cfg := rest.CopyConfig(env.Config)
-	cfg.QPS = -1 // no client-side rate limit for the loader
+	cfg.QPS = -1 // no client-side rate limit for the loader and the changes
 	c, err := client.New(cfg, client.Options{Scheme: scheme.Scheme})
 	if err != nil {
 		return err
@@ -207,29 +268,55 @@ func runParent() error {
 	if err := bench.Prepare(ctx, c); err != nil {
 		return err
 	}
+	world := bench.NewWorld(c, 0, uint64(time.Now().UnixNano()))
 
+	logf("plan: sizes %v, modes %v, agents %v one after the other, %d changes per phase over %s, phases %v (churn %.0f/s), sync period %s, kube-proxy minSyncPeriod %s",
+		sizes, modes, agents, changes, phaseLen, phases, churn, syncPeriod, minSync)
 	var results []bench.Result
 	loaded := 0
 	for _, n := range sizes {
 		t0 := time.Now()
 		logf("loading Services %d..%d (+ one EndpointSlice of %d endpoints each, %d writers)", loaded, n-1, bench.EndpointsPerService, workers)
-		if err := bench.Load(ctx, c, loaded, n, workers, func(d int) { logf("  %d loaded", d) }); err != nil {
+		if err := bench.Load(ctx, c, loaded, n, max(workers, 1), func(d int) { logf("  %d loaded", d) }); err != nil {
 			return err
 		}
-		logf("loaded %d Services + %d EndpointSlices in %.1fs", n-loaded, n-loaded, time.Since(t0).Seconds())
+		logf("loaded %d Services + EndpointSlices in %.1fs", n-loaded, time.Since(t0).Seconds())
 		loaded = n
-		for _, b := range backends {
-			if ctx.Err() != nil {
-				break
+		world.Grow(n)
+		for _, mode := range modes {
+			for _, a := range agents {
+				if ctx.Err() != nil {
+					break
+				}
+				if k, err := world.Restore(ctx); err != nil {
+					return err
+				} else if k > 0 {
+					logf("restored %d changed Services", k)
+				}
+				short := map[string]string{bench.AgentKubeProxy: "kp", bench.AgentNodekeeper: "nk"}[a]
+				logf("%s, %s, %d Services: running", a, mode, n)
+				r := bench.Run(ctx, bench.RunOptions{
+					AgentOptions: bench.AgentOptions{Agent: a, Mode: mode, Binary: bins[a], Kubeconfig: env.Kubeconfig,
+						Dir: filepath.Join(work, fmt.Sprintf("%s-%s-%d", a, mode, n)), SyncPeriod: syncPeriod, MinSyncPeriod: minSync},
+					NetNS: "nk-bench-" + short, APIAddr: u.Host, World: world,
+					Changes: changes, Phase: phaseLen, Churn: churn, RepairRounds: repair, ChangeTimeout: changeTimeout, FirstSyncTimeout: firstTimeout,
+					Logf: logf,
+				})
+				if r.Error != "" {
+					failed = true
+					logf("%s, %s, %d Services: ERROR: %s", a, mode, n, r.Error)
+				}
+				results = append(results, r)
+				// wait for in-flight changes to be released before restoring
+				time.Sleep(time.Second)
 			}
-			logf("%s, %d Services: running", b, n)
-			r := runOne(ctx, self, env.Kubeconfig, tmp, b, n, changes, timeout)
-			results = append(results, r)
-			logf("%s", summary(r))
 		}
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	if _, err := world.Restore(context.Background()); err != nil {
+		logf("restoring: %v", err)
 	}
 	if p := os.Getenv("BENCH_JSON"); p != "" {
 		b, _ := json.MarshalIndent(results, "", "  ")
@@ -237,102 +324,15 @@ func runParent() error {
 			logf("writing %s: %v", p, err)
 		}
 	}
-	printTable(os.Stdout, results, changes)
-	return ctx.Err()
-}
-
-// runOne creates a fresh node namespace, runs the child for one backend in it and
-// removes the namespace whatever happened.
-func runOne(ctx context.Context, self, kubeconfig, tmp, backend string, n, changes int, timeout time.Duration) bench.Result {
-	res := bench.Result{Backend: backend, Services: n, Endpoints: n * bench.EndpointsPerService}
-	topo, err := netnstest.Up("nkb" + rand.String(4) + "-")
-	if err != nil {
-		res.Error = "creating the network namespace: " + err.Error()
-		return res
-	}
-	defer topo.Down()
-	out := filepath.Join(tmp, fmt.Sprintf("%s-%d.json", backend, n))
-	cctx, cancel := context.WithTimeout(ctx, timeout+time.Duration(changes)*2*time.Minute+5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(cctx, self, "-child", "-backend", backend, "-netns", topo.Node,
-		"-kubeconfig", kubeconfig, "-services", strconv.Itoa(n), "-changes", strconv.Itoa(changes),
-		"-timeout", timeout.String(), "-out", out)
-	// a private xtables lock: the benchmark's long iptables-restore runs must not make
-	// other iptables users on the machine (tests in other namespaces) wait
-	cmd.Env = append(os.Environ(), "XTABLES_LOCKFILE="+filepath.Join(tmp, "xtables.lock"))
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	// on cancel ask the child to stop (it cancels its iptables-restore / nft), then kill
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 30 * time.Second
-	runErr := cmd.Run()
-	b, err := os.ReadFile(out)
-	if err == nil {
-		err = json.Unmarshal(b, &res)
-	}
-	if err != nil && res.Error == "" {
-		res.Error = fmt.Sprintf("child: %v (no result: %v)", runErr, err)
-	}
-	return res
-}
-
-func dur(s float64) string {
-	switch {
-	case s == 0:
-		return "–"
-	case s < 1:
-		return fmt.Sprintf("%.0f ms", s*1000)
-	case s < 10:
-		return fmt.Sprintf("%.2f s", s)
-	default:
-		return fmt.Sprintf("%.1f s", s)
-	}
-}
-
-func mib(kib int64) string {
-	if kib == 0 {
-		return "–"
-	}
-	return fmt.Sprintf("%.0f MiB", float64(kib)/1024)
-}
-
-func summary(r bench.Result) string {
-	if r.Error != "" && r.FirstSync == 0 {
-		return fmt.Sprintf("%s, %d Services: FAILED: %s", r.Backend, r.Services, r.Error)
-	}
-	s := fmt.Sprintf("%s, %d Services: first full sync %s (start→programmed %s, reconcile %s, follow-ups %v); "+
-		"one Service changed: e2e median %s, sync median %s; %d rules, %d chains, %d map elements; RSS %s (peak %s, end %s)",
-		r.Backend, r.Services, dur(r.FirstSync), dur(r.FirstReady), dur(r.FirstReconcile), r.FollowUps,
-		dur(r.Median(func(c bench.Change) float64 { return c.E2E })), dur(r.Median(func(c bench.Change) float64 { return c.Sync })),
-		r.Counts.Rules, r.Counts.Chains, r.Counts.MapElements, mib(r.MemAfterFull.RSSKiB), mib(r.MemEnd.PeakKiB), mib(r.MemEnd.RSSKiB))
-	if r.Error != "" {
-		s += "; ERROR: " + r.Error
-	}
-	return s
-}
-
-func printTable(w io.Writer, rs []bench.Result, changes int) {
 	host, _ := os.Hostname()
-	fmt.Fprintf(w, "\nServiceReconciler benchmark, %s, %s, %d CPUs (%s)\n", time.Now().Format("2006-01-02"), host, runtime.NumCPU(), runtime.Version())
-	fmt.Fprintf(w, "N Services × %d endpoints, ClusterIP/TCP; one-Service change = median of %d endpoint moves\n\n", bench.EndpointsPerService, changes)
-	fmt.Fprintln(w, "| Services | backend | first full sync (Backend.Sync) | start → programmed | one Service changed: API write → programmed | its Backend.Sync | its Reconcile | rules | chains | map elements | agent RSS after full sync (peak over the run) |")
-	fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-	for _, r := range rs {
-		if r.Error != "" && r.FirstSync == 0 {
-			fmt.Fprintf(w, "| %d | %s | failed: %s | | | | | | | | |\n", r.Services, r.Backend, strings.ReplaceAll(r.Error, "|", "/"))
-			continue
-		}
-		elems := "–"
-		if r.Backend == "nftables" {
-			elems = strconv.Itoa(r.Counts.MapElements)
-		}
-		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %d | %d | %s | %s (%s) |\n", r.Services, r.Backend,
-			dur(r.FirstSync), dur(r.FirstReady),
-			dur(r.Median(func(c bench.Change) float64 { return c.E2E })), dur(r.Median(func(c bench.Change) float64 { return c.Sync })),
-			dur(r.ChangeReconcile), r.Counts.Rules, r.Counts.Chains, elems, mib(r.MemAfterFull.RSSKiB), mib(r.MemEnd.PeakKiB))
-	}
-	for _, r := range rs {
-		if r.Error != "" && r.FirstSync != 0 {
-			fmt.Fprintf(w, "\nnote: %s %d: %s\n", r.Backend, r.Services, r.Error)
-		}
-	}
+	fmt.Printf("\n## Service proxy benchmark: kube-proxy v1.37.2 (reference) vs nodekeeper, %s, %s, %d CPUs (%s)\n\n",
+		time.Now().Format("2006-01-02 15:04"), host, runtime.NumCPU(), runtime.Version())
+	fmt.Printf("N ClusterIP Services × %d endpoints; per phase %d changes (70%% endpoint moved, 15%% Service created, 15%% deleted, random Services) over %s; "+
+		"churn phase adds %.0f endpoint moves/s; repair phase: %d changes aimed at each of %d periodic full syncs (kube-proxy runs full syncs only at start and hourly: its syncPeriod runs are partial, so its repair row is changes spread over the period). Latency: API write → the expected chain seen in the kernel by netlink (iptables-legacy-save for legacy). "+
+		"Agents run one after the other, each alone in its node netns, sync period %s both; kube-proxy minSyncPeriod %s (upstream turns 0 into 1s). "+
+		"CPU-s per change: agent utime+stime (+ reaped children) over the phase / (timed + churn changes). RSS: agent VmHWM. "+
+		"First sync: agent start → its last-sync metric, with every Service's chain in the kernel.\n\n",
+		bench.EndpointsPerService, changes, phaseLen, churn, bench.RepairChanges, repair, syncPeriod, minSync)
+	bench.PrintTable(os.Stdout, results, phases)
+	return ctx.Err()
 }
