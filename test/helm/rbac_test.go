@@ -73,6 +73,13 @@ func TestReconcilersAsChartServiceAccount(t *testing.T) {
 			if static {
 				opts.Config.StaticPodPath = staticPodDir(t)
 			}
+			if static && !opts.Reconcilers[options.ReconcilerNodeStatus] {
+				// without the node part something else registers the Node; mirror pods are
+				// owned by it, so the agent makes them only once it exists (as the kubelet)
+				if err := env.Client.Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}); err != nil {
+					t.Fatal(err)
+				}
+			}
 			mark := logs.mark()
 			a := startAgent(t, user, opts)
 
