@@ -515,12 +515,21 @@ selected() {
   jq -r '.[0].SpecReports[] | select(.LeafNodeType == "It" and .State == "passed") |
     [((.ContainerHierarchyTexts // []) + [.LeafNodeText])[] | select(. != "")] | join(" ")' "$d/dry.json" |
     sort -u >"$1.names"
-  # the specs of an Ordered container must run in one process (they share its setup); the
-  # dry run does not say which containers are Ordered, so group by top-level container
-  # (the biggest, "[sig-node] Containers Lifecycle", has 129 of the 432)
-  jq -r '.[0].SpecReports[] | select(.LeafNodeType == "It" and .State == "passed") |
+  # the specs of an Ordered container must run in one process (they share its setup). The
+  # report has each container's source location: a container is Ordered when its line in
+  # the module's source says so; a spec's group is its outermost Ordered container, or itself
+  local ordered
+  ordered=$(jq -r '.[0].SpecReports[] | select(.LeafNodeType == "It") | (.ContainerHierarchyLocations // [])[] |
+    "\(.FileName):\(.LineNumber)"' "$d/dry.json" | sort -u |
+    while IFS=: read -r f l; do
+      sed -n "${l}p" "$(go env GOMODCACHE)/$f" 2>/dev/null | grep -q 'Ordered' && echo "$f:$l"
+    done | jq -R . | jq -cs .)
+  jq -r --argjson ord "$ordered" '.[0].SpecReports[] | select(.LeafNodeType == "It" and .State == "passed") |
     [((.ContainerHierarchyTexts // []) + [.LeafNodeText])[] | select(. != "")] as $t |
-    [($t | join(" ")), ((.ContainerHierarchyTexts // [])[0] // ($t | join(" ")))] | @tsv' \
+    (.ContainerHierarchyTexts // []) as $c |
+    ([(.ContainerHierarchyLocations // []) | to_entries[] |
+      select(("\(.value.FileName):\(.value.LineNumber)") as $k | $ord | index([$k])) | .key] | first) as $i |
+    [($t | join(" ")), (if $i == null then ($t | join(" ")) else "ordered: " + ($c[0:$i + 1] | join(" ")) end)] | @tsv' \
     "$d/dry.json" | sort -u >"$1.groups"
   if [[ -n $SPECS ]]; then
     [[ -f $SPECS ]] || die "SPECS=$SPECS: no such file"
