@@ -29,13 +29,18 @@
 #   helpers: NK_NETNS (nk-conf), NK_HOST_IF/NK_NODE_IF (nkc-host0/nkc-node0), NK_HOST_IP /
 #   NK_NODE_IP (198.18.81.1/.2), NK_NODE_NAME (nk-conf), NK_APISERVER_PORT (6481),
 #   NK_ETCD_PORT (23881), NK_KCM_PORT (10281), NK_SCHED_PORT (10282), NK_CNI_BRIDGE (nkconf0),
-#   NK_CRI_CACHE ($NK_CACHE/conf), NK_RUN_DIR ($NK_CACHE/conf/run-$NODE).
+#   NK_CRI_CACHE ($NK_CACHE/conf), NK_RUN_DIR ($NK_CACHE/conf/run-$NODE). NODE=kubelet has its
+#   own defaults (nk-confk, nkck-*, 198.18.82.0/30, 6482, 23883, 10283/10284, nkconfk0,
+#   $NK_CACHE/confk), so the two clusters can run side by side.
 #
 # Everything is kept under $NK_CACHE/conformance (CONF_DIR): bin/ (e2e_node.test, kubelet,
 # agnhost, nnp), images/ (tarballs), results/<node>-<time>/ (per shard: the scratch working
 # folder, ginkgo output, JUnit XML; summary.txt). The upstream binaries are built in the
 # throwaway module of hack/k8s-bins.sh, with its GOCACHE and under its lock.
 set -euo pipefail
+# the whole script is one compound command, parsed before it runs: editing the file while a
+# long run goes on does not change that run
+{
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 K8S_VERSION=1.37.2
@@ -53,20 +58,22 @@ export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 
 case $NODE in nodekeeper | kubelet) ;; *) echo "NODE must be nodekeeper or kubelet, got '$NODE'" >&2; exit 2 ;; esac
 
-# the cluster's identity: distinct defaults, exported for hack/run.sh and hack/cri-up.sh
+# the cluster's identity: distinct defaults, exported for hack/run.sh and hack/cri-up.sh;
+# the kubelet's cluster has its own set, so both can be up at once
+if [[ $NODE == nodekeeper ]]; then n=1 k=""; else n=2 k=k; fi
 export NK_CACHE
-export NK_NETNS=${NK_NETNS:-nk-conf}
-export NK_HOST_IF=${NK_HOST_IF:-nkc-host0}
-export NK_NODE_IF=${NK_NODE_IF:-nkc-node0}
-export NK_HOST_IP=${NK_HOST_IP:-198.18.81.1}
-export NK_NODE_IP=${NK_NODE_IP:-198.18.81.2}
-export NK_NODE_NAME=${NK_NODE_NAME:-nk-conf}
-export NK_APISERVER_PORT=${NK_APISERVER_PORT:-6481}
-export NK_ETCD_PORT=${NK_ETCD_PORT:-23881}
-export NK_KCM_PORT=${NK_KCM_PORT:-10281}
-export NK_SCHED_PORT=${NK_SCHED_PORT:-10282}
-export NK_CNI_BRIDGE=${NK_CNI_BRIDGE:-nkconf0}
-export NK_CRI_CACHE=${NK_CRI_CACHE:-$NK_CACHE/conf}
+export NK_NETNS=${NK_NETNS:-nk-conf$k}
+export NK_HOST_IF=${NK_HOST_IF:-nkc$k-host0}
+export NK_NODE_IF=${NK_NODE_IF:-nkc$k-node0}
+export NK_HOST_IP=${NK_HOST_IP:-198.18.8$n.1}
+export NK_NODE_IP=${NK_NODE_IP:-198.18.8$n.2}
+export NK_NODE_NAME=${NK_NODE_NAME:-nk-conf$k}
+export NK_APISERVER_PORT=${NK_APISERVER_PORT:-648$n}
+export NK_ETCD_PORT=${NK_ETCD_PORT:-2388$((n * 2 - 1))}
+export NK_KCM_PORT=${NK_KCM_PORT:-1028$((n * 2 - 1))}
+export NK_SCHED_PORT=${NK_SCHED_PORT:-1028$((n * 2))}
+export NK_CNI_BRIDGE=${NK_CNI_BRIDGE:-nkconf${k}0}
+export NK_CRI_CACHE=${NK_CRI_CACHE:-$NK_CACHE/conf$k}
 export NK_RUN_DIR=${NK_RUN_DIR:-$NK_CACHE/conf/run-$NODE}
 export NK_READ_ONLY_PORT=${NK_READ_ONLY_PORT:-10255} # as the suite's own kubelet config
 export NK_NODE_AGENT=$NODE
@@ -518,11 +525,12 @@ selected() {
   # the specs of an Ordered container must run in one process (they share its setup). The
   # report has each container's source location: a container is Ordered when its line in
   # the module's source says so; a spec's group is its outermost Ordered container, or itself
-  local ordered
+  local ordered modcache
+  modcache=$(go env GOMODCACHE)
   ordered=$(jq -r '.[0].SpecReports[] | select(.LeafNodeType == "It") | (.ContainerHierarchyLocations // [])[] |
     "\(.FileName):\(.LineNumber)"' "$d/dry.json" | sort -u |
     while IFS=: read -r f l; do
-      sed -n "${l}p" "$(go env GOMODCACHE)/$f" 2>/dev/null | grep -q 'Ordered' && echo "$f:$l"
+      if sed -n "${l}p" "$modcache/$f" 2>/dev/null | grep -q 'Ordered'; then echo "$f:$l"; fi
     done | jq -R . | jq -cs .)
   jq -r --argjson ord "$ordered" '.[0].SpecReports[] | select(.LeafNodeType == "It" and .State == "passed") |
     [((.ContainerHierarchyTexts // []) + [.LeafNodeText])[] | select(. != "")] as $t |
@@ -636,3 +644,5 @@ all)
   run ;;
 *) die "usage: $0 [all|build|images|up|run|summary|list|down]" ;;
 esac
+exit
+}
