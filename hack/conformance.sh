@@ -9,7 +9,8 @@
 #   hack/conformance.sh images  build the test images (docker-archive tarballs, cached)
 #   hack/conformance.sh up      cluster up (hack/run.sh) + images imported + bearer token
 #   hack/conformance.sh run     run the selected specs against the cluster that is up
-#   hack/conformance.sh summary summarize the latest run (or $OUT)
+#   hack/conformance.sh summary summarize the latest run (or the results folder given)
+#   hack/conformance.sh status  progress of the latest run, per shard
 #   hack/conformance.sh list    print the names of the selected specs (dry run)
 #   hack/conformance.sh down    stop the cluster (hack/run.sh down with the same env)
 #
@@ -568,6 +569,12 @@ run() {
   local out i focus t pids=() rc=0
   out=$CONF_DIR/results/$NODE-$(date +%Y%m%d-%H%M%S)
   mkdir -p "$out"; ln -sfn "$out" "$CONF_DIR/results/latest-$NODE"
+  # namespaces an interrupted run left behind (the suite's own cleanup did not run)
+  local stale; stale=$(kubectl get ns -o name | grep -v -E '^namespace/(default|kube-system|kube-public|kube-node-lease)$' || true)
+  if [[ -n $stale ]]; then
+    log "deleting $(wc -l <<<"$stale") namespace(s) left by an earlier run"
+    kubectl delete $stale --wait=false >/dev/null
+  fi
   t=$(now)
   if ((SHARDS > 1)) || [[ -n $SPECS ]]; then
     selected "$out/selected"
@@ -636,13 +643,18 @@ images) images ;;
 up) up ;;
 run) run ;;
 summary) summary "${2:-}" ;;
+status) # progress of the latest run: specs finished (ginkgo's bullets) and failed, per shard
+  for f in "$CONF_DIR/results/latest-$NODE"/shard*/ginkgo.log; do
+    printf '%s: %s finished, %s failed\n' "$(basename "$(dirname "$f")")" "$(grep -o '•' "$f" | wc -l)" \
+      "$(grep -c '^• \[\(FAILED\|TIMEDOUT\|PANICKED\|INTERRUPTED\)\]' "$f")"
+  done ;;
 list) d=$(mktemp -d); selected "$d/s"; cat "$d/s.names"; rm -rf "$d" ;;
 down) down ;;
 all)
   up
   if [[ ${KEEP:-0} != 1 ]]; then trap down EXIT; fi
   run ;;
-*) die "usage: $0 [all|build|images|up|run|summary|list|down]" ;;
+*) die "usage: $0 [all|build|images|up|run|summary|status|list|down]" ;;
 esac
 exit
 }
