@@ -454,6 +454,67 @@ import_images() {
   log "imported ${#IMAGE_REFS[@]} test images into $CRI_SOCK in $(($(now) - t))s"
 }
 
+# ============================================================ 2b. a registry for PullAlways
+# Specs with imagePullPolicy: Always make the runtime contact the registry even for an image
+# it has. The node's containerd gets registry.k8s.io mirrored (NK_CRI_MIRRORS, hack/cri-up.sh)
+# to a local registry — Debian's docker-registry, unpacked (not installed: its package would
+# start a service) — listening on 127.0.0.1 inside the node's network namespace, holding the
+# same test images. Other registries (invalid.registry.k8s.io, gcr.io) stay unreachable.
+REGISTRY_PORT=${REGISTRY_PORT:-5000}
+export NK_CRI_MIRRORS=${NK_CRI_MIRRORS-registry.k8s.io=http://127.0.0.1:$REGISTRY_PORT}
+REGISTRY_DIR=$NK_CRI_CACHE/registry
+REGISTRY_PID=$RUN/pids/registry.pid
+
+registry_bin() {
+  [[ -x $BIN/docker-registry ]] && return
+  local d; d=$(mktemp -d "$CONF_DIR/.deb.XXXX")
+  (cd "$d" && apt-get download docker-registry >&2 2>/dev/null) || die "apt-get download docker-registry failed"
+  dpkg-deb -x "$d"/docker-registry_*.deb "$d/x"
+  mkdir -p "$BIN"; mv "$d/x/usr/bin/docker-registry" "$BIN/docker-registry"; rm -rf "$d"
+}
+
+registry_up() {
+  [[ -n $NK_CRI_MIRRORS ]] || return 0
+  registry_bin
+  mkdir -p "$REGISTRY_DIR" "$RUN/pids" "$RUN/logs"
+  local in=(nsenter --net="/run/netns/$NK_NETNS") p
+  if ! { p=$(cat "$REGISTRY_PID" 2>/dev/null) && kill -0 "$p" 2>/dev/null; }; then
+    cat >"$RUN/registry.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $REGISTRY_DIR}
+  delete: {enabled: true}
+http: {addr: "127.0.0.1:$REGISTRY_PORT"}
+EOF
+    setsid "${in[@]}" "$BIN/docker-registry" serve "$RUN/registry.yml" </dev/null >"$RUN/logs/registry.log" 2>&1 &
+    echo $! >"$REGISTRY_PID"
+    for _ in $(seq 1 50); do "${in[@]}" curl -sf "http://127.0.0.1:$REGISTRY_PORT/v2/" >/dev/null && break; sleep 0.2; done
+    "${in[@]}" curl -sf "http://127.0.0.1:$REGISTRY_PORT/v2/" >/dev/null || die "registry did not answer (see $RUN/logs/registry.log)"
+    log "registry started in $NK_NETNS on 127.0.0.1:$REGISTRY_PORT (pid $(cat "$REGISTRY_PID"))"
+  fi
+  [[ $(cat "$REGISTRY_DIR/.pushed" 2>/dev/null) == "$IMAGES_REV" ]] && return
+  local ref t; t=$(now)
+  for ref in "${IMAGE_REFS[@]}"; do
+    [[ $ref == registry.k8s.io/* ]] || continue
+    "${in[@]}" ctr --address "$CRI_SOCK" -n k8s.io images push --plain-http \
+      "127.0.0.1:$REGISTRY_PORT/${ref#registry.k8s.io/}" "$ref" >/dev/null
+  done
+  echo "$IMAGES_REV" >"$REGISTRY_DIR/.pushed"
+  log "pushed the test images to the registry in $(($(now) - t))s"
+}
+
+registry_down() {
+  local p
+  p=$(cat "$REGISTRY_PID" 2>/dev/null) || return 0
+  if kill -0 "$p" 2>/dev/null && [[ $(readlink -f "/proc/$p/exe") == */docker-registry ]]; then
+    kill -TERM "$p"; for _ in $(seq 1 25); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$p" 2>/dev/null || true
+    log "stopped the registry (pid $p)"
+  fi
+  rm -f "$REGISTRY_PID"
+}
+
 # ============================================================ 3. cluster
 kubectl() { command "$K8S_CACHE/v$K8S_VERSION/bin/kubectl" --kubeconfig "$RUN/admin.kubeconfig" "$@"; }
 
@@ -463,6 +524,7 @@ up() {
   log "bringing up the cluster (node: $NODE, run dir $RUN)"
   "$ROOT/hack/run.sh" up >"$CONF_DIR/run-up-$NODE.log" || { tail -30 "$CONF_DIR/run-up-$NODE.log" >&2; die "hack/run.sh up failed"; }
   import_images
+  registry_up
   # the suite authenticates with a bearer token and needs a superuser: a ServiceAccount
   # bound to cluster-admin (kube-controller-manager creates nothing for it: the token is
   # requested directly)
@@ -491,6 +553,7 @@ EOF
 }
 
 down() {
+  registry_down
   "$ROOT/hack/run.sh" down
 }
 
@@ -640,6 +703,7 @@ summary() {
 case ${1:-all} in
 build) build ;;
 images) images ;;
+registry) registry_up ;;
 up) up ;;
 run) run ;;
 summary) summary "${2:-}" ;;

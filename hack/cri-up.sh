@@ -29,6 +29,9 @@
 #   NK_CNI_BRIDGE       (nk0)              linux bridge of the pod network (<= 15 chars)
 #   NK_POD_CIDR         (10.244.0.0/24)    host-local IPAM subnet
 #   NK_CRI_SNAPSHOTTER  (overlayfs)        falls back to native if an overlay mount fails
+#   NK_CRI_MIRRORS      ()                 registry mirrors, "HOST=ENDPOINT ...", e.g.
+#                       "registry.k8s.io=http://127.0.0.1:5000" (a local registry in $NK_NETNS,
+#                       as hack/conformance.sh runs one); PullImage tries ENDPOINT first
 #
 # Images (no registry needed; built from Debian packages and imported with ctr):
 #   docker.io/library/busybox:local   static busybox + every applet symlink (sh, sleep, httpd, nc, ...)
@@ -42,6 +45,7 @@ NETNS=${NK_NETNS:-nk-node}
 BRIDGE=${NK_CNI_BRIDGE:-nk0}
 POD_CIDR=${NK_POD_CIDR:-10.244.0.0/24}
 SNAP=${NK_CRI_SNAPSHOTTER:-overlayfs}
+MIRRORS=${NK_CRI_MIRRORS:-}
 SOCK=$BASE/run/containerd.sock
 CFG=$BASE/etc/containerd.toml
 PIDFILE=$BASE/containerd.pid
@@ -176,6 +180,12 @@ write_if_changed() {
   local tmp; tmp=$(mktemp "$1.XXXX"); cat >"$tmp"
   if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; CHANGED+=" $1"; fi
 }
+MIRROR_CFG=
+for m in $MIRRORS; do
+  [[ $m == *=http*://* ]] || die "NK_CRI_MIRRORS: '$m' is not HOST=http(s)://ENDPOINT"
+  MIRROR_CFG+=$'\n'"    [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"${m%%=*}\"]"
+  MIRROR_CFG+=$'\n'"      endpoint = [\"${m#*=}\"]"
+done
 write_if_changed "$CFG" <<EOF
 version = 2
 root = "$BASE/root"
@@ -211,7 +221,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
     [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = "/usr/lib/cni"
       conf_dir = "$BASE/cni/net.d"
-      max_conf_num = 1
+      max_conf_num = 1$MIRROR_CFG
 EOF
 # CNI: a bridge inside the node namespace, host-local IPAM with its own dataDir, no
 # masquerade (nothing leaves the machine), portmap for hostPorts.
