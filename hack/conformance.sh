@@ -23,6 +23,8 @@
 #           Ordered container stays in one shard
 #   TIMEOUT ginkgo suite timeout (default 3h)
 #   KEEP=1  `all` leaves the cluster up at the end
+#   MERGE   an earlier results folder: the summary takes its results for the specs this run
+#           did not run (with SPECS=<that folder>/failures.txt: a rerun of its failures)
 #
 # Node and cluster:
 #   NODE    nodekeeper (default) | kubelet (upstream v1.37.2, built from the module proxy)
@@ -662,27 +664,34 @@ run() {
   fi
   for i in "${pids[@]}"; do wait "$i" || rc=1; done
   log "suite finished in $(($(now) - t))s"
-  summary "$out"
+  summary ${MERGE:-} "$out"
   return 0
 }
 
-# summary [OUT]: counts and failing specs from the shards' ginkgo JSON reports
+# summary [DIR...]: counts and failing specs from the shards' ginkgo JSON reports of a
+# results folder (default: the latest run). With several folders, a spec's result in a later
+# one replaces the earlier one's (a rerun of the failures: `SPECS=<first>/failures.txt
+# MERGE=<first> run`), and the merged summary is written into the last folder.
 summary() {
-  local out=${1:-$CONF_DIR/results/latest-$NODE} f
-  out=$(readlink -f "$out")
-  local reports=("$out"/shard*/report.json)
-  [[ -f ${reports[0]} ]] || die "no report.json under $out"
-  # a spec the filters left out is reported as skipped with no message: not counted
-  jq -r '.[0].SpecReports[]? | select(.LeafNodeType == "It") |
-      select(.State != "skipped" or ((.Failure.Message // "") != "")) |
-      [.State, ([((.ContainerHierarchyTexts // []) + [.LeafNodeText])[] | select(. != "")] | join(" ")),
-       (.RunTime / 1e9 | floor | tostring),
-       ((.Failure.Message // "") | gsub("[\n\t]+"; " ") | .[0:300])] | @tsv' "${reports[@]}" |
-    sort -t$'\t' -k2 >"$out/results.tsv"
+  (($#)) || set -- "$CONF_DIR/results/latest-$NODE"
+  local dirs=() d out
+  for d in "$@"; do dirs+=("$(readlink -f "$d")"); done
+  out=${dirs[-1]}
+  for d in "${dirs[@]}"; do
+    local reports=("$d"/shard*/report.json)
+    [[ -f ${reports[0]} ]] || die "no report.json under $d"
+    # a spec the filters left out is reported as skipped with no message: not counted
+    jq -r '.[0].SpecReports[]? | select(.LeafNodeType == "It") |
+        select(.State != "skipped" or ((.Failure.Message // "") != "")) |
+        [.State, ([((.ContainerHierarchyTexts // []) + [.LeafNodeText])[] | select(. != "")] | join(" ")),
+         (.RunTime / 1e9 | floor | tostring),
+         ((.Failure.Message // "") | gsub("[\n\t]+"; " ") | .[0:300])] | @tsv' "${reports[@]}"
+  done | awk -F'\t' '{r[$2] = $0} END {for (k in r) print r[k]}' | sort -t$'\t' -k2 >"$out/results.tsv"
+  ((${#dirs[@]} == 1)) || printf '%s\n' "${dirs[@]}" >"$out/merged-from.txt"
   awk -F'\t' '$1 != "passed" && $1 != "skipped" {print $2}' "$out/results.tsv" >"$out/failures.txt"
   awk -F'\t' '$1 == "passed" {print $2}' "$out/results.tsv" >"$out/passed.txt"
   {
-    echo "node conformance ($NODE, e2e_node.test v$K8S_VERSION), $(basename "$out")"
+    echo "node conformance ($NODE, e2e_node.test v$K8S_VERSION), $(basename "$out")$( ((${#dirs[@]} == 1)) || echo " (merged over: $(for d in "${dirs[@]::${#dirs[@]}-1}"; do basename "$d"; done | paste -sd' '))")"
     awk -F'\t' '{n[$1 == "passed" ? "passed" : $1 == "skipped" ? "skipped" : "failed"]++; t++}
       END {printf "%d passed, %d failed, %d skipped (of %d run)\n", n["passed"], n["failed"], n["skipped"], t}' "$out/results.tsv"
     if [[ -s $out/failures.txt ]]; then
@@ -706,7 +715,7 @@ images) images ;;
 registry) registry_up ;;
 up) up ;;
 run) run ;;
-summary) summary "${2:-}" ;;
+summary) shift; summary "$@" ;;
 status) # progress of the latest run: specs finished (ginkgo's bullets) and failed, per shard
   for f in "$CONF_DIR/results/latest-$NODE"/shard*/ginkgo.log; do
     printf '%s: %s finished, %s failed\n' "$(basename "$(dirname "$f")")" "$(grep -o '•' "$f" | wc -l)" \
