@@ -7,6 +7,7 @@
 #   hack/conformance.sh [all]   (make conformance) build, images, cluster up, run, summary, down
 #   hack/conformance.sh build   e2e_node.test, agnhost, nnp (and kubelet for NODE=kubelet)
 #   hack/conformance.sh images  build the test images (docker-archive tarballs, cached)
+#   hack/conformance.sh import  images built and loaded into the running cluster
 #   hack/conformance.sh up      cluster up (hack/run.sh) + images imported + bearer token
 #   hack/conformance.sh run     run the selected specs against the cluster that is up
 #   hack/conformance.sh summary summarize the latest run (or the results folder given)
@@ -159,7 +160,7 @@ build() {
 # hack/cri-up.sh makes its images). What each one holds follows upstream's Dockerfiles in
 # k8s.io/kubernetes/test/images; `invalid.registry.k8s.io/...` is left unresolvable.
 IMG=$CONF_DIR/images
-IMAGES_REV=1 # bump when a recipe below changes: rebuilds and re-imports
+IMAGES_REV=2 # bump when a recipe below changes: rebuilds and re-imports
 E2E=registry.k8s.io/e2e-test-images
 IMAGE_REFS=(
   "$E2E/agnhost:2.66.1" "$E2E/agnhost:2.55"
@@ -168,8 +169,9 @@ IMAGE_REFS=(
   "registry.k8s.io/pause:3.10.2"
   "$E2E/nonroot:1.5"
   "$E2E/nonewprivs:1.4"
+  "$E2E/glibc-dns-testing:2.1.1"
 )
-IMAGE_TARS=(agnhost busybox nginx pause nonroot nonewprivs)
+IMAGE_TARS=(agnhost busybox nginx pause nonroot nonewprivs glibc-dns-testing)
 IMAGE_PKGS=(busybox-static curl netcat-openbsd bind9-dnsutils iproute2 socat bash util-linux gcc libc6-dev jq)
 
 apt_install() {
@@ -436,6 +438,16 @@ NG
   printf '#!/bin/sh\nset -e\nexec "$@"\n' >"$r/docker-entrypoint.sh"; chmod 755 "$r/docker-entrypoint.sh"
   mkimage "$IMG/nginx.tar" "$r" '{"Entrypoint":["/docker-entrypoint.sh"],"Cmd":["nginx","-g","daemon off;"],"StopSignal":"SIGQUIT","ExposedPorts":{"80/tcp":{}}}' \
     "$E2E/nginx:1.27.0-2" "$E2E/nginx:1.28.0-2"
+
+  # glibc-dns-testing:2.1.1 (upstream: debian-base with dnsutils): glibc's hostname (the
+  # hostname -f of the FQDN specs), dig, nslookup, host
+  r=$b/glibc-dns-testing; busybox_rootfs "$r"
+  for a in hostname dig nslookup host; do rm -f "$r/bin/$a"; done
+  copy_bin "$r" "$(readlink -f /bin/hostname)" /bin/hostname
+  copy_bin "$r" "$(command -v dig)" /usr/bin/dig
+  copy_bin "$r" "$(command -v nslookup)" /usr/bin/nslookup
+  copy_bin "$r" "$(command -v host)" /usr/bin/host
+  mkimage "$IMG/glibc-dns-testing.tar" "$r" '{"Cmd":["sh"]}' "$E2E/glibc-dns-testing:2.1.1"
 
   echo "$IMAGES_REV" >"$IMG/rev"
   log "images built in $(($(now) - t))s: $IMG"
@@ -712,7 +724,8 @@ summary() {
 case ${1:-all} in
 build) build ;;
 images) images ;;
-registry) registry_up ;;
+import) # (re)build the images and load them into the running cluster's containerd and registry
+  images; import_images; registry_up ;;
 up) up ;;
 run) run ;;
 summary) shift; summary "$@" ;;
