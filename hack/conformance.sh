@@ -160,7 +160,7 @@ build() {
 # hack/cri-up.sh makes its images). What each one holds follows upstream's Dockerfiles in
 # k8s.io/kubernetes/test/images; `invalid.registry.k8s.io/...` is left unresolvable.
 IMG=$CONF_DIR/images
-IMAGES_REV=2 # bump when a recipe below changes: rebuilds and re-imports
+IMAGES_REV=3 # bump when a recipe below changes: rebuilds and re-imports
 E2E=registry.k8s.io/e2e-test-images
 IMAGE_REFS=(
   "$E2E/agnhost:2.66.1" "$E2E/agnhost:2.55"
@@ -171,7 +171,7 @@ IMAGE_REFS=(
   "$E2E/nonewprivs:1.4"
   "$E2E/glibc-dns-testing:2.1.1"
 )
-IMAGE_TARS=(agnhost busybox nginx pause nonroot nonewprivs glibc-dns-testing)
+IMAGE_TARS=(agnhost agnhost-2.55 busybox nginx nginx-1.28 pause nonroot nonewprivs glibc-dns-testing)
 IMAGE_PKGS=(busybox-static curl netcat-openbsd bind9-dnsutils iproute2 socat bash util-linux gcc libc6-dev jq)
 
 apt_install() {
@@ -387,8 +387,11 @@ images() {
   echo 'user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh' >>"$r/etc/passwd"
   printf 'user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n' >>"$r/etc/group"
   mkdir -p "$r/home/user-defined-in-image"
-  mkimage "$IMG/agnhost.tar" "$r" '{"Entrypoint":["/agnhost"],"Cmd":["pause"],"ExposedPorts":{"80/tcp":{},"8080/tcp":{},"8081/tcp":{},"9376/tcp":{},"5000/tcp":{}}}' \
-    "$E2E/agnhost:2.66.1" "$E2E/agnhost:2.55"
+  # two tags, two images (same layer, a label apart): the runtime reports a container's
+  # image by the first tag of its image ID, and specs compare it with the one they asked for
+  local c='"Entrypoint":["/agnhost"],"Cmd":["pause"],"ExposedPorts":{"80/tcp":{},"8080/tcp":{},"8081/tcp":{},"9376/tcp":{},"5000/tcp":{}}'
+  mkimage "$IMG/agnhost.tar" "$r" "{$c,\"Labels\":{\"version\":\"2.66.1\"}}" "$E2E/agnhost:2.66.1"
+  mkimage "$IMG/agnhost-2.55.tar" "$r" "{$c,\"Labels\":{\"version\":\"2.55\"}}" "$E2E/agnhost:2.55"
 
   # nginx:1.27.0-2 / 1.28.0-2 (upstream: nginx:1.2x-alpine): nginx serving
   # /usr/share/nginx/html on :80, logs to stdout/stderr, workers as user nginx (101)
@@ -436,8 +439,9 @@ NG
   printf '<!DOCTYPE html>\n<html>\n<head>\n<title>Welcome to nginx!</title>\n</head>\n<body>\n<h1>Welcome to nginx!</h1>\n</body>\n</html>\n' >"$r/usr/share/nginx/html/index.html"
   printf '<!DOCTYPE html>\n<html>\n<head>\n<title>Error</title>\n</head>\n<body>\n<h1>An error occurred.</h1>\n</body>\n</html>\n' >"$r/usr/share/nginx/html/50x.html"
   printf '#!/bin/sh\nset -e\nexec "$@"\n' >"$r/docker-entrypoint.sh"; chmod 755 "$r/docker-entrypoint.sh"
-  mkimage "$IMG/nginx.tar" "$r" '{"Entrypoint":["/docker-entrypoint.sh"],"Cmd":["nginx","-g","daemon off;"],"StopSignal":"SIGQUIT","ExposedPorts":{"80/tcp":{}}}' \
-    "$E2E/nginx:1.27.0-2" "$E2E/nginx:1.28.0-2"
+  c='"Entrypoint":["/docker-entrypoint.sh"],"Cmd":["nginx","-g","daemon off;"],"StopSignal":"SIGQUIT","ExposedPorts":{"80/tcp":{}}'
+  mkimage "$IMG/nginx.tar" "$r" "{$c,\"Labels\":{\"version\":\"1.27.0-2\"}}" "$E2E/nginx:1.27.0-2"
+  mkimage "$IMG/nginx-1.28.tar" "$r" "{$c,\"Labels\":{\"version\":\"1.28.0-2\"}}" "$E2E/nginx:1.28.0-2"
 
   # glibc-dns-testing:2.1.1 (upstream: debian-base with dnsutils): glibc's hostname (the
   # hostname -f of the FQDN specs), dig, nslookup, host
