@@ -160,7 +160,7 @@ build() {
 # hack/cri-up.sh makes its images). What each one holds follows upstream's Dockerfiles in
 # k8s.io/kubernetes/test/images; `invalid.registry.k8s.io/...` is left unresolvable.
 IMG=$CONF_DIR/images
-IMAGES_REV=3 # bump when a recipe below changes: rebuilds and re-imports
+IMAGES_REV=4 # bump when a recipe below changes: rebuilds and re-imports
 E2E=registry.k8s.io/e2e-test-images
 IMAGE_REFS=(
   "$E2E/agnhost:2.66.1" "$E2E/agnhost:2.55"
@@ -220,7 +220,7 @@ copy_bin() {
 }
 
 # busybox_rootfs DIR: upstream's busybox image layout: static busybox with a symlink per
-# applet in /bin (plus nmeter, which Debian's build lacks: a C implementation of the `%Nt`
+# applet in /bin (sh excepted, see below; plus nmeter, which Debian's build lacks: a C implementation of the `%Nt`
 # time field the suite's init/sidecar specs use), the image's /etc/passwd and /etc/group
 busybox_rootfs() {
   local r=$1 a
@@ -229,6 +229,10 @@ busybox_rootfs() {
   cp /bin/busybox "$r/bin/busybox"
   for a in $("$r/bin/busybox" --list); do [[ $a == busybox ]] || ln -sf busybox "$r/bin/$a"; done
   cp "$IMG/build/nmeter" "$r/bin/nmeter"
+  # /bin/sh: Debian's busybox 1.35 ash drops environment variables whose names are not shell
+  # identifiers (envFrom keys such as data-1) before running `env`; the images' busybox 1.37
+  # passes them on, and so does bash, which stands in as sh (ash stays as /bin/ash)
+  rm -f "$r/bin/sh"; copy_bin "$r" /bin/bash /bin/bash; ln -s bash "$r/bin/sh"
   cat >"$r/etc/passwd" <<'PW'
 root:x:0:0:root:/root:/bin/sh
 daemon:x:1:1:daemon:/usr/sbin:/bin/false
