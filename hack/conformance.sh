@@ -483,6 +483,7 @@ import_images() {
 # start a service) — listening on 127.0.0.1 inside the node's network namespace, holding the
 # same test images. Other registries (invalid.registry.k8s.io, gcr.io) stay unreachable.
 REGISTRY_PORT=${REGISTRY_PORT:-5000}
+export NK_CRI_RUNTIME_HANDLERS=${NK_CRI_RUNTIME_HANDLERS-test-handler} # the RuntimeClass specs' handler
 export NK_CRI_MIRRORS=${NK_CRI_MIRRORS-registry.k8s.io=http://127.0.0.1:$REGISTRY_PORT}
 REGISTRY_DIR=$NK_CRI_CACHE/registry
 REGISTRY_PID=$RUN/pids/registry.pid
