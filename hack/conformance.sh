@@ -661,6 +661,8 @@ run() {
     log "deleting $(wc -l <<<"$stale") namespace(s) left by an earlier run"
     kubectl delete $stale --wait=false >/dev/null
   fi
+  # and the cluster-scoped objects specs create (the RuntimeClass specs' test-handler)
+  kubectl delete runtimeclass --all --wait=false >/dev/null 2>&1 || true
   t=$(now)
   if ((SHARDS > 1)) || [[ -n $SPECS ]]; then
     selected "$out/selected"
