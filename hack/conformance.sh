@@ -709,14 +709,18 @@ summary() {
         [.State, ([((.ContainerHierarchyTexts // []) + [.LeafNodeText])[] | select(. != "")] | join(" ")),
          (.RunTime / 1e9 | floor | tostring),
          ((.Failure.Message // "") | gsub("[\n\t]+"; " ") | .[0:300])] | @tsv' "${reports[@]}"
-  done | awk -F'\t' '{r[$2] = $0} END {for (k in r) print r[k]}' | sort -t$'\t' -k2 >"$out/results.tsv"
+  done | awk -F'\t' -v OFS='\t' '
+    # not run because an earlier spec of its Ordered container failed: "blocked", not passed
+    $1 == "skipped" && $4 ~ /earlier spec in an ordered container failed/ {$1 = "blocked"}
+    {r[$2] = $0} END {for (k in r) print r[k]}' | sort -t$'\t' -k2 >"$out/results.tsv"
   ((${#dirs[@]} == 1)) || printf '%s\n' "${dirs[@]}" >"$out/merged-from.txt"
   awk -F'\t' '$1 != "passed" && $1 != "skipped" {print $2}' "$out/results.tsv" >"$out/failures.txt"
   awk -F'\t' '$1 == "passed" {print $2}' "$out/results.tsv" >"$out/passed.txt"
   {
     echo "node conformance ($NODE, e2e_node.test v$K8S_VERSION), $(basename "$out")$( ((${#dirs[@]} == 1)) || echo " (merged over: $(for d in "${dirs[@]::${#dirs[@]}-1}"; do basename "$d"; done | paste -sd' '))")"
-    awk -F'\t' '{n[$1 == "passed" ? "passed" : $1 == "skipped" ? "skipped" : "failed"]++; t++}
-      END {printf "%d passed, %d failed, %d skipped (of %d run)\n", n["passed"], n["failed"], n["skipped"], t}' "$out/results.tsv"
+    awk -F'\t' '{n[$1 == "passed" || $1 == "skipped" || $1 == "blocked" ? $1 : "failed"]++; t++}
+      END {printf "%d passed, %d failed, %d skipped (of %d selected)%s\n", n["passed"], n["failed"] + n["blocked"], n["skipped"], t,
+        n["blocked"] ? sprintf("; of the failed, %d did not run: an earlier spec of their Ordered container failed", n["blocked"]) : ""}' "$out/results.tsv"
     if [[ -s $out/failures.txt ]]; then
       echo "failed:"
       awk -F'\t' '$1 != "passed" && $1 != "skipped" {printf "  [%s %ss] %s\n", $1, $3, $2}' "$out/results.tsv"
