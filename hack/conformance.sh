@@ -20,8 +20,12 @@
 #   SKIP    ginkgo skip regex                  (default '\[Flaky\]|\[Slow\]|\[Serial\]|\[Disruptive\]|\[Feature:')
 #   SPECS   a file of spec names, one a line, as the summary prints them (runs exactly those,
 #           within FOCUS/SKIP); '#' comments and blank lines ignored
-#   SHARDS  N e2e_node.test processes run at once on disjoint spec lists (default 1); each
-#           Ordered container stays in one shard
+#   SHARDS  N e2e_node.test processes run at once on disjoint spec lists (default 8: the
+#           specs mostly wait, a failing one for minutes); each Ordered container stays in one
+#           shard
+#   STALL   minutes a shard may print nothing before it is interrupted (default 20; the
+#           longest spec timeout is 10 min). Its running spec is reported interrupted, its
+#           specs not yet run are listed in notrun.txt (rerun them with SPECS=)
 #   TIMEOUT ginkgo suite timeout (default 3h)
 #   KEEP=1  `all` leaves the cluster up at the end
 #   MERGE   an earlier results folder: the summary takes its results for the specs this run
@@ -56,7 +60,8 @@ NODE=${NODE:-nodekeeper}
 FOCUS=${FOCUS-'\[NodeConformance\]'}
 SKIP=${SKIP-'\[Flaky\]|\[Slow\]|\[Serial\]|\[Disruptive\]|\[Feature:'}
 SPECS=${SPECS:-}
-SHARDS=${SHARDS:-1}
+SHARDS=${SHARDS:-8}
+STALL=${STALL:-20}
 TIMEOUT=${TIMEOUT:-3h}
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
@@ -664,8 +669,8 @@ run() {
   # and the cluster-scoped objects specs create (the RuntimeClass specs' test-handler)
   kubectl delete runtimeclass --all --wait=false >/dev/null 2>&1 || true
   t=$(now)
+  selected "$out/selected"
   if ((SHARDS > 1)) || [[ -n $SPECS ]]; then
-    selected "$out/selected"
     log "$(wc -l <"$out/selected.names") specs selected; $SHARDS shard(s)"
     shard "$out/selected.groups" "$SHARDS"
     for ((i = 0; i < SHARDS; i++)); do
@@ -685,10 +690,32 @@ run() {
     pids+=($!)
     log "running (pid $!, log $out/shard0/ginkgo.log)"
   fi
+  watchdog "$out" "${pids[@]}" &
+  local wd=$!
   for i in "${pids[@]}"; do wait "$i" || rc=1; done
+  kill "$wd" 2>/dev/null || true
   log "suite finished in $(($(now) - t))s"
   summary ${MERGE:-} "$out"
   return 0
+}
+
+# watchdog OUT PID...: interrupt (SIGINT, so ginkgo still writes its reports) the
+# e2e_node.test of a shard whose log has been silent for $STALL minutes: a spec can hang
+# with no timeout of its own (seen: the suite's Prometheus text parser looping on a node's
+# /metrics/cadvisor output)
+watchdog() {
+  local out=$1 p c log; shift
+  while sleep 60; do
+    for p in "$@"; do
+      kill -0 "$p" 2>/dev/null || continue
+      for c in $(pgrep -P "$p" 2>/dev/null); do
+        log=$(readlink "/proc/$c/cwd" 2>/dev/null)/ginkgo.log
+        [[ -f $log && -n $(find "$log" -mmin +"$STALL" 2>/dev/null) ]] || continue
+        log "shard $(basename "$(dirname "$log")") printed nothing for $STALL min: interrupting pid $c"
+        kill -INT "$c" 2>/dev/null || true
+      done
+    done
+  done
 }
 
 # summary [DIR...]: counts and failing specs from the shards' ginkgo JSON reports of a
@@ -716,11 +743,17 @@ summary() {
   ((${#dirs[@]} == 1)) || printf '%s\n' "${dirs[@]}" >"$out/merged-from.txt"
   awk -F'\t' '$1 != "passed" && $1 != "skipped" {print $2}' "$out/results.tsv" >"$out/failures.txt"
   awk -F'\t' '$1 == "passed" {print $2}' "$out/results.tsv" >"$out/passed.txt"
+  # selected specs with no result (an interrupted shard's rest)
+  : >"$out/notrun.txt"
+  if [[ -f ${dirs[0]}/selected.names ]]; then
+    cut -f2 "$out/results.tsv" | sort -u | comm -13 - <(sort -u "${dirs[0]}/selected.names") >"$out/notrun.txt"
+  fi
   {
     echo "node conformance ($NODE, e2e_node.test v$K8S_VERSION), $(basename "$out")$( ((${#dirs[@]} == 1)) || echo " (merged over: $(for d in "${dirs[@]::${#dirs[@]}-1}"; do basename "$d"; done | paste -sd' '))")"
     awk -F'\t' '{n[$1 == "passed" || $1 == "skipped" || $1 == "blocked" ? $1 : "failed"]++; t++}
-      END {printf "%d passed, %d failed, %d skipped (of %d selected)%s\n", n["passed"], n["failed"] + n["blocked"], n["skipped"], t,
+      END {printf "%d passed, %d failed, %d skipped (of %d with a result)%s\n", n["passed"], n["failed"] + n["blocked"], n["skipped"], t,
         n["blocked"] ? sprintf("; of the failed, %d did not run: an earlier spec of their Ordered container failed", n["blocked"]) : ""}' "$out/results.tsv"
+    [[ ! -s $out/notrun.txt ]] || echo "$(wc -l <"$out/notrun.txt") selected specs have no result (interrupted shard): $out/notrun.txt"
     if [[ -s $out/failures.txt ]]; then
       echo "failed:"
       awk -F'\t' '$1 != "passed" && $1 != "skipped" {printf "  [%s %ss] %s\n", $1, $3, $2}' "$out/results.tsv"
