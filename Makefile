@@ -8,7 +8,7 @@ GO ?= go
 # the network namespace the tests' containerd (hack/cri-up.sh) and its pods live in
 TEST_NETNS ?= nk-test
 
-.PHONY: all build test test-unit vet run down clean manifests bench-pods
+.PHONY: all build test test-unit vet run down clean manifests bench-pods conformance
 
 all: build
 
@@ -45,6 +45,14 @@ bench-pods:
 	  ep=$$(NK_CACHE=$(NK_CACHE)/test NK_NETNS=$(TEST_NETNS) hack/cri-up.sh) && \
 	  trap 'NK_CACHE=$(NK_CACHE)/test NK_NETNS=$(TEST_NETNS) hack/cri-down.sh' EXIT && \
 	  NK_BENCH=1 NK_CRI_ENDPOINT="$$ep" $(GO) test -count=1 -v -run TestPodStartupLatency ./test/podbench/ | grep -v '^=== RUN'
+
+## conformance: upstream's node conformance suite (e2e_node.test v1.37.2, [NodeConformance])
+## against a cluster of its own whose node is nodekeeper; NODE=kubelet runs it against the
+## upstream kubelet instead (the baseline). Not part of `make test`. Selection: FOCUS=regex,
+## SKIP=regex, SPECS=file of spec names, SHARDS=N parallel processes; KEEP=1 leaves the
+## cluster up. Summary and JUnit under $(NK_CACHE)/conformance/results (see hack/conformance.sh)
+conformance: build
+	hack/conformance.sh all
 
 ## run: a local single-node cluster whose node is nodekeeper (prints the kubeconfig)
 run:

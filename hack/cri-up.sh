@@ -29,6 +29,11 @@
 #   NK_CNI_BRIDGE       (nk0)              linux bridge of the pod network (<= 15 chars)
 #   NK_POD_CIDR         (10.244.0.0/24)    host-local IPAM subnet
 #   NK_CRI_SNAPSHOTTER  (overlayfs)        falls back to native if an overlay mount fails
+#   NK_CRI_MIRRORS      ()                 registry mirrors, "HOST=ENDPOINT ...", e.g.
+#                       "registry.k8s.io=http://127.0.0.1:5000" (a local registry in $NK_NETNS,
+#                       as hack/conformance.sh runs one); PullImage tries ENDPOINT first
+#   NK_CRI_RUNTIME_HANDLERS ()             extra RuntimeClass handler names, each runc as the
+#                       default one (the node e2e suite's RuntimeClass specs use "test-handler")
 #
 # Images (no registry needed; built from Debian packages and imported with ctr):
 #   docker.io/library/busybox:local   static busybox + every applet symlink (sh, sleep, httpd, nc, ...)
@@ -42,6 +47,8 @@ NETNS=${NK_NETNS:-nk-node}
 BRIDGE=${NK_CNI_BRIDGE:-nk0}
 POD_CIDR=${NK_POD_CIDR:-10.244.0.0/24}
 SNAP=${NK_CRI_SNAPSHOTTER:-overlayfs}
+MIRRORS=${NK_CRI_MIRRORS:-}
+HANDLERS=${NK_CRI_RUNTIME_HANDLERS:-}
 SOCK=$BASE/run/containerd.sock
 CFG=$BASE/etc/containerd.toml
 PIDFILE=$BASE/containerd.pid
@@ -176,6 +183,23 @@ write_if_changed() {
   local tmp; tmp=$(mktemp "$1.XXXX"); cat >"$tmp"
   if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; CHANGED+=" $1"; fi
 }
+MIRROR_CFG=
+for m in $MIRRORS; do
+  [[ $m == *=http*://* ]] || die "NK_CRI_MIRRORS: '$m' is not HOST=http(s)://ENDPOINT"
+  MIRROR_CFG+=$'\n'"    [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"${m%%=*}\"]"
+  MIRROR_CFG+=$'\n'"      endpoint = [\"${m#*=}\"]"
+done
+RUNC_OPTS="
+          BinaryName = \"/usr/sbin/runc\"
+          Root = \"$BASE/runc\"
+          SystemdCgroup = false"
+HANDLER_CFG=
+for h in $HANDLERS; do
+  [[ $h =~ ^[a-z0-9][a-z0-9.-]*$ ]] || die "NK_CRI_RUNTIME_HANDLERS: '$h' is not a RuntimeClass handler name"
+  HANDLER_CFG+=$'\n'"      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.$h]"
+  HANDLER_CFG+=$'\n'"        runtime_type = \"io.containerd.runc.v2\""
+  HANDLER_CFG+=$'\n'"        [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.$h.options]$RUNC_OPTS"
+done
 write_if_changed "$CFG" <<EOF
 version = 2
 root = "$BASE/root"
@@ -207,11 +231,11 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
           BinaryName = "/usr/sbin/runc"
           Root = "$BASE/runc"
-          SystemdCgroup = false
+          SystemdCgroup = false$HANDLER_CFG
     [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = "/usr/lib/cni"
       conf_dir = "$BASE/cni/net.d"
-      max_conf_num = 1
+      max_conf_num = 1$MIRROR_CFG
 EOF
 # CNI: a bridge inside the node namespace, host-local IPAM with its own dataDir, no
 # masquerade (nothing leaves the machine), portmap for hostPorts.

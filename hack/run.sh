@@ -4,6 +4,9 @@
 #   hack/run.sh up     (make run)   build what is missing, start everything, print the kubeconfig
 #   hack/run.sh down   (make down)  stop what `up` started (by PID), remove its netns and veth
 #
+# NK_NODE_AGENT=kubelet runs the upstream kubelet (NK_KUBELET_BIN) as the node instead of
+# nodekeeper, on the same containerd, API server and addresses (see start_kubelet).
+#
 # Layout (nothing is routed off the machine):
 #   root netns:   etcd on 127.0.0.1, kube-apiserver / controller-manager / scheduler on
 #                 $NK_HOST_IP (host side of a veth pair, 198.18.0.0/15 benchmark range)
@@ -37,6 +40,14 @@ KCM_PORT=${NK_KCM_PORT:-10257}
 SCHED_PORT=${NK_SCHED_PORT:-10259}
 CRI_CACHE=${NK_CRI_CACHE:-$CACHE}   # containerd's state lives in $CRI_CACHE/cri
 METRICS_SERVER=${NK_METRICS_SERVER:-0}
+# the node agent: nodekeeper, or the upstream kubelet (NK_KUBELET_BIN, e.g. built by
+# hack/conformance.sh build with NODE=kubelet) on the same containerd, as a baseline
+NODE_AGENT=${NK_NODE_AGENT:-nodekeeper}
+KUBELET_BIN=${NK_KUBELET_BIN:-$CACHE/conformance/bin/kubelet}
+# the kubelet's cgroup parent (cgroupRoot), created in every v1 hierarchy and removed by down
+KUBELET_CGROUP=${NK_KUBELET_CGROUP_ROOT:-/$NETNS}
+# the node's unauthenticated read-only port (/pods, /metrics...): 0 = off, as upstream's default
+READ_ONLY_PORT=${NK_READ_ONLY_PORT:-0}
 MS_PORT=${NK_METRICS_SERVER_PORT:-4443}
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
@@ -260,9 +271,15 @@ evictionHard: {memory.available: 100Mi, nodefs.available: "10%"}
 tlsCertFile: $RUN/pki/kubelet.crt
 tlsPrivateKeyFile: $RUN/pki/kubelet.key
 clientCAFile: $RUN/pki/ca.crt
+readOnlyPort: $READ_ONLY_PORT
 EOF
-  start nodekeeper nsenter --net="/run/netns/$NETNS" "$ROOT/bin/nodekeeper" \
-    --config "$RUN/agent.yaml" --kubeconfig "$RUN/node.kubeconfig"
+  case $NODE_AGENT in
+  nodekeeper)
+    start nodekeeper nsenter --net="/run/netns/$NETNS" "$ROOT/bin/nodekeeper" \
+      --config "$RUN/agent.yaml" --kubeconfig "$RUN/node.kubeconfig" ;;
+  kubelet) start_kubelet "$cri" ;;
+  *) die "NK_NODE_AGENT must be nodekeeper or kubelet, got '$NODE_AGENT'" ;;
+  esac
   wait_for "node $NODE_NAME to register" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get node "$NODE_NAME"
   local top_hint="  (NK_METRICS_SERVER=1 make run also runs metrics-server, for kubectl top)"
   if [[ -n $ms ]]; then
@@ -284,6 +301,90 @@ nodekeeper cluster is up. Logs: $RUN/logs
 $top_hint
 Stop it with: make down
 EOF
+}
+
+# start_kubelet CRI: the upstream kubelet as the node, configured like the agent above
+# (same reserved resources, eviction thresholds, certificates, static pod folder), without
+# touching machine-wide settings:
+# - cgroupfs driver under its own cgroupRoot ($KUBELET_CGROUP, made in every v1 hierarchy);
+#   failSwapOn and failCgroupV1 off (this machine has cgroup v1);
+# - it runs in a mount namespace of its own (unshare -m) where files holding the values it
+#   wants are bind-mounted over /proc/sys/vm/overcommit_memory, kernel/panic and
+#   kernel/panic_on_oops (it would otherwise rewrite them for the whole machine). Its root
+#   folder is a shared mount made before the unshare, so the volumes it mounts there
+#   (secrets, projected tokens) propagate to the host, where containerd and runc look;
+# - and in the node network namespace (nsenter --net), as the agent.
+start_kubelet() {
+  local cri=$1 kroot=$RUN/kubelet h
+  [[ -x $KUBELET_BIN ]] || die "no kubelet at $KUBELET_BIN (NODE=kubelet hack/conformance.sh build)"
+  mkdir -p "$kroot" "$RUN/kubelet-sysctl"
+  if ! mountpoint -q "$kroot"; then mount --bind "$kroot" "$kroot"; fi
+  mount --make-shared "$kroot"
+  for h in /sys/fs/cgroup/*/; do
+    [[ -e $h/cgroup.procs && ! -e $h/cgroup.controllers ]] || continue # v1 hierarchies only
+    mkdir -p "$h${KUBELET_CGROUP#/}"
+    if [[ -e $h/cpuset.cpus ]]; then
+      cat "$h/cpuset.cpus" >"$h${KUBELET_CGROUP#/}/cpuset.cpus"
+      cat "$h/cpuset.mems" >"$h${KUBELET_CGROUP#/}/cpuset.mems"
+    fi
+  done
+  echo 1 >"$RUN/kubelet-sysctl/overcommit_memory"; echo 10 >"$RUN/kubelet-sysctl/panic"
+  echo 1 >"$RUN/kubelet-sysctl/panic_on_oops"
+  cat >"$RUN/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: 0.0.0.0
+port: 10250
+readOnlyPort: $READ_ONLY_PORT
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+tlsCertFile: $RUN/pki/kubelet.crt
+tlsPrivateKeyFile: $RUN/pki/kubelet.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $RUN/pki/ca.crt}
+authorization: {mode: Webhook}
+containerRuntimeEndpoint: $cri
+cgroupDriver: cgroupfs
+cgroupRoot: $KUBELET_CGROUP
+failSwapOn: false
+failCgroupV1: false
+staticPodPath: $RUN/manifests
+podCIDR: $POD_CIDR
+systemReserved: {cpu: 100m, memory: 256Mi}
+kubeReserved: {cpu: 100m, memory: 256Mi}
+evictionHard: {memory.available: 100Mi, nodefs.available: "10%"}
+resolvConf: /etc/resolv.conf
+fileCheckFrequency: 10s
+volumeStatsAggPeriod: 10s
+serializeImagePulls: false
+rotateCertificates: false
+serverTLSBootstrap: false
+EOF
+  # unshare -m without --fork execs: the PID recorded by start is the kubelet's
+  start kubelet unshare -m --propagation unchanged sh -c '
+    mount --make-rprivate /proc
+    mount --bind "$1/overcommit_memory" /proc/sys/vm/overcommit_memory
+    mount --bind "$1/panic" /proc/sys/kernel/panic
+    mount --bind "$1/panic_on_oops" /proc/sys/kernel/panic_on_oops
+    shift; exec "$@"' sh "$RUN/kubelet-sysctl" \
+    nsenter --net="/run/netns/$NETNS" "$KUBELET_BIN" --config "$RUN/kubelet.yaml" \
+    --kubeconfig "$RUN/node.kubeconfig" --root-dir "$kroot" --hostname-override "$NODE_NAME" \
+    --node-ip "$NODE_IP" --v 2
+}
+
+# kubelet_down: what start_kubelet made on the host: its root folder's mounts (the shared
+# bind mount and the pod volumes under it) and its cgroups (after the pods are gone)
+kubelet_down() {
+  local kroot=$RUN/kubelet h
+  awk -v d="$kroot" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+  for h in /sys/fs/cgroup/*/; do
+    [[ -d $h${KUBELET_CGROUP#/} ]] || continue
+    find "$h${KUBELET_CGROUP#/}" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
 }
 
 # metrics_server BINS MS: run metrics-server on the host side of the veth and register it
@@ -380,8 +481,9 @@ apiservice_available() {
 }
 
 down() {
-  for c in metrics-server nodekeeper kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
+  for c in metrics-server nodekeeper kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
   NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" "$ROOT/hack/cri-down.sh" || true
+  kubelet_down
   # pod volumes the agent mounted (tmpfs for secrets, tokens, memory emptyDirs)
   awk -v d="$RUN/agent/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
