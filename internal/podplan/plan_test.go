@@ -347,3 +347,17 @@ func TestStatusEvicted(t *testing.T) {
 		t.Errorf("terminal evicted status not kept: %+v", again)
 	}
 }
+
+// The kubelet marks every pod it runs scheduled (generateAPIPodStatus), also one created
+// with spec.nodeName and no scheduler, pending or running.
+func TestPodScheduledCondition(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, nil, "a")
+	for name, o := range map[string]Observed{
+		"pending": {},
+		"running": {Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateRunning, 0)}},
+	} {
+		if got := condStatus(status(p, o, nil), corev1.PodScheduled); got != corev1.ConditionTrue {
+			t.Errorf("%s: PodScheduled = %q, want True", name, got)
+		}
+	}
+}

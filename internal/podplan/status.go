@@ -205,6 +205,9 @@ func Status(in StatusInput) corev1.PodStatus {
 		initializedCondition(pod, &st),
 		containersReady,
 		readyCondition(pod, prev.Conditions, containersReady),
+		// as generateAPIPodStatus: a pod the kubelet sees is scheduled (its own pods,
+		// static pods and pods created with spec.nodeName alike)
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue},
 	}
 	if in.Evicted != "" && !Terminal(pod) {
 		want = append(want, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue,
