@@ -199,48 +199,28 @@ func (t *serviceTracker) get(key string) (*corev1.Service, []*discoveryv1.Endpoi
 	return t.services[key], out
 }
 
-func (t *serviceTracker) serviceHandler() handler.EventHandler {
-	return handler.Funcs{
-		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if s, ok := e.Object.(*corev1.Service); ok {
-				t.setService(s, false)
-				enqueue(q)
-			}
-		},
-		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if s, ok := e.ObjectNew.(*corev1.Service); ok {
-				t.setService(s, false)
-				enqueue(q)
-			}
-		},
-		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if s, ok := e.Object.(*corev1.Service); ok {
-				t.setService(s, true)
-				enqueue(q)
-			}
-		},
-	}
-}
+func (t *serviceTracker) serviceHandler() handler.EventHandler { return recordAs(t.setService) }
 
-func (t *serviceTracker) sliceHandler() handler.EventHandler {
+func (t *serviceTracker) sliceHandler() handler.EventHandler { return recordAs(t.setSlice) }
+
+// recordAs is an event handler that records every create, update and delete of one
+// object type with set (gone on delete) and enqueues the sync key.
+func recordAs[T client.Object](set func(obj T, gone bool)) handler.EventHandler {
+	on := func(o client.Object, gone bool, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		if obj, ok := o.(T); ok {
+			set(obj, gone)
+			enqueue(q)
+		}
+	}
 	return handler.Funcs{
 		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if s, ok := e.Object.(*discoveryv1.EndpointSlice); ok {
-				t.setSlice(s, false)
-				enqueue(q)
-			}
+			on(e.Object, false, q)
 		},
 		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if s, ok := e.ObjectNew.(*discoveryv1.EndpointSlice); ok {
-				t.setSlice(s, false)
-				enqueue(q)
-			}
+			on(e.ObjectNew, false, q)
 		},
 		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if s, ok := e.Object.(*discoveryv1.EndpointSlice); ok {
-				t.setSlice(s, true)
-				enqueue(q)
-			}
+			on(e.Object, true, q)
 		},
 	}
 }
