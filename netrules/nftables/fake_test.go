@@ -402,6 +402,12 @@ func TestProxierIncrementalEqualsFull(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("SEEDS")); err == nil {
 		seeds = int64(n)
 	}
+	mapSeeds := 0 // endpoint maps in the final tables: the map path was exercised
+	defer func() {
+		if !t.Failed() && seeds > 10 && os.Getenv("SEED") == "" && mapSeeds == 0 {
+			t.Errorf("no seed ended with an endpoint map")
+		}
+	}()
 	for seed := int64(0); seed < seeds; seed++ {
 		if os.Getenv("SEED") != "" && os.Getenv("SEED") != fmt.Sprint(seed) {
 			continue
@@ -492,6 +498,7 @@ func TestProxierIncrementalEqualsFull(t *testing.T) {
 			}
 			svcs, slices := w.Objects()
 			want := expect(netrules.Build(svcs, slices, node)[fam], epMaps)
+			mapSeeds += len(want.epmaps)
 			if d := sameTable(t, kernels[fam], want); d != "" {
 				t.Fatalf("seed %d IPv%d: table differs from a fresh full sync:\n%s\n%s", seed, fam, d, strings.Join(trace, "\n"))
 			}
