@@ -78,6 +78,7 @@ type Artifact struct {
 // validation of the whole table by the kernel).
 type EndpointMap struct {
 	Name  string
+	Proto uint8 // the port's, for the text's typeof
 	Elems []netip.AddrPort
 }
 
@@ -231,7 +232,7 @@ func spread(a *Artifact, addChain func(string, []Rule), p *netrules.ServicePort,
 	pr := protoOf(p)
 	l4 := Match{Kind: MatchL4Proto, Proto: pr}
 	if p.AffinitySeconds <= 0 && env.EndpointMaps && len(eps) > 1 {
-		m := EndpointMap{Name: mapName}
+		m := EndpointMap{Name: mapName, Proto: pr}
 		for _, e := range eps {
 			m.Elems = append(m.Elems, netip.AddrPortFrom(e.IP, uint16(e.Port)))
 		}
@@ -280,7 +281,7 @@ type Desired struct {
 	Chains   map[string][]Rule
 	Elements map[ElemKey]Verdict
 	Sets     map[string]int32
-	Maps     map[string][]netip.AddrPort
+	Maps     map[string]EndpointMap
 }
 
 // Render computes the whole table's per-Service content from a Ruleset: every port's
@@ -290,7 +291,7 @@ func Render(rs *netrules.Ruleset) Desired { return RenderEnv(rs, EnvOf(rs.Family
 
 // RenderEnv is Render with the compile options of env.
 func RenderEnv(rs *netrules.Ruleset, env Env) Desired {
-	d := Desired{Chains: map[string][]Rule{}, Elements: map[ElemKey]Verdict{}, Sets: map[string]int32{}, Maps: map[string][]netip.AddrPort{}}
+	d := Desired{Chains: map[string][]Rule{}, Elements: map[ElemKey]Verdict{}, Sets: map[string]int32{}, Maps: map[string]EndpointMap{}}
 	ports := append([]*netrules.ServicePort(nil), rs.Ports...)
 	sort.SliceStable(ports, func(i, j int) bool { return ports[i].Key() < ports[j].Key() })
 	for _, p := range ports {
@@ -302,7 +303,7 @@ func RenderEnv(rs *netrules.Ruleset, env Env) Desired {
 			d.Sets[s.Name] = s.Timeout
 		}
 		for _, m := range a.Maps {
-			d.Maps[m.Name] = m.Elems
+			d.Maps[m.Name] = m
 		}
 		for _, c := range a.Claims {
 			d.Elements[c.Key] = c.Verdict

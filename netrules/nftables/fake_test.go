@@ -307,10 +307,10 @@ func expect(rs *netrules.Ruleset, endpointMaps bool) *fakeKernel {
 	for s := range d.Sets {
 		k.sets[s] = true
 	}
-	for n, eps := range d.Maps {
+	for n, m := range d.Maps {
 		k.sets[n] = true
 		k.epmaps[n] = map[uint32]netip.AddrPort{}
-		for i, e := range eps {
+		for i, e := range m.Elems {
 			k.epmaps[n][uint32(i)] = e
 		}
 	}
