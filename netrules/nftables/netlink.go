@@ -414,7 +414,23 @@ func queueOps(conn *nftables.Conn, fam netrules.Family, table *nftables.Table, o
 	// consecutive element ops on one map go in one message
 	var pending []nftables.SetElement
 	pendingMap, pendingAdd := -1, false
+	// and consecutive element ops on one endpoint map
+	var epPending []nftables.SetElement
+	epMap, epAdd := "", false
 	flushElems := func() error {
+		if len(epPending) > 0 {
+			s := endpointMapSet(fam, table, epMap)
+			var err error
+			if epAdd {
+				err = conn.SetAddElements(s, epPending)
+			} else {
+				err = conn.SetDeleteElements(s, epPending)
+			}
+			epPending, epMap = nil, ""
+			if err != nil {
+				return fmt.Errorf("map %s: %w", s.Name, err)
+			}
+		}
 		if len(pending) == 0 {
 			return nil
 		}
@@ -442,6 +458,21 @@ func queueOps(conn *nftables.Conn, fam netrules.Family, table *nftables.Table, o
 				e.VerdictData = verdictExpr(op.Verdict)
 			}
 			pending = append(pending, e)
+			continue
+		}
+		if op.Kind == OpAddEPElem || op.Kind == OpDelEPElem {
+			add := op.Kind == OpAddEPElem
+			if len(pending) > 0 || op.Name != epMap || add != epAdd {
+				if err := flushElems(); err != nil {
+					return err
+				}
+				epMap, epAdd = op.Name, add
+			}
+			e := nftables.SetElement{Key: native32(op.Index)}
+			if add {
+				e = endpointElem(op.Index, op.Endpoint)
+			}
+			epPending = append(epPending, e)
 			continue
 		}
 		if err := flushElems(); err != nil {
@@ -500,14 +531,7 @@ func queueOps(conn *nftables.Conn, fam netrules.Family, table *nftables.Table, o
 			}
 		case OpFlushEPMap:
 			conn.FlushSet(&nftables.Set{Table: table, Name: op.Name})
-		case OpAddEPElem:
-			if err := conn.SetAddElements(endpointMapSet(fam, table, op.Name), []nftables.SetElement{endpointElem(op.Index, op.Endpoint)}); err != nil {
-				return fmt.Errorf("map %s: %w", op.Name, err)
-			}
-		case OpDelEPElem:
-			if err := conn.SetDeleteElements(endpointMapSet(fam, table, op.Name), []nftables.SetElement{{Key: native32(op.Index)}}); err != nil {
-				return fmt.Errorf("map %s: %w", op.Name, err)
-			}
+
 		}
 	}
 	return flushElems()
