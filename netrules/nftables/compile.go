@@ -225,6 +225,10 @@ func Compile(p *netrules.ServicePort, env Env) *Artifact {
 // 1/(endpoints left) of what reaches it (iptables' statistic cascade), the last one
 // unconditional — no endpoint chains, no jumps, no sets. Upstream's one anonymous map
 // per Service (`dnat to numgen random mod N map { … }`) measured slower here (README).
+// With Env.EndpointMaps a port with more than one endpoint DNATs through its named
+// endpoint map instead (`dnat ip addr . port to numgen random mod N map @endpoints-…`):
+// replacing an endpoint is then a map element update, which the kernel does not
+// validate; a one-endpoint port keeps its plain `dnat to ip:port` (as upstream).
 // With affinity each endpoint has its chain (refresh the client's entry, DNAT) and
 // its set, as upstream.
 func spread(a *Artifact, addChain func(string, []Rule), p *netrules.ServicePort, eps []netrules.Endpoint, env Env, mapName string) []Rule {
