@@ -72,6 +72,18 @@ var backendCases = []backendCase{
 			return netnstest.Run(ns, "nft", "flush", "chain", "ip", "nodekeeper", "services")
 		},
 	},
+	{
+		name: "nftables-endpoint-maps",
+		backend: func(ns string) RulesBackend {
+			p, err := nftables.New(nftables.Options{Family: netrules.IPv4, NetNS: "/run/netns/" + ns, EndpointMaps: true})
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(p.Close)
+			return p
+		},
+		breakIt: func(ns string) error {
+			return netnstest.Run(ns, "nft", "flush", "chain", "ip", "nodekeeper", "services")
+		},
+	},
 }
 
 var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "root"), Ordered, func() {

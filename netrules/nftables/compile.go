@@ -69,6 +69,17 @@ type Artifact struct {
 	Chains []Chain
 	Sets   []AffinitySet
 	Claims []Claim
+	Maps   []EndpointMap
+}
+
+// EndpointMap is a named map from index (0..N-1) to endpoint address . port: the
+// service chain DNATs through it with `numgen random mod N`, so an endpoint replaced
+// without changing the count is an element update only (no rule changes, hence no
+// validation of the whole table by the kernel).
+type EndpointMap struct {
+	Name  string
+	Proto uint8 // the port's, for the text's typeof
+	Elems []netip.AddrPort
 }
 
 // Env is what compiling a port needs to know besides the port.
@@ -76,6 +87,9 @@ type Env struct {
 	Family        netrules.Family
 	ClusterCIDRs  []netip.Prefix // of the family
 	MasqueradeAll bool
+	// EndpointMaps: Services without affinity with more than one endpoint DNAT through
+	// a named endpoint map per port instead of a numgen cascade.
+	EndpointMaps bool
 }
 
 // EnvOf derives the Env of a family from the node facts.
@@ -123,7 +137,7 @@ func Compile(p *netrules.ServicePort, env Env) *Artifact {
 		if env.MasqueradeAll || len(env.ClusterCIDRs) > 0 {
 			claim(key(MapMasqKeys, p.ClusterIP, p.Port), Verdict{})
 		}
-		rules := spread(a, addChain, p, p.ClusterEndpoints)
+		rules := spread(a, addChain, p, p.ClusterEndpoints, env, endpointMap(p))
 		// the service chain goes first, as the whole-table rendering lists it
 		a.Chains = append([]Chain{{Name: svc, Rules: rules}}, a.Chains...)
 		chains[svc] = true
@@ -198,7 +212,7 @@ func Compile(p *netrules.ServicePort, env Env) *Artifact {
 		if len(p.LocalEndpoints) > 0 {
 			lc := localChain(p)
 			rules = append(rules, verdictRule(goTo(lc)))
-			addChain(lc, spread(a, addChain, p, p.LocalEndpoints))
+			addChain(lc, spread(a, addChain, p, p.LocalEndpoints, env, localEndpointMap(p)))
 			hairpin(p.LocalEndpoints)
 		}
 	}
@@ -211,12 +225,24 @@ func Compile(p *netrules.ServicePort, env Env) *Artifact {
 // 1/(endpoints left) of what reaches it (iptables' statistic cascade), the last one
 // unconditional — no endpoint chains, no jumps, no sets. Upstream's one anonymous map
 // per Service (`dnat to numgen random mod N map { … }`) measured slower here (README).
+// With Env.EndpointMaps a port with more than one endpoint DNATs through its named
+// endpoint map instead (`dnat ip addr . port to numgen random mod N map @endpoints-…`):
+// replacing an endpoint is then a map element update, which the kernel does not
+// validate; a one-endpoint port keeps its plain `dnat to ip:port` (as upstream).
 // With affinity each endpoint has its chain (refresh the client's entry, DNAT) and
 // its set, as upstream.
-func spread(a *Artifact, addChain func(string, []Rule), p *netrules.ServicePort, eps []netrules.Endpoint) []Rule {
+func spread(a *Artifact, addChain func(string, []Rule), p *netrules.ServicePort, eps []netrules.Endpoint, env Env, mapName string) []Rule {
 	var rules []Rule
 	pr := protoOf(p)
 	l4 := Match{Kind: MatchL4Proto, Proto: pr}
+	if p.AffinitySeconds <= 0 && env.EndpointMaps && len(eps) > 1 {
+		m := EndpointMap{Name: mapName, Proto: pr}
+		for _, e := range eps {
+			m.Elems = append(m.Elems, netip.AddrPortFrom(e.IP, uint16(e.Port)))
+		}
+		a.Maps = append(a.Maps, m)
+		return []Rule{{Matches: []Match{l4}, Action: Action{Kind: ActDNATMap, Map: mapName, Mod: uint32(len(eps))}}}
+	}
 	if p.AffinitySeconds <= 0 {
 		for i, e := range eps {
 			dnat := Action{Kind: ActDNAT, IP: e.IP, Port: uint16(e.Port)}
@@ -259,14 +285,17 @@ type Desired struct {
 	Chains   map[string][]Rule
 	Elements map[ElemKey]Verdict
 	Sets     map[string]int32
+	Maps     map[string]EndpointMap
 }
 
 // Render computes the whole table's per-Service content from a Ruleset: every port's
 // artifact, shared map keys going to the port last by Key (the owner index's rule).
 // Pure; the incremental path must always agree with it.
-func Render(rs *netrules.Ruleset) Desired {
-	env := EnvOf(rs.Family, rs.Node)
-	d := Desired{Chains: map[string][]Rule{}, Elements: map[ElemKey]Verdict{}, Sets: map[string]int32{}}
+func Render(rs *netrules.Ruleset) Desired { return RenderEnv(rs, EnvOf(rs.Family, rs.Node)) }
+
+// RenderEnv is Render with the compile options of env.
+func RenderEnv(rs *netrules.Ruleset, env Env) Desired {
+	d := Desired{Chains: map[string][]Rule{}, Elements: map[ElemKey]Verdict{}, Sets: map[string]int32{}, Maps: map[string]EndpointMap{}}
 	ports := append([]*netrules.ServicePort(nil), rs.Ports...)
 	sort.SliceStable(ports, func(i, j int) bool { return ports[i].Key() < ports[j].Key() })
 	for _, p := range ports {
@@ -276,6 +305,9 @@ func Render(rs *netrules.Ruleset) Desired {
 		}
 		for _, s := range a.Sets {
 			d.Sets[s.Name] = s.Timeout
+		}
+		for _, m := range a.Maps {
+			d.Maps[m.Name] = m
 		}
 		for _, c := range a.Claims {
 			d.Elements[c.Key] = c.Verdict

@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"net/netip"
 	"sort"
 	"time"
 
@@ -22,18 +23,24 @@ const (
 	OpDelSet              // Name
 	OpAddElem             // Key, Verdict
 	OpDelElem             // Key
+	OpAddEPMap            // Name: an endpoint map (deleted with OpDelSet)
+	OpFlushEPMap          // Name
+	OpAddEPElem           // Name, Index, Endpoint
+	OpDelEPElem           // Name, Index
 )
 
 // Op is one table operation, as data: a batch is a list of them, sent in order.
 type Op struct {
-	Kind    OpKind
-	Name    string
-	Rule    *Rule
-	Timeout int32
-	Map     uint8
-	Key     ElemKey
-	Verdict Verdict
-	Base    *BaseChain
+	Kind     OpKind
+	Name     string
+	Rule     *Rule
+	Timeout  int32
+	Map      uint8
+	Key      ElemKey
+	Verdict  Verdict
+	Base     *BaseChain
+	Index    uint32
+	Endpoint netip.AddrPort
 }
 
 // StaleDelay is how long a chain or set stays flushed before it is deleted: kernels
@@ -129,6 +136,7 @@ type compiled struct {
 	chains map[string][]Rule
 	order  []string
 	sets   map[string]int32
+	maps   map[string][]netip.AddrPort
 	claims []struct {
 		port string
 		c    Claim
@@ -136,7 +144,7 @@ type compiled struct {
 }
 
 func (p *Planner) compile(ports []*netrules.ServicePort) compiled {
-	c := compiled{chains: map[string][]Rule{}, sets: map[string]int32{}}
+	c := compiled{chains: map[string][]Rule{}, sets: map[string]int32{}, maps: map[string][]netip.AddrPort{}}
 	for _, sp := range ports {
 		a := Compile(sp, p.Env)
 		k := sp.Key()
@@ -148,6 +156,9 @@ func (p *Planner) compile(ports []*netrules.ServicePort) compiled {
 		}
 		for _, s := range a.Sets {
 			c.sets[s.Name] = s.Timeout
+		}
+		for _, m := range a.Maps {
+			c.maps[m.Name] = m.Elems
 		}
 		for _, cl := range a.Claims {
 			c.claims = append(c.claims, struct {
@@ -190,6 +201,35 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 		ops = append(ops, Op{Kind: OpAddSet, Name: s, Timeout: nc.sets[s]})
 		delete(p.staleSets, s)
 		delete(p.leftoverSets, s)
+	}
+	// endpoint maps: created or rewritten whole when new to the Service (or found by a
+	// resync, or waiting for deletion: content unknown), else element by element
+	for _, m := range sortedKeys(nc.maps) {
+		want := nc.maps[m]
+		old, had := oc.maps[m]
+		_, stale := p.staleSets[m]
+		if !had || rewrite || stale || p.leftoverSets[m] {
+			ops = append(ops, Op{Kind: OpAddEPMap, Name: m})
+			if had || stale || p.leftoverSets[m] {
+				ops = append(ops, Op{Kind: OpFlushEPMap, Name: m})
+			}
+			for i, e := range want {
+				ops = append(ops, Op{Kind: OpAddEPElem, Name: m, Index: uint32(i), Endpoint: e})
+			}
+		} else {
+			for i := range old {
+				if i >= len(want) || old[i] != want[i] {
+					ops = append(ops, Op{Kind: OpDelEPElem, Name: m, Index: uint32(i)})
+				}
+			}
+			for i, e := range want {
+				if i >= len(old) || old[i] != e {
+					ops = append(ops, Op{Kind: OpAddEPElem, Name: m, Index: uint32(i), Endpoint: e})
+				}
+			}
+		}
+		delete(p.staleSets, m)
+		delete(p.leftoverSets, m)
 	}
 	var write []string
 	for _, c := range nc.order {
@@ -243,6 +283,13 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 	for _, s := range sortedKeys(oc.sets) {
 		if _, keep := nc.sets[s]; !keep {
 			p.staleSets[s] = now
+		}
+	}
+	// an endpoint map no longer used: its rule is gone in this batch, the map is
+	// deleted (OpDelSet) after StaleDelay like a set
+	for _, m := range sortedKeys(oc.maps) {
+		if _, keep := nc.maps[m]; !keep {
+			p.staleSets[m] = now
 		}
 	}
 	if len(ports) == 0 {

@@ -30,6 +30,7 @@ type fakeKernel struct {
 	refs   map[string][]string // name -> chains/sets its rules refer to
 	sets   map[string]bool
 	elems  map[ElemKey]Verdict
+	epmaps map[string]map[uint32]netip.AddrPort // endpoint maps (also in sets)
 	gen    uint32
 	// failNext makes the next batch fail (after checking it).
 	failNext bool
@@ -39,7 +40,8 @@ type fakeKernel struct {
 
 func newFakeKernel(fam netrules.Family) *fakeKernel {
 	return &fakeKernel{ipf: ipFamily(fam), chains: map[string][]string{}, base: map[string]bool{},
-		refs: map[string][]string{}, sets: map[string]bool{}, elems: map[ElemKey]Verdict{}}
+		refs: map[string][]string{}, sets: map[string]bool{}, elems: map[ElemKey]Verdict{},
+		epmaps: map[string]map[uint32]netip.AddrPort{}}
 }
 
 func (k *fakeKernel) clone() *fakeKernel {
@@ -60,6 +62,13 @@ func (k *fakeKernel) clone() *fakeKernel {
 	for e, v := range k.elems {
 		c.elems[e] = v
 	}
+	c.epmaps = map[string]map[uint32]netip.AddrPort{}
+	for n, m := range k.epmaps {
+		c.epmaps[n] = map[uint32]netip.AddrPort{}
+		for i, e := range m {
+			c.epmaps[n][i] = e
+		}
+	}
 	return &c
 }
 
@@ -72,6 +81,8 @@ func ruleRefs(r *Rule) (chains, sets []string) {
 	switch r.Action.Kind {
 	case ActUpdateSet:
 		sets = append(sets, r.Action.Set)
+	case ActDNATMap:
+		sets = append(sets, r.Action.Map)
 	case ActVerdict:
 		if r.Action.Verdict.Chain != "" {
 			chains = append(chains, r.Action.Verdict.Chain)
@@ -156,6 +167,35 @@ func (k *fakeKernel) apply(op Op) error {
 			return fmt.Errorf("delete: set %s busy", op.Name)
 		}
 		delete(k.sets, op.Name)
+		delete(k.epmaps, op.Name)
+	case OpAddEPMap:
+		if k.sets[op.Name] && k.epmaps[op.Name] == nil {
+			return fmt.Errorf("map %s: a set of another type exists", op.Name)
+		}
+		k.sets[op.Name] = true
+		if k.epmaps[op.Name] == nil {
+			k.epmaps[op.Name] = map[uint32]netip.AddrPort{}
+		}
+	case OpFlushEPMap:
+		if k.epmaps[op.Name] == nil {
+			return fmt.Errorf("flush: no map %s", op.Name)
+		}
+		k.epmaps[op.Name] = map[uint32]netip.AddrPort{}
+	case OpAddEPElem:
+		m := k.epmaps[op.Name]
+		if m == nil {
+			return fmt.Errorf("element: no map %s", op.Name)
+		}
+		if _, ok := m[op.Index]; ok {
+			return fmt.Errorf("map %s: element %d exists", op.Name, op.Index)
+		}
+		m[op.Index] = op.Endpoint
+	case OpDelEPElem:
+		m := k.epmaps[op.Name]
+		if _, ok := m[op.Index]; !ok {
+			return fmt.Errorf("map %s: delete: no element %d", op.Name, op.Index)
+		}
+		delete(m, op.Index)
 	case OpAddElem:
 		if _, ok := k.elems[op.Key]; ok {
 			return fmt.Errorf("element %s exists", op.Key.KeyText())
@@ -215,7 +255,7 @@ func (k *fakeKernel) Close() error { return nil }
 // tamper changes the table behind the Proxier's back, as another program would.
 func (k *fakeKernel) tamper(r *rand.Rand) {
 	names := sortedKeys(k.chains)
-	switch r.Intn(4) {
+	switch r.Intn(5) {
 	case 0: // flush a chain
 		if len(names) > 0 {
 			n := names[r.Intn(len(names))]
@@ -235,6 +275,10 @@ func (k *fakeKernel) tamper(r *rand.Rand) {
 		if len(keys) > 0 {
 			delete(k.elems, keys[r.Intn(len(keys))])
 		}
+	case 4: // an endpoint map element goes
+		if names := sortedKeys(k.epmaps); len(names) > 0 {
+			delete(k.epmaps[names[r.Intn(len(names))]], 0)
+		}
 	case 3: // the whole table goes
 		*k = *newFakeKernel(netrules.IPv4)
 		k.ipf = "ip"
@@ -243,10 +287,12 @@ func (k *fakeKernel) tamper(r *rand.Rand) {
 }
 
 // expect is the table a fresh full sync of rs writes.
-func expect(rs *netrules.Ruleset) *fakeKernel {
+func expect(rs *netrules.Ruleset, endpointMaps bool) *fakeKernel {
 	k := newFakeKernel(rs.Family)
 	l := FixedLayout(rs.Family, rs.Node)
-	d := Render(rs)
+	env := EnvOf(rs.Family, rs.Node)
+	env.EndpointMaps = endpointMaps
+	d := RenderEnv(rs, env)
 	k.table = true
 	ipf := ipFamily(rs.Family)
 	for _, c := range l.Chains {
@@ -260,6 +306,13 @@ func expect(rs *netrules.Ruleset) *fakeKernel {
 	}
 	for s := range d.Sets {
 		k.sets[s] = true
+	}
+	for n, m := range d.Maps {
+		k.sets[n] = true
+		k.epmaps[n] = map[uint32]netip.AddrPort{}
+		for i, e := range m.Elems {
+			k.epmaps[n][uint32(i)] = e
+		}
 	}
 	for e, v := range d.Elements {
 		k.elems[e] = v
@@ -292,6 +345,9 @@ func sameTable(t *testing.T, got, want *fakeKernel) string {
 	}
 	if !reflect.DeepEqual(got.elems, want.elems) {
 		diffs = append(diffs, fmt.Sprintf("elements %v\nwant %v", got.elems, want.elems))
+	}
+	if !reflect.DeepEqual(got.epmaps, want.epmaps) {
+		diffs = append(diffs, fmt.Sprintf("endpoint maps %v\nwant %v", got.epmaps, want.epmaps))
 	}
 	if !reflect.DeepEqual(got.sets, want.sets) {
 		diffs = append(diffs, fmt.Sprintf("sets %v, want %v", got.sets, want.sets))
@@ -346,6 +402,12 @@ func TestProxierIncrementalEqualsFull(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("SEEDS")); err == nil {
 		seeds = int64(n)
 	}
+	mapSeeds := 0 // endpoint maps in the final tables: the map path was exercised
+	defer func() {
+		if !t.Failed() && seeds > 10 && os.Getenv("SEED") == "" && mapSeeds == 0 {
+			t.Errorf("no seed ended with an endpoint map")
+		}
+	}()
 	for seed := int64(0); seed < seeds; seed++ {
 		if os.Getenv("SEED") != "" && os.Getenv("SEED") != fmt.Sprint(seed) {
 			continue
@@ -357,9 +419,10 @@ func TestProxierIncrementalEqualsFull(t *testing.T) {
 		states := map[netrules.Family]*netrules.State{netrules.IPv4: netrules.NewState(netrules.IPv4, node), netrules.IPv6: netrules.NewState(netrules.IPv6, node)}
 		kernels := map[netrules.Family]*fakeKernel{netrules.IPv4: newFakeKernel(netrules.IPv4), netrules.IPv6: newFakeKernel(netrules.IPv6)}
 		proxiers := map[netrules.Family]*Proxier{}
+		epMaps := seed%2 == 1 // odd seeds DNAT through endpoint maps
 		for _, fam := range []netrules.Family{netrules.IPv4, netrules.IPv6} {
 			k := kernels[fam]
-			proxiers[fam] = newProxier(Options{Family: fam, MaxOps: 1 + r.Intn(60), BulkMaxOps: 1 + r.Intn(200), BackstopEvery: 3, Now: func() time.Time { return now }}, k)
+			proxiers[fam] = newProxier(Options{Family: fam, MaxOps: 1 + r.Intn(60), BulkMaxOps: 1 + r.Intn(200), BackstopEvery: 3, EndpointMaps: epMaps, Now: func() time.Time { return now }}, k)
 		}
 		pending := map[netrules.Family][]string{}
 		mustFull := map[netrules.Family]bool{}
@@ -434,7 +497,8 @@ func TestProxierIncrementalEqualsFull(t *testing.T) {
 				t.Fatal(err)
 			}
 			svcs, slices := w.Objects()
-			want := expect(netrules.Build(svcs, slices, node)[fam])
+			want := expect(netrules.Build(svcs, slices, node)[fam], epMaps)
+			mapSeeds += len(want.epmaps)
 			if d := sameTable(t, kernels[fam], want); d != "" {
 				t.Fatalf("seed %d IPv%d: table differs from a fresh full sync:\n%s\n%s", seed, fam, d, strings.Join(trace, "\n"))
 			}

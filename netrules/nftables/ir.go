@@ -124,6 +124,9 @@ const (
 	// ActVmap: look the packet's (daddr . l4proto . dport) or, NoAddr, (l4proto .
 	// dport) up in the verdict map Map.
 	ActVmap
+	// ActDNATMap: dnat to the address . port element (numgen random mod Mod) of the
+	// endpoint map Map (after a MatchL4Proto).
+	ActDNATMap
 )
 
 // Action is what a rule does.
@@ -135,6 +138,7 @@ type Action struct {
 	Set     string
 	Map     string
 	NoAddr  bool
+	Mod     uint32
 }
 
 // Rule is one rule.
@@ -241,6 +245,8 @@ func (r *Rule) Text(ipf string) string {
 			dst = "[" + dst + "]"
 		}
 		fmt.Fprintf(&b, "dnat to %s:%d", dst, a.Port)
+	case ActDNATMap:
+		fmt.Fprintf(&b, "dnat %s addr . port to numgen random mod %d map @%s", ipf, a.Mod, a.Map)
 	case ActUpdateSet:
 		fmt.Fprintf(&b, "update @%s { %s saddr }", a.Set, ipf)
 	case ActMarkOr:

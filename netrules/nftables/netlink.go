@@ -237,6 +237,18 @@ func exprs(fam netrules.Family, table *nftables.Table, r *Rule) ([]expr.Any, []a
 			&expr.Immediate{Register: 1, Data: a.IP.AsSlice()},
 			&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(a.Port)},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfam, RegAddrMin: 1, RegProtoMin: 2, Specified: true})
+	case ActDNATMap:
+		// as nft: numgen into reg 1, lookup the map into reg 1 (address) and the next
+		// slot (port: 32-bit reg 9 after an IPv4 address, 128-bit reg 2 after IPv6)
+		nfam, portReg := uint32(unix.NFPROTO_IPV4), uint32(9)
+		if fam == netrules.IPv6 {
+			nfam, portReg = unix.NFPROTO_IPV6, 2
+		}
+		out = append(out,
+			&expr.Numgen{Register: 1, Modulus: a.Mod, Type: unix.NFT_NG_RANDOM},
+			&expr.Lookup{SourceRegister: 1, SetName: a.Map, IsDestRegSet: true, DestRegister: 1},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfam, RegAddrMin: 1, RegAddrMax: 1,
+				RegProtoMin: portReg, RegProtoMax: portReg, Specified: true})
 	case ActUpdateSet:
 		out = append(out, loadAddr(fam, Saddr, alen, 1),
 			&expr.Dynset{SrcRegKey: 1, SetName: a.Set, Operation: unix.NFT_DYNSET_OP_UPDATE})
@@ -303,6 +315,23 @@ func mapSet(fam netrules.Family, table *nftables.Table, m uint8) *nftables.Set {
 		kt = nftables.MustConcatSetType(at, nftables.TypeInetProto, nftables.TypeInetService)
 	}
 	return &nftables.Set{Table: table, Name: mapNames[m], IsMap: true, KeyType: kt, DataType: nftables.TypeVerdict}
+}
+
+// endpointMapSet is the definition of an endpoint map: integer : address . service.
+func endpointMapSet(fam netrules.Family, table *nftables.Table, name string) *nftables.Set {
+	at := nftables.TypeIPAddr
+	if fam == netrules.IPv6 {
+		at = nftables.TypeIP6Addr
+	}
+	return &nftables.Set{Table: table, Name: name, IsMap: true, KeyType: nftables.TypeInteger,
+		KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.MustConcatSetType(at, nftables.TypeInetService)}
+}
+
+// endpointElem is one endpoint map element as the kernel stores it: the index in host
+// order (numgen's output), the address and the port padded to 4 bytes.
+func endpointElem(i uint32, e netip.AddrPort) nftables.SetElement {
+	v := binary.BigEndian.AppendUint16(e.Addr().AsSlice(), e.Port())
+	return nftables.SetElement{Key: native32(i), Val: append(v, 0, 0)}
 }
 
 // elemKeyBytes is a map key as the kernel stores it: each field padded to 4 bytes.
@@ -385,7 +414,23 @@ func queueOps(conn *nftables.Conn, fam netrules.Family, table *nftables.Table, o
 	// consecutive element ops on one map go in one message
 	var pending []nftables.SetElement
 	pendingMap, pendingAdd := -1, false
+	// and consecutive element ops on one endpoint map
+	var epPending []nftables.SetElement
+	epMap, epAdd := "", false
 	flushElems := func() error {
+		if len(epPending) > 0 {
+			s := endpointMapSet(fam, table, epMap)
+			var err error
+			if epAdd {
+				err = conn.SetAddElements(s, epPending)
+			} else {
+				err = conn.SetDeleteElements(s, epPending)
+			}
+			epPending, epMap = nil, ""
+			if err != nil {
+				return fmt.Errorf("map %s: %w", s.Name, err)
+			}
+		}
 		if len(pending) == 0 {
 			return nil
 		}
@@ -413,6 +458,21 @@ func queueOps(conn *nftables.Conn, fam netrules.Family, table *nftables.Table, o
 				e.VerdictData = verdictExpr(op.Verdict)
 			}
 			pending = append(pending, e)
+			continue
+		}
+		if op.Kind == OpAddEPElem || op.Kind == OpDelEPElem {
+			add := op.Kind == OpAddEPElem
+			if len(pending) > 0 || op.Name != epMap || add != epAdd {
+				if err := flushElems(); err != nil {
+					return err
+				}
+				epMap, epAdd = op.Name, add
+			}
+			e := nftables.SetElement{Key: native32(op.Index)}
+			if add {
+				e = endpointElem(op.Index, op.Endpoint)
+			}
+			epPending = append(epPending, e)
 			continue
 		}
 		if err := flushElems(); err != nil {
@@ -465,6 +525,13 @@ func queueOps(conn *nftables.Conn, fam netrules.Family, table *nftables.Table, o
 			}
 		case OpDelSet:
 			conn.DelSet(&nftables.Set{Table: table, Name: op.Name})
+		case OpAddEPMap:
+			if err := conn.AddSet(endpointMapSet(fam, table, op.Name), nil); err != nil {
+				return fmt.Errorf("map %s: %w", op.Name, err)
+			}
+		case OpFlushEPMap:
+			conn.FlushSet(&nftables.Set{Table: table, Name: op.Name})
+
 		}
 	}
 	return flushElems()

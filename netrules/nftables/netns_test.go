@@ -26,13 +26,14 @@ func TestNetnsIncrementalEqualsFresh(t *testing.T) {
 	fams := []netrules.Family{netrules.IPv4, netrules.IPv6}
 	for seed := int64(0); seed < 8; seed++ {
 		r := rand.New(rand.NewSource(seed))
+		epMaps := seed%2 == 1 // odd seeds DNAT through endpoint maps
 		ns := netns(t)
 		w := netrules.NewWorld("me")
 		states := map[netrules.Family]*netrules.State{}
 		proxiers := map[netrules.Family]*Proxier{}
 		for _, fam := range fams {
 			states[fam] = netrules.NewState(fam, node)
-			proxiers[fam] = nsProxier(t, ns, fam, 5+r.Intn(100))
+			proxiers[fam] = nsProxier(t, ns, fam, 5+r.Intn(100), epMaps)
 		}
 		pending := map[netrules.Family][]string{}
 		first := true
@@ -72,7 +73,7 @@ func TestNetnsIncrementalEqualsFresh(t *testing.T) {
 			time.Sleep(StaleDelay)
 			syncAll(t, proxiers[fam], states[fam], nil, false)
 			rs := netrules.Build(svcs, slices, node)[fam]
-			syncAll(t, nsProxier(t, fresh, fam, 0), stateOf(rs), nil, true)
+			syncAll(t, nsProxier(t, fresh, fam, 0, epMaps), stateOf(rs), nil, true)
 			got, want := NormalizeListing(listTable(t, ns, fam)), NormalizeListing(listTable(t, fresh, fam))
 			if got != want {
 				t.Fatalf("seed %d IPv%d: incremental table differs from a fresh full sync:\n%s", seed, fam, lineDiff(got, want))
@@ -135,7 +136,7 @@ func TestNetnsScaleFigures(t *testing.T) {
 		st, svcs, slices := bigState(n, 5)
 		maxOps := 0
 		fmt.Sscan(os.Getenv("NK_NFT_MAXOPS"), &maxOps)
-		p := nsProxier(t, ns, netrules.IPv4, maxOps)
+		p := nsProxier(t, ns, netrules.IPv4, maxOps, os.Getenv("NK_NFT_EPMAPS") == "1")
 		start := time.Now()
 		calls := 0
 		syncCalls := func(changed []string, full bool) {

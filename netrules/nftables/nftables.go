@@ -60,6 +60,10 @@ func localChain(p *netrules.ServicePort) string    { return name("local", base(p
 func externalChain(p *netrules.ServicePort) string { return name("external", base(p)) }
 func firewallChain(p *netrules.ServicePort) string { return name("firewall", base(p)) }
 
+// endpointMap and localEndpointMap name a port's endpoint maps (index -> ip . port).
+func endpointMap(p *netrules.ServicePort) string      { return name("endpoints", base(p)) }
+func localEndpointMap(p *netrules.ServicePort) string { return name("local-endpoints", base(p)) }
+
 // epName is "ip/port" with IPv6 colons turned into dots: nft names cannot hold ':'.
 func epName(e netrules.Endpoint) string {
 	return strings.ReplaceAll(e.IP.String(), ":", ".") + "/" + fmt.Sprint(e.Port)

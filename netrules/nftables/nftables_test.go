@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -129,7 +130,11 @@ func needRoot(t *testing.T) {
 
 func netns(t *testing.T) string {
 	t.Helper()
-	name := fmt.Sprintf("nk-nft-%d-%d", os.Getpid(), rand.Int63()%1000000)
+	prefix := "nk-nft"
+	if p := os.Getenv("NK_TEST_NETNS_PREFIX"); p != "" {
+		prefix = p
+	}
+	name := fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), rand.Int63()%1000000)
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
@@ -154,9 +159,9 @@ func listTable(t *testing.T, ns string, fam netrules.Family) string {
 	return nft(t, ns, "", "list", "table", ipFamily(fam), TableName)
 }
 
-func nsProxier(t *testing.T, ns string, fam netrules.Family, maxOps int) *Proxier {
+func nsProxier(t *testing.T, ns string, fam netrules.Family, maxOps int, epMaps bool) *Proxier {
 	t.Helper()
-	p, err := New(Options{Family: fam, NetNS: "/run/netns/" + ns, MaxOps: maxOps})
+	p, err := New(Options{Family: fam, NetNS: "/run/netns/" + ns, MaxOps: maxOps, EndpointMaps: epMaps})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,8 +187,10 @@ func syncAll(t *testing.T, p *Proxier, st *netrules.State, changed []string, ful
 	}
 }
 
-func fullText(rs *netrules.Ruleset) string {
-	return TableText(rs.Family, FixedLayout(rs.Family, rs.Node), Render(rs))
+func fullText(rs *netrules.Ruleset, epMaps bool) string {
+	env := EnvOf(rs.Family, rs.Node)
+	env.EndpointMaps = epMaps
+	return TableText(rs.Family, FixedLayout(rs.Family, rs.Node), RenderEnv(rs, env))
 }
 
 // The netlink encoding is what nft generates for the same rules: a table programmed
@@ -200,28 +207,47 @@ func TestGoldenAgainstNft(t *testing.T) {
 	v6.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
 	svcs = append(svcs, v6)
 	slices = append(slices, netrules.MakeSlice(v6, "v6-1", 8080, netrules.SliceEndpoint{IP: "fd00:244::2", Node: "n1"}, netrules.SliceEndpoint{IP: "fd00:244::3"}))
+	v6b := netrules.MakeService("default", "v6b", "fd00::11", 53)
+	v6b.Spec.ClusterIPs = []string{"fd00::11"}
+	v6b.Spec.Ports[0].Protocol = corev1.ProtocolUDP
+	svcs = append(svcs, v6b)
+	slices = append(slices, netrules.MakeSlice(v6b, "v6b-1", 5353, netrules.SliceEndpoint{IP: "fd00:244::4"}, netrules.SliceEndpoint{IP: "fd00:244::5"}, netrules.SliceEndpoint{IP: "fd00:244::6"}))
 	nodes := []netrules.Node{
 		{Name: "n1", ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.250.0.0/20"), netip.MustParsePrefix("fd00:244::/64")}},
 		{Name: "n1", MasqueradeAll: true, LocalhostNodePorts: true},
 	}
 	for i, node := range nodes {
 		for fam, rs := range netrules.Build(svcs, slices, node) {
-			t.Run(fmt.Sprintf("node%d/IPv%d", i, fam), func(t *testing.T) {
-				byNetlink, byNft := netns(t), netns(t)
-				syncAll(t, nsProxier(t, byNetlink, fam, 0), stateOf(rs), nil, true)
-				text := fullText(rs)
-				nft(t, byNft, text, "-f", "-")
-				got, want := listTable(t, byNetlink, fam), listTable(t, byNft, fam)
-				if NormalizeListing(got) != NormalizeListing(want) {
-					t.Errorf("netlink table differs from nft's:\n%s\n--- nft:\n%s\n--- diff:\n%s", got, want, lineDiff(NormalizeListing(got), NormalizeListing(want)))
-				}
-				if !strings.Contains(got, "goto service-") && len(rs.Ports) > 0 {
-					t.Errorf("no dispatch in\n%s", got)
-				}
-			})
+			for _, epMaps := range []bool{false, true} {
+				t.Run(fmt.Sprintf("node%d/IPv%d/maps=%v", i, fam, epMaps), func(t *testing.T) {
+					byNetlink, byNft := netns(t), netns(t)
+					syncAll(t, nsProxier(t, byNetlink, fam, 0, epMaps), stateOf(rs), nil, true)
+					text := fullText(rs, epMaps)
+					nft(t, byNft, text, "-f", "-")
+					got, want := listTable(t, byNetlink, fam), listTable(t, byNft, fam)
+					g, w := NormalizeListing(epMapType.ReplaceAllString(got, "ENDPOINT-MAP-TYPE")), NormalizeListing(epMapType.ReplaceAllString(want, "ENDPOINT-MAP-TYPE"))
+					if g != w {
+						t.Errorf("netlink table differs from nft's:\n%s\n--- nft:\n%s\n--- diff:\n%s", got, want, lineDiff(g, w))
+					}
+					if !strings.Contains(got, "goto service-") && len(rs.Ports) > 0 {
+						t.Errorf("no dispatch in\n%s", got)
+					}
+					if epMaps && !strings.Contains(got, " map @endpoints-") {
+						t.Errorf("no endpoint map in\n%s", got)
+					}
+				})
+			}
 		}
 	}
 }
+
+// epMapType is an endpoint map's type line, which the listing takes from the set's
+// user data: nft's text loads it with `typeof numgen … : ip daddr . tcp dport` (a
+// display hint nft stores as user data, which google/nftables cannot send), netlink
+// creates the same kernel set (32-bit integer key, address . service data) whose
+// listing then says "type 0 : ipv4_addr . inet_service". The elements and the rules
+// using the map must list alike.
+var epMapType = regexp.MustCompile(`(typeof numgen random mod 1 : ip6? daddr \. (tcp|udp|sctp) dport|type 0 : ipv[46]_addr \. inet_service)`)
 
 func lineDiff(a, b string) string {
 	in := func(s string) map[string]bool {

@@ -35,7 +35,10 @@ type Options struct {
 	// BackstopEvery: every BackstopEvery-th full sync rewrites everything even when
 	// nothing looks tampered with (default 10).
 	BackstopEvery int
-	Now           func() time.Time
+	// EndpointMaps: DNAT through a named endpoint map per Service port (see
+	// Env.EndpointMaps) instead of a numgen cascade.
+	EndpointMaps bool
+	Now          func() time.Time
 }
 
 // Proxier programs one family's "nodekeeper" table over netlink, incrementally. It
@@ -233,7 +236,7 @@ func (n *nlKernel) generation() (uint32, error) {
 }
 
 func (p *Proxier) envFingerprint(node netrules.Node) string {
-	return fmt.Sprint(EnvOf(p.opts.Family, node), node.LocalhostNodePorts)
+	return fmt.Sprint(p.env(node), node.LocalhostNodePorts)
 }
 
 // SyncState implements controllers.RulesBackend.
@@ -358,10 +361,11 @@ func (p *Proxier) startResync(st *netrules.State) error {
 	if err != nil {
 		return err
 	}
+	env := p.env(st.Node)
 	if p.planner == nil {
-		p.planner = NewPlanner(EnvOf(p.opts.Family, st.Node))
+		p.planner = NewPlanner(env)
 	}
-	p.planner.Env = EnvOf(p.opts.Family, st.Node)
+	p.planner.Env = env
 	p.planner.Reset(chains, sets, elems)
 	p.repair = st.Services()
 	p.done, p.inRepair = map[string]bool{}, map[string]bool{}
@@ -515,4 +519,11 @@ func (n *nlKernel) deleteTable() error {
 	n.conn.AddTable(n.table)
 	n.conn.DelTable(n.table)
 	return n.conn.Flush()
+}
+
+// env is the compile environment of the node with the Proxier's options.
+func (p *Proxier) env(node netrules.Node) Env {
+	e := EnvOf(p.opts.Family, node)
+	e.EndpointMaps = p.opts.EndpointMaps
+	return e
 }

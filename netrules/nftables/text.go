@@ -52,6 +52,14 @@ func TableText(fam netrules.Family, l Layout, d Desired) string {
 	for _, s := range sortedKeys(d.Sets) {
 		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tflags dynamic,timeout\n\t\ttimeout %ds\n\t}\n", s, at, d.Sets[s])
 	}
+	for _, m := range sortedKeys(d.Maps) {
+		fmt.Fprintf(&b, "\tmap %s {\n\t\ttypeof numgen random mod 1 : %s daddr . %s dport\n", m, ipf, protoName(d.Maps[m].Proto))
+		var es []string
+		for i, e := range d.Maps[m].Elems {
+			es = append(es, fmt.Sprintf("%d : %s . %d", i, e.Addr(), e.Port()))
+		}
+		fmt.Fprintf(&b, "\t\telements = { %s }\n\t}\n", strings.Join(es, ", "))
+	}
 	chain := func(name, head string, rules []Rule) {
 		fmt.Fprintf(&b, "\tchain %s {\n", name)
 		if head != "" {
