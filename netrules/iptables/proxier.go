@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os/exec"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -492,7 +493,7 @@ func (p *Proxier) syncPartial(ctx context.Context, st *netrules.State, changed [
 				for _, t := range tables {
 					for c, rules := range pr.chains(t) {
 						key := [2]string{t, c}
-						if prev, ok := was[key]; !ok || !equalLines(prev, rules) {
+						if prev, ok := was[key]; !ok || !slices.Equal(prev, rules) {
 							write[t][c] = rules
 						}
 						delete(was, key)
@@ -588,18 +589,6 @@ func parentOf(bucketChain string) string {
 	return ""
 }
 
-func equalLines(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // syncFull renders every Service (reusing the renderings of ports that are the same
 // objects as last time) and rewrites everything.
 func (p *Proxier) syncFull(ctx context.Context, st *netrules.State, nodeKey string) (SyncStats, error) {
@@ -619,7 +608,7 @@ func (p *Proxier) syncFull(ctx context.Context, st *netrules.State, nodeKey stri
 	for _, k := range keys {
 		cur := st.Ports(k)
 		s := oldSvcs[k]
-		if !reuse || s == nil || !samePointers(s.ports, cur) {
+		if !reuse || s == nil || !slices.Equal(s.ports, cur) {
 			s = p.render(cur)
 		}
 		svcs[k] = s
@@ -697,18 +686,6 @@ func staticBody(table, chain string) ([]string, bool) {
 		}
 	}
 	return nil, false
-}
-
-func samePointers(a, b []*netrules.ServicePort) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // ErrNotAvailable is returned by Check when the iptables binaries cannot be run.
