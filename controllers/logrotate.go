@@ -68,6 +68,11 @@ func (l *logRotator) rotateAll(ctx context.Context) {
 		if _, err := os.Stat(rotated); err == nil {
 			continue // rotated this second already
 		}
+		// as upstream's removeExcessLogs: make room first, so that with the file about to
+		// be rotated and the reopened one there are never more than maxFiles
+		for _, f := range excessLogsGlob(path, l.maxFiles-1) {
+			_ = os.Remove(f)
+		}
 		if err := os.Rename(path, rotated); err != nil {
 			logger.Error(err, "Rotating a container log failed", "path", path)
 			continue
@@ -83,10 +88,15 @@ func (l *logRotator) rotateAll(ctx context.Context) {
 }
 
 func (l *logRotator) removeExcess(path string) {
-	rotated, _ := filepath.Glob(path + ".*")
-	for _, f := range excessLogs(rotated, l.maxFiles) {
+	for _, f := range excessLogsGlob(path, l.maxFiles) {
 		_ = os.Remove(f)
 	}
+}
+
+// excessLogsGlob is excessLogs over the rotated files of the log at path.
+func excessLogsGlob(path string, maxFiles int) []string {
+	rotated, _ := filepath.Glob(path + ".*")
+	return excessLogs(rotated, maxFiles)
 }
 
 // newLogRotator builds the rotator from the configuration (nil when it cannot parse,
