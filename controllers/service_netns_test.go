@@ -61,9 +61,9 @@ var backendCases = []backendCase{
 		},
 	},
 	{
-		name: "nftables",
+		name: "nftables-anonymous-maps",
 		backend: func(ns string) RulesBackend {
-			p, err := nftables.New(nftables.Options{Family: netrules.IPv4, NetNS: "/run/netns/" + ns})
+			p, err := nftables.New(nftables.Options{Family: netrules.IPv4, NetNS: "/run/netns/" + ns, Spread: nftables.SpreadAnonymous})
 			Expect(err).NotTo(HaveOccurred())
 			DeferCleanup(p.Close)
 			return p
@@ -73,9 +73,9 @@ var backendCases = []backendCase{
 		},
 	},
 	{
-		name: "nftables-endpoint-maps",
+		name: "nftables",
 		backend: func(ns string) RulesBackend {
-			p, err := nftables.New(nftables.Options{Family: netrules.IPv4, NetNS: "/run/netns/" + ns, EndpointMaps: true})
+			p, err := nftables.New(nftables.Options{Family: netrules.IPv4, NetNS: "/run/netns/" + ns})
 			Expect(err).NotTo(HaveOccurred())
 			DeferCleanup(p.Close)
 			return p

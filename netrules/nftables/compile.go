@@ -72,13 +72,13 @@ type Artifact struct {
 	Maps   []EndpointMap
 }
 
-// EndpointMap is a named map from index (0..N-1) to endpoint address . port: the
-// service chain DNATs through it with `numgen random mod N`, so an endpoint replaced
+// EndpointMap is one port's range in the shared endpoint map: the service chain DNATs
+// through `numgen random mod N offset <base> map @endpoints`, so an endpoint replaced
 // without changing the count is an element update only (no rule changes, hence no
-// validation of the whole table by the kernel).
+// validation of the whole table by the kernel). Name identifies the range (per port,
+// cluster or local endpoints); the Planner allocates its base.
 type EndpointMap struct {
 	Name  string
-	Proto uint8 // the port's, for the text's typeof
 	Elems []netip.AddrPort
 }
 
@@ -87,10 +87,27 @@ type Env struct {
 	Family        netrules.Family
 	ClusterCIDRs  []netip.Prefix // of the family
 	MasqueradeAll bool
-	// EndpointMaps: Services without affinity with more than one endpoint DNAT through
-	// a named endpoint map per port instead of a numgen cascade.
-	EndpointMaps bool
+	// Spread: how a port without affinity and with more than one endpoint picks one.
+	Spread Spread
+	// ShardPorts: ports per endpoint map (0: the default, ShardPorts).
+	ShardPorts int
 }
+
+// Spread is how a service chain picks one of several endpoints (without affinity).
+type Spread uint8
+
+const (
+	// SpreadEndpointMaps: `numgen random mod N offset <base> map @endpoints-<k>`, the
+	// port's range of a shared endpoint map (allocated by the Planner): an endpoint
+	// replaced is an element update, no rule changes. The default.
+	SpreadEndpointMaps Spread = iota
+	// SpreadAnonymous: `numgen random mod N map { 0 : ip . port, … }`, an anonymous map
+	// in the rule, as upstream (a full sync at 10,000 Services costs the kernel ~13 s:
+	// it walks every set of the table for each new set).
+	SpreadAnonymous
+	// SpreadCascade: a cascade of numgen rules, one per endpoint (5× the rules).
+	SpreadCascade
+)
 
 // EnvOf derives the Env of a family from the node facts.
 func EnvOf(fam netrules.Family, node netrules.Node) Env {
@@ -235,13 +252,20 @@ func spread(a *Artifact, addChain func(string, []Rule), p *netrules.ServicePort,
 	var rules []Rule
 	pr := protoOf(p)
 	l4 := Match{Kind: MatchL4Proto, Proto: pr}
-	if p.AffinitySeconds <= 0 && env.EndpointMaps && len(eps) > 1 {
-		m := EndpointMap{Name: mapName, Proto: pr}
+	if p.AffinitySeconds <= 0 && env.Spread == SpreadEndpointMaps && len(eps) > 1 {
+		m := EndpointMap{Name: mapName}
 		for _, e := range eps {
 			m.Elems = append(m.Elems, netip.AddrPortFrom(e.IP, uint16(e.Port)))
 		}
 		a.Maps = append(a.Maps, m)
-		return []Rule{{Matches: []Match{l4}, Action: Action{Kind: ActDNATMap, Map: mapName, Mod: uint32(len(eps))}}}
+		return []Rule{{Matches: []Match{l4}, Action: Action{Kind: ActDNATMap, Map: mapEndpoints, Range: mapName, Mod: uint32(len(eps))}}}
+	}
+	if p.AffinitySeconds <= 0 && env.Spread != SpreadCascade && len(eps) > 1 {
+		eps2 := make([]netip.AddrPort, len(eps))
+		for i, e := range eps {
+			eps2[i] = netip.AddrPortFrom(e.IP, uint16(e.Port))
+		}
+		return []Rule{{Matches: []Match{l4}, Action: Action{Kind: ActDNATRandom, Endpoints: eps2}}}
 	}
 	if p.AffinitySeconds <= 0 {
 		for i, e := range eps {
@@ -285,7 +309,9 @@ type Desired struct {
 	Chains   map[string][]Rule
 	Elements map[ElemKey]Verdict
 	Sets     map[string]int32
-	Maps     map[string]EndpointMap
+	// Endpoints: the endpoint maps' elements, by map, when rules use them (never from
+	// Render, whose form is canonical)
+	Endpoints map[string]map[uint32]netip.AddrPort
 }
 
 // Render computes the whole table's per-Service content from a Ruleset: every port's
@@ -293,9 +319,15 @@ type Desired struct {
 // Pure; the incremental path must always agree with it.
 func Render(rs *netrules.Ruleset) Desired { return RenderEnv(rs, EnvOf(rs.Family, rs.Node)) }
 
-// RenderEnv is Render with the compile options of env.
+// RenderEnv is Render with the compile options of env. With env.EndpointMaps the
+// content is the canonical form: each rule's range of the shared endpoint map shown as
+// the anonymous map it stands for (the allocation of ranges is the Planner's, so
+// tables are compared after ResolveEndpoints).
 func RenderEnv(rs *netrules.Ruleset, env Env) Desired {
-	d := Desired{Chains: map[string][]Rule{}, Elements: map[ElemKey]Verdict{}, Sets: map[string]int32{}, Maps: map[string]EndpointMap{}}
+	if env.Spread == SpreadEndpointMaps {
+		env.Spread = SpreadAnonymous
+	}
+	d := Desired{Chains: map[string][]Rule{}, Elements: map[ElemKey]Verdict{}, Sets: map[string]int32{}}
 	ports := append([]*netrules.ServicePort(nil), rs.Ports...)
 	sort.SliceStable(ports, func(i, j int) bool { return ports[i].Key() < ports[j].Key() })
 	for _, p := range ports {
@@ -305,9 +337,6 @@ func RenderEnv(rs *netrules.Ruleset, env Env) Desired {
 		}
 		for _, s := range a.Sets {
 			d.Sets[s.Name] = s.Timeout
-		}
-		for _, m := range a.Maps {
-			d.Maps[m.Name] = m
 		}
 		for _, c := range a.Claims {
 			d.Elements[c.Key] = c.Verdict

@@ -34,6 +34,12 @@ func opText(op Op, ipf string) string {
 		return fmt.Sprintf("add element %s { %s : %s }", mapNames[op.Key.Map], op.Key.KeyText(), op.Verdict)
 	case OpDelElem:
 		return fmt.Sprintf("delete element %s { %s }", mapNames[op.Key.Map], op.Key.KeyText())
+	case OpAddEPMap:
+		return "add map " + op.Name
+	case OpAddEPElem:
+		return fmt.Sprintf("add element %s { %d : %s . %d }", op.Name, op.Index, op.Endpoint.Addr(), op.Endpoint.Port())
+	case OpDelEPElem:
+		return fmt.Sprintf("delete element %s { %d }", op.Name, op.Index)
 	}
 	return fmt.Sprint(op.Kind)
 }
@@ -53,6 +59,7 @@ func portsOf(svc *corev1.Service, slices ...*discoveryv1.EndpointSlice) []*netru
 // The operations of single changes, exactly.
 func TestPlanOps(t *testing.T) {
 	env := EnvOf(netrules.IPv4, testNode)
+	env.Spread = SpreadAnonymous
 	now := time.Unix(100, 0)
 	web := netrules.MakeService("default", "web", "10.96.0.10", 80)
 	local := netrules.SliceEndpoint{IP: "10.244.0.11", Node: testNode.Name}
@@ -65,8 +72,7 @@ func TestPlanOps(t *testing.T) {
 	got := opsText(p.Plan("default/web", two, false, now))
 	want := []string{
 		"add chain " + svcChain,
-		"add rule " + svcChain + " numgen random mod 2 0 meta l4proto tcp dnat to 10.244.0.11:8080",
-		"add rule " + svcChain + " meta l4proto tcp dnat to 10.244.0.12:8080",
+		"add rule " + svcChain + " meta l4proto tcp dnat ip addr . port to numgen random mod 2 map { 0 : 10.244.0.11 . 8080, 1 : 10.244.0.12 . 8080 }",
 		"add element service-ips { 10.96.0.10 . tcp . 80 : goto " + svcChain + " }",
 		"add element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }",
 		"add element hairpin-connections { 10.244.0.11 . 10.244.0.11 . tcp . 8080 }",
@@ -81,8 +87,7 @@ func TestPlanOps(t *testing.T) {
 	got = opsText(p.Plan("default/web", moved, false, now))
 	want = []string{
 		"flush chain " + svcChain,
-		"add rule " + svcChain + " numgen random mod 2 0 meta l4proto tcp dnat to 10.244.0.11:8080",
-		"add rule " + svcChain + " meta l4proto tcp dnat to 10.244.0.13:8080",
+		"add rule " + svcChain + " meta l4proto tcp dnat ip addr . port to numgen random mod 2 map { 0 : 10.244.0.11 . 8080, 1 : 10.244.0.13 . 8080 }",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("endpoint moved:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -108,6 +113,96 @@ func TestPlanOps(t *testing.T) {
 	if ops := p.Expired(now.Add(time.Hour)); len(ops) != 0 {
 		t.Errorf("deleted twice: %v", opsText(ops))
 	}
+}
+
+// With the shared endpoint map, a moved endpoint is an element update only (no rule, so
+// no validation of the table by the kernel); a port keeps its range while its endpoints
+// fit and moves when they outgrow it; a range freed is reused; nothing leaks.
+func TestPlanOpsSharedEndpointMap(t *testing.T) {
+	env := EnvOf(netrules.IPv4, testNode)
+	env.Spread = SpreadEndpointMaps
+	now := time.Unix(100, 0)
+	web := netrules.MakeService("default", "web", "10.96.0.10", 80)
+	api := netrules.MakeService("default", "api", "10.96.0.11", 80)
+	eps := func(ips ...string) []netrules.SliceEndpoint {
+		var out []netrules.SliceEndpoint
+		for _, ip := range ips {
+			out = append(out, netrules.SliceEndpoint{IP: ip})
+		}
+		return out
+	}
+	ports := func(svc *corev1.Service, ips ...string) []*netrules.ServicePort {
+		return portsOf(svc, netrules.MakeSlice(svc, svc.Name, 8080, eps(ips...)...))
+	}
+	webChain := serviceChain(ports(web, "10.244.0.1")[0])
+	apiChain := serviceChain(ports(api, "10.244.0.1")[0])
+	p := NewPlanner(env)
+	check := func(what string, got []Op, want ...string) {
+		t.Helper()
+		if g := strings.Join(opsText(got), "\n"); g != strings.Join(want, "\n") {
+			t.Errorf("%s:\n%s\nwant\n%s", what, g, strings.Join(want, "\n"))
+		}
+	}
+	check("new Service", p.Plan("default/web", ports(web, "10.244.0.1", "10.244.0.2"), false, now),
+		"add map endpoints-0",
+		"add element endpoints-0 { 0 : 10.244.0.1 . 8080 }",
+		"add element endpoints-0 { 1 : 10.244.0.2 . 8080 }",
+		"add chain "+webChain,
+		"add rule "+webChain+" meta l4proto tcp dnat ip addr . port to numgen random mod 2 map @endpoints-0",
+		"add element service-ips { 10.96.0.10 . tcp . 80 : goto "+webChain+" }",
+		"add element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }")
+	check("second Service, next range", p.Plan("default/api", ports(api, "10.244.1.1", "10.244.1.2"), false, now),
+		"add element endpoints-0 { 4 : 10.244.1.1 . 8080 }",
+		"add element endpoints-0 { 5 : 10.244.1.2 . 8080 }",
+		"add chain "+apiChain,
+		"add rule "+apiChain+" meta l4proto tcp dnat ip addr . port to numgen random mod 2 offset 4 map @endpoints-0",
+		"add element service-ips { 10.96.0.11 . tcp . 80 : goto "+apiChain+" }",
+		"add element masquerade-cluster-ips { 10.96.0.11 . tcp . 80 }")
+	check("endpoint moved: elements only", p.Plan("default/web", ports(web, "10.244.0.1", "10.244.0.3"), false, now),
+		"delete element endpoints-0 { 1 }",
+		"add element endpoints-0 { 1 : 10.244.0.3 . 8080 }")
+	check("grown within its range", p.Plan("default/web", ports(web, "10.244.0.1", "10.244.0.3", "10.244.0.4"), false, now),
+		"add element endpoints-0 { 2 : 10.244.0.4 . 8080 }",
+		"flush chain "+webChain,
+		"add rule "+webChain+" meta l4proto tcp dnat ip addr . port to numgen random mod 3 map @endpoints-0")
+	got := p.Plan("default/web", ports(web, "10.244.0.1", "10.244.0.3", "10.244.0.4", "10.244.0.5", "10.244.0.6"), false, now)
+	check("outgrown: a new range of 8, the old one freed", got,
+		"delete element endpoints-0 { 0 }",
+		"delete element endpoints-0 { 1 }",
+		"delete element endpoints-0 { 2 }",
+		"add element endpoints-0 { 8 : 10.244.0.1 . 8080 }",
+		"add element endpoints-0 { 9 : 10.244.0.3 . 8080 }",
+		"add element endpoints-0 { 10 : 10.244.0.4 . 8080 }",
+		"add element endpoints-0 { 11 : 10.244.0.5 . 8080 }",
+		"add element endpoints-0 { 12 : 10.244.0.6 . 8080 }",
+		"flush chain "+webChain,
+		"add rule "+webChain+" meta l4proto tcp dnat ip addr . port to numgen random mod 5 offset 8 map @endpoints-0")
+	other := netrules.MakeService("default", "other", "10.96.0.12", 80)
+	otherOps := p.Plan("default/other", ports(other, "10.244.2.1", "10.244.2.2"), false, now)
+	if g := strings.Join(opsText(otherOps), "\n"); !strings.Contains(g, "add element endpoints-0 { 0 : 10.244.2.1 . 8080 }") || !strings.Contains(g, "mod 2 map @endpoints-0") {
+		t.Errorf("the freed range is not reused:\n%s", g)
+	}
+	check("one endpoint left: a plain dnat, the range freed", p.Plan("default/api", ports(api, "10.244.1.1"), false, now),
+		"delete element endpoints-0 { 4 }",
+		"delete element endpoints-0 { 5 }",
+		"flush chain "+apiChain,
+		"add rule "+apiChain+" meta l4proto tcp dnat to 10.244.1.1:8080")
+	for _, svc := range []string{"default/web", "default/api", "default/other"} {
+		p.Plan(svc, nil, false, now)
+	}
+	if len(p.ep) != 0 {
+		t.Errorf("elements left after every Service went: %v", p.ep)
+	}
+	// a resync: what the kernel holds is kept until Finish, new ranges go above it
+	p.Reset(nil, nil, nil, map[string]map[uint32]netip.AddrPort{"endpoints-0": {7: netip.MustParseAddrPort("10.9.9.9:80")}})
+	check("after Reset", p.Plan("default/web", ports(web, "10.244.0.1", "10.244.0.2"), true, now),
+		"add element endpoints-0 { 8 : 10.244.0.1 . 8080 }",
+		"add element endpoints-0 { 9 : 10.244.0.2 . 8080 }",
+		"add chain "+webChain,
+		"add rule "+webChain+" meta l4proto tcp dnat ip addr . port to numgen random mod 2 offset 8 map @endpoints-0",
+		"add element service-ips { 10.96.0.10 . tcp . 80 : goto "+webChain+" }",
+		"add element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }")
+	check("Finish", p.Finish(now), "delete element endpoints-0 { 7 }")
 }
 
 // With session affinity each endpoint keeps its chain and its set; a moved endpoint's

@@ -124,9 +124,14 @@ const (
 	// ActVmap: look the packet's (daddr . l4proto . dport) or, NoAddr, (l4proto .
 	// dport) up in the verdict map Map.
 	ActVmap
-	// ActDNATMap: dnat to the address . port element (numgen random mod Mod) of the
-	// endpoint map Map (after a MatchL4Proto).
+	// ActDNATMap: dnat to the address . port element (numgen random mod Mod offset
+	// Offset) of the shared endpoint map Map, Offset being the base of the port's
+	// Range there (after a MatchL4Proto).
 	ActDNATMap
+	// ActDNATRandom: dnat to Endpoints[numgen random mod len(Endpoints)] through an
+	// anonymous map in the rule (after a MatchL4Proto), as upstream's flat layout:
+	// one rule per Service port whatever its endpoint count.
+	ActDNATRandom
 )
 
 // Action is what a rule does.
@@ -139,6 +144,12 @@ type Action struct {
 	Map     string
 	NoAddr  bool
 	Mod     uint32
+	// Range of ActDNATMap: the name of the port's range in the endpoint map, whose
+	// base the Planner allocates and writes into Offset.
+	Range  string
+	Offset uint32
+	// Endpoints of ActDNATRandom, in map index order.
+	Endpoints []netip.AddrPort
 }
 
 // Rule is one rule.
@@ -246,7 +257,20 @@ func (r *Rule) Text(ipf string) string {
 		}
 		fmt.Fprintf(&b, "dnat to %s:%d", dst, a.Port)
 	case ActDNATMap:
-		fmt.Fprintf(&b, "dnat %s addr . port to numgen random mod %d map @%s", ipf, a.Mod, a.Map)
+		fmt.Fprintf(&b, "dnat %s addr . port to numgen random mod %d", ipf, a.Mod)
+		if a.Offset != 0 {
+			fmt.Fprintf(&b, " offset %d", a.Offset)
+		}
+		fmt.Fprintf(&b, " map @%s", a.Map)
+	case ActDNATRandom:
+		fmt.Fprintf(&b, "dnat %s addr . port to numgen random mod %d map { ", ipf, len(a.Endpoints))
+		for i, e := range a.Endpoints {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%d : %s . %d", i, e.Addr(), e.Port())
+		}
+		b.WriteString(" }")
 	case ActUpdateSet:
 		fmt.Fprintf(&b, "update @%s { %s saddr }", a.Set, ipf)
 	case ActMarkOr:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
@@ -67,6 +68,8 @@ func verdictExpr(v Verdict) *expr.Verdict {
 }
 
 // anonSet is an anonymous interval set a rule needs, created in the same batch.
+var anonID = func() *atomic.Uint32 { var a atomic.Uint32; a.Store(1 << 30); return &a }()
+
 type anonSet struct {
 	set   *nftables.Set
 	elems []nftables.SetElement
@@ -245,8 +248,32 @@ func exprs(fam netrules.Family, table *nftables.Table, r *Rule) ([]expr.Any, []a
 			nfam, portReg = unix.NFPROTO_IPV6, 2
 		}
 		out = append(out,
-			&expr.Numgen{Register: 1, Modulus: a.Mod, Type: unix.NFT_NG_RANDOM},
+			&expr.Numgen{Register: 1, Modulus: a.Mod, Type: unix.NFT_NG_RANDOM, Offset: a.Offset},
 			&expr.Lookup{SourceRegister: 1, SetName: a.Map, IsDestRegSet: true, DestRegister: 1},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfam, RegAddrMin: 1, RegAddrMax: 1,
+				RegProtoMin: portReg, RegProtoMax: portReg, Specified: true})
+	case ActDNATRandom:
+		// as ActDNATMap, the map anonymous and constant, created with the rule
+		nfam, portReg := uint32(unix.NFPROTO_IPV4), uint32(9)
+		if fam == netrules.IPv6 {
+			nfam, portReg = unix.NFPROTO_IPV6, 2
+		}
+		m := endpointMapSet(fam, table, "")
+		m.Anonymous, m.Constant = true, true
+		// named by us, not "__map%d": the kernel then need not scan every set's
+		// name to number it (measured: 18 → 13 s for a first sync of 10,000)
+		m.ID = anonID.Add(1)
+		m.Name = fmt.Sprintf("__m%x", m.ID)
+		elems := make([]nftables.SetElement, len(a.Endpoints))
+		for i, e := range a.Endpoints {
+			elems[i] = endpointElem(uint32(i), e)
+			elems[i].Key = binaryutil.BigEndian.PutUint32(uint32(i))
+		}
+		sets = append(sets, anonSet{set: m, elems: elems})
+		out = append(out,
+			&expr.Numgen{Register: 1, Modulus: uint32(len(a.Endpoints)), Type: unix.NFT_NG_RANDOM},
+			&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
+			&expr.Lookup{SourceRegister: 1, SetName: "", IsDestRegSet: true, DestRegister: 1},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfam, RegAddrMin: 1, RegAddrMax: 1,
 				RegProtoMin: portReg, RegProtoMax: portReg, Specified: true})
 	case ActUpdateSet:
@@ -332,6 +359,19 @@ func endpointMapSet(fam netrules.Family, table *nftables.Table, name string) *nf
 func endpointElem(i uint32, e netip.AddrPort) nftables.SetElement {
 	v := binary.BigEndian.AppendUint16(e.Addr().AsSlice(), e.Port())
 	return nftables.SetElement{Key: native32(i), Val: append(v, 0, 0)}
+}
+
+// parseEndpointElem reads an endpoint map element (endpointElem's encoding).
+func parseEndpointElem(e nftables.SetElement) (uint32, netip.AddrPort, bool) {
+	if len(e.Key) != 4 || (len(e.Val) != 8 && len(e.Val) != 20) {
+		return 0, netip.AddrPort{}, false
+	}
+	a, ok := netip.AddrFromSlice(e.Val[:len(e.Val)-4])
+	if !ok {
+		return 0, netip.AddrPort{}, false
+	}
+	port := binary.BigEndian.Uint16(e.Val[len(e.Val)-4:])
+	return binaryutil.NativeEndian.Uint32(e.Key), netip.AddrPortFrom(a, port), true
 }
 
 // elemKeyBytes is a map key as the kernel stores it: each field padded to 4 bytes.

@@ -34,6 +34,8 @@ const (
 	mapFirewallIPs     = "firewall-ips"
 	setHairpin         = "hairpin-connections"
 	setMasqKeys        = "masquerade-cluster-ips"
+	// mapEndpoints: the shared endpoint map (Env.EndpointMaps), index : address . port
+	mapEndpoints = "endpoints"
 	masqBit            = "0x00004000"
 )
 

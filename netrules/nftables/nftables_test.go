@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -161,7 +163,7 @@ func listTable(t *testing.T, ns string, fam netrules.Family) string {
 
 func nsProxier(t *testing.T, ns string, fam netrules.Family, maxOps int, epMaps bool) *Proxier {
 	t.Helper()
-	p, err := New(Options{Family: fam, NetNS: "/run/netns/" + ns, MaxOps: maxOps, EndpointMaps: epMaps})
+	p, err := New(Options{Family: fam, NetNS: "/run/netns/" + ns, MaxOps: maxOps, Spread: spreadOf(epMaps), ShardPorts: shardPortsForTest()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,8 +191,47 @@ func syncAll(t *testing.T, p *Proxier, st *netrules.State, changed []string, ful
 
 func fullText(rs *netrules.Ruleset, epMaps bool) string {
 	env := EnvOf(rs.Family, rs.Node)
-	env.EndpointMaps = epMaps
-	return TableText(rs.Family, FixedLayout(rs.Family, rs.Node), RenderEnv(rs, env))
+	env.Spread = spreadOf(epMaps)
+	if !epMaps {
+		return TableText(rs.Family, FixedLayout(rs.Family, rs.Node), RenderEnv(rs, env))
+	}
+	// with the shared endpoint map the content depends on the Planner's ranges: what a
+	// fresh Planner writes, as text
+	env.Spread, env.ShardPorts = SpreadEndpointMaps, shardPortsForTest()
+	p := NewPlanner(env)
+	byService := map[string][]*netrules.ServicePort{}
+	var names []string
+	for _, sp := range rs.Ports {
+		k := sp.Namespace + "/" + sp.Name
+		if byService[k] == nil {
+			names = append(names, k)
+		}
+		byService[k] = append(byService[k], sp)
+	}
+	d := Desired{Chains: map[string][]Rule{}, Elements: map[ElemKey]Verdict{}, Sets: map[string]int32{}, Endpoints: map[string]map[uint32]netip.AddrPort{}}
+	for _, k := range names {
+		for _, op := range p.Plan(k, byService[k], false, time.Unix(0, 0)) {
+			switch op.Kind {
+			case OpAddChain, OpFlushChain:
+				d.Chains[op.Name] = []Rule{}
+			case OpAddRule:
+				d.Chains[op.Name] = append(d.Chains[op.Name], *op.Rule)
+			case OpAddSet:
+				d.Sets[op.Name] = op.Timeout
+			case OpAddElem:
+				d.Elements[op.Key] = op.Verdict
+			case OpDelElem:
+				delete(d.Elements, op.Key)
+			case OpAddEPMap:
+				d.Endpoints[op.Name] = map[uint32]netip.AddrPort{}
+			case OpAddEPElem:
+				d.Endpoints[op.Name][op.Index] = op.Endpoint
+			case OpDelEPElem:
+				delete(d.Endpoints[op.Name], op.Index)
+			}
+		}
+	}
+	return TableText(rs.Family, FixedLayout(rs.Family, rs.Node), d)
 }
 
 // The netlink encoding is what nft generates for the same rules: a table programmed
@@ -247,7 +288,7 @@ func TestGoldenAgainstNft(t *testing.T) {
 // creates the same kernel set (32-bit integer key, address . service data) whose
 // listing then says "type 0 : ipv4_addr . inet_service". The elements and the rules
 // using the map must list alike.
-var epMapType = regexp.MustCompile(`(typeof numgen random mod 1 : ip6? daddr \. (tcp|udp|sctp) dport|type 0 : ipv[46]_addr \. inet_service)`)
+var epMapType = regexp.MustCompile(`(typeof numgen random mod 1 : ip6? daddr \. (tcp|udp|sctp) dport|typeof numgen random mod 1 : ip6? daddr \. th dport|type 0 : ipv[46]_addr \. inet_service)`)
 
 func lineDiff(a, b string) string {
 	in := func(s string) map[string]bool {
@@ -270,4 +311,23 @@ func lineDiff(a, b string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// spreadOf is the layout of a test: the endpoint maps, or the canonical form
+// (NK_NFT_CASCADE=1: the cascade).
+func spreadOf(epMaps bool) Spread {
+	switch {
+	case epMaps:
+		return SpreadEndpointMaps
+	case os.Getenv("NK_NFT_CASCADE") == "1":
+		return SpreadCascade
+	}
+	return SpreadAnonymous
+}
+
+// shardPortsForTest: NK_NFT_SHARD sets the ports per endpoint map (default: the
+// proxier's own).
+func shardPortsForTest() int {
+	n, _ := strconv.Atoi(os.Getenv("NK_NFT_SHARD"))
+	return n
 }

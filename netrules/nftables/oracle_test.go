@@ -158,8 +158,14 @@ func oracleSpread(d *oracleDesired, f fam, p *netrules.ServicePort, eps []netrul
 		return fmt.Sprintf("%s:%d", e.IP, e.Port)
 	}
 	var rules []string
-	// a cascade of numgen rules, each taking 1/(endpoints left) of what reaches it, so
-	// every endpoint gets an equal share (iptables' statistic cascade)
+	// as upstream: one rule, numgen indexing an anonymous map of the endpoints
+	if p.AffinitySeconds <= 0 && len(eps) > 1 {
+		var es []string
+		for i, e := range eps {
+			es = append(es, fmt.Sprintf("%d : %s . %d", i, e.IP, e.Port))
+		}
+		return []string{fmt.Sprintf("meta l4proto %s dnat %s addr . port to numgen random mod %d map { %s }", proto(p), f.ip, len(eps), strings.Join(es, ", "))}
+	}
 	if p.AffinitySeconds <= 0 {
 		for i, e := range eps {
 			r := fmt.Sprintf("meta l4proto %s dnat to %s", proto(p), dst(e))

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -35,9 +36,11 @@ type Options struct {
 	// BackstopEvery: every BackstopEvery-th full sync rewrites everything even when
 	// nothing looks tampered with (default 10).
 	BackstopEvery int
-	// EndpointMaps: DNAT through a named endpoint map per Service port (see
-	// Env.EndpointMaps) instead of a numgen cascade.
-	EndpointMaps bool
+	// Spread: how a service chain picks an endpoint (see Env.Spread; default: the
+	// shared endpoint maps).
+	Spread Spread
+	// ShardPorts: ports per endpoint map (0: ShardPorts).
+	ShardPorts int
 	Now          func() time.Time
 }
 
@@ -147,8 +150,9 @@ type kernel interface {
 	// send applies ops as one batch, all or nothing.
 	send(ops []Op) error
 	generation() (uint32, error)
-	// dump reads the table's chains, sets and map elements (nothing when absent).
-	dump() (chains, sets []string, elems map[ElemKey]Verdict, err error)
+	// dump reads the table's chains, sets and map elements, and the endpoint maps'
+	// elements by map (nothing when absent).
+	dump() (chains, sets []string, elems map[ElemKey]Verdict, ep map[string]map[uint32]netip.AddrPort, err error)
 	deleteTable() error
 	Close() error
 }
@@ -357,7 +361,7 @@ func (p *Proxier) catchUp(st *netrules.State) {
 
 // startResync reads what the table holds and queues every Service for a rewrite.
 func (p *Proxier) startResync(st *netrules.State) error {
-	chains, sets, elems, err := p.k.dump()
+	chains, sets, elems, ep, err := p.k.dump()
 	if err != nil {
 		return err
 	}
@@ -366,14 +370,14 @@ func (p *Proxier) startResync(st *netrules.State) error {
 		p.planner = NewPlanner(env)
 	}
 	p.planner.Env = env
-	p.planner.Reset(chains, sets, elems)
+	p.planner.Reset(chains, sets, elems, ep)
 	p.repair = st.Services()
 	p.done, p.inRepair = map[string]bool{}, map[string]bool{}
 	for _, k := range p.repair {
 		p.inRepair[k] = true
 	}
 	p.needResync, p.resyncing, p.baseDue, p.suspicious = false, true, true, false
-	p.bulk = len(elems) == 0 && !p.planner.Resyncing()
+	p.bulk = len(elems) == 0 && len(ep) == 0 && !p.planner.Resyncing()
 	p.layoutNode = st.Node
 	return nil
 }
@@ -456,17 +460,17 @@ func (n *nlKernel) send(ops []Op) error {
 	return n.conn.Flush()
 }
 
-func (n *nlKernel) dump() (chains, sets []string, elems map[ElemKey]Verdict, err error) {
-	elems = map[ElemKey]Verdict{}
+func (n *nlKernel) dump() (chains, sets []string, elems map[ElemKey]Verdict, ep map[string]map[uint32]netip.AddrPort, err error) {
+	elems, ep = map[ElemKey]Verdict{}, map[string]map[uint32]netip.AddrPort{}
 	if _, err := n.conn.ListTableOfFamily(TableName, n.table.Family); err != nil {
 		if errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), "no such file") {
-			return nil, nil, elems, nil
+			return nil, nil, elems, ep, nil
 		}
-		return nil, nil, nil, fmt.Errorf("reading table: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("reading table: %w", err)
 	}
 	all, err := n.conn.ListChainsOfTableFamily(n.table.Family)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("listing chains: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("listing chains: %w", err)
 	}
 	for _, c := range all {
 		if c.Table != nil && c.Table.Name == TableName {
@@ -475,7 +479,7 @@ func (n *nlKernel) dump() (chains, sets []string, elems map[ElemKey]Verdict, err
 	}
 	ss, err := n.conn.GetSets(n.table)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("listing sets: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("listing sets: %w", err)
 	}
 	for _, s := range ss {
 		m := -1
@@ -483,6 +487,19 @@ func (n *nlKernel) dump() (chains, sets []string, elems map[ElemKey]Verdict, err
 			if n == s.Name {
 				m = i
 			}
+		}
+		if _, isEP := parseShardName(s.Name); m < 0 && isEP {
+			es, err := n.conn.GetSetElements(s)
+			if err != nil {
+				return nil, nil, nil, nil, fmt.Errorf("listing %s: %w", s.Name, err)
+			}
+			ep[s.Name] = map[uint32]netip.AddrPort{}
+			for _, e := range es {
+				if i, v, ok := parseEndpointElem(e); ok {
+					ep[s.Name][i] = v
+				}
+			}
+			continue
 		}
 		if m < 0 {
 			if !s.Anonymous && !strings.HasPrefix(s.Name, "__") {
@@ -492,7 +509,7 @@ func (n *nlKernel) dump() (chains, sets []string, elems map[ElemKey]Verdict, err
 		}
 		es, err := n.conn.GetSetElements(s)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("listing %s: %w", s.Name, err)
+			return nil, nil, nil, nil, fmt.Errorf("listing %s: %w", s.Name, err)
 		}
 		for _, e := range es {
 			k, ok := parseElemKey(uint8(m), e.Key)
@@ -506,7 +523,7 @@ func (n *nlKernel) dump() (chains, sets []string, elems map[ElemKey]Verdict, err
 	}
 	sort.Strings(chains)
 	sort.Strings(sets)
-	return chains, sets, elems, nil
+	return chains, sets, elems, ep, nil
 }
 
 // Cleanup deletes the whole table.
@@ -524,6 +541,7 @@ func (n *nlKernel) deleteTable() error {
 // env is the compile environment of the node with the Proxier's options.
 func (p *Proxier) env(node netrules.Node) Env {
 	e := EnvOf(p.opts.Family, node)
-	e.EndpointMaps = p.opts.EndpointMaps
+	e.Spread = p.opts.Spread
+	e.ShardPorts = p.opts.ShardPorts
 	return e
 }

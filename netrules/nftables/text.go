@@ -52,13 +52,22 @@ func TableText(fam netrules.Family, l Layout, d Desired) string {
 	for _, s := range sortedKeys(d.Sets) {
 		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tflags dynamic,timeout\n\t\ttimeout %ds\n\t}\n", s, at, d.Sets[s])
 	}
-	for _, m := range sortedKeys(d.Maps) {
-		fmt.Fprintf(&b, "\tmap %s {\n\t\ttypeof numgen random mod 1 : %s daddr . %s dport\n", m, ipf, protoName(d.Maps[m].Proto))
-		var es []string
-		for i, e := range d.Maps[m].Elems {
-			es = append(es, fmt.Sprintf("%d : %s . %d", i, e.Addr(), e.Port()))
+	for _, name := range sortedKeys(d.Endpoints) {
+		fmt.Fprintf(&b, "\tmap %s {\n\t\ttypeof numgen random mod 1 : %s daddr . th dport\n", name, ipf)
+		m := d.Endpoints[name]
+		idx := make([]uint32, 0, len(m))
+		for i := range m {
+			idx = append(idx, i)
 		}
-		fmt.Fprintf(&b, "\t\telements = { %s }\n\t}\n", strings.Join(es, ", "))
+		sort.Slice(idx, func(a, b int) bool { return idx[a] < idx[b] })
+		var es []string
+		for _, i := range idx {
+			es = append(es, fmt.Sprintf("%d : %s . %d", i, m[i].Addr(), m[i].Port()))
+		}
+		if len(es) > 0 {
+			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(es, ", "))
+		}
+		b.WriteString("\t}\n")
 	}
 	chain := func(name, head string, rules []Rule) {
 		fmt.Fprintf(&b, "\tchain %s {\n", name)
