@@ -36,7 +36,7 @@ const (
 	setMasqKeys        = "masquerade-cluster-ips"
 	// mapEndpoints: the shared endpoint map (Env.EndpointMaps), index : address . port
 	mapEndpoints = "endpoints"
-	masqBit            = "0x00004000"
+	masqBit      = "0x00004000"
 )
 
 func hash8(s string) string {

@@ -41,7 +41,7 @@ type Options struct {
 	Spread Spread
 	// ShardPorts: ports per endpoint map (0: ShardPorts).
 	ShardPorts int
-	Now          func() time.Time
+	Now        func() time.Time
 }
 
 // Proxier programs one family's "nodekeeper" table over netlink, incrementally. It
