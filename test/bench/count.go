@@ -12,6 +12,9 @@ type Counts struct {
 	Chains   int `json:"chains"`   // user chains (built-in chains not counted)
 	Elements int `json:"elements"` // nftables map and set elements (0 for iptables)
 	Sets     int `json:"sets"`     // nftables sets and maps
+	// Inline: elements of anonymous sets and maps written inside rules (kube-proxy's
+	// `numgen … map { 0 : ip . port, … }`): kernel objects too
+	Inline int `json:"inline_elements"`
 }
 
 // CountIPTablesSave counts the user chains (":NAME - [0:0]") and rules ("-A …") in
@@ -48,6 +51,10 @@ func CountNFTJSON(b []byte) (Counts, error) {
 				c.Chains++
 			case "rule":
 				c.Rules++
+				var r any
+				if err := json.Unmarshal(raw, &r); err == nil {
+					c.Inline += inlineElems(r)
+				}
 			case "set", "map":
 				var m struct {
 					Elem []json.RawMessage `json:"elem"`
@@ -61,4 +68,25 @@ func CountNFTJSON(b []byte) (Counts, error) {
 		}
 	}
 	return c, nil
+}
+
+// inlineElems counts the elements of the anonymous sets and maps in a rule's JSON: each
+// {"set": [...]} literal (a map's data or a set match).
+func inlineElems(v any) int {
+	n := 0
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if l, ok := e.([]any); ok && k == "set" {
+				n += len(l)
+				continue
+			}
+			n += inlineElems(e)
+		}
+	case []any:
+		for _, e := range x {
+			n += inlineElems(e)
+		}
+	}
+	return n
 }

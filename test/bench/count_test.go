@@ -56,12 +56,14 @@ func TestCountNFTJSON(t *testing.T) {
  {"map": {"family": "ip", "name": "service-ips", "table": "nodekeeper", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 4, "map": "verdict",
    "elem": [[{"concat": ["10.96.0.10", "tcp", 80]}, {"goto": {"target": "service-x"}}], [{"concat": ["10.96.0.11", "tcp", 80]}, {"goto": {"target": "service-x"}}]]}},
  {"set": {"family": "ip", "name": "cluster-ips", "table": "nodekeeper", "type": "ipv4_addr", "handle": 5, "elem": ["10.96.0.10"]}},
- {"rule": {"family": "ip", "table": "nodekeeper", "chain": "services", "handle": 6, "expr": []}}]}`
+ {"rule": {"family": "ip", "table": "nodekeeper", "chain": "services", "handle": 6, "expr": []}},
+ {"rule": {"family": "ip", "table": "kube-proxy", "chain": "service-y", "handle": 7, "expr": [{"dnat": {"family": "ip",
+   "addr": {"map": {"key": {"numgen": {"mode": "random", "mod": 2, "offset": 0}}, "data": {"set": [[0, {"concat": ["10.1.0.1", 80]}], [1, {"concat": ["10.1.0.2", 80]}]]}}}}}]}}]}`
 	got, err := CountNFTJSON([]byte(js))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Counts{Rules: 1, Chains: 2, Elements: 3, Sets: 2}); got != want {
+	if want := (Counts{Rules: 2, Chains: 2, Elements: 3, Sets: 2, Inline: 2}); got != want {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
 }

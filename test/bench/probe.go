@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -145,6 +146,28 @@ func (p *nftProbe) reach(r Reach) (bool, error) {
 	}
 	ip := r.Endpoint.Addr().AsSlice()
 	for _, rule := range rs {
+		// the index range the rule's numgen gives (a map shared by several rules, as
+		// nodekeeper's endpoint maps, holds other Services' endpoints too)
+		var lo, hi uint64 = 0, 1 << 32
+		bigEndian := false
+		for _, e := range rule.Exprs {
+			switch x := e.(type) {
+			case *expr.Numgen:
+				lo, hi = uint64(x.Offset), uint64(x.Offset)+uint64(x.Modulus)
+			case *expr.Byteorder:
+				bigEndian = true
+			}
+		}
+		inRange := func(key []byte) bool {
+			if len(key) != 4 {
+				return true
+			}
+			k := uint64(binaryutil.NativeEndian.Uint32(key))
+			if bigEndian {
+				k = uint64(binaryutil.BigEndian.Uint32(key))
+			}
+			return k >= lo && k < hi
+		}
 		for _, e := range rule.Exprs {
 			switch x := e.(type) {
 			case *expr.Immediate:
@@ -163,7 +186,7 @@ func (p *nftProbe) reach(r Reach) (bool, error) {
 					return false, fmt.Errorf("reading map %s of %s: %w", x.SetName, r.ServiceChain, err)
 				}
 				for _, el := range els {
-					if len(el.Val) >= len(ip) && bytes.Equal(el.Val[:len(ip)], ip) {
+					if len(el.Val) >= len(ip) && bytes.Equal(el.Val[:len(ip)], ip) && inRange(el.Key) {
 						return true, nil
 					}
 				}

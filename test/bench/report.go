@@ -56,7 +56,7 @@ func objects(r *Result) string {
 		return "–"
 	}
 	c := r.Counts
-	return fmt.Sprintf("%d ch / %d rules / %d el", c.Chains, c.Rules, c.Elements)
+	return fmt.Sprintf("%d ch / %d rules / %d el + %d inline", c.Chains, c.Rules, c.Elements, c.Inline)
 }
 
 func mib(kib int64) string {
