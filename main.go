@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -76,7 +78,7 @@ func run(ctx context.Context, args []string) error {
 		Scheme:                 scheme.Scheme,
 		LeaderElection:         false, // every agent owns its own node
 		HealthProbeBindAddress: cfg.HealthzBindAddress,
-		Metrics:                metricsserver.Options{BindAddress: cfg.MetricsBindAddress},
+		Metrics:                metricsserver.Options{BindAddress: cfg.MetricsBindAddress, ExtraHandlers: profilingHandlers(cfg.EnableProfiling)},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}:  {Field: fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName)},
 			&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", cfg.NodeName)},
@@ -336,4 +338,19 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("finding the API server (give --kubeconfig): %w", err)
 	}
 	return c, nil
+}
+
+// profilingHandlers are Go's pprof handlers for the metrics server, as kube-proxy serves
+// them with enableProfiling (nil when off).
+func profilingHandlers(on bool) map[string]http.Handler {
+	if !on {
+		return nil
+	}
+	return map[string]http.Handler{
+		"/debug/pprof/":        http.HandlerFunc(pprof.Index),
+		"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
+		"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
+		"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
+		"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
+	}
 }

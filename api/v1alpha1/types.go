@@ -160,4 +160,7 @@ type AgentConfiguration struct {
 	HealthzBindAddress string `json:"healthzBindAddress,omitempty"`
 	// MetricsBindAddress serves Prometheus /metrics [metricsBindAddress]; "0" disables.
 	MetricsBindAddress string `json:"metricsBindAddress,omitempty"`
+	// EnableProfiling serves Go's /debug/pprof/ handlers on the metrics address
+	// [enableProfiling, as kube-proxy's]; off by default.
+	EnableProfiling bool `json:"enableProfiling,omitempty"`
 }

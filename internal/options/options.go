@@ -57,6 +57,7 @@ func Parse(args []string, stderr io.Writer) (*Options, error) {
 	podCIDR := fs.String("pod-cidr", "", "override podCIDR")
 	healthz := fs.String("healthz-bind-address", "", "override healthzBindAddress")
 	metrics := fs.String("metrics-bind-address", "", "override metricsBindAddress")
+	profiling := fs.Bool("profiling", false, "override enableProfiling: serve /debug/pprof/ on the metrics address")
 	labels := fs.String("node-labels", "", "labels added to the node's configured ones, k=v[,k=v]")
 
 	if err := fs.Parse(args); err != nil {
@@ -93,6 +94,9 @@ func Parse(args []string, stderr io.Writer) (*Options, error) {
 	str("pod-cidr", podCIDR, &cfg.PodCIDR)
 	str("healthz-bind-address", healthz, &cfg.HealthzBindAddress)
 	str("metrics-bind-address", metrics, &cfg.MetricsBindAddress)
+	if set["profiling"] {
+		cfg.EnableProfiling = *profiling
+	}
 	if set["proxy-mode"] {
 		cfg.ProxyMode = v1alpha1.ProxyMode(*proxyMode)
 	}

@@ -54,3 +54,20 @@ func TestErrors(t *testing.T) {
 		}
 	}
 }
+
+// --profiling turns on enableProfiling (kube-proxy's flag); off by default.
+func TestProfilingFlag(t *testing.T) {
+	o, err := Parse([]string{"--node-name", "n"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Config.EnableProfiling {
+		t.Error("profiling on by default")
+	}
+	if o, err = Parse([]string{"--node-name", "n", "--profiling"}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !o.Config.EnableProfiling {
+		t.Error("--profiling did not turn enableProfiling on")
+	}
+}
