@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
+	"github.com/nodekeeper/nodekeeper/host"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
@@ -91,6 +92,13 @@ type PodReconciler struct {
 	// EvictionPeriod is how often emptyDir volumes are measured against their
 	// sizeLimit (default 10s, as the kubelet's eviction manager).
 	EvictionPeriod time.Duration
+	// AppArmor tells whether the host enforces AppArmor profiles (nil: it does;
+	// default host.AppArmor, checked once): pods asking for a profile are rejected
+	// when it does not, as by the kubelet's admission.
+	AppArmor func() error
+
+	appArmorOnce sync.Once
+	appArmorErr  error
 
 	events      chan event.GenericEvent
 	static      staticPods
@@ -308,6 +316,13 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if err != nil {
 		return nil, reconcile.Result{}, err
 	}
+	if rej := r.admit(pod); rej != nil {
+		return r.reject(ctx, pod, obs, *rej)
+	}
+	if podplan.Terminal(pod) && len(obs.Sandboxes) == 0 && len(obs.Containers) == 0 &&
+		len(pod.Status.ContainerStatuses) == 0 && len(pod.Status.InitContainerStatuses) == 0 {
+		return nil, reconcile.Result{}, nil // rejected: it never ran, its status stays as written
+	}
 	r.probe(pod, &obs)
 	now := r.Clock.Now()
 	backoff := r.backoffFor(pod.UID, obs)
@@ -359,6 +374,34 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 		next = time.Minute // ConfigMap/Secret/token updates reach the files within a minute
 	}
 	return &st, reconcile.Result{RequeueAfter: next}, nil
+}
+
+// admit is the kubelet's admission of a pod (canAdmitPod) for the handlers nodekeeper
+// has: AppArmor. Nil: admitted.
+func (r *PodReconciler) admit(pod *corev1.Pod) *podplan.Rejection {
+	r.appArmorOnce.Do(func() {
+		check := r.AppArmor
+		if check == nil {
+			check = host.AppArmor
+		}
+		r.appArmorErr = check()
+	})
+	return podplan.AppArmorRejection(pod, r.appArmorErr)
+}
+
+// reject is the kubelet's rejectPod: a Warning event with the reason and message, and
+// the pod set Failed ("Pod was rejected: …"); whatever already runs for it stops.
+func (r *PodReconciler) reject(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, rej podplan.Rejection) (*corev1.PodStatus, reconcile.Result, error) {
+	r.Recorder.Event(pod, corev1.EventTypeWarning, rej.Reason, rej.Message)
+	st := podplan.RejectedStatus(pod, rej)
+	rejected := pod.DeepCopy()
+	rejected.Status = st
+	if plan := podplan.Plan(rejected, obs, nil, r.Clock.Now()); plan.KillPod {
+		if err := r.apply(ctx, rejected, obs, plan); err != nil {
+			return &st, reconcile.Result{}, err
+		}
+	}
+	return &st, reconcile.Result{}, nil
 }
 
 // ensureRuntimeName learns the runtime's name (the prefix of container IDs) once.
@@ -518,6 +561,7 @@ func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
 // terminated with its exit code) is written before the pod is removed, so that it is
 // seen on a pod that a finalizer keeps.
 func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) (reconcile.Result, error) {
+	r.prober.Terminating(pod.UID)
 	if err := r.killAll(ctx, pod, obs, "Stopping container %s"); err != nil {
 		return reconcile.Result{}, err
 	}
@@ -608,16 +652,8 @@ func (r *PodReconciler) stopContainer(ctx context.Context, pod *corev1.Pod, c po
 // stopContainerInTurn is stopContainer that, after the preStop hook, waits for the
 // containers order says must stop first (at most what is left of the grace period).
 func (r *PodReconciler) stopContainerInTurn(ctx context.Context, pod *corev1.Pod, c podplan.Container, grace time.Duration, order *terminationOrder) error {
-	start := r.Clock.Now()
-	if spec := findContainer(pod, c.Name); spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
-		podIP := pod.Status.PodIP
-		if podIP == "" {
-			podIP = r.HostIP
-		}
-		if err := r.runHook(ctx, pod, c, spec.Lifecycle.PreStop, podIP, grace); err != nil {
-			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed: %v", err)
-		}
-		grace -= r.Clock.Since(start)
+	if spec := findContainer(pod, c.Name); spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil && grace > 0 {
+		grace -= r.preStop(ctx, pod, c, spec.Lifecycle.PreStop, grace)
 		if grace < 2*time.Second {
 			grace = 2 * time.Second
 		}
@@ -635,6 +671,47 @@ func (r *PodReconciler) stopContainerInTurn(ctx context.Context, pod *corev1.Pod
 		return fmt.Errorf("stopping %s: %w", c.Name, err)
 	}
 	return nil
+}
+
+// preStopSlack is how long a preStop hook may outlive the grace period it was given
+// before its call is abandoned: it normally ends with the container, which is killed
+// at most 2s after the grace period.
+const preStopSlack = 2 * time.Minute
+
+// preStop is upstream's executePreStopHook: the hook runs on its own (an exec hook
+// without a timeout of its own, as upstream's RunInContainer with timeout 0), and the
+// container's stop waits for it at most the grace period; it returns the time waited,
+// in whole seconds as upstream's. A hook that fails (also after the wait) gets a
+// FailedPreStopHook event, without the error: it could hold secrets.
+func (r *PodReconciler) preStop(ctx context.Context, pod *corev1.Pod, c podplan.Container, h *corev1.LifecycleHandler, grace time.Duration) time.Duration {
+	podIP := pod.Status.PodIP
+	if podIP == "" {
+		podIP = r.HostIP
+	}
+	start := r.Clock.Now()
+	done := make(chan struct{})
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+preStopSlack)
+	go func() {
+		defer close(done)
+		defer cancel()
+		timeout := time.Duration(0)
+		if h.Exec == nil {
+			timeout = grace // an httpGet or sleep hook ends with the grace period
+		}
+		if err := r.runHook(hctx, pod, c, h, podIP, timeout); err != nil {
+			log.FromContext(ctx).Info("PreStop hook failed", "pod", client.ObjectKeyFromObject(pod), "container", c.Name, "error", err.Error())
+			r.Recorder.Event(pod, corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed")
+		}
+	}()
+	t := r.Clock.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		log.FromContext(ctx).V(2).Info("PreStop hook not completed in grace period", "pod", client.ObjectKeyFromObject(pod), "container", c.Name, "gracePeriod", grace)
+	case <-done:
+	case <-ctx.Done():
+	}
+	return r.Clock.Since(start).Truncate(time.Second)
 }
 
 // runHook runs a lifecycle handler against a running container.
