@@ -123,6 +123,15 @@ func run(ctx context.Context, args []string) error {
 	}
 
 	if opts.Reconcilers[options.ReconcilerPods] {
+		// as the kubelet's setupDataDirs: the root folder is an rshared mount, so the
+		// volumes mounted in it, and the mounts containers make in a volume with
+		// Bidirectional propagation, are seen by the runtime, the agent and the containers
+		if err := os.MkdirAll(cfg.RootDir, 0o750); err != nil {
+			return fmt.Errorf("creating the root folder: %w", err)
+		}
+		if err := host.MakeRShared(cfg.RootDir); err != nil {
+			return fmt.Errorf("configuring the root folder: %w", err)
+		}
 		hostIP := cfg.NodeIP
 		if hostIP == "" {
 			if addrs, err := (&host.Linux{}).Addresses("", cfg.NodeName); err == nil && len(addrs) > 0 && addrs[0].Type == corev1.NodeInternalIP {

@@ -599,7 +599,11 @@ func (r *PodReconciler) mounts(pod *corev1.Pod, c *corev1.Container, supportsRRO
 		if err != nil {
 			return nil, configError{fmt.Sprintf("failed to resolve recursive read-only mode: %v", err)}
 		}
-		out = append(out, &runtimeapi.Mount{ContainerPath: m.MountPath, HostPath: host, Readonly: ro, RecursiveReadOnly: rro})
+		prop, err := podplan.MountPropagation(m.MountPropagation)
+		if err != nil {
+			return nil, configError{err.Error()}
+		}
+		out = append(out, &runtimeapi.Mount{ContainerPath: m.MountPath, HostPath: host, Readonly: ro, RecursiveReadOnly: rro, Propagation: prop})
 	}
 	return out, nil
 }

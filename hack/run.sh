@@ -484,8 +484,9 @@ down() {
   for c in metrics-server nodekeeper kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
   NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" "$ROOT/hack/cri-down.sh" || true
   kubelet_down
-  # pod volumes the agent mounted (tmpfs for secrets, tokens, memory emptyDirs)
-  awk -v d="$RUN/agent/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+  # pod volumes the agent mounted (tmpfs for secrets, tokens, memory emptyDirs), and its
+  # root folder's own bind mount (made rshared at start, as the kubelet's)
+  awk -v d="$RUN/agent" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
   netns_down

@@ -222,6 +222,12 @@ func TestHelmTemplate(t *testing.T) {
 				if p, ok := vs.hostPaths[m.Name]; ok && p != m.MountPath {
 					t.Errorf("%s is mounted at %s, want the host's path %s", m.Name, m.MountPath, p)
 				}
+				// the pod volumes the agent mounts in its state folder must reach containerd
+				pods := strings.Contains(vs.reconcilers, "pods")
+				bidi := m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationBidirectional
+				if m.Name == "state" && pods != bidi {
+					t.Errorf("state is mounted with propagation %v; want Bidirectional exactly when the pods reconciler runs", m.MountPropagation)
+				}
 			}
 
 			// the ConfigMap holds a valid AgentConfiguration ...
