@@ -652,20 +652,20 @@ func (r *PodReconciler) stopContainer(ctx context.Context, pod *corev1.Pod, c po
 // stopContainerInTurn is stopContainer that, after the preStop hook, waits for the
 // containers order says must stop first (at most what is left of the grace period).
 func (r *PodReconciler) stopContainerInTurn(ctx context.Context, pod *corev1.Pod, c podplan.Container, grace time.Duration, order *terminationOrder) error {
+	// as upstream's killContainer: the preStop hook, then the turn, each within what is
+	// left of the grace period (a hook that used it all leaves no wait for the turn), and
+	// then at least the minimum of 2s for the stop itself
 	if spec := findContainer(pod, c.Name); spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil && grace > 0 {
 		grace -= r.preStop(ctx, pod, c, spec.Lifecycle.PreStop, grace)
-		if grace < 2*time.Second {
-			grace = 2 * time.Second
-		}
 	}
 	if order.mustWait(c.Name) && grace > 0 {
 		waitStart := r.Clock.Now()
 		order.wait(ctx, c.Name, grace)
 		// the wait counts in whole seconds, as upstream's
 		grace -= r.Clock.Since(waitStart).Truncate(time.Second)
-		if grace < 2*time.Second {
-			grace = 2 * time.Second
-		}
+	}
+	if grace < 2*time.Second {
+		grace = 2 * time.Second
 	}
 	if err := r.Runtime.StopContainer(ctx, c.ID, grace); err != nil && !errors.Is(err, cri.ErrNotFound) {
 		return fmt.Errorf("stopping %s: %w", c.Name, err)
