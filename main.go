@@ -30,6 +30,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/controllers"
 	"github.com/nodekeeper/nodekeeper/host"
+	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
 	"github.com/nodekeeper/nodekeeper/internal/options"
 	"github.com/nodekeeper/nodekeeper/internal/stats"
 	"github.com/nodekeeper/nodekeeper/internal/version"
@@ -96,6 +97,19 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer rt.Close()
 
+	// the device plugins' Registration service, with the pods reconciler (which
+	// allocates their devices); the node status reports their resources
+	var devices *devicemanager.Manager
+	var nodeDevices controllers.DeviceCapacity
+	var podDevices controllers.DeviceAllocator
+	if opts.Reconcilers[options.ReconcilerPods] {
+		devices = devicemanager.New(cfg.DevicePluginDir, nil)
+		if err := mgr.Add(devices); err != nil {
+			return err
+		}
+		nodeDevices, podDevices = devices, devices
+	}
+
 	if opts.Reconcilers[options.ReconcilerNodeStatus] {
 		if err := (&controllers.NodeStatusReconciler{
 			Client:   mgr.GetClient(),
@@ -105,6 +119,7 @@ func run(ctx context.Context, args []string) error {
 			Recorder: mgr.GetEventRecorderFor("kubelet"),
 			Version:  version.Version,
 			Images:   controllers.RuntimeImages(rt),
+			Devices:  nodeDevices,
 			KubeletPort: func() int32 {
 				if opts.Reconcilers[options.ReconcilerPods] && cfg.KubeletPort > 0 {
 					return cfg.KubeletPort
@@ -158,6 +173,7 @@ func run(ctx context.Context, args []string) error {
 				return 0
 			}(),
 			APIReader: mgr.GetAPIReader(),
+			Devices:   podDevices,
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up pod reconciler: %w", err)
 		}

@@ -36,6 +36,7 @@ import (
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/host"
+	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
@@ -92,6 +93,8 @@ type PodReconciler struct {
 	// EvictionPeriod is how often emptyDir volumes are measured against their
 	// sizeLimit (default 10s, as the kubelet's eviction manager).
 	EvictionPeriod time.Duration
+	// Devices, when set, allocates device plugins' devices to containers.
+	Devices DeviceAllocator
 	// AppArmor tells whether the host enforces AppArmor profiles (nil: it does;
 	// default host.AppArmor, checked once): pods asking for a profile are rejected
 	// when it does not, as by the kubelet's admission.
@@ -316,7 +319,7 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if err != nil {
 		return nil, reconcile.Result{}, err
 	}
-	if rej := r.admit(pod); rej != nil {
+	if rej := r.admit(ctx, pod, obs); rej != nil {
 		return r.reject(ctx, pod, obs, *rej)
 	}
 	if podplan.Terminal(pod) && len(obs.Sandboxes) == 0 && len(obs.Containers) == 0 &&
@@ -377,8 +380,9 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 }
 
 // admit is the kubelet's admission of a pod (canAdmitPod) for the handlers nodekeeper
-// has: AppArmor. Nil: admitted.
-func (r *PodReconciler) admit(pod *corev1.Pod) *podplan.Rejection {
+// has: AppArmor, and the device manager's allocation (upstream's topology manager
+// admit handler) for a pod that has not run anything yet. Nil: admitted.
+func (r *PodReconciler) admit(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) *podplan.Rejection {
 	r.appArmorOnce.Do(func() {
 		check := r.AppArmor
 		if check == nil {
@@ -386,7 +390,21 @@ func (r *PodReconciler) admit(pod *corev1.Pod) *podplan.Rejection {
 		}
 		r.appArmorErr = check()
 	})
-	return podplan.AppArmorRejection(pod, r.appArmorErr)
+	if rej := podplan.AppArmorRejection(pod, r.appArmorErr); rej != nil {
+		return rej
+	}
+	if r.Devices == nil || len(obs.Containers) > 0 || (pod.Status.Phase != "" && pod.Status.Phase != corev1.PodPending) {
+		return nil
+	}
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range list {
+			if _, err := r.Devices.Allocate(ctx, string(pod.UID), list[i].Name, list[i].Resources.Limits); err != nil {
+				r.Devices.Release(string(pod.UID))
+				return &podplan.Rejection{Reason: "UnexpectedAdmissionError", Message: fmt.Sprintf("Allocate failed due to %v, which is unexpected", err)}
+			}
+		}
+	}
+	return nil
 }
 
 // reject is the kubelet's rejectPod: a Warning event with the reason and message, and
@@ -809,6 +827,9 @@ func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.
 }
 
 func (r *PodReconciler) forget(uid types.UID) {
+	if r.Devices != nil {
+		r.Devices.Release(string(uid))
+	}
 	if r.prober != nil {
 		r.prober.Forget(uid)
 	}
@@ -1232,7 +1253,59 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 		_ = os.Chmod(host, 0o666)
 		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: path, HostPath: host})
 	}
+	if err := r.addDevices(ctx, pod, c, cfg); err != nil {
+		return nil, err
+	}
 	return cfg, nil
+}
+
+// DeviceAllocator gives containers the devices of device plugins (devicemanager.Manager).
+type DeviceAllocator interface {
+	Allocate(ctx context.Context, podUID, container string, limits corev1.ResourceList) (*devicemanager.ContainerDevices, error)
+	PreStart(ctx context.Context, podUID, container string) error
+	Release(podUID string)
+}
+
+// addDevices is upstream's device part of GenerateRunContainerOptions: the container's
+// device plugin allocation (made at admission, kept across restarts) as env, mounts,
+// device nodes, annotations and CDI devices, after the plugins' PreStartContainer.
+func (r *PodReconciler) addDevices(ctx context.Context, pod *corev1.Pod, c *corev1.Container, cfg *runtimeapi.ContainerConfig) error {
+	if r.Devices == nil {
+		return nil
+	}
+	d, err := r.Devices.Allocate(ctx, string(pod.UID), c.Name, c.Resources.Limits)
+	if err != nil {
+		return err
+	}
+	if d == nil {
+		return nil
+	}
+	if err := r.Devices.PreStart(ctx, string(pod.UID), c.Name); err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(d.Envs))
+	for k := range d.Envs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var envs []*runtimeapi.KeyValue
+	for _, k := range keys {
+		envs = append(envs, &runtimeapi.KeyValue{Key: k, Value: []byte(d.Envs[k])})
+	}
+	cfg.Envs = append(envs, cfg.Envs...) // the container's own come after (and win)
+	for _, m := range d.Mounts {
+		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: m.ContainerPath, HostPath: m.HostPath, Readonly: m.ReadOnly})
+	}
+	for _, dev := range d.Devices {
+		cfg.Devices = append(cfg.Devices, &runtimeapi.Device{ContainerPath: dev.ContainerPath, HostPath: dev.HostPath, Permissions: dev.Permissions})
+	}
+	for k, v := range d.Annotations {
+		cfg.Annotations[k] = v
+	}
+	for _, cdi := range d.CDIDevices {
+		cfg.CDIDevices = append(cfg.CDIDevices, &runtimeapi.CDIDevice{Name: cdi.Name})
+	}
+	return nil
 }
 
 func (r *PodReconciler) terminationLogPath(pod *corev1.Pod, name string, attempt uint32) string {

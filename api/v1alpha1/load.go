@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,7 @@ const (
 	DefaultLeaseDuration       = 40
 	DefaultHealthzAddress      = ":10248"
 	DefaultMetricsAddress      = "127.0.0.1:10249"
+	DefaultDevicePluginDir     = "/var/lib/kubelet/device-plugins"
 	DefaultStatusUpdateFreq    = 10 * time.Second
 	DefaultStatusReportFreq    = 5 * time.Minute
 	DefaultClusterCIDR         = ""
@@ -114,6 +116,9 @@ func SetDefaults(c *AgentConfiguration) {
 	if c.CgroupDriver == "" {
 		c.CgroupDriver = "cgroupfs"
 	}
+	if c.DevicePluginDir == "" {
+		c.DevicePluginDir = DefaultDevicePluginDir
+	}
 	if c.ResolvConf == nil {
 		rc := DefaultResolvConf
 		c.ResolvConf = &rc
@@ -181,6 +186,9 @@ func Validate(c *AgentConfiguration) error {
 	}
 	if c.CgroupDriver != "" && c.CgroupDriver != "cgroupfs" {
 		errs = append(errs, field.NotSupported(field.NewPath("cgroupDriver"), c.CgroupDriver, []string{"cgroupfs"}))
+	}
+	if c.DevicePluginDir != "" && !filepath.IsAbs(c.DevicePluginDir) {
+		errs = append(errs, field.Invalid(field.NewPath("devicePluginDir"), c.DevicePluginDir, "must be an absolute path"))
 	}
 	if c.CgroupRoot != "" && !strings.HasPrefix(c.CgroupRoot, "/") {
 		errs = append(errs, field.Invalid(field.NewPath("cgroupRoot"), c.CgroupRoot, "must be an absolute cgroup path"))

@@ -86,6 +86,10 @@ type AgentConfiguration struct {
 	// CgroupDriver is how cgroups are named [cgroupDriver]: only "cgroupfs" (the
 	// default) is supported, and the runtime must use it too.
 	CgroupDriver string `json:"cgroupDriver,omitempty"`
+	// DevicePluginDir is the folder of the device plugin Registration service
+	// (kubelet.sock) and of the plugins' sockets. Default /var/lib/kubelet/device-plugins,
+	// the path device plugins (and upstream's kubelet, which does not let it change) use.
+	DevicePluginDir string `json:"devicePluginDir,omitempty"`
 
 	// SystemReserved is held back for OS daemons [systemReserved]: resource name to quantity.
 	SystemReserved map[string]string `json:"systemReserved,omitempty"`
