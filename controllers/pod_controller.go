@@ -1126,7 +1126,7 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 		Mounts:   mounts,
 		Metadata: &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: s.Attempt},
 		Image:    &runtimeapi.ImageSpec{Image: imageRef, UserSpecifiedImage: c.Image},
-		Command:  c.Command, Args: c.Args, WorkingDir: c.WorkingDir, Envs: envs,
+		Command:  expandAll(c.Command, envs), Args: expandAll(c.Args, envs), WorkingDir: c.WorkingDir, Envs: envs,
 		Labels: map[string]string{podplan.LabelManaged: "true", podplan.LabelPodName: pod.Name, podplan.LabelPodNamespace: pod.Namespace,
 			podplan.LabelPodUID: string(pod.UID), podplan.LabelContainerName: c.Name},
 		Annotations: map[string]string{podplan.AnnotationHash: podplan.HashContainer(c),
@@ -1558,6 +1558,23 @@ func fieldValue(pod *corev1.Pod, path, hostIP string) (string, error) {
 		return pod.Annotations[strings.TrimSuffix(strings.TrimPrefix(path, "metadata.annotations['"), "']")], nil
 	}
 	return "", fmt.Errorf("unsupported fieldPath %q", path)
+}
+
+// expandAll is upstream's ExpandContainerCommandAndArgs: $(VAR) in each of command or
+// args is replaced with the container's environment (as resolved for the runtime).
+func expandAll(in []string, envs []*runtimeapi.KeyValue) []string {
+	if len(in) == 0 {
+		return nil
+	}
+	vals := make(map[string]string, len(envs))
+	for _, kv := range envs {
+		vals[kv.Key] = string(kv.Value)
+	}
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = expand(s, vals)
+	}
+	return out
 }
 
 // expand replaces $(VAR) with earlier values; $$(VAR) escapes; unknown references stay.

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,5 +105,27 @@ func TestContainerLogsPreviousAndFollow(t *testing.T) {
 	must(t, rt.Exit(current, 0))
 	if l := next(); l != "<end>" {
 		t.Fatalf("the stream should end when the container exits, got %q", l)
+	}
+}
+
+// Output that does not end in a newline is logged by the runtime as a last partial
+// ("P") line: it is served as it is, after the full lines (upstream's ReadLogs).
+func TestWriteLogsTrailingPartial(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "0.log")
+	must(t, os.WriteFile(path, []byte("2026-12-01T10:00:00.000000001Z stdout F first\n"+
+		"2026-12-01T10:00:01.000000001Z stdout P name-of-podsecret-value-1\n"), 0o644))
+	for _, tt := range []struct {
+		o    logOptions
+		want string
+	}{
+		{logOptions{tail: -1, limit: -1}, "first\nname-of-podsecret-value-1"},
+		{logOptions{tail: 1, limit: -1}, "name-of-podsecret-value-1"},
+		{logOptions{tail: -1, limit: -1, timestamps: true}, "2026-12-01T10:00:00.000000001Z first\n2026-12-01T10:00:01.000000001Z name-of-podsecret-value-1"},
+	} {
+		var b strings.Builder
+		must(t, writeLogs(context.Background(), &b, path, tt.o, false, nil))
+		if b.String() != tt.want {
+			t.Errorf("%+v: got %q, want %q", tt.o, b.String(), tt.want)
+		}
 	}
 }

@@ -629,7 +629,7 @@ func writeLogs(ctx context.Context, w io.Writer, path string, o logOptions, foll
 	defer func() { _ = f.Close() }() // f changes when a followed log is rotated
 	rd := bufio.NewReader(f)
 	var lines []string
-	var partial string
+	var partial, partialTS string
 	var written int64
 	emit := func(s string) bool {
 		if o.limit >= 0 && written+int64(len(s)) > o.limit {
@@ -653,6 +653,9 @@ func writeLogs(ctx context.Context, w io.Writer, path string, o logOptions, foll
 		}
 		text := partial + p[3]
 		if p[2] == "P" {
+			if partial == "" {
+				partialTS = p[0]
+			}
 			partial = text
 			return "", false
 		}
@@ -672,6 +675,16 @@ func writeLogs(ctx context.Context, w io.Writer, path string, o logOptions, foll
 		if err != nil {
 			break
 		}
+	}
+	if partial != "" {
+		// the log ends in a partial line (output without a final newline, as the runtime
+		// writes it when the container stops): as upstream, its text as it is
+		text := partial
+		if o.timestamps {
+			text = partialTS + " " + text
+		}
+		lines = append(lines, text)
+		partial = ""
 	}
 	if o.tail >= 0 && int64(len(lines)) > o.tail {
 		lines = lines[int64(len(lines))-o.tail:]

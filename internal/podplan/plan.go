@@ -90,6 +90,16 @@ func (o Observed) latestSandbox() *Sandbox {
 	return best
 }
 
+// anySandboxReady tells whether one of the pod's sandboxes is ready.
+func (o Observed) anySandboxReady() bool {
+	for i := range o.Sandboxes {
+		if o.Sandboxes[i].Ready {
+			return true
+		}
+	}
+	return false
+}
+
 // instances returns a container's instances in sandbox sb, newest first.
 func (o Observed) instances(name, sb string) []Container {
 	var out []Container

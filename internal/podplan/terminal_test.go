@@ -127,3 +127,28 @@ func TestTerminalStaticPodKeepsPhase(t *testing.T) {
 		t.Errorf("phase %s, want Running", st.Phase)
 	}
 }
+
+// As the kubelet's PLEG (getPodIPs): once no sandbox of the pod is ready (it finished
+// and its sandbox was stopped), the pod keeps the IPs it had; a ready sandbox's IP
+// wins; host-network pods have the node's IP.
+func TestPodIPsKept(t *testing.T) {
+	p := pod(corev1.RestartPolicyNever, nil, "a")
+	p.Status.PodIP, p.Status.PodIPs = "10.244.0.7", []corev1.PodIP{{IP: "10.244.0.7"}}
+	stopped := Sandbox{ID: "s", Ready: false, CreatedAt: t0}
+	st := status(p, Observed{Sandboxes: []Sandbox{stopped}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 42)}}, nil)
+	if st.Phase != corev1.PodFailed || st.PodIP != "10.244.0.7" || len(st.PodIPs) != 1 || st.PodIPs[0].IP != "10.244.0.7" {
+		t.Errorf("finished pod: phase %s podIP %q podIPs %v, want Failed with its IP kept", st.Phase, st.PodIP, st.PodIPs)
+	}
+	st = status(p, Observed{Sandboxes: []Sandbox{stopped, ready("s2", 1)}}, nil)
+	if st.PodIP != "10.244.0.5" {
+		t.Errorf("a ready sandbox's IP must win, got %q", st.PodIP)
+	}
+	fresh := pod(corev1.RestartPolicyNever, nil, "a")
+	if st := status(fresh, Observed{}, nil); st.PodIP != "" {
+		t.Errorf("a pod that never had a sandbox has no IP, got %q", st.PodIP)
+	}
+	fresh.Spec.HostNetwork = true
+	if st := status(fresh, Observed{}, nil); st.PodIP != "192.0.2.1" || len(st.PodIPs) != 1 {
+		t.Errorf("host-network pod: podIP %q podIPs %v, want the node's", st.PodIP, st.PodIPs)
+	}
+}
