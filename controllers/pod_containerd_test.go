@@ -46,7 +46,7 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 	startAgent := func() {
 		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: root, StaticPodPath: filepath.Join(root, "manifests"),
 			CgroupRoot: cgroupRoot, ClusterDNS: []string{"10.96.0.10"}, ContainerLogMaxSize: "64Ki", ContainerLogMaxFiles: 3}
-		v1alpha1.SetDefaults(cfg)
+		setTestDefaults(cfg)
 		mgr, err := ctrl.NewManager(env.Config, managerOptions())
 		Expect(err).NotTo(HaveOccurred())
 		Expect((&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,

@@ -541,7 +541,7 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 		}
 	}
 	for _, sb := range obs.Sandboxes {
-		if err := r.Runtime.RemovePodSandbox(ctx, sb.ID); err != nil {
+		if err := r.removeSandbox(ctx, sb.ID); err != nil {
 			return reconcile.Result{}, fmt.Errorf("removing sandbox: %w", err)
 		}
 	}
@@ -553,6 +553,9 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 	}
 	if err := r.cleanupPodDir(pod.UID); err != nil {
 		return reconcile.Result{}, fmt.Errorf("removing the pod's folder: %w", err)
+	}
+	if err := os.RemoveAll(r.podLogDir(pod.Namespace, pod.Name, pod.UID)); err != nil {
+		return reconcile.Result{}, fmt.Errorf("removing the pod's logs: %w", err)
 	}
 	err = r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
@@ -767,12 +770,15 @@ func (r *PodReconciler) removeByName(ctx context.Context, ns, name string, keep 
 		if uid == keep {
 			continue
 		}
-		if err := r.Runtime.RemovePodSandbox(ctx, sb.Id); err != nil {
+		if err := r.removeSandbox(ctx, sb.Id); err != nil {
 			return fmt.Errorf("removing sandbox of a pod that is gone: %w", err)
 		}
 		r.forget(uid)
 		if err := r.cleanupPodDir(uid); err != nil {
 			return fmt.Errorf("removing the folder of a pod that is gone: %w", err)
+		}
+		if err := os.RemoveAll(r.podLogDir(ns, name, uid)); err != nil {
+			return fmt.Errorf("removing the logs of a pod that is gone: %w", err)
 		}
 	}
 	return nil
@@ -820,7 +826,7 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 		}
 		// remove older sandboxes: their containers are done with
 		for _, sb := range obs.Sandboxes {
-			if err := r.Runtime.RemovePodSandbox(ctx, sb.ID); err != nil {
+			if err := r.removeSandbox(ctx, sb.ID); err != nil {
 				return fmt.Errorf("removing old sandbox: %w", err)
 			}
 		}
@@ -942,6 +948,7 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 	}
 	r.setErr(pod.UID, c.Name, nil)
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	r.linkContainerLog(pod, c, id, filepath.Join(sbConfig.LogDirectory, cfg.LogPath))
 	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
 		// as upstream: a failing postStart hook kills the container, which then
 		// restarts (with back-off) as its restart policy says
@@ -1030,6 +1037,65 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 	return ref, nil
 }
 
+// podLogDir is the pod's folder of container logs (upstream's BuildPodLogsDirectory).
+func (r *PodReconciler) podLogDir(ns, name string, uid types.UID) string {
+	root := r.Config.PodLogsDir
+	if root == "" {
+		root = filepath.Join(r.Config.RootDir, "logs")
+	}
+	return filepath.Join(root, ns+"_"+name+"_"+string(uid))
+}
+
+// legacyLogSymlink is where the link to a container's log goes in ContainerLogsDir
+// (upstream's legacyLogSymlink: <pod>_<ns>_<container>-<id>.log, cut to the 255 bytes
+// of a file name); "" when there is no such folder.
+func (r *PodReconciler) legacyLogSymlink(podName, ns, container, id string) string {
+	if r.Config.ContainerLogsDir == "" {
+		return ""
+	}
+	const suffix = ".log"
+	name := podName + "_" + ns + "_" + container + "-" + id
+	if len(name) > 255-len(suffix) {
+		name = name[:255-len(suffix)]
+	}
+	return filepath.Join(r.Config.ContainerLogsDir, name+suffix)
+}
+
+// linkContainerLog links a started container's log into ContainerLogsDir, as the
+// kubelet does for log collectors (only when the log exists: no dangling links).
+func (r *PodReconciler) linkContainerLog(pod *corev1.Pod, c *corev1.Container, id, logPath string) {
+	link := r.legacyLogSymlink(pod.Name, pod.Namespace, c.Name, id)
+	if link == "" {
+		return
+	}
+	if _, err := os.Stat(logPath); os.IsNotExist(err) {
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err == nil {
+		err = os.Symlink(logPath, link)
+		if err != nil && !os.IsExist(err) {
+			log.Log.V(2).Info("Linking a container log failed", "pod", client.ObjectKeyFromObject(pod), "container", c.Name, "error", err.Error())
+		}
+	}
+}
+
+// removeSandbox removes a sandbox with its containers and their log links.
+func (r *PodReconciler) removeSandbox(ctx context.Context, id string) error {
+	if r.Config.ContainerLogsDir != "" {
+		cs, err := r.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{PodSandboxId: id})
+		if err != nil {
+			return fmt.Errorf("listing the sandbox's containers: %w", err)
+		}
+		for _, c := range cs {
+			link := r.legacyLogSymlink(c.Labels[podplan.LabelPodName], c.Labels[podplan.LabelPodNamespace], c.GetMetadata().GetName(), c.Id)
+			if err := os.Remove(link); err != nil && !os.IsNotExist(err) {
+				return fmt.Errorf("removing a container log link: %w", err)
+			}
+		}
+	}
+	return r.Runtime.RemovePodSandbox(ctx, id)
+}
+
 // podDir is where the pod's logs and volumes live.
 func (r *PodReconciler) podDir(pod *corev1.Pod) string {
 	return filepath.Join(r.Config.RootDir, "pods", string(pod.UID))
@@ -1042,7 +1108,7 @@ func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) (*runtime
 		Labels: map[string]string{podplan.LabelManaged: "true", podplan.LabelPodName: pod.Name,
 			podplan.LabelPodNamespace: pod.Namespace, podplan.LabelPodUID: string(pod.UID)},
 		Annotations:  map[string]string{},
-		LogDirectory: filepath.Join(r.Config.RootDir, "logs", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)),
+		LogDirectory: r.podLogDir(pod.Namespace, pod.Name, pod.UID),
 		Linux:        &runtimeapi.LinuxPodSandboxConfig{CgroupParent: r.podCgroup(pod), Sysctls: podplan.SandboxSysctls(pod)},
 	}
 	sc, err := sandboxSecurityContext(pod)

@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -37,7 +39,7 @@ type podAgent struct {
 // (or stop is called).
 func startPodReconciler(node string, rt *fake.Runtime, rootDir string) {
 	cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: rootDir, ClusterDNS: []string{"10.0.0.10"}}
-	v1alpha1.SetDefaults(cfg)
+	setTestDefaults(cfg)
 	startManager(func(mgr ctrl.Manager) error {
 		return (&PodReconciler{
 			Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
@@ -277,7 +279,13 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 				Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo bye"}}}}
 		})
 		p = getPod(p)
-		Eventually(func() string { return a.running(p.UID, "app") }, 10*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty())
+		var id string
+		Eventually(func() string { id = a.running(p.UID, "app"); return id }, 10*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty())
+		// the log in podLogsDir, linked from containerLogsDir as the kubelet does
+		logDir := filepath.Join(a.cfg.RootDir, "logs", a.ns+"_gone_"+string(p.UID))
+		link := filepath.Join(a.cfg.RootDir, "containers", "gone_"+a.ns+"_app-"+id+".log")
+		Eventually(func() (string, error) { return os.Readlink(link) }, 10*time.Second, 50*time.Millisecond).
+			Should(Equal(filepath.Join(logDir, "app", "0.log")))
 		Expect(k8sClient.Delete(context.Background(), p)).To(Succeed())
 		Eventually(func() bool {
 			err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(p), &corev1.Pod{})
@@ -288,6 +296,9 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 		Expect(sbs).To(BeEmpty())
 		Expect(a.containers(p.UID, "app")).To(BeEmpty())
 		Expect(hooks).To(Receive(Equal([]string{"sh", "-c", "echo bye"})), "the preStop hook ran before the stop")
+		_, err = os.Lstat(link)
+		Expect(os.IsNotExist(err)).To(BeTrue(), "the log link goes with the container")
+		Expect(logDir).NotTo(BeADirectory(), "the pod's logs go with the pod")
 	})
 
 	It("never touches what it did not create, and removes its own orphans", func() {
@@ -327,7 +338,7 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 		mgr, err := ctrl.NewManager(env.Config, managerOptions())
 		Expect(err).NotTo(HaveOccurred())
 		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: root}
-		v1alpha1.SetDefaults(cfg)
+		setTestDefaults(cfg)
 		Expect((&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
 			RelistPeriod: 100 * time.Millisecond}).SetupWithManager(mgr)).To(Succeed())
 		done := make(chan struct{})

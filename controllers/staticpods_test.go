@@ -71,7 +71,7 @@ var _ = Describe("Static pods", func() {
 		write("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec: {containers: [{name: x}]}\n")
 		write("garbage.yaml", "{{{ not yaml")
 		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: GinkgoT().TempDir(), StaticPodPath: dir}
-		v1alpha1.SetDefaults(cfg)
+		setTestDefaults(cfg)
 		if asNode {
 			// as the agent runs in a cluster: system:node:<name>, under the Node
 			// authorizer and the NodeRestriction admission plugin
@@ -174,7 +174,7 @@ var _ = Describe("Static pods without an API server", func() {
 		rt := fake.New()
 		rt.LoadImage(busybox, 1<<20)
 		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: GinkgoT().TempDir(), StaticPodPath: dir}
-		v1alpha1.SetDefaults(cfg)
+		setTestDefaults(cfg)
 		dead, err := client.New(&rest.Config{Host: "https://127.0.0.1:1"}, client.Options{Scheme: scheme.Scheme})
 		Expect(err).NotTo(HaveOccurred())
 		// a manager that is never started: no cache, no controllers, no API server

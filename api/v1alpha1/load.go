@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,8 @@ const (
 	SignalPIDAvailable         = "pid.available"
 	DefaultCRIEndpoint         = "unix:///run/containerd/containerd.sock"
 	DefaultRootDir             = "/var/lib/nodekeeper"
+	DefaultPodLogsDir          = "/var/log/pods"
+	DefaultContainerLogsDir    = "/var/log/containers"
 	DefaultClusterDomain       = "cluster.local"
 	DefaultResolvConf          = "/etc/resolv.conf"
 	DefaultMaxPods             = 110
@@ -91,6 +94,12 @@ func SetDefaults(c *AgentConfiguration) {
 	}
 	if c.RootDir == "" {
 		c.RootDir = DefaultRootDir
+	}
+	if c.PodLogsDir == "" {
+		c.PodLogsDir = DefaultPodLogsDir
+	}
+	if c.ContainerLogsDir == "" {
+		c.ContainerLogsDir = DefaultContainerLogsDir
 	}
 	if c.MaxPods == 0 {
 		c.MaxPods = DefaultMaxPods
@@ -178,6 +187,11 @@ func Validate(c *AgentConfiguration) error {
 	}
 	if c.ContainerLogMaxFiles != 0 && c.ContainerLogMaxFiles < 2 {
 		errs = append(errs, field.Invalid(field.NewPath("containerLogMaxFiles"), c.ContainerLogMaxFiles, "must be at least 2"))
+	}
+	for _, d := range []struct{ name, dir string }{{"podLogsDir", c.PodLogsDir}, {"containerLogsDir", c.ContainerLogsDir}} {
+		if d.dir != "" && !filepath.IsAbs(d.dir) {
+			errs = append(errs, field.Invalid(field.NewPath(d.name), d.dir, "must be an absolute path"))
+		}
 	}
 	if c.CgroupDriver != "" && c.CgroupDriver != "cgroupfs" {
 		errs = append(errs, field.NotSupported(field.NewPath("cgroupDriver"), c.CgroupDriver, []string{"cgroupfs"}))

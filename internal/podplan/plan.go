@@ -427,19 +427,32 @@ func appStarts(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now ti
 		l := inst[0]
 		switch l.State {
 		case StateRunning:
+			// as computePodActions: a running container whose definition changed is
+			// killed and started again in the same sync whatever the restart policy; one
+			// that failed its liveness or startup probe too, unless its policy is Never.
+			// The new instance does not wait for a back-off (nothing exited yet).
 			if l.Hash != "" && l.Hash != HashContainer(c) {
 				a.Kill = append(a.Kill, Kill{ID: l.ID, Name: c.Name, Reason: fmt.Sprintf("Container %s definition changed, will be restarted", c.Name)})
+				a.Start = append(a.Start, Start{Name: c.Name, Attempt: l.Attempt + 1})
 			} else if kind := o.Unhealthy[l.ID]; kind != "" {
 				probe := c.LivenessProbe
 				if kind == "startup" {
 					probe = c.StartupProbe
 				}
-				k := Kill{ID: l.ID, Name: c.Name, Reason: fmt.Sprintf("Container %s failed %s probe, will be restarted", c.Name, kind)}
+				restart := restartOnProbeFailure(pod, c)
+				reason := fmt.Sprintf("Container %s failed %s probe", c.Name, kind)
+				if restart {
+					reason += ", will be restarted"
+				}
+				k := Kill{ID: l.ID, Name: c.Name, Reason: reason}
 				if probe != nil && probe.TerminationGracePeriodSeconds != nil {
 					g := *probe.TerminationGracePeriodSeconds
 					k.GracePeriod = &g
 				}
 				a.Kill = append(a.Kill, k)
+				if restart {
+					a.Start = append(a.Start, Start{Name: c.Name, Attempt: l.Attempt + 1})
+				}
 			}
 		case StateCreated:
 			a.Start = append(a.Start, Start{Name: c.Name, Attempt: l.Attempt + 1})
@@ -449,6 +462,16 @@ func appStarts(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now ti
 			}
 		}
 	}
+}
+
+// restartOnProbeFailure is computePodActions' restart for a running container killed by
+// a probe: the pod's restart policy is not Never (shouldRestartOnFailure), or, when the
+// container has a restart policy of its own, that one is not Never.
+func restartOnProbeFailure(pod *corev1.Pod, c *corev1.Container) bool {
+	if c.RestartPolicy != nil {
+		return *c.RestartPolicy != corev1.ContainerRestartPolicyNever
+	}
+	return pod.Spec.RestartPolicy != corev1.RestartPolicyNever
 }
 
 // BackoffEntry is the restart back-off of one container.

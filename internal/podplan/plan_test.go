@@ -126,12 +126,18 @@ func TestPlan(t *testing.T) {
 				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{
 					ctr(p, "a", "s", 0, StateExited, 1), ctr(p, "b", "s", 0, StateRunning, 0)}}
 			}},
-		{name: "changed spec kills the container", pod: pod(always, nil, "a"),
+		{name: "changed spec kills the container and starts it again at once", pod: pod(always, nil, "a"),
 			obs: func(p *corev1.Pod) Observed {
 				c := ctr(p, "a", "s", 0, StateRunning, 0)
 				c.Hash = "stale"
 				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{c}}
-			}, wantKill: 1},
+			}, wantKill: 1, wantStart: []string{"a"}},
+		{name: "changed spec restarts the container under Never too", pod: pod(never, nil, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				c := ctr(p, "a", "s", 0, StateRunning, 0)
+				c.Hash = "stale"
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{c}}
+			}, wantKill: 1, wantStart: []string{"a"}},
 		{name: "dead sandbox: new one with the next attempt, everything restarts", pod: pod(always, []string{"i1"}, "a"),
 			obs: func(p *corev1.Pod) Observed {
 				sb := ready("s", 3)
@@ -203,6 +209,33 @@ func TestProbeFailureKills(t *testing.T) {
 		}
 		if !reflect.DeepEqual(a.Kill[0].GracePeriod, tt.wantGrace) {
 			t.Errorf("%s with probe TGPS %v: grace %v, want %v", tt.kind, tt.probeTGPS, a.Kill[0].GracePeriod, tt.wantGrace)
+		}
+	}
+	// restarted in the same plan (no back-off), whatever the exit code will be, unless
+	// the restart policy is Never
+	for _, tt := range []struct {
+		policy    corev1.RestartPolicy
+		container *corev1.ContainerRestartPolicy
+		restart   bool
+	}{
+		{corev1.RestartPolicyAlways, nil, true},
+		{corev1.RestartPolicyOnFailure, nil, true},
+		{corev1.RestartPolicyNever, nil, false},
+		{corev1.RestartPolicyNever, ptr.To(corev1.ContainerRestartPolicyOnFailure), true},
+		{corev1.RestartPolicyAlways, ptr.To(corev1.ContainerRestartPolicyNever), false},
+	} {
+		p := pod(tt.policy, nil, "a")
+		p.Spec.Containers[0].RestartPolicy = tt.container
+		p.Spec.Containers[0].LivenessProbe = &corev1.Probe{}
+		c := ctr(p, "a", "s", 2, StateRunning, 0)
+		a := Plan(p, Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{c},
+			Unhealthy: map[string]string{c.ID: "liveness"}}, Backoff{"a": t0.Add(time.Hour)}, t0)
+		restarted := len(a.Start) == 1 && a.Start[0].Name == "a" && a.Start[0].Attempt == 3
+		if len(a.Kill) != 1 || restarted != tt.restart || (!tt.restart && len(a.Start) != 0) {
+			t.Errorf("policy %s/%v: kills %v starts %v, want restart %v", tt.policy, tt.container, a.Kill, a.Start, tt.restart)
+		}
+		if !tt.restart && a.Kill[0].Reason != "Container a failed liveness probe" {
+			t.Errorf("reason without restart: %q", a.Kill[0].Reason)
 		}
 	}
 }
