@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -101,6 +102,7 @@ type PodReconciler struct {
 	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
 	evicted     map[types.UID]string                     // eviction messages
 	runtimeName string
+	admission   podplan.Admission
 	// handlers is what the runtime said of its handlers (nil until it answered)
 	handlers []podplan.RuntimeHandler
 }
@@ -134,6 +136,8 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.backoff = map[types.UID]map[string]*podplan.BackoffEntry{}
 	r.errs = map[types.UID]map[string]podplan.Waiting{}
 	r.prober = newProber(r.Runtime, r.Recorder, r.events)
+	// as the kubelet: safe sysctls (for this kernel) and the allowed unsafe ones
+	r.admission = podplan.Admission{Sysctls: append(podplan.SafeSysctls(kernelRelease()), r.Config.AllowedUnsafeSysctls...)}
 	if r.APIReader == nil {
 		// ConfigMaps and Secrets are read when needed, never cached (as the kubelet)
 		r.APIReader = mgr.GetAPIReader()
@@ -308,14 +312,24 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if err != nil {
 		return nil, reconcile.Result{}, err
 	}
-	r.probe(pod, &obs)
 	now := r.Clock.Now()
+	if rej := r.admit(pod, obs); rej != nil {
+		// as the kubelet's rejectPod: the pod never runs, it is Failed
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, rej.Reason, "%s", rej.Message)
+		st := podplan.Rejected(pod, *rej, now)
+		return &st, reconcile.Result{}, nil
+	}
+	r.probe(pod, &obs)
 	backoff := r.backoffFor(pod.UID, obs)
 	evicted := r.evictedMessage(pod.UID)
 	planned := pod
-	if evicted != "" && !podplan.Terminal(pod) {
+	pastDeadline := podplan.PastActiveDeadline(pod, now) && !podplan.Terminal(pod)
+	if pastDeadline {
+		r.Recorder.Eventf(pod, corev1.EventTypeNormal, podplan.DeadlineExceededReason, podplan.DeadlineExceededMessage)
+	}
+	if (evicted != "" || pastDeadline) && !podplan.Terminal(pod) {
 		planned = pod.DeepCopy()
-		planned.Status.Phase = corev1.PodFailed // evicted: everything stops
+		planned.Status.Phase = corev1.PodFailed // evicted or past its deadline: everything stops
 	}
 	plan := podplan.Plan(planned, obs, backoff, now)
 	logger.V(2).Info("Computed pod actions", "plan", plan.String())
@@ -355,10 +369,33 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if len(waiting) > 0 && next == 0 {
 		next = r.Backoff.Base
 	}
+	if d, ok := podplan.ActiveDeadline(pod); ok && !podplan.Terminal(pod) && d.After(now) {
+		if until := d.Sub(now); next == 0 || until < next {
+			next = until // the activeDeadlineSeconds runs out
+		}
+	}
 	if next == 0 && hasUpdatableVolumes(pod) {
 		next = time.Minute // ConfigMap/Secret/token updates reach the files within a minute
 	}
 	return &st, reconcile.Result{RequeueAfter: next}, nil
+}
+
+// admit is the kubelet's admission of a pod it sees for the first time (no status
+// written yet, nothing in the runtime): why it may not run, or nil.
+func (r *PodReconciler) admit(pod *corev1.Pod, obs podplan.Observed) *podplan.Rejection {
+	if pod.Status.StartTime != nil || podplan.Terminal(pod) || len(obs.Sandboxes) > 0 || len(obs.Containers) > 0 {
+		return nil // admitted before
+	}
+	return r.admission.Admit(pod)
+}
+
+// kernelRelease is the running kernel's release ("" when unknown).
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
 }
 
 // ensureRuntimeName learns the runtime's name (the prefix of container IDs) once.

@@ -237,6 +237,27 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 		Expect(podCondition(getPod(onf), corev1.PodReady)).To(Equal(corev1.ConditionFalse))
 	})
 
+	It("rejects a pod for another OS or with a forbidden sysctl, and ends one past its activeDeadlineSeconds", func() {
+		a := newPodAgent()
+		win := a.pod("win", corev1.RestartPolicyAlways, func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} })
+		sysctl := a.pod("sysctl", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{Sysctls: []corev1.Sysctl{{Name: "kernel.msgmax", Value: "1"}}}
+		})
+		deadline := a.pod("deadline", corev1.RestartPolicyAlways, func(p *corev1.Pod) { p.Spec.ActiveDeadlineSeconds = ptr.To(int64(2)) })
+		for p, reason := range map[*corev1.Pod]string{win: "PodOSNotSupported", sysctl: "SysctlForbidden", deadline: "DeadlineExceeded"} {
+			Eventually(func() string { return string(getPod(p).Status.Phase) + "/" + getPod(p).Status.Reason }, 10*time.Second, 50*time.Millisecond).
+				Should(Equal("Failed/"+reason), p.Name)
+		}
+		Expect(getPod(win).Status.Message).To(Equal("Pod was rejected: Failed to admit pod as the OS field doesn't match node OS"))
+		Expect(getPod(sysctl).Status.Message).To(Equal(`Pod was rejected: forbidden sysctl: "kernel.msgmax" not allowlisted`))
+		for _, p := range []*corev1.Pod{win, sysctl} {
+			sbs, err := a.runtime.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodUID: string(getPod(p).UID)}})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(sbs).To(BeEmpty(), "a rejected pod never runs")
+		}
+		Expect(a.running(getPod(deadline).UID, "app")).To(BeEmpty(), "a pod past its deadline is stopped")
+	})
+
 	It("reports a missing image as ErrImagePull then ImagePullBackOff, and runs the other containers", func() {
 		a := newPodAgent()
 		p := a.pod("badimage", corev1.RestartPolicyAlways, func(p *corev1.Pod) {

@@ -196,6 +196,10 @@ func Status(in StatusInput) corev1.PodStatus {
 	if st.Phase == prev.Phase {
 		st.Reason, st.Message = prev.Reason, prev.Message // they go with the phase
 	}
+	if PastActiveDeadline(pod, in.Now) && !Terminal(pod) {
+		// the kubelet's activeDeadlineHandler (a pod sync handler's ShouldEvict)
+		st.Phase, st.Reason, st.Message = corev1.PodFailed, DeadlineExceededReason, DeadlineExceededMessage
+	}
 	if Terminal(pod) {
 		st.Phase = prev.Phase // terminal phases are final
 		st.Reason, st.Message = prev.Reason, prev.Message
@@ -253,6 +257,29 @@ func Status(in StatusInput) corev1.PodStatus {
 		st.Conditions = append(st.Conditions, c)
 	}
 	return st
+}
+
+// The reason and message of a pod past its activeDeadlineSeconds (upstream's).
+const (
+	DeadlineExceededReason  = "DeadlineExceeded"
+	DeadlineExceededMessage = "Pod was active on the node longer than the specified deadline"
+)
+
+// ActiveDeadline is when the pod's activeDeadlineSeconds runs out, counted from its
+// status.startTime as the kubelet's activeDeadlineHandler; ok is false when the pod has
+// no deadline or has not started.
+func ActiveDeadline(pod *corev1.Pod) (deadline time.Time, ok bool) {
+	if pod.Spec.ActiveDeadlineSeconds == nil || pod.Status.StartTime == nil || pod.Status.StartTime.IsZero() {
+		return time.Time{}, false
+	}
+	return pod.Status.StartTime.Add(time.Duration(*pod.Spec.ActiveDeadlineSeconds) * time.Second), true
+}
+
+// PastActiveDeadline tells whether the pod has been active longer than its
+// activeDeadlineSeconds at now.
+func PastActiveDeadline(pod *corev1.Pod, now time.Time) bool {
+	d, ok := ActiveDeadline(pod)
+	return ok && !now.Before(d)
 }
 
 // kubeletCondition is kubetypes.PodConditionByKubelet: the conditions the kubelet owns

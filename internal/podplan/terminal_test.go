@@ -3,8 +3,11 @@ package podplan
 import (
 	"strconv"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 )
 
 // The final status of a pod whose containers were killed on deletion: what the
@@ -150,5 +153,33 @@ func TestPodIPsKept(t *testing.T) {
 	fresh.Spec.HostNetwork = true
 	if st := status(fresh, Observed{}, nil); st.PodIP != "192.0.2.1" || len(st.PodIPs) != 1 {
 		t.Errorf("host-network pod: podIP %q podIPs %v, want the node's", st.PodIP, st.PodIPs)
+	}
+}
+
+// A pod past its activeDeadlineSeconds (from status.startTime) is Failed with
+// DeadlineExceeded, as the kubelet's activeDeadlineHandler; a terminal pod stays as it is.
+func TestActiveDeadline(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, nil, "a")
+	start := metav1.NewTime(t0.Add(-10 * time.Second))
+	p.Status.StartTime = &start
+	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateRunning, 0)}}
+	if st := status(p, o, nil); st.Phase != corev1.PodRunning {
+		t.Fatalf("no deadline: phase %s", st.Phase)
+	}
+	p.Spec.ActiveDeadlineSeconds = ptr.To[int64](30)
+	if d, ok := ActiveDeadline(p); !ok || !d.Equal(t0.Add(20*time.Second)) || PastActiveDeadline(p, t0) {
+		t.Errorf("deadline %v %v, want 20s after now and not past", d, ok)
+	}
+	if st := status(p, o, nil); st.Phase != corev1.PodRunning {
+		t.Errorf("before the deadline: phase %s", st.Phase)
+	}
+	p.Spec.ActiveDeadlineSeconds = ptr.To[int64](5)
+	st := status(p, o, nil)
+	if st.Phase != corev1.PodFailed || st.Reason != "DeadlineExceeded" || st.Message != "Pod was active on the node longer than the specified deadline" {
+		t.Errorf("past the deadline: %s %q %q", st.Phase, st.Reason, st.Message)
+	}
+	p.Status.Phase = corev1.PodSucceeded
+	if st := status(p, o, nil); st.Phase != corev1.PodSucceeded || st.Reason == "DeadlineExceeded" {
+		t.Errorf("terminal pod changed: %s %q", st.Phase, st.Reason)
 	}
 }
