@@ -236,8 +236,8 @@ func (r *PodReconciler) runtimeID() string {
 
 // Reconcile implements reconcile.Reconciler.
 func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	if r.static.get(req.NamespacedName) != nil {
-		return reconcile.Result{}, nil // run by the static pod source
+	if r.static.get(req.NamespacedName) != nil || r.static.terminatingKey(req.NamespacedName) {
+		return reconcile.Result{}, nil // run (or being stopped) by the static pod source
 	}
 	pod := &corev1.Pod{}
 	if err := r.Client.Get(ctx, req.NamespacedName, pod); err != nil {
@@ -1530,6 +1530,20 @@ func (r *PodReconciler) env(ctx context.Context, pod *corev1.Pod, c *corev1.Cont
 				return nil, configError{fmt.Sprintf("couldn't find key %s in Secret %s/%s", ref.Key, pod.Namespace, ref.Name)}
 			}
 			v = string(val)
+		case vf.FileKeyRef != nil:
+			// the EnvFiles feature (beta, on by default upstream): a key of an env file
+			// in one of the pod's volumes, read when the container starts
+			val, err := r.fileKeyValue(pod, vf.FileKeyRef)
+			if err != nil {
+				return nil, err
+			}
+			if val == "" {
+				if vf.FileKeyRef.Optional != nil && *vf.FileKeyRef.Optional {
+					continue
+				}
+				return nil, configError{fmt.Sprintf("environment variable key %q not found in file %q", vf.FileKeyRef.Key, vf.FileKeyRef.Path)}
+			}
+			v = val
 		}
 		set(e.Name, v)
 	}
@@ -1538,6 +1552,34 @@ func (r *PodReconciler) env(ctx context.Context, pod *corev1.Pod, c *corev1.Cont
 		out = append(out, &runtimeapi.KeyValue{Key: k, Value: []byte(vals[k])})
 	}
 	return out, nil
+}
+
+// fileKeyValue reads a fileKeyRef's key from its file in the pod's volume, as the
+// kubelet's makeEnvironmentVariables (errors are the container's config errors).
+func (r *PodReconciler) fileKeyValue(pod *corev1.Pod, ref *corev1.FileKeySelector) (string, error) {
+	var vol *corev1.Volume
+	for i := range pod.Spec.Volumes {
+		if pod.Spec.Volumes[i].Name == ref.VolumeName {
+			vol = &pod.Spec.Volumes[i]
+		}
+	}
+	if vol == nil {
+		return "", configError{fmt.Sprintf("cannot find the volume %q referenced by FileKeyRef", ref.VolumeName)}
+	}
+	dir := r.volumeDir(pod, vol.Name)
+	if vol.HostPath != nil {
+		dir = vol.HostPath.Path
+	}
+	path := filepath.Join(dir, filepath.Clean("/"+ref.Path)) // kept inside the volume
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", configError{"couldn't parse env file"} // upstream's words, even when optional
+	}
+	v, err := podplan.EnvFileValue(data, ref.Key)
+	if err != nil {
+		return "", configError{"couldn't parse env file"}
+	}
+	return v, nil
 }
 
 func refError(kind, name string, err error) error {
