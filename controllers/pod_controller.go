@@ -941,6 +941,11 @@ func findContainer(pod *corev1.Pod, name string) *corev1.Container {
 			return &pod.Spec.Containers[i]
 		}
 	}
+	for i := range pod.Spec.EphemeralContainers {
+		if pod.Spec.EphemeralContainers[i].Name == name {
+			return (*corev1.Container)(&pod.Spec.EphemeralContainers[i].EphemeralContainerCommon)
+		}
+	}
 	return nil
 }
 
@@ -1246,6 +1251,11 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 		return nil, err
 	}
 	cfg.Linux.SecurityContext = sc
+	if s.TargetID != "" && sc.NamespaceOptions.Pid == runtimeapi.NamespaceMode_CONTAINER {
+		// an ephemeral container with a target shares the target's PID namespace
+		sc.NamespaceOptions.Pid = runtimeapi.NamespaceMode_TARGET
+		sc.NamespaceOptions.TargetId = s.TargetID
+	}
 	// the termination message file, mounted from the host so it outlives the container
 	if path := c.TerminationMessagePath; path != "" {
 		host := r.terminationLogPath(pod, c.Name, s.Attempt)

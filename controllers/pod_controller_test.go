@@ -258,6 +258,37 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 		Expect(a.running(getPod(deadline).UID, "app")).To(BeEmpty(), "a pod past its deadline is stopped")
 	})
 
+	It("starts an ephemeral container added to a running pod once, in its target's PID namespace, and reports it apart", func() {
+		a := newPodAgent()
+		p := a.pod("debugged", corev1.RestartPolicyAlways, nil)
+		p = getPod(p)
+		var app string
+		Eventually(func() string { app = a.running(p.UID, "app"); return app }, 10*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty())
+		p = getPod(p)
+		p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{TargetContainerName: "app",
+			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: busybox, Command: []string{"sh"},
+				ImagePullPolicy: corev1.PullIfNotPresent, TerminationMessagePolicy: corev1.TerminationMessageReadFile}}}
+		Expect(k8sClient.SubResource("ephemeralcontainers").Update(context.Background(), p)).To(Succeed())
+		var dbg string
+		Eventually(func() string { dbg = a.running(p.UID, "debugger"); return dbg }, 10*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty())
+		ns := a.runtime.ContainerConfig(dbg).GetLinux().GetSecurityContext().GetNamespaceOptions()
+		Expect(ns.GetPid()).To(Equal(runtimeapi.NamespaceMode_TARGET))
+		Expect(ns.GetTargetId()).To(Equal(app))
+		Eventually(func() bool {
+			st := getPod(p).Status
+			return len(st.EphemeralContainerStatuses) == 1 && st.EphemeralContainerStatuses[0].State.Running != nil
+		}, 10*time.Second, 50*time.Millisecond).Should(BeTrue())
+		// it exits: it is not restarted, the pod runs on
+		Expect(a.runtime.Exit(dbg, 0)).To(Succeed())
+		Eventually(func() bool {
+			st := getPod(p).Status
+			return len(st.EphemeralContainerStatuses) == 1 && st.EphemeralContainerStatuses[0].State.Terminated != nil
+		}, 10*time.Second, 50*time.Millisecond).Should(BeTrue())
+		Consistently(func() int { return len(a.containers(p.UID, "debugger")) }, time.Second, 100*time.Millisecond).Should(Equal(1))
+		Expect(getPod(p).Status.Phase).To(Equal(corev1.PodRunning))
+		Expect(podCondition(getPod(p), corev1.PodReady)).To(Equal(corev1.ConditionTrue))
+	})
+
 	It("reports a missing image as ErrImagePull then ImagePullBackOff, and runs the other containers", func() {
 		a := newPodAgent()
 		p := a.pod("badimage", corev1.RestartPolicyAlways, func(p *corev1.Pod) {

@@ -145,6 +145,10 @@ type Start struct {
 	Name    string
 	Init    bool
 	Attempt uint32 // restart count of the new instance
+	// Ephemeral: an ephemeral container (started once, never restarted); TargetID is
+	// the container whose PID namespace it joins (targetContainerName), "" for none.
+	Ephemeral bool
+	TargetID  string
 }
 
 // Kill is a container instance to stop, and why.
@@ -254,10 +258,32 @@ func Plan(pod *corev1.Pod, o Observed, backoff Backoff, now time.Time) Actions {
 		}
 		return a
 	}
+	ephemeralStarts(pod, o, &a)
 	if initActions(pod, o, sb.ID, backoff, now, &a) {
 		appStarts(pod, o, sb.ID, backoff, now, &a)
 	}
 	return a
+}
+
+// ephemeralStarts is computePodActions' EphemeralContainersToStart: in a ready sandbox,
+// even before initialization completes, each ephemeral container that has never run
+// starts (first, as SyncPod starts them); none is ever restarted.
+func ephemeralStarts(pod *corev1.Pod, o Observed, a *Actions) {
+	for i := range pod.Spec.EphemeralContainers {
+		ec := &pod.Spec.EphemeralContainers[i]
+		if o.Latest(ec.Name) != nil {
+			continue
+		}
+		s := Start{Name: ec.Name, Ephemeral: true}
+		if t := ec.TargetContainerName; t != "" {
+			l := o.Latest(t)
+			if l == nil {
+				continue // upstream: "unable to find target container"; tried again later
+			}
+			s.TargetID = l.ID
+		}
+		a.Start = append(a.Start, s)
+	}
 }
 
 // initActions is upstream's computeInitContainerActions for the sandbox sbID: it adds

@@ -394,3 +394,38 @@ func TestPodScheduledCondition(t *testing.T) {
 		}
 	}
 }
+
+// Ephemeral containers start in a ready sandbox (before initialization is done), once,
+// joining their target's PID namespace; they are reported apart and never restarted.
+func TestEphemeralContainers(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, []string{"i1"}, "a")
+	p.Spec.EphemeralContainers = []corev1.EphemeralContainer{
+		{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "busybox"}},
+		{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "peek", Image: "busybox"}, TargetContainerName: "a"},
+	}
+	// initializing: the first ephemeral one starts, the targeted one waits for its target
+	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "i1", "s", 0, StateRunning, 0)}}
+	a := Plan(p, o, nil, t0)
+	if len(a.Start) != 1 || a.Start[0] != (Start{Name: "debugger", Ephemeral: true}) {
+		t.Errorf("starts while initializing: %+v", a.Start)
+	}
+	st := status(p, o, nil)
+	if len(st.EphemeralContainerStatuses) != 2 || st.EphemeralContainerStatuses[0].State.Waiting.Reason != "PodInitializing" {
+		t.Errorf("ephemeral statuses: %+v", st.EphemeralContainerStatuses)
+	}
+	// running app: the targeted one starts with the app's ID; an exited one stays so
+	app := ctr(p, "a", "s", 0, StateRunning, 0)
+	o = Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "i1", "s", 0, StateExited, 0), app,
+		{ID: "dbg", SandboxID: "s", Name: "debugger", State: StateExited, ExitCode: 1, CreatedAt: t0}}}
+	a = Plan(p, o, nil, t0)
+	if len(a.Start) != 1 || a.Start[0] != (Start{Name: "peek", Ephemeral: true, TargetID: app.ID}) {
+		t.Errorf("starts once running: %+v", a.Start)
+	}
+	st = status(p, o, nil)
+	if cs := st.EphemeralContainerStatuses[0]; cs.State.Terminated == nil || cs.State.Terminated.ExitCode != 1 || cs.Ready {
+		t.Errorf("exited ephemeral container: %+v", cs)
+	}
+	if st.Phase != corev1.PodRunning || condStatus(st, corev1.PodReady) != corev1.ConditionTrue {
+		t.Errorf("ephemeral containers must not count for phase or readiness: %s", st.Phase)
+	}
+}

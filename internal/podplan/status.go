@@ -184,6 +184,24 @@ func Status(in StatusInput) corev1.PodStatus {
 		cs := containerStatus(in, c, false, initDone, sandboxReady)
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
 	}
+	for i := range pod.Spec.EphemeralContainers {
+		c := (*corev1.Container)(&pod.Spec.EphemeralContainers[i].EphemeralContainerCommon)
+		cs := containerStatus(in, c, false, initDone, sandboxReady)
+		if len(in.Observed.instances(c.Name, "")) == 0 {
+			// convertToAPIContainerStatuses' default waiting state
+			reason := "ContainerCreating"
+			if len(pod.Spec.InitContainers) > 0 {
+				reason = "PodInitializing"
+			}
+			if w, ok := in.Waiting[c.Name]; ok {
+				cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
+			} else {
+				cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason}
+			}
+		}
+		cs.Ready, cs.Started = false, nil // no probes: never ready, as upstream
+		st.EphemeralContainerStatuses = append(st.EphemeralContainerStatuses, cs)
+	}
 	if in.Terminal {
 		terminateStatuses(pod, &st)
 	}
