@@ -849,6 +849,26 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			}
 		}
 	}
+	readySandbox := false
+	for _, sb := range obs.Sandboxes {
+		readySandbox = readySandbox || sb.Ready
+	}
+	if len(pod.Spec.Volumes) > 0 && (plan.CreateSandbox || readySandbox) {
+		// as syncPod: the volumes are mounted before the sandbox is made (a pod whose
+		// volume cannot be set up has none: PodReadyToStartContainers stays False)
+		if err := r.setupVolumes(ctx, pod); err != nil {
+			// upstream's event: MountVolume.SetUp failed for volume "x" : <why>
+			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "%v", err)
+			var ce configError
+			if !errors.As(err, &ce) {
+				return fmt.Errorf("setting up volumes: %w", err)
+			}
+			for _, s := range plan.Start {
+				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: ce.Error()})
+			}
+			return nil
+		}
+	}
 	sbConfig, err := r.sandboxConfig(pod, plan.SandboxAttempt)
 	if err != nil {
 		// the pod's spec cannot make a sandbox (an FQDN too long for the kernel, …): it
@@ -901,20 +921,6 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 		podIP = best.IP
 		if podIP == "" {
 			podIP = r.HostIP
-		}
-	}
-	if len(pod.Spec.Volumes) > 0 {
-		if err := r.setupVolumes(ctx, pod); err != nil {
-			// upstream's event: MountVolume.SetUp failed for volume "x" : <why>
-			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "%v", err)
-			var ce configError
-			if !errors.As(err, &ce) {
-				return fmt.Errorf("setting up volumes: %w", err)
-			}
-			for _, s := range plan.Start {
-				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: ce.Error()})
-			}
-			return nil
 		}
 	}
 	if len(plan.Start) > 0 {
