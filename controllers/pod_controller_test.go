@@ -264,11 +264,13 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 		p = getPod(p)
 		var app string
 		Eventually(func() string { app = a.running(p.UID, "app"); return app }, 10*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty())
-		p = getPod(p)
-		p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{TargetContainerName: "app",
-			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: busybox, Command: []string{"sh"},
-				ImagePullPolicy: corev1.PullIfNotPresent, TerminationMessagePolicy: corev1.TerminationMessageReadFile}}}
-		Expect(k8sClient.SubResource("ephemeralcontainers").Update(context.Background(), p)).To(Succeed())
+		Eventually(func() error { // the agent writes the status meanwhile: retry on conflicts
+			p = getPod(p)
+			p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{TargetContainerName: "app",
+				EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: busybox, Command: []string{"sh"},
+					ImagePullPolicy: corev1.PullIfNotPresent, TerminationMessagePolicy: corev1.TerminationMessageReadFile}}}
+			return k8sClient.SubResource("ephemeralcontainers").Update(context.Background(), p)
+		}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
 		var dbg string
 		Eventually(func() string { dbg = a.running(p.UID, "debugger"); return dbg }, 10*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty())
 		ns := a.runtime.ContainerConfig(dbg).GetLinux().GetSecurityContext().GetNamespaceOptions()
