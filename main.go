@@ -193,7 +193,7 @@ func run(ctx context.Context, args []string) error {
 			Pods: mgr.GetClient(), Reviews: reviews, Runtime: rt, NodeIPs: ips,
 			CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSPrivateKeyFile, ClientCAFile: cfg.ClientCAFile,
 			Log: ctrl.Log.WithName("kubeletapi"), Config: cfg,
-			Stats: &stats.Provider{NodeName: cfg.NodeName, Runtime: rt, Host: stats.Linux{}, Pods: mgr.GetClient(), RootDir: cfg.RootDir,
+			Stats: &stats.Provider{NodeName: cfg.NodeName, Runtime: rt, Host: stats.Linux{}, Pods: mgr.GetClient(), RootDir: cfg.RootDir, PodLogsDir: cfg.PodLogsDir,
 				CgroupRoot: func() string {
 					if cfg.CgroupsPerQOS != nil && *cfg.CgroupsPerQOS {
 						return cfg.CgroupRoot

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -112,6 +113,7 @@ type PodReconciler struct {
 	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
 	evicted     map[types.UID]string                     // eviction messages
 	runtimeName string
+	admission   podplan.Admission
 	// handlers is what the runtime said of its handlers (nil until it answered)
 	handlers []podplan.RuntimeHandler
 }
@@ -145,6 +147,8 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.backoff = map[types.UID]map[string]*podplan.BackoffEntry{}
 	r.errs = map[types.UID]map[string]podplan.Waiting{}
 	r.prober = newProber(r.Runtime, r.Recorder, r.events)
+	// as the kubelet: safe sysctls (for this kernel) and the allowed unsafe ones
+	r.admission = podplan.Admission{Sysctls: append(podplan.SafeSysctls(kernelRelease()), r.Config.AllowedUnsafeSysctls...)}
 	if r.APIReader == nil {
 		// ConfigMaps and Secrets are read when needed, never cached (as the kubelet)
 		r.APIReader = mgr.GetAPIReader()
@@ -243,8 +247,8 @@ func (r *PodReconciler) runtimeID() string {
 
 // Reconcile implements reconcile.Reconciler.
 func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	if r.static.get(req.NamespacedName) != nil {
-		return reconcile.Result{}, nil // run by the static pod source
+	if r.static.get(req.NamespacedName) != nil || r.static.terminatingKey(req.NamespacedName) {
+		return reconcile.Result{}, nil // run (or being stopped) by the static pod source
 	}
 	pod := &corev1.Pod{}
 	if err := r.Client.Get(ctx, req.NamespacedName, pod); err != nil {
@@ -319,21 +323,25 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if err != nil {
 		return nil, reconcile.Result{}, err
 	}
+	now := r.Clock.Now()
 	if rej := r.admit(ctx, pod, obs); rej != nil {
-		return r.reject(ctx, pod, obs, *rej)
+		return r.reject(ctx, pod, obs, *rej, now)
 	}
 	if podplan.Terminal(pod) && len(obs.Sandboxes) == 0 && len(obs.Containers) == 0 &&
 		len(pod.Status.ContainerStatuses) == 0 && len(pod.Status.InitContainerStatuses) == 0 {
 		return nil, reconcile.Result{}, nil // rejected: it never ran, its status stays as written
 	}
 	r.probe(pod, &obs)
-	now := r.Clock.Now()
 	backoff := r.backoffFor(pod.UID, obs)
 	evicted := r.evictedMessage(pod.UID)
 	planned := pod
-	if evicted != "" && !podplan.Terminal(pod) {
+	pastDeadline := podplan.PastActiveDeadline(pod, now) && !podplan.Terminal(pod)
+	if pastDeadline {
+		r.Recorder.Eventf(pod, corev1.EventTypeNormal, podplan.DeadlineExceededReason, podplan.DeadlineExceededMessage)
+	}
+	if (evicted != "" || pastDeadline) && !podplan.Terminal(pod) {
 		planned = pod.DeepCopy()
-		planned.Status.Phase = corev1.PodFailed // evicted: everything stops
+		planned.Status.Phase = corev1.PodFailed // evicted or past its deadline: everything stops
 	}
 	plan := podplan.Plan(planned, obs, backoff, now)
 	logger.V(2).Info("Computed pod actions", "plan", plan.String())
@@ -373,16 +381,28 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if len(waiting) > 0 && next == 0 {
 		next = r.Backoff.Base
 	}
+	if d, ok := podplan.ActiveDeadline(pod); ok && !podplan.Terminal(pod) && d.After(now) {
+		if until := d.Sub(now); next == 0 || until < next {
+			next = until // the activeDeadlineSeconds runs out
+		}
+	}
 	if next == 0 && hasUpdatableVolumes(pod) {
 		next = time.Minute // ConfigMap/Secret/token updates reach the files within a minute
 	}
 	return &st, reconcile.Result{RequeueAfter: next}, nil
 }
 
-// admit is the kubelet's admission of a pod (canAdmitPod) for the handlers nodekeeper
-// has: AppArmor, and the device manager's allocation (upstream's topology manager
-// admit handler) for a pod that has not run anything yet. Nil: admitted.
+// admit is the kubelet's admission of a pod (canAdmitPod), for the handlers nodekeeper
+// has: on first sight (no status written yet, nothing in the runtime) the sysctl
+// allowlist and the OS checks (podplan.Admission), then AppArmor for a Pending pod, and
+// the device manager's allocation (upstream's topology manager admit handler) for a pod
+// that has not run anything yet. Nil: admitted.
 func (r *PodReconciler) admit(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) *podplan.Rejection {
+	if pod.Status.StartTime == nil && !podplan.Terminal(pod) && len(obs.Sandboxes) == 0 && len(obs.Containers) == 0 {
+		if rej := r.admission.Admit(pod); rej != nil {
+			return rej
+		}
+	}
 	r.appArmorOnce.Do(func() {
 		check := r.AppArmor
 		if check == nil {
@@ -409,17 +429,26 @@ func (r *PodReconciler) admit(ctx context.Context, pod *corev1.Pod, obs podplan.
 
 // reject is the kubelet's rejectPod: a Warning event with the reason and message, and
 // the pod set Failed ("Pod was rejected: …"); whatever already runs for it stops.
-func (r *PodReconciler) reject(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, rej podplan.Rejection) (*corev1.PodStatus, reconcile.Result, error) {
+func (r *PodReconciler) reject(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, rej podplan.Rejection, now time.Time) (*corev1.PodStatus, reconcile.Result, error) {
 	r.Recorder.Event(pod, corev1.EventTypeWarning, rej.Reason, rej.Message)
-	st := podplan.RejectedStatus(pod, rej)
+	st := podplan.Rejected(pod, rej, now)
 	rejected := pod.DeepCopy()
 	rejected.Status = st
-	if plan := podplan.Plan(rejected, obs, nil, r.Clock.Now()); plan.KillPod {
+	if plan := podplan.Plan(rejected, obs, nil, now); plan.KillPod {
 		if err := r.apply(ctx, rejected, obs, plan); err != nil {
 			return &st, reconcile.Result{}, err
 		}
 	}
 	return &st, reconcile.Result{}, nil
+}
+
+// kernelRelease is the running kernel's release ("" when unknown).
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
 }
 
 // ensureRuntimeName learns the runtime's name (the prefix of container IDs) once.
@@ -603,7 +632,7 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 		}
 	}
 	for _, sb := range obs.Sandboxes {
-		if err := r.Runtime.RemovePodSandbox(ctx, sb.ID); err != nil {
+		if err := r.removeSandbox(ctx, sb.ID); err != nil {
 			return reconcile.Result{}, fmt.Errorf("removing sandbox: %w", err)
 		}
 	}
@@ -615,6 +644,9 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 	}
 	if err := r.cleanupPodDir(pod.UID); err != nil {
 		return reconcile.Result{}, fmt.Errorf("removing the pod's folder: %w", err)
+	}
+	if err := os.RemoveAll(r.podLogDir(pod.Namespace, pod.Name, pod.UID)); err != nil {
+		return reconcile.Result{}, fmt.Errorf("removing the pod's logs: %w", err)
 	}
 	err = r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
@@ -865,12 +897,15 @@ func (r *PodReconciler) removeByName(ctx context.Context, ns, name string, keep 
 		if uid == keep {
 			continue
 		}
-		if err := r.Runtime.RemovePodSandbox(ctx, sb.Id); err != nil {
+		if err := r.removeSandbox(ctx, sb.Id); err != nil {
 			return fmt.Errorf("removing sandbox of a pod that is gone: %w", err)
 		}
 		r.forget(uid)
 		if err := r.cleanupPodDir(uid); err != nil {
 			return fmt.Errorf("removing the folder of a pod that is gone: %w", err)
+		}
+		if err := os.RemoveAll(r.podLogDir(ns, name, uid)); err != nil {
+			return fmt.Errorf("removing the logs of a pod that is gone: %w", err)
 		}
 	}
 	return nil
@@ -904,6 +939,26 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			}
 		}
 	}
+	readySandbox := false
+	for _, sb := range obs.Sandboxes {
+		readySandbox = readySandbox || sb.Ready
+	}
+	if len(pod.Spec.Volumes) > 0 && (plan.CreateSandbox || readySandbox) {
+		// as syncPod: the volumes are mounted before the sandbox is made (a pod whose
+		// volume cannot be set up has none: PodReadyToStartContainers stays False)
+		if err := r.setupVolumes(ctx, pod); err != nil {
+			// upstream's event: MountVolume.SetUp failed for volume "x" : <why>
+			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "%v", err)
+			var ce configError
+			if !errors.As(err, &ce) {
+				return fmt.Errorf("setting up volumes: %w", err)
+			}
+			for _, s := range plan.Start {
+				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: ce.Error()})
+			}
+			return nil
+		}
+	}
 	sbConfig, err := r.sandboxConfig(pod, plan.SandboxAttempt)
 	if err != nil {
 		// the pod's spec cannot make a sandbox (an FQDN too long for the kernel, …): it
@@ -918,7 +973,7 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 		}
 		// remove older sandboxes: their containers are done with
 		for _, sb := range obs.Sandboxes {
-			if err := r.Runtime.RemovePodSandbox(ctx, sb.ID); err != nil {
+			if err := r.removeSandbox(ctx, sb.ID); err != nil {
 				return fmt.Errorf("removing old sandbox: %w", err)
 			}
 		}
@@ -958,20 +1013,6 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			podIP = r.HostIP
 		}
 	}
-	if len(pod.Spec.Volumes) > 0 {
-		if err := r.setupVolumes(ctx, pod); err != nil {
-			// upstream's event: MountVolume.SetUp failed for volume "x" : <why>
-			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "%v", err)
-			var ce configError
-			if !errors.As(err, &ce) {
-				return fmt.Errorf("setting up volumes: %w", err)
-			}
-			for _, s := range plan.Start {
-				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: ce.Error()})
-			}
-			return nil
-		}
-	}
 	if len(plan.Start) > 0 {
 		if err := r.writeHostsFile(pod, podIP); err != nil {
 			return fmt.Errorf("writing the pod's /etc/hosts: %w", err)
@@ -994,6 +1035,11 @@ func findContainer(pod *corev1.Pod, name string) *corev1.Container {
 	for i := range pod.Spec.Containers {
 		if pod.Spec.Containers[i].Name == name {
 			return &pod.Spec.Containers[i]
+		}
+	}
+	for i := range pod.Spec.EphemeralContainers {
+		if pod.Spec.EphemeralContainers[i].Name == name {
+			return (*corev1.Container)(&pod.Spec.EphemeralContainers[i].EphemeralContainerCommon)
 		}
 	}
 	return nil
@@ -1040,6 +1086,7 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 	}
 	r.setErr(pod.UID, c.Name, nil)
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	r.linkContainerLog(pod, c, id, filepath.Join(sbConfig.LogDirectory, cfg.LogPath))
 	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
 		// as upstream: a failing postStart hook kills the container, which then
 		// restarts (with back-off) as its restart policy says
@@ -1128,6 +1175,65 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 	return ref, nil
 }
 
+// podLogDir is the pod's folder of container logs (upstream's BuildPodLogsDirectory).
+func (r *PodReconciler) podLogDir(ns, name string, uid types.UID) string {
+	root := r.Config.PodLogsDir
+	if root == "" {
+		root = filepath.Join(r.Config.RootDir, "logs")
+	}
+	return filepath.Join(root, ns+"_"+name+"_"+string(uid))
+}
+
+// legacyLogSymlink is where the link to a container's log goes in ContainerLogsDir
+// (upstream's legacyLogSymlink: <pod>_<ns>_<container>-<id>.log, cut to the 255 bytes
+// of a file name); "" when there is no such folder.
+func (r *PodReconciler) legacyLogSymlink(podName, ns, container, id string) string {
+	if r.Config.ContainerLogsDir == "" {
+		return ""
+	}
+	const suffix = ".log"
+	name := podName + "_" + ns + "_" + container + "-" + id
+	if len(name) > 255-len(suffix) {
+		name = name[:255-len(suffix)]
+	}
+	return filepath.Join(r.Config.ContainerLogsDir, name+suffix)
+}
+
+// linkContainerLog links a started container's log into ContainerLogsDir, as the
+// kubelet does for log collectors (only when the log exists: no dangling links).
+func (r *PodReconciler) linkContainerLog(pod *corev1.Pod, c *corev1.Container, id, logPath string) {
+	link := r.legacyLogSymlink(pod.Name, pod.Namespace, c.Name, id)
+	if link == "" {
+		return
+	}
+	if _, err := os.Stat(logPath); os.IsNotExist(err) {
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err == nil {
+		err = os.Symlink(logPath, link)
+		if err != nil && !os.IsExist(err) {
+			log.Log.V(2).Info("Linking a container log failed", "pod", client.ObjectKeyFromObject(pod), "container", c.Name, "error", err.Error())
+		}
+	}
+}
+
+// removeSandbox removes a sandbox with its containers and their log links.
+func (r *PodReconciler) removeSandbox(ctx context.Context, id string) error {
+	if r.Config.ContainerLogsDir != "" {
+		cs, err := r.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{PodSandboxId: id})
+		if err != nil {
+			return fmt.Errorf("listing the sandbox's containers: %w", err)
+		}
+		for _, c := range cs {
+			link := r.legacyLogSymlink(c.Labels[podplan.LabelPodName], c.Labels[podplan.LabelPodNamespace], c.GetMetadata().GetName(), c.Id)
+			if err := os.Remove(link); err != nil && !os.IsNotExist(err) {
+				return fmt.Errorf("removing a container log link: %w", err)
+			}
+		}
+	}
+	return r.Runtime.RemovePodSandbox(ctx, id)
+}
+
 // podDir is where the pod's logs and volumes live.
 func (r *PodReconciler) podDir(pod *corev1.Pod) string {
 	return filepath.Join(r.Config.RootDir, "pods", string(pod.UID))
@@ -1140,7 +1246,7 @@ func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) (*runtime
 		Labels: map[string]string{podplan.LabelManaged: "true", podplan.LabelPodName: pod.Name,
 			podplan.LabelPodNamespace: pod.Namespace, podplan.LabelPodUID: string(pod.UID)},
 		Annotations:  map[string]string{},
-		LogDirectory: filepath.Join(r.Config.RootDir, "logs", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)),
+		LogDirectory: r.podLogDir(pod.Namespace, pod.Name, pod.UID),
 		Linux:        &runtimeapi.LinuxPodSandboxConfig{CgroupParent: r.podCgroup(pod), Sysctls: podplan.SandboxSysctls(pod)},
 	}
 	sc, err := sandboxSecurityContext(pod)
@@ -1224,7 +1330,7 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 		Mounts:   mounts,
 		Metadata: &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: s.Attempt},
 		Image:    &runtimeapi.ImageSpec{Image: imageRef, UserSpecifiedImage: c.Image},
-		Command:  c.Command, Args: c.Args, WorkingDir: c.WorkingDir, Envs: envs,
+		Command:  expandAll(c.Command, envs), Args: expandAll(c.Args, envs), WorkingDir: c.WorkingDir, Envs: envs,
 		Labels: map[string]string{podplan.LabelManaged: "true", podplan.LabelPodName: pod.Name, podplan.LabelPodNamespace: pod.Namespace,
 			podplan.LabelPodUID: string(pod.UID), podplan.LabelContainerName: c.Name},
 		Annotations: map[string]string{podplan.AnnotationHash: podplan.HashContainer(c),
@@ -1241,6 +1347,11 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 		return nil, err
 	}
 	cfg.Linux.SecurityContext = sc
+	if s.TargetID != "" && sc.NamespaceOptions.Pid == runtimeapi.NamespaceMode_CONTAINER {
+		// an ephemeral container with a target shares the target's PID namespace
+		sc.NamespaceOptions.Pid = runtimeapi.NamespaceMode_TARGET
+		sc.NamespaceOptions.TargetId = s.TargetID
+	}
 	// the termination message file, mounted from the host so it outlives the container
 	if path := c.TerminationMessagePath; path != "" {
 		host := r.terminationLogPath(pod, c.Name, s.Attempt)
@@ -1577,6 +1688,20 @@ func (r *PodReconciler) env(ctx context.Context, pod *corev1.Pod, c *corev1.Cont
 				return nil, configError{fmt.Sprintf("couldn't find key %s in Secret %s/%s", ref.Key, pod.Namespace, ref.Name)}
 			}
 			v = string(val)
+		case vf.FileKeyRef != nil:
+			// the EnvFiles feature (beta, on by default upstream): a key of an env file
+			// in one of the pod's volumes, read when the container starts
+			val, err := r.fileKeyValue(pod, vf.FileKeyRef)
+			if err != nil {
+				return nil, err
+			}
+			if val == "" {
+				if vf.FileKeyRef.Optional != nil && *vf.FileKeyRef.Optional {
+					continue
+				}
+				return nil, configError{fmt.Sprintf("environment variable key %q not found in file %q", vf.FileKeyRef.Key, vf.FileKeyRef.Path)}
+			}
+			v = val
 		}
 		set(e.Name, v)
 	}
@@ -1585,6 +1710,34 @@ func (r *PodReconciler) env(ctx context.Context, pod *corev1.Pod, c *corev1.Cont
 		out = append(out, &runtimeapi.KeyValue{Key: k, Value: []byte(vals[k])})
 	}
 	return out, nil
+}
+
+// fileKeyValue reads a fileKeyRef's key from its file in the pod's volume, as the
+// kubelet's makeEnvironmentVariables (errors are the container's config errors).
+func (r *PodReconciler) fileKeyValue(pod *corev1.Pod, ref *corev1.FileKeySelector) (string, error) {
+	var vol *corev1.Volume
+	for i := range pod.Spec.Volumes {
+		if pod.Spec.Volumes[i].Name == ref.VolumeName {
+			vol = &pod.Spec.Volumes[i]
+		}
+	}
+	if vol == nil {
+		return "", configError{fmt.Sprintf("cannot find the volume %q referenced by FileKeyRef", ref.VolumeName)}
+	}
+	dir := r.volumeDir(pod, vol.Name)
+	if vol.HostPath != nil {
+		dir = vol.HostPath.Path
+	}
+	path := filepath.Join(dir, filepath.Clean("/"+ref.Path)) // kept inside the volume
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", configError{"couldn't parse env file"} // upstream's words, even when optional
+	}
+	v, err := podplan.EnvFileValue(data, ref.Key)
+	if err != nil {
+		return "", configError{"couldn't parse env file"}
+	}
+	return v, nil
 }
 
 func refError(kind, name string, err error) error {
@@ -1708,6 +1861,23 @@ func fieldValue(pod *corev1.Pod, path, hostIP string) (string, error) {
 		return pod.Annotations[strings.TrimSuffix(strings.TrimPrefix(path, "metadata.annotations['"), "']")], nil
 	}
 	return "", fmt.Errorf("unsupported fieldPath %q", path)
+}
+
+// expandAll is upstream's ExpandContainerCommandAndArgs: $(VAR) in each of command or
+// args is replaced with the container's environment (as resolved for the runtime).
+func expandAll(in []string, envs []*runtimeapi.KeyValue) []string {
+	if len(in) == 0 {
+		return nil
+	}
+	vals := make(map[string]string, len(envs))
+	for _, kv := range envs {
+		vals[kv.Key] = string(kv.Value)
+	}
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = expand(s, vals)
+	}
+	return out
 }
 
 // expand replaces $(VAR) with earlier values; $$(VAR) escapes; unknown references stay.

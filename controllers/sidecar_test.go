@@ -213,7 +213,7 @@ var _ = Describe("Restartable init containers (sidecars) on the fake runtime", f
 			return &cri.ExecResult{}, nil
 		})
 		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: GinkgoT().TempDir()}
-		v1alpha1.SetDefaults(cfg)
+		setTestDefaults(cfg)
 		startManager(func(mgr ctrl.Manager) error {
 			return (&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
 				HostIP: "192.0.2.10", RelistPeriod: 100 * time.Millisecond}).SetupWithManager(mgr)

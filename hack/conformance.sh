@@ -596,9 +596,14 @@ down() {
 # suite_args: what every e2e_node.test invocation gets. The suite runs in the node's
 # network namespace (nsenter --net, keeping the host's mounts): some specs call the node
 # agent's healthz on 127.0.0.1:10248 from the test process, and the API server is reachable
-# there through the veth.
+# there through the veth. The suite is told the node's cluster domain (--dns-domain, which
+# e2e_node.test defaults to "", the kubelet's default clusterDomain; nodekeeper's is
+# cluster.local), as read from the node's configz: the hostname/FQDN specs expect it.
 suite() {
-  nsenter --net="/run/netns/$NK_NETNS" "$BIN/e2e_node.test" \
+  local domain
+  domain=$(kubectl get --raw "/api/v1/nodes/$NK_NODE_NAME/proxy/configz" | jq -r '.kubeletconfig.clusterDomain // ""') ||
+    die "reading the node's configz failed"
+  nsenter --net="/run/netns/$NK_NETNS" "$BIN/e2e_node.test" --dns-domain="$domain" \
     --start-services=false --prepull-images=false \
     --host="https://$NK_HOST_IP:$NK_APISERVER_PORT" --bearer-token="$(cat "$RUN/conformance.token")" \
     --container-runtime-endpoint="unix://$CRI_SOCK" --image-service-endpoint="unix://$CRI_SOCK" \

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,8 @@ const (
 	SignalPIDAvailable         = "pid.available"
 	DefaultCRIEndpoint         = "unix:///run/containerd/containerd.sock"
 	DefaultRootDir             = "/var/lib/nodekeeper"
+	DefaultPodLogsDir          = "/var/log/pods"
+	DefaultContainerLogsDir    = "/var/log/containers"
 	DefaultClusterDomain       = "cluster.local"
 	DefaultResolvConf          = "/etc/resolv.conf"
 	DefaultMaxPods             = 110
@@ -93,6 +96,12 @@ func SetDefaults(c *AgentConfiguration) {
 	}
 	if c.RootDir == "" {
 		c.RootDir = DefaultRootDir
+	}
+	if c.PodLogsDir == "" {
+		c.PodLogsDir = DefaultPodLogsDir
+	}
+	if c.ContainerLogsDir == "" {
+		c.ContainerLogsDir = DefaultContainerLogsDir
 	}
 	if c.MaxPods == 0 {
 		c.MaxPods = DefaultMaxPods
@@ -183,6 +192,20 @@ func Validate(c *AgentConfiguration) error {
 	}
 	if c.ContainerLogMaxFiles != 0 && c.ContainerLogMaxFiles < 2 {
 		errs = append(errs, field.Invalid(field.NewPath("containerLogMaxFiles"), c.ContainerLogMaxFiles, "must be at least 2"))
+	}
+	for _, d := range []struct{ name, dir string }{{"podLogsDir", c.PodLogsDir}, {"containerLogsDir", c.ContainerLogsDir}} {
+		if d.dir != "" && !filepath.IsAbs(d.dir) {
+			errs = append(errs, field.Invalid(field.NewPath(d.name), d.dir, "must be an absolute path"))
+		}
+	}
+	for i, pat := range c.AllowedUnsafeSysctls {
+		p := field.NewPath("allowedUnsafeSysctls").Index(i)
+		switch {
+		case !sysctlPattern.MatchString(pat):
+			errs = append(errs, field.Invalid(p, pat, "must be a sysctl name or a prefix ending in *"))
+		case !namespacedSysctl(pat):
+			errs = append(errs, field.Invalid(p, pat, "the sysctl is not known to be namespaced"))
+		}
 	}
 	if c.CgroupDriver != "" && c.CgroupDriver != "cgroupfs" {
 		errs = append(errs, field.NotSupported(field.NewPath("cgroupDriver"), c.CgroupDriver, []string{"cgroupfs"}))
@@ -380,4 +403,32 @@ func ReservedList(m map[string]string) corev1.ResourceList {
 		}
 	}
 	return out
+}
+
+// sysctlPattern is upstream's IsValidSysctlPattern (SysctlContainSlashPatternFmt).
+var sysctlPattern = regexp.MustCompile(`^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*([a-z0-9][-_a-z0-9]*)?[a-z0-9*]$`)
+
+// namespacedSysctl tells whether a sysctl or pattern is one of those upstream knows to be
+// namespaced (component-helpers' sysctl.GetNamespace); see also podplan.SysctlNamespace.
+func namespacedSysctl(s string) bool {
+	if i := strings.IndexAny(s, "./"); i != -1 && s[i] == '/' {
+		s = strings.Map(func(r rune) rune {
+			switch r {
+			case '.':
+				return '/'
+			case '/':
+				return '.'
+			}
+			return r
+		}, s)
+	}
+	if i := strings.Index(s, "*"); i != -1 {
+		s = s[:i]
+	}
+	switch s {
+	case "kernel.domainname", "kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
+		"kernel.shm_rmid_forced", "kernel.shm", "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.msg":
+		return true
+	}
+	return strings.HasPrefix(s, "net.") || strings.HasPrefix(s, "fs.mqueue.") || strings.HasPrefix(s, "user.")
 }

@@ -1,77 +1,76 @@
 package podplan
 
 import (
-	"errors"
+	"reflect"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 )
 
-func TestAppArmorRejection(t *testing.T) {
-	noAppArmor := errors.New("AppArmor is not enabled on the host")
-	base := func(mut func(*corev1.Pod)) *corev1.Pod {
-		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "test"}}}}
-		mut(p)
+// The kubelet's admission: sysctls outside the allowlist (safe ones for the kernel plus
+// allowedUnsafeSysctls) and pods for another OS are rejected with upstream's reasons.
+func TestAdmit(t *testing.T) {
+	adm := Admission{Sysctls: append(SafeSysctls("6.18.44-fc"), "kernel.msg*", "net.core.somaxconn")}
+	withSysctls := func(names ...string) *corev1.Pod {
+		p := pod(corev1.RestartPolicyAlways, nil, "a")
+		p.Spec.SecurityContext = &corev1.PodSecurityContext{}
+		for _, n := range names {
+			p.Spec.SecurityContext.Sysctls = append(p.Spec.SecurityContext.Sysctls, corev1.Sysctl{Name: n, Value: "1"})
+		}
 		return p
 	}
-	field := func(typ corev1.AppArmorProfileType) func(*corev1.Pod) {
-		return func(p *corev1.Pod) {
-			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{AppArmorProfile: &corev1.AppArmorProfile{Type: typ}}
-		}
-	}
-	annotation := func(v string) func(*corev1.Pod) {
-		return func(p *corev1.Pod) {
-			p.Annotations = map[string]string{corev1.DeprecatedAppArmorBetaContainerAnnotationKeyPrefix + "test": v}
-		}
-	}
-	for _, tc := range []struct {
-		name    string
-		pod     *corev1.Pod
-		hostErr error
-		want    string // the message, "" admitted
+	for _, tt := range []struct {
+		name   string
+		pod    *corev1.Pod
+		reason string
+		msg    string
 	}{
-		{"no profile, no AppArmor", base(func(*corev1.Pod) {}), noAppArmor, ""},
-		{"field, no AppArmor", base(field(corev1.AppArmorProfileTypeRuntimeDefault)), noAppArmor,
-			"Cannot enforce AppArmor: AppArmor is not enabled on the host"},
-		{"annotation, no AppArmor", base(annotation("runtime/default")), noAppArmor,
-			"Cannot enforce AppArmor: AppArmor is not enabled on the host"},
-		{"pod-level field, no AppArmor", base(func(p *corev1.Pod) {
-			p.Spec.SecurityContext = &corev1.PodSecurityContext{AppArmorProfile: &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeRuntimeDefault}}
-		}), noAppArmor, "Cannot enforce AppArmor: AppArmor is not enabled on the host"},
-		{"unconfined needs nothing", base(field(corev1.AppArmorProfileTypeUnconfined)), noAppArmor, ""},
-		{"unconfined annotation needs nothing", base(annotation("unconfined")), noAppArmor, ""},
-		{"running pods are not checked again", base(func(p *corev1.Pod) {
-			field(corev1.AppArmorProfileTypeRuntimeDefault)(p)
-			p.Status.Phase = corev1.PodRunning
-		}), noAppArmor, ""},
-		{"AppArmor on: admitted", base(field(corev1.AppArmorProfileTypeRuntimeDefault)), nil, ""},
-		{"AppArmor on, empty localhost profile", base(func(p *corev1.Pod) {
-			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{AppArmorProfile: &corev1.AppArmorProfile{
-				Type: corev1.AppArmorProfileTypeLocalhost, LocalhostProfile: ptr.To(" ")}}
-		}), nil, `Cannot enforce AppArmor: invalid empty AppArmor profile name: "&AppArmorProfile{Type:Localhost,LocalhostProfile:* ,}"`},
+		{"no sysctls", pod(corev1.RestartPolicyAlways, nil, "a"), "", ""},
+		{"safe", withSysctls("kernel.shm_rmid_forced", "net.ipv4.tcp_rmem"), "", ""},
+		{"slashes", withSysctls("kernel/shm_rmid_forced"), "", ""},
+		{"allowed pattern", withSysctls("kernel.msgmax"), "", ""},
+		{"allowed unsafe", withSysctls("net.core.somaxconn"), "", ""},
+		{"unsafe, not allowed", withSysctls("kernel.sem"), "SysctlForbidden", `forbidden sysctl: "kernel.sem" not allowlisted`},
+		{"net with host network", func() *corev1.Pod { p := withSysctls("net.core.somaxconn"); p.Spec.HostNetwork = true; return p }(),
+			"SysctlForbidden", `forbidden sysctl: "net.core.somaxconn" not allowed with host Net enabled`},
+		{"windows", func() *corev1.Pod {
+			p := pod(corev1.RestartPolicyAlways, nil, "a")
+			p.Spec.OS = &corev1.PodOS{Name: corev1.Windows}
+			return p
+		}(), "PodOSNotSupported", "Failed to admit pod as the OS field doesn't match node OS"},
+		{"windows label", func() *corev1.Pod {
+			p := pod(corev1.RestartPolicyAlways, nil, "a")
+			p.Labels = map[string]string{corev1.LabelOSStable: "windows"}
+			return p
+		}(), "PodOSSelectorNodeLabelDoesNotMatch", "Failed to admit pod as the `kubernetes.io/os` label doesn't match node label"},
+		{"linux", func() *corev1.Pod {
+			p := pod(corev1.RestartPolicyAlways, nil, "a")
+			p.Spec.OS = &corev1.PodOS{Name: corev1.Linux}
+			p.Spec.HostUsers = ptr.To(true)
+			return p
+		}(), "", ""},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := AppArmorRejection(tc.pod, tc.hostErr)
-			switch {
-			case tc.want == "" && r != nil:
-				t.Errorf("rejected: %+v", *r)
-			case tc.want != "" && (r == nil || r.Reason != "AppArmor" || r.Message != tc.want):
-				t.Errorf("got %+v, want reason AppArmor, message %q", r, tc.want)
-			}
-		})
+		r := adm.Admit(tt.pod)
+		got := Rejection{}
+		if r != nil {
+			got = *r
+		}
+		if got != (Rejection{Reason: tt.reason, Message: tt.msg}) {
+			t.Errorf("%s: rejection %+v, want %q %q", tt.name, got, tt.reason, tt.msg)
+		}
 	}
 }
 
-func TestRejectedStatus(t *testing.T) {
-	p := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c"}}},
-		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: "example.com/gate", Status: corev1.ConditionTrue},
-			{Type: corev1.PodReady, Status: corev1.ConditionFalse}}}}
-	st := RejectedStatus(p, Rejection{Reason: "AppArmor", Message: "Cannot enforce AppArmor: x"})
-	if st.Phase != corev1.PodFailed || st.Reason != "AppArmor" || st.Message != "Pod was rejected: Cannot enforce AppArmor: x" ||
-		st.QOSClass != corev1.PodQOSBestEffort || len(st.Conditions) != 1 || st.Conditions[0].Type != "example.com/gate" {
-		t.Errorf("rejected status: %+v", st)
+func TestSafeSysctls(t *testing.T) {
+	if got := SafeSysctls("4.5.0-generic"); len(got) != 9 || got[len(got)-1] != "net.ipv4.tcp_keepalive_probes" {
+		t.Errorf("4.5: %v", got)
+	}
+	if got, want := SafeSysctls("garbage"), []string{"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range",
+		"net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_unprivileged_port_start"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("unknown kernel: %v", got)
+	}
+	if got := SafeSysctls("6.18.44-fc-v1045"); len(got) != 14 {
+		t.Errorf("6.18: %v", got)
 	}
 }

@@ -31,6 +31,8 @@ type valueSet struct {
 var allHostPaths = map[string]string{
 	"cri-socket-dir": "/run/containerd",
 	"state":          "/var/lib/nodekeeper",
+	"pod-logs":       "/var/log/pods",
+	"container-logs": "/var/log/containers",
 	"machine-id":     "/etc/machine-id",
 	"os-release":     "/etc/os-release",
 	"xtables-lock":   "/run/xtables.lock",
@@ -84,6 +86,7 @@ var valueSets = []valueSet{
 		reconcilers: "nodestatus,pods",
 		proxyMode:   v1alpha1.ProxyModeIPTables,
 		hostPaths: map[string]string{"cri-socket-dir": "/run/containerd", "state": "/var/lib/nodekeeper",
+			"pod-logs": "/var/log/pods", "container-logs": "/var/log/containers",
 			"machine-id": "/etc/machine-id", "os-release": "/etc/os-release"},
 		check: func(t *testing.T, r *rendered, _ *v1alpha1.AgentConfiguration) {
 			// the pods' Service link variables need read access to Services, not more
