@@ -32,6 +32,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/controllers"
 	"github.com/nodekeeper/nodekeeper/host"
+	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
 	"github.com/nodekeeper/nodekeeper/internal/options"
 	"github.com/nodekeeper/nodekeeper/internal/stats"
 	"github.com/nodekeeper/nodekeeper/internal/version"
@@ -98,6 +99,19 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer rt.Close()
 
+	// the device plugins' Registration service, with the pods reconciler (which
+	// allocates their devices); the node status reports their resources
+	var devices *devicemanager.Manager
+	var nodeDevices controllers.DeviceCapacity
+	var podDevices controllers.DeviceAllocator
+	if opts.Reconcilers[options.ReconcilerPods] {
+		devices = devicemanager.New(cfg.DevicePluginDir, nil)
+		if err := mgr.Add(devices); err != nil {
+			return err
+		}
+		nodeDevices, podDevices = devices, devices
+	}
+
 	if opts.Reconcilers[options.ReconcilerNodeStatus] {
 		if err := (&controllers.NodeStatusReconciler{
 			Client:   mgr.GetClient(),
@@ -107,6 +121,7 @@ func run(ctx context.Context, args []string) error {
 			Recorder: mgr.GetEventRecorderFor("kubelet"),
 			Version:  version.Version,
 			Images:   controllers.RuntimeImages(rt),
+			Devices:  nodeDevices,
 			KubeletPort: func() int32 {
 				if opts.Reconcilers[options.ReconcilerPods] && cfg.KubeletPort > 0 {
 					return cfg.KubeletPort
@@ -125,6 +140,15 @@ func run(ctx context.Context, args []string) error {
 	}
 
 	if opts.Reconcilers[options.ReconcilerPods] {
+		// as the kubelet's setupDataDirs: the root folder is an rshared mount, so the
+		// volumes mounted in it, and the mounts containers make in a volume with
+		// Bidirectional propagation, are seen by the runtime, the agent and the containers
+		if err := os.MkdirAll(cfg.RootDir, 0o750); err != nil {
+			return fmt.Errorf("creating the root folder: %w", err)
+		}
+		if err := host.MakeRShared(cfg.RootDir); err != nil {
+			return fmt.Errorf("configuring the root folder: %w", err)
+		}
 		hostIP := cfg.NodeIP
 		if hostIP == "" {
 			if addrs, err := (&host.Linux{}).Addresses("", cfg.NodeName); err == nil && len(addrs) > 0 && addrs[0].Type == corev1.NodeInternalIP {
@@ -151,6 +175,7 @@ func run(ctx context.Context, args []string) error {
 				return 0
 			}(),
 			APIReader: mgr.GetAPIReader(),
+			Devices:   podDevices,
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up pod reconciler: %w", err)
 		}
@@ -170,7 +195,7 @@ func run(ctx context.Context, args []string) error {
 			Pods: mgr.GetClient(), Reviews: reviews, Runtime: rt, NodeIPs: ips,
 			CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSPrivateKeyFile, ClientCAFile: cfg.ClientCAFile,
 			Log: ctrl.Log.WithName("kubeletapi"), Config: cfg,
-			Stats: &stats.Provider{NodeName: cfg.NodeName, Runtime: rt, Host: stats.Linux{}, Pods: mgr.GetClient(), RootDir: cfg.RootDir,
+			Stats: &stats.Provider{NodeName: cfg.NodeName, Runtime: rt, Host: stats.Linux{}, Pods: mgr.GetClient(), RootDir: cfg.RootDir, PodLogsDir: cfg.PodLogsDir,
 				CgroupRoot: func() string {
 					if cfg.CgroupsPerQOS != nil && *cfg.CgroupsPerQOS {
 						return cfg.CgroupRoot

@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -97,6 +99,28 @@ var _ = Describe("Container environment", func() {
 		}
 		Expect(got).NotTo(HaveKey("MY_DB_SERVICE_HOST"))
 		Expect(got).To(HaveKey("KUBERNETES_SERVICE_HOST"))
+
+		// fileKeyRef (EnvFiles): a key of an env file in one of the pod's volumes
+		cfg.RootDir = GinkgoT().TempDir()
+		pod.Spec.Volumes = []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+		Expect(os.MkdirAll(r.volumeDir(pod, "config"), 0o755)).To(Succeed())
+		Expect(os.WriteFile(filepath.Join(r.volumeDir(pod, "config"), "config.env"), []byte("CONFIG_1='value1'\n"), 0o644)).To(Succeed())
+		fileRef := func(key string, optional bool) corev1.EnvVar {
+			return corev1.EnvVar{Name: key, ValueFrom: &corev1.EnvVarSource{FileKeyRef: &corev1.FileKeySelector{
+				VolumeName: "config", Path: "config.env", Key: key, Optional: ptr.To(optional)}}}
+		}
+		pod.Spec.Containers[0].Env = []corev1.EnvVar{fileRef("CONFIG_1", false), fileRef("CONFIG_2", true)}
+		kvs, err = r.env(ctx, pod, &pod.Spec.Containers[0])
+		Expect(err).NotTo(HaveOccurred())
+		got = map[string]string{}
+		for _, kv := range kvs {
+			got[kv.Key] = string(kv.Value)
+		}
+		Expect(got).To(HaveKeyWithValue("CONFIG_1", "value1"))
+		Expect(got).NotTo(HaveKey("CONFIG_2"))
+		pod.Spec.Containers[0].Env = []corev1.EnvVar{fileRef("CONFIG_2", false)}
+		_, err = r.env(ctx, pod, &pod.Spec.Containers[0])
+		Expect(err).To(MatchError(`environment variable key "CONFIG_2" not found in file "config.env"`))
 	})
 
 	It("gives the node's allocatable for limits a container does not set, in env and in downwardAPI volumes", func() {

@@ -50,8 +50,16 @@ type NodeStatusReconciler struct {
 	Images func(ctx context.Context) ([]corev1.ContainerImage, error)
 	// KubeletPort, when non-zero, is published as status.daemonEndpoints.kubeletEndpoint.port.
 	KubeletPort int32
+	// Devices, when set, reports the device plugins' resources (devicemanager.Manager).
+	Devices DeviceCapacity
 
 	hard nodestatus.Thresholds
+}
+
+// DeviceCapacity is what the device manager reports for the node status: per device
+// plugin resource, all its devices and the healthy ones.
+type DeviceCapacity interface {
+	Capacity() (capacity, allocatable corev1.ResourceList)
 }
 
 // SetupWithManager registers the reconciler. It reconciles the one Node named in the
@@ -205,6 +213,9 @@ func (r *NodeStatusReconciler) observe(ctx context.Context) (nodestatus.Observed
 			OperatingSystem: info.OperatingSystem, Architecture: info.Architecture,
 			KubeletVersion: r.Version,
 		},
+	}
+	if r.Devices != nil {
+		obs.DeviceCapacity, obs.DeviceAllocatable = r.Devices.Capacity()
 	}
 	if v, err := r.Runtime.Version(ctx); err == nil {
 		obs.RuntimeVersion = fmt.Sprintf("%s://%s", v.GetRuntimeName(), v.GetRuntimeVersion())

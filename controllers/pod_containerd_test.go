@@ -46,7 +46,7 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 	startAgent := func() {
 		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: root, StaticPodPath: filepath.Join(root, "manifests"),
 			CgroupRoot: cgroupRoot, ClusterDNS: []string{"10.96.0.10"}, ContainerLogMaxSize: "64Ki", ContainerLogMaxFiles: 3}
-		v1alpha1.SetDefaults(cfg)
+		setTestDefaults(cfg)
 		mgr, err := ctrl.NewManager(env.Config, managerOptions())
 		Expect(err).NotTo(HaveOccurred())
 		Expect((&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
@@ -223,7 +223,9 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 
 	It("runs a static pod from the manifest folder and mirrors it in the API", func() {
 		Expect(os.MkdirAll(filepath.Join(root, "manifests"), 0o755)).To(Succeed())
-		Expect(os.WriteFile(filepath.Join(root, "manifests", "static.yaml"), []byte(fmt.Sprintf(staticManifest, ns, "3600")), 0o644)).To(Succeed())
+		// sleep as PID 1 ignores SIGTERM: a removed static pod is stopped within its grace period
+		manifest := strings.Replace(fmt.Sprintf(staticManifest, ns, "3600"), "spec:\n", "spec:\n  terminationGracePeriodSeconds: 2\n", 1)
+		Expect(os.WriteFile(filepath.Join(root, "manifests", "static.yaml"), []byte(manifest), 0o644)).To(Succeed())
 		mirror := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "etcdish-" + node}}
 		Eventually(func() corev1.PodPhase {
 			if err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(mirror), mirror); err != nil {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,6 +36,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
+	"github.com/nodekeeper/nodekeeper/host"
+	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
@@ -91,6 +94,15 @@ type PodReconciler struct {
 	// EvictionPeriod is how often emptyDir volumes are measured against their
 	// sizeLimit (default 10s, as the kubelet's eviction manager).
 	EvictionPeriod time.Duration
+	// Devices, when set, allocates device plugins' devices to containers.
+	Devices DeviceAllocator
+	// AppArmor tells whether the host enforces AppArmor profiles (nil: it does;
+	// default host.AppArmor, checked once): pods asking for a profile are rejected
+	// when it does not, as by the kubelet's admission.
+	AppArmor func() error
+
+	appArmorOnce sync.Once
+	appArmorErr  error
 
 	events      chan event.GenericEvent
 	static      staticPods
@@ -101,6 +113,7 @@ type PodReconciler struct {
 	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
 	evicted     map[types.UID]string                     // eviction messages
 	runtimeName string
+	admission   podplan.Admission
 	// handlers is what the runtime said of its handlers (nil until it answered)
 	handlers []podplan.RuntimeHandler
 }
@@ -134,6 +147,8 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.backoff = map[types.UID]map[string]*podplan.BackoffEntry{}
 	r.errs = map[types.UID]map[string]podplan.Waiting{}
 	r.prober = newProber(r.Runtime, r.Recorder, r.events)
+	// as the kubelet: safe sysctls (for this kernel) and the allowed unsafe ones
+	r.admission = podplan.Admission{Sysctls: append(podplan.SafeSysctls(kernelRelease()), r.Config.AllowedUnsafeSysctls...)}
 	if r.APIReader == nil {
 		// ConfigMaps and Secrets are read when needed, never cached (as the kubelet)
 		r.APIReader = mgr.GetAPIReader()
@@ -232,8 +247,8 @@ func (r *PodReconciler) runtimeID() string {
 
 // Reconcile implements reconcile.Reconciler.
 func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	if r.static.get(req.NamespacedName) != nil {
-		return reconcile.Result{}, nil // run by the static pod source
+	if r.static.get(req.NamespacedName) != nil || r.static.terminatingKey(req.NamespacedName) {
+		return reconcile.Result{}, nil // run (or being stopped) by the static pod source
 	}
 	pod := &corev1.Pod{}
 	if err := r.Client.Get(ctx, req.NamespacedName, pod); err != nil {
@@ -308,14 +323,25 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if err != nil {
 		return nil, reconcile.Result{}, err
 	}
-	r.probe(pod, &obs)
 	now := r.Clock.Now()
+	if rej := r.admit(ctx, pod, obs); rej != nil {
+		return r.reject(ctx, pod, obs, *rej, now)
+	}
+	if podplan.Terminal(pod) && len(obs.Sandboxes) == 0 && len(obs.Containers) == 0 &&
+		len(pod.Status.ContainerStatuses) == 0 && len(pod.Status.InitContainerStatuses) == 0 {
+		return nil, reconcile.Result{}, nil // rejected: it never ran, its status stays as written
+	}
+	r.probe(pod, &obs)
 	backoff := r.backoffFor(pod.UID, obs)
 	evicted := r.evictedMessage(pod.UID)
 	planned := pod
-	if evicted != "" && !podplan.Terminal(pod) {
+	pastDeadline := podplan.PastActiveDeadline(pod, now) && !podplan.Terminal(pod)
+	if pastDeadline {
+		r.Recorder.Eventf(pod, corev1.EventTypeNormal, podplan.DeadlineExceededReason, podplan.DeadlineExceededMessage)
+	}
+	if (evicted != "" || pastDeadline) && !podplan.Terminal(pod) {
 		planned = pod.DeepCopy()
-		planned.Status.Phase = corev1.PodFailed // evicted: everything stops
+		planned.Status.Phase = corev1.PodFailed // evicted or past its deadline: everything stops
 	}
 	plan := podplan.Plan(planned, obs, backoff, now)
 	logger.V(2).Info("Computed pod actions", "plan", plan.String())
@@ -355,10 +381,74 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if len(waiting) > 0 && next == 0 {
 		next = r.Backoff.Base
 	}
+	if d, ok := podplan.ActiveDeadline(pod); ok && !podplan.Terminal(pod) && d.After(now) {
+		if until := d.Sub(now); next == 0 || until < next {
+			next = until // the activeDeadlineSeconds runs out
+		}
+	}
 	if next == 0 && hasUpdatableVolumes(pod) {
 		next = time.Minute // ConfigMap/Secret/token updates reach the files within a minute
 	}
 	return &st, reconcile.Result{RequeueAfter: next}, nil
+}
+
+// admit is the kubelet's admission of a pod (canAdmitPod), for the handlers nodekeeper
+// has: on first sight (no status written yet, nothing in the runtime) the sysctl
+// allowlist and the OS checks (podplan.Admission), then AppArmor for a Pending pod, and
+// the device manager's allocation (upstream's topology manager admit handler) for a pod
+// that has not run anything yet. Nil: admitted.
+func (r *PodReconciler) admit(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) *podplan.Rejection {
+	if pod.Status.StartTime == nil && !podplan.Terminal(pod) && len(obs.Sandboxes) == 0 && len(obs.Containers) == 0 {
+		if rej := r.admission.Admit(pod); rej != nil {
+			return rej
+		}
+	}
+	r.appArmorOnce.Do(func() {
+		check := r.AppArmor
+		if check == nil {
+			check = host.AppArmor
+		}
+		r.appArmorErr = check()
+	})
+	if rej := podplan.AppArmorRejection(pod, r.appArmorErr); rej != nil {
+		return rej
+	}
+	if r.Devices == nil || len(obs.Containers) > 0 || (pod.Status.Phase != "" && pod.Status.Phase != corev1.PodPending) {
+		return nil
+	}
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range list {
+			if _, err := r.Devices.Allocate(ctx, string(pod.UID), list[i].Name, list[i].Resources.Limits); err != nil {
+				r.Devices.Release(string(pod.UID))
+				return &podplan.Rejection{Reason: "UnexpectedAdmissionError", Message: fmt.Sprintf("Allocate failed due to %v, which is unexpected", err)}
+			}
+		}
+	}
+	return nil
+}
+
+// reject is the kubelet's rejectPod: a Warning event with the reason and message, and
+// the pod set Failed ("Pod was rejected: …"); whatever already runs for it stops.
+func (r *PodReconciler) reject(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, rej podplan.Rejection, now time.Time) (*corev1.PodStatus, reconcile.Result, error) {
+	r.Recorder.Event(pod, corev1.EventTypeWarning, rej.Reason, rej.Message)
+	st := podplan.Rejected(pod, rej, now)
+	rejected := pod.DeepCopy()
+	rejected.Status = st
+	if plan := podplan.Plan(rejected, obs, nil, now); plan.KillPod {
+		if err := r.apply(ctx, rejected, obs, plan); err != nil {
+			return &st, reconcile.Result{}, err
+		}
+	}
+	return &st, reconcile.Result{}, nil
+}
+
+// kernelRelease is the running kernel's release ("" when unknown).
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
 }
 
 // ensureRuntimeName learns the runtime's name (the prefix of container IDs) once.
@@ -518,6 +608,7 @@ func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
 // terminated with its exit code) is written before the pod is removed, so that it is
 // seen on a pod that a finalizer keeps.
 func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) (reconcile.Result, error) {
+	r.prober.Terminating(pod.UID)
 	if err := r.killAll(ctx, pod, obs, "Stopping container %s"); err != nil {
 		return reconcile.Result{}, err
 	}
@@ -541,7 +632,7 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 		}
 	}
 	for _, sb := range obs.Sandboxes {
-		if err := r.Runtime.RemovePodSandbox(ctx, sb.ID); err != nil {
+		if err := r.removeSandbox(ctx, sb.ID); err != nil {
 			return reconcile.Result{}, fmt.Errorf("removing sandbox: %w", err)
 		}
 	}
@@ -553,6 +644,9 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 	}
 	if err := r.cleanupPodDir(pod.UID); err != nil {
 		return reconcile.Result{}, fmt.Errorf("removing the pod's folder: %w", err)
+	}
+	if err := os.RemoveAll(r.podLogDir(pod.Namespace, pod.Name, pod.UID)); err != nil {
+		return reconcile.Result{}, fmt.Errorf("removing the pod's logs: %w", err)
 	}
 	err = r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
@@ -608,33 +702,66 @@ func (r *PodReconciler) stopContainer(ctx context.Context, pod *corev1.Pod, c po
 // stopContainerInTurn is stopContainer that, after the preStop hook, waits for the
 // containers order says must stop first (at most what is left of the grace period).
 func (r *PodReconciler) stopContainerInTurn(ctx context.Context, pod *corev1.Pod, c podplan.Container, grace time.Duration, order *terminationOrder) error {
-	start := r.Clock.Now()
-	if spec := findContainer(pod, c.Name); spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
-		podIP := pod.Status.PodIP
-		if podIP == "" {
-			podIP = r.HostIP
-		}
-		if err := r.runHook(ctx, pod, c, spec.Lifecycle.PreStop, podIP, grace); err != nil {
-			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed: %v", err)
-		}
-		grace -= r.Clock.Since(start)
-		if grace < 2*time.Second {
-			grace = 2 * time.Second
-		}
+	// as upstream's killContainer: the preStop hook, then the turn, each within what is
+	// left of the grace period (a hook that used it all leaves no wait for the turn), and
+	// then at least the minimum of 2s for the stop itself
+	if spec := findContainer(pod, c.Name); spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil && grace > 0 {
+		grace -= r.preStop(ctx, pod, c, spec.Lifecycle.PreStop, grace)
 	}
 	if order.mustWait(c.Name) && grace > 0 {
 		waitStart := r.Clock.Now()
 		order.wait(ctx, c.Name, grace)
 		// the wait counts in whole seconds, as upstream's
 		grace -= r.Clock.Since(waitStart).Truncate(time.Second)
-		if grace < 2*time.Second {
-			grace = 2 * time.Second
-		}
+	}
+	if grace < 2*time.Second {
+		grace = 2 * time.Second
 	}
 	if err := r.Runtime.StopContainer(ctx, c.ID, grace); err != nil && !errors.Is(err, cri.ErrNotFound) {
 		return fmt.Errorf("stopping %s: %w", c.Name, err)
 	}
 	return nil
+}
+
+// preStopSlack is how long a preStop hook may outlive the grace period it was given
+// before its call is abandoned: it normally ends with the container, which is killed
+// at most 2s after the grace period.
+const preStopSlack = 2 * time.Minute
+
+// preStop is upstream's executePreStopHook: the hook runs on its own (an exec hook
+// without a timeout of its own, as upstream's RunInContainer with timeout 0), and the
+// container's stop waits for it at most the grace period; it returns the time waited,
+// in whole seconds as upstream's. A hook that fails (also after the wait) gets a
+// FailedPreStopHook event, without the error: it could hold secrets.
+func (r *PodReconciler) preStop(ctx context.Context, pod *corev1.Pod, c podplan.Container, h *corev1.LifecycleHandler, grace time.Duration) time.Duration {
+	podIP := pod.Status.PodIP
+	if podIP == "" {
+		podIP = r.HostIP
+	}
+	start := r.Clock.Now()
+	done := make(chan struct{})
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+preStopSlack)
+	go func() {
+		defer close(done)
+		defer cancel()
+		timeout := time.Duration(0)
+		if h.Exec == nil {
+			timeout = grace // an httpGet or sleep hook ends with the grace period
+		}
+		if err := r.runHook(hctx, pod, c, h, podIP, timeout); err != nil {
+			log.FromContext(ctx).Info("PreStop hook failed", "pod", client.ObjectKeyFromObject(pod), "container", c.Name, "error", err.Error())
+			r.Recorder.Event(pod, corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed")
+		}
+	}()
+	t := r.Clock.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		log.FromContext(ctx).V(2).Info("PreStop hook not completed in grace period", "pod", client.ObjectKeyFromObject(pod), "container", c.Name, "gracePeriod", grace)
+	case <-done:
+	case <-ctx.Done():
+	}
+	return r.Clock.Since(start).Truncate(time.Second)
 }
 
 // runHook runs a lifecycle handler against a running container.
@@ -732,6 +859,9 @@ func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.
 }
 
 func (r *PodReconciler) forget(uid types.UID) {
+	if r.Devices != nil {
+		r.Devices.Release(string(uid))
+	}
 	if r.prober != nil {
 		r.prober.Forget(uid)
 	}
@@ -767,12 +897,15 @@ func (r *PodReconciler) removeByName(ctx context.Context, ns, name string, keep 
 		if uid == keep {
 			continue
 		}
-		if err := r.Runtime.RemovePodSandbox(ctx, sb.Id); err != nil {
+		if err := r.removeSandbox(ctx, sb.Id); err != nil {
 			return fmt.Errorf("removing sandbox of a pod that is gone: %w", err)
 		}
 		r.forget(uid)
 		if err := r.cleanupPodDir(uid); err != nil {
 			return fmt.Errorf("removing the folder of a pod that is gone: %w", err)
+		}
+		if err := os.RemoveAll(r.podLogDir(ns, name, uid)); err != nil {
+			return fmt.Errorf("removing the logs of a pod that is gone: %w", err)
 		}
 	}
 	return nil
@@ -806,6 +939,26 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			}
 		}
 	}
+	readySandbox := false
+	for _, sb := range obs.Sandboxes {
+		readySandbox = readySandbox || sb.Ready
+	}
+	if len(pod.Spec.Volumes) > 0 && (plan.CreateSandbox || readySandbox) {
+		// as syncPod: the volumes are mounted before the sandbox is made (a pod whose
+		// volume cannot be set up has none: PodReadyToStartContainers stays False)
+		if err := r.setupVolumes(ctx, pod); err != nil {
+			// upstream's event: MountVolume.SetUp failed for volume "x" : <why>
+			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "%v", err)
+			var ce configError
+			if !errors.As(err, &ce) {
+				return fmt.Errorf("setting up volumes: %w", err)
+			}
+			for _, s := range plan.Start {
+				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: ce.Error()})
+			}
+			return nil
+		}
+	}
 	sbConfig, err := r.sandboxConfig(pod, plan.SandboxAttempt)
 	if err != nil {
 		// the pod's spec cannot make a sandbox (an FQDN too long for the kernel, …): it
@@ -820,7 +973,7 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 		}
 		// remove older sandboxes: their containers are done with
 		for _, sb := range obs.Sandboxes {
-			if err := r.Runtime.RemovePodSandbox(ctx, sb.ID); err != nil {
+			if err := r.removeSandbox(ctx, sb.ID); err != nil {
 				return fmt.Errorf("removing old sandbox: %w", err)
 			}
 		}
@@ -860,20 +1013,6 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			podIP = r.HostIP
 		}
 	}
-	if len(pod.Spec.Volumes) > 0 {
-		if err := r.setupVolumes(ctx, pod); err != nil {
-			// upstream's event: MountVolume.SetUp failed for volume "x" : <why>
-			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "%v", err)
-			var ce configError
-			if !errors.As(err, &ce) {
-				return fmt.Errorf("setting up volumes: %w", err)
-			}
-			for _, s := range plan.Start {
-				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: ce.Error()})
-			}
-			return nil
-		}
-	}
 	if len(plan.Start) > 0 {
 		if err := r.writeHostsFile(pod, podIP); err != nil {
 			return fmt.Errorf("writing the pod's /etc/hosts: %w", err)
@@ -896,6 +1035,11 @@ func findContainer(pod *corev1.Pod, name string) *corev1.Container {
 	for i := range pod.Spec.Containers {
 		if pod.Spec.Containers[i].Name == name {
 			return &pod.Spec.Containers[i]
+		}
+	}
+	for i := range pod.Spec.EphemeralContainers {
+		if pod.Spec.EphemeralContainers[i].Name == name {
+			return (*corev1.Container)(&pod.Spec.EphemeralContainers[i].EphemeralContainerCommon)
 		}
 	}
 	return nil
@@ -942,6 +1086,7 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 	}
 	r.setErr(pod.UID, c.Name, nil)
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	r.linkContainerLog(pod, c, id, filepath.Join(sbConfig.LogDirectory, cfg.LogPath))
 	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
 		// as upstream: a failing postStart hook kills the container, which then
 		// restarts (with back-off) as its restart policy says
@@ -1030,6 +1175,65 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 	return ref, nil
 }
 
+// podLogDir is the pod's folder of container logs (upstream's BuildPodLogsDirectory).
+func (r *PodReconciler) podLogDir(ns, name string, uid types.UID) string {
+	root := r.Config.PodLogsDir
+	if root == "" {
+		root = filepath.Join(r.Config.RootDir, "logs")
+	}
+	return filepath.Join(root, ns+"_"+name+"_"+string(uid))
+}
+
+// legacyLogSymlink is where the link to a container's log goes in ContainerLogsDir
+// (upstream's legacyLogSymlink: <pod>_<ns>_<container>-<id>.log, cut to the 255 bytes
+// of a file name); "" when there is no such folder.
+func (r *PodReconciler) legacyLogSymlink(podName, ns, container, id string) string {
+	if r.Config.ContainerLogsDir == "" {
+		return ""
+	}
+	const suffix = ".log"
+	name := podName + "_" + ns + "_" + container + "-" + id
+	if len(name) > 255-len(suffix) {
+		name = name[:255-len(suffix)]
+	}
+	return filepath.Join(r.Config.ContainerLogsDir, name+suffix)
+}
+
+// linkContainerLog links a started container's log into ContainerLogsDir, as the
+// kubelet does for log collectors (only when the log exists: no dangling links).
+func (r *PodReconciler) linkContainerLog(pod *corev1.Pod, c *corev1.Container, id, logPath string) {
+	link := r.legacyLogSymlink(pod.Name, pod.Namespace, c.Name, id)
+	if link == "" {
+		return
+	}
+	if _, err := os.Stat(logPath); os.IsNotExist(err) {
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err == nil {
+		err = os.Symlink(logPath, link)
+		if err != nil && !os.IsExist(err) {
+			log.Log.V(2).Info("Linking a container log failed", "pod", client.ObjectKeyFromObject(pod), "container", c.Name, "error", err.Error())
+		}
+	}
+}
+
+// removeSandbox removes a sandbox with its containers and their log links.
+func (r *PodReconciler) removeSandbox(ctx context.Context, id string) error {
+	if r.Config.ContainerLogsDir != "" {
+		cs, err := r.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{PodSandboxId: id})
+		if err != nil {
+			return fmt.Errorf("listing the sandbox's containers: %w", err)
+		}
+		for _, c := range cs {
+			link := r.legacyLogSymlink(c.Labels[podplan.LabelPodName], c.Labels[podplan.LabelPodNamespace], c.GetMetadata().GetName(), c.Id)
+			if err := os.Remove(link); err != nil && !os.IsNotExist(err) {
+				return fmt.Errorf("removing a container log link: %w", err)
+			}
+		}
+	}
+	return r.Runtime.RemovePodSandbox(ctx, id)
+}
+
 // podDir is where the pod's logs and volumes live.
 func (r *PodReconciler) podDir(pod *corev1.Pod) string {
 	return filepath.Join(r.Config.RootDir, "pods", string(pod.UID))
@@ -1042,7 +1246,7 @@ func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) (*runtime
 		Labels: map[string]string{podplan.LabelManaged: "true", podplan.LabelPodName: pod.Name,
 			podplan.LabelPodNamespace: pod.Namespace, podplan.LabelPodUID: string(pod.UID)},
 		Annotations:  map[string]string{},
-		LogDirectory: filepath.Join(r.Config.RootDir, "logs", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)),
+		LogDirectory: r.podLogDir(pod.Namespace, pod.Name, pod.UID),
 		Linux:        &runtimeapi.LinuxPodSandboxConfig{CgroupParent: r.podCgroup(pod), Sysctls: podplan.SandboxSysctls(pod)},
 	}
 	sc, err := sandboxSecurityContext(pod)
@@ -1126,7 +1330,7 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 		Mounts:   mounts,
 		Metadata: &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: s.Attempt},
 		Image:    &runtimeapi.ImageSpec{Image: imageRef, UserSpecifiedImage: c.Image},
-		Command:  c.Command, Args: c.Args, WorkingDir: c.WorkingDir, Envs: envs,
+		Command:  expandAll(c.Command, envs), Args: expandAll(c.Args, envs), WorkingDir: c.WorkingDir, Envs: envs,
 		Labels: map[string]string{podplan.LabelManaged: "true", podplan.LabelPodName: pod.Name, podplan.LabelPodNamespace: pod.Namespace,
 			podplan.LabelPodUID: string(pod.UID), podplan.LabelContainerName: c.Name},
 		Annotations: map[string]string{podplan.AnnotationHash: podplan.HashContainer(c),
@@ -1143,6 +1347,11 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 		return nil, err
 	}
 	cfg.Linux.SecurityContext = sc
+	if s.TargetID != "" && sc.NamespaceOptions.Pid == runtimeapi.NamespaceMode_CONTAINER {
+		// an ephemeral container with a target shares the target's PID namespace
+		sc.NamespaceOptions.Pid = runtimeapi.NamespaceMode_TARGET
+		sc.NamespaceOptions.TargetId = s.TargetID
+	}
 	// the termination message file, mounted from the host so it outlives the container
 	if path := c.TerminationMessagePath; path != "" {
 		host := r.terminationLogPath(pod, c.Name, s.Attempt)
@@ -1155,7 +1364,59 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 		_ = os.Chmod(host, 0o666)
 		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: path, HostPath: host})
 	}
+	if err := r.addDevices(ctx, pod, c, cfg); err != nil {
+		return nil, err
+	}
 	return cfg, nil
+}
+
+// DeviceAllocator gives containers the devices of device plugins (devicemanager.Manager).
+type DeviceAllocator interface {
+	Allocate(ctx context.Context, podUID, container string, limits corev1.ResourceList) (*devicemanager.ContainerDevices, error)
+	PreStart(ctx context.Context, podUID, container string) error
+	Release(podUID string)
+}
+
+// addDevices is upstream's device part of GenerateRunContainerOptions: the container's
+// device plugin allocation (made at admission, kept across restarts) as env, mounts,
+// device nodes, annotations and CDI devices, after the plugins' PreStartContainer.
+func (r *PodReconciler) addDevices(ctx context.Context, pod *corev1.Pod, c *corev1.Container, cfg *runtimeapi.ContainerConfig) error {
+	if r.Devices == nil {
+		return nil
+	}
+	d, err := r.Devices.Allocate(ctx, string(pod.UID), c.Name, c.Resources.Limits)
+	if err != nil {
+		return err
+	}
+	if d == nil {
+		return nil
+	}
+	if err := r.Devices.PreStart(ctx, string(pod.UID), c.Name); err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(d.Envs))
+	for k := range d.Envs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var envs []*runtimeapi.KeyValue
+	for _, k := range keys {
+		envs = append(envs, &runtimeapi.KeyValue{Key: k, Value: []byte(d.Envs[k])})
+	}
+	cfg.Envs = append(envs, cfg.Envs...) // the container's own come after (and win)
+	for _, m := range d.Mounts {
+		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: m.ContainerPath, HostPath: m.HostPath, Readonly: m.ReadOnly})
+	}
+	for _, dev := range d.Devices {
+		cfg.Devices = append(cfg.Devices, &runtimeapi.Device{ContainerPath: dev.ContainerPath, HostPath: dev.HostPath, Permissions: dev.Permissions})
+	}
+	for k, v := range d.Annotations {
+		cfg.Annotations[k] = v
+	}
+	for _, cdi := range d.CDIDevices {
+		cfg.CDIDevices = append(cfg.CDIDevices, &runtimeapi.CDIDevice{Name: cdi.Name})
+	}
+	return nil
 }
 
 func (r *PodReconciler) terminationLogPath(pod *corev1.Pod, name string, attempt uint32) string {
@@ -1427,6 +1688,20 @@ func (r *PodReconciler) env(ctx context.Context, pod *corev1.Pod, c *corev1.Cont
 				return nil, configError{fmt.Sprintf("couldn't find key %s in Secret %s/%s", ref.Key, pod.Namespace, ref.Name)}
 			}
 			v = string(val)
+		case vf.FileKeyRef != nil:
+			// the EnvFiles feature (beta, on by default upstream): a key of an env file
+			// in one of the pod's volumes, read when the container starts
+			val, err := r.fileKeyValue(pod, vf.FileKeyRef)
+			if err != nil {
+				return nil, err
+			}
+			if val == "" {
+				if vf.FileKeyRef.Optional != nil && *vf.FileKeyRef.Optional {
+					continue
+				}
+				return nil, configError{fmt.Sprintf("environment variable key %q not found in file %q", vf.FileKeyRef.Key, vf.FileKeyRef.Path)}
+			}
+			v = val
 		}
 		set(e.Name, v)
 	}
@@ -1435,6 +1710,34 @@ func (r *PodReconciler) env(ctx context.Context, pod *corev1.Pod, c *corev1.Cont
 		out = append(out, &runtimeapi.KeyValue{Key: k, Value: []byte(vals[k])})
 	}
 	return out, nil
+}
+
+// fileKeyValue reads a fileKeyRef's key from its file in the pod's volume, as the
+// kubelet's makeEnvironmentVariables (errors are the container's config errors).
+func (r *PodReconciler) fileKeyValue(pod *corev1.Pod, ref *corev1.FileKeySelector) (string, error) {
+	var vol *corev1.Volume
+	for i := range pod.Spec.Volumes {
+		if pod.Spec.Volumes[i].Name == ref.VolumeName {
+			vol = &pod.Spec.Volumes[i]
+		}
+	}
+	if vol == nil {
+		return "", configError{fmt.Sprintf("cannot find the volume %q referenced by FileKeyRef", ref.VolumeName)}
+	}
+	dir := r.volumeDir(pod, vol.Name)
+	if vol.HostPath != nil {
+		dir = vol.HostPath.Path
+	}
+	path := filepath.Join(dir, filepath.Clean("/"+ref.Path)) // kept inside the volume
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", configError{"couldn't parse env file"} // upstream's words, even when optional
+	}
+	v, err := podplan.EnvFileValue(data, ref.Key)
+	if err != nil {
+		return "", configError{"couldn't parse env file"}
+	}
+	return v, nil
 }
 
 func refError(kind, name string, err error) error {
@@ -1558,6 +1861,23 @@ func fieldValue(pod *corev1.Pod, path, hostIP string) (string, error) {
 		return pod.Annotations[strings.TrimSuffix(strings.TrimPrefix(path, "metadata.annotations['"), "']")], nil
 	}
 	return "", fmt.Errorf("unsupported fieldPath %q", path)
+}
+
+// expandAll is upstream's ExpandContainerCommandAndArgs: $(VAR) in each of command or
+// args is replaced with the container's environment (as resolved for the runtime).
+func expandAll(in []string, envs []*runtimeapi.KeyValue) []string {
+	if len(in) == 0 {
+		return nil
+	}
+	vals := make(map[string]string, len(envs))
+	for _, kv := range envs {
+		vals[kv.Key] = string(kv.Value)
+	}
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = expand(s, vals)
+	}
+	return out
 }
 
 // expand replaces $(VAR) with earlier values; $$(VAR) escapes; unknown references stay.

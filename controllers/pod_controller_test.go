@@ -2,6 +2,9 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -37,12 +40,13 @@ type podAgent struct {
 // (or stop is called).
 func startPodReconciler(node string, rt *fake.Runtime, rootDir string) {
 	cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: rootDir, ClusterDNS: []string{"10.0.0.10"}}
-	v1alpha1.SetDefaults(cfg)
+	setTestDefaults(cfg)
 	startManager(func(mgr ctrl.Manager) error {
 		return (&PodReconciler{
 			Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
 			HostIP: "192.0.2.10", RelistPeriod: 100 * time.Millisecond, EvictionPeriod: 200 * time.Millisecond,
-			Backoff: podplan.BackoffPolicy{Base: 500 * time.Millisecond, Max: 2 * time.Second, Reset: 10 * time.Minute},
+			Backoff:  podplan.BackoffPolicy{Base: 500 * time.Millisecond, Max: 2 * time.Second, Reset: 10 * time.Minute},
+			AppArmor: func() error { return errors.New("AppArmor is not enabled on the host") }, // whatever this machine has
 		}).SetupWithManager(mgr)
 	})
 }
@@ -235,6 +239,60 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 		Expect(podCondition(getPod(onf), corev1.PodReady)).To(Equal(corev1.ConditionFalse))
 	})
 
+	It("rejects a pod for another OS or with a forbidden sysctl, and ends one past its activeDeadlineSeconds", func() {
+		a := newPodAgent()
+		win := a.pod("win", corev1.RestartPolicyAlways, func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} })
+		sysctl := a.pod("sysctl", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{Sysctls: []corev1.Sysctl{{Name: "kernel.msgmax", Value: "1"}}}
+		})
+		deadline := a.pod("deadline", corev1.RestartPolicyAlways, func(p *corev1.Pod) { p.Spec.ActiveDeadlineSeconds = ptr.To(int64(2)) })
+		for p, reason := range map[*corev1.Pod]string{win: "PodOSNotSupported", sysctl: "SysctlForbidden", deadline: "DeadlineExceeded"} {
+			Eventually(func() string { return string(getPod(p).Status.Phase) + "/" + getPod(p).Status.Reason }, 10*time.Second, 50*time.Millisecond).
+				Should(Equal("Failed/"+reason), p.Name)
+		}
+		Expect(getPod(win).Status.Message).To(Equal("Pod was rejected: Failed to admit pod as the OS field doesn't match node OS"))
+		Expect(getPod(sysctl).Status.Message).To(Equal(`Pod was rejected: forbidden sysctl: "kernel.msgmax" not allowlisted`))
+		for _, p := range []*corev1.Pod{win, sysctl} {
+			sbs, err := a.runtime.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodUID: string(getPod(p).UID)}})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(sbs).To(BeEmpty(), "a rejected pod never runs")
+		}
+		Expect(a.running(getPod(deadline).UID, "app")).To(BeEmpty(), "a pod past its deadline is stopped")
+	})
+
+	It("starts an ephemeral container added to a running pod once, in its target's PID namespace, and reports it apart", func() {
+		a := newPodAgent()
+		p := a.pod("debugged", corev1.RestartPolicyAlways, nil)
+		p = getPod(p)
+		var app string
+		Eventually(func() string { app = a.running(p.UID, "app"); return app }, 10*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty())
+		Eventually(func() error { // the agent writes the status meanwhile: retry on conflicts
+			p = getPod(p)
+			p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{TargetContainerName: "app",
+				EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: busybox, Command: []string{"sh"},
+					ImagePullPolicy: corev1.PullIfNotPresent, TerminationMessagePolicy: corev1.TerminationMessageReadFile}}}
+			return k8sClient.SubResource("ephemeralcontainers").Update(context.Background(), p)
+		}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+		var dbg string
+		Eventually(func() string { dbg = a.running(p.UID, "debugger"); return dbg }, 10*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty())
+		ns := a.runtime.ContainerConfig(dbg).GetLinux().GetSecurityContext().GetNamespaceOptions()
+		Expect(ns.GetPid()).To(Equal(runtimeapi.NamespaceMode_TARGET))
+		Expect(ns.GetTargetId()).To(Equal(app))
+		Eventually(func() bool {
+			st := getPod(p).Status
+			return len(st.EphemeralContainerStatuses) == 1 && st.EphemeralContainerStatuses[0].State.Running != nil
+		}, 10*time.Second, 50*time.Millisecond).Should(BeTrue())
+		// it exits: it is not restarted, the pod runs on
+		Expect(a.runtime.Exit(dbg, 0)).To(Succeed())
+		Eventually(func() bool {
+			st := getPod(p).Status
+			return len(st.EphemeralContainerStatuses) == 1 && st.EphemeralContainerStatuses[0].State.Terminated != nil
+		}, 10*time.Second, 50*time.Millisecond).Should(BeTrue())
+		Consistently(func() int { return len(a.containers(p.UID, "debugger")) }, time.Second, 100*time.Millisecond).Should(Equal(1))
+		Expect(getPod(p).Status.Phase).To(Equal(corev1.PodRunning))
+		Expect(podCondition(getPod(p), corev1.PodReady)).To(Equal(corev1.ConditionTrue))
+	})
+
 	It("reports a missing image as ErrImagePull then ImagePullBackOff, and runs the other containers", func() {
 		a := newPodAgent()
 		p := a.pod("badimage", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
@@ -277,7 +335,13 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 				Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo bye"}}}}
 		})
 		p = getPod(p)
-		Eventually(func() string { return a.running(p.UID, "app") }, 10*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty())
+		var id string
+		Eventually(func() string { id = a.running(p.UID, "app"); return id }, 10*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty())
+		// the log in podLogsDir, linked from containerLogsDir as the kubelet does
+		logDir := filepath.Join(a.cfg.RootDir, "logs", a.ns+"_gone_"+string(p.UID))
+		link := filepath.Join(a.cfg.RootDir, "containers", "gone_"+a.ns+"_app-"+id+".log")
+		Eventually(func() (string, error) { return os.Readlink(link) }, 10*time.Second, 50*time.Millisecond).
+			Should(Equal(filepath.Join(logDir, "app", "0.log")))
 		Expect(k8sClient.Delete(context.Background(), p)).To(Succeed())
 		Eventually(func() bool {
 			err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(p), &corev1.Pod{})
@@ -288,6 +352,9 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 		Expect(sbs).To(BeEmpty())
 		Expect(a.containers(p.UID, "app")).To(BeEmpty())
 		Expect(hooks).To(Receive(Equal([]string{"sh", "-c", "echo bye"})), "the preStop hook ran before the stop")
+		_, err = os.Lstat(link)
+		Expect(os.IsNotExist(err)).To(BeTrue(), "the log link goes with the container")
+		Expect(logDir).NotTo(BeADirectory(), "the pod's logs go with the pod")
 	})
 
 	It("never touches what it did not create, and removes its own orphans", func() {
@@ -327,7 +394,7 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 		mgr, err := ctrl.NewManager(env.Config, managerOptions())
 		Expect(err).NotTo(HaveOccurred())
 		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: root}
-		v1alpha1.SetDefaults(cfg)
+		setTestDefaults(cfg)
 		Expect((&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
 			RelistPeriod: 100 * time.Millisecond}).SetupWithManager(mgr)).To(Succeed())
 		done := make(chan struct{})

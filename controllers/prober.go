@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/nodekeeper/nodekeeper/internal/probehttp"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
 
@@ -64,6 +64,9 @@ type probeWorker struct {
 	mu     sync.Mutex
 	res    ProbeResults
 	podIP  string
+	// terminating: the pod is being deleted; as upstream's worker, liveness and
+	// startup probes stop (reporting success), readiness goes on
+	terminating bool
 }
 
 func (w *probeWorker) ip() string {
@@ -123,6 +126,27 @@ func (p *prober) Sync(pod *corev1.Pod, running map[string]string, podIP string) 
 	}
 }
 
+// Terminating tells the pod's workers that the pod is being deleted: as upstream's
+// (on a deletionTimestamp), liveness and startup probes stop with a success, so a
+// container stopping (its preStop hook running) is not restarted; readiness probes go
+// on until the container stops.
+func (p *prober) Terminating(uid types.UID) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	prefix := string(uid) + "/"
+	for k, w := range p.workers {
+		if strings.HasPrefix(k, prefix) {
+			w.mu.Lock()
+			w.terminating = true
+			w.res.Failed = ""
+			w.mu.Unlock()
+		}
+	}
+}
+
 // Forget stops every worker of a pod.
 func (p *prober) Forget(uid types.UID) {
 	p.Sync(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: uid}}, nil, "")
@@ -150,6 +174,10 @@ func (p *prober) run(ctx context.Context, w *probeWorker, pod *corev1.Pod, id st
 		succ, fail       int32
 		result           bool
 		initial, decided bool
+		// onHold: as upstream's worker, a liveness probe that failed past its
+		// threshold, or a startup probe that decided, is not run again for this
+		// container instance (it is being restarted, or has started)
+		onHold bool
 	}
 	start := time.Now()
 	var states []*state
@@ -170,11 +198,12 @@ func (p *prober) run(ctx context.Context, w *probeWorker, pod *corev1.Pod, id st
 		case <-tick.C:
 		}
 		w.mu.Lock()
-		started := w.res.Started
+		started, terminating := w.res.Started, w.terminating
 		w.mu.Unlock()
 		for _, st := range states {
 			now := time.Now()
-			if now.Before(st.next) || (st.typ != probeStartup && !started) || (st.typ == probeStartup && started) {
+			if now.Before(st.next) || st.onHold || (st.typ != probeStartup && !started) || (st.typ == probeStartup && started) ||
+				(terminating && st.typ != probeReadiness) {
 				continue
 			}
 			period := time.Duration(st.probe.PeriodSeconds) * time.Second
@@ -182,9 +211,14 @@ func (p *prober) run(ctx context.Context, w *probeWorker, pod *corev1.Pod, id st
 				period = 10 * time.Second
 			}
 			st.next = now.Add(period)
-			ok, msg := p.probe(ctx, w.ip(), id, spec, st.probe)
+			res, msg := p.probe(ctx, w.ip(), id, spec, st.probe)
 			if ctx.Err() != nil {
 				return
+			}
+			ok := res != probehttp.Failure
+			if res == probehttp.Warning {
+				// as upstream: a warning (a redirect to another host not followed) is a success
+				p.recorder.Eventf(pod, corev1.EventTypeWarning, "ProbeWarning", "%s probe warning: %s", st.typ, msg)
 			}
 			result := "successful"
 			if !ok {
@@ -223,6 +257,10 @@ func (p *prober) run(ctx context.Context, w *probeWorker, pod *corev1.Pod, id st
 			case !ok && st.fail >= failT:
 				switch st.typ {
 				case probeStartup, probeLiveness:
+					st.onHold = true
+					if w.terminating {
+						break // the pod is being deleted: nothing restarts
+					}
 					changed = w.res.Failed == ""
 					w.res.Failed = strings.ToLower(string(st.typ))
 				case probeReadiness:
@@ -238,9 +276,9 @@ func (p *prober) run(ctx context.Context, w *probeWorker, pod *corev1.Pod, id st
 	}
 }
 
-// probe runs one probe once: exec through the runtime, httpGet (no keep-alive, 2xx/3xx
-// succeed), tcpSocket, or grpc (the standard health service).
-func (p *prober) probe(ctx context.Context, host, id string, spec *corev1.Container, pr *corev1.Probe) (bool, string) {
+// probe runs one probe once: exec through the runtime, httpGet (probehttp: as
+// upstream's HTTP prober), tcpSocket, or grpc (the standard health service).
+func (p *prober) probe(ctx context.Context, host, id string, spec *corev1.Container, pr *corev1.Probe) (probehttp.Result, string) {
 	timeout := time.Duration(pr.TimeoutSeconds) * time.Second
 	if timeout <= 0 {
 		timeout = time.Second
@@ -259,43 +297,22 @@ func (p *prober) probe(ctx context.Context, host, id string, spec *corev1.Contai
 	case pr.Exec != nil:
 		res, err := p.runtime.ExecSync(ctx, id, pr.Exec.Command, timeout)
 		if err != nil {
-			return false, err.Error()
+			return probehttp.Failure, err.Error()
 		}
 		if res.ExitCode != 0 {
-			return false, fmt.Sprintf("command %q exited with %d: %s", pr.Exec.Command, res.ExitCode, strings.TrimSpace(string(res.Stdout)+string(res.Stderr)))
+			return probehttp.Failure, fmt.Sprintf("command %q exited with %d: %s", pr.Exec.Command, res.ExitCode, strings.TrimSpace(string(res.Stdout)+string(res.Stderr)))
 		}
-		return true, ""
+		return probehttp.Success, ""
 	case pr.HTTPGet != nil:
-		h := pr.HTTPGet.Host
-		if h == "" {
-			h = host
-		}
-		scheme := "http"
-		if pr.HTTPGet.Scheme == corev1.URISchemeHTTPS {
-			scheme = "https"
-		}
-		hctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		url := fmt.Sprintf("%s://%s/%s", scheme, net.JoinHostPort(h, port(pr.HTTPGet.Port)), strings.TrimPrefix(pr.HTTPGet.Path, "/"))
-		req, err := http.NewRequestWithContext(hctx, http.MethodGet, url, nil)
+		portNum, err := strconv.Atoi(port(pr.HTTPGet.Port))
 		if err != nil {
-			return false, err.Error()
+			return probehttp.Failure, fmt.Sprintf("invalid port %q: %v", pr.HTTPGet.Port.String(), err)
 		}
-		req.Header.Set("User-Agent", "kube-probe/1.37")
-		for _, hd := range pr.HTTPGet.HTTPHeaders {
-			req.Header.Set(hd.Name, hd.Value)
-		}
-		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-		resp, err := client.Do(req)
+		req, err := probehttp.NewRequest(pr.HTTPGet, portNum, host)
 		if err != nil {
-			return false, err.Error()
+			return probehttp.Failure, err.Error()
 		}
-		_ = resp.Body.Close()
-		if resp.StatusCode < 200 || resp.StatusCode >= 400 {
-			return false, fmt.Sprintf("HTTP probe failed with statuscode: %d", resp.StatusCode)
-		}
-		return true, ""
+		return probehttp.Do(req.WithContext(ctx), timeout)
 	case pr.TCPSocket != nil:
 		h := pr.TCPSocket.Host
 		if h == "" {
@@ -303,14 +320,14 @@ func (p *prober) probe(ctx context.Context, host, id string, spec *corev1.Contai
 		}
 		c, err := net.DialTimeout("tcp", net.JoinHostPort(h, port(pr.TCPSocket.Port)), timeout)
 		if err != nil {
-			return false, err.Error()
+			return probehttp.Failure, err.Error()
 		}
 		_ = c.Close()
-		return true, ""
+		return probehttp.Success, ""
 	case pr.GRPC != nil:
 		conn, err := grpc.NewClient(net.JoinHostPort(host, strconv.Itoa(int(pr.GRPC.Port))), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
-			return false, err.Error()
+			return probehttp.Failure, err.Error()
 		}
 		defer conn.Close()
 		gctx, cancel := context.WithTimeout(ctx, timeout)
@@ -321,12 +338,12 @@ func (p *prober) probe(ctx context.Context, host, id string, spec *corev1.Contai
 		}
 		resp, err := healthpb.NewHealthClient(conn).Check(gctx, &healthpb.HealthCheckRequest{Service: svc})
 		if err != nil {
-			return false, err.Error()
+			return probehttp.Failure, err.Error()
 		}
 		if resp.Status != healthpb.HealthCheckResponse_SERVING {
-			return false, fmt.Sprintf("service unhealthy (responded with %q)", resp.Status)
+			return probehttp.Failure, fmt.Sprintf("service unhealthy (responded with %q)", resp.Status)
 		}
-		return true, ""
+		return probehttp.Success, ""
 	}
-	return true, ""
+	return probehttp.Success, ""
 }

@@ -61,6 +61,10 @@ type stopRecorder struct {
 	*fake.Runtime
 	mu      sync.Mutex
 	stopped []string
+	at      []time.Time     // when each was stopped
+	timeout []time.Duration // with which timeout
+	// ignoreTerm: the processes ignore SIGTERM, a stop takes its whole timeout
+	ignoreTerm bool
 }
 
 func (s *stopRecorder) StopContainer(ctx context.Context, id string, timeout time.Duration) error {
@@ -68,7 +72,13 @@ func (s *stopRecorder) StopContainer(ctx context.Context, id string, timeout tim
 	if err == nil && st.GetState().String() == "CONTAINER_RUNNING" {
 		s.mu.Lock()
 		s.stopped = append(s.stopped, st.GetMetadata().GetName())
+		s.at = append(s.at, time.Now())
+		s.timeout = append(s.timeout, timeout)
+		ignore := s.ignoreTerm
 		s.mu.Unlock()
+		if ignore {
+			time.Sleep(timeout)
+		}
 	}
 	return s.Runtime.StopContainer(ctx, id, timeout)
 }
@@ -203,7 +213,7 @@ var _ = Describe("Restartable init containers (sidecars) on the fake runtime", f
 			return &cri.ExecResult{}, nil
 		})
 		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: GinkgoT().TempDir()}
-		v1alpha1.SetDefaults(cfg)
+		setTestDefaults(cfg)
 		startManager(func(mgr ctrl.Manager) error {
 			return (&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
 				HostIP: "192.0.2.10", RelistPeriod: 100 * time.Millisecond}).SetupWithManager(mgr)
@@ -218,5 +228,60 @@ var _ = Describe("Restartable init containers (sidecars) on the fake runtime", f
 		Expect(k8sClient.Delete(context.Background(), p)).To(Succeed())
 		Eventually(gone(p), 20*time.Second, 100*time.Millisecond).Should(BeTrue())
 		Expect(rt.order()).To(Equal([]string{"app", "s2", "s1"}))
+	})
+
+	It("stops sidecars whose preStop hooks outlive the grace period together, each with the 2s minimum", func() {
+		node, ns := "sc-"+rand.String(5), "sc-"+rand.String(5)
+		Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+		rt := &stopRecorder{Runtime: fake.New(), ignoreTerm: true}
+		rt.LoadImage(busybox, 1<<20)
+		release := make(chan struct{})
+		defer close(release)
+		rt.SetExecHandler(func(ctx context.Context, _ string, cmd []string) (*cri.ExecResult, error) {
+			if cmd[0] == "hang" { // a hook that loops forever: it ends with its container
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+			return &cri.ExecResult{}, nil
+		})
+		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: GinkgoT().TempDir()}
+		v1alpha1.SetDefaults(cfg)
+		startManager(func(mgr ctrl.Manager) error {
+			return (&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
+				HostIP: "192.0.2.10", RelistPeriod: 100 * time.Millisecond}).SetupWithManager(mgr)
+		})
+		hang := func(c *corev1.Container) {
+			c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"hang"}}}}
+		}
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sc-hang"},
+			Spec: corev1.PodSpec{NodeName: node, TerminationGracePeriodSeconds: ptr.To[int64](2),
+				InitContainers: []corev1.Container{sidecar("s1", hang), sidecar("s2", hang), sidecar("s3", hang)},
+				Containers:     []corev1.Container{{Name: "app", Image: busybox, Command: []string{"sleep", "3600"}}}}}
+		Expect(k8sClient.Create(context.Background(), p)).To(Succeed())
+		Eventually(phase(p), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodRunning))
+		start := time.Now()
+		Expect(k8sClient.Delete(context.Background(), p)).To(Succeed())
+		Eventually(gone(p), 20*time.Second, 100*time.Millisecond).Should(BeTrue())
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		Expect(rt.stopped).To(HaveLen(4))
+		var first, last time.Time
+		for i, name := range rt.stopped {
+			if name == "app" {
+				continue
+			}
+			// the hooks used the whole grace period: no wait for the turn is left
+			Expect(rt.timeout[i]).To(Equal(2*time.Second), "%s stopped with the minimum", name)
+			Expect(rt.at[i].Sub(start)).To(BeNumerically(">=", 2*time.Second), "%s waited for its hook the grace period", name)
+			if first.IsZero() || rt.at[i].Before(first) {
+				first = rt.at[i]
+			}
+			if rt.at[i].After(last) {
+				last = rt.at[i]
+			}
+		}
+		Expect(last.Sub(first)).To(BeNumerically("<", 500*time.Millisecond), "the sidecars are stopped together")
 	})
 })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,6 +30,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
+	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
 
 // Annotations of static and mirror pods, as the kubelet sets them.
@@ -49,6 +52,29 @@ type staticPods struct {
 	// learn whether it exists: the Node authorizer forbids a node to read a pod that
 	// does not exist (no relationship found).
 	mirrors map[types.NamespacedName]*corev1.Pod
+	// terminating are the static pods being stopped (their file removed, replaced or
+	// written anew), by UID: as the kubelet's pod workers, they stop within their grace
+	// period, and a static pod of the same name starts only once they have
+	// (allowStaticPodStart); their mirror stays until then.
+	terminating map[types.UID]*staticTermination
+}
+
+// staticTermination is one static pod being stopped.
+type staticTermination struct {
+	key  types.NamespacedName
+	done bool
+}
+
+// terminatingKey tells whether a static pod named key is still being stopped.
+func (s *staticPods) terminatingKey(key types.NamespacedName) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.terminating {
+		if t.key == key && !t.done {
+			return true
+		}
+	}
+	return false
 }
 
 // mirror is the mirror pod last seen for a static pod, or nil.
@@ -197,6 +223,7 @@ type staticPodSource struct {
 	period  time.Duration
 	seen    map[string]bool // broken files already reported, by path+content hash
 	removed map[types.NamespacedName]bool
+	idents  map[types.NamespacedName]string // the file each pod was read from (fileIdentity)
 }
 
 func (s *staticPodSource) NeedLeaderElection() bool { return false }
@@ -226,11 +253,17 @@ func (s *staticPodSource) sync(ctx context.Context) {
 	s.r.static.mu.Unlock()
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
 	for _, p := range pods {
+		if s.r.static.terminatingKey(client.ObjectKeyFromObject(p)) {
+			continue // it starts once the pod it replaces has stopped
+		}
 		if _, err := s.r.reconcileStatic(ctx, p); err != nil {
 			logger.Error(err, "Running a static pod failed, will retry", "pod", client.ObjectKeyFromObject(p))
 		}
 	}
 	for k := range s.removed {
+		if s.r.static.terminatingKey(k) {
+			continue // the mirror stays while the pod stops
+		}
 		if err := s.r.removeByName(ctx, k.Namespace, k.Name, ""); err != nil {
 			logger.Error(err, "Stopping a removed static pod failed, will retry", "pod", k)
 			continue
@@ -255,6 +288,7 @@ func (s *staticPodSource) scan(ctx context.Context) {
 		return
 	}
 	next := map[types.NamespacedName]*corev1.Pod{}
+	idents := map[types.NamespacedName]string{}
 	names := make([]string, 0, len(entries))
 	for _, e := range entries {
 		n := e.Name()
@@ -286,20 +320,34 @@ func (s *staticPodSource) scan(ctx context.Context) {
 			continue
 		}
 		next[k] = pod
+		idents[k] = fileIdentity(path)
 	}
 	st := &s.r.static
 	st.mu.Lock()
 	var changed []types.NamespacedName
+	var stop []*corev1.Pod
 	for k, p := range next {
-		if old, ok := st.pods[k]; !ok || old.UID != p.UID {
+		old, ok := st.pods[k]
+		switch {
+		case !ok:
 			changed = append(changed, k)
-		} else {
+		case old.UID != p.UID:
+			// replaced: the old pod stops first
+			changed = append(changed, k)
+			stop = append(stop, old)
+		case s.idents[k] != "" && idents[k] != s.idents[k]:
+			// the file was removed and written again (the kubelet sees both through
+			// inotify): the pod stops, then runs again, its containers restarted
+			changed = append(changed, k)
+			stop = append(stop, old)
+		default:
 			next[k] = old // keep the status computed so far
 		}
 	}
-	for k := range st.pods {
+	for k, old := range st.pods {
 		if _, ok := next[k]; !ok {
 			changed = append(changed, k)
+			stop = append(stop, old)
 			s.removed[k] = true
 		}
 	}
@@ -307,10 +355,87 @@ func (s *staticPodSource) scan(ctx context.Context) {
 		delete(s.removed, k)
 	}
 	st.pods = next
+	s.idents = idents
 	st.mu.Unlock()
 	for _, k := range changed {
 		logger.Info("Static pod changed", "pod", k)
 	}
+	for _, p := range stop {
+		s.r.terminateStatic(ctx, p)
+	}
+}
+
+// fileIdentity tells files apart that have the same path: a file removed and created
+// again has a new birth time (and often a new inode); "" when it cannot be read.
+func fileIdentity(path string) string {
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, 0, unix.STATX_INO|unix.STATX_BTIME, &st); err != nil {
+		return ""
+	}
+	id := fmt.Sprintf("%d:%d:%d", st.Dev_major, st.Dev_minor, st.Ino)
+	if st.Mask&unix.STATX_BTIME != 0 {
+		id += fmt.Sprintf("@%d.%09d", st.Btime.Sec, st.Btime.Nsec)
+	}
+	return id
+}
+
+// terminateStatic stops a static pod that was removed or replaced, in the background,
+// as the kubelet's pod worker: its containers get its grace period (preStop hooks,
+// sidecars last) and its sandboxes are stopped; they are removed later (when a pod of
+// the same name runs, or the mirror goes). Until it is done, no static pod of that
+// name runs and its mirror stays.
+func (r *PodReconciler) terminateStatic(ctx context.Context, pod *corev1.Pod) {
+	key := client.ObjectKeyFromObject(pod)
+	r.static.mu.Lock()
+	if r.static.terminating == nil {
+		r.static.terminating = map[types.UID]*staticTermination{}
+	}
+	if t, ok := r.static.terminating[pod.UID]; ok && !t.done {
+		r.static.mu.Unlock()
+		return
+	}
+	t := &staticTermination{key: key}
+	r.static.terminating[pod.UID] = t
+	r.static.mu.Unlock()
+	go func() {
+		logger := log.FromContext(ctx).WithName("staticpods")
+		defer func() {
+			r.static.mu.Lock()
+			t.done = true
+			delete(r.static.terminating, pod.UID)
+			r.static.mu.Unlock()
+		}()
+		for ctx.Err() == nil {
+			err := r.stopStatic(ctx, pod)
+			if err == nil {
+				return
+			}
+			logger.Error(err, "Stopping a static pod failed, will retry", "pod", key)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+}
+
+func (r *PodReconciler) stopStatic(ctx context.Context, pod *corev1.Pod) error {
+	obs, err := r.observe(ctx, pod.UID)
+	if err != nil {
+		return err
+	}
+	if err := r.killAll(ctx, pod, obs, "Stopping container %s"); err != nil {
+		return err
+	}
+	for _, sb := range obs.Sandboxes {
+		if sb.Ready {
+			if err := r.Runtime.StopPodSandbox(ctx, sb.ID); err != nil && !errors.Is(err, cri.ErrNotFound) {
+				return fmt.Errorf("stopping sandbox: %w", err)
+			}
+		}
+	}
+	r.forget(pod.UID)
+	return nil
 }
 
 // syncMirror makes the API hold a mirror of a static pod (creating or replacing it)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
+	"github.com/nodekeeper/nodekeeper/runtime/cri"
 	"github.com/nodekeeper/nodekeeper/runtime/cri/fake"
 )
 
@@ -71,7 +72,7 @@ var _ = Describe("Static pods", func() {
 		write("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec: {containers: [{name: x}]}\n")
 		write("garbage.yaml", "{{{ not yaml")
 		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: GinkgoT().TempDir(), StaticPodPath: dir}
-		v1alpha1.SetDefaults(cfg)
+		setTestDefaults(cfg)
 		if asNode {
 			// as the agent runs in a cluster: system:node:<name>, under the Node
 			// authorizer and the NodeRestriction admission plugin
@@ -160,6 +161,134 @@ var _ = Describe("Static pods", func() {
 	)
 })
 
+const gracefulManifest = `apiVersion: v1
+kind: Pod
+metadata:
+  name: graceful
+  namespace: %s
+spec:
+  terminationGracePeriodSeconds: 20
+  containers:
+  - name: main
+    image: docker.io/library/busybox:local
+    command: [sleep, "%s"]
+    lifecycle:
+      preStop: {exec: {command: [hold]}}
+`
+
+var _ = Describe("Static pods stopping", func() {
+	It("stop a removed or replaced static pod within its grace period, its mirror kept until then; a file written anew restarts the pod", func() {
+		node := "static-" + rand.String(5)
+		ns := "static-" + rand.String(5)
+		Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+		nodeObj := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}
+		Expect(k8sClient.Create(context.Background(), nodeObj)).To(Succeed())
+		DeferCleanup(func() { _ = k8sClient.Delete(context.Background(), nodeObj) })
+		dir := GinkgoT().TempDir()
+		file := filepath.Join(dir, "graceful.yaml")
+		rt := fake.New()
+		rt.LoadImage(busybox, 1<<20)
+		// the preStop hook holds the stop until the test lets it go
+		release := make(chan struct{})
+		holding := make(chan string, 10)
+		rt.SetExecHandler(func(ctx context.Context, id string, cmd []string) (*cri.ExecResult, error) {
+			holding <- id
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return &cri.ExecResult{}, nil
+		})
+		Expect(os.WriteFile(file, []byte(fmt.Sprintf(gracefulManifest, ns, "3600")), 0o644)).To(Succeed())
+		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: GinkgoT().TempDir(), StaticPodPath: dir}
+		setTestDefaults(cfg)
+		startManager(func(mgr ctrl.Manager) error {
+			return (&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
+				RelistPeriod: 100 * time.Millisecond, StaticPodPeriod: 100 * time.Millisecond}).SetupWithManager(mgr)
+		})
+		key := types.NamespacedName{Namespace: ns, Name: "graceful-" + node}
+		mirror := func() *corev1.Pod {
+			p := &corev1.Pod{}
+			if err := k8sClient.Get(context.Background(), key, p); err != nil {
+				return nil
+			}
+			return p
+		}
+		type ctr struct {
+			id      string
+			attempt uint32
+		}
+		running := func() []ctr {
+			cs, err := rt.ListContainers(context.Background(), &runtimeapi.ContainerFilter{
+				State:         &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING},
+				LabelSelector: map[string]string{podplan.LabelPodName: key.Name}})
+			Expect(err).NotTo(HaveOccurred())
+			var out []ctr
+			for _, c := range cs {
+				out = append(out, ctr{c.Id, c.GetMetadata().GetAttempt()})
+			}
+			return out
+		}
+		mirrorPhase := func() corev1.PodPhase {
+			if m := mirror(); m != nil {
+				return m.Status.Phase
+			}
+			return ""
+		}
+		Eventually(running, 10*time.Second, 50*time.Millisecond).Should(HaveLen(1))
+		Eventually(mirrorPhase, 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodRunning))
+		first, m := running()[0], mirror()
+
+		// an edit: the old pod stops first (its preStop hook holds it), the new one waits
+		Expect(os.WriteFile(file, []byte(fmt.Sprintf(gracefulManifest, ns, "7200")), 0o644)).To(Succeed())
+		Eventually(holding, 10*time.Second).Should(Receive(Equal(first.id)))
+		Consistently(func() []ctr { return running() }, time.Second, 100*time.Millisecond).Should(Equal([]ctr{first}))
+		Expect(mirror().UID).To(Equal(m.UID))
+		Expect(mirrorPhase()).To(Equal(corev1.PodRunning))
+		release <- struct{}{}
+		Eventually(func() []ctr { return running() }, 10*time.Second, 50*time.Millisecond).Should(And(HaveLen(1), Not(ContainElement(first))))
+		Eventually(func() types.UID {
+			if n := mirror(); n != nil && n.Status.Phase == corev1.PodRunning {
+				return n.UID
+			}
+			return ""
+		}, 10*time.Second, 50*time.Millisecond).ShouldNot(BeElementOf(types.UID(""), m.UID))
+		second, m := running()[0], mirror()
+
+		// removed and written again at once: the pod stops and runs again, restarted
+		Expect(os.Remove(file)).To(Succeed())
+		Expect(os.WriteFile(file, []byte(fmt.Sprintf(gracefulManifest, ns, "7200")), 0o644)).To(Succeed())
+		Eventually(holding, 10*time.Second).Should(Receive(Equal(second.id)))
+		release <- struct{}{}
+		Eventually(func() []uint32 {
+			var out []uint32
+			for _, c := range running() {
+				if c.id != second.id {
+					out = append(out, c.attempt)
+				}
+			}
+			return out
+		}, 10*time.Second, 50*time.Millisecond).Should(Equal([]uint32{1}), "the container runs again as its restart 1")
+		Eventually(func() int32 {
+			if n := mirror(); n != nil && len(n.Status.ContainerStatuses) == 1 && n.Status.ContainerStatuses[0].State.Running != nil {
+				return n.Status.ContainerStatuses[0].RestartCount
+			}
+			return -1
+		}, 10*time.Second, 50*time.Millisecond).Should(BeEquivalentTo(1))
+		third := running()[0]
+
+		// removed: the mirror stays Running while the pod stops, then goes
+		Expect(os.Remove(file)).To(Succeed())
+		Eventually(holding, 10*time.Second).Should(Receive(Equal(third.id)))
+		Consistently(mirrorPhase, time.Second, 100*time.Millisecond).Should(Equal(corev1.PodRunning))
+		Expect(mirror().UID).To(Equal(m.UID))
+		close(release)
+		Eventually(running, 10*time.Second, 50*time.Millisecond).Should(BeEmpty())
+		Eventually(func() bool { return apierrors.IsNotFound(k8sClient.Get(context.Background(), key, &corev1.Pod{})) },
+			10*time.Second, 50*time.Millisecond).Should(BeTrue())
+	})
+})
+
 func getNode(name string) *corev1.Node {
 	n := &corev1.Node{}
 	Expect(k8sClient.Get(context.Background(), types.NamespacedName{Name: name}, n)).To(Succeed())
@@ -174,7 +303,7 @@ var _ = Describe("Static pods without an API server", func() {
 		rt := fake.New()
 		rt.LoadImage(busybox, 1<<20)
 		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: GinkgoT().TempDir(), StaticPodPath: dir}
-		v1alpha1.SetDefaults(cfg)
+		setTestDefaults(cfg)
 		dead, err := client.New(&rest.Config{Host: "https://127.0.0.1:1"}, client.Options{Scheme: scheme.Scheme})
 		Expect(err).NotTo(HaveOccurred())
 		// a manager that is never started: no cache, no controllers, no API server

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	testenv "github.com/nodekeeper/nodekeeper/envtest"
 )
 
@@ -94,4 +96,14 @@ func eventsIn(ns string) func() []string {
 		}
 		return out
 	}
+}
+
+// setTestDefaults is v1alpha1.SetDefaults with the container logs kept under the test's
+// rootDir (the defaults are the machine's /var/log/pods and /var/log/containers).
+func setTestDefaults(cfg *v1alpha1.AgentConfiguration) {
+	if cfg.RootDir != "" {
+		cfg.PodLogsDir = filepath.Join(cfg.RootDir, "logs")
+		cfg.ContainerLogsDir = filepath.Join(cfg.RootDir, "containers")
+	}
+	v1alpha1.SetDefaults(cfg)
 }

@@ -68,19 +68,25 @@ func (r *PodReconciler) setupVolume(ctx context.Context, pod *corev1.Pod, v *cor
 	dir := r.volumeDir(pod, v.Name)
 	switch {
 	case v.EmptyDir != nil:
+		// as upstream's setupDir: 0777 whatever the umask, set before a tmpfs is mounted
+		// over it (whose root then has tmpfs's own 1777, sticky bit included)
 		if err := os.MkdirAll(dir, 0o777); err != nil {
 			return err
 		}
+		if fi, err := os.Lstat(dir); err == nil && fi.Mode().Perm() != 0o777 {
+			if err := os.Chmod(dir, 0o777); err != nil {
+				return err
+			}
+		}
 		if v.EmptyDir.Medium == corev1.StorageMediumMemory {
-			opts := "mode=0777"
+			opts := ""
 			if v.EmptyDir.SizeLimit != nil && !v.EmptyDir.SizeLimit.IsZero() {
-				opts += ",size=" + strconv.FormatInt(v.EmptyDir.SizeLimit.Value(), 10)
+				opts = "size=" + strconv.FormatInt(v.EmptyDir.SizeLimit.Value(), 10)
 			}
 			if err := ensureTmpfs(dir, opts); err != nil {
 				return err
 			}
 		}
-		_ = os.Chmod(dir, 0o777)
 		if fsGroup := podFSGroup(pod); fsGroup != nil {
 			if err := setVolumeOwnership(dir, *fsGroup, false, true); err != nil {
 				return fmt.Errorf("applying fsGroup: %w", err)
@@ -587,9 +593,10 @@ func (r *PodReconciler) mounts(pod *corev1.Pod, c *corev1.Container, supportsRRO
 			if v.ConfigMap != nil || v.Secret != nil || v.DownwardAPI != nil || v.Projected != nil {
 				host = filepath.Join(host, dataDirName, m.SubPath) // no updates through a subPath, as upstream
 			} else {
+				base := host
 				host = filepath.Join(host, m.SubPath)
 				if _, err := os.Stat(host); os.IsNotExist(err) {
-					if err := os.MkdirAll(host, 0o755); err != nil {
+					if err := makeSubPath(base, host); err != nil {
 						return nil, err
 					}
 				}
@@ -599,9 +606,28 @@ func (r *PodReconciler) mounts(pod *corev1.Pod, c *corev1.Container, supportsRRO
 		if err != nil {
 			return nil, configError{fmt.Sprintf("failed to resolve recursive read-only mode: %v", err)}
 		}
-		out = append(out, &runtimeapi.Mount{ContainerPath: m.MountPath, HostPath: host, Readonly: ro, RecursiveReadOnly: rro})
+		prop, err := podplan.MountPropagation(m.MountPropagation)
+		if err != nil {
+			return nil, configError{err.Error()}
+		}
+		out = append(out, &runtimeapi.Mount{ContainerPath: m.MountPath, HostPath: host, Readonly: ro, RecursiveReadOnly: rro, Propagation: prop})
 	}
 	return out, nil
+}
+
+// makeSubPath creates a volume's missing subPath folder as upstream's makeMounts (with
+// SafeMakeDir): with the mode of the volume's root, setgid and sticky bits included, so
+// that an fsGroup volume's subPath is as writable for the group as the volume.
+func makeSubPath(volume, path string) error {
+	fi, err := os.Stat(volume)
+	if err != nil {
+		return err
+	}
+	perm := fi.Mode() & (os.ModePerm | os.ModeSetgid | os.ModeSetuid | os.ModeSticky)
+	if err := os.MkdirAll(path, perm.Perm()); err != nil {
+		return err
+	}
+	return os.Chmod(path, perm) // mkdir's mode went through the umask
 }
 
 // cleanupPodDir unmounts and removes everything a pod had on disk.

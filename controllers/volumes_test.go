@@ -12,8 +12,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/nodekeeper/nodekeeper/internal/podplan"
 )
 
 var _ = Describe("Volumes (fake runtime)", func() {
@@ -156,7 +159,27 @@ var _ = Describe("Volumes (fake runtime)", func() {
 			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "cfg", MountPath: "/etc/app"}}
 		})
 		Eventually(eventsIn(a.ns), 10*time.Second, 100*time.Millisecond).Should(ContainElement(`FailedMount: MountVolume.SetUp failed for volume "cfg" : configmap "nowhere" not found`))
-		Expect(getPod(p).Status.Phase).To(Equal(corev1.PodPending))
+		Eventually(func() corev1.ConditionStatus { return podCondition(getPod(p), corev1.PodScheduled) }, 10*time.Second, 100*time.Millisecond).
+			Should(Equal(corev1.ConditionTrue))
+		st := getPod(p).Status
+		Expect(st.Phase).To(Equal(corev1.PodPending))
+		// as the kubelet: no sandbox before the volumes are set up; the conditions in its order
+		sbs, err := a.runtime.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodUID: string(getPod(p).UID)}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sbs).To(BeEmpty())
+		var kinds []corev1.PodConditionType
+		for _, c := range st.Conditions {
+			kinds = append(kinds, c.Type)
+		}
+		Expect(kinds).To(Equal([]corev1.PodConditionType{corev1.PodReadyToStartContainers, corev1.PodInitialized,
+			corev1.PodReady, corev1.ContainersReady, corev1.PodScheduled}))
+		Expect(podCondition(getPod(p), corev1.PodReadyToStartContainers)).To(Equal(corev1.ConditionFalse))
+		Expect(podCondition(getPod(p), corev1.PodInitialized)).To(Equal(corev1.ConditionTrue))
+		// the ConfigMap appears: the pod starts
+		Expect(k8sClient.Create(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: a.ns, Name: "nowhere"},
+			Data: map[string]string{"k": "v"}})).To(Succeed())
+		Eventually(phase(p), 90*time.Second, 100*time.Millisecond).Should(Equal(corev1.PodRunning))
+		Expect(podCondition(getPod(p), corev1.PodReadyToStartContainers)).To(Equal(corev1.ConditionTrue))
 
 		missing := filepath.Join(GinkgoT().TempDir(), "absent")
 		a.pod("nodir", corev1.RestartPolicyAlways, func(p *corev1.Pod) {

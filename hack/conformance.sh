@@ -10,7 +10,7 @@
 #   hack/conformance.sh import  images built and loaded into the running cluster
 #   hack/conformance.sh up      cluster up (hack/run.sh) + images imported + bearer token
 #   hack/conformance.sh run     run the selected specs against the cluster that is up
-#   hack/conformance.sh summary summarize the latest run (or the results folder given)
+#   hack/conformance.sh summary summarize the latest run of this cluster (or the folder given)
 #   hack/conformance.sh status  progress of the latest run, per shard
 #   hack/conformance.sh list    print the names of the selected specs (dry run)
 #   hack/conformance.sh down    stop the cluster (hack/run.sh down with the same env)
@@ -37,7 +37,8 @@
 #   helpers: NK_NETNS (nk-conf), NK_HOST_IF/NK_NODE_IF (nkc-host0/nkc-node0), NK_HOST_IP /
 #   NK_NODE_IP (198.18.81.1/.2), NK_NODE_NAME (nk-conf), NK_APISERVER_PORT (6481),
 #   NK_ETCD_PORT (23881), NK_KCM_PORT (10281), NK_SCHED_PORT (10282), NK_CNI_BRIDGE (nkconf0),
-#   NK_CRI_CACHE ($NK_CACHE/conf), NK_RUN_DIR ($NK_CACHE/conf/run-$NODE). NODE=kubelet has its
+#   NK_CRI_CACHE ($NK_CACHE/conf), NK_RUN_DIR ($NK_CACHE/conf/run-$NODE), NK_DEVICE_PLUGIN_DIR
+#   (/var/lib/kubelet/device-plugins, the suite's: one cluster at a time). NODE=kubelet has its
 #   own defaults (nk-confk, nkck-*, 198.18.82.0/30, 6482, 23883, 10283/10284, nkconfk0,
 #   $NK_CACHE/confk), so the two clusters can run side by side.
 #
@@ -85,9 +86,15 @@ export NK_CNI_BRIDGE=${NK_CNI_BRIDGE:-nkconf${k}0}
 export NK_CRI_CACHE=${NK_CRI_CACHE:-$NK_CACHE/conf$k}
 export NK_RUN_DIR=${NK_RUN_DIR:-$NK_CACHE/conf/run-$NODE}
 export NK_READ_ONLY_PORT=${NK_READ_ONLY_PORT:-10255} # as the suite's own kubelet config
+# the device plugin specs register at the path upstream's kubelet hard-codes (as the kubelet
+# baseline does, so two clusters running those specs at once would meet there)
+export NK_DEVICE_PLUGIN_DIR=${NK_DEVICE_PLUGIN_DIR:-/var/lib/kubelet/device-plugins}
 export NK_NODE_AGENT=$NODE
 export NK_KUBELET_BIN=$BIN/kubelet
 RUN=$NK_RUN_DIR
+# the latest run's results: per cluster (another cluster's runs go on beside this one's)
+LATEST=$CONF_DIR/results/latest-$NODE
+[[ $NK_NETNS == "nk-conf$k" ]] || LATEST+=-$NK_NETNS
 # specs the upstream kubelet fails on this machine too: "name ## reason" lines
 EXPECTED=${EXPECTED:-$ROOT/test/conformance/expected-failures.txt}
 CRI_SOCK=$NK_CRI_CACHE/cri/run/containerd.sock
@@ -589,9 +596,14 @@ down() {
 # suite_args: what every e2e_node.test invocation gets. The suite runs in the node's
 # network namespace (nsenter --net, keeping the host's mounts): some specs call the node
 # agent's healthz on 127.0.0.1:10248 from the test process, and the API server is reachable
-# there through the veth.
+# there through the veth. The suite is told the node's cluster domain (--dns-domain, which
+# e2e_node.test defaults to "", the kubelet's default clusterDomain; nodekeeper's is
+# cluster.local), as read from the node's configz: the hostname/FQDN specs expect it.
 suite() {
-  nsenter --net="/run/netns/$NK_NETNS" "$BIN/e2e_node.test" \
+  local domain
+  domain=$(kubectl get --raw "/api/v1/nodes/$NK_NODE_NAME/proxy/configz" | jq -r '.kubeletconfig.clusterDomain // ""') ||
+    die "reading the node's configz failed"
+  nsenter --net="/run/netns/$NK_NETNS" "$BIN/e2e_node.test" --dns-domain="$domain" \
     --start-services=false --prepull-images=false \
     --host="https://$NK_HOST_IP:$NK_APISERVER_PORT" --bearer-token="$(cat "$RUN/conformance.token")" \
     --container-runtime-endpoint="unix://$CRI_SOCK" --image-service-endpoint="unix://$CRI_SOCK" \
@@ -659,7 +671,7 @@ run() {
   [[ -s $RUN/conformance.token ]] || die "no cluster token in $RUN: run '$0 up' first"
   local out i focus t pids=() rc=0
   out=$CONF_DIR/results/$NODE-$(date +%Y%m%d-%H%M%S)
-  mkdir -p "$out"; ln -sfn "$out" "$CONF_DIR/results/latest-$NODE"
+  mkdir -p "$out"; ln -sfn "$out" "$LATEST"
   # namespaces an interrupted run left behind (the suite's own cleanup did not run)
   local stale; stale=$(kubectl get ns -o name | grep -v -E '^namespace/(default|kube-system|kube-public|kube-node-lease)$' || true)
   if [[ -n $stale ]]; then
@@ -723,7 +735,7 @@ watchdog() {
 # one replaces the earlier one's (a rerun of the failures: `SPECS=<first>/failures.txt
 # MERGE=<first> run`), and the merged summary is written into the last folder.
 summary() {
-  (($#)) || set -- "$CONF_DIR/results/latest-$NODE"
+  (($#)) || set -- "$LATEST"
   local dirs=() d out
   for d in "$@"; do dirs+=("$(readlink -f "$d")"); done
   out=${dirs[-1]}
@@ -778,7 +790,7 @@ up) up ;;
 run) run ;;
 summary) shift; summary "$@" ;;
 status) # progress of the latest run: specs finished (ginkgo's bullets) and failed, per shard
-  for f in "$CONF_DIR/results/latest-$NODE"/shard*/ginkgo.log; do
+  for f in "$LATEST"/shard*/ginkgo.log; do
     printf '%s: %s finished, %s failed\n' "$(basename "$(dirname "$f")")" "$(grep -o '•' "$f" | wc -l)" \
       "$(grep -c '^• \[\(FAILED\|TIMEDOUT\|PANICKED\|INTERRUPTED\)\]' "$f")"
   done ;;

@@ -49,6 +49,10 @@ KUBELET_CGROUP=${NK_KUBELET_CGROUP_ROOT:-/$NETNS}
 # the node's unauthenticated read-only port (/pods, /metrics...): 0 = off, as upstream's default
 READ_ONLY_PORT=${NK_READ_ONLY_PORT:-0}
 MS_PORT=${NK_METRICS_SERVER_PORT:-4443}
+# the device plugins' folder (kubelet.sock): the cluster's own unless told (device plugins
+# and upstream's node e2e suite use /var/lib/kubelet/device-plugins, which hack/conformance.sh
+# passes; one cluster at a time can have it)
+DEVICE_PLUGIN_DIR=${NK_DEVICE_PLUGIN_DIR:-$RUN/agent/device-plugins}
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { echo "[run] $*" >&2; }
@@ -272,6 +276,7 @@ tlsCertFile: $RUN/pki/kubelet.crt
 tlsPrivateKeyFile: $RUN/pki/kubelet.key
 clientCAFile: $RUN/pki/ca.crt
 readOnlyPort: $READ_ONLY_PORT
+devicePluginDir: $DEVICE_PLUGIN_DIR
 EOF
   case $NODE_AGENT in
   nodekeeper)
@@ -484,8 +489,9 @@ down() {
   for c in metrics-server nodekeeper kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
   NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" "$ROOT/hack/cri-down.sh" || true
   kubelet_down
-  # pod volumes the agent mounted (tmpfs for secrets, tokens, memory emptyDirs)
-  awk -v d="$RUN/agent/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+  # pod volumes the agent mounted (tmpfs for secrets, tokens, memory emptyDirs), and its
+  # root folder's own bind mount (made rshared at start, as the kubelet's)
+  awk -v d="$RUN/agent" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
   netns_down

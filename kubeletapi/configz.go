@@ -41,6 +41,7 @@ func KubeletConfiguration(c *v1alpha1.AgentConfiguration) *kubeletconfig.Kubelet
 		NodeLeaseDurationSeconds:  c.NodeLeaseDurationSeconds,
 		RegisterWithTaints:        c.RegisterWithTaints,
 		ContainerLogMaxSize:       c.ContainerLogMaxSize,
+		PodLogsDir:                c.PodLogsDir,
 		Authentication: kubeletconfig.KubeletAuthentication{
 			X509:      kubeletconfig.KubeletX509Authentication{ClientCAFile: c.ClientCAFile},
 			Webhook:   kubeletconfig.KubeletWebhookAuthentication{Enabled: ptr.To(true)},

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,5 +105,59 @@ func TestContainerLogsPreviousAndFollow(t *testing.T) {
 	must(t, rt.Exit(current, 0))
 	if l := next(); l != "<end>" {
 		t.Fatalf("the stream should end when the container exits, got %q", l)
+	}
+}
+
+// Output that does not end in a newline is logged by the runtime as a last partial
+// ("P") line: it is served as it is, after the full lines (upstream's ReadLogs).
+func TestWriteLogsTrailingPartial(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "0.log")
+	must(t, os.WriteFile(path, []byte("2026-12-01T10:00:00.000000001Z stdout F first\n"+
+		"2026-12-01T10:00:01.000000001Z stdout P name-of-podsecret-value-1\n"), 0o644))
+	for _, tt := range []struct {
+		o    logOptions
+		want string
+	}{
+		{logOptions{tail: -1, limit: -1}, "first\nname-of-podsecret-value-1"},
+		{logOptions{tail: 1, limit: -1}, "name-of-podsecret-value-1"},
+		{logOptions{tail: -1, limit: -1, timestamps: true}, "2026-12-01T10:00:00.000000001Z first\n2026-12-01T10:00:01.000000001Z name-of-podsecret-value-1"},
+	} {
+		var b strings.Builder
+		must(t, writeLogs(context.Background(), &b, path, tt.o, false, nil))
+		if b.String() != tt.want {
+			t.Errorf("%+v: got %q, want %q", tt.o, b.String(), tt.want)
+		}
+	}
+}
+
+// A mirror pod's logs are its static pod's: the containers run under the UID its
+// kubernetes.io/config.mirror annotation names, not the mirror's own.
+func TestContainerLogsOfMirrorPod(t *testing.T) {
+	ctx := context.Background()
+	mirror := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "static-n1", UID: "mirror-uid",
+		Annotations: map[string]string{"kubernetes.io/config.mirror": "static-hash", "kubernetes.io/config.source": "file"}},
+		Spec: corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "app"}}}}
+	pods := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(mirror).Build()
+	rt := criFake.New()
+	rt.LoadImage("busybox:local", 1)
+	logDir := t.TempDir()
+	sbCfg := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "static-n1", Namespace: "ns", Uid: "static-hash"}, LogDirectory: logDir}
+	sb, err := rt.RunPodSandbox(ctx, sbCfg, "")
+	must(t, err)
+	id, err := rt.CreateContainer(ctx, sb, &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "app"},
+		Image: &runtimeapi.ImageSpec{Image: "busybox:local"}, LogPath: "app/0.log",
+		Labels: map[string]string{podplan.LabelPodUID: "static-hash", podplan.LabelContainerName: "app"}}, sbCfg)
+	must(t, err)
+	must(t, rt.StartContainer(ctx, id))
+	must(t, os.WriteFile(filepath.Join(logDir, "app", "0.log"), []byte("2026-12-01T10:00:00.000000001Z stdout F CONFIG_1=value1\n"), 0o644))
+	s := &Server{NodeName: "n1", Pods: pods, Runtime: rt}
+	srv := httptest.NewServer(http.HandlerFunc(s.containerLogs))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/containerLogs/ns/static-n1/app")
+	must(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(b) != "CONFIG_1=value1\n" {
+		t.Errorf("mirror pod logs: %d %q", resp.StatusCode, b)
 	}
 }

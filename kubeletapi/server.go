@@ -39,6 +39,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -421,7 +422,7 @@ func (s *Server) containerLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	cs, err := s.Runtime.ListContainers(r.Context(), &runtimeapi.ContainerFilter{LabelSelector: map[string]string{
-		podplan.LabelPodUID: string(pod.UID), podplan.LabelContainerName: container}})
+		podplan.LabelPodUID: string(runtimeUID(pod)), podplan.LabelContainerName: container}})
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
@@ -471,6 +472,16 @@ func (s *Server) findPod(w http.ResponseWriter, r *http.Request, ns, name string
 		return nil
 	}
 	return pod
+}
+
+// runtimeUID is the UID the pod's containers run under: a mirror pod stands for its
+// static pod, whose UID its kubernetes.io/config.mirror annotation holds (the kubelet's
+// pod manager translates a mirror pod to its static pod the same way).
+func runtimeUID(pod *corev1.Pod) types.UID {
+	if hash, ok := pod.Annotations["kubernetes.io/config.mirror"]; ok && hash != "" {
+		return types.UID(hash)
+	}
+	return pod.UID
 }
 
 func queryBool(q url.Values, names ...string) bool {
@@ -541,7 +552,7 @@ func (s *Server) runningContainer(w http.ResponseWriter, r *http.Request, verb s
 	}
 	cs, err := s.Runtime.ListContainers(r.Context(), &runtimeapi.ContainerFilter{
 		State:         &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING},
-		LabelSelector: map[string]string{podplan.LabelPodUID: string(pod.UID), podplan.LabelContainerName: parts[2]}})
+		LabelSelector: map[string]string{podplan.LabelPodUID: string(runtimeUID(pod)), podplan.LabelContainerName: parts[2]}})
 	if err != nil || len(cs) == 0 {
 		http.Error(w, fmt.Sprintf("container %q in pod %q is not running", parts[2], parts[1]), http.StatusNotFound)
 		return "", false
@@ -562,7 +573,7 @@ func (s *Server) portForward(w http.ResponseWriter, r *http.Request) {
 	}
 	sbs, err := s.Runtime.ListPodSandbox(r.Context(), &runtimeapi.PodSandboxFilter{
 		State:         &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY},
-		LabelSelector: map[string]string{podplan.LabelPodUID: string(pod.UID)}})
+		LabelSelector: map[string]string{podplan.LabelPodUID: string(runtimeUID(pod))}})
 	if err != nil || len(sbs) == 0 {
 		http.Error(w, fmt.Sprintf("pod %q has no ready sandbox", parts[1]), http.StatusNotFound)
 		return
@@ -629,7 +640,7 @@ func writeLogs(ctx context.Context, w io.Writer, path string, o logOptions, foll
 	defer func() { _ = f.Close() }() // f changes when a followed log is rotated
 	rd := bufio.NewReader(f)
 	var lines []string
-	var partial string
+	var partial, partialTS string
 	var written int64
 	emit := func(s string) bool {
 		if o.limit >= 0 && written+int64(len(s)) > o.limit {
@@ -653,6 +664,9 @@ func writeLogs(ctx context.Context, w io.Writer, path string, o logOptions, foll
 		}
 		text := partial + p[3]
 		if p[2] == "P" {
+			if partial == "" {
+				partialTS = p[0]
+			}
 			partial = text
 			return "", false
 		}
@@ -672,6 +686,16 @@ func writeLogs(ctx context.Context, w io.Writer, path string, o logOptions, foll
 		if err != nil {
 			break
 		}
+	}
+	if partial != "" {
+		// the log ends in a partial line (output without a final newline, as the runtime
+		// writes it when the container stops): as upstream, its text as it is
+		text := partial
+		if o.timestamps {
+			text = partialTS + " " + text
+		}
+		lines = append(lines, text)
+		partial = ""
 	}
 	if o.tail >= 0 && int64(len(lines)) > o.tail {
 		lines = lines[int64(len(lines))-o.tail:]

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -26,12 +28,15 @@ const (
 	SignalPIDAvailable         = "pid.available"
 	DefaultCRIEndpoint         = "unix:///run/containerd/containerd.sock"
 	DefaultRootDir             = "/var/lib/nodekeeper"
+	DefaultPodLogsDir          = "/var/log/pods"
+	DefaultContainerLogsDir    = "/var/log/containers"
 	DefaultClusterDomain       = "cluster.local"
 	DefaultResolvConf          = "/etc/resolv.conf"
 	DefaultMaxPods             = 110
 	DefaultLeaseDuration       = 40
 	DefaultHealthzAddress      = ":10248"
 	DefaultMetricsAddress      = "127.0.0.1:10249"
+	DefaultDevicePluginDir     = "/var/lib/kubelet/device-plugins"
 	DefaultStatusUpdateFreq    = 10 * time.Second
 	DefaultStatusReportFreq    = 5 * time.Minute
 	DefaultClusterCIDR         = ""
@@ -92,6 +97,12 @@ func SetDefaults(c *AgentConfiguration) {
 	if c.RootDir == "" {
 		c.RootDir = DefaultRootDir
 	}
+	if c.PodLogsDir == "" {
+		c.PodLogsDir = DefaultPodLogsDir
+	}
+	if c.ContainerLogsDir == "" {
+		c.ContainerLogsDir = DefaultContainerLogsDir
+	}
 	if c.MaxPods == 0 {
 		c.MaxPods = DefaultMaxPods
 	}
@@ -113,6 +124,9 @@ func SetDefaults(c *AgentConfiguration) {
 	}
 	if c.CgroupDriver == "" {
 		c.CgroupDriver = "cgroupfs"
+	}
+	if c.DevicePluginDir == "" {
+		c.DevicePluginDir = DefaultDevicePluginDir
 	}
 	if c.ResolvConf == nil {
 		rc := DefaultResolvConf
@@ -179,8 +193,25 @@ func Validate(c *AgentConfiguration) error {
 	if c.ContainerLogMaxFiles != 0 && c.ContainerLogMaxFiles < 2 {
 		errs = append(errs, field.Invalid(field.NewPath("containerLogMaxFiles"), c.ContainerLogMaxFiles, "must be at least 2"))
 	}
+	for _, d := range []struct{ name, dir string }{{"podLogsDir", c.PodLogsDir}, {"containerLogsDir", c.ContainerLogsDir}} {
+		if d.dir != "" && !filepath.IsAbs(d.dir) {
+			errs = append(errs, field.Invalid(field.NewPath(d.name), d.dir, "must be an absolute path"))
+		}
+	}
+	for i, pat := range c.AllowedUnsafeSysctls {
+		p := field.NewPath("allowedUnsafeSysctls").Index(i)
+		switch {
+		case !sysctlPattern.MatchString(pat):
+			errs = append(errs, field.Invalid(p, pat, "must be a sysctl name or a prefix ending in *"))
+		case !namespacedSysctl(pat):
+			errs = append(errs, field.Invalid(p, pat, "the sysctl is not known to be namespaced"))
+		}
+	}
 	if c.CgroupDriver != "" && c.CgroupDriver != "cgroupfs" {
 		errs = append(errs, field.NotSupported(field.NewPath("cgroupDriver"), c.CgroupDriver, []string{"cgroupfs"}))
+	}
+	if c.DevicePluginDir != "" && !filepath.IsAbs(c.DevicePluginDir) {
+		errs = append(errs, field.Invalid(field.NewPath("devicePluginDir"), c.DevicePluginDir, "must be an absolute path"))
 	}
 	if c.CgroupRoot != "" && !strings.HasPrefix(c.CgroupRoot, "/") {
 		errs = append(errs, field.Invalid(field.NewPath("cgroupRoot"), c.CgroupRoot, "must be an absolute cgroup path"))
@@ -372,4 +403,32 @@ func ReservedList(m map[string]string) corev1.ResourceList {
 		}
 	}
 	return out
+}
+
+// sysctlPattern is upstream's IsValidSysctlPattern (SysctlContainSlashPatternFmt).
+var sysctlPattern = regexp.MustCompile(`^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*([a-z0-9][-_a-z0-9]*)?[a-z0-9*]$`)
+
+// namespacedSysctl tells whether a sysctl or pattern is one of those upstream knows to be
+// namespaced (component-helpers' sysctl.GetNamespace); see also podplan.SysctlNamespace.
+func namespacedSysctl(s string) bool {
+	if i := strings.IndexAny(s, "./"); i != -1 && s[i] == '/' {
+		s = strings.Map(func(r rune) rune {
+			switch r {
+			case '.':
+				return '/'
+			case '/':
+				return '.'
+			}
+			return r
+		}, s)
+	}
+	if i := strings.Index(s, "*"); i != -1 {
+		s = s[:i]
+	}
+	switch s {
+	case "kernel.domainname", "kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
+		"kernel.shm_rmid_forced", "kernel.shm", "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.msg":
+		return true
+	}
+	return strings.HasPrefix(s, "net.") || strings.HasPrefix(s, "fs.mqueue.") || strings.HasPrefix(s, "user.")
 }

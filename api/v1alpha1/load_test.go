@@ -68,6 +68,9 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{"negative lease", "nodeName: n\nnodeLeaseDurationSeconds: -1\n", "nodeLeaseDurationSeconds"},
 		{"bad bind address", "nodeName: n\nmetricsBindAddress: nowhere\n", "metricsBindAddress"},
 		{"read-only port out of range", "nodeName: n\nreadOnlyPort: 70000\n", "readOnlyPort: Invalid value: 70000: must be a port, or 0 to disable"},
+		{"sysctl not namespaced", "nodeName: n\nallowedUnsafeSysctls: [net.core.somaxconn, kernel.panic]\n", "allowedUnsafeSysctls[1]: Invalid value: \"kernel.panic\": the sysctl is not known to be namespaced"},
+		{"bad sysctl pattern", "nodeName: n\nallowedUnsafeSysctls: [\"net.*.x\"]\n", "allowedUnsafeSysctls[0]"},
+		{"relative log folder", "nodeName: n\npodLogsDir: logs\n", "podLogsDir: Invalid value: \"logs\": must be an absolute path"},
 		{"negative read-only port", "nodeName: n\nreadOnlyPort: -1\n", "readOnlyPort: Invalid value: -1"},
 		{"read-only port on the kubelet port", "nodeName: n\nreadOnlyPort: 10250\n", "readOnlyPort: Invalid value: 10250: must differ from kubeletPort"},
 	}

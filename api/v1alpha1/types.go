@@ -71,6 +71,17 @@ type AgentConfiguration struct {
 	// cluster's [resolvConf]. Default /etc/resolv.conf; "" gives such pods the node's
 	// loopback as their only nameserver, as upstream.
 	ResolvConf *string `json:"resolvConf,omitempty"`
+	// AllowedUnsafeSysctls are the sysctls (or "prefix*" patterns) pods may set beyond
+	// the safe ones, which are always allowed [allowedUnsafeSysctls]; a pod with any
+	// other is rejected (SysctlForbidden).
+	AllowedUnsafeSysctls []string `json:"allowedUnsafeSysctls,omitempty"`
+	// PodLogsDir is where containers' logs are written, one folder per pod
+	// (<ns>_<name>_<uid>/<container>/<restart>.log) [podLogsDir]. Default /var/log/pods.
+	PodLogsDir string `json:"podLogsDir,omitempty"`
+	// ContainerLogsDir holds a symbolic link to each container's log,
+	// <pod>_<ns>_<container>-<containerID>.log, for log collectors (the kubelet's fixed
+	// /var/log/containers). Default /var/log/containers.
+	ContainerLogsDir string `json:"containerLogsDir,omitempty"`
 	// ContainerLogMaxSize is the size at which a container's log file is rotated
 	// [containerLogMaxSize]. Default 10Mi.
 	ContainerLogMaxSize string `json:"containerLogMaxSize,omitempty"`
@@ -86,6 +97,10 @@ type AgentConfiguration struct {
 	// CgroupDriver is how cgroups are named [cgroupDriver]: only "cgroupfs" (the
 	// default) is supported, and the runtime must use it too.
 	CgroupDriver string `json:"cgroupDriver,omitempty"`
+	// DevicePluginDir is the folder of the device plugin Registration service
+	// (kubelet.sock) and of the plugins' sockets. Default /var/lib/kubelet/device-plugins,
+	// the path device plugins (and upstream's kubelet, which does not let it change) use.
+	DevicePluginDir string `json:"devicePluginDir,omitempty"`
 
 	// SystemReserved is held back for OS daemons [systemReserved]: resource name to quantity.
 	SystemReserved map[string]string `json:"systemReserved,omitempty"`

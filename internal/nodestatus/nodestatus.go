@@ -235,13 +235,28 @@ type Observed struct {
 	Addresses      []corev1.NodeAddress
 	Images         []corev1.ContainerImage
 	KubeletPort    int32
+	// DeviceCapacity and DeviceAllocatable are the device plugins' resources: all
+	// their devices, and the healthy ones.
+	DeviceCapacity, DeviceAllocatable corev1.ResourceList
 }
 
 // Status computes the node's status from observations and the previous status.
 func Status(prev corev1.NodeStatus, o Observed, now metav1.Time) corev1.NodeStatus {
 	st := *prev.DeepCopy()
-	st.Capacity = o.Capacity.DeepCopy()
-	st.Allocatable = Allocatable(o.Capacity, o.SystemReserved, o.KubeReserved, o.Hard)
+	// as upstream's MachineInfo setter: the device plugins' resources join the capacity,
+	// allocatable is computed over it and then takes the plugins' healthy counts
+	capacity := o.Capacity.DeepCopy()
+	for k, v := range o.DeviceCapacity {
+		if capacity == nil {
+			capacity = corev1.ResourceList{}
+		}
+		capacity[k] = v.DeepCopy()
+	}
+	st.Capacity = capacity
+	st.Allocatable = Allocatable(capacity, o.SystemReserved, o.KubeReserved, o.Hard)
+	for k, v := range o.DeviceAllocatable {
+		st.Allocatable[k] = v.DeepCopy()
+	}
 	st.Conditions = Conditions(prev.Conditions, o.Runtime, o.Capacity, ComputePressure(o.Signals, o.Hard), now)
 	st.NodeInfo = o.NodeInfo
 	if o.RuntimeVersion != "" {

@@ -257,3 +257,26 @@ func TestLease(t *testing.T) {
 		t.Errorf("renewal kept %d owner references", len(again.OwnerReferences))
 	}
 }
+
+// The device plugins' resources join capacity and allocatable (their healthy devices),
+// next to the host's.
+func TestStatusDeviceResources(t *testing.T) {
+	o := Observed{
+		Capacity:          corev1.ResourceList{corev1.ResourceCPU: q("4"), corev1.ResourceMemory: q("8Gi")},
+		KubeReserved:      corev1.ResourceList{corev1.ResourceCPU: q("1")},
+		DeviceCapacity:    corev1.ResourceList{"example.com/gpu": q("4"), "example.com/gone": q("0")},
+		DeviceAllocatable: corev1.ResourceList{"example.com/gpu": q("3"), "example.com/gone": q("0")},
+	}
+	st := Status(corev1.NodeStatus{}, o, metav1.Now())
+	for name, want := range map[corev1.ResourceName][2]string{
+		corev1.ResourceCPU: {"4", "3"}, "example.com/gpu": {"4", "3"}, "example.com/gone": {"0", "0"},
+	} {
+		c, a := st.Capacity[name], st.Allocatable[name]
+		if c.Cmp(q(want[0])) != 0 || a.Cmp(q(want[1])) != 0 {
+			t.Errorf("%s: capacity %s allocatable %s, want %s and %s", name, c.String(), a.String(), want[0], want[1])
+		}
+	}
+	if o.Capacity["example.com/gpu"] != (resource.Quantity{}) {
+		t.Error("the host's capacity list was modified")
+	}
+}

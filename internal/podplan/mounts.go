@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // ResolveRecursiveReadOnly is upstream's resolveRecursiveReadOnly: whether a volume mount
@@ -70,4 +71,18 @@ func SupportsRecursiveReadOnly(handlers []RuntimeHandler, name string) bool {
 type RuntimeHandler struct {
 	Name                    string
 	RecursiveReadOnlyMounts bool
+}
+
+// MountPropagation is upstream's translateMountPropagation: a volume mount's
+// propagation for the runtime (private unless HostToContainer or Bidirectional).
+func MountPropagation(mode *corev1.MountPropagationMode) (runtimeapi.MountPropagation, error) {
+	switch {
+	case mode == nil, *mode == corev1.MountPropagationNone:
+		return runtimeapi.MountPropagation_PROPAGATION_PRIVATE, nil
+	case *mode == corev1.MountPropagationHostToContainer:
+		return runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER, nil
+	case *mode == corev1.MountPropagationBidirectional:
+		return runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL, nil
+	}
+	return 0, fmt.Errorf("invalid MountPropagation mode: %q", *mode)
 }

@@ -90,6 +90,16 @@ func (o Observed) latestSandbox() *Sandbox {
 	return best
 }
 
+// anySandboxReady tells whether one of the pod's sandboxes is ready.
+func (o Observed) anySandboxReady() bool {
+	for i := range o.Sandboxes {
+		if o.Sandboxes[i].Ready {
+			return true
+		}
+	}
+	return false
+}
+
 // instances returns a container's instances in sandbox sb, newest first.
 func (o Observed) instances(name, sb string) []Container {
 	var out []Container
@@ -135,6 +145,10 @@ type Start struct {
 	Name    string
 	Init    bool
 	Attempt uint32 // restart count of the new instance
+	// Ephemeral: an ephemeral container (started once, never restarted); TargetID is
+	// the container whose PID namespace it joins (targetContainerName), "" for none.
+	Ephemeral bool
+	TargetID  string
 }
 
 // Kill is a container instance to stop, and why.
@@ -244,10 +258,32 @@ func Plan(pod *corev1.Pod, o Observed, backoff Backoff, now time.Time) Actions {
 		}
 		return a
 	}
+	ephemeralStarts(pod, o, &a)
 	if initActions(pod, o, sb.ID, backoff, now, &a) {
 		appStarts(pod, o, sb.ID, backoff, now, &a)
 	}
 	return a
+}
+
+// ephemeralStarts is computePodActions' EphemeralContainersToStart: in a ready sandbox,
+// even before initialization completes, each ephemeral container that has never run
+// starts (first, as SyncPod starts them); none is ever restarted.
+func ephemeralStarts(pod *corev1.Pod, o Observed, a *Actions) {
+	for i := range pod.Spec.EphemeralContainers {
+		ec := &pod.Spec.EphemeralContainers[i]
+		if o.Latest(ec.Name) != nil {
+			continue
+		}
+		s := Start{Name: ec.Name, Ephemeral: true}
+		if t := ec.TargetContainerName; t != "" {
+			l := o.Latest(t)
+			if l == nil {
+				continue // upstream: "unable to find target container"; tried again later
+			}
+			s.TargetID = l.ID
+		}
+		a.Start = append(a.Start, s)
+	}
 }
 
 // initActions is upstream's computeInitContainerActions for the sandbox sbID: it adds
@@ -417,19 +453,32 @@ func appStarts(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now ti
 		l := inst[0]
 		switch l.State {
 		case StateRunning:
+			// as computePodActions: a running container whose definition changed is
+			// killed and started again in the same sync whatever the restart policy; one
+			// that failed its liveness or startup probe too, unless its policy is Never.
+			// The new instance does not wait for a back-off (nothing exited yet).
 			if l.Hash != "" && l.Hash != HashContainer(c) {
 				a.Kill = append(a.Kill, Kill{ID: l.ID, Name: c.Name, Reason: fmt.Sprintf("Container %s definition changed, will be restarted", c.Name)})
+				a.Start = append(a.Start, Start{Name: c.Name, Attempt: l.Attempt + 1})
 			} else if kind := o.Unhealthy[l.ID]; kind != "" {
 				probe := c.LivenessProbe
 				if kind == "startup" {
 					probe = c.StartupProbe
 				}
-				k := Kill{ID: l.ID, Name: c.Name, Reason: fmt.Sprintf("Container %s failed %s probe, will be restarted", c.Name, kind)}
+				restart := restartOnProbeFailure(pod, c)
+				reason := fmt.Sprintf("Container %s failed %s probe", c.Name, kind)
+				if restart {
+					reason += ", will be restarted"
+				}
+				k := Kill{ID: l.ID, Name: c.Name, Reason: reason}
 				if probe != nil && probe.TerminationGracePeriodSeconds != nil {
 					g := *probe.TerminationGracePeriodSeconds
 					k.GracePeriod = &g
 				}
 				a.Kill = append(a.Kill, k)
+				if restart {
+					a.Start = append(a.Start, Start{Name: c.Name, Attempt: l.Attempt + 1})
+				}
 			}
 		case StateCreated:
 			a.Start = append(a.Start, Start{Name: c.Name, Attempt: l.Attempt + 1})
@@ -439,6 +488,16 @@ func appStarts(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now ti
 			}
 		}
 	}
+}
+
+// restartOnProbeFailure is computePodActions' restart for a running container killed by
+// a probe: the pod's restart policy is not Never (shouldRestartOnFailure), or, when the
+// container has a restart policy of its own, that one is not Never.
+func restartOnProbeFailure(pod *corev1.Pod, c *corev1.Container) bool {
+	if c.RestartPolicy != nil {
+		return *c.RestartPolicy != corev1.ContainerRestartPolicyNever
+	}
+	return pod.Spec.RestartPolicy != corev1.RestartPolicyNever
 }
 
 // BackoffEntry is the restart back-off of one container.

@@ -126,12 +126,18 @@ func TestPlan(t *testing.T) {
 				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{
 					ctr(p, "a", "s", 0, StateExited, 1), ctr(p, "b", "s", 0, StateRunning, 0)}}
 			}},
-		{name: "changed spec kills the container", pod: pod(always, nil, "a"),
+		{name: "changed spec kills the container and starts it again at once", pod: pod(always, nil, "a"),
 			obs: func(p *corev1.Pod) Observed {
 				c := ctr(p, "a", "s", 0, StateRunning, 0)
 				c.Hash = "stale"
 				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{c}}
-			}, wantKill: 1},
+			}, wantKill: 1, wantStart: []string{"a"}},
+		{name: "changed spec restarts the container under Never too", pod: pod(never, nil, "a"),
+			obs: func(p *corev1.Pod) Observed {
+				c := ctr(p, "a", "s", 0, StateRunning, 0)
+				c.Hash = "stale"
+				return Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{c}}
+			}, wantKill: 1, wantStart: []string{"a"}},
 		{name: "dead sandbox: new one with the next attempt, everything restarts", pod: pod(always, []string{"i1"}, "a"),
 			obs: func(p *corev1.Pod) Observed {
 				sb := ready("s", 3)
@@ -203,6 +209,33 @@ func TestProbeFailureKills(t *testing.T) {
 		}
 		if !reflect.DeepEqual(a.Kill[0].GracePeriod, tt.wantGrace) {
 			t.Errorf("%s with probe TGPS %v: grace %v, want %v", tt.kind, tt.probeTGPS, a.Kill[0].GracePeriod, tt.wantGrace)
+		}
+	}
+	// restarted in the same plan (no back-off), whatever the exit code will be, unless
+	// the restart policy is Never
+	for _, tt := range []struct {
+		policy    corev1.RestartPolicy
+		container *corev1.ContainerRestartPolicy
+		restart   bool
+	}{
+		{corev1.RestartPolicyAlways, nil, true},
+		{corev1.RestartPolicyOnFailure, nil, true},
+		{corev1.RestartPolicyNever, nil, false},
+		{corev1.RestartPolicyNever, ptr.To(corev1.ContainerRestartPolicyOnFailure), true},
+		{corev1.RestartPolicyAlways, ptr.To(corev1.ContainerRestartPolicyNever), false},
+	} {
+		p := pod(tt.policy, nil, "a")
+		p.Spec.Containers[0].RestartPolicy = tt.container
+		p.Spec.Containers[0].LivenessProbe = &corev1.Probe{}
+		c := ctr(p, "a", "s", 2, StateRunning, 0)
+		a := Plan(p, Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{c},
+			Unhealthy: map[string]string{c.ID: "liveness"}}, Backoff{"a": t0.Add(time.Hour)}, t0)
+		restarted := len(a.Start) == 1 && a.Start[0].Name == "a" && a.Start[0].Attempt == 3
+		if len(a.Kill) != 1 || restarted != tt.restart || (!tt.restart && len(a.Start) != 0) {
+			t.Errorf("policy %s/%v: kills %v starts %v, want restart %v", tt.policy, tt.container, a.Kill, a.Start, tt.restart)
+		}
+		if !tt.restart && a.Kill[0].Reason != "Container a failed liveness probe" {
+			t.Errorf("reason without restart: %q", a.Kill[0].Reason)
 		}
 	}
 }
@@ -359,5 +392,40 @@ func TestPodScheduledCondition(t *testing.T) {
 		if got := condStatus(status(p, o, nil), corev1.PodScheduled); got != corev1.ConditionTrue {
 			t.Errorf("%s: PodScheduled = %q, want True", name, got)
 		}
+	}
+}
+
+// Ephemeral containers start in a ready sandbox (before initialization is done), once,
+// joining their target's PID namespace; they are reported apart and never restarted.
+func TestEphemeralContainers(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, []string{"i1"}, "a")
+	p.Spec.EphemeralContainers = []corev1.EphemeralContainer{
+		{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "busybox"}},
+		{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "peek", Image: "busybox"}, TargetContainerName: "a"},
+	}
+	// initializing: the first ephemeral one starts, the targeted one waits for its target
+	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "i1", "s", 0, StateRunning, 0)}}
+	a := Plan(p, o, nil, t0)
+	if len(a.Start) != 1 || a.Start[0] != (Start{Name: "debugger", Ephemeral: true}) {
+		t.Errorf("starts while initializing: %+v", a.Start)
+	}
+	st := status(p, o, nil)
+	if len(st.EphemeralContainerStatuses) != 2 || st.EphemeralContainerStatuses[0].State.Waiting.Reason != "PodInitializing" {
+		t.Errorf("ephemeral statuses: %+v", st.EphemeralContainerStatuses)
+	}
+	// running app: the targeted one starts with the app's ID; an exited one stays so
+	app := ctr(p, "a", "s", 0, StateRunning, 0)
+	o = Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "i1", "s", 0, StateExited, 0), app,
+		{ID: "dbg", SandboxID: "s", Name: "debugger", State: StateExited, ExitCode: 1, CreatedAt: t0}}}
+	a = Plan(p, o, nil, t0)
+	if len(a.Start) != 1 || a.Start[0] != (Start{Name: "peek", Ephemeral: true, TargetID: app.ID}) {
+		t.Errorf("starts once running: %+v", a.Start)
+	}
+	st = status(p, o, nil)
+	if cs := st.EphemeralContainerStatuses[0]; cs.State.Terminated == nil || cs.State.Terminated.ExitCode != 1 || cs.Ready {
+		t.Errorf("exited ephemeral container: %+v", cs)
+	}
+	if st.Phase != corev1.PodRunning || condStatus(st, corev1.PodReady) != corev1.ConditionTrue {
+		t.Errorf("ephemeral containers must not count for phase or readiness: %s", st.Phase)
 	}
 }

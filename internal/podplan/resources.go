@@ -98,9 +98,12 @@ func PodCgroupParent(root string, pod *corev1.Pod) string {
 }
 
 // podTotals is the pod's effective requests or limits for one resource, as upstream's
-// PodRequests/PodLimits without overhead: the larger of the app containers plus
-// sidecars and of each init container plus the sidecars started before it.
+// PodRequests/PodLimits: the larger of the app containers plus sidecars and of each
+// init container plus the sidecars started before it, plus the pod's overhead (for
+// limits only when a container has a limit for it). allSet: every container has a
+// non-zero value for it.
 func podTotals(pod *corev1.Pod, name corev1.ResourceName, limits bool) (total int64, allSet bool) {
+	anySet := false
 	get := func(c *corev1.Container) (int64, bool) {
 		l := c.Resources.Requests
 		if limits {
@@ -110,6 +113,7 @@ func podTotals(pod *corev1.Pod, name corev1.ResourceName, limits bool) (total in
 		if !ok {
 			return 0, false
 		}
+		anySet = true
 		if name == corev1.ResourceCPU {
 			return q.MilliValue(), !q.IsZero()
 		}
@@ -134,7 +138,15 @@ func podTotals(pod *corev1.Pod, name corev1.ResourceName, limits bool) (total in
 		allSet = allSet && ok
 		apps += v
 	}
-	return max(apps+sidecars, initMax), allSet
+	total = max(apps+sidecars, initMax)
+	if q, ok := pod.Spec.Overhead[name]; ok && (!limits || anySet) {
+		if name == corev1.ResourceCPU {
+			total += q.MilliValue()
+		} else {
+			total += q.Value()
+		}
+	}
+	return total, allSet
 }
 
 // PodCgroupResources is upstream's ResourceConfigForPod (CPU limits enforced): CPU

@@ -36,6 +36,11 @@ func podWith(rs ...corev1.ResourceRequirements) *corev1.Pod {
 	return p
 }
 
+func withOverhead(p *corev1.Pod, o string) *corev1.Pod {
+	p.Spec.Overhead = res(o, "").Requests
+	return p
+}
+
 func TestOOMScoreAdj(t *testing.T) {
 	const capacity = 8 << 30
 	for _, tt := range []struct {
@@ -70,6 +75,12 @@ func TestPodCgroup(t *testing.T) {
 			CgroupResources{CPUShares: i64(204), CPUQuota: i64(200000), CPUPeriod: i64(100000), MemoryLimit: i64(200 << 20)}},
 		{"burstable, a container without limits", podWith(res("100m/10Mi", "1/100Mi"), res("100m/", "/")), "/kubepods/burstable/podu1",
 			CgroupResources{CPUShares: i64(204)}},
+		// the PodOverhead spec: 100m/100Mi Guaranteed plus an overhead of 200m/140Mi
+		{"guaranteed with overhead", withOverhead(podWith(res("100m/100Mi", "100m/100Mi")), "200m/140Mi"), "/kubepods/podu1",
+			CgroupResources{CPUShares: i64(307), CPUQuota: i64(30000), CPUPeriod: i64(100000), MemoryLimit: i64(240 << 20)}},
+		// overhead goes to the requests always, to the limits only of resources that have some
+		{"burstable with overhead, no memory limit", withOverhead(podWith(res("100m/100Mi", "1/")), "200m/140Mi"), "/kubepods/burstable/podu1",
+			CgroupResources{CPUShares: i64(307), CPUQuota: i64(120000), CPUPeriod: i64(100000)}},
 	} {
 		if got := PodCgroupParent("/", tt.pod); got != tt.parent {
 			t.Errorf("%s: parent %s, want %s", tt.name, got, tt.parent)

@@ -147,12 +147,24 @@ func Status(in StatusInput) corev1.PodStatus {
 	}
 	sb := in.Observed.latestSandbox()
 	sandboxReady := sb != nil && sb.Ready
-	if sandboxReady && sb.IP != "" {
+	switch {
+	case pod.Spec.HostNetwork:
+		// as generateAPIPodStatus: host-network pods have the node's IP from the start
+		if in.HostIP != "" {
+			st.PodIP = in.HostIP
+			st.PodIPs = []corev1.PodIP{{IP: in.HostIP}}
+		}
+	case sandboxReady && sb.IP != "":
 		st.PodIP = sb.IP
 		st.PodIPs = []corev1.PodIP{{IP: sb.IP}}
-	} else if sandboxReady && pod.Spec.HostNetwork {
-		st.PodIP = in.HostIP
-		st.PodIPs = []corev1.PodIP{{IP: in.HostIP}}
+	case !in.Observed.anySandboxReady() && prev.PodIP != "":
+		// as the PLEG's getPodIPs: a pod with no ready sandbox (its sandbox stopped
+		// because it finished or is being deleted) keeps the IPs it had
+		st.PodIP = prev.PodIP
+		st.PodIPs = append([]corev1.PodIP(nil), prev.PodIPs...)
+		if len(st.PodIPs) == 0 {
+			st.PodIPs = []corev1.PodIP{{IP: prev.PodIP}}
+		}
 	}
 	sbID := ""
 	if sb != nil {
@@ -172,6 +184,24 @@ func Status(in StatusInput) corev1.PodStatus {
 		cs := containerStatus(in, c, false, initDone, sandboxReady)
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
 	}
+	for i := range pod.Spec.EphemeralContainers {
+		c := (*corev1.Container)(&pod.Spec.EphemeralContainers[i].EphemeralContainerCommon)
+		cs := containerStatus(in, c, false, initDone, sandboxReady)
+		if len(in.Observed.instances(c.Name, "")) == 0 {
+			// convertToAPIContainerStatuses' default waiting state
+			reason := "ContainerCreating"
+			if len(pod.Spec.InitContainers) > 0 {
+				reason = "PodInitializing"
+			}
+			if w, ok := in.Waiting[c.Name]; ok {
+				cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
+			} else {
+				cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason}
+			}
+		}
+		cs.Ready, cs.Started = false, nil // no probes: never ready, as upstream
+		st.EphemeralContainerStatuses = append(st.EphemeralContainerStatuses, cs)
+	}
 	if in.Terminal {
 		terminateStatuses(pod, &st)
 	}
@@ -184,6 +214,10 @@ func Status(in StatusInput) corev1.PodStatus {
 	if st.Phase == prev.Phase {
 		st.Reason, st.Message = prev.Reason, prev.Message // they go with the phase
 	}
+	if PastActiveDeadline(pod, in.Now) && !Terminal(pod) {
+		// the kubelet's activeDeadlineHandler (a pod sync handler's ShouldEvict)
+		st.Phase, st.Reason, st.Message = corev1.PodFailed, DeadlineExceededReason, DeadlineExceededMessage
+	}
 	if Terminal(pod) {
 		st.Phase = prev.Phase // terminal phases are final
 		st.Reason, st.Message = prev.Reason, prev.Message
@@ -192,47 +226,114 @@ func Status(in StatusInput) corev1.PodStatus {
 		st.Phase, st.Reason, st.Message = corev1.PodFailed, "Evicted", in.Evicted
 	}
 
-	cond := func(typ corev1.PodConditionType, ok bool, reason string) corev1.PodCondition {
-		c := corev1.PodCondition{Type: typ, Status: corev1.ConditionFalse, Reason: reason}
-		if ok {
-			c.Status, c.Reason = corev1.ConditionTrue, ""
-		}
-		return c
-	}
 	containersReady := containersReadyCondition(pod, &st)
-	want := []corev1.PodCondition{
-		cond(corev1.PodReadyToStartContainers, sandboxReady, ""),
-		initializedCondition(pod, &st),
-		containersReady,
-		readyCondition(pod, prev.Conditions, containersReady),
-		// as generateAPIPodStatus: a pod the kubelet sees is scheduled (its own pods,
-		// static pods and pods created with spec.nodeName alike)
-		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue},
+	// as generateAPIPodStatus: the conditions the kubelet does not own first, as they
+	// were (a DisruptionTarget of our eviction replacing any earlier one), then the
+	// kubelet's in its order
+	var want []corev1.PodCondition
+	for _, c := range prev.Conditions {
+		if !kubeletCondition(c.Type) {
+			want = append(want, c)
+		}
 	}
 	if in.Evicted != "" && !Terminal(pod) {
-		want = append(want, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue,
-			Reason: "TerminationByKubelet", Message: in.Evicted})
+		dt := corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue,
+			Reason: "TerminationByKubelet", Message: in.Evicted}
+		replaced := false
+		for i := range want {
+			if want[i].Type == dt.Type {
+				want[i], replaced = dt, true
+			}
+		}
+		if !replaced {
+			want = append(want, dt)
+		}
 	}
+	want = append(want,
+		readyToStartCondition(in.Observed),
+		initializedCondition(pod, &st),
+		readyCondition(pod, prev.Conditions, containersReady),
+		containersReady,
+		// a pod the kubelet sees is scheduled (its own pods, static pods and pods
+		// created with spec.nodeName alike)
+		corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue},
+	)
 	old := map[corev1.PodConditionType]corev1.PodCondition{}
 	for _, c := range prev.Conditions {
 		old[c.Type] = c
 	}
-	ours := map[corev1.PodConditionType]bool{}
 	for _, c := range want {
-		ours[c.Type] = true
-		c.LastTransitionTime = t(in.Now)
+		// as the status manager's updateLastTransitionTime: kept unless the status changes
 		if o, ok := old[c.Type]; ok && o.Status == c.Status {
 			c.LastTransitionTime = o.LastTransitionTime
-			c.LastProbeTime = o.LastProbeTime
+			if kubeletCondition(c.Type) {
+				c.LastProbeTime = o.LastProbeTime
+			}
+		} else if kubeletCondition(c.Type) || c.Type == corev1.DisruptionTarget {
+			c.LastTransitionTime = t(in.Now)
 		}
 		st.Conditions = append(st.Conditions, c)
 	}
-	for _, c := range prev.Conditions {
-		if !ours[c.Type] {
-			st.Conditions = append(st.Conditions, c) // PodScheduled, readiness gates, …
+	return st
+}
+
+// The reason and message of a pod past its activeDeadlineSeconds (upstream's).
+const (
+	DeadlineExceededReason  = "DeadlineExceeded"
+	DeadlineExceededMessage = "Pod was active on the node longer than the specified deadline"
+)
+
+// ActiveDeadline is when the pod's activeDeadlineSeconds runs out, counted from its
+// status.startTime as the kubelet's activeDeadlineHandler; ok is false when the pod has
+// no deadline or has not started.
+func ActiveDeadline(pod *corev1.Pod) (deadline time.Time, ok bool) {
+	if pod.Spec.ActiveDeadlineSeconds == nil || pod.Status.StartTime == nil || pod.Status.StartTime.IsZero() {
+		return time.Time{}, false
+	}
+	return pod.Status.StartTime.Add(time.Duration(*pod.Spec.ActiveDeadlineSeconds) * time.Second), true
+}
+
+// PastActiveDeadline tells whether the pod has been active longer than its
+// activeDeadlineSeconds at now.
+func PastActiveDeadline(pod *corev1.Pod, now time.Time) bool {
+	d, ok := ActiveDeadline(pod)
+	return ok && !now.Before(d)
+}
+
+// kubeletCondition is kubetypes.PodConditionByKubelet: the conditions the kubelet owns
+// (and rewrites on every status).
+func kubeletCondition(t corev1.PodConditionType) bool {
+	switch t {
+	case corev1.PodScheduled, corev1.PodReady, corev1.PodInitialized, corev1.ContainersReady,
+		corev1.PodResizeInProgress, corev1.PodResizePending, corev1.PodReadyToStartContainers:
+		return true
+	}
+	return false
+}
+
+// readyToStartCondition is upstream's GeneratePodReadyToStartContainersCondition: True
+// when the pod has a ready sandbox that needs no replacing (PodSandboxChanged).
+func readyToStartCondition(o Observed) corev1.PodCondition {
+	msg := ""
+	nready := 0
+	for i := range o.Sandboxes {
+		if o.Sandboxes[i].Ready {
+			nready++
 		}
 	}
-	return st
+	sb := o.latestSandbox()
+	switch {
+	case sb == nil:
+		msg = "no pod sandbox exists"
+	case nready > 1:
+		msg = "multiple pod sandboxes are ready and need to be reconciled"
+	case !sb.Ready:
+		msg = "pod sandbox is not ready"
+	default:
+		return corev1.PodCondition{Type: corev1.PodReadyToStartContainers, Status: corev1.ConditionTrue}
+	}
+	return corev1.PodCondition{Type: corev1.PodReadyToStartContainers, Status: corev1.ConditionFalse,
+		Reason: "PodSandboxNotReady", Message: msg}
 }
 
 // initializedCondition is upstream's GeneratePodInitializedCondition: every regular

@@ -3,8 +3,11 @@ package podplan
 import (
 	"strconv"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 )
 
 // The final status of a pod whose containers were killed on deletion: what the
@@ -125,5 +128,58 @@ func TestTerminalStaticPodKeepsPhase(t *testing.T) {
 	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 137)}}
 	if st := Status(StatusInput{Pod: p, Observed: o, Now: t0, Terminal: true}); st.Phase != corev1.PodRunning {
 		t.Errorf("phase %s, want Running", st.Phase)
+	}
+}
+
+// As the kubelet's PLEG (getPodIPs): once no sandbox of the pod is ready (it finished
+// and its sandbox was stopped), the pod keeps the IPs it had; a ready sandbox's IP
+// wins; host-network pods have the node's IP.
+func TestPodIPsKept(t *testing.T) {
+	p := pod(corev1.RestartPolicyNever, nil, "a")
+	p.Status.PodIP, p.Status.PodIPs = "10.244.0.7", []corev1.PodIP{{IP: "10.244.0.7"}}
+	stopped := Sandbox{ID: "s", Ready: false, CreatedAt: t0}
+	st := status(p, Observed{Sandboxes: []Sandbox{stopped}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 42)}}, nil)
+	if st.Phase != corev1.PodFailed || st.PodIP != "10.244.0.7" || len(st.PodIPs) != 1 || st.PodIPs[0].IP != "10.244.0.7" {
+		t.Errorf("finished pod: phase %s podIP %q podIPs %v, want Failed with its IP kept", st.Phase, st.PodIP, st.PodIPs)
+	}
+	st = status(p, Observed{Sandboxes: []Sandbox{stopped, ready("s2", 1)}}, nil)
+	if st.PodIP != "10.244.0.5" {
+		t.Errorf("a ready sandbox's IP must win, got %q", st.PodIP)
+	}
+	fresh := pod(corev1.RestartPolicyNever, nil, "a")
+	if st := status(fresh, Observed{}, nil); st.PodIP != "" {
+		t.Errorf("a pod that never had a sandbox has no IP, got %q", st.PodIP)
+	}
+	fresh.Spec.HostNetwork = true
+	if st := status(fresh, Observed{}, nil); st.PodIP != "192.0.2.1" || len(st.PodIPs) != 1 {
+		t.Errorf("host-network pod: podIP %q podIPs %v, want the node's", st.PodIP, st.PodIPs)
+	}
+}
+
+// A pod past its activeDeadlineSeconds (from status.startTime) is Failed with
+// DeadlineExceeded, as the kubelet's activeDeadlineHandler; a terminal pod stays as it is.
+func TestActiveDeadline(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, nil, "a")
+	start := metav1.NewTime(t0.Add(-10 * time.Second))
+	p.Status.StartTime = &start
+	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateRunning, 0)}}
+	if st := status(p, o, nil); st.Phase != corev1.PodRunning {
+		t.Fatalf("no deadline: phase %s", st.Phase)
+	}
+	p.Spec.ActiveDeadlineSeconds = ptr.To[int64](30)
+	if d, ok := ActiveDeadline(p); !ok || !d.Equal(t0.Add(20*time.Second)) || PastActiveDeadline(p, t0) {
+		t.Errorf("deadline %v %v, want 20s after now and not past", d, ok)
+	}
+	if st := status(p, o, nil); st.Phase != corev1.PodRunning {
+		t.Errorf("before the deadline: phase %s", st.Phase)
+	}
+	p.Spec.ActiveDeadlineSeconds = ptr.To[int64](5)
+	st := status(p, o, nil)
+	if st.Phase != corev1.PodFailed || st.Reason != "DeadlineExceeded" || st.Message != "Pod was active on the node longer than the specified deadline" {
+		t.Errorf("past the deadline: %s %q %q", st.Phase, st.Reason, st.Message)
+	}
+	p.Status.Phase = corev1.PodSucceeded
+	if st := status(p, o, nil); st.Phase != corev1.PodSucceeded || st.Reason == "DeadlineExceeded" {
+		t.Errorf("terminal pod changed: %s %q", st.Phase, st.Reason)
 	}
 }

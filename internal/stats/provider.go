@@ -45,9 +45,12 @@ type Provider struct {
 	// and memory come from each pod's cgroup when Host can read it (CgroupReader), as
 	// upstream; otherwise they are the sums of the pod's containers.
 	CgroupRoot string
-	// RootDir is the agent's rootDir: nodefs, <rootDir>/pods/<uid>/volumes/<name> and
-	// <rootDir>/logs/<ns>_<name>_<uid>/<container>/ are read from it.
+	// RootDir is the agent's rootDir: nodefs, and <rootDir>/pods/<uid>/volumes/<name>
+	// are read from it.
 	RootDir string
+	// PodLogsDir holds the containers' logs, <podLogsDir>/<ns>_<name>_<uid>/<container>/
+	// (default <rootDir>/logs).
+	PodLogsDir string
 
 	mu   sync.Mutex
 	prev Samples
@@ -129,7 +132,11 @@ func (p *Provider) read(ctx context.Context, onlyCPUAndMemory bool) (Input, erro
 				pod.StartTime = obj.Status.StartTime.Time
 			}
 		}
-		logDir := filepath.Join(p.RootDir, "logs", m.GetNamespace()+"_"+m.GetName()+"_"+m.GetUid())
+		logsRoot := p.PodLogsDir
+		if logsRoot == "" {
+			logsRoot = filepath.Join(p.RootDir, "logs")
+		}
+		logDir := filepath.Join(logsRoot, m.GetNamespace()+"_"+m.GetName()+"_"+m.GetUid())
 		for _, c := range bySandbox[sb.GetId()] {
 			ct := Container{Name: c.GetMetadata().GetName(), CreatedAt: time.Unix(0, c.GetCreatedAt()), Stats: statsByID[c.GetId()]}
 			if !onlyCPUAndMemory {

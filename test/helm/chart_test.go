@@ -31,6 +31,8 @@ type valueSet struct {
 var allHostPaths = map[string]string{
 	"cri-socket-dir": "/run/containerd",
 	"state":          "/var/lib/nodekeeper",
+	"pod-logs":       "/var/log/pods",
+	"container-logs": "/var/log/containers",
 	"machine-id":     "/etc/machine-id",
 	"os-release":     "/etc/os-release",
 	"xtables-lock":   "/run/xtables.lock",
@@ -84,6 +86,7 @@ var valueSets = []valueSet{
 		reconcilers: "nodestatus,pods",
 		proxyMode:   v1alpha1.ProxyModeIPTables,
 		hostPaths: map[string]string{"cri-socket-dir": "/run/containerd", "state": "/var/lib/nodekeeper",
+			"pod-logs": "/var/log/pods", "container-logs": "/var/log/containers",
 			"machine-id": "/etc/machine-id", "os-release": "/etc/os-release"},
 		check: func(t *testing.T, r *rendered, _ *v1alpha1.AgentConfiguration) {
 			// the pods' Service link variables need read access to Services, not more
@@ -221,6 +224,12 @@ func TestHelmTemplate(t *testing.T) {
 				}
 				if p, ok := vs.hostPaths[m.Name]; ok && p != m.MountPath {
 					t.Errorf("%s is mounted at %s, want the host's path %s", m.Name, m.MountPath, p)
+				}
+				// the pod volumes the agent mounts in its state folder must reach containerd
+				pods := strings.Contains(vs.reconcilers, "pods")
+				bidi := m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationBidirectional
+				if m.Name == "state" && pods != bidi {
+					t.Errorf("state is mounted with propagation %v; want Bidirectional exactly when the pods reconciler runs", m.MountPropagation)
 				}
 			}
 

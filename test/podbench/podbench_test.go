@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -60,7 +61,9 @@ func TestPodStartupLatency(t *testing.T) {
 	defer env.Stop()
 
 	node := "bench-" + rand.String(5)
-	cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: t.TempDir()}
+	root := t.TempDir()
+	cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: root,
+		PodLogsDir: filepath.Join(root, "logs"), ContainerLogsDir: filepath.Join(root, "containers")}
 	v1alpha1.SetDefaults(cfg)
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: scheme.Scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})

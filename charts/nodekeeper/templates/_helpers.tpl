@@ -66,6 +66,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $cfg := dict "apiVersion" "nodekeeper.io/v1alpha1" "kind" "AgentConfiguration" -}}
 {{- $_ := set $cfg "containerRuntimeEndpoint" .Values.containerRuntimeEndpoint -}}
 {{- $_ = set $cfg "rootDir" .Values.rootDir -}}
+{{- $_ = set $cfg "podLogsDir" .Values.podLogsDir -}}
+{{- $_ = set $cfg "containerLogsDir" .Values.containerLogsDir -}}
 {{- $_ = set $cfg "proxyMode" .Values.proxyMode -}}
 {{- with .Values.systemReserved }}{{ $_ = set $cfg "systemReserved" (include "nodekeeper.stringMap" . | fromYaml) }}{{ end -}}
 {{- with .Values.kubeReserved }}{{ $_ = set $cfg "kubeReserved" (include "nodekeeper.stringMap" . | fromYaml) }}{{ end -}}

@@ -517,6 +517,14 @@ func (f *Runtime) StartContainer(_ context.Context, containerID string) error {
 		return errors.New("StartContainer: " + msg)
 	}
 	c.state, c.startedAt = runtimeapi.ContainerState_CONTAINER_RUNNING, f.now()
+	if c.logPath != "" {
+		// as containerd: the log file is opened when the container starts
+		if err := os.MkdirAll(filepath.Dir(c.logPath), 0o755); err == nil {
+			if lf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640); err == nil {
+				_ = lf.Close()
+			}
+		}
+	}
 	return nil
 }
 
