@@ -62,7 +62,8 @@ type ServiceReconciler struct {
 	// the zone comes from this node's Node object.
 	Node     netrules.Node
 	Backends map[netrules.Family]RulesBackend
-	// Conntrack, when set, clears stale UDP entries after a successful sync.
+	// Conntrack, when set, clears stale conntrack entries (netrules.StaleConntrack) after a
+	// successful sync.
 	Conntrack ConntrackCleaner
 	// FullSyncPeriod is how often every rule is rewritten and repaired (default 1 minute).
 	FullSyncPeriod time.Duration
@@ -219,7 +220,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 		if r.Conntrack != nil && len(changed[fam]) > 0 {
 			if flows := netrules.StaleConntrack(sortedRuleset(prev[fam], fam, node), st.Subset(changed[fam])); len(flows) > 0 {
 				if err := r.Conntrack.Delete(ctx, flows); err != nil {
-					logger.Error(err, "Clearing stale UDP conntrack entries failed")
+					logger.Error(err, "Clearing stale conntrack entries failed")
 				}
 			}
 		}

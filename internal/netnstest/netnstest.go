@@ -74,6 +74,15 @@ func Available() string {
 	return ""
 }
 
+// NamePrefix is the start of the names of the namespaces tests create: def, or
+// $NK_TEST_NETNS_PREFIX when set (so that test runs sharing a machine keep apart).
+func NamePrefix(def string) string {
+	if p := os.Getenv("NK_TEST_NETNS_PREFIX"); p != "" {
+		return p
+	}
+	return def
+}
+
 // Up creates the topology. prefix must be short (interface names are ≤ 15 bytes).
 func Up(prefix string) (*Topology, error) {
 	t := &Topology{Prefix: prefix, Node: prefix + "node", Ext: prefix + "ext", Client: prefix + "cli", pods: map[string]*Pod{}}

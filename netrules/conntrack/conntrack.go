@@ -23,7 +23,8 @@ type Table interface {
 	ConntrackDeleteFilters(table netlink.ConntrackTableType, family netlink.InetFamily, filters ...netlink.CustomConntrackFilter) (uint, error)
 }
 
-// Cleaner deletes the UDP conntrack entries netrules.StaleConntrack selects. It
+// Cleaner deletes the conntrack entries netrules.StaleConntrack selects (UDP entries;
+// TCP connection attempts that bypassed a Service's DNAT and got no answer). It
 // implements controllers.ConntrackCleaner. It is safe for concurrent use.
 type Cleaner struct {
 	// NetNS is the path of the network namespace to clean ("" = the agent's own), e.g.
@@ -64,7 +65,7 @@ func (c *Cleaner) table() (Table, error) {
 	return h, nil
 }
 
-// Delete removes every UDP conntrack entry that one of flows selects: per family, one
+// Delete removes every conntrack entry that one of flows selects: per family, one
 // dump of the table and one delete per matching entry. Entries already gone are not
 // an error.
 func (c *Cleaner) Delete(_ context.Context, flows []netrules.ConntrackFlow) error {
@@ -97,7 +98,7 @@ func (c *Cleaner) Delete(_ context.Context, flows []netrules.ConntrackFlow) erro
 			af = unix.AF_INET6
 		}
 		if _, err := t.ConntrackDeleteFilters(netlink.ConntrackTable, af, m); err != nil {
-			errs = append(errs, fmt.Errorf("deleting IPv%d UDP conntrack entries: %w", fam, err))
+			errs = append(errs, fmt.Errorf("deleting IPv%d conntrack entries: %w", fam, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -116,10 +117,14 @@ func (c *Cleaner) Close() {
 // Matcher is one netlink filter matching any of a set of ConntrackFlows, in time
 // independent of how many there are: UDP entries whose original destination (address
 // and port, or only port for node ports) and, when the flow names one, NAT destination
-// (the reply's source) match a flow. It means what conntrack -D -p udp [--orig-dst A]
-// [--orig-port-dst P] [--dst-nat E] means for each flow.
+// (the reply's source) match a flow; and, for Unanswered flows, TCP entries in state
+// SYN_SENT to that address and port that were not DNATed. It means what conntrack -D -p
+// udp [--orig-dst A] [--orig-port-dst P] [--dst-nat E] means for each UDP flow, and
+// conntrack -D -p tcp --state SYN_SENT --orig-dst A --orig-port-dst P --reply-src A
+// --reply-port-src P for each Unanswered one.
 type Matcher struct {
-	exact map[key]bool // orig dst + port (+ NAT destination)
+	exact      map[key]bool // orig dst + port (+ NAT destination)
+	unanswered map[netip.AddrPort]bool
 }
 
 type key struct {
@@ -130,7 +135,7 @@ type key struct {
 
 // NewMatcher returns a Matcher for flows.
 func NewMatcher(flows []netrules.ConntrackFlow) *Matcher {
-	m := &Matcher{exact: map[key]bool{}}
+	m := &Matcher{exact: map[key]bool{}, unanswered: map[netip.AddrPort]bool{}}
 	for _, f := range flows {
 		m.Add(f)
 	}
@@ -138,8 +143,15 @@ func NewMatcher(flows []netrules.ConntrackFlow) *Matcher {
 }
 
 // Add adds one flow. A flow that selects nothing (no destination, port or NAT
-// destination) is ignored: it would select every UDP entry.
+// destination; an Unanswered one without destination and port) is ignored: it would
+// select every entry.
 func (m *Matcher) Add(f netrules.ConntrackFlow) {
+	if f.Unanswered {
+		if f.OrigDst.IsValid() && f.OrigPort != 0 {
+			m.unanswered[netip.AddrPortFrom(f.OrigDst.Unmap(), uint16(f.OrigPort))] = true
+		}
+		return
+	}
 	if !f.OrigDst.IsValid() && f.OrigPort == 0 && !f.DstNAT.IsValid() {
 		return
 	}
@@ -161,12 +173,21 @@ func addr(ip net.IP) netip.Addr {
 	return a.Unmap()
 }
 
+// tcpSynSent is the kernel's TCP_CONNTRACK_SYN_SENT: only the client's SYN was seen.
+const tcpSynSent = 1
+
 // MatchConntrackFlow implements netlink.CustomConntrackFilter.
 func (m *Matcher) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
-	if f.Forward.Protocol != unix.IPPROTO_UDP {
+	dst, nat := addr(f.Forward.DstIP), addr(f.Reverse.SrcIP)
+	switch f.Forward.Protocol {
+	case unix.IPPROTO_TCP:
+		tcp, ok := f.ProtoInfo.(*netlink.ProtoInfoTCP)
+		return ok && tcp.State == tcpSynSent && nat == dst && f.Reverse.SrcPort == f.Forward.DstPort &&
+			m.unanswered[netip.AddrPortFrom(dst, f.Forward.DstPort)]
+	case unix.IPPROTO_UDP:
+	default:
 		return false
 	}
-	dst, nat := addr(f.Forward.DstIP), addr(f.Reverse.SrcIP)
 	for _, d := range []netip.Addr{dst, {}} {
 		for _, p := range []uint16{f.Forward.DstPort, 0} {
 			for _, n := range []netip.Addr{nat, {}} {

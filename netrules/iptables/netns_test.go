@@ -25,7 +25,11 @@ func testNetns(t testing.TB, name string) Exec {
 			t.Skip(b + " not installed")
 		}
 	}
-	ns := fmt.Sprintf("nk-ipt-%s-%d", name, os.Getpid()%100000)
+	pfx := "nk-ipt-"
+	if p := os.Getenv("NK_TEST_NETNS_PREFIX"); p != "" {
+		pfx = p
+	}
+	ns := fmt.Sprintf("%s%s-%d", pfx, name, os.Getpid()%100000)
 	_ = exec.Command("ip", "netns", "del", ns).Run()
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", ns, err, out)
