@@ -429,3 +429,19 @@ func TestEphemeralContainers(t *testing.T) {
 		t.Errorf("ephemeral containers must not count for phase or readiness: %s", st.Phase)
 	}
 }
+
+// A container's status names the image the runtime runs it from, not the spec's: an
+// init container that finished keeps its image after the spec's is changed.
+func TestStatusImageFromRuntime(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, []string{"i1"}, "a")
+	p.Spec.InitContainers[0].Image = "busybox:new"
+	i1 := ctr(p, "i1", "s", 0, StateExited, 0)
+	i1.Image = "docker.io/library/busybox:old"
+	st := status(p, Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{i1, ctr(p, "a", "s", 0, StateRunning, 0)}}, nil)
+	if got := st.InitContainerStatuses[0].Image; got != "docker.io/library/busybox:old" {
+		t.Errorf("init container image %q, want the runtime's", got)
+	}
+	if got := st.ContainerStatuses[0].Image; got != "busybox" {
+		t.Errorf("without the runtime's image name the spec's is reported, got %q", got)
+	}
+}

@@ -86,7 +86,9 @@ func containerStatus(in StatusInput, c *corev1.Container, init, initDone, sandbo
 	st.RestartCount = int32(l.Attempt)
 	st.ContainerID = in.RuntimeName + "://" + l.ID
 	st.ImageID = l.ImageRef
-	if l.Image != "" && st.Image == "" {
+	if l.Image != "" {
+		// as the kubelet: the image the runtime says the container runs (after a spec
+		// update, the old one until the container is replaced)
 		st.Image = l.Image
 	}
 	// the previous exited instance, for lastState
