@@ -65,7 +65,11 @@ type ServiceReconciler struct {
 	// Conntrack, when set, clears stale conntrack entries (netrules.StaleConntrack) after a
 	// successful sync.
 	Conntrack ConntrackCleaner
-	// FullSyncPeriod is how often every rule is rewritten and repaired (default 1 minute).
+	// FullSyncPeriod is how often a periodic sync asks every backend to repair what was
+	// changed from outside (default 1 minute; the agent passes proxySyncPeriod). What
+	// that costs is the backend's choice: iptables rewrites its fixed chains and checks
+	// its jumps, and rewrites everything only hourly (never in the large cluster mode),
+	// as kube-proxy; nftables checks the ruleset generation and rewrites on tampering.
 	FullSyncPeriod time.Duration
 	// HealthChecks, when set, is told the local endpoint counts of eTP=Local Services.
 	HealthChecks *HealthCheckServer
@@ -190,7 +194,9 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 		ipFamily := familyLabel(fam)
 		elapsed := (buildTime + r.Clock.Since(famStart)).Seconds()
 		syncDuration.WithLabelValues(ipFamily).Observe(elapsed)
-		if famFull {
+		// what the backend did, not what was asked: a periodic sync may well be partial
+		// (iptables between its hourly full syncs, as upstream)
+		if stats.Full {
 			syncFullDuration.WithLabelValues(ipFamily).Observe(elapsed)
 		} else {
 			syncPartialDuration.WithLabelValues(ipFamily).Observe(elapsed)

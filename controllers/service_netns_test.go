@@ -298,7 +298,7 @@ var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "roo
 				Eventually(func() (string, error) { return cli.Ask(addr, 300*time.Millisecond) }, 20*time.Second, 100*time.Millisecond).Should(Equal("pod1"))
 			})
 
-			It("restores rules deleted by hand at the next full sync", func() {
+			It("restores rules deleted by hand at the next periodic sync", func() {
 				svc := makeService("repair", nil)
 				setEndpoints(svc, ep{pod: "pod1"})
 				Eventually(func() (string, error) { return netnstest.Get(topo.Client, url(svc.Spec.ClusterIP, 80)) },

@@ -13,7 +13,9 @@
 # Knobs (documented in test/bench/cmd/svcbench/main.go): BENCH_SIZES, BENCH_MODES,
 # BENCH_AGENTS, BENCH_CHANGES, BENCH_PHASE, BENCH_CHURN, BENCH_SYNC_PERIOD,
 # BENCH_KP_MIN_SYNC, BENCH_CHANGE_TIMEOUT, BENCH_TIMEOUT, BENCH_WORKERS, BENCH_JSON,
-# BENCH_WORKDIR. Network namespaces are named nk-bench-kp / nk-bench-nk.
+# BENCH_WORKDIR, BENCH_NETNS_PREFIX. Network namespaces are named nk-bench-kp / nk-bench-nk
+# (BENCH_NETNS_PREFIX replaces nk-bench-). BENCH_OUT (default $NK_CACHE/bench) holds the
+# binaries built and the tables, so that runs from several checkouts keep apart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NK_CACHE="${NK_CACHE:-$HOME/.cache/nodekeeper}"
@@ -25,15 +27,16 @@ hack/net-deps.sh
 KUBEBUILDER_ASSETS="$(K8S_EXTRA_BINS="${K8S_EXTRA_BINS:-kube-proxy}" hack/k8s-bins.sh)"
 export KUBEBUILDER_ASSETS
 export NK_BENCH_KUBE_PROXY="${NK_BENCH_KUBE_PROXY:-$KUBEBUILDER_ASSETS/kube-proxy}"
-mkdir -p "$NK_CACHE/bench"
+out_dir="${BENCH_OUT:-$NK_CACHE/bench}"
+mkdir -p "$out_dir"
 src="${NK_BENCH_SRC:-$PWD}"
 echo "bench.sh: building nodekeeper from $src ($(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo '?'))" >&2
-(cd "$src" && ${GO:-go} build -o "$NK_CACHE/bench/nodekeeper" .)
-export NK_BENCH_NODEKEEPER="$NK_CACHE/bench/nodekeeper"
-bin="$NK_CACHE/bench/svcbench"
+(cd "$src" && ${GO:-go} build -o "$out_dir/nodekeeper" .)
+export NK_BENCH_NODEKEEPER="$out_dir/nodekeeper"
+bin="$out_dir/svcbench"
 ${GO:-go} build -o "$bin" ./test/bench/cmd/svcbench
 stamp=$(date +%Y%m%d-%H%M%S)
-out="$NK_CACHE/bench/services-$stamp.md"
-export BENCH_JSON="${BENCH_JSON:-$NK_CACHE/bench/services-$stamp.json}"
+out="$out_dir/services-$stamp.md"
+export BENCH_JSON="${BENCH_JSON:-$out_dir/services-$stamp.json}"
 "$bin" | tee "$out"
 echo "(table saved to $out, raw results in $BENCH_JSON)" >&2

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/nodekeeper/nodekeeper/netrules"
 )
@@ -54,7 +55,21 @@ type Options struct {
 	// (10,000 Services: 72 s, chunked 18 s here), while iptables-legacy rewrites the
 	// whole table on every restore (chunked: 4 s → 43 s).
 	ChunkChains int
+	// FullResyncPeriod is upstream's proxyutil.FullSyncPeriod (default 1 hour): a
+	// periodic sync (SyncState with full set, every proxySyncPeriod) is a full rewrite
+	// only when this long has passed since the last full one, and never in the large
+	// cluster mode, as kube-proxy's syncProxyRules. Otherwise it is partial: it writes
+	// the Services that differ from what was applied, rewrites the fixed chains (as
+	// every kube-proxy sync does: a flushed KUBE-SERVICES is repaired), and reads the
+	// built-in chains: a missing jump (a wiped or flushed table) makes it full.
+	// <0: every periodic sync is full.
+	FullResyncPeriod time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
 }
+
+// DefaultFullResyncPeriod is upstream's proxyutil.FullSyncPeriod.
+const DefaultFullResyncPeriod = time.Hour
 
 // Proxier applies one family's rules. It keeps what it last applied, per Service, so
 // that a partial sync renders only the changed Services and writes only their chains
@@ -72,6 +87,8 @@ type Proxier struct {
 	nEPs    int // endpoints of every Service, for the large cluster mode
 	buckets buckets
 	applied map[[2]string]string // table, bucket or fixed chain -> its rules as applied
+	// lastFull is when the last full sync succeeded
+	lastFull time.Time
 }
 
 // svcRules is one Service's ports and their rendering.
@@ -116,6 +133,12 @@ func (p *Proxier) isNFT(ctx context.Context) bool {
 
 // New returns a proxier; its first sync is always full.
 func New(opts Options) *Proxier {
+	if opts.FullResyncPeriod == 0 {
+		opts.FullResyncPeriod = DefaultFullResyncPeriod
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	return &Proxier{opts: opts, needFull: true}
 }
 
@@ -227,6 +250,15 @@ func (p *Proxier) saveNFT(ctx context.Context) (*saved, error) {
 			s.chains[table] = append(s.chains[table], f[1])
 		}
 	}
+	if err := p.readBuiltin(ctx, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// readBuiltin reads the rules of the built-in chains the jumps live in, one
+// `iptables -S <chain>` each (a filtered read).
+func (p *Proxier) readBuiltin(ctx context.Context, s *saved) error {
 	for _, table := range tables {
 		s.builtin[table] = map[string]bool{}
 		seen := map[string]bool{}
@@ -237,12 +269,26 @@ func (p *Proxier) saveNFT(ctx context.Context) (*saved, error) {
 			seen[j.chain] = true
 			out, err := p.opts.Runner.Run(ctx, nil, p.bin(""), "-w", "5", "-t", table, "-S", j.chain)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			s.addRules(table, string(out))
 		}
 	}
-	return s, nil
+	return nil
+}
+
+// jumpsMissing tells whether a jump from a built-in chain is gone (read cheaply).
+func (p *Proxier) jumpsMissing(ctx context.Context) (bool, error) {
+	s := &saved{builtin: map[string]map[string]bool{}}
+	if err := p.readBuiltin(ctx, s); err != nil {
+		return false, err
+	}
+	for _, t := range tables {
+		if len(s.missingJumps(t)) > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (s *saved) addRules(table, out string) {
@@ -406,18 +452,30 @@ func equalPorts(a, b []*netrules.ServicePort) bool {
 	return true
 }
 
-// SyncState applies st. A full sync (asked for, the first, after a failure, or when the
-// node's facts or the large cluster mode change) re-creates the jumps from the built-in
-// chains, rewrites every chain and deletes every stale chain of ours found in the
-// kernel. A partial one renders only the Services in changed and writes, in one
-// iptables-restore --noflush, only their chains, the buckets their dispatch rules are
-// in, and a dispatch chain when one of its buckets appears or empties. A failed sync
-// leaves each table as it was (iptables-restore commits a table atomically) and makes
-// the next sync full.
+// SyncState applies st. A full sync (the first, after a failure, when the node's facts
+// or the large cluster mode change, when a periodic sync finds a jump from a built-in
+// chain missing, and a periodic sync every FullResyncPeriod outside the large cluster
+// mode) re-creates the jumps from the built-in chains, rewrites every chain and deletes
+// every stale chain of ours found in the kernel. A partial one renders only the
+// Services in changed and writes, in one iptables-restore --noflush, only their chains,
+// the buckets their dispatch rules are in, and a dispatch chain when one of its buckets
+// appears or empties. full asks for a periodic sync (changed is then ignored): see
+// Options.FullResyncPeriod. A failed sync leaves each table as it was
+// (iptables-restore commits a table atomically) and makes the next sync full.
 func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []string, full bool) (SyncStats, error) {
 	nodeKey := fmt.Sprintf("%d/%+v", st.Family, st.Node)
-	if full || p.needFull || p.svcs == nil || nodeKey != p.nodeKey {
+	if p.needFull || p.svcs == nil || nodeKey != p.nodeKey {
 		return p.syncFull(ctx, st, nodeKey)
+	}
+	periodic := full
+	if periodic {
+		if p.fullDue() {
+			return p.syncFull(ctx, st, nodeKey)
+		}
+		if missing, err := p.jumpsMissing(ctx); err != nil || missing {
+			return p.syncFull(ctx, st, nodeKey)
+		}
+		changed = p.differing(st)
 	}
 	// the large cluster mode changes every endpoint rule: that is a full sync
 	nEPs := p.nEPs
@@ -430,13 +488,47 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 	if (nEPs > largeCluster) != p.opt.noComments {
 		return p.syncFull(ctx, st, nodeKey)
 	}
-	stats, err := p.syncPartial(ctx, st, changed)
+	stats, err := p.syncPartial(ctx, st, changed, periodic)
 	if err != nil {
 		p.needFull = true
 		return stats, err
 	}
 	p.nEPs = nEPs
 	return stats, nil
+}
+
+// fullDue tells whether a periodic sync must be full: FullResyncPeriod has passed
+// since the last full sync and the large cluster mode is off (upstream never resyncs
+// a large cluster in full on its own).
+func (p *Proxier) fullDue() bool {
+	if p.opts.FullResyncPeriod < 0 {
+		return true
+	}
+	return !p.opt.noComments && p.opts.Now().Sub(p.lastFull) >= p.opts.FullResyncPeriod
+}
+
+// differing lists the Services whose ports in st are not what the last syncs applied
+// (sorted).
+func (p *Proxier) differing(st *netrules.State) []string {
+	var out []string
+	keys := st.Services()
+	in := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		in[k] = true
+		cur := st.Ports(k)
+		if s := p.svcs[k]; s == nil || !slices.Equal(s.ports, cur) {
+			if s != nil || len(cur) > 0 {
+				out = append(out, k)
+			}
+		}
+	}
+	for k := range p.svcs {
+		if !in[k] {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (p *Proxier) render(ports []*netrules.ServicePort) *svcRules {
@@ -458,9 +550,10 @@ func (pr *PortRules) chains(table string) map[string][]string {
 var tables = []string{"filter", "nat"}
 
 // syncPartial writes the chains of the changed Services and the buckets and dispatch
-// chains their dispatch rules touch. The Proxier's memory is updated as it goes: on
+// chains their dispatch rules touch; with rewriteFixed, every fixed chain too (a
+// periodic sync). The Proxier's memory is updated as it goes: on
 // failure the caller makes the next sync full, which rebuilds it.
-func (p *Proxier) syncPartial(ctx context.Context, st *netrules.State, changed []string) (SyncStats, error) {
+func (p *Proxier) syncPartial(ctx context.Context, st *netrules.State, changed []string, rewriteFixed bool) (SyncStats, error) {
 	stats := SyncStats{}
 	write := map[string]map[string][]string{"filter": {}, "nat": {}} // table -> chain -> rules
 	del := map[string]map[string]bool{"filter": {}, "nat": {}}
@@ -538,9 +631,17 @@ func (p *Proxier) syncPartial(ctx context.Context, st *netrules.State, changed [
 	var in strings.Builder
 	for _, t := range tables {
 		var fixed []Chain
+		if rewriteFixed {
+			fixed = fixedChains(p.opt, p.buckets, t)
+			for _, c := range fixed {
+				if _, static := staticBody(t, c.Name); !static {
+					p.applied[[2]string{t, c.Name}] = strings.Join(c.Rules, "\n")
+				}
+			}
+		}
 		for _, name := range dispatchChains[t] {
 			key := [2]string{t, name}
-			if !parents[key] {
+			if rewriteFixed || !parents[key] {
 				continue
 			}
 			rules := p.buckets.parentRules(p.opt, t, name)
@@ -676,6 +777,7 @@ func (p *Proxier) syncFull(ctx context.Context, st *netrules.State, nodeKey stri
 	}
 	p.svcs, p.buckets, p.applied, p.nEPs, p.nodeKey = svcs, bs, applied, nEPs, nodeKey
 	p.needFull = false
+	p.lastFull = p.opts.Now()
 	return stats, nil
 }
 

@@ -42,6 +42,7 @@
 //	BENCH_WORKERS        concurrent writers loading the apiserver (default 16)
 //	BENCH_JSON           if set, a file to write every result to as JSON
 //	BENCH_WORKDIR        agent configs and logs (default a temporary folder, kept on failure)
+//	BENCH_NETNS_PREFIX   start of the node namespaces' names (default nk-bench-: nk-bench-kp, nk-bench-nk)
 //	NK_BENCH_NODEKEEPER  the nodekeeper binary (hack/bench.sh builds it from NK_BENCH_SRC)
 //	NK_BENCH_KUBE_PROXY  the kube-proxy binary (default $KUBEBUILDER_ASSETS/kube-proxy)
 //
@@ -298,7 +299,7 @@ func run() error {
 				r := bench.Run(ctx, bench.RunOptions{
 					AgentOptions: bench.AgentOptions{Agent: a, Mode: mode, Binary: bins[a], Kubeconfig: env.Kubeconfig,
 						Dir: filepath.Join(work, fmt.Sprintf("%s-%s-%d", a, mode, n)), SyncPeriod: syncPeriod, MinSyncPeriod: minSync},
-					NetNS: "nk-bench-" + short, APIAddr: u.Host, World: world,
+					NetNS: netnsPrefix() + short, APIAddr: u.Host, World: world,
 					Changes: changes, Phase: phaseLen, Churn: churn, RepairRounds: repair, ChangeTimeout: changeTimeout, FirstSyncTimeout: firstTimeout,
 					Logf: logf,
 				})
@@ -335,4 +336,13 @@ func run() error {
 		bench.EndpointsPerService, changes, phaseLen, churn, bench.RepairChanges, repair, syncPeriod, minSync)
 	bench.PrintTable(os.Stdout, results, phases)
 	return ctx.Err()
+}
+
+// netnsPrefix starts the node namespaces' names: BENCH_NETNS_PREFIX, so that runs
+// sharing a machine keep apart, or nk-bench-.
+func netnsPrefix() string {
+	if p := os.Getenv("BENCH_NETNS_PREFIX"); p != "" {
+		return p
+	}
+	return "nk-bench-"
 }
