@@ -182,7 +182,8 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 			}
 			return cs[0].RestartCount
 		}, 10*time.Second, 50*time.Millisecond).Should(Equal(int32(1)))
-		Expect(eventsIn(a.ns)()).To(ContainElement("SandboxChanged: Pod sandbox changed, it will be killed and re-created."))
+		// events are recorded asynchronously: wait for it
+		Eventually(eventsIn(a.ns), 10*time.Second, 100*time.Millisecond).Should(ContainElement("SandboxChanged: Pod sandbox changed, it will be killed and re-created."))
 	})
 
 	It("restarts a crashed container with back-off and shows CrashLoopBackOff", func() {
