@@ -268,7 +268,7 @@ var _ = Describe("Static pods stopping", func() {
 				}
 			}
 			return out
-		}, 10*time.Second, 50*time.Millisecond).Should(Equal([]uint32{1}), "the container runs again as its restart 1")
+		}, 30*time.Second, 50*time.Millisecond).Should(Equal([]uint32{1}), "the container runs again as its restart 1")
 		Eventually(func() int32 {
 			if n := mirror(); n != nil && len(n.Status.ContainerStatuses) == 1 && n.Status.ContainerStatuses[0].State.Running != nil {
 				return n.Status.ContainerStatuses[0].RestartCount
