@@ -911,18 +911,27 @@ func (r *PodReconciler) removeByName(ctx context.Context, ns, name string, keep 
 	return nil
 }
 
+// killPod stops every container of the pod (preStop, grace periods, sidecars last),
+// then its ready sandboxes.
+func (r *PodReconciler) killPod(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) error {
+	if err := r.killAll(ctx, pod, obs, "Stopping container %s"); err != nil {
+		return err
+	}
+	for _, sb := range obs.Sandboxes {
+		if sb.Ready {
+			if err := r.Runtime.StopPodSandbox(ctx, sb.ID); err != nil && !errors.Is(err, cri.ErrNotFound) {
+				return fmt.Errorf("stopping sandbox: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
 // apply carries out a plan, in kubelet's order: kill, sandbox, then containers.
 func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, plan podplan.Actions) error {
 	if plan.KillPod {
-		if err := r.killAll(ctx, pod, obs, "Stopping container %s"); err != nil {
+		if err := r.killPod(ctx, pod, obs); err != nil {
 			return err
-		}
-		for _, sb := range obs.Sandboxes {
-			if sb.Ready {
-				if err := r.Runtime.StopPodSandbox(ctx, sb.ID); err != nil && !errors.Is(err, cri.ErrNotFound) {
-					return fmt.Errorf("stopping sandbox: %w", err)
-				}
-			}
 		}
 	}
 	for _, k := range plan.Kill {

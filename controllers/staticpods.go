@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -30,7 +29,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
-	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
 
 // Annotations of static and mirror pods, as the kubelet sets them.
@@ -424,15 +422,8 @@ func (r *PodReconciler) stopStatic(ctx context.Context, pod *corev1.Pod) error {
 	if err != nil {
 		return err
 	}
-	if err := r.killAll(ctx, pod, obs, "Stopping container %s"); err != nil {
+	if err := r.killPod(ctx, pod, obs); err != nil {
 		return err
-	}
-	for _, sb := range obs.Sandboxes {
-		if sb.Ready {
-			if err := r.Runtime.StopPodSandbox(ctx, sb.ID); err != nil && !errors.Is(err, cri.ErrNotFound) {
-				return fmt.Errorf("stopping sandbox: %w", err)
-			}
-		}
 	}
 	r.forget(pod.UID)
 	return nil

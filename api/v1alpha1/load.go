@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/yaml"
+
+	"github.com/nodekeeper/nodekeeper/internal/podplan"
 )
 
 // Eviction signals understood in EvictionHard (upstream names).
@@ -411,17 +413,7 @@ var sysctlPattern = regexp.MustCompile(`^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*(
 // namespacedSysctl tells whether a sysctl or pattern is one of those upstream knows to be
 // namespaced (component-helpers' sysctl.GetNamespace); see also podplan.SysctlNamespace.
 func namespacedSysctl(s string) bool {
-	if i := strings.IndexAny(s, "./"); i != -1 && s[i] == '/' {
-		s = strings.Map(func(r rune) rune {
-			switch r {
-			case '.':
-				return '/'
-			case '/':
-				return '.'
-			}
-			return r
-		}, s)
-	}
+	s = podplan.NormalizeSysctl(s)
 	if i := strings.Index(s, "*"); i != -1 {
 		s = s[:i]
 	}
