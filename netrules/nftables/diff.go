@@ -27,7 +27,6 @@ const (
 	OpAddElem             // Key, Verdict
 	OpDelElem             // Key
 	OpAddEPMap            // Name: the endpoint map
-	OpFlushEPMap          // Name
 	OpAddEPElem           // Name, Index, Endpoint
 	OpDelEPElem           // Name, Index
 )

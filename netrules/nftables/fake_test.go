@@ -177,11 +177,6 @@ func (k *fakeKernel) apply(op Op) error {
 		if k.epmaps[op.Name] == nil {
 			k.epmaps[op.Name] = map[uint32]netip.AddrPort{}
 		}
-	case OpFlushEPMap:
-		if k.epmaps[op.Name] == nil {
-			return fmt.Errorf("flush: no map %s", op.Name)
-		}
-		k.epmaps[op.Name] = map[uint32]netip.AddrPort{}
 	case OpAddEPElem:
 		m := k.epmaps[op.Name]
 		if m == nil {

@@ -569,9 +569,6 @@ func queueOps(conn *nftables.Conn, fam netrules.Family, table *nftables.Table, o
 			if err := conn.AddSet(endpointMapSet(fam, table, op.Name), nil); err != nil {
 				return fmt.Errorf("map %s: %w", op.Name, err)
 			}
-		case OpFlushEPMap:
-			conn.FlushSet(&nftables.Set{Table: table, Name: op.Name})
-
 		}
 	}
 	return flushElems()
