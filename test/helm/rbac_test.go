@@ -308,6 +308,8 @@ func startAgent(t *testing.T, user string, opts *options.Options) *agent {
 	node := cfg.NodeName
 	// the chart's configuration, with test-speed cadences and a private state folder
 	cfg.RootDir = t.TempDir()
+	cfg.PodLogsDir = filepath.Join(cfg.RootDir, "logs") // not the machine's /var/log/pods
+	cfg.ContainerLogsDir = filepath.Join(cfg.RootDir, "containers")
 	// the agent leaves its pods' volumes mounted when it stops (as a kubelet does);
 	// unmount them before the temporary folder is removed (cleanups run last-in first-out)
 	t.Cleanup(func() {
