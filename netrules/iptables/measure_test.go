@@ -83,8 +83,8 @@ type stateSyncer interface {
 }
 
 // TestMeasureNetns prints what syncs cost in a network namespace at
-// NK_IPT_MEASURE Services × 5 endpoints (unset: skipped): the first and a periodic full
-// sync, one endpoint changed, one Service added, one removed. NK_IPT_MEASURE_WHOLE=1
+// NK_IPT_MEASURE Services × 5 endpoints (unset: skipped): the first sync, a periodic
+// sync, a full resync, one endpoint changed, one Service added, one removed. NK_IPT_MEASURE_WHOLE=1
 // drives the proxier through netrules.Whole (the whole Ruleset every sync, as before
 // SyncState). NK_IPT_MEASURE_VARIANTS picks the variants (default "nft legacy"). It
 // prints figures and asserts nothing about time.
@@ -125,9 +125,12 @@ func TestMeasureNetns(t *testing.T) {
 				spawns, in, restore := rec.take()
 				into.add(wall, restore, cpu, in, spawns)
 			}
-			var first, repair, ep, add, del samples
+			var first, periodic, repair, ep, add, del samples
 			sync(nil, true, &first)
-			sync(nil, true, &repair)
+			sync(nil, true, &periodic) // partial: fixed chains and the jump check
+			p.opts.FullResyncPeriod = -1
+			sync(nil, true, &repair) // a forced full rewrite (hourly; after tampering)
+			p.opts.FullResyncPeriod = DefaultFullResyncPeriod
 			r := rand.New(rand.NewSource(1))
 			for i := 0; i < changes; i++ {
 				j := r.Intn(n)
@@ -160,7 +163,8 @@ func TestMeasureNetns(t *testing.T) {
 			}
 			t.Logf("%s %s at %d Services × 5 endpoints", v, mode, n)
 			t.Logf("  first full sync: %s", &first)
-			t.Logf("  periodic full sync: %s", &repair)
+			t.Logf("  periodic sync (partial): %s", &periodic)
+			t.Logf("  full resync (hourly, or a jump missing): %s", &repair)
 			t.Logf("  one endpoint changed: %s", &ep)
 			t.Logf("  one Service added: %s", &add)
 			t.Logf("  one Service removed: %s", &del)
