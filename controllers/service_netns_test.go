@@ -326,11 +326,13 @@ var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "roo
 			})
 
 			It("keeps answering while its endpoints are changed 1,000 times under a running client", func() {
-				if strings.HasPrefix(bc.name, "nftables") && os.Getenv("NK_CHURN_DEBUG") == "" {
-					// known bug (issue 11): on nftables, about once in 10,000+ requests a new
-					// connection stays unanswered for the client's whole 10 s, even with the
-					// stale-entry clearing below (seen in CI on 2026-12-02 with both layouts)
-					Skip("nftables: a connection can go unanswered during endpoint churn (under investigation)")
+				if bc.name == "nftables-anonymous-maps" && os.Getenv("NK_CHURN_DEBUG") == "" {
+					// known limit (README, Services): a rule's anonymous map loses its
+					// elements in the commit that replaces the rule, and a packet that
+					// entered the chain before that commit looks them up after it; about
+					// one SYN in 10,000 goes unDNATed here. The default layout keeps
+					// unused endpoint map elements for StaleDelay instead.
+					Skip("nftables anonymous maps: an endpoint change can leave one new connection unDNATed")
 				}
 				// The first probe below usually leaves a conntrack entry without DNAT: its SYN
 				// goes out before the Service has rules. The client later opens ~10,000
@@ -417,6 +419,24 @@ func churnDebug(dir, name, node, vip string) {
 		DeferCleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = f.Close() })
 	}
 	start("ct.log", "conntrack", "-E", "-p", "tcp", "-o", "timestamp,id")
+	if os.Getenv("NK_CHURN_TAMPER") != "" {
+		stop := make(chan struct{})
+		DeferCleanup(func() { close(stop) })
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(700 * time.Millisecond):
+				}
+				_ = netnstest.Run(node, "nft", "add", "table", "ip", "nktamper")
+				_ = netnstest.Run(node, "nft", "delete", "table", "ip", "nktamper")
+			}
+		}()
+	}
+	if os.Getenv("NK_CHURN_TRACE") == "" {
+		return
+	}
 	for _, cmd := range [][]string{{"add", "table", "ip", "nktrace"},
 		{"add", "chain", "ip", "nktrace", "pre", "{ type filter hook prerouting priority -400 ; }"},
 		{"add", "rule", "ip", "nktrace", "pre", "ip", "daddr", vip, "tcp", "flags", "&", "(syn|ack)", "==", "syn", "meta", "nftrace", "set", "1"},
