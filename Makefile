@@ -39,12 +39,11 @@ test: vet
 test-unit:
 	$(GO) test -count=1 ./api/... ./internal/... ./host/... ./runtime/... ./netrules/...
 
-## bench-pods: pod start-up latency on real containerd (30 pods; NK_BENCH_PODS=N)
-bench-pods:
-	@assets=$$(hack/k8s-bins.sh) && export KUBEBUILDER_ASSETS="$$assets" && \
-	  ep=$$(NK_CACHE=$(NK_CACHE)/test NK_NETNS=$(TEST_NETNS) hack/cri-up.sh) && \
-	  trap 'NK_CACHE=$(NK_CACHE)/test NK_NETNS=$(TEST_NETNS) hack/cri-down.sh' EXIT && \
-	  NK_BENCH=1 NK_CRI_ENDPOINT="$$ep" $(GO) test -count=1 -v -run TestPodStartupLatency ./test/podbench/ | grep -v '^=== RUN'
+## bench-pods: pod start-up, upstream kubelet v1.37.2 vs nodekeeper on the same API server
+## and containerd (hack/bench-pods.sh; NK_BENCH_PODS=N burst size, default 30): start → node
+## Ready, 10 single pods, a burst, delete → gone, peak RSS, per-phase breakdown
+bench-pods: build
+	hack/bench-pods.sh
 
 ## conformance: upstream's node conformance suite (e2e_node.test v1.37.2, [NodeConformance])
 ## against a cluster of its own whose node is nodekeeper; NODE=kubelet runs it against the

@@ -278,13 +278,7 @@ clientCAFile: $RUN/pki/ca.crt
 readOnlyPort: $READ_ONLY_PORT
 devicePluginDir: $DEVICE_PLUGIN_DIR
 EOF
-  case $NODE_AGENT in
-  nodekeeper)
-    start nodekeeper nsenter --net="/run/netns/$NETNS" "$ROOT/bin/nodekeeper" \
-      --config "$RUN/agent.yaml" --kubeconfig "$RUN/node.kubeconfig" ;;
-  kubelet) start_kubelet "$cri" ;;
-  *) die "NK_NODE_AGENT must be nodekeeper or kubelet, got '$NODE_AGENT'" ;;
-  esac
+  start_node_agent "$cri"
   wait_for "node $NODE_NAME to register" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get node "$NODE_NAME"
   local top_hint="  (NK_METRICS_SERVER=1 make run also runs metrics-server, for kubectl top)"
   if [[ -n $ms ]]; then
@@ -306,6 +300,30 @@ nodekeeper cluster is up. Logs: $RUN/logs
 $top_hint
 Stop it with: make down
 EOF
+}
+
+# start_node_agent CRI: the node agent NK_NODE_AGENT (nodekeeper or the upstream kubelet)
+start_node_agent() {
+  case $NODE_AGENT in
+  nodekeeper)
+    start nodekeeper nsenter --net="/run/netns/$NETNS" "$ROOT/bin/nodekeeper" \
+      --config "$RUN/agent.yaml" --kubeconfig "$RUN/node.kubeconfig" ;;
+  kubelet) start_kubelet "$1" ;;
+  *) die "NK_NODE_AGENT must be nodekeeper or kubelet, got '$NODE_AGENT'" ;;
+  esac
+}
+
+# agent-stop / agent-start: swap the node agent of a cluster that is up (the benchmarks
+# run nodekeeper and the kubelet one after the other on the same API server and containerd)
+agent_stop() {
+  stop nodekeeper; stop kubelet
+  kubelet_down
+}
+agent_start() {
+  [[ -f $RUN/agent.yaml ]] || die "no cluster in $RUN: run '$0 up' first"
+  local cri
+  cri=$(NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" NK_POD_CIDR="$POD_CIDR" "$ROOT/hack/cri-up.sh")
+  start_node_agent "$cri"
 }
 
 # start_kubelet CRI: the upstream kubelet as the node, configured like the agent above
@@ -501,5 +519,7 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) die "usage: $0 up|down" ;;
+  agent-stop) agent_stop ;;
+  agent-start) agent_start ;;
+  *) die "usage: $0 up|down|agent-stop|agent-start" ;;
 esac
