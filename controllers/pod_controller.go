@@ -214,7 +214,7 @@ func (r *PodReconciler) workers() int {
 	if r.Workers > 0 {
 		return r.Workers
 	}
-	return 10
+	return 32
 }
 
 // supportsRecursiveReadOnly tells whether the runtime's default handler makes recursive
