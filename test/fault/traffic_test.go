@@ -1,0 +1,116 @@
+package fault
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nodekeeper/nodekeeper/internal/netnstest"
+)
+
+// traffic is a client in the node's network namespace making one new connection per
+// request (no keep-alive: every request goes through the Service rules and conntrack
+// afresh) at a fixed rate, counting answers and failures.
+type traffic struct {
+	url    string
+	client *http.Client
+	stop   chan struct{}
+	done   chan struct{}
+
+	mu       sync.Mutex
+	ok, fail int
+	errs     map[string]int
+	failAt   []time.Time
+	backends map[string]bool
+}
+
+// startTraffic sends a request every interval to url until stopped; a request may take
+// up to 2 s (then it fails).
+func startTraffic(url string, interval time.Duration) *traffic {
+	t := &traffic{url: url, client: netnstest.HTTPClient(netns), stop: make(chan struct{}), done: make(chan struct{}),
+		errs: map[string]int{}, backends: map[string]bool{}}
+	go func() {
+		defer close(t.done)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-t.stop:
+				return
+			case <-tick.C:
+			}
+			t.once()
+		}
+	}()
+	return t
+}
+
+func (t *traffic) once() {
+	at := time.Now()
+	resp, err := t.client.Get(t.url)
+	var body []byte
+	if err == nil {
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err != nil {
+		t.fail++
+		t.failAt = append(t.failAt, at)
+		msg := err.Error()
+		if i := strings.LastIndex(msg, ": "); i >= 0 {
+			msg = msg[i+2:]
+		}
+		t.errs[msg]++
+		return
+	}
+	t.ok++
+	t.backends[strings.Fields(string(body) + " ?")[0]] = true
+}
+
+// Stop ends the client and returns its counts.
+func (t *traffic) Stop() (ok, fail int) {
+	close(t.stop)
+	<-t.done
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ok, t.fail
+}
+
+// Summary: "N requests, F failed (errors)".
+func (t *traffic) Summary() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var es []string
+	for e, n := range t.errs {
+		es = append(es, fmt.Sprintf("%d× %s", n, e))
+	}
+	sort.Strings(es)
+	s := fmt.Sprintf("%d requests, %d failed", t.ok+t.fail, t.fail)
+	if len(es) > 0 {
+		s += " (" + strings.Join(es, "; ") + ")"
+	}
+	return s
+}
+
+// Failures returns the failure count so far.
+func (t *traffic) Failures() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.fail
+}
+
+// Counts returns the answers and failures so far.
+func (t *traffic) Counts() (ok, fail int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ok, t.fail
+}
