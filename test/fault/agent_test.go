@@ -136,7 +136,7 @@ var _ = Describe("Faults", Ordered, Label("fault", "root"), func() {
 			time.Sleep(5 * time.Second) // traffic after the first syncs
 			cip.Stop()
 			np.Stop()
-			figure("agent restart "+sig.String(), "exit %v; restarted agent healthy in %v, rules synced in %v, Lease renewed in %v; ClusterIP %s; NodePort %s",
+			figure("agent restart "+map[syscall.Signal]string{syscall.SIGTERM: "SIGTERM", syscall.SIGKILL: "SIGKILL"}[sig], "exit %v; restarted agent healthy in %v, rules synced in %v, Lease renewed in %v; ClusterIP %s; NodePort %s",
 				exit.Round(time.Millisecond), healthy.Round(time.Millisecond), synced.Round(time.Millisecond), leased.Round(time.Millisecond), cip.Summary(), np.Summary())
 			Expect(cip.Failures()).To(BeZero(), "ClusterIP: %s", cip.Summary())
 			Expect(np.Failures()).To(BeZero(), "NodePort: %s", np.Summary())

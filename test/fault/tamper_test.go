@@ -62,7 +62,7 @@ func dropLines(s string, match func(string) bool) string {
 
 // svcChain is the KUBE-SVC chain of default/steady:http.
 func svcChain() string {
-	m := regexp.MustCompile(`-A KUBE-SERVICES .*default/steady:http cluster IP.* -j (KUBE-SVC-\w+)`).FindStringSubmatch(iptablesSave("nat"))
+	m := regexp.MustCompile(`(?m)^-A KUBE-SVCS?\S* .*"default/steady:http cluster IP".* -j (KUBE-SVC-\w+)$`).FindStringSubmatch(iptablesSave("nat"))
 	Expect(m).NotTo(BeNil(), "no KUBE-SVC chain for default/steady:http")
 	return m[1]
 }
