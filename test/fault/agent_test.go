@@ -157,4 +157,7 @@ var _ = Describe("Faults", Ordered, Label("fault", "root"), func() {
 	}
 
 	Context("Rule tampering", Ordered, tamperCases)
+	Context("containerd outage", Ordered, runtimeCases)
+	Context("API server outage", Ordered, apiServerCases)
+	Context("bad input", Ordered, badInputCases)
 })
