@@ -160,4 +160,6 @@ var _ = Describe("Faults", Ordered, Label("fault", "root"), func() {
 	Context("containerd outage", Ordered, runtimeCases)
 	Context("API server outage", Ordered, apiServerCases)
 	Context("bad input", Ordered, badInputCases)
+	Context("churn", Ordered, churnCases)
+	Context("soak", Ordered, soakCases)
 })
