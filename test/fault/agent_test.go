@@ -36,7 +36,7 @@ spec:
         command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
         readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 2}
         livenessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 5, failureThreshold: 3}
-        resources: {requests: {cpu: 1m, memory: 8Mi}}
+        resources: {requests: {cpu: 20m, memory: 8Mi}}
 ---
 apiVersion: v1
 kind: Service

@@ -139,7 +139,9 @@ spec:
   terminationGracePeriodSeconds: 1
   containers: [{name: c, image: docker.io/library/busybox:local, command: [sleep, "3600"]}]
 `)
-		Eventually(func() (string, error) { return kubectl("get", "pod", "good-after-bad", "-o", "jsonpath={.status.phase}") },
+		Eventually(func() (string, error) {
+			return kubectl("get", "pod", "good-after-bad", "-o", "jsonpath={.status.phase}")
+		},
 			time.Minute, time.Second).Should(Equal("Running"))
 	})
 }

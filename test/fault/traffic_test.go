@@ -17,6 +17,7 @@ import (
 // afresh) at a fixed rate, counting answers and failures.
 type traffic struct {
 	url    string
+	start  time.Time
 	client *http.Client
 	stop   chan struct{}
 	done   chan struct{}
@@ -28,10 +29,16 @@ type traffic struct {
 	backends map[string]bool
 }
 
+// requestTimeout: a request that has no answer after this long counts as failed (the
+// machine is shared and loaded: a few seconds of scheduling delay are not a lost request)
+const requestTimeout = 5 * time.Second
+
 // startTraffic sends a request every interval to url until stopped; a request may take
-// up to 2 s (then it fails).
+// up to requestTimeout (then it fails).
 func startTraffic(url string, interval time.Duration) *traffic {
-	t := &traffic{url: url, client: netnstest.HTTPClient(netns), stop: make(chan struct{}), done: make(chan struct{}),
+	hc := netnstest.HTTPClient(netns)
+	hc.Timeout = requestTimeout
+	t := &traffic{url: url, start: time.Now(), client: hc, stop: make(chan struct{}), done: make(chan struct{}),
 		errs: map[string]int{}, backends: map[string]bool{}}
 	go func() {
 		defer close(t.done)
@@ -96,7 +103,15 @@ func (t *traffic) Summary() string {
 	sort.Strings(es)
 	s := fmt.Sprintf("%d requests, %d failed", t.ok+t.fail, t.fail)
 	if len(es) > 0 {
-		s += " (" + strings.Join(es, "; ") + ")"
+		var at []string
+		for i, f := range t.failAt {
+			if i == 5 {
+				at = append(at, "...")
+				break
+			}
+			at = append(at, fmt.Sprintf("+%.1fs", f.Sub(t.start).Seconds()))
+		}
+		s += " (" + strings.Join(es, "; ") + " at " + strings.Join(at, " ") + ")"
 	}
 	return s
 }
