@@ -115,6 +115,16 @@ var _ = Describe("Faults", Ordered, Label("fault", "root"), func() {
 		figure("setup", "%d pods Running and Ready behind a ClusterIP+NodePort Service in %v", n, time.Since(t0).Round(time.Second))
 	})
 
+	It("answers every request when nothing goes wrong (the baseline for the cases below)", func() {
+		cip := startTraffic(clusterIPURL, 20*time.Millisecond)
+		np := startTraffic(nodePortURL, 50*time.Millisecond)
+		time.Sleep(20 * time.Second)
+		cip.Stop()
+		np.Stop()
+		figure("baseline (no fault, 20 s)", "ClusterIP %s; NodePort %s", cip.Summary(), np.Summary())
+		Expect(cip.Failures() + np.Failures()).To(BeZero())
+	})
+
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		sig := sig
 		It(fmt.Sprintf("keeps every container and every rule through an agent restart (%v)", sig), func() {
@@ -160,6 +170,7 @@ var _ = Describe("Faults", Ordered, Label("fault", "root"), func() {
 	Context("containerd outage", Ordered, runtimeCases)
 	Context("API server outage", Ordered, apiServerCases)
 	Context("bad input", Ordered, badInputCases)
+	Context("security", Ordered, securityCases)
 	Context("churn", Ordered, churnCases)
 	Context("soak", Ordered, soakCases)
 })

@@ -61,25 +61,32 @@ func runtimeCases() {
 		}, 45*time.Second, 200*time.Millisecond).Should(Equal("False"))
 		notReadyIn = time.Since(t0)
 		Expect(msg).To(ContainSubstring("container runtime is down"))
-		// the pods stay as they were in the API: Ready, no restarts
+		// the pods stay as they were in the API: Ready, no restarts (sampled every second
+		// until the end of the case)
 		minReady := len(before.pods)
-		for time.Since(t0) < outage() {
+		sample := func() {
 			if n := readyPods(); n < minReady {
 				minReady = n
 			}
+		}
+		for time.Since(t0) < outage() {
+			sample()
 			time.Sleep(time.Second)
 		}
 		restart := time.Now()
 		criUp()
-		Eventually(func() string { s, _ := nodeReady(); return s }, time.Minute, 200*time.Millisecond).Should(Equal("True"))
+		Eventually(func() string { sample(); s, _ := nodeReady(); return s }, time.Minute, 200*time.Millisecond).Should(Equal("True"))
 		readyIn := time.Since(restart)
-		time.Sleep(5 * time.Second)
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(time.Second) {
+			sample()
+		}
 		cip.Stop()
+		fmt.Fprintf(GinkgoWriter, "containerd back at +%.1fs; warnings since: %s\n", restart.Sub(t0).Seconds(), warningsSince(t0))
 		figure(fmt.Sprintf("containerd down %v", outage()), "node NotReady after %v (%q), Ready %v after containerd is back; fewest Ready pods in the API meanwhile %d of %d; ClusterIP %s",
 			notReadyIn.Round(100*time.Millisecond), msg, readyIn.Round(100*time.Millisecond), minReady, len(before.pods), cip.Summary())
-		Expect(cip.Failures()).To(BeZero(), "ClusterIP: %s", cip.Summary())
-		Expect(minReady).To(Equal(len(before.pods)), "pods went unready in the API while the runtime was down")
 		expectUnchanged(before)
+		Expect(minReady).To(Equal(len(before.pods)), "pods went unready in the API while the runtime was down")
+		Expect(cip.Failures()).To(BeZero(), "ClusterIP: %s", cip.Summary())
 		// and nothing the agent made while the runtime was away is left as a duplicate
 		rt := runtimeClient()
 		defer rt.Close()
@@ -209,4 +216,21 @@ spec:
 		expectUnchanged(before)
 		Eventually(func() string { s, _ := nodeReady(); return s }, time.Minute, time.Second).Should(Equal("True"))
 	})
+}
+
+// warningsSince lists the Warning events that happened after t.
+func warningsSince(t time.Time) string {
+	out, err := kubectl("get", "events", "--field-selector", "type=Warning",
+		"-o", `jsonpath={range .items[*]}{.lastTimestamp}{" "}{.involvedObject.name}{" "}{.reason}{": "}{.message}{"\n"}{end}`)
+	if err != nil {
+		return err.Error()
+	}
+	var keep []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		ts, _, _ := strings.Cut(l, " ")
+		if at, err := time.Parse(time.RFC3339, ts); err == nil && !at.Before(t.Truncate(time.Second)) {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
