@@ -184,6 +184,18 @@ func cpuTicks(pid int) int64 {
 	return u + st
 }
 
+// stopDaemon stops a daemon as hack/run.sh does: SIGTERM, and SIGKILL after 10 s
+// (kube-apiserver's graceful shutdown can take longer).
+func stopDaemon(pid int) {
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	for end := time.Now().Add(10 * time.Second); alive(pid) && time.Now().Before(end); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if alive(pid) {
+		signalAndWait(pid, syscall.SIGKILL, 10*time.Second)
+	}
+}
+
 // signalAndWait sends sig to pid and waits until it has exited.
 func signalAndWait(pid int, sig syscall.Signal, within time.Duration) time.Duration {
 	t0 := time.Now()

@@ -56,7 +56,7 @@ spec:
 		Eventually(func() (string, error) { return kubectl("get", "pod", "secretive", "-o", "jsonpath={.status.phase}") },
 			time.Minute, time.Second).Should(Equal("Running"))
 		uid := mustKubectl("get", "pod", "secretive", "-o", "jsonpath={.metadata.uid}")
-		vol := filepath.Join(runDir, "agent", "pods", uid, "volumes", "kubernetes.io~secret", "s")
+		vol := filepath.Join(runDir, "agent", "pods", uid, "volumes", "s") // nodekeeper: <rootDir>/pods/<uid>/volumes/<name>
 		m := mountOf(vol)
 		Expect(strings.Fields(m + " x x x")[2]).To(Equal("tmpfs"), "the secret volume %s: %q", vol, m)
 		b, err := os.ReadFile(filepath.Join(vol, "password"))
