@@ -1,8 +1,10 @@
 package fault
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -24,20 +26,29 @@ type traffic struct {
 
 	mu       sync.Mutex
 	ok, fail int
+	slowest  time.Duration // of the answered requests
 	errs     map[string]int
 	failAt   []time.Time
 	backends map[string]bool
 }
 
-// requestTimeout: a request that has no answer after this long counts as failed (the
-// machine is shared and loaded: a few seconds of scheduling delay are not a lost request)
+// requestTimeout: a request (connect included) that has no answer after this long counts
+// as failed (the machine is shared and loaded: a few seconds of scheduling delay are not
+// a lost request; the slowest answer is reported beside the failures)
 const requestTimeout = 5 * time.Second
 
 // startTraffic sends a request every interval to url until stopped; a request may take
 // up to requestTimeout (then it fails).
 func startTraffic(url string, interval time.Duration) *traffic {
-	hc := netnstest.HTTPClient(netns)
-	hc.Timeout = requestTimeout
+	hc := &http.Client{Timeout: requestTimeout, Transport: &http.Transport{
+		DisableKeepAlives: true, Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return netnstest.InNetns(netns, func() (net.Conn, error) {
+				d := net.Dialer{Timeout: requestTimeout}
+				return d.DialContext(ctx, network, addr)
+			})
+		},
+	}}
 	t := &traffic{url: url, start: time.Now(), client: hc, stop: make(chan struct{}), done: make(chan struct{}),
 		errs: map[string]int{}, backends: map[string]bool{}}
 	go func() {
@@ -80,6 +91,9 @@ func (t *traffic) once() {
 		return
 	}
 	t.ok++
+	if d := time.Since(at); d > t.slowest {
+		t.slowest = d
+	}
 	t.backends[strings.Fields(string(body) + " ?")[0]] = true
 }
 
@@ -101,7 +115,7 @@ func (t *traffic) Summary() string {
 		es = append(es, fmt.Sprintf("%d× %s", n, e))
 	}
 	sort.Strings(es)
-	s := fmt.Sprintf("%d requests, %d failed", t.ok+t.fail, t.fail)
+	s := fmt.Sprintf("%d requests, %d failed, slowest answer %v", t.ok+t.fail, t.fail, t.slowest.Round(time.Millisecond))
 	if len(es) > 0 {
 		var at []string
 		for i, f := range t.failAt {
