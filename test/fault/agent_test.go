@@ -171,6 +171,7 @@ var _ = Describe("Faults", Ordered, Label("fault", "root"), func() {
 	Context("API server outage", Ordered, apiServerCases)
 	Context("bad input", Ordered, badInputCases)
 	Context("security", Ordered, securityCases)
+	Context("proxy mode switch", Ordered, modeSwitchCases)
 	Context("churn", Ordered, churnCases)
 	Context("soak", Ordered, soakCases)
 })

@@ -209,14 +209,17 @@ var agentMu sync.Mutex
 // startAgent starts nodekeeper as hack/run.sh does (in the node namespace, its own
 // session, the same configuration and log) and records its PID where `run.sh down`
 // finds it.
-func startAgent() int {
+func startAgent() int { return startAgentWith(filepath.Join(runDir, "agent.yaml")) }
+
+// startAgentWith starts the agent with another configuration file.
+func startAgentWith(config string) int {
 	agentMu.Lock()
 	defer agentMu.Unlock()
 	logf, err := os.OpenFile(filepath.Join(runDir, "logs", "nodekeeper.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	Expect(err).NotTo(HaveOccurred())
 	defer logf.Close()
 	cmd := exec.Command("nsenter", "--net=/run/netns/"+netns, filepath.Join(root, "bin", "nodekeeper"),
-		"--config", filepath.Join(runDir, "agent.yaml"), "--kubeconfig", filepath.Join(runDir, "node.kubeconfig"))
+		"--config", config, "--kubeconfig", filepath.Join(runDir, "node.kubeconfig"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	Expect(cmd.Start()).To(Succeed())
