@@ -8,7 +8,7 @@ GO ?= go
 # the network namespace the tests' containerd (hack/cri-up.sh) and its pods live in
 TEST_NETNS ?= nk-test
 
-.PHONY: all build test test-unit vet run down clean manifests bench-pods conformance
+.PHONY: all build test test-unit vet run down clean manifests bench-pods conformance fault soak
 
 all: build
 
@@ -52,6 +52,18 @@ bench-pods: build
 ## cluster up. Summary and JUnit under $(NK_CACHE)/conformance/results (see hack/conformance.sh)
 conformance: build
 	hack/conformance.sh all
+
+## fault: the reliability suite (test/fault) with its long cases too: 60 s containerd and
+## API server outages, 20 rollouts under traffic (`make test` runs the short cases). Its own
+## cluster (hack/run.sh, netns nk-flt); figures in $(NK_CACHE)/flt/figures.txt
+fault: build
+	NK_FAULT_LONG=1 $(GO) test -count=1 -timeout 60m -v ./test/fault/ -args -ginkgo.label-filter=fault
+
+## soak: pods and Services created and deleted continuously for NK_SOAK (30m) on the fault
+## suite's cluster: RSS and goroutine slopes, leftovers of deleted pods
+NK_SOAK ?= 30m
+soak: build
+	NK_SOAK=$(NK_SOAK) $(GO) test -count=1 -timeout 120m -v ./test/fault/ -args -ginkgo.focus=soak
 
 ## run: a local single-node cluster whose node is nodekeeper (prints the kubeconfig)
 run:

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	libipvs "github.com/moby/ipvs"
 	corev1 "k8s.io/api/core/v1"
@@ -269,8 +270,15 @@ func setupServices(mgr ctrl.Manager, cfg *v1alpha1.AgentConfiguration) error {
 	if err != nil {
 		return err
 	}
-	backends := map[netrules.Family]controllers.RulesBackend{}
 	runner := iptables.Exec{}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	cleanupOtherModes(ctx, cfg.ProxyMode, families, func(fam netrules.Family) cleaner {
+		return iptables.New(iptables.Options{Family: fam, Variant: iptables.Variant(cfg.IPTablesVariant), Runner: runner})
+	}, func(fam netrules.Family) (cleaner, error) {
+		return nftables.New(nftables.Options{Family: fam})
+	})
+	cancel()
+	backends := map[netrules.Family]controllers.RulesBackend{}
 	for _, fam := range families {
 		switch cfg.ProxyMode {
 		case v1alpha1.ProxyModeIPTables:
@@ -307,6 +315,37 @@ func setupServices(mgr ctrl.Manager, cfg *v1alpha1.AgentConfiguration) error {
 		})
 	}
 	return nil
+}
+
+// cleaner removes every rule a proxy mode owns.
+type cleaner interface {
+	Cleanup(ctx context.Context) error
+}
+
+// cleanupOtherModes removes, before the first sync, the rules of the proxy modes not in
+// use, as kube-proxy's platformCleanup does at start: the iptables rules (those of IPVS
+// mode included: they are iptables rules too) when the mode is nftables, the nftables
+// table when it is iptables or ipvs. Best effort, as upstream: failures are logged.
+// (IPVS virtual servers are not removed: the kernels nodekeeper is tested on have no IPVS.)
+func cleanupOtherModes(ctx context.Context, mode v1alpha1.ProxyMode, families []netrules.Family,
+	ipt func(netrules.Family) cleaner, nft func(netrules.Family) (cleaner, error)) {
+	logger := ctrl.Log.WithName("setup")
+	for _, fam := range families {
+		switch mode {
+		case v1alpha1.ProxyModeNFTables:
+			if err := ipt(fam).Cleanup(ctx); err != nil {
+				logger.Info("Removing the iptables rules of another proxy mode failed", "family", fam, "error", err.Error())
+			}
+		case v1alpha1.ProxyModeIPTables, v1alpha1.ProxyModeIPVS:
+			c, err := nft(fam)
+			if err == nil {
+				err = c.Cleanup(ctx)
+			}
+			if err != nil {
+				logger.Info("Removing the nftables table of another proxy mode failed", "family", fam, "error", err.Error())
+			}
+		}
+	}
 }
 
 // proxyNode gathers the node facts the rules depend on; families come from the

@@ -26,9 +26,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"sigs.k8s.io/yaml"
 
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
+	"github.com/nodekeeper/nodekeeper/internal/strictyaml"
 )
 
 // Annotations of static and mirror pods, as the kubelet sets them.
@@ -171,7 +171,7 @@ func (s *staticPods) setStatus(key types.NamespacedName, uid types.UID, st corev
 // and config hash derived from the file's content (as upstream).
 func ParseStaticPod(path string, data []byte, nodeName string) (*corev1.Pod, error) {
 	pod := &corev1.Pod{}
-	if err := yaml.UnmarshalStrict(data, pod); err != nil {
+	if err := strictyaml.Unmarshal(data, pod); err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", path, err)
 	}
 	if pod.Kind != "" && pod.Kind != "Pod" {

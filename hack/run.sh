@@ -49,6 +49,8 @@ KUBELET_CGROUP=${NK_KUBELET_CGROUP_ROOT:-/$NETNS}
 # the node's unauthenticated read-only port (/pods, /metrics...): 0 = off, as upstream's default
 READ_ONLY_PORT=${NK_READ_ONLY_PORT:-0}
 MS_PORT=${NK_METRICS_SERVER_PORT:-4443}
+# extra lines for the agent's configuration file (test/fault sets proxySyncPeriod)
+AGENT_CONFIG=${NK_AGENT_CONFIG:-}
 # the device plugins' folder (kubelet.sock): the cluster's own unless told (device plugins
 # and upstream's node e2e suite use /var/lib/kubelet/device-plugins, which hack/conformance.sh
 # passes; one cluster at a time can have it)
@@ -278,6 +280,8 @@ clientCAFile: $RUN/pki/ca.crt
 readOnlyPort: $READ_ONLY_PORT
 devicePluginDir: $DEVICE_PLUGIN_DIR
 EOF
+  # NK_AGENT_CONFIG: extra AgentConfiguration lines (e.g. "proxySyncPeriod: 10s"), appended
+  [[ -z $AGENT_CONFIG ]] || printf '%s\n' "$AGENT_CONFIG" >>"$RUN/agent.yaml"
   start_node_agent "$cri"
   wait_for "node $NODE_NAME to register" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get node "$NODE_NAME"
   local top_hint="  (NK_METRICS_SERVER=1 make run also runs metrics-server, for kubectl top)"

@@ -15,9 +15,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"sigs.k8s.io/yaml"
 
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
+	"github.com/nodekeeper/nodekeeper/internal/strictyaml"
 )
 
 // Eviction signals understood in EvictionHard (upstream names).
@@ -72,7 +72,7 @@ func Load(path string) (*AgentConfiguration, error) {
 // Parse decodes configuration YAML or JSON strictly. Empty input gives an empty configuration.
 func Parse(data []byte) (*AgentConfiguration, error) {
 	cfg := &AgentConfiguration{}
-	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
+	if err := strictyaml.Unmarshal(data, cfg); err != nil {
 		return nil, fmt.Errorf("decoding config: %w", err)
 	}
 	if len(strings.TrimSpace(string(data))) > 0 {

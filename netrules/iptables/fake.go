@@ -396,6 +396,12 @@ func (f *Fake) DeleteChain(table, chain string) {
 	defer f.mu.Unlock()
 	t := f.tables[table]
 	delete(t.chains, chain)
+	for i, c := range t.order {
+		if c == chain {
+			t.order = append(t.order[:i:i], t.order[i+1:]...)
+			break
+		}
+	}
 	for c, rules := range t.chains {
 		var keep []string
 		for _, r := range rules {

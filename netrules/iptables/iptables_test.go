@@ -268,8 +268,11 @@ func TestPeriodicSyncIsPartialAndRewritesTheFixedChains(t *testing.T) {
 		}
 	}
 	np := portNamed(netrules.Build(svcs, slices, testNode)[netrules.IPv4], "np")
-	if strings.Contains(last, ":"+SvcChain(np)+" ") || strings.Contains(last, ":KUBE-SVCS-") {
-		t.Errorf("the periodic sync rewrote unchanged Service or bucket chains:\n%s", last)
+	if strings.Contains(last, ":"+SvcChain(np)+" ") {
+		t.Errorf("the periodic sync rewrote an unchanged Service's chains:\n%s", last)
+	}
+	if !strings.Contains(last, ":KUBE-SVCS-") || !strings.Contains(last, ":KUBE-NPORTS-") {
+		t.Errorf("the periodic sync did not rewrite the buckets (every dispatch rule, as kube-proxy's KUBE-SERVICES):\n%s", last)
 	}
 	fresh, f2 := newFakeProxier()
 	if _, err := fresh.SyncState(ctx, st, nil, true); err != nil {
@@ -551,5 +554,46 @@ func TestChunkingOnlyOnNFTables(t *testing.T) {
 		if got := p.chunking(ctx); got != tt.want {
 			t.Errorf("variant %q version %q chunk %d: %v, want %v", tt.variant, tt.version, tt.chunk, got, tt.want)
 		}
+	}
+}
+
+// A Service chain deleted from outside, with the bucket rule jumping to it (what
+// `iptables-save | grep -v KUBE-SVC-X | iptables-restore` leaves), is repaired by the
+// periodic syncs within the hour: the first rewrites every bucket, as kube-proxy
+// rewrites KUBE-SERVICES, and fails on the jump to the missing chain; the next one is
+// then full and re-creates it (found by the fault suite, test/fault).
+func TestPeriodicSyncRepairsADeletedServiceChain(t *testing.T) {
+	ctx := context.Background()
+	svcs, slices := scenario()
+	p, f := newFakeProxier()
+	rs := netrules.Build(svcs, slices, testNode)[netrules.IPv4]
+	st := netrules.NewState(netrules.IPv4, testNode)
+	for _, sp := range rs.Ports {
+		k := sp.Namespace + "/" + sp.Name
+		st.Set(k, append(st.Ports(k), sp))
+	}
+	if s, err := p.SyncState(ctx, st, nil, true); err != nil || !s.Full {
+		t.Fatalf("first sync: %+v %v, want full", s, err)
+	}
+	want := f.Dump("nat")
+	svc := SvcChain(portNamed(rs, "web"))
+	f.DeleteChain("nat", svc)
+	if strings.Contains(f.Dump("nat"), svc) {
+		for _, l := range strings.Split(f.Dump("nat"), "\n") {
+			if strings.Contains(l, svc) {
+				t.Errorf("%s still referenced: %s", svc, l)
+			}
+		}
+		t.FailNow()
+	}
+	var err error
+	for i := 0; i < 2; i++ {
+		_, err = p.SyncState(ctx, st, nil, true)
+	}
+	if err != nil {
+		t.Fatalf("second periodic sync: %v", err)
+	}
+	if got := f.Dump("nat"); got != want {
+		t.Errorf("two periodic syncs did not repair the deleted chain:\n%s", lineDiff(got, want))
 	}
 }

@@ -1,0 +1,145 @@
+package fault
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nodekeeper/nodekeeper/internal/netnstest"
+)
+
+// traffic is a client in the node's network namespace making one new connection per
+// request (no keep-alive: every request goes through the Service rules and conntrack
+// afresh) at a fixed rate, counting answers and failures.
+type traffic struct {
+	url    string
+	start  time.Time
+	client *http.Client
+	stop   chan struct{}
+	done   chan struct{}
+
+	mu       sync.Mutex
+	ok, fail int
+	slowest  time.Duration // of the answered requests
+	errs     map[string]int
+	failAt   []time.Time
+	backends map[string]bool
+}
+
+// requestTimeout: a request (connect included) that has no answer after this long counts
+// as failed (the machine is shared and loaded: a few seconds of scheduling delay are not
+// a lost request; the slowest answer is reported beside the failures)
+const requestTimeout = 5 * time.Second
+
+// startTraffic sends a request every interval to url until stopped; a request may take
+// up to requestTimeout (then it fails).
+func startTraffic(url string, interval time.Duration) *traffic {
+	hc := &http.Client{Timeout: requestTimeout, Transport: &http.Transport{
+		DisableKeepAlives: true, Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return netnstest.InNetns(netns, func() (net.Conn, error) {
+				d := net.Dialer{Timeout: requestTimeout}
+				return d.DialContext(ctx, network, addr)
+			})
+		},
+	}}
+	t := &traffic{url: url, start: time.Now(), client: hc, stop: make(chan struct{}), done: make(chan struct{}),
+		errs: map[string]int{}, backends: map[string]bool{}}
+	go func() {
+		defer close(t.done)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-t.stop:
+				return
+			case <-tick.C:
+			}
+			t.once()
+		}
+	}()
+	return t
+}
+
+func (t *traffic) once() {
+	at := time.Now()
+	resp, err := t.client.Get(t.url)
+	var body []byte
+	if err == nil {
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err != nil {
+		t.fail++
+		t.failAt = append(t.failAt, at)
+		msg := err.Error()
+		if i := strings.LastIndex(msg, ": "); i >= 0 {
+			msg = msg[i+2:]
+		}
+		t.errs[msg]++
+		return
+	}
+	t.ok++
+	if d := time.Since(at); d > t.slowest {
+		t.slowest = d
+	}
+	t.backends[strings.Fields(string(body) + " ?")[0]] = true
+}
+
+// Stop ends the client and returns its counts.
+func (t *traffic) Stop() (ok, fail int) {
+	close(t.stop)
+	<-t.done
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ok, t.fail
+}
+
+// Summary: "N requests, F failed (errors)".
+func (t *traffic) Summary() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var es []string
+	for e, n := range t.errs {
+		es = append(es, fmt.Sprintf("%d× %s", n, e))
+	}
+	sort.Strings(es)
+	s := fmt.Sprintf("%d requests, %d failed, slowest answer %v", t.ok+t.fail, t.fail, t.slowest.Round(time.Millisecond))
+	if len(es) > 0 {
+		var at []string
+		for i, f := range t.failAt {
+			if i == 5 {
+				at = append(at, "...")
+				break
+			}
+			at = append(at, fmt.Sprintf("+%.1fs", f.Sub(t.start).Seconds()))
+		}
+		s += " (" + strings.Join(es, "; ") + " at " + strings.Join(at, " ") + ")"
+	}
+	return s
+}
+
+// Failures returns the failure count so far.
+func (t *traffic) Failures() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.fail
+}
+
+// Counts returns the answers and failures so far.
+func (t *traffic) Counts() (ok, fail int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ok, t.fail
+}
