@@ -3,7 +3,11 @@ SHELL := /usr/bin/env bash
 NK_CACHE ?= $(HOME)/.cache/nodekeeper
 export NK_CACHE
 VERSION ?= v0.1.0-dev
-LDFLAGS := -X github.com/nodekeeper/nodekeeper/internal/version.Version=$(VERSION)
+# --version's commit and build date (SOURCE_DATE_EPOCH, when set, makes the date reproducible)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+BUILD_DATE ?= $(shell date -u $${SOURCE_DATE_EPOCH:+-d @$$SOURCE_DATE_EPOCH} +%Y-%m-%dT%H:%M:%SZ)
+VERSION_PKG := github.com/nodekeeper/nodekeeper/internal/version
+LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT) -X $(VERSION_PKG).BuildDate=$(BUILD_DATE)
 GO ?= go
 # the network namespace the tests' containerd (hack/cri-up.sh) and its pods live in
 TEST_NETNS ?= nk-test
