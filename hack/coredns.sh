@@ -11,7 +11,8 @@
 #
 # Idempotent, like hack/metrics-server.sh: when the binary exists and reports the requested
 # version the script exits in well under a second and never calls `go`. Parallel runs are
-# serialized with flock.
+# serialized with flock. A cold build took 13m45s on the shared 2-core machine (load from
+# other work; 2m48s user), mostly module downloads; +52 MB binary.
 #
 # Environment (all optional):
 #   NK_CACHE         cache root (default $HOME/.cache/nodekeeper)
@@ -32,8 +33,8 @@ case "$CD_VERSION" in 1.*.*) ;; *) die "COREDNS_VERSION must look like 1.14.7, g
 
 have_cd() {
   [[ -x "$CD_BIN" ]] || return 1
-  local out; out="$("$CD_BIN" -version 2>/dev/null | head -1)" || return 1
-  [[ "$out" == "CoreDNS-$CD_VERSION" ]] && [[ -f "$CD_BIN.plugins" && $(cat "$CD_BIN.plugins") == "${PLUGINS[*]}" ]]
+  local out; out="$("$CD_BIN" -version 2>/dev/null)" || return 1
+  [[ "${out%%$'\n'*}" == "CoreDNS-$CD_VERSION" ]] && [[ -f "$CD_BIN.plugins" && $(cat "$CD_BIN.plugins") == "${PLUGINS[*]}" ]]
 }
 
 build_cd() {
