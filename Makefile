@@ -12,7 +12,7 @@ GO ?= go
 # the network namespace the tests' containerd (hack/cri-up.sh) and its pods live in
 TEST_NETNS ?= nk-test
 
-.PHONY: all build test test-unit vet run down clean manifests bench-pods conformance
+.PHONY: all build test test-unit vet run down clean manifests bench-pods conformance image load-image
 
 all: build
 
@@ -65,6 +65,20 @@ run:
 ## down: stop what `make run` started and remove its network namespace
 down:
 	hack/run.sh down
+
+## image: the agent's container image as a tarball, no Docker daemon needed (IMAGE_TAR,
+## default bin/nodekeeper-image.tar; IMAGE_NAME:VERSION names it): an OCI layout that is
+## also a `docker save` archive, with the static binary and Debian's iptables/nftables tools
+IMAGE_NAME ?= docker.io/nodekeeper/nodekeeper
+IMAGE_TAR ?= $(CURDIR)/bin/nodekeeper-image.tar
+image: build
+	@IMAGE_NAME=$(IMAGE_NAME) VERSION=$(VERSION) IMAGE_TAR=$(IMAGE_TAR) hack/image.sh >/dev/null
+
+## load-image: import an image tarball into the `make run` cluster's containerd
+## (IMAGE=path/to/image.tar; default: make image's)
+IMAGE ?= $(IMAGE_TAR)
+load-image:
+	hack/run.sh load-image $(IMAGE)
 
 CONTROLLER_GEN := $(NK_CACHE)/tools/controller-gen
 $(CONTROLLER_GEN):

@@ -6,7 +6,7 @@
 # Only the plugins a local cluster needs are compiled in (CoreDNS's documented way: a main
 # package importing coremain and the chosen plugins, with dnsserver.Directives in upstream's
 # plugin.cfg order), so the cloud back ends (route53, azure, clouddns, ...) and their SDKs are
-# not built: errors, health, ready, log, loadbalance, cache, hosts, kubernetes, loop,
+# not built: bind, errors, health, ready, log, loadbalance, cache, hosts, kubernetes, loop,
 # forward, whoami.
 #
 # Idempotent, like hack/metrics-server.sh: when the binary exists and reports the requested
@@ -24,7 +24,7 @@ CD_VERSION="${COREDNS_VERSION:-1.14.7}"; CD_VERSION="${CD_VERSION#v}"
 TOOLS_DIR="${NK_CACHE:-$HOME/.cache/nodekeeper}/tools"
 [[ "$TOOLS_DIR" == /* ]] || TOOLS_DIR="$PWD/$TOOLS_DIR"
 CD_BIN="$TOOLS_DIR/coredns"
-PLUGINS=(errors health ready log loadbalance cache hosts kubernetes loop forward whoami)
+PLUGINS=(bind errors health ready log loadbalance cache hosts kubernetes loop forward whoami)
 
 log() { echo "[coredns] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

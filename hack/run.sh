@@ -3,6 +3,8 @@
 #
 #   hack/run.sh up     (make run)   build what is missing, start everything, print the kubeconfig
 #   hack/run.sh down   (make down)  stop what `up` started (by PID), remove its netns and veth
+#   hack/run.sh load-image TARBALL  (make load-image IMAGE=...) import an image tarball (docker
+#                      save / OCI layout, e.g. make image's) into the cluster's containerd
 #
 # NK_NODE_AGENT=kubelet runs the upstream kubelet (NK_KUBELET_BIN) as the node instead of
 # nodekeeper, on the same containerd, API server and addresses (see start_kubelet).
@@ -19,6 +21,12 @@
 #                 API server's aggregation layer (front-proxy certificates, a selector-less
 #                 Service + EndpointSlice, the v1beta1.metrics.k8s.io APIService), so
 #                 `kubectl top` works; it scrapes the agent's /metrics/resource.
+#   CoreDNS (NK_DNS=1, the default; hack/coredns.sh builds it once): a host process on
+#                 $NK_HOST_IP:$NK_DNS_PORT (1053) serving cluster.local from the API server
+#                 (kubernetes plugin, identity system:coredns); the kube-system/kube-dns
+#                 Service ($NK_DNS_IP, the 10th address of the Service range, port 53) has an
+#                 EndpointSlice naming it, and the agent's clusterDNS is that address, so pods'
+#                 lookups go through the agent's Service rules to it.
 # State, certificates, pid files and logs live under $NK_RUN_DIR (outside the checkout).
 set -euo pipefail
 
@@ -49,6 +57,11 @@ KUBELET_CGROUP=${NK_KUBELET_CGROUP_ROOT:-/$NETNS}
 # the node's unauthenticated read-only port (/pods, /metrics...): 0 = off, as upstream's default
 READ_ONLY_PORT=${NK_READ_ONLY_PORT:-0}
 MS_PORT=${NK_METRICS_SERVER_PORT:-4443}
+# cluster DNS: CoreDNS on the host side of the veth behind the kube-dns Service
+DNS=${NK_DNS:-1}
+DNS_PORT=${NK_DNS_PORT:-1053}  # health on DNS_PORT+1, ready on DNS_PORT+2
+DNS_IP=${NK_DNS_IP:-${SERVICE_CIDR%.0/*}.10}
+CLUSTER_DOMAIN=cluster.local
 # the device plugins' folder (kubelet.sock): the cluster's own unless told (device plugins
 # and upstream's node e2e suite use /var/lib/kubelet/device-plugins, which hack/conformance.sh
 # passes; one cluster at a time can have it)
@@ -93,6 +106,18 @@ stop() {
   rm -f "$(pidfile "$name")"
 }
 
+# heartbeat DESC CMD...: run CMD, saying every 30 s how long it has been running (the first
+# builds of the control plane, CoreDNS and metrics-server take minutes with no output)
+heartbeat() {
+  local desc=$1 t0=$SECONDS hb rc=0; shift
+  ( while sleep 30; do log "$desc: still running, $((SECONDS - t0))s elapsed"; done ) >&2 &
+  hb=$!
+  "$@" || rc=$?
+  kill "$hb" 2>/dev/null; wait "$hb" 2>/dev/null || true
+  (( SECONDS - t0 < 30 )) || log "$desc: done in $((SECONDS - t0))s"
+  return $rc
+}
+
 wait_for() { # desc, seconds, command...
   local desc=$1 secs=$2 i; shift 2
   for i in $(seq 1 $((secs * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
@@ -129,6 +154,14 @@ kubelet_cert() {
   openssl req -newkey rsa:2048 -nodes -keyout "$d/kubelet.key" -out "$d/kubelet.csr" -subj "/CN=system:node:$NODE_NAME" 2>/dev/null
   printf 'subjectAltName=IP:%s,DNS:%s\n' "$NODE_IP" "$NODE_NAME" >"$d/kubelet.ext"
   openssl x509 -req -in "$d/kubelet.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/kubelet.crt" -days 3650 -extfile "$d/kubelet.ext" 2>/dev/null
+}
+
+# CoreDNS's client certificate (system:coredns, bound to upstream's system:coredns role)
+coredns_cert() {
+  local d=$RUN/pki
+  [[ -f $d/coredns.crt ]] && return
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/coredns.key" -out "$d/coredns.csr" -subj "/CN=system:coredns" 2>/dev/null
+  openssl x509 -req -in "$d/coredns.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/coredns.crt" -days 3650 2>/dev/null
 }
 
 # the aggregation layer's certificates, as kubeadm makes them: a front-proxy CA of its own
@@ -192,16 +225,18 @@ netns_down() {
 up() {
   mkdir -p "$RUN"/{pids,logs,etcd,agent,manifests}
   local bins
-  bins=$(K8S_EXTRA_BINS="kube-controller-manager kube-scheduler" "$ROOT/hack/k8s-bins.sh")
+  bins=$(K8S_EXTRA_BINS="kube-controller-manager kube-scheduler" heartbeat "building kube-apiserver, etcd, kubectl, kube-controller-manager, kube-scheduler (hack/k8s-bins.sh; first time 10-20 min)" "$ROOT/hack/k8s-bins.sh")
   log "building nodekeeper"
-  make -C "$ROOT" --no-print-directory build >&2
-  local ms=""
-  [[ $METRICS_SERVER == 1 ]] && ms=$("$ROOT/hack/metrics-server.sh")
+  heartbeat "building nodekeeper" make -C "$ROOT" --no-print-directory build >&2
+  local ms="" dns=""
+  if [[ $METRICS_SERVER == 1 ]]; then ms=$(heartbeat "building metrics-server (hack/metrics-server.sh; first time ~5 min)" "$ROOT/hack/metrics-server.sh"); fi
+  if [[ $DNS == 1 ]]; then dns=$(heartbeat "building CoreDNS (hack/coredns.sh; first time 5-15 min, mostly module downloads)" "$ROOT/hack/coredns.sh"); fi
   certs
   kubelet_cert
   aggregator_certs
+  coredns_cert
   kubeconfig admin admin; kubeconfig node node; kubeconfig kcm kcm; kubeconfig scheduler scheduler
-  kubeconfig metrics-server metrics-server-client
+  kubeconfig metrics-server metrics-server-client; kubeconfig coredns coredns
   netns_up
   # containerd, its CNI bridge and the pods live in the node namespace too
   local cri
@@ -278,6 +313,10 @@ clientCAFile: $RUN/pki/ca.crt
 readOnlyPort: $READ_ONLY_PORT
 devicePluginDir: $DEVICE_PLUGIN_DIR
 EOF
+  if [[ -n $dns ]]; then
+    printf 'clusterDNS: [%s]\nclusterDomain: %s\n' "$DNS_IP" "$CLUSTER_DOMAIN" >>"$RUN/agent.yaml"
+    start_coredns "$bins" "$dns"
+  fi
   case $NODE_AGENT in
   nodekeeper)
     start nodekeeper nsenter --net="/run/netns/$NETNS" "$ROOT/bin/nodekeeper" \
@@ -286,6 +325,8 @@ EOF
   *) die "NK_NODE_AGENT must be nodekeeper or kubelet, got '$NODE_AGENT'" ;;
   esac
   wait_for "node $NODE_NAME to register" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get node "$NODE_NAME"
+  local dns_hint="  (NK_DNS=0: no cluster DNS)"
+  [[ -z $dns ]] || dns_hint="  cluster DNS: kube-system/kube-dns $DNS_IP -> CoreDNS on $HOST_IP:$DNS_PORT (log: logs/coredns.log)"
   local top_hint="  (NK_METRICS_SERVER=1 make run also runs metrics-server, for kubectl top)"
   if [[ -n $ms ]]; then
     metrics_server "$bins" "$ms"
@@ -303,7 +344,9 @@ nodekeeper cluster is up. Logs: $RUN/logs
   export PATH=$bins:\$PATH
   kubectl get nodes -o wide
   kubectl get lease -n kube-node-lease
+$dns_hint
 $top_hint
+  make load-image IMAGE=image.tar   # brings an image tarball into the node's containerd
 Stop it with: make down
 EOF
 }
@@ -480,13 +523,94 @@ EOF
   wait_for "APIService v1beta1.metrics.k8s.io to be Available" 90 apiservice_available "$bins"
 }
 
+# start_coredns BINS COREDNS: CoreDNS on the host side of the veth, behind kube-system/kube-dns.
+# Its identity system:coredns gets upstream's ClusterRole (what CoreDNS's own deployment
+# manifests grant). The Service has no selector: its EndpointSlice names the host process,
+# so a pod's query to $DNS_IP:53 is DNATed by the agent's rules to $HOST_IP:$DNS_PORT
+# (and masqueraded to the node IP on the way out, as every pod-to-host packet).
+start_coredns() {
+  local bins=$1 bin=$2
+  mkdir -p "$RUN/coredns"
+  "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:coredns", labels: {kubernetes.io/bootstrapping: rbac-defaults}}
+rules:
+- {apiGroups: [""], resources: [endpoints, services, pods, namespaces], verbs: [list, watch]}
+- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+  labels: {k8s-app: kube-dns, kubernetes.io/name: CoreDNS}
+spec:
+  clusterIP: $DNS_IP
+  ports:
+  - {name: dns, port: 53, protocol: UDP, targetPort: $DNS_PORT}
+  - {name: dns-tcp, port: 53, protocol: TCP, targetPort: $DNS_PORT}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kube-dns-host
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: kube-dns, endpointslice.kubernetes.io/managed-by: nodekeeper-run}
+addressType: IPv4
+endpoints: [{addresses: ["$HOST_IP"], conditions: {ready: true}}]
+ports:
+- {name: dns, port: $DNS_PORT, protocol: UDP}
+- {name: dns-tcp, port: $DNS_PORT, protocol: TCP}
+EOF
+  # no forward plugin: names outside the cluster are not looked up (nothing leaves the machine)
+  cat >"$RUN/coredns/Corefile" <<EOF
+.:$DNS_PORT {
+    bind $HOST_IP
+    errors
+    health $HOST_IP:$((DNS_PORT + 1))
+    ready $HOST_IP:$((DNS_PORT + 2))
+    kubernetes $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
+        kubeconfig $RUN/coredns.kubeconfig nodekeeper
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }
+    cache 30
+    loop
+    loadbalance
+}
+EOF
+  start coredns "$bin" -conf "$RUN/coredns/Corefile"
+  wait_for "CoreDNS to be ready (http://$HOST_IP:$((DNS_PORT + 2))/ready)" 60 curl -fsS "http://$HOST_IP:$((DNS_PORT + 2))/ready"
+}
+
+# load_image TARBALL: import an image archive into the node's containerd (namespace k8s.io,
+# where the CRI looks), with the snapshotter cri-up.sh chose; pods then use it under its
+# name with imagePullPolicy IfNotPresent (or Never)
+load_image() {
+  local tar=${1:-} sock=$CRI_CACHE/cri/run/containerd.sock snap
+  [[ -n $tar && -f $tar ]] || die "usage: make load-image IMAGE=path/to/image.tar (no file '${tar}')"
+  [[ -S $sock ]] || die "no containerd at $sock: start the cluster first (make run)"
+  snap=$(cat "$CRI_CACHE/cri/snapshotter" 2>/dev/null || echo overlayfs)
+  ctr --address "$sock" -n k8s.io images import --snapshotter "$snap" "$tar" >&2
+  log "imported $tar; the node's images now:"
+  ctr --address "$sock" -n k8s.io images ls -q | grep -v '^sha256:' >&2
+}
+
 apiservice_available() {
   [[ $("$1/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get apiservice v1beta1.metrics.k8s.io \
     -o 'jsonpath={.status.conditions[?(@.type=="Available")].status}') == True ]]
 }
 
 down() {
-  for c in metrics-server nodekeeper kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
+  for c in coredns metrics-server nodekeeper kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
   NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" "$ROOT/hack/cri-down.sh" || true
   kubelet_down
   # pod volumes the agent mounted (tmpfs for secrets, tokens, memory emptyDirs), and its
@@ -501,5 +625,6 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) die "usage: $0 up|down" ;;
+  load-image) load_image "${2:-}" ;;
+  *) die "usage: $0 up|down|load-image TARBALL" ;;
 esac
