@@ -47,10 +47,10 @@ func main() {
 
 type wgetOpts struct {
 	quiet, spider, headers bool
-	out, agent            string
-	timeout               time.Duration
-	extra                 []string
-	urls                  []string
+	out, agent             string
+	timeout                time.Duration
+	extra                  []string
+	urls                   []string
 }
 
 // parseWget reads busybox wget's command line: short flags may be combined (-qO-, -qO -),
