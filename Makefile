@@ -3,9 +3,12 @@ SHELL := /usr/bin/env bash
 NK_CACHE ?= $(HOME)/.cache/nodekeeper
 export NK_CACHE
 VERSION ?= v0.1.0-dev
-# --version's commit and build date (SOURCE_DATE_EPOCH, when set, makes the date reproducible)
+# --version's commit and build date. The date is SOURCE_DATE_EPOCH's, by default the
+# commit's time (reproducible builds: the same tree links to the same binary, and an
+# unchanged tree is not relinked); BUILD_DATE=$$(date -u +%FT%TZ) stamps the wall clock.
 COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
-BUILD_DATE ?= $(shell date -u $${SOURCE_DATE_EPOCH:+-d @$$SOURCE_DATE_EPOCH} +%Y-%m-%dT%H:%M:%SZ)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+BUILD_DATE ?= $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ)
 VERSION_PKG := github.com/nodekeeper/nodekeeper/internal/version
 LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT) -X $(VERSION_PKG).BuildDate=$(BUILD_DATE)
 GO ?= go
@@ -27,11 +30,12 @@ vet:
 	  if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 ## test: everything, on a fresh machine too: builds (cached) kube-apiserver/etcd/kubectl
-## into $(NK_CACHE)/k8s and metrics-server (the e2e cluster's, for kubectl top; built here,
-## outside go test's timeout) into $(NK_CACHE)/tools, then runs every suite
+## into $(NK_CACHE)/k8s, metrics-server (the e2e cluster's, for kubectl top) and CoreDNS
+## (the clusters' DNS) into $(NK_CACHE)/tools, outside go test's timeout, then runs every suite
 test: vet
 	hack/net-deps.sh
 	hack/metrics-server.sh >/dev/null
+	hack/coredns.sh >/dev/null
 	@assets=$$(hack/k8s-bins.sh) && export KUBEBUILDER_ASSETS="$$assets" && \
 	  echo "KUBEBUILDER_ASSETS=$$assets" && \
 	  ep=$$(NK_CACHE=$(NK_CACHE)/test NK_NETNS=$(TEST_NETNS) hack/cri-up.sh) && \

@@ -51,6 +51,9 @@ METRICS_SERVER=${NK_METRICS_SERVER:-0}
 # the node agent: nodekeeper, or the upstream kubelet (NK_KUBELET_BIN, e.g. built by
 # hack/conformance.sh build with NODE=kubelet) on the same containerd, as a baseline
 NODE_AGENT=${NK_NODE_AGENT:-nodekeeper}
+# the agent's --reconcilers: without services, the node has no Service proxy until one is
+# installed (e.g. the Helm chart's DaemonSet, which is what its default installs)
+RECONCILERS=${NK_RECONCILERS:-nodestatus,pods,services}
 KUBELET_BIN=${NK_KUBELET_BIN:-$CACHE/conformance/bin/kubelet}
 # the kubelet's cgroup parent (cgroupRoot), created in every v1 hierarchy and removed by down
 KUBELET_CGROUP=${NK_KUBELET_CGROUP_ROOT:-/$NETNS}
@@ -313,6 +316,10 @@ clientCAFile: $RUN/pki/ca.crt
 readOnlyPort: $READ_ONLY_PORT
 devicePluginDir: $DEVICE_PLUGIN_DIR
 EOF
+  if [[ ,$RECONCILERS, != *,services,* ]]; then
+    # leave kube-proxy's metrics port (10249) to the proxy that will run beside it
+    echo "metricsBindAddress: 127.0.0.1:10269" >>"$RUN/agent.yaml"
+  fi
   if [[ -n $dns ]]; then
     printf 'clusterDNS: [%s]\nclusterDomain: %s\n' "$DNS_IP" "$CLUSTER_DOMAIN" >>"$RUN/agent.yaml"
     start_coredns "$bins" "$dns"
@@ -320,7 +327,7 @@ EOF
   case $NODE_AGENT in
   nodekeeper)
     start nodekeeper nsenter --net="/run/netns/$NETNS" "$ROOT/bin/nodekeeper" \
-      --config "$RUN/agent.yaml" --kubeconfig "$RUN/node.kubeconfig" ;;
+      --config "$RUN/agent.yaml" --kubeconfig "$RUN/node.kubeconfig" --reconcilers "$RECONCILERS" ;;
   kubelet) start_kubelet "$cri" ;;
   *) die "NK_NODE_AGENT must be nodekeeper or kubelet, got '$NODE_AGENT'" ;;
   esac

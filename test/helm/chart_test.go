@@ -36,7 +36,6 @@ var allHostPaths = map[string]string{
 	"machine-id":     "/etc/machine-id",
 	"os-release":     "/etc/os-release",
 	"xtables-lock":   "/run/xtables.lock",
-	"lib-modules":    "/lib/modules",
 }
 
 // allReconcilers is the node mode through the chart: the agent as the node's kubelet and
@@ -56,7 +55,7 @@ var valueSets = []valueSet{
 		name:        "defaults",
 		reconcilers: "services",
 		proxyMode:   v1alpha1.ProxyModeIPTables,
-		hostPaths:   map[string]string{"xtables-lock": "/run/xtables.lock", "lib-modules": "/lib/modules"},
+		hostPaths:   map[string]string{"xtables-lock": "/run/xtables.lock"},
 		check: func(t *testing.T, r *rendered, cfg *v1alpha1.AgentConfiguration) {
 			// no Secret read, no token minting, no writes
 			if got := triples(r.ClusterRole.Rules); !reflect.DeepEqual(got, proxyOnlyRules) {
@@ -112,8 +111,9 @@ var valueSets = []valueSet{
 		values:      "reconcilers: [services]\nproxyMode: nftables\n",
 		reconcilers: "services",
 		proxyMode:   v1alpha1.ProxyModeNFTables,
-		// no containerd, no state, no xtables lock for nftables
-		hostPaths: map[string]string{"lib-modules": "/lib/modules"},
+		// no containerd, no state, no xtables lock for nftables, no /lib/modules
+		// unless libModules (the kernel loads its modules itself)
+		hostPaths: map[string]string{},
 		check: func(t *testing.T, r *rendered, _ *v1alpha1.AgentConfiguration) {
 			if got := triples(r.ClusterRole.Rules); !reflect.DeepEqual(got, proxyOnlyRules) {
 				t.Errorf("proxy-only ClusterRole grants\n %v\nwant only read access to nodes, services and endpointslices:\n %v", got, proxyOnlyRules)
