@@ -253,6 +253,22 @@ spec:
 		Expect(mustKubectl("get", "node", node, "-o", "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}")).To(Equal("10250"))
 	})
 
+	It("resolves Service names through the cluster DNS (CoreDNS behind kube-dns) and fetches with wget", func() {
+		dnsIP := clusterIPNS("kube-system", "kube-dns")
+		Expect(kubectl("exec", "talker", "--", "cat", "/etc/resolv.conf")).To(ContainSubstring("nameserver " + dnsIP + "\n"))
+		// nslookup applies the search list, as the pod's own lookups do
+		out, err := kubectl("exec", "talker", "--", "nslookup", "kubernetes.default")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("Name:\tkubernetes.default.svc.cluster.local\nAddress: " + clusterIPNS("default", "kubernetes") + "\n"))
+		// wget (not busybox-static's, which dies with SIGSEGV) by short and full name
+		for _, u := range []string{"http://hello/", "http://hello.default.svc.cluster.local/"} {
+			Eventually(func() (string, error) { return kubectl("exec", "talker", "--", "wget", "-q", "-T", "5", "-O-", u) },
+				30*time.Second, time.Second).Should(HavePrefix("hello-"), u)
+		}
+		_, err = kubectl("exec", "talker", "--", "nslookup", "nonexistent.default.svc.cluster.local")
+		Expect(err).To(HaveOccurred(), "a name that does not exist must not resolve")
+	})
+
 	It("forwards a local port to a pod with kubectl port-forward", func() {
 		manifest := `
 apiVersion: v1
