@@ -254,18 +254,27 @@ spec:
 	})
 
 	It("resolves Service names through the cluster DNS (CoreDNS behind kube-dns) and fetches with wget", func() {
+		applyManifest(`
+apiVersion: v1
+kind: Pod
+metadata: {name: resolver}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: main, image: docker.io/library/busybox:local, command: [sleep, "3600"]}]
+`)
+		mustKubectl("wait", "--for=condition=Ready", "pod/resolver", "--timeout=60s")
 		dnsIP := clusterIPNS("kube-system", "kube-dns")
-		Expect(kubectl("exec", "talker", "--", "cat", "/etc/resolv.conf")).To(ContainSubstring("nameserver " + dnsIP + "\n"))
+		Expect(kubectl("exec", "resolver", "--", "cat", "/etc/resolv.conf")).To(ContainSubstring("nameserver " + dnsIP + "\n"))
 		// nslookup applies the search list, as the pod's own lookups do
-		out, err := kubectl("exec", "talker", "--", "nslookup", "kubernetes.default")
+		out, err := kubectl("exec", "resolver", "--", "nslookup", "kubernetes.default")
 		Expect(err).NotTo(HaveOccurred(), out)
 		Expect(out).To(ContainSubstring("Name:\tkubernetes.default.svc.cluster.local\nAddress: " + clusterIPNS("default", "kubernetes") + "\n"))
 		// wget (not busybox-static's, which dies with SIGSEGV) by short and full name
 		for _, u := range []string{"http://hello/", "http://hello.default.svc.cluster.local/"} {
-			Eventually(func() (string, error) { return kubectl("exec", "talker", "--", "wget", "-q", "-T", "5", "-O-", u) },
+			Eventually(func() (string, error) { return kubectl("exec", "resolver", "--", "wget", "-q", "-T", "5", "-O-", u) },
 				30*time.Second, time.Second).Should(HavePrefix("hello-"), u)
 		}
-		_, err = kubectl("exec", "talker", "--", "nslookup", "nonexistent.default.svc.cluster.local")
+		_, err = kubectl("exec", "resolver", "--", "nslookup", "nonexistent.default.svc.cluster.local")
 		Expect(err).To(HaveOccurred(), "a name that does not exist must not resolve")
 	})
 
