@@ -21,6 +21,12 @@
 #                 API server's aggregation layer (front-proxy certificates, a selector-less
 #                 Service + EndpointSlice, the v1beta1.metrics.k8s.io APIService), so
 #                 `kubectl top` works; it scrapes the agent's /metrics/resource.
+#   NODES=2:      a second nodekeeper node, $NK_NODE_NAME-2, in its own namespace
+#                 $NK_NETNS-2 with its own containerd (state in $NK_CRI_CACHE-2), veth to the
+#                 host ($NK_HOST_IP+4 / $NK_NODE_IP+4, /30) and pod range (the next /24);
+#                 the two node namespaces are joined by a third veth pair (the .8/30 of the
+#                 host /24) with routes to each other's pod range and node IP, so pods and
+#                 Services reach across nodes — all inside the namespaces run.sh made.
 #   CoreDNS (NK_DNS=1, the default; hack/coredns.sh builds it once): a host process on
 #                 $NK_HOST_IP:$NK_DNS_PORT (1053) serving cluster.local from the API server
 #                 (kubernetes plugin, identity system:coredns); the kube-system/kube-dns
@@ -60,6 +66,23 @@ KUBELET_CGROUP=${NK_KUBELET_CGROUP_ROOT:-/$NETNS}
 # the node's unauthenticated read-only port (/pods, /metrics...): 0 = off, as upstream's default
 READ_ONLY_PORT=${NK_READ_ONLY_PORT:-0}
 MS_PORT=${NK_METRICS_SERVER_PORT:-4443}
+# NODES=2: the second node (see the header)
+NODES=${NODES:-${NK_NODES:-1}}
+ip_add() { # IP N: the IPv4 address N after IP
+  local IFS=. a b c d; read -r a b c d <<<"$1"
+  local n=$(( (a << 24) + (b << 16) + (c << 8) + d + $2 ))
+  echo "$(( (n >> 24) & 255 )).$(( (n >> 16) & 255 )).$(( (n >> 8) & 255 )).$(( n & 255 ))"
+}
+NETNS2=${NK_NETNS2:-$NETNS-2}
+HOST_IF2=${NK_HOST_IF2:-${HOST_IF%0}1}
+NODE_IF2=${NK_NODE_IF2:-${NODE_IF%0}1}
+XIF1=${NODE_IF%0}x XIF2=${NODE_IF%0}y # the node-to-node veth pair
+HOST_IP2=${NK_HOST_IP2:-$(ip_add "$HOST_IP" 4)}
+NODE_IP2=${NK_NODE_IP2:-$(ip_add "$NODE_IP" 4)}
+XIP1=$(ip_add "$HOST_IP" 8) XIP2=$(ip_add "$HOST_IP" 9)
+NODE_NAME2=${NK_NODE_NAME2:-$NODE_NAME-2}
+POD_CIDR2=${NK_POD_CIDR2:-$(ip_add "${POD_CIDR%/*}" 256)/${POD_CIDR#*/}}
+CRI_CACHE2=${NK_CRI_CACHE2:-$CRI_CACHE-2}
 # cluster DNS: CoreDNS on the host side of the veth behind the kube-dns Service
 DNS=${NK_DNS:-1}
 DNS_PORT=${NK_DNS_PORT:-1053}  # health on DNS_PORT+1, ready on DNS_PORT+2
@@ -201,7 +224,8 @@ current-context: nodekeeper
 EOF
 }
 
-netns_up() {
+netns_up() { # [NETNS HOST_IF NODE_IF HOST_IP NODE_IP POD_CIDR]: the first node's by default
+  local NETNS=${1:-$NETNS} HOST_IF=${2:-$HOST_IF} NODE_IF=${3:-$NODE_IF} HOST_IP=${4:-$HOST_IP} NODE_IP=${5:-$NODE_IP} POD_CIDR=${6:-$POD_CIDR}
   ip netns list | grep -qw "$NETNS" || ip netns add "$NETNS"
   if ! ip link show "$HOST_IF" >/dev/null 2>&1; then
     ip link add "$HOST_IF" type veth peer name "$NODE_IF" netns "$NETNS"
@@ -223,6 +247,61 @@ netns_up() {
 netns_down() {
   ip link del "$HOST_IF" 2>/dev/null || true
   ip netns del "$NETNS" 2>/dev/null || true
+}
+
+# node2_net: the second node's namespace (its veth to the host, where only the API
+# server's address is routed), and the link between the two node namespaces with routes
+# to each other's pod range and node IP
+node2_net() {
+  netns_up "$NETNS2" "$HOST_IF2" "$NODE_IF2" "$HOST_IP2" "$NODE_IP2" "$POD_CIDR2"
+  ip -n "$NETNS2" route replace "$HOST_IP/32" via "$HOST_IP2" dev "$NODE_IF2"
+  if ! ip -n "$NETNS" link show "$XIF1" >/dev/null 2>&1; then
+    ip -n "$NETNS" link add "$XIF1" type veth peer name "$XIF2" netns "$NETNS2"
+  fi
+  ip -n "$NETNS" addr replace "$XIP1/30" dev "$XIF1"; ip -n "$NETNS" link set "$XIF1" up
+  ip -n "$NETNS2" addr replace "$XIP2/30" dev "$XIF2"; ip -n "$NETNS2" link set "$XIF2" up
+  ip -n "$NETNS" route replace "$POD_CIDR2" via "$XIP2" dev "$XIF1"
+  ip -n "$NETNS" route replace "$NODE_IP2/32" via "$XIP2" dev "$XIF1"
+  ip -n "$NETNS2" route replace "$POD_CIDR" via "$XIP1" dev "$XIF2"
+  ip -n "$NETNS2" route replace "$NODE_IP/32" via "$XIP1" dev "$XIF2"
+}
+
+# node2_certs: the second node's client (system:node:$NODE_NAME2) and serving certificates
+node2_certs() {
+  local d=$RUN/pki
+  [[ -f $d/node2.crt && -f $d/kubelet2.crt ]] && return
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/node2.key" -out "$d/node2.csr" -subj "/O=system:nodes/CN=system:node:$NODE_NAME2" 2>/dev/null
+  openssl x509 -req -in "$d/node2.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/node2.crt" -days 3650 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/kubelet2.key" -out "$d/kubelet2.csr" -subj "/CN=system:node:$NODE_NAME2" 2>/dev/null
+  printf 'subjectAltName=IP:%s,DNS:%s\n' "$NODE_IP2" "$NODE_NAME2" >"$d/kubelet2.ext"
+  openssl x509 -req -in "$d/kubelet2.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/kubelet2.crt" -days 3650 -extfile "$d/kubelet2.ext" 2>/dev/null
+}
+
+# start_node2 BINS: containerd and the agent of the second node, configured as the first
+start_node2() {
+  local bins=$1 cri2
+  node2_certs
+  kubeconfig node2 node2
+  node2_net
+  cri2=$(NK_CACHE="$CRI_CACHE2" NK_NETNS="$NETNS2" NK_POD_CIDR="$POD_CIDR2" "$ROOT/hack/cri-up.sh")
+  ip -n "$NETNS2" route replace "$SERVICE_CIDR" dev lo
+  "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "nodekeeper:node-proxier:2"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node-proxier"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:node:$NODE_NAME2"}]
+EOF
+  mkdir -p "$RUN/agent-2" "$RUN/manifests-2"
+  # the first node's configuration with the second node's names, addresses and folders
+  sed -e "s|^nodeName: .*|nodeName: $NODE_NAME2|" -e "s|^nodeIP: .*|nodeIP: $NODE_IP2|" \
+    -e "s|^containerRuntimeEndpoint: .*|containerRuntimeEndpoint: $cri2|" -e "s|^rootDir: .*|rootDir: $RUN/agent-2|" \
+    -e "s|^staticPodPath: .*|staticPodPath: $RUN/manifests-2|" -e "s|^podCIDR: .*|podCIDR: $POD_CIDR2|" \
+    -e "s|^tlsCertFile: .*|tlsCertFile: $RUN/pki/kubelet2.crt|" -e "s|^tlsPrivateKeyFile: .*|tlsPrivateKeyFile: $RUN/pki/kubelet2.key|" \
+    -e "s|^devicePluginDir: .*|devicePluginDir: $RUN/agent-2/device-plugins|" "$RUN/agent.yaml" >"$RUN/agent-2.yaml"
+  start nodekeeper-2 nsenter --net="/run/netns/$NETNS2" "$ROOT/bin/nodekeeper" \
+    --config "$RUN/agent-2.yaml" --kubeconfig "$RUN/node2.kubeconfig" --reconcilers "$RECONCILERS"
+  wait_for "node $NODE_NAME2 to register" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get node "$NODE_NAME2"
 }
 
 up() {
@@ -332,6 +411,14 @@ EOF
   *) die "NK_NODE_AGENT must be nodekeeper or kubelet, got '$NODE_AGENT'" ;;
   esac
   wait_for "node $NODE_NAME to register" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get node "$NODE_NAME"
+  case $NODES in
+  1) ;;
+  2) [[ $NODE_AGENT == nodekeeper ]] || die "NODES=2 runs nodekeeper on both nodes (NK_NODE_AGENT=$NODE_AGENT)"
+     start_node2 "$bins" ;;
+  *) die "NODES must be 1 or 2, got '$NODES'" ;;
+  esac
+  local nodes_hint="  (NODES=2 make run: a second node)"
+  [[ $NODES != 2 ]] || nodes_hint="  second node: $NODE_NAME2 ($NODE_IP2, netns $NETNS2, pods $POD_CIDR2; log: logs/nodekeeper-2.log)"
   local dns_hint="  (NK_DNS=0: no cluster DNS)"
   [[ -z $dns ]] || dns_hint="  cluster DNS: kube-system/kube-dns $DNS_IP -> CoreDNS on $HOST_IP:$DNS_PORT (log: logs/coredns.log)"
   local top_hint="  (NK_METRICS_SERVER=1 make run also runs metrics-server, for kubectl top)"
@@ -351,6 +438,7 @@ nodekeeper cluster is up. Logs: $RUN/logs
   export PATH=$bins:\$PATH
   kubectl get nodes -o wide
   kubectl get lease -n kube-node-lease
+$nodes_hint
 $dns_hint
 $top_hint
   make load-image IMAGE=image.tar   # brings an image tarball into the node's containerd
@@ -602,13 +690,17 @@ EOF
 # where the CRI looks), with the snapshotter cri-up.sh chose; pods then use it under its
 # name with imagePullPolicy IfNotPresent (or Never)
 load_image() {
-  local tar=${1:-} sock=$CRI_CACHE/cri/run/containerd.sock snap
+  local tar=${1:-} cache sock snap
   [[ -n $tar && -f $tar ]] || die "usage: make load-image IMAGE=path/to/image.tar (no file '${tar}')"
-  [[ -S $sock ]] || die "no containerd at $sock: start the cluster first (make run)"
-  snap=$(cat "$CRI_CACHE/cri/snapshotter" 2>/dev/null || echo overlayfs)
-  ctr --address "$sock" -n k8s.io images import --snapshotter "$snap" "$tar" >&2
-  log "imported $tar; the node's images now:"
-  ctr --address "$sock" -n k8s.io images ls -q | grep -v '^sha256:' >&2
+  [[ -S $CRI_CACHE/cri/run/containerd.sock ]] || die "no containerd at $CRI_CACHE/cri/run/containerd.sock: start the cluster first (make run)"
+  for cache in "$CRI_CACHE" "$CRI_CACHE2"; do # every node's (NODES=2: the second one's too)
+    sock=$cache/cri/run/containerd.sock
+    [[ -S $sock ]] && ctr --address "$sock" version >/dev/null 2>&1 || continue
+    snap=$(cat "$cache/cri/snapshotter" 2>/dev/null || echo overlayfs)
+    ctr --address "$sock" -n k8s.io images import --snapshotter "$snap" "$tar" >&2
+    log "imported $tar into $sock; its images now:"
+    ctr --address "$sock" -n k8s.io images ls -q | grep -v '^sha256:' >&2
+  done
 }
 
 apiservice_available() {
@@ -617,15 +709,19 @@ apiservice_available() {
 }
 
 down() {
-  for c in coredns metrics-server nodekeeper kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
+  for c in coredns metrics-server nodekeeper-2 nodekeeper kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
   NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" "$ROOT/hack/cri-down.sh" || true
+  # the second node (NODES=2), if one was started
+  if [[ -d $CRI_CACHE2/cri ]]; then NK_CACHE="$CRI_CACHE2" NK_NETNS="$NETNS2" "$ROOT/hack/cri-down.sh" || true; fi
   kubelet_down
   # pod volumes the agent mounted (tmpfs for secrets, tokens, memory emptyDirs), and its
   # root folder's own bind mount (made rshared at start, as the kubelet's)
-  awk -v d="$RUN/agent" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+  awk -v d="$RUN/agent" '$2 == d || index($2, d "/") == 1 || $2 == d "-2" || index($2, d "-2/") == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
   netns_down
+  ip link del "$HOST_IF2" 2>/dev/null || true
+  ip netns del "$NETNS2" 2>/dev/null || true
   log "down (state kept in $RUN; remove it for a fresh cluster)"
 }
 

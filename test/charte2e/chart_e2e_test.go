@@ -4,7 +4,8 @@
 // chart's default — the Service proxy as a DaemonSet beside that kubelet — is the node's
 // only kube-proxy. The DaemonSet's pod must become Ready and its rules must carry real
 // Service traffic: a pod resolves names through the cluster DNS (CoreDNS behind the
-// kube-dns ClusterIP) and fetches a page through a Service; `helm test` passes.
+// kube-dns ClusterIP) and fetches a page through a Service from a pod on the other node
+// (NODES=2: one DaemonSet pod per node); `helm test` passes.
 //
 // Needs root (network namespaces, containerd); `make test` runs it.
 package charte2e
@@ -27,6 +28,8 @@ var clusterEnv = map[string]string{
 	"NK_APISERVER_PORT": "6446", "NK_ETCD_PORT": "23830", "NK_KCM_PORT": "10377", "NK_SCHED_PORT": "10379",
 	"NK_CNI_BRIDGE": "nkchart0", "NK_POD_CIDR": "10.245.0.0/24", "NK_CLUSTER_CIDR": "10.245.0.0/16",
 	"NK_RECONCILERS": "nodestatus,pods", "NK_DNS": "1",
+	// two nodes: nk-chart-2 in netns nk-chart-2 (198.18.79.6, pods 10.245.1.0/24)
+	"NODES": "2",
 }
 
 type cluster struct {
@@ -144,9 +147,9 @@ func TestChartDefaultInstall(t *testing.T) {
 	c.script(t, "run.sh", "load-image", tarball)
 
 	eventually(t, 2*time.Minute, func() error {
-		out, err := c.run(c.kubectl, "get", "node", "nk-chart", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
-		if err == nil && out != "True" {
-			err = fmt.Errorf("node Ready=%q", out)
+		out, err := c.run(c.kubectl, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
+		if err == nil && out != "nk-chart=True nk-chart-2=True " {
+			err = fmt.Errorf("nodes %q, want nk-chart and nk-chart-2 Ready", out)
 		}
 		return err
 	})
@@ -163,8 +166,8 @@ func TestChartDefaultInstall(t *testing.T) {
 	ds := c.kubectlOK(t, "-n", "nodekeeper-system", "get", "ds", "nodekeeper", "-o",
 		`jsonpath={.status.numberReady}/{.status.desiredNumberScheduled} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].securityContext.privileged} {.spec.template.spec.containers[0].securityContext.capabilities.add}`)
 	t.Logf("DaemonSet: %s", ds)
-	if !strings.HasPrefix(ds, "1/1 nodekeeper/nodekeeper:v0.1.0-dev false ") || !strings.Contains(ds, "NET_ADMIN") {
-		t.Errorf("DaemonSet %q: want 1/1 ready, make image's image, not privileged, NET_ADMIN", ds)
+	if !strings.HasPrefix(ds, "2/2 nodekeeper/nodekeeper:v0.1.0-dev false ") || !strings.Contains(ds, "NET_ADMIN") {
+		t.Errorf("DaemonSet %q: want 2/2 ready (a pod per node), make image's image, not privileged, NET_ADMIN", ds)
 	}
 
 	// Service traffic through the chart's proxy: DNS (kube-dns ClusterIP -> CoreDNS) and a
@@ -174,12 +177,14 @@ apiVersion: v1
 kind: Pod
 metadata: {name: client}
 spec:
+  nodeName: nk-chart
   containers: [{name: c, image: docker.io/library/busybox:local, imagePullPolicy: Never, command: [sleep, "3600"]}]
 ---
 apiVersion: v1
 kind: Pod
 metadata: {name: web, labels: {app: web}}
 spec:
+  nodeName: nk-chart-2
   containers: [{name: c, image: docker.io/library/busybox:local, imagePullPolicy: Never, command: [httpd, -f, -p, "8080", -h, /www]}]
 ---
 apiVersion: v1
