@@ -274,6 +274,9 @@ spec:
 			Eventually(func() (string, error) { return kubectl("exec", "resolver", "--", "wget", "-q", "-T", "5", "-O-", u) },
 				30*time.Second, time.Second).Should(HavePrefix("hello-"), u)
 		}
+		// and from the shell, which runs busybox's own applets before $PATH
+		Expect(kubectl("exec", "resolver", "--", "sh", "-c", "wget -q -T 5 -O- http://hello/ && nslookup kubernetes.default >/dev/null && echo both")).
+			To(HaveSuffix("both\n"))
 		_, err = kubectl("exec", "resolver", "--", "nslookup", "nonexistent.default.svc.cluster.local")
 		Expect(err).To(HaveOccurred(), "a name that does not exist must not resolve")
 	})
