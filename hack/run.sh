@@ -309,7 +309,10 @@ up() {
   local bins
   bins=$(K8S_EXTRA_BINS="kube-controller-manager kube-scheduler" heartbeat "building kube-apiserver, etcd, kubectl, kube-controller-manager, kube-scheduler (hack/k8s-bins.sh; first time 10-20 min)" "$ROOT/hack/k8s-bins.sh")
   log "building nodekeeper"
-  heartbeat "building nodekeeper" make -C "$ROOT" --no-print-directory build >&2
+  # one build at a time (test/e2e and test/charte2e start clusters in parallel): a second
+  # writer would meet the first's running agent binary (ETXTBSY)
+  mkdir -p "$ROOT/bin"
+  heartbeat "building nodekeeper" flock "$ROOT/bin/.build.lock" make -C "$ROOT" --no-print-directory build >&2
   local ms="" dns=""
   if [[ $METRICS_SERVER == 1 ]]; then ms=$(heartbeat "building metrics-server (hack/metrics-server.sh; first time ~5 min)" "$ROOT/hack/metrics-server.sh"); fi
   if [[ $DNS == 1 ]]; then dns=$(heartbeat "building CoreDNS (hack/coredns.sh; first time 5-15 min, mostly module downloads)" "$ROOT/hack/coredns.sh"); fi
