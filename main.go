@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -23,11 +24,12 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
@@ -47,7 +49,12 @@ import (
 )
 
 func main() {
-	if err := run(ctrl.SetupSignalHandler(), os.Args[1:]); err != nil {
+	err := run(ctrl.SetupSignalHandler(), os.Args[1:])
+	klog.Flush()
+	if errors.Is(err, options.ErrHelp) {
+		return // the usage went to stdout
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "nodekeeper:", err)
 		os.Exit(1)
 	}
@@ -59,11 +66,17 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	if opts.Version {
-		fmt.Println("nodekeeper", version.Version)
+		fmt.Print(version.Get())
 		return nil
 	}
 	cfg := opts.Config
-	ctrl.SetLogger(zap.New())
+	// one logger for everything, as the kubelet's: component-base's text or JSON format
+	// behind klog (-v, --vmodule, --logging-format); client-go logs through klog, and
+	// controller-runtime through a klogr, so all of it is filtered and formatted alike
+	if err := logsapi.ValidateAndApply(opts.Logging, nil); err != nil {
+		return fmt.Errorf("logging flags: %w", err)
+	}
+	ctrl.SetLogger(klog.NewKlogr())
 	logger := ctrl.Log.WithName("setup")
 
 	if opts.Reconcilers[options.ReconcilerServices] && cfg.ProxyMode == v1alpha1.ProxyModeIPVS {
@@ -237,7 +250,7 @@ func run(ctx context.Context, args []string) error {
 	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	logger.Info("Starting nodekeeper", "version", version.Version, "node", cfg.NodeName, "reconcilers", opts.Reconcilers)
+	logger.Info("Starting nodekeeper", "version", version.Version, "commit", version.Get().Commit, "node", cfg.NodeName, "reconcilers", opts.Reconcilers)
 	return mgr.Start(ctx)
 }
 
