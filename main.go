@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 
@@ -32,7 +33,9 @@ import (
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/controllers"
 	"github.com/nodekeeper/nodekeeper/host"
+	"github.com/nodekeeper/nodekeeper/internal/cadvisor"
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
+	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 	"github.com/nodekeeper/nodekeeper/internal/options"
 	"github.com/nodekeeper/nodekeeper/internal/stats"
 	"github.com/nodekeeper/nodekeeper/internal/version"
@@ -208,6 +211,7 @@ func run(ctx context.Context, args []string) error {
 				}
 				return ""
 			}(),
+			Cadvisor: cadvisorCollector(rt, cfg),
 		}
 		if cfg.ServerTLSBootstrap {
 			certs, err := servingCertificate(restCfg, cfg)
@@ -236,8 +240,30 @@ func run(ctx context.Context, args []string) error {
 	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
+	if opts.Reconcilers[options.ReconcilerPods] || opts.Reconcilers[options.ReconcilerNodeStatus] {
+		kubeletmetrics.Register() // the kubelet's families, and client-go's rest_client_*
+		kubeletmetrics.NodeName.WithLabelValues(cfg.NodeName).Set(1)
+	}
 	logger.Info("Starting nodekeeper", "version", version.Version, "node", cfg.NodeName, "reconcilers", opts.Reconcilers)
 	return mgr.Start(ctx)
+}
+
+// cadvisorCollector serves /metrics/cadvisor from the pods' cgroups (and the runtime's
+// stats where a cgroup cannot be read).
+func cadvisorCollector(rt cri.Runtime, cfg *v1alpha1.AgentConfiguration) *cadvisor.Collector {
+	src := &cadvisor.Source{Runtime: rt}
+	if cfg.CgroupsPerQOS != nil && *cfg.CgroupsPerQOS {
+		src.CgroupRoot = cfg.CgroupRoot
+	}
+	return &cadvisor.Collector{Source: src, OnError: func(err error) {
+		ctrl.Log.WithName("kubeletapi").Error(err, "Reading cadvisor metrics failed")
+	}, Machine: func() cadvisor.Machine {
+		m := cadvisor.Machine{CPUCores: goruntime.NumCPU()}
+		if c, err := (&host.Linux{RootDir: cfg.RootDir}).Capacity(); err == nil {
+			m.MemoryBytes = uint64(c.Memory().Value())
+		}
+		return m
+	}}
 }
 
 // servingCertificate is the kubelet API's certificate from a CertificateSigningRequest

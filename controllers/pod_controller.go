@@ -38,6 +38,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/host"
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
+	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
@@ -104,6 +105,9 @@ type PodReconciler struct {
 	appArmorOnce sync.Once
 	appArmorErr  error
 
+	// startup follows pods to running for the kubelet_pod_start_* metrics
+	startup kubeletmetrics.StartupTracker
+
 	events      chan event.GenericEvent
 	static      staticPods
 	prober      *prober
@@ -144,6 +148,7 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.RelistPeriod = time.Second
 	}
 	r.events = make(chan event.GenericEvent, 1024)
+	kubeletmetrics.Register()
 	r.backoff = map[types.UID]map[string]*podplan.BackoffEntry{}
 	r.errs = map[types.UID]map[string]podplan.Waiting{}
 	r.prober = newProber(r.Runtime, r.Recorder, r.events)
@@ -261,6 +266,7 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 	if pod.Spec.NodeName != r.Config.NodeName {
 		return reconcile.Result{}, nil
 	}
+	r.startup.ObservePod(pod, r.Clock.Now()) // the pod as the watch shows it
 	if _, ok := pod.Annotations[AnnotationConfigMirror]; ok {
 		// a mirror whose manifest is gone: stop the static pod and drop the mirror
 		if err := r.removeByName(ctx, pod.Namespace, pod.Name, ""); err != nil {
@@ -277,6 +283,7 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 		return reconcile.Result{}, err
 	}
 	if pod.DeletionTimestamp != nil {
+		defer observeWorker("kill", time.Now())
 		obs, err := r.observe(ctx, pod.UID)
 		if err != nil {
 			return reconcile.Result{}, err
@@ -318,6 +325,12 @@ func (r *PodReconciler) reconcileStatic(ctx context.Context, pod *corev1.Pod) (r
 func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodStatus, reconcile.Result, error) {
 	logger := log.FromContext(ctx)
 	r.ensureRuntimeName(ctx)
+	// the pod worker's sync: "create" the first time the pod is synced, "sync" after
+	op := "sync"
+	if r.startup.FirstSeen(pod.UID, r.Clock.Now()) {
+		op = "create"
+	}
+	defer observeWorker(op, time.Now())
 
 	obs, err := r.observe(ctx, pod.UID)
 	if err != nil {
@@ -368,6 +381,7 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	st := podplan.Status(podplan.StatusInput{Pod: pod, Observed: obs, Waiting: waiting, HostIP: r.HostIP,
 		RuntimeName: r.runtimeID(), Now: now, Ready: ready, Started: started, Evicted: evicted,
 		RecursiveReadOnlyMounts: r.supportsRecursiveReadOnly(ctx)})
+	r.startup.StatusComputed(pod.UID, pod.Status.Phase, st.Phase, r.Clock.Now())
 	if applyErr != nil {
 		return &st, reconcile.Result{}, applyErr
 	}
@@ -859,6 +873,7 @@ func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.
 }
 
 func (r *PodReconciler) forget(uid types.UID) {
+	r.startup.Forget(uid)
 	if r.Devices != nil {
 		r.Devices.Release(string(uid))
 	}
@@ -1163,6 +1178,7 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 	}
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
 	start := r.Clock.Now()
+	r.startup.PullStarted(pod.UID, start)
 	ref, err := r.Runtime.PullImage(ctx, spec, nil, nil)
 	if err != nil {
 		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
@@ -1177,6 +1193,7 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 		r.mu.Unlock()
 		return "", err
 	}
+	r.startup.PullFinished(pod.UID, r.Clock.Now())
 	r.mu.Lock()
 	delete(r.backoff[pod.UID], key)
 	r.mu.Unlock()
@@ -1955,8 +1972,14 @@ func podKey(labels map[string]string) types.NamespacedName {
 	return types.NamespacedName{Namespace: labels[podplan.LabelPodNamespace], Name: labels[podplan.LabelPodName]}
 }
 
+// observeWorker records one pod sync (kubelet_pod_worker_duration_seconds).
+func observeWorker(op string, start time.Time) {
+	kubeletmetrics.PodWorkerDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
 func (l *relister) relist(ctx context.Context) {
 	logger := log.FromContext(ctx).WithName("relister")
+	start := time.Now()
 	sel := map[string]string{podplan.LabelManaged: "true"}
 	cs, err := l.r.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{LabelSelector: sel})
 	if err != nil {
@@ -1968,6 +1991,8 @@ func (l *relister) relist(ctx context.Context) {
 		logger.V(2).Info("Relisting sandboxes failed", "error", err.Error())
 		return
 	}
+	// as upstream's PLEG: the relist's duration, the running pods and containers by state
+	kubeletmetrics.ObserveRelist(start, cs, sbs)
 	now := map[string]seen{}
 	for _, c := range cs {
 		now["c/"+c.Id] = seen{state: c.State.String(), pod: podKey(c.Labels)}
