@@ -346,6 +346,12 @@ func proxyNode(cfg *v1alpha1.AgentConfiguration) (netrules.Node, []netrules.Fami
 		node.ClusterCIDRs = append(node.ClusterCIDRs, c)
 	}
 	for _, s := range cfg.NodePortAddresses {
+		if s == v1alpha1.NodePortAddressesPrimary { // kube-proxy's "primary": the node's IPs
+			for _, ip := range node.NodeIPs {
+				node.NodePortAddresses = append(node.NodePortAddresses, netip.PrefixFrom(ip, ip.BitLen()))
+			}
+			continue
+		}
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return node, nil, fmt.Errorf("nodePortAddresses: %w", err)

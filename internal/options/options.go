@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
@@ -40,7 +41,8 @@ func Parse(args []string, stderr io.Writer) (*Options, error) {
 	o := &Options{}
 	fs := flag.NewFlagSet("nodekeeper", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.ConfigFile, "config", "", "path to an AgentConfiguration (nodekeeper.io/v1alpha1) YAML file")
+	fs.StringVar(&o.ConfigFile, "config", "", "path to an AgentConfiguration (nodekeeper.io/v1alpha1) or KubeletConfiguration (kubelet.config.k8s.io/v1beta1) YAML file")
+	proxyConfig := fs.String("proxy-config", "", "path to a KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) YAML file, applied over --config")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "path to a kubeconfig; empty means in-cluster or $KUBECONFIG")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
 	reconcilers := fs.String("reconcilers", "nodestatus,pods,services", "comma-separated reconcilers to run: nodestatus, pods, services")
@@ -73,8 +75,21 @@ func Parse(args []string, stderr io.Writer) (*Options, error) {
 	cfg := &v1alpha1.AgentConfiguration{}
 	if o.ConfigFile != "" {
 		var err error
-		if cfg, err = v1alpha1.Load(o.ConfigFile); err != nil {
+		if cfg, err = v1alpha1.LoadAny(o.ConfigFile); err != nil {
 			return nil, fmt.Errorf("config file %s: %w", o.ConfigFile, err)
+		}
+	}
+	if *proxyConfig != "" {
+		data, err := os.ReadFile(*proxyConfig)
+		if err != nil {
+			return nil, fmt.Errorf("proxy config file: %w", err)
+		}
+		kubeconfig, err := v1alpha1.ParseKubeProxy(data, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("proxy config file %s: %w", *proxyConfig, err)
+		}
+		if o.Kubeconfig == "" {
+			o.Kubeconfig = kubeconfig // kube-proxy's clientConnection.kubeconfig
 		}
 	}
 	set := map[string]bool{}
