@@ -76,8 +76,8 @@ func start(t *testing.T) *cluster {
 	// kubeadm's bindings (cmd/kubeadm/app/phases/bootstraptoken/node): create CSRs,
 	// auto-approve node client CSRs from bootstrappers, and renewals from nodes
 	for name, b := range map[string]struct{ role, group string }{
-		"kubeadm:kubelet-bootstrap":                    {"system:node-bootstrapper", "system:bootstrappers:kubeadm:default-node-token"},
-		"kubeadm:node-autoapprove-bootstrap":           {"system:certificates.k8s.io:certificatesigningrequests:nodeclient", "system:bootstrappers:kubeadm:default-node-token"},
+		"kubeadm:kubelet-bootstrap":                     {"system:node-bootstrapper", "system:bootstrappers:kubeadm:default-node-token"},
+		"kubeadm:node-autoapprove-bootstrap":            {"system:certificates.k8s.io:certificatesigningrequests:nodeclient", "system:bootstrappers:kubeadm:default-node-token"},
 		"kubeadm:node-autoapprove-certificate-rotation": {"system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "system:nodes"},
 	} {
 		_, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
