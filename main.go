@@ -34,6 +34,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/controllers"
 	"github.com/nodekeeper/nodekeeper/host"
 	"github.com/nodekeeper/nodekeeper/internal/cadvisor"
+	"github.com/nodekeeper/nodekeeper/internal/clientcert"
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
 	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 	"github.com/nodekeeper/nodekeeper/internal/options"
@@ -74,9 +75,26 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("proxyMode ipvs: %w", err)
 		}
 	}
+	var identity *clientcert.Identity
+	if opts.BootstrapKubeconfig != "" {
+		// TLS bootstrap, as the kubelet: the node's own client certificate
+		kubeconfig := opts.Kubeconfig
+		if kubeconfig == "" {
+			kubeconfig = filepath.Join(cfg.RootDir, "pki", "kubeconfig")
+		}
+		logger.Info("Loading the node's client certificate (TLS bootstrap)", "kubeconfig", kubeconfig, "bootstrapKubeconfig", opts.BootstrapKubeconfig)
+		if identity, err = clientcert.Load(ctx, clientcert.Options{Kubeconfig: kubeconfig, BootstrapKubeconfig: opts.BootstrapKubeconfig,
+			CertDir: filepath.Join(cfg.RootDir, "pki"), NodeName: cfg.NodeName, Rotate: cfg.RotateCertificates}); err != nil {
+			return err
+		}
+		opts.Kubeconfig = kubeconfig
+	}
 	restCfg, err := restConfig(opts.Kubeconfig)
 	if err != nil {
 		return err
+	}
+	if identity != nil {
+		restCfg = identity.Config
 	}
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                 scheme.Scheme,
@@ -107,6 +125,11 @@ func run(ctx context.Context, args []string) error {
 	var devices *devicemanager.Manager
 	var nodeDevices controllers.DeviceCapacity
 	var podDevices controllers.DeviceAllocator
+	if identity != nil {
+		if err := mgr.Add(identity); err != nil { // rotation
+			return err
+		}
+	}
 	if opts.Reconcilers[options.ReconcilerPods] {
 		devices = devicemanager.New(cfg.DevicePluginDir, nil)
 		if err := mgr.Add(devices); err != nil {

@@ -27,6 +27,8 @@ var Available = map[string]bool{ReconcilerNodeStatus: true, ReconcilerPods: true
 type Options struct {
 	ConfigFile  string
 	Kubeconfig  string
+	// BootstrapKubeconfig requests the node's client certificate (TLS bootstrap).
+	BootstrapKubeconfig string
 	Reconcilers map[string]bool
 	Version     bool
 	Config      *v1alpha1.AgentConfiguration
@@ -44,6 +46,7 @@ func Parse(args []string, stderr io.Writer) (*Options, error) {
 	fs.StringVar(&o.ConfigFile, "config", "", "path to an AgentConfiguration (nodekeeper.io/v1alpha1) or KubeletConfiguration (kubelet.config.k8s.io/v1beta1) YAML file")
 	proxyConfig := fs.String("proxy-config", "", "path to a KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) YAML file, applied over --config")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "path to a kubeconfig; empty means in-cluster or $KUBECONFIG")
+	fs.StringVar(&o.BootstrapKubeconfig, "bootstrap-kubeconfig", "", "path to a kubeconfig whose credentials may request the node's client certificate (TLS bootstrap); the issued certificate goes to <rootDir>/pki and the kubeconfig naming it to --kubeconfig (default <rootDir>/pki/kubeconfig)")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
 	reconcilers := fs.String("reconcilers", "nodestatus,pods,services", "comma-separated reconcilers to run: nodestatus, pods, services")
 
