@@ -37,6 +37,7 @@ import (
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/host"
+	"github.com/nodekeeper/nodekeeper/internal/credentials"
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
 	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
@@ -1179,7 +1180,7 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
 	start := r.Clock.Now()
 	r.startup.PullStarted(pod.UID, start)
-	ref, err := r.Runtime.PullImage(ctx, spec, nil, nil)
+	ref, err := r.pull(ctx, pod, spec)
 	if err != nil {
 		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ErrImagePull", Message: msg})
@@ -1199,6 +1200,53 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 	r.mu.Unlock()
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, r.Clock.Since(start).Round(time.Millisecond))
 	return ref, nil
+}
+
+// pull pulls the image with the credentials that match it, as the kubelet: the pod's
+// imagePullSecrets first, then the node's docker config; each is tried in turn until
+// one works, and without any when none matches.
+func (r *PodReconciler) pull(ctx context.Context, pod *corev1.Pod, spec *runtimeapi.ImageSpec) (string, error) {
+	podKeyring, err := credentials.FromSecrets(r.pullSecrets(ctx, pod))
+	if err != nil {
+		return "", err
+	}
+	auths := credentials.AuthConfigs(spec.Image, podKeyring, credentials.NodeKeyring(r.Config.RootDir))
+	if len(auths) == 0 {
+		return r.Runtime.PullImage(ctx, spec, nil, nil)
+	}
+	var errs []error
+	for _, a := range auths {
+		ref, err := r.Runtime.PullImage(ctx, spec, a, nil)
+		if err == nil {
+			return ref, nil
+		}
+		errs = append(errs, err)
+	}
+	return "", errors.Join(errs...)
+}
+
+// pullSecrets reads the pod's imagePullSecrets (upstream's getPullSecretsForPod): one
+// that cannot be read is left out with a warning event, and the pull goes on.
+func (r *PodReconciler) pullSecrets(ctx context.Context, pod *corev1.Pod) []corev1.Secret {
+	var out []corev1.Secret
+	var failed []string
+	for _, ref := range pod.Spec.ImagePullSecrets {
+		if ref.Name == "" {
+			continue
+		}
+		s := &corev1.Secret{}
+		if err := r.apiReader().Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: ref.Name}, s); err != nil {
+			log.FromContext(ctx).Info("Unable to retrieve pull secret, the image pull may not succeed.", "secret", ref.Name, "error", err.Error())
+			failed = append(failed, ref.Name)
+			continue
+		}
+		out = append(out, *s)
+	}
+	if len(failed) > 0 {
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedToRetrieveImagePullSecret",
+			"Unable to retrieve some image pull secrets (%s); attempting to pull the image may not succeed.", strings.Join(failed, ", "))
+	}
+	return out
 }
 
 // podLogDir is the pod's folder of container logs (upstream's BuildPodLogsDirectory).
