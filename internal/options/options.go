@@ -25,13 +25,13 @@ var Available = map[string]bool{ReconcilerNodeStatus: true, ReconcilerPods: true
 
 // Options is everything main needs to build the manager.
 type Options struct {
-	ConfigFile  string
-	Kubeconfig  string
+	ConfigFile string
+	Kubeconfig string
 	// BootstrapKubeconfig requests the node's client certificate (TLS bootstrap).
 	BootstrapKubeconfig string
-	Reconcilers map[string]bool
-	Version     bool
-	Config      *v1alpha1.AgentConfiguration
+	Reconcilers         map[string]bool
+	Version             bool
+	Config              *v1alpha1.AgentConfiguration
 }
 
 // ErrHelp is returned when -h/--help was asked for; the usage has been printed.
