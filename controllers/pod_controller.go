@@ -112,7 +112,7 @@ type PodReconciler struct {
 	events      chan event.GenericEvent
 	static      staticPods
 	prober      *prober
-	tokens      map[string]cachedToken
+	tokens      map[types.UID]map[string]cachedToken // by pod: forget drops them
 	mu          sync.Mutex
 	backoff     map[types.UID]map[string]*podplan.BackoffEntry
 	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
@@ -886,6 +886,7 @@ func (r *PodReconciler) forget(uid types.UID) {
 	delete(r.backoff, uid)
 	delete(r.errs, uid)
 	delete(r.evicted, uid)
+	delete(r.tokens, uid)
 }
 
 func (r *PodReconciler) setErr(uid types.UID, name string, w *podplan.Waiting) {
