@@ -273,7 +273,7 @@ EOF
 
 netns_up() { # [NETNS HOST_IF NODE_IF HOST_IP NODE_IP POD_CIDR]: the first node's by default
   local NETNS=${1:-$NETNS} HOST_IF=${2:-$HOST_IF} NODE_IF=${3:-$NODE_IF} HOST_IP=${4:-$HOST_IP} NODE_IP=${5:-$NODE_IP} POD_CIDR=${6:-$POD_CIDR}
-  ip netns list | grep -qw "$NETNS" || ip netns add "$NETNS"
+  ip netns list | awk '{print $1}' | grep -qxF "$NETNS" || ip netns add "$NETNS"
   if ! ip link show "$HOST_IF" >/dev/null 2>&1; then
     ip link add "$HOST_IF" type veth peer name "$NODE_IF" netns "$NETNS"
   fi
