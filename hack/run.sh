@@ -530,8 +530,8 @@ serializeImagePulls: false
 rotateCertificates: false
 serverTLSBootstrap: false
 EOF
-  # the cluster DNS, as the agent's (up's $dns: CoreDNS runs)
-  [[ -z ${dns:-} ]] || printf 'clusterDNS: [%s]\nclusterDomain: %s\n' "$DNS_IP" "$CLUSTER_DOMAIN" >>"$RUN/kubelet.yaml"
+  # the cluster DNS, as the agent's (when CoreDNS runs)
+  grep -E '^(clusterDNS|clusterDomain):' "$RUN/agent.yaml" >>"$RUN/kubelet.yaml" || true
   # unshare -m without --fork execs: the PID recorded by start is the kubelet's
   start kubelet unshare -m --propagation unchanged sh -c '
     mount --make-rprivate /proc
