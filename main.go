@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -35,7 +36,10 @@ import (
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/controllers"
 	"github.com/nodekeeper/nodekeeper/host"
+	"github.com/nodekeeper/nodekeeper/internal/cadvisor"
+	"github.com/nodekeeper/nodekeeper/internal/clientcert"
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
+	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 	"github.com/nodekeeper/nodekeeper/internal/options"
 	"github.com/nodekeeper/nodekeeper/internal/stats"
 	"github.com/nodekeeper/nodekeeper/internal/version"
@@ -85,9 +89,26 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("proxyMode ipvs: %w", err)
 		}
 	}
+	var identity *clientcert.Identity
+	if opts.BootstrapKubeconfig != "" {
+		// TLS bootstrap, as the kubelet: the node's own client certificate
+		kubeconfig := opts.Kubeconfig
+		if kubeconfig == "" {
+			kubeconfig = filepath.Join(cfg.RootDir, "pki", "kubeconfig")
+		}
+		logger.Info("Loading the node's client certificate (TLS bootstrap)", "kubeconfig", kubeconfig, "bootstrapKubeconfig", opts.BootstrapKubeconfig)
+		if identity, err = clientcert.Load(ctx, clientcert.Options{Kubeconfig: kubeconfig, BootstrapKubeconfig: opts.BootstrapKubeconfig,
+			CertDir: filepath.Join(cfg.RootDir, "pki"), NodeName: cfg.NodeName, Rotate: cfg.RotateCertificates}); err != nil {
+			return err
+		}
+		opts.Kubeconfig = kubeconfig
+	}
 	restCfg, err := restConfig(opts.Kubeconfig)
 	if err != nil {
 		return err
+	}
+	if identity != nil {
+		restCfg = identity.Config
 	}
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                 scheme.Scheme,
@@ -118,6 +139,11 @@ func run(ctx context.Context, args []string) error {
 	var devices *devicemanager.Manager
 	var nodeDevices controllers.DeviceCapacity
 	var podDevices controllers.DeviceAllocator
+	if identity != nil {
+		if err := mgr.Add(identity); err != nil { // rotation
+			return err
+		}
+	}
 	if opts.Reconcilers[options.ReconcilerPods] {
 		devices = devicemanager.New(cfg.DevicePluginDir, nil)
 		if err := mgr.Add(devices); err != nil {
@@ -222,6 +248,7 @@ func run(ctx context.Context, args []string) error {
 				}
 				return ""
 			}(),
+			Cadvisor: cadvisorCollector(rt, cfg),
 		}
 		if cfg.ServerTLSBootstrap {
 			certs, err := servingCertificate(restCfg, cfg)
@@ -250,8 +277,30 @@ func run(ctx context.Context, args []string) error {
 	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
+	if opts.Reconcilers[options.ReconcilerPods] || opts.Reconcilers[options.ReconcilerNodeStatus] {
+		kubeletmetrics.Register() // the kubelet's families, and client-go's rest_client_*
+		kubeletmetrics.NodeName.WithLabelValues(cfg.NodeName).Set(1)
+	}
 	logger.Info("Starting nodekeeper", "version", version.Version, "commit", version.Get().Commit, "node", cfg.NodeName, "reconcilers", opts.Reconcilers)
 	return mgr.Start(ctx)
+}
+
+// cadvisorCollector serves /metrics/cadvisor from the pods' cgroups (and the runtime's
+// stats where a cgroup cannot be read).
+func cadvisorCollector(rt cri.Runtime, cfg *v1alpha1.AgentConfiguration) *cadvisor.Collector {
+	src := &cadvisor.Source{Runtime: rt}
+	if cfg.CgroupsPerQOS != nil && *cfg.CgroupsPerQOS {
+		src.CgroupRoot = cfg.CgroupRoot
+	}
+	return &cadvisor.Collector{Source: src, OnError: func(err error) {
+		ctrl.Log.WithName("kubeletapi").Error(err, "Reading cadvisor metrics failed")
+	}, Machine: func() cadvisor.Machine {
+		m := cadvisor.Machine{CPUCores: goruntime.NumCPU()}
+		if c, err := (&host.Linux{RootDir: cfg.RootDir}).Capacity(); err == nil {
+			m.MemoryBytes = uint64(c.Memory().Value())
+		}
+		return m
+	}}
 }
 
 // servingCertificate is the kubelet API's certificate from a CertificateSigningRequest
@@ -372,6 +421,12 @@ func proxyNode(cfg *v1alpha1.AgentConfiguration) (netrules.Node, []netrules.Fami
 		node.ClusterCIDRs = append(node.ClusterCIDRs, c)
 	}
 	for _, s := range cfg.NodePortAddresses {
+		if s == v1alpha1.NodePortAddressesPrimary { // kube-proxy's "primary": the node's IPs
+			for _, ip := range node.NodeIPs {
+				node.NodePortAddresses = append(node.NodePortAddresses, netip.PrefixFrom(ip, ip.BitLen()))
+			}
+			continue
+		}
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return node, nil, fmt.Errorf("nodePortAddresses: %w", err)

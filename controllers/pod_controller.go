@@ -37,7 +37,9 @@ import (
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/host"
+	"github.com/nodekeeper/nodekeeper/internal/credentials"
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
+	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
@@ -104,10 +106,13 @@ type PodReconciler struct {
 	appArmorOnce sync.Once
 	appArmorErr  error
 
+	// startup follows pods to running for the kubelet_pod_start_* metrics
+	startup kubeletmetrics.StartupTracker
+
 	events      chan event.GenericEvent
 	static      staticPods
 	prober      *prober
-	tokens      map[string]cachedToken
+	tokens      map[types.UID]map[string]cachedToken // by pod: forget drops them
 	mu          sync.Mutex
 	backoff     map[types.UID]map[string]*podplan.BackoffEntry
 	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
@@ -144,6 +149,7 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.RelistPeriod = time.Second
 	}
 	r.events = make(chan event.GenericEvent, 1024)
+	kubeletmetrics.Register()
 	r.backoff = map[types.UID]map[string]*podplan.BackoffEntry{}
 	r.errs = map[types.UID]map[string]podplan.Waiting{}
 	r.prober = newProber(r.Runtime, r.Recorder, r.events)
@@ -261,6 +267,7 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 	if pod.Spec.NodeName != r.Config.NodeName {
 		return reconcile.Result{}, nil
 	}
+	r.startup.ObservePod(pod, r.Clock.Now()) // the pod as the watch shows it
 	if _, ok := pod.Annotations[AnnotationConfigMirror]; ok {
 		// a mirror whose manifest is gone: stop the static pod and drop the mirror
 		if err := r.removeByName(ctx, pod.Namespace, pod.Name, ""); err != nil {
@@ -277,6 +284,7 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 		return reconcile.Result{}, err
 	}
 	if pod.DeletionTimestamp != nil {
+		defer observeWorker("kill", time.Now())
 		obs, err := r.observe(ctx, pod.UID)
 		if err != nil {
 			return reconcile.Result{}, err
@@ -318,6 +326,12 @@ func (r *PodReconciler) reconcileStatic(ctx context.Context, pod *corev1.Pod) (r
 func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodStatus, reconcile.Result, error) {
 	logger := log.FromContext(ctx)
 	r.ensureRuntimeName(ctx)
+	// the pod worker's sync: "create" the first time the pod is synced, "sync" after
+	op := "sync"
+	if r.startup.FirstSeen(pod.UID, r.Clock.Now()) {
+		op = "create"
+	}
+	defer observeWorker(op, time.Now())
 
 	obs, err := r.observe(ctx, pod.UID)
 	if err != nil {
@@ -368,6 +382,7 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	st := podplan.Status(podplan.StatusInput{Pod: pod, Observed: obs, Waiting: waiting, HostIP: r.HostIP,
 		RuntimeName: r.runtimeID(), Now: now, Ready: ready, Started: started, Evicted: evicted,
 		RecursiveReadOnlyMounts: r.supportsRecursiveReadOnly(ctx)})
+	r.startup.StatusComputed(pod.UID, pod.Status.Phase, st.Phase, r.Clock.Now())
 	if applyErr != nil {
 		return &st, reconcile.Result{}, applyErr
 	}
@@ -859,6 +874,7 @@ func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.
 }
 
 func (r *PodReconciler) forget(uid types.UID) {
+	r.startup.Forget(uid)
 	if r.Devices != nil {
 		r.Devices.Release(string(uid))
 	}
@@ -870,6 +886,7 @@ func (r *PodReconciler) forget(uid types.UID) {
 	delete(r.backoff, uid)
 	delete(r.errs, uid)
 	delete(r.evicted, uid)
+	delete(r.tokens, uid)
 }
 
 func (r *PodReconciler) setErr(uid types.UID, name string, w *podplan.Waiting) {
@@ -1163,7 +1180,8 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 	}
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
 	start := r.Clock.Now()
-	ref, err := r.Runtime.PullImage(ctx, spec, nil, nil)
+	r.startup.PullStarted(pod.UID, start)
+	ref, err := r.pull(ctx, pod, spec)
 	if err != nil {
 		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ErrImagePull", Message: msg})
@@ -1177,11 +1195,59 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 		r.mu.Unlock()
 		return "", err
 	}
+	r.startup.PullFinished(pod.UID, r.Clock.Now())
 	r.mu.Lock()
 	delete(r.backoff[pod.UID], key)
 	r.mu.Unlock()
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, r.Clock.Since(start).Round(time.Millisecond))
 	return ref, nil
+}
+
+// pull pulls the image with the credentials that match it, as the kubelet: the pod's
+// imagePullSecrets first, then the node's docker config; each is tried in turn until
+// one works, and without any when none matches.
+func (r *PodReconciler) pull(ctx context.Context, pod *corev1.Pod, spec *runtimeapi.ImageSpec) (string, error) {
+	podKeyring, err := credentials.FromSecrets(r.pullSecrets(ctx, pod))
+	if err != nil {
+		return "", err
+	}
+	auths := credentials.AuthConfigs(spec.Image, podKeyring, credentials.NodeKeyring(r.Config.RootDir))
+	if len(auths) == 0 {
+		return r.Runtime.PullImage(ctx, spec, nil, nil)
+	}
+	var errs []error
+	for _, a := range auths {
+		ref, err := r.Runtime.PullImage(ctx, spec, a, nil)
+		if err == nil {
+			return ref, nil
+		}
+		errs = append(errs, err)
+	}
+	return "", errors.Join(errs...)
+}
+
+// pullSecrets reads the pod's imagePullSecrets (upstream's getPullSecretsForPod): one
+// that cannot be read is left out with a warning event, and the pull goes on.
+func (r *PodReconciler) pullSecrets(ctx context.Context, pod *corev1.Pod) []corev1.Secret {
+	var out []corev1.Secret
+	var failed []string
+	for _, ref := range pod.Spec.ImagePullSecrets {
+		if ref.Name == "" {
+			continue
+		}
+		s := &corev1.Secret{}
+		if err := r.apiReader().Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: ref.Name}, s); err != nil {
+			log.FromContext(ctx).Info("Unable to retrieve pull secret, the image pull may not succeed.", "secret", ref.Name, "error", err.Error())
+			failed = append(failed, ref.Name)
+			continue
+		}
+		out = append(out, *s)
+	}
+	if len(failed) > 0 {
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedToRetrieveImagePullSecret",
+			"Unable to retrieve some image pull secrets (%s); attempting to pull the image may not succeed.", strings.Join(failed, ", "))
+	}
+	return out
 }
 
 // podLogDir is the pod's folder of container logs (upstream's BuildPodLogsDirectory).
@@ -1955,8 +2021,14 @@ func podKey(labels map[string]string) types.NamespacedName {
 	return types.NamespacedName{Namespace: labels[podplan.LabelPodNamespace], Name: labels[podplan.LabelPodName]}
 }
 
+// observeWorker records one pod sync (kubelet_pod_worker_duration_seconds).
+func observeWorker(op string, start time.Time) {
+	kubeletmetrics.PodWorkerDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
 func (l *relister) relist(ctx context.Context) {
 	logger := log.FromContext(ctx).WithName("relister")
+	start := time.Now()
 	sel := map[string]string{podplan.LabelManaged: "true"}
 	cs, err := l.r.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{LabelSelector: sel})
 	if err != nil {
@@ -1968,6 +2040,8 @@ func (l *relister) relist(ctx context.Context) {
 		logger.V(2).Info("Relisting sandboxes failed", "error", err.Error())
 		return
 	}
+	// as upstream's PLEG: the relist's duration, the running pods and containers by state
+	kubeletmetrics.ObserveRelist(start, cs, sbs)
 	now := map[string]seen{}
 	for _, c := range cs {
 		now["c/"+c.Id] = seen{state: c.State.String(), pod: podKey(c.Labels)}

@@ -63,6 +63,10 @@ RECONCILERS=${NK_RECONCILERS:-nodestatus,pods,services}
 KUBELET_BIN=${NK_KUBELET_BIN:-$CACHE/conformance/bin/kubelet}
 # the kubelet's cgroup parent (cgroupRoot), created in every v1 hierarchy and removed by down
 KUBELET_CGROUP=${NK_KUBELET_CGROUP_ROOT:-/$NETNS}
+# NK_TLS_BOOTSTRAP=1: the agent gets its identity as a kubeadm-joined kubelet does, from a
+# bootstrap token (--bootstrap-kubeconfig; the CSR is approved and signed by the
+# controller-manager) instead of a certificate made here; rotateCertificates on
+TLS_BOOTSTRAP=${NK_TLS_BOOTSTRAP:-0}
 # the node's unauthenticated read-only port (/pods, /metrics...): 0 = off, as upstream's default
 READ_ONLY_PORT=${NK_READ_ONLY_PORT:-0}
 MS_PORT=${NK_METRICS_SERVER_PORT:-4443}
@@ -101,6 +105,47 @@ die() { log "ERROR: $*"; exit 1; }
 
 pidfile() { echo "$RUN/pids/$1.pid"; }
 running() { local p; p=$(cat "$(pidfile "$1")" 2>/dev/null) && kill -0 "$p" 2>/dev/null; }
+
+# bootstrap_token BINS: a bootstrap token and kubeadm's RBAC for joining nodes (create
+# CSRs, auto-approve node client certificates and their renewals), and
+# $RUN/bootstrap.kubeconfig holding only the token, as kubeadm join's bootstrap-kubelet.conf
+bootstrap_token() {
+  local id=nkboot secret
+  secret=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  "$1/kubectl" --kubeconfig "$RUN/admin.kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Secret
+metadata: {name: bootstrap-token-$id, namespace: kube-system}
+type: bootstrap.kubernetes.io/token
+stringData: {token-id: $id, token-secret: "$secret", usage-bootstrap-authentication: "true",
+  auth-extra-groups: "system:bootstrappers:kubeadm:default-node-token"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "kubeadm:kubelet-bootstrap"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node-bootstrapper"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers:kubeadm:default-node-token"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "kubeadm:node-autoapprove-bootstrap"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:certificates.k8s.io:certificatesigningrequests:nodeclient"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers:kubeadm:default-node-token"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "kubeadm:node-autoapprove-certificate-rotation"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:nodes"}]
+EOF
+  local kc=("$1/kubectl" config --kubeconfig "$RUN/bootstrap.kubeconfig")
+  "${kc[@]}" set-cluster nk --server "https://$HOST_IP:$APISERVER_PORT" --certificate-authority "$RUN/pki/ca.crt" --embed-certs >/dev/null
+  "${kc[@]}" set-credentials tls-bootstrap-token-user --token "$id.$secret" >/dev/null
+  "${kc[@]}" set-context nk --cluster nk --user tls-bootstrap-token-user >/dev/null
+  "${kc[@]}" use-context nk >/dev/null
+  # a fresh identity each time
+  rm -f "$RUN/agent/pki/kubeconfig" "$RUN"/agent/pki/kubelet-client-*.pem
+}
 
 # start NAME CMD...: start a daemon in its own session, logging to $RUN/logs/NAME.log.
 # Descriptors above 2 are closed first: a caller's lock (e.g. `flock /tmp/nk-e2e.lock go
@@ -351,7 +396,7 @@ up() {
     --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
     --requestheader-extra-headers-prefix X-Remote-Extra- \
     --proxy-client-cert-file "$RUN/pki/front-proxy-client.crt" --proxy-client-key-file "$RUN/pki/front-proxy-client.key" \
-    --enable-aggregator-routing=true
+    --enable-aggregator-routing=true --enable-bootstrap-token-auth
   wait_for "kube-apiserver" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get --raw /readyz
   # the node identity is a kubelet's (Node authorizer); the proxy half also needs what
   # kube-proxy is granted: the built-in system:node-proxier role
@@ -410,6 +455,12 @@ EOF
     printf 'clusterDNS: [%s]\nclusterDomain: %s\n' "$DNS_IP" "$CLUSTER_DOMAIN" >>"$RUN/agent.yaml"
     start_coredns "$bins" "$dns"
   fi
+  IDENTITY=(--kubeconfig "$RUN/node.kubeconfig")
+  if [[ $TLS_BOOTSTRAP == 1 ]]; then
+    bootstrap_token "$bins"
+    echo "rotateCertificates: true" >>"$RUN/agent.yaml"
+    IDENTITY=(--bootstrap-kubeconfig "$RUN/bootstrap.kubeconfig" --kubeconfig "$RUN/agent/pki/kubeconfig")
+  fi
   start_node_agent "$cri"
   wait_for "node $NODE_NAME to register" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get node "$NODE_NAME"
   case $NODES in
@@ -452,7 +503,7 @@ start_node_agent() {
   case $NODE_AGENT in
   nodekeeper)
     start nodekeeper nsenter --net="/run/netns/$NETNS" "$ROOT/bin/nodekeeper" \
-      --config "$RUN/agent.yaml" --kubeconfig "$RUN/node.kubeconfig" --reconcilers "$RECONCILERS" ;;
+      --config "$RUN/agent.yaml" "${IDENTITY[@]}" --reconcilers "$RECONCILERS" ;;
   kubelet) start_kubelet "$1" ;;
   *) die "NK_NODE_AGENT must be nodekeeper or kubelet, got '$NODE_AGENT'" ;;
   esac
@@ -466,6 +517,8 @@ agent_stop() {
 }
 agent_start() {
   [[ -f $RUN/agent.yaml ]] || die "no cluster in $RUN: run '$0 up' first"
+  IDENTITY=(--kubeconfig "$RUN/node.kubeconfig")
+  [[ ! -f $RUN/bootstrap.kubeconfig ]] || IDENTITY=(--bootstrap-kubeconfig "$RUN/bootstrap.kubeconfig" --kubeconfig "$RUN/agent/pki/kubeconfig")
   local cri
   cri=$(NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" NK_POD_CIDR="$POD_CIDR" "$ROOT/hack/cri-up.sh")
   start_node_agent "$cri"

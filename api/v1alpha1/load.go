@@ -20,6 +20,9 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/strictyaml"
 )
 
+// NodePortAddressesPrimary in nodePortAddresses means the node's own IPs (kube-proxy's "primary").
+const NodePortAddressesPrimary = "primary"
+
 // Eviction signals understood in EvictionHard (upstream names).
 const (
 	SignalMemoryAvailable      = "memory.available"
@@ -306,6 +309,9 @@ func Validate(c *AgentConfiguration) error {
 		errs = append(errs, field.NotSupported(field.NewPath("iptablesVariant"), c.IPTablesVariant, []string{"", "legacy", "nft"}))
 	}
 	for i, cidr := range c.NodePortAddresses {
+		if cidr == NodePortAddressesPrimary {
+			continue
+		}
 		if _, _, err := net.ParseCIDR(cidr); err != nil {
 			errs = append(errs, field.Invalid(field.NewPath("nodePortAddresses").Index(i), cidr, "must be a CIDR"))
 		}

@@ -135,7 +135,7 @@ type AgentConfiguration struct {
 	// MasqueradeAll masquerades all traffic to ClusterIPs [masqueradeAll].
 	MasqueradeAll bool `json:"masqueradeAll,omitempty"`
 	// NodePortAddresses limits NodePorts to local addresses in these CIDRs
-	// [nodePortAddresses]; empty means all local addresses.
+	// [nodePortAddresses]; empty means all local addresses, "primary" the node's IPs.
 	NodePortAddresses []string `json:"nodePortAddresses,omitempty"`
 	// LocalhostNodePorts lets NodePorts answer on 127.0.0.1 [iptables.localhostNodePorts].
 	// Off by default in nodekeeper (upstream defaults it on).
@@ -167,6 +167,9 @@ type AgentConfiguration struct {
 	// tlsPrivateKeyFile are given too, that pair is served until it is due for rotation
 	// (as upstream's file store does). Default false.
 	ServerTLSBootstrap bool `json:"serverTLSBootstrap,omitempty"`
+	// RotateCertificates renews the agent's client certificate (from the bootstrap
+	// kubeconfig's CertificateSigningRequest) before it expires [rotateCertificates].
+	RotateCertificates bool `json:"rotateCertificates,omitempty"`
 	// ClientCAFile verifies client certificates of kubelet API callers
 	// [authentication.x509.clientCAFile]; bearer tokens go through TokenReview.
 	ClientCAFile string `json:"clientCAFile,omitempty"`

@@ -28,11 +28,13 @@ var Available = map[string]bool{ReconcilerNodeStatus: true, ReconcilerPods: true
 
 // Options is everything main needs to build the manager.
 type Options struct {
-	ConfigFile  string
-	Kubeconfig  string
-	Reconcilers map[string]bool
-	Version     bool
-	Config      *v1alpha1.AgentConfiguration
+	ConfigFile string
+	Kubeconfig string
+	// BootstrapKubeconfig requests the node's client certificate (TLS bootstrap).
+	BootstrapKubeconfig string
+	Reconcilers         map[string]bool
+	Version             bool
+	Config              *v1alpha1.AgentConfiguration
 	// Logging is component-base's logging configuration (-v, --vmodule,
 	// --logging-format, ...), for logsapi.ValidateAndApply
 	Logging *logsapi.LoggingConfiguration
@@ -64,8 +66,10 @@ func Parse(args []string, stderr io.Writer) (*Options, error) {
 		fmt.Fprint(fs.Output(), usageHeader)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&o.ConfigFile, "config", "", "path to an AgentConfiguration (nodekeeper.io/v1alpha1) YAML file; without it every field has its default")
+	fs.StringVar(&o.ConfigFile, "config", "", "path to an AgentConfiguration (nodekeeper.io/v1alpha1) or KubeletConfiguration (kubelet.config.k8s.io/v1beta1) YAML file; without it every field has its default")
+	proxyConfig := fs.String("proxy-config", "", "path to a KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) YAML file, applied over --config")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "path to the kubeconfig the agent talks to the API server with; empty means $KUBECONFIG, then the in-cluster ServiceAccount")
+	fs.StringVar(&o.BootstrapKubeconfig, "bootstrap-kubeconfig", "", "path to a kubeconfig whose credentials may request the node's client certificate (TLS bootstrap); the issued certificate goes to <rootDir>/pki and the kubeconfig naming it to --kubeconfig (default <rootDir>/pki/kubeconfig)")
 	fs.BoolVar(&o.Version, "version", false, "print the version, commit, build date and Go version, and exit")
 	help := fs.Bool("help", false, "print this help and exit")
 	fs.BoolVar(help, "h", false, "print this help and exit")
@@ -111,8 +115,21 @@ func Parse(args []string, stderr io.Writer) (*Options, error) {
 	cfg := &v1alpha1.AgentConfiguration{}
 	if o.ConfigFile != "" {
 		var err error
-		if cfg, err = v1alpha1.Load(o.ConfigFile); err != nil {
+		if cfg, err = v1alpha1.LoadAny(o.ConfigFile); err != nil {
 			return nil, fmt.Errorf("config file %s: %w", o.ConfigFile, err)
+		}
+	}
+	if *proxyConfig != "" {
+		data, err := os.ReadFile(*proxyConfig)
+		if err != nil {
+			return nil, fmt.Errorf("proxy config file: %w", err)
+		}
+		kubeconfig, err := v1alpha1.ParseKubeProxy(data, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("proxy config file %s: %w", *proxyConfig, err)
+		}
+		if o.Kubeconfig == "" {
+			o.Kubeconfig = kubeconfig // kube-proxy's clientConnection.kubeconfig
 		}
 	}
 	set := map[string]bool{}

@@ -54,7 +54,7 @@ type agentResult struct {
 }
 
 type podTimes struct {
-	Name                                 string
+	Name                                     string
 	Create, Sandbox, Created, Started, Ready time.Time
 }
 
