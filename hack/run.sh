@@ -144,7 +144,7 @@ EOF
   "${kc[@]}" set-context nk --cluster nk --user tls-bootstrap-token-user >/dev/null
   "${kc[@]}" use-context nk >/dev/null
   # a fresh identity each time
-  rm -f "$RUN/agent/pki/kubeconfig" "$RUN"/agent/pki/kubelet-client-*.pem
+  rm -f "$RUN/agent/pki/kubeconfig" "$RUN"/agent/pki/kubelet-client-*.pem "$RUN/agent-2/pki/kubeconfig" "$RUN"/agent-2/pki/kubelet-client-*.pem
 }
 
 # start NAME CMD...: start a daemon in its own session, logging to $RUN/logs/NAME.log.
@@ -346,8 +346,11 @@ EOF
     -e "s|^staticPodPath: .*|staticPodPath: $RUN/manifests-2|" -e "s|^podCIDR: .*|podCIDR: $POD_CIDR2|" \
     -e "s|^tlsCertFile: .*|tlsCertFile: $RUN/pki/kubelet2.crt|" -e "s|^tlsPrivateKeyFile: .*|tlsPrivateKeyFile: $RUN/pki/kubelet2.key|" \
     -e "s|^devicePluginDir: .*|devicePluginDir: $RUN/agent-2/device-plugins|" "$RUN/agent.yaml" >"$RUN/agent-2.yaml"
+  # its identity as the first node's: a certificate made here, or TLS bootstrap
+  local identity=(--kubeconfig "$RUN/node2.kubeconfig")
+  [[ $TLS_BOOTSTRAP != 1 ]] || identity=(--bootstrap-kubeconfig "$RUN/bootstrap.kubeconfig" --kubeconfig "$RUN/agent-2/pki/kubeconfig")
   start nodekeeper-2 nsenter --net="/run/netns/$NETNS2" "$ROOT/bin/nodekeeper" \
-    --config "$RUN/agent-2.yaml" --kubeconfig "$RUN/node2.kubeconfig" --reconcilers "$RECONCILERS"
+    --config "$RUN/agent-2.yaml" "${identity[@]}" --reconcilers "$RECONCILERS"
   wait_for "node $NODE_NAME2 to register" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get node "$NODE_NAME2"
 }
 
@@ -583,8 +586,8 @@ serializeImagePulls: false
 rotateCertificates: false
 serverTLSBootstrap: false
 EOF
-  # the cluster DNS, as the agent's (up's $dns: CoreDNS runs)
-  [[ -z ${dns:-} ]] || printf 'clusterDNS: [%s]\nclusterDomain: %s\n' "$DNS_IP" "$CLUSTER_DOMAIN" >>"$RUN/kubelet.yaml"
+  # the cluster DNS, as the agent's (when CoreDNS runs)
+  grep -E '^(clusterDNS|clusterDomain):' "$RUN/agent.yaml" >>"$RUN/kubelet.yaml" || true
   # unshare -m without --fork execs: the PID recorded by start is the kubelet's
   start kubelet unshare -m --propagation unchanged sh -c '
     mount --make-rprivate /proc

@@ -104,6 +104,10 @@ var valueSets = []valueSet{
 			if sel := r.DaemonSet.Spec.Template.Spec.NodeSelector; !reflect.DeepEqual(sel, map[string]string{"kubernetes.io/os": "linux"}) {
 				t.Errorf("nodeSelector %v, want only kubernetes.io/os: linux", sel)
 			}
+			// the node's kubelet: the kubelet's healthz port
+			if cfg.HealthzBindAddress != "127.0.0.1:10248" {
+				t.Errorf("node mode healthz %q, want the kubelet's 127.0.0.1:10248", cfg.HealthzBindAddress)
+			}
 		},
 	},
 	{

@@ -74,7 +74,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $_ = set $cfg "podLogsDir" .Values.podLogsDir -}}
 {{- $_ = set $cfg "containerLogsDir" .Values.containerLogsDir -}}
 {{- $_ = set $cfg "proxyMode" .Values.proxyMode -}}
-{{- $_ = set $cfg "healthzBindAddress" (include "nodekeeper.hostPort" .Values.healthz) -}}
+{{- $_ = set $cfg "healthzBindAddress" (include "nodekeeper.healthzAddress" .) -}}
 {{- $_ = set $cfg "metricsBindAddress" (include "nodekeeper.hostPort" (dict "address" (include "nodekeeper.metricsAddress" .) "port" .Values.metrics.port)) -}}
 {{- if has "services" .Values.reconcilers -}}
 {{- $_ = set $cfg "proxyHealthzBindAddress" (include "nodekeeper.hostPort" .Values.proxyHealthz) -}}
@@ -97,6 +97,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* healthz.address:healthz.port; an empty port is the kubelet's 10248 when the node part
+runs (the agent is the node's kubelet), else 10264, clear of the kubelet beside it */}}
+{{- define "nodekeeper.healthzAddress" -}}
+{{- $port := .Values.healthz.port -}}
+{{- if kindIs "invalid" $port -}}{{- $port = ternary 10248 10264 (eq (include "nodekeeper.runs.node" .) "true") -}}{{- end -}}
+{{- include "nodekeeper.hostPort" (dict "address" .Values.healthz.address "port" $port) -}}
+{{- end -}}
+
 {{/* metrics.address, or its default: 127.0.0.1, 0.0.0.0 when a ServiceMonitor scrapes it */}}
 {{- define "nodekeeper.metricsAddress" -}}
 {{- if .Values.metrics.address -}}{{ .Values.metrics.address }}
@@ -106,7 +114,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* The healthzBindAddress in effect (config wins), split: "host port", or "" when disabled. */}}
 {{- define "nodekeeper.healthzHostPort" -}}
-{{- $addr := (.Values.config | default dict).healthzBindAddress | default (include "nodekeeper.hostPort" .Values.healthz) | toString -}}
+{{- $addr := (.Values.config | default dict).healthzBindAddress | default (include "nodekeeper.healthzAddress" .) | toString -}}
 {{- if ne $addr "0" -}}
 {{- $port := last (splitList ":" $addr) -}}
 {{- $host := trimSuffix (printf ":%s" $port) $addr | trimPrefix "[" | trimSuffix "]" -}}
