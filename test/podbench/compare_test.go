@@ -1,3 +1,6 @@
+// Package podbench measures pod start-up, the upstream kubelet against nodekeeper, on a
+// real cluster and containerd (make bench-pods). It prints figures; it is not a
+// pass/fail timing test.
 package podbench
 
 // TestPodStartupCompare is one column of `make bench-pods`: hack/bench-pods.sh brings up
