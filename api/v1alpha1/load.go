@@ -20,8 +20,13 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 )
 
-// NodePortAddressesPrimary in nodePortAddresses means the node's own IPs (kube-proxy's "primary").
-const NodePortAddressesPrimary = "primary"
+// Keywords in nodePortAddresses, as kube-proxy's: the node's own IPs, the loopback
+// ranges, every address.
+const (
+	NodePortAddressesPrimary   = "primary"
+	NodePortAddressesLocalhost = "localhost"
+	NodePortAddressesAll       = "all"
+)
 
 // Eviction signals understood in EvictionHard (upstream names).
 const (
@@ -309,7 +314,7 @@ func Validate(c *AgentConfiguration) error {
 		errs = append(errs, field.NotSupported(field.NewPath("iptablesVariant"), c.IPTablesVariant, []string{"", "legacy", "nft"}))
 	}
 	for i, cidr := range c.NodePortAddresses {
-		if cidr == NodePortAddressesPrimary {
+		if cidr == NodePortAddressesPrimary || cidr == NodePortAddressesLocalhost || cidr == NodePortAddressesAll {
 			continue
 		}
 		if _, _, err := net.ParseCIDR(cidr); err != nil {

@@ -284,6 +284,10 @@ func ParseKubeProxy(data []byte, cfg *AgentConfiguration) (string, error) {
 	if cfg.ProxyMode == "" {
 		cfg.ProxyMode = ProxyModeIPTables
 	}
+	if cfg.ProxyMode == ProxyModeNFTables && len(cfg.NodePortAddresses) == 0 {
+		// kube-proxy's platformApplyDefaults: nftables mode serves NodePorts on the node's IPs only
+		cfg.NodePortAddresses = []string{NodePortAddressesPrimary}
+	}
 	for _, path := range set {
 		if path == syncPeriods[cfg.ProxyMode] {
 			switch cfg.ProxyMode {

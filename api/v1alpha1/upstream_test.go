@@ -153,7 +153,7 @@ func TestKubeadmKubeProxyConfigMap(t *testing.T) {
 		t.Errorf("mode %q clusterCIDR %q", cfg.ProxyMode, cfg.ClusterCIDR)
 	}
 	// kube-proxy's defaults for what the file leaves out
-	if !cfg.LocalhostNodePorts || cfg.ProxyHealthzBindAddress != "0.0.0.0:10256" || cfg.ProxySyncPeriod.Duration.String() != "30s" {
+	if !cfg.LocalhostNodePorts || cfg.ProxyHealthzBindAddress != "0.0.0.0:10256" || cfg.ProxySyncPeriod.Duration.String() != "30s" || len(cfg.NodePortAddresses) != 0 {
 		t.Errorf("defaults: localhostNodePorts %v healthz %q syncPeriod %v", cfg.LocalhostNodePorts, cfg.ProxyHealthzBindAddress, cfg.ProxySyncPeriod)
 	}
 }
@@ -181,6 +181,17 @@ nftables: {syncPeriod: 20s, masqueradeAll: true}
 	SetDefaults(cfg)
 	if err := Validate(cfg); err != nil {
 		t.Errorf("nodePortAddresses primary: %v", err)
+	}
+	// nftables mode without nodePortAddresses: kube-proxy's default is the node's IPs
+	nft := &AgentConfiguration{}
+	if _, err := ParseKubeProxy([]byte("apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: nftables\n"), nft); err != nil ||
+		len(nft.NodePortAddresses) != 1 || nft.NodePortAddresses[0] != "primary" {
+		t.Errorf("nftables default nodePortAddresses: %v %v", err, nft.NodePortAddresses)
+	}
+	kw := &AgentConfiguration{NodeName: "n", NodePortAddresses: []string{"localhost", "all", "10.0.0.0/8"}}
+	SetDefaults(kw)
+	if err := Validate(kw); err != nil {
+		t.Errorf("keywords: %v", err)
 	}
 	for _, tc := range []struct{ yaml, want string }{
 		{"conntrack: {maxPerCore: 32768}", "conntrack.maxPerCore: Forbidden"},
