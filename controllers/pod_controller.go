@@ -656,7 +656,10 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 	}
 	r.forget(pod.UID)
 	if cg := r.podCgroup(pod); cg != "" && r.Cgroups != nil {
-		if err := r.Cgroups.Remove(cg); err != nil {
+		start := time.Now()
+		err := r.Cgroups.Remove(cg)
+		kubeletmetrics.CgroupManagerDuration.WithLabelValues("destroy").Observe(time.Since(start).Seconds())
+		if err != nil {
 			return reconcile.Result{}, fmt.Errorf("removing the pod's cgroup: %w", err)
 		}
 	}
@@ -1009,7 +1012,10 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			return fmt.Errorf("creating log directory: %w", err)
 		}
 		if cg := r.podCgroup(pod); cg != "" && r.Cgroups != nil {
-			if err := r.Cgroups.Ensure(cg, podplan.PodCgroupResources(pod)); err != nil {
+			start := time.Now()
+			err := r.Cgroups.Ensure(cg, podplan.PodCgroupResources(pod))
+			kubeletmetrics.CgroupManagerDuration.WithLabelValues("create").Observe(time.Since(start).Seconds())
+			if err != nil {
 				r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create the pod's cgroup %s: %v", cg, err)
 				return fmt.Errorf("creating pod cgroup: %w", err)
 			}

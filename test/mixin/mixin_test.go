@@ -112,6 +112,8 @@ histogram_quantile(
 	{"dashboards/kubelet.libsonnet Pod Worker Rate", `sum(rate(kubelet_pod_worker_duration_seconds_count{cluster="",job="kubelet",instance=~".+"}[1m])) by (instance)`},
 	{"dashboards/kubelet.libsonnet Pod Start Duration", `histogram_quantile(0.99, sum(rate(kubelet_pod_start_duration_seconds_bucket{cluster="",job="kubelet",instance=~".+"}[1m])) by (instance, le))`},
 	{"dashboards/kubelet.libsonnet Pod Worker Duration", `histogram_quantile(0.99, sum(rate(kubelet_pod_worker_duration_seconds_bucket{cluster="",job="kubelet",instance=~".+"}[1m])) by (instance, le))`},
+	{"dashboards/kubelet.libsonnet Cgroup manager operation rate", `sum(rate(kubelet_cgroup_manager_duration_seconds_count{cluster="", job="kubelet", instance=~".+"}[1m])) by (instance, operation_type)`},
+	{"dashboards/kubelet.libsonnet Cgroup manager 99th quantile", `histogram_quantile(0.99, sum(rate(kubelet_cgroup_manager_duration_seconds_bucket{cluster="", job="kubelet", instance=~".+"}[1m])) by (instance, operation_type, le))`},
 	{"dashboards/kubelet.libsonnet PLEG relist rate", `sum(rate(kubelet_pleg_relist_duration_seconds_count{cluster="", job="kubelet", instance=~".+"}[1m])) by (instance)`},
 	{"dashboards/kubelet.libsonnet PLEG relist interval", `histogram_quantile(0.99, sum(rate(kubelet_pleg_relist_interval_seconds_bucket{cluster="",job="kubelet",instance=~".+"}[1m])) by (instance, le))`},
 	{"dashboards/kubelet.libsonnet PLEG relist duration", `histogram_quantile(0.99, sum(rate(kubelet_pleg_relist_duration_seconds_bucket{cluster="",job="kubelet",instance=~".+"}[1m])) by (instance, le))`},
@@ -199,6 +201,7 @@ func TestKubernetesMixinQueriesFindData(t *testing.T) {
 		must(t, err)
 		kubeletmetrics.ObserveRelist(time.Now().Add(-3*time.Millisecond), cl, sbs)
 		kubeletmetrics.PodWorkerDuration.WithLabelValues("sync").Observe(0.02)
+		kubeletmetrics.CgroupManagerDuration.WithLabelValues("create").Observe(0.001)
 		kubeletmetrics.ObserveRuntimeOperation("/runtime.v1.RuntimeService/ListContainers", time.Now().Add(-2*time.Millisecond), nil)
 		kubeletmetrics.ObserveRuntimeOperation("/runtime.v1.RuntimeService/StopContainer", time.Now().Add(-time.Millisecond), fmt.Errorf("boom"))
 		uid := fmt.Sprintf("p%d", round)
