@@ -153,6 +153,8 @@ func ParseKubelet(data []byte) (*AgentConfiguration, error) {
 			cfg.PodCIDR = kc.PodCIDR
 		case "evictionHard":
 			cfg.EvictionHard = kc.EvictionHard
+		case "mergeDefaultEvictionSettings":
+			// merged below: the default thresholds for the signals evictionHard leaves out
 		case "systemReserved":
 			cfg.SystemReserved = kc.SystemReserved
 		case "kubeReserved":
@@ -184,6 +186,14 @@ func ParseKubelet(data []byte) (*AgentConfiguration, error) {
 	}
 	cfg.CgroupsPerQOS = kc.CgroupsPerQOS
 	cfg.ResolvConf = kc.ResolverConfig
+	if kc.MergeDefaultEvictionSettings != nil && *kc.MergeDefaultEvictionSettings && cfg.EvictionHard != nil {
+		for signal, v := range map[string]string{SignalMemoryAvailable: defaultEvictionMemory, SignalNodeFsAvailable: defaultEvictionNodeFs,
+			SignalNodeFsInodesFree: defaultEvictionNodeInode, SignalImageFsAvailable: defaultEvictionImageFs, SignalImageFsInodesFree: defaultEvictionNodeInode} {
+			if _, ok := cfg.EvictionHard[signal]; !ok {
+				cfg.EvictionHard[signal] = v
+			}
+		}
+	}
 	// healthz: upstream splits address and port (port 0 turns it off)
 	if kc.HealthzPort != nil && *kc.HealthzPort == 0 {
 		cfg.HealthzBindAddress = "0"

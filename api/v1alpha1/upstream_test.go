@@ -123,6 +123,22 @@ tlsPrivateKeyFile: /k
 	}
 }
 
+// mergeDefaultEvictionSettings: the defaults fill the signals evictionHard leaves out.
+func TestKubeletMergeDefaultEvictionSettings(t *testing.T) {
+	cfg, err := ParseKubelet([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n" +
+		"evictionHard: {memory.available: 300Mi}\nmergeDefaultEvictionSettings: true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EvictionHard["memory.available"] != "300Mi" || cfg.EvictionHard["nodefs.available"] != "10%" || cfg.EvictionHard["imagefs.inodesFree"] != "5%" {
+		t.Errorf("evictionHard %v", cfg.EvictionHard)
+	}
+	only, err := ParseKubelet([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nevictionHard: {memory.available: 300Mi}\n"))
+	if err != nil || len(only.EvictionHard) != 1 {
+		t.Errorf("without merging the file's thresholds replace the defaults: %v %v", err, only.EvictionHard)
+	}
+}
+
 func kubeProxyConf(t *testing.T) []byte {
 	t.Helper()
 	b, err := os.ReadFile("testdata/kubeadm-kube-proxy-configmap.yaml")
