@@ -152,7 +152,8 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	r.events = make(chan event.GenericEvent, 1024)
 	kubeletmetrics.Register()
-	r.pulled = &credentials.PulledRecords{File: filepath.Join(r.Config.RootDir, "image_manager", "pulled.json")}
+	r.pulled = &credentials.PulledRecords{File: filepath.Join(r.Config.RootDir, "image_manager", "pulled.json"),
+		Policy: r.Config.ImagePullCredentialsVerificationPolicy, Allowlist: r.Config.PreloadedImagesVerificationAllowlist}
 	r.backoff = map[types.UID]map[string]*podplan.BackoffEntry{}
 	r.errs = map[types.UID]map[string]podplan.Waiting{}
 	r.prober = newProber(r.Runtime, r.Recorder, r.events)

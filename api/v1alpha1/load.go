@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/yaml"
 
+	"github.com/nodekeeper/nodekeeper/internal/credentials"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 )
 
@@ -216,6 +217,20 @@ func Validate(c *AgentConfiguration) error {
 		case !namespacedSysctl(pat):
 			errs = append(errs, field.Invalid(p, pat, "the sysctl is not known to be namespaced"))
 		}
+	}
+	switch c.ImagePullCredentialsVerificationPolicy {
+	case "", "NeverVerify", "NeverVerifyPreloadedImages", "NeverVerifyAllowlistedImages", "AlwaysVerify":
+	default:
+		errs = append(errs, field.NotSupported(field.NewPath("imagePullCredentialsVerificationPolicy"), c.ImagePullCredentialsVerificationPolicy,
+			[]string{"NeverVerify", "NeverVerifyPreloadedImages", "NeverVerifyAllowlistedImages", "AlwaysVerify"}))
+	}
+	for i, p := range c.PreloadedImagesVerificationAllowlist {
+		if err := credentials.ValidateAllowlistPattern(p); err != nil {
+			errs = append(errs, field.Invalid(field.NewPath("preloadedImagesVerificationAllowlist").Index(i), p, err.Error()))
+		}
+	}
+	if len(c.PreloadedImagesVerificationAllowlist) > 0 && c.ImagePullCredentialsVerificationPolicy != "NeverVerifyAllowlistedImages" {
+		errs = append(errs, field.Forbidden(field.NewPath("preloadedImagesVerificationAllowlist"), "only with imagePullCredentialsVerificationPolicy NeverVerifyAllowlistedImages"))
 	}
 	if c.CgroupDriver != "" && c.CgroupDriver != "cgroupfs" {
 		errs = append(errs, field.NotSupported(field.NewPath("cgroupDriver"), c.CgroupDriver, []string{"cgroupfs"}))

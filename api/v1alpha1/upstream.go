@@ -177,6 +177,10 @@ func ParseKubelet(data []byte) (*AgentConfiguration, error) {
 			}
 		case "enableProfilingHandler":
 			cfg.EnableProfiling = kc.EnableProfilingHandler != nil && *kc.EnableProfilingHandler
+		case "imagePullCredentialsVerificationPolicy":
+			cfg.ImagePullCredentialsVerificationPolicy = string(kc.ImagePullCredentialsVerificationPolicy)
+		case "preloadedImagesVerificationAllowlist":
+			cfg.PreloadedImagesVerificationAllowlist = kc.PreloadedImagesVerificationAllowlist
 		case "failSwapOn", "failCgroupV1":
 			// nodekeeper starts with swap on and on cgroup v1 (what false does); true is
 			// upstream's default, accepted so that default files load

@@ -139,6 +139,27 @@ func TestKubeletMergeDefaultEvictionSettings(t *testing.T) {
 	}
 }
 
+func TestKubeletImagePullCredentialsVerificationPolicy(t *testing.T) {
+	cfg, err := ParseKubelet([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n" +
+		"imagePullCredentialsVerificationPolicy: NeverVerifyAllowlistedImages\npreloadedImagesVerificationAllowlist: [registry.k8s.io/*]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.NodeName = "n"
+	SetDefaults(cfg)
+	if err := Validate(cfg); err != nil || cfg.ImagePullCredentialsVerificationPolicy != "NeverVerifyAllowlistedImages" || cfg.PreloadedImagesVerificationAllowlist[0] != "registry.k8s.io/*" {
+		t.Errorf("%v %+v", err, cfg)
+	}
+	cfg.PreloadedImagesVerificationAllowlist = []string{"registry.k8s.io/pause:3.10"}
+	if err := Validate(cfg); err == nil || !strings.Contains(err.Error(), "preloadedImagesVerificationAllowlist[0]") {
+		t.Errorf("a tag in the allowlist: %v", err)
+	}
+	cfg.ImagePullCredentialsVerificationPolicy = "Sometimes"
+	if err := Validate(cfg); err == nil || !strings.Contains(err.Error(), "imagePullCredentialsVerificationPolicy") {
+		t.Errorf("unknown policy: %v", err)
+	}
+}
+
 func kubeProxyConf(t *testing.T) []byte {
 	t.Helper()
 	b, err := os.ReadFile("testdata/kubeadm-kube-proxy-configmap.yaml")

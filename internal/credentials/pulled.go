@@ -2,8 +2,10 @@ package credentials
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 )
 
@@ -24,6 +26,13 @@ import (
 type PulledRecords struct {
 	// File keeps the records across restarts ("" : in memory only).
 	File string
+	// Policy is upstream's imagePullCredentialsVerificationPolicy: NeverVerify,
+	// NeverVerifyPreloadedImages (the default, also for ""), NeverVerifyAllowlistedImages
+	// (every image but Allowlist's is verified) or AlwaysVerify (preloaded images too).
+	Policy string
+	// Allowlist is preloadedImagesVerificationAllowlist: image names without tag or
+	// digest, or prefixes ending in "/*".
+	Allowlist []string
 
 	mu     sync.Mutex
 	loaded bool
@@ -111,8 +120,22 @@ func (p *PulledRecords) MustPull(imageID, image string, podCreds []Credential) b
 	defer p.mu.Unlock()
 	p.load()
 	byRepo, pulled := p.recs[imageID]
+	var verify bool
+	switch p.Policy {
+	case "NeverVerify":
+		verify = false
+	case "NeverVerifyAllowlistedImages":
+		verify = !allowlisted(p.Allowlist, image)
+	case "AlwaysVerify":
+		verify = true
+	default: // NeverVerifyPreloadedImages: only what the agent pulled
+		verify = pulled
+	}
+	if !verify {
+		return false
+	}
 	if !pulled {
-		return false // preloaded: never verified (NeverVerifyPreloadedImages)
+		return true // no record of credentials for it: they must be shown
 	}
 	rc := byRepo[Repository(image)]
 	if rc == nil {
@@ -133,4 +156,54 @@ func (p *PulledRecords) MustPull(imageID, image string, podCreds []Credential) b
 		}
 	}
 	return true
+}
+
+// TrimTagDigest is the image name without its tag and digest, as written (upstream's
+// trimImageTagDigest).
+func TrimTagDigest(image string) string {
+	name := image
+	if i := strings.Index(name, "@"); i >= 0 {
+		name = name[:i]
+	}
+	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		name = name[:i]
+	}
+	return name
+}
+
+func allowlisted(list []string, image string) bool {
+	name := TrimTagDigest(image)
+	for _, p := range list {
+		if strings.HasSuffix(p, "/*") {
+			if strings.HasPrefix(name, strings.TrimSuffix(p, "*")) {
+				return true
+			}
+		} else if name == p {
+			return true
+		}
+	}
+	return false
+}
+
+// ValidateAllowlistPattern is upstream's getAllowlistImagePattern check.
+func ValidateAllowlistPattern(p string) error {
+	if p != strings.TrimSpace(p) {
+		return fmt.Errorf("leading/trailing spaces are not allowed: %s", p)
+	}
+	trimmed := strings.TrimSuffix(p, "*")
+	wildcard := strings.HasSuffix(p, "/*")
+	if !wildcard {
+		trimmed = p
+	}
+	switch {
+	case trimmed == "":
+		return fmt.Errorf("the supplied pattern is too short: %s", p)
+	case strings.ContainsRune(trimmed, '*'):
+		return fmt.Errorf("not a valid wildcard pattern, only patterns ending with '/*' are allowed: %s", p)
+	case wildcard && len(trimmed) == 1:
+		return fmt.Errorf("at least registry hostname is required")
+	case !wildcard && TrimTagDigest(trimmed) != trimmed:
+		return fmt.Errorf("neither tag nor digest is accepted in an image reference: %s", p)
+	}
+	return nil
 }

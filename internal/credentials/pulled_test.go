@@ -46,3 +46,38 @@ func TestPulledRecords(t *testing.T) {
 		t.Error("records not read back from the file")
 	}
 }
+
+func TestVerificationPolicies(t *testing.T) {
+	sec := &SecretRef{Namespace: "a", Name: "s", UID: "u"}
+	for _, tc := range []struct {
+		policy    string
+		allow     []string
+		id, image string
+		want      bool
+	}{
+		{"NeverVerify", nil, "sha256:priv", "registry.example.com/team/app:v1", false},
+		{"", nil, "sha256:pre", "registry.example.com/team/app:v1", false},
+		{"AlwaysVerify", nil, "sha256:pre", "registry.example.com/team/app:v1", true},
+		{"AlwaysVerify", nil, "sha256:pub", "busybox:1.37", false}, // pulled anonymously: every pod
+		{"NeverVerifyAllowlistedImages", []string{"registry.example.com/team/*"}, "sha256:pre", "registry.example.com/team/app:v1", false},
+		{"NeverVerifyAllowlistedImages", []string{"registry.example.com/team/app"}, "sha256:priv", "registry.example.com/team/app:v1", false},
+		{"NeverVerifyAllowlistedImages", []string{"registry.example.com/other/*"}, "sha256:pre", "registry.example.com/team/app:v1", true},
+	} {
+		p := &PulledRecords{Policy: tc.policy, Allowlist: tc.allow}
+		if err := p.Record("sha256:priv", "registry.example.com/team/app:v1", &Credential{Source: sec}); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Record("sha256:pub", "busybox:1.37", nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := p.MustPull(tc.id, tc.image, nil); got != tc.want {
+			t.Errorf("%s %v %s %s: MustPull = %v, want %v", tc.policy, tc.allow, tc.id, tc.image, got, tc.want)
+		}
+	}
+	for p, ok := range map[string]bool{"registry.example.com/team/*": true, "registry.example.com/app": true, "/*": false,
+		"registry.example.com/app:v1": false, "registry.*/x": false, " a/b": false} {
+		if err := ValidateAllowlistPattern(p); (err == nil) != ok {
+			t.Errorf("ValidateAllowlistPattern(%q) = %v", p, err)
+		}
+	}
+}
