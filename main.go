@@ -263,8 +263,9 @@ func run(ctx context.Context, args []string) error {
 	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
+	kubeletmetrics.RegisterRESTClient() // client-go's rest_client_*, as kube-proxy has them too
 	if opts.Reconcilers[options.ReconcilerPods] || opts.Reconcilers[options.ReconcilerNodeStatus] {
-		kubeletmetrics.Register() // the kubelet's families, and client-go's rest_client_*
+		kubeletmetrics.Register() // the kubelet's families
 		kubeletmetrics.NodeName.WithLabelValues(cfg.NodeName).Set(1)
 	}
 	logger.Info("Starting nodekeeper", "version", version.Version, "node", cfg.NodeName, "reconcilers", opts.Reconcilers)

@@ -84,9 +84,15 @@ func Register() {
 		crmetrics.Registry.MustRegister(NodeName, PodWorkerDuration, CgroupManagerDuration, PodStartDuration, PodStartSLIDuration, PodStartTotalDuration,
 			PLEGRelistDuration, PLEGRelistInterval, PLEGLastSeen, RunningPodCount, RunningContainerCount,
 			RuntimeOperations, RuntimeOperationsDuration, RuntimeOperationsErrors)
-		crmetrics.RegisterRESTClientMetrics(crmetrics.MetricRequestLatency, crmetrics.MetricRequestSize,
-			crmetrics.MetricResponseSize, crmetrics.MetricRateLimiterLatency, crmetrics.MetricRequestRetry)
+		RegisterRESTClient()
 	})
+}
+
+// RegisterRESTClient turns on client-go's request latency, size, rate-limiter and retry
+// metrics in controller-runtime's registry (idempotent), as every component has them.
+func RegisterRESTClient() {
+	crmetrics.RegisterRESTClientMetrics(crmetrics.MetricRequestLatency, crmetrics.MetricRequestSize,
+		crmetrics.MetricResponseSize, crmetrics.MetricRateLimiterLatency, crmetrics.MetricRequestRetry)
 }
 
 // CertificateTTL is a gauge function of the seconds left on the certificate current
