@@ -30,13 +30,15 @@ vet:
 	  if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 ## test: everything, on a fresh machine too: builds (cached) kube-apiserver/etcd/kubectl
-## into $(NK_CACHE)/k8s, metrics-server (the e2e cluster's, for kubectl top) and CoreDNS
-## (the clusters' DNS) into $(NK_CACHE)/tools, outside go test's timeout, then runs every suite
+## (and kube-controller-manager, kube-scheduler: the e2e cluster's, and the TLS bootstrap
+## test's CSR approver and signer) into $(NK_CACHE)/k8s, metrics-server (the e2e cluster's,
+## for kubectl top) and CoreDNS (the clusters' DNS) into $(NK_CACHE)/tools, outside go
+## test's timeout, then runs every suite
 test: vet
 	hack/net-deps.sh
 	hack/metrics-server.sh >/dev/null
 	hack/coredns.sh >/dev/null
-	@assets=$$(hack/k8s-bins.sh) && export KUBEBUILDER_ASSETS="$$assets" && \
+	@assets=$$(K8S_EXTRA_BINS="kube-controller-manager kube-scheduler" hack/k8s-bins.sh) && export KUBEBUILDER_ASSETS="$$assets" && \
 	  echo "KUBEBUILDER_ASSETS=$$assets" && \
 	  ep=$$(NK_CACHE=$(NK_CACHE)/test NK_NETNS=$(TEST_NETNS) hack/cri-up.sh) && \
 	  export NK_CRI_ENDPOINT="$$ep" NK_CRI_NETNS=$(TEST_NETNS) && \

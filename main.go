@@ -277,8 +277,9 @@ func run(ctx context.Context, args []string) error {
 	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
+	kubeletmetrics.RegisterRESTClient() // client-go's rest_client_*, as kube-proxy has them too
 	if opts.Reconcilers[options.ReconcilerPods] || opts.Reconcilers[options.ReconcilerNodeStatus] {
-		kubeletmetrics.Register() // the kubelet's families, and client-go's rest_client_*
+		kubeletmetrics.Register() // the kubelet's families
 		kubeletmetrics.NodeName.WithLabelValues(cfg.NodeName).Set(1)
 	}
 	logger.Info("Starting nodekeeper", "version", version.Version, "commit", version.Get().Commit, "node", cfg.NodeName, "reconcilers", opts.Reconcilers)
@@ -421,10 +422,19 @@ func proxyNode(cfg *v1alpha1.AgentConfiguration) (netrules.Node, []netrules.Fami
 		node.ClusterCIDRs = append(node.ClusterCIDRs, c)
 	}
 	for _, s := range cfg.NodePortAddresses {
-		if s == v1alpha1.NodePortAddressesPrimary { // kube-proxy's "primary": the node's IPs
+		switch s { // kube-proxy's keywords (expandNodePortAddressKeywords)
+		case v1alpha1.NodePortAddressesPrimary: // the node's IPs, when they are not loopback
 			for _, ip := range node.NodeIPs {
-				node.NodePortAddresses = append(node.NodePortAddresses, netip.PrefixFrom(ip, ip.BitLen()))
+				if !ip.IsLoopback() {
+					node.NodePortAddresses = append(node.NodePortAddresses, netip.PrefixFrom(ip, ip.BitLen()))
+				}
 			}
+			continue
+		case v1alpha1.NodePortAddressesLocalhost:
+			node.NodePortAddresses = append(node.NodePortAddresses, netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
+			continue
+		case v1alpha1.NodePortAddressesAll:
+			node.NodePortAddresses = append(node.NodePortAddresses, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"))
 			continue
 		}
 		p, err := netip.ParsePrefix(s)

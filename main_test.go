@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 )
 
 // TestMain lets a test run the real main() in a child process of the test binary.
@@ -182,5 +184,26 @@ current-context: c
 		"--reconcilers", "services", "--metrics-bind-address", "0", "--healthz-bind-address", "0")
 	if code == 0 || !strings.Contains(out, "proxyMode ipvs: the kernel has no IPVS support") {
 		t.Errorf("exit %d, output:\n%s", code, out)
+	}
+}
+
+// kube-proxy's nodePortAddresses keywords: primary (the node's IPs), localhost, all.
+func TestProxyNodePortAddressKeywords(t *testing.T) {
+	node, _, err := proxyNode(&v1alpha1.AgentConfiguration{NodeName: "n", NodeIP: "192.0.2.10",
+		NodePortAddresses: []string{"primary", "localhost", "all", "10.0.0.0/8"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range node.NodePortAddresses {
+		got = append(got, p.String())
+	}
+	want := "192.0.2.10/32 127.0.0.0/8 ::1/128 0.0.0.0/0 ::/0 10.0.0.0/8"
+	if strings.Join(got, " ") != want {
+		t.Errorf("nodePortAddresses %v, want %s", got, want)
+	}
+	loop, _, _ := proxyNode(&v1alpha1.AgentConfiguration{NodeName: "n", NodeIP: "127.0.0.1", NodePortAddresses: []string{"primary"}})
+	if len(loop.NodePortAddresses) != 0 {
+		t.Errorf("a loopback node IP is not pinned to: %v", loop.NodePortAddresses)
 	}
 }

@@ -108,6 +108,8 @@ type PodReconciler struct {
 
 	// startup follows pods to running for the kubelet_pod_start_* metrics
 	startup kubeletmetrics.StartupTracker
+	// pulled remembers the credentials each image was pulled with
+	pulled *credentials.PulledRecords
 
 	events      chan event.GenericEvent
 	static      staticPods
@@ -150,6 +152,8 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	r.events = make(chan event.GenericEvent, 1024)
 	kubeletmetrics.Register()
+	r.pulled = &credentials.PulledRecords{File: filepath.Join(r.Config.RootDir, "image_manager", "pulled.json"),
+		Policy: r.Config.ImagePullCredentialsVerificationPolicy, Allowlist: r.Config.PreloadedImagesVerificationAllowlist}
 	r.backoff = map[types.UID]map[string]*podplan.BackoffEntry{}
 	r.errs = map[types.UID]map[string]podplan.Waiting{}
 	r.prober = newProber(r.Runtime, r.Recorder, r.events)
@@ -653,7 +657,10 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 	}
 	r.forget(pod.UID)
 	if cg := r.podCgroup(pod); cg != "" && r.Cgroups != nil {
-		if err := r.Cgroups.Remove(cg); err != nil {
+		start := time.Now()
+		err := r.Cgroups.Remove(cg)
+		kubeletmetrics.CgroupManagerDuration.WithLabelValues("destroy").Observe(time.Since(start).Seconds())
+		if err != nil {
 			return reconcile.Result{}, fmt.Errorf("removing the pod's cgroup: %w", err)
 		}
 	}
@@ -1007,7 +1014,10 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			return fmt.Errorf("creating log directory: %w", err)
 		}
 		if cg := r.podCgroup(pod); cg != "" && r.Cgroups != nil {
-			if err := r.Cgroups.Ensure(cg, podplan.PodCgroupResources(pod)); err != nil {
+			start := time.Now()
+			err := r.Cgroups.Ensure(cg, podplan.PodCgroupResources(pod))
+			kubeletmetrics.CgroupManagerDuration.WithLabelValues("create").Observe(time.Since(start).Seconds())
+			if err != nil {
 				r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create the pod's cgroup %s: %v", cg, err)
 				return fmt.Errorf("creating pod cgroup: %w", err)
 			}
@@ -1157,12 +1167,26 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 			policy = corev1.PullAlways
 		}
 	}
+	var creds []credentials.Credential // the pod's secrets' then the node's, for this image
+	haveCreds := false
 	if img != nil && policy != corev1.PullAlways {
-		r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
-		return img.Id, nil
+		// the image is there: as upstream's KubeletEnsureSecretPulledImages, one pulled
+		// with a pull secret is used only by pods that have that secret (or the same
+		// credentials); others pull it with theirs first
+		if creds, err = r.pullCredentials(ctx, pod, c.Image); err != nil {
+			return "", err
+		}
+		haveCreds = true
+		if !r.pulled.MustPull(img.Id, c.Image, creds) {
+			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
+			return img.Id, nil
+		}
 	}
 	if policy == corev1.PullNever {
 		msg := fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image)
+		if img != nil {
+			msg = fmt.Sprintf("Container image %q is present with pull policy of %q but does not have the proper credentials to access it.", c.Image, policy)
+		}
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ErrImageNeverPull", Message: msg})
 		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "ErrImageNeverPull", "%s", msg)
 		return "", errors.New(msg)
@@ -1181,7 +1205,12 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
 	start := r.Clock.Now()
 	r.startup.PullStarted(pod.UID, start)
-	ref, err := r.pull(ctx, pod, spec)
+	if !haveCreds {
+		if creds, err = r.pullCredentials(ctx, pod, c.Image); err != nil {
+			return "", err
+		}
+	}
+	ref, err := r.pull(ctx, spec, creds)
 	if err != nil {
 		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ErrImagePull", Message: msg})
@@ -1203,22 +1232,36 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 	return ref, nil
 }
 
-// pull pulls the image with the credentials that match it, as the kubelet: the pod's
-// imagePullSecrets first, then the node's docker config; each is tried in turn until
-// one works, and without any when none matches.
-func (r *PodReconciler) pull(ctx context.Context, pod *corev1.Pod, spec *runtimeapi.ImageSpec) (string, error) {
+// pullCredentials are the credentials that match the image, as the kubelet finds them:
+// the pod's imagePullSecrets first, then the node's docker config.
+func (r *PodReconciler) pullCredentials(ctx context.Context, pod *corev1.Pod, image string) ([]credentials.Credential, error) {
 	podKeyring, err := credentials.FromSecrets(r.pullSecrets(ctx, pod))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	auths := credentials.AuthConfigs(spec.Image, podKeyring, credentials.NodeKeyring(r.Config.RootDir))
-	if len(auths) == 0 {
-		return r.Runtime.PullImage(ctx, spec, nil, nil)
+	return credentials.Credentials(image, podKeyring, credentials.NodeKeyring(r.Config.RootDir)), nil
+}
+
+// pull pulls the image with each credential in turn until one works (without any when
+// there are none) and records which one did.
+func (r *PodReconciler) pull(ctx context.Context, spec *runtimeapi.ImageSpec, creds []credentials.Credential) (string, error) {
+	record := func(ref string, used *credentials.Credential) {
+		if err := r.pulled.Record(ref, spec.Image, used); err != nil {
+			log.FromContext(ctx).Error(err, "Recording the image pull's credentials")
+		}
+	}
+	if len(creds) == 0 {
+		ref, err := r.Runtime.PullImage(ctx, spec, nil, nil)
+		if err == nil {
+			record(ref, nil)
+		}
+		return ref, err
 	}
 	var errs []error
-	for _, a := range auths {
-		ref, err := r.Runtime.PullImage(ctx, spec, a, nil)
+	for i := range creds {
+		ref, err := r.Runtime.PullImage(ctx, spec, creds[i].Auth, nil)
 		if err == nil {
+			record(ref, &creds[i])
 			return ref, nil
 		}
 		errs = append(errs, err)

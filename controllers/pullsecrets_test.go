@@ -62,3 +62,38 @@ func eventReasons(ns, name string) []string {
 	}
 	return out
 }
+
+var _ = Describe("Images pulled with a pull secret (KubeletEnsureSecretPulledImages)", func() {
+	It("lets a pod without the secret use the image only after pulling it itself", func() {
+		a := newPodAgent()
+		const img = "registry.example.com:5000/team/guarded:v1"
+		a.runtime.AddRegistryImage(img, 1<<20)
+		a.runtime.RequireAuth(img, "bob", "s3cret")
+		auth := base64.StdEncoding.EncodeToString([]byte("bob:s3cret"))
+		ctx := context.Background()
+		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: a.ns, Name: "regcred"},
+			Type: corev1.SecretTypeDockerConfigJson,
+			Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"registry.example.com:5000":{"auth":"` + auth + `"}}}`)}})).To(Succeed())
+		owner := a.pod("owner", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.Containers[0].Image = img // IfNotPresent
+			p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred"}}
+		})
+		Eventually(phase(owner), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodRunning))
+		pulls := len(a.runtime.PullAuths())
+		// the same secret: the image present is used as it is
+		friend := a.pod("friend", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.Containers[0].Image = img
+			p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred"}}
+		})
+		Eventually(phase(friend), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodRunning))
+		Expect(a.runtime.PullAuths()).To(HaveLen(pulls))
+		// no secret: it must pull, and the registry refuses
+		stranger := a.pod("stranger", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.Containers[0].Image = img
+		})
+		reasons := watchWaitingReasons(stranger, "app")
+		Eventually(reasons, 10*time.Second, 20*time.Millisecond).Should(ContainElement("ErrImagePull"))
+		Expect(len(a.runtime.PullAuths())).To(BeNumerically(">", pulls))
+		Expect(getPod(stranger).Status.Phase).To(Equal(corev1.PodPending))
+	})
+})

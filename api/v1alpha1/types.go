@@ -97,6 +97,15 @@ type AgentConfiguration struct {
 	// CgroupDriver is how cgroups are named [cgroupDriver]: only "cgroupfs" (the
 	// default) is supported, and the runtime must use it too.
 	CgroupDriver string `json:"cgroupDriver,omitempty"`
+	// ImagePullCredentialsVerificationPolicy decides which images present on the node a
+	// pod must show credentials for before using them [imagePullCredentialsVerificationPolicy]:
+	// NeverVerify, NeverVerifyPreloadedImages (default: images the agent pulled with a
+	// pull secret), NeverVerifyAllowlistedImages (all but
+	// preloadedImagesVerificationAllowlist's), AlwaysVerify.
+	ImagePullCredentialsVerificationPolicy string `json:"imagePullCredentialsVerificationPolicy,omitempty"`
+	// PreloadedImagesVerificationAllowlist: image names (no tag or digest) or "<prefix>/*"
+	// never verified under NeverVerifyAllowlistedImages [preloadedImagesVerificationAllowlist].
+	PreloadedImagesVerificationAllowlist []string `json:"preloadedImagesVerificationAllowlist,omitempty"`
 	// DevicePluginDir is the folder of the device plugin Registration service
 	// (kubelet.sock) and of the plugins' sockets. Default /var/lib/kubelet/device-plugins,
 	// the path device plugins (and upstream's kubelet, which does not let it change) use.

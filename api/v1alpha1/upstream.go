@@ -153,6 +153,8 @@ func ParseKubelet(data []byte) (*AgentConfiguration, error) {
 			cfg.PodCIDR = kc.PodCIDR
 		case "evictionHard":
 			cfg.EvictionHard = kc.EvictionHard
+		case "mergeDefaultEvictionSettings":
+			// merged below: the default thresholds for the signals evictionHard leaves out
 		case "systemReserved":
 			cfg.SystemReserved = kc.SystemReserved
 		case "kubeReserved":
@@ -175,6 +177,10 @@ func ParseKubelet(data []byte) (*AgentConfiguration, error) {
 			}
 		case "enableProfilingHandler":
 			cfg.EnableProfiling = kc.EnableProfilingHandler != nil && *kc.EnableProfilingHandler
+		case "imagePullCredentialsVerificationPolicy":
+			cfg.ImagePullCredentialsVerificationPolicy = string(kc.ImagePullCredentialsVerificationPolicy)
+		case "preloadedImagesVerificationAllowlist":
+			cfg.PreloadedImagesVerificationAllowlist = kc.PreloadedImagesVerificationAllowlist
 		case "failSwapOn", "failCgroupV1":
 			// nodekeeper starts with swap on and on cgroup v1 (what false does); true is
 			// upstream's default, accepted so that default files load
@@ -184,6 +190,14 @@ func ParseKubelet(data []byte) (*AgentConfiguration, error) {
 	}
 	cfg.CgroupsPerQOS = kc.CgroupsPerQOS
 	cfg.ResolvConf = kc.ResolverConfig
+	if kc.MergeDefaultEvictionSettings != nil && *kc.MergeDefaultEvictionSettings && cfg.EvictionHard != nil {
+		for signal, v := range map[string]string{SignalMemoryAvailable: defaultEvictionMemory, SignalNodeFsAvailable: defaultEvictionNodeFs,
+			SignalNodeFsInodesFree: defaultEvictionNodeInode, SignalImageFsAvailable: defaultEvictionImageFs, SignalImageFsInodesFree: defaultEvictionNodeInode} {
+			if _, ok := cfg.EvictionHard[signal]; !ok {
+				cfg.EvictionHard[signal] = v
+			}
+		}
+	}
 	// healthz: upstream splits address and port (port 0 turns it off)
 	if kc.HealthzPort != nil && *kc.HealthzPort == 0 {
 		cfg.HealthzBindAddress = "0"
@@ -283,6 +297,10 @@ func ParseKubeProxy(data []byte, cfg *AgentConfiguration) (string, error) {
 	}
 	if cfg.ProxyMode == "" {
 		cfg.ProxyMode = ProxyModeIPTables
+	}
+	if cfg.ProxyMode == ProxyModeNFTables && len(cfg.NodePortAddresses) == 0 {
+		// kube-proxy's platformApplyDefaults: nftables mode serves NodePorts on the node's IPs only
+		cfg.NodePortAddresses = []string{NodePortAddressesPrimary}
 	}
 	for _, path := range set {
 		if path == syncPeriods[cfg.ProxyMode] {

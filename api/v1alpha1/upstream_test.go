@@ -123,6 +123,43 @@ tlsPrivateKeyFile: /k
 	}
 }
 
+// mergeDefaultEvictionSettings: the defaults fill the signals evictionHard leaves out.
+func TestKubeletMergeDefaultEvictionSettings(t *testing.T) {
+	cfg, err := ParseKubelet([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n" +
+		"evictionHard: {memory.available: 300Mi}\nmergeDefaultEvictionSettings: true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EvictionHard["memory.available"] != "300Mi" || cfg.EvictionHard["nodefs.available"] != "10%" || cfg.EvictionHard["imagefs.inodesFree"] != "5%" {
+		t.Errorf("evictionHard %v", cfg.EvictionHard)
+	}
+	only, err := ParseKubelet([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nevictionHard: {memory.available: 300Mi}\n"))
+	if err != nil || len(only.EvictionHard) != 1 {
+		t.Errorf("without merging the file's thresholds replace the defaults: %v %v", err, only.EvictionHard)
+	}
+}
+
+func TestKubeletImagePullCredentialsVerificationPolicy(t *testing.T) {
+	cfg, err := ParseKubelet([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n" +
+		"imagePullCredentialsVerificationPolicy: NeverVerifyAllowlistedImages\npreloadedImagesVerificationAllowlist: [registry.k8s.io/*]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.NodeName = "n"
+	SetDefaults(cfg)
+	if err := Validate(cfg); err != nil || cfg.ImagePullCredentialsVerificationPolicy != "NeverVerifyAllowlistedImages" || cfg.PreloadedImagesVerificationAllowlist[0] != "registry.k8s.io/*" {
+		t.Errorf("%v %+v", err, cfg)
+	}
+	cfg.PreloadedImagesVerificationAllowlist = []string{"registry.k8s.io/pause:3.10"}
+	if err := Validate(cfg); err == nil || !strings.Contains(err.Error(), "preloadedImagesVerificationAllowlist[0]") {
+		t.Errorf("a tag in the allowlist: %v", err)
+	}
+	cfg.ImagePullCredentialsVerificationPolicy = "Sometimes"
+	if err := Validate(cfg); err == nil || !strings.Contains(err.Error(), "imagePullCredentialsVerificationPolicy") {
+		t.Errorf("unknown policy: %v", err)
+	}
+}
+
 func kubeProxyConf(t *testing.T) []byte {
 	t.Helper()
 	b, err := os.ReadFile("testdata/kubeadm-kube-proxy-configmap.yaml")
@@ -153,7 +190,7 @@ func TestKubeadmKubeProxyConfigMap(t *testing.T) {
 		t.Errorf("mode %q clusterCIDR %q", cfg.ProxyMode, cfg.ClusterCIDR)
 	}
 	// kube-proxy's defaults for what the file leaves out
-	if !cfg.LocalhostNodePorts || cfg.ProxyHealthzBindAddress != "0.0.0.0:10256" || cfg.ProxySyncPeriod.Duration.String() != "30s" {
+	if !cfg.LocalhostNodePorts || cfg.ProxyHealthzBindAddress != "0.0.0.0:10256" || cfg.ProxySyncPeriod.Duration.String() != "30s" || len(cfg.NodePortAddresses) != 0 {
 		t.Errorf("defaults: localhostNodePorts %v healthz %q syncPeriod %v", cfg.LocalhostNodePorts, cfg.ProxyHealthzBindAddress, cfg.ProxySyncPeriod)
 	}
 }
@@ -181,6 +218,17 @@ nftables: {syncPeriod: 20s, masqueradeAll: true}
 	SetDefaults(cfg)
 	if err := Validate(cfg); err != nil {
 		t.Errorf("nodePortAddresses primary: %v", err)
+	}
+	// nftables mode without nodePortAddresses: kube-proxy's default is the node's IPs
+	nft := &AgentConfiguration{}
+	if _, err := ParseKubeProxy([]byte("apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: nftables\n"), nft); err != nil ||
+		len(nft.NodePortAddresses) != 1 || nft.NodePortAddresses[0] != "primary" {
+		t.Errorf("nftables default nodePortAddresses: %v %v", err, nft.NodePortAddresses)
+	}
+	kw := &AgentConfiguration{NodeName: "n", NodePortAddresses: []string{"localhost", "all", "10.0.0.0/8"}}
+	SetDefaults(kw)
+	if err := Validate(kw); err != nil {
+		t.Errorf("keywords: %v", err)
 	}
 	for _, tc := range []struct{ yaml, want string }{
 		{"conntrack: {maxPerCore: 32768}", "conntrack.maxPerCore: Forbidden"},

@@ -8,7 +8,9 @@
 package credentials
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +30,24 @@ const defaultRegistryHost = "index.docker.io"
 // Entry is one registry's credentials in a docker config.
 type Entry struct {
 	Username, Password, Email string
+	// Source is the pull secret the entry came from (nil: the node's own config).
+	Source *SecretRef `json:"-"`
+}
+
+// SecretRef names a pull secret (upstream's ImagePullSecret coordinates) and the hash
+// of the credentials it gave.
+type SecretRef struct {
+	Namespace      string `json:"namespace"`
+	Name           string `json:"name"`
+	UID            string `json:"uid"`
+	CredentialHash string `json:"credentialHash,omitempty"`
+}
+
+// Credential is one set of credentials to try for a pull, with where it came from.
+type Credential struct {
+	Auth *runtimeapi.AuthConfig
+	// Source is the pull secret (nil: the node's own credentials).
+	Source *SecretRef
 }
 
 // UnmarshalJSON reads username/password, or the auth field (base64 of user:password),
@@ -71,7 +91,9 @@ type Keyring struct {
 }
 
 // Add adds a docker config's entries (keys as in config.json: "https://host/v1/", "host/path").
-func (k *Keyring) Add(cfg map[string]Entry) {
+func (k *Keyring) Add(cfg map[string]Entry) { k.add(cfg, nil) }
+
+func (k *Keyring) add(cfg map[string]Entry, src *SecretRef) {
 	if k.creds == nil {
 		k.creds = map[string][]Entry{}
 	}
@@ -86,6 +108,11 @@ func (k *Keyring) Add(cfg map[string]Entry) {
 	sort.Strings(keys)
 	for _, repo := range keys {
 		e := cfg[repo]
+		if src != nil {
+			ref := *src
+			ref.CredentialHash = credentialHash(e.Username, e.Password)
+			e.Source = &ref
+		}
 		r := repo
 		if !strings.HasPrefix(r, "https://") && !strings.HasPrefix(r, "http://") {
 			r = "https://" + r
@@ -199,14 +226,14 @@ func FromSecrets(secrets []corev1.Secret) (*Keyring, error) {
 			if err := json.Unmarshal(b, &cfg); err != nil {
 				return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
 			}
-			k.Add(cfg.Auths)
+			k.add(cfg.Auths, &SecretRef{Namespace: s.Namespace, Name: s.Name, UID: string(s.UID)})
 			found++
 		} else if b := s.Data[corev1.DockerConfigKey]; s.Type == corev1.SecretTypeDockercfg && len(b) > 0 {
 			var cfg map[string]Entry
 			if err := json.Unmarshal(b, &cfg); err != nil {
 				return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
 			}
-			k.Add(cfg)
+			k.add(cfg, &SecretRef{Namespace: s.Namespace, Name: s.Name, UID: string(s.UID)})
 			found++
 		}
 	}
@@ -287,12 +314,26 @@ func Repository(image string) string {
 // AuthConfigs are the CRI credentials to try for image, in order: the pod's secrets'
 // matches, then the node's (upstream's UnionDockerKeyring). Empty: pull without.
 func AuthConfigs(image string, keyrings ...*Keyring) []*runtimeapi.AuthConfig {
-	repo := Repository(image)
 	var out []*runtimeapi.AuthConfig
+	for _, c := range Credentials(image, keyrings...) {
+		out = append(out, c.Auth)
+	}
+	return out
+}
+
+// Credentials are AuthConfigs with their sources.
+func Credentials(image string, keyrings ...*Keyring) []Credential {
+	repo := Repository(image)
+	var out []Credential
 	for _, k := range keyrings {
 		for _, e := range k.Lookup(repo) {
-			out = append(out, &runtimeapi.AuthConfig{Username: e.Username, Password: e.Password})
+			out = append(out, Credential{Auth: &runtimeapi.AuthConfig{Username: e.Username, Password: e.Password}, Source: e.Source})
 		}
 	}
 	return out
+}
+
+func credentialHash(user, pass string) string {
+	h := sha256.Sum256([]byte(user + ":" + pass))
+	return hex.EncodeToString(h[:])
 }

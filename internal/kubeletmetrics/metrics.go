@@ -43,6 +43,9 @@ var (
 	PodStartTotalDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Subsystem: subsystem, Name: "pod_start_total_duration_seconds",
 		Help:    "[ALPHA] Duration in seconds to start a pod since creation, including time to pull images and run init containers, measured from pod creation timestamp to when all its containers are reported as started and observed via watch",
 		Buckets: podStartupDurationBuckets}, []string{})
+	CgroupManagerDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Subsystem: subsystem, Name: "cgroup_manager_duration_seconds",
+		Help: "[ALPHA] Duration in seconds for cgroup manager operations. Broken down by method.", Buckets: prometheus.DefBuckets},
+		[]string{"operation_type"})
 	PLEGRelistDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Subsystem: subsystem, Name: "pleg_relist_duration_seconds",
 		Help: "[ALPHA] Duration in seconds for relisting pods in PLEG.", Buckets: prometheus.DefBuckets})
 	PLEGRelistInterval = prometheus.NewHistogram(prometheus.HistogramOpts{Subsystem: subsystem, Name: "pleg_relist_interval_seconds",
@@ -78,12 +81,18 @@ var registerOnce sync.Once
 // off by default (it always has rest_client_requests_total).
 func Register() {
 	registerOnce.Do(func() {
-		crmetrics.Registry.MustRegister(NodeName, PodWorkerDuration, PodStartDuration, PodStartSLIDuration, PodStartTotalDuration,
+		crmetrics.Registry.MustRegister(NodeName, PodWorkerDuration, CgroupManagerDuration, PodStartDuration, PodStartSLIDuration, PodStartTotalDuration,
 			PLEGRelistDuration, PLEGRelistInterval, PLEGLastSeen, RunningPodCount, RunningContainerCount,
 			RuntimeOperations, RuntimeOperationsDuration, RuntimeOperationsErrors)
-		crmetrics.RegisterRESTClientMetrics(crmetrics.MetricRequestLatency, crmetrics.MetricRequestSize,
-			crmetrics.MetricResponseSize, crmetrics.MetricRateLimiterLatency, crmetrics.MetricRequestRetry)
+		RegisterRESTClient()
 	})
+}
+
+// RegisterRESTClient turns on client-go's request latency, size, rate-limiter and retry
+// metrics in controller-runtime's registry (idempotent), as every component has them.
+func RegisterRESTClient() {
+	crmetrics.RegisterRESTClientMetrics(crmetrics.MetricRequestLatency, crmetrics.MetricRequestSize,
+		crmetrics.MetricResponseSize, crmetrics.MetricRateLimiterLatency, crmetrics.MetricRequestRetry)
 }
 
 // CertificateTTL is a gauge function of the seconds left on the certificate current

@@ -47,6 +47,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	// the Go and process collectors, which controller-runtime's controllers register
+	// into its registry (the agent always has them)
+	_ "sigs.k8s.io/controller-runtime/pkg/controller"
 
 	"github.com/nodekeeper/nodekeeper/internal/cadvisor"
 	"github.com/nodekeeper/nodekeeper/internal/cadvisor/cgrouptest"
@@ -112,11 +115,16 @@ histogram_quantile(
 	{"dashboards/kubelet.libsonnet Pod Worker Rate", `sum(rate(kubelet_pod_worker_duration_seconds_count{cluster="",job="kubelet",instance=~".+"}[1m])) by (instance)`},
 	{"dashboards/kubelet.libsonnet Pod Start Duration", `histogram_quantile(0.99, sum(rate(kubelet_pod_start_duration_seconds_bucket{cluster="",job="kubelet",instance=~".+"}[1m])) by (instance, le))`},
 	{"dashboards/kubelet.libsonnet Pod Worker Duration", `histogram_quantile(0.99, sum(rate(kubelet_pod_worker_duration_seconds_bucket{cluster="",job="kubelet",instance=~".+"}[1m])) by (instance, le))`},
+	{"dashboards/kubelet.libsonnet Cgroup manager operation rate", `sum(rate(kubelet_cgroup_manager_duration_seconds_count{cluster="", job="kubelet", instance=~".+"}[1m])) by (instance, operation_type)`},
+	{"dashboards/kubelet.libsonnet Cgroup manager 99th quantile", `histogram_quantile(0.99, sum(rate(kubelet_cgroup_manager_duration_seconds_bucket{cluster="", job="kubelet", instance=~".+"}[1m])) by (instance, operation_type, le))`},
 	{"dashboards/kubelet.libsonnet PLEG relist rate", `sum(rate(kubelet_pleg_relist_duration_seconds_count{cluster="", job="kubelet", instance=~".+"}[1m])) by (instance)`},
 	{"dashboards/kubelet.libsonnet PLEG relist interval", `histogram_quantile(0.99, sum(rate(kubelet_pleg_relist_interval_seconds_bucket{cluster="",job="kubelet",instance=~".+"}[1m])) by (instance, le))`},
 	{"dashboards/kubelet.libsonnet PLEG relist duration", `histogram_quantile(0.99, sum(rate(kubelet_pleg_relist_duration_seconds_bucket{cluster="",job="kubelet",instance=~".+"}[1m])) by (instance, le))`},
 	{"dashboards/kubelet.libsonnet RPC rate (2xx)", `sum(rate(rest_client_requests_total{cluster="",job="kubelet", instance=~".+",code=~"2.."}[1m]))`},
 	{"dashboards/kubelet.libsonnet Request duration 99th quantile", `histogram_quantile(0.99, sum(rate(rest_client_request_duration_seconds_bucket{cluster="",job="kubelet", instance=~".+"}[1m])) by (instance, verb, le))`},
+	{"dashboards/kubelet.libsonnet Memory", `process_resident_memory_bytes{cluster="",job="kubelet",instance=~".+"}`},
+	{"dashboards/kubelet.libsonnet CPU usage", `rate(process_cpu_seconds_total{cluster="",job="kubelet",instance=~".+"}[1m])`},
+	{"dashboards/kubelet.libsonnet Goroutines", `go_goroutines{cluster="",job="kubelet",instance=~".+"}`},
 	// dashboards/resources/queries/pod.libsonnet (k8s-resources-pod)
 	{"dashboards/resources/queries/pod.libsonnet CPU throttling", `sum(increase(container_cpu_cfs_throttled_periods_total{job="cadvisor", namespace="$namespace", pod="$pod", container!="", cluster=""}[1m])) by (container) /sum(increase(container_cpu_cfs_periods_total{job="cadvisor", namespace="$namespace", pod="$pod", container!="", cluster=""}[1m])) by (container)`},
 	{"dashboards/resources/queries/pod.libsonnet Memory Usage (WSS)", `sum(max by (cluster, namespace, pod, container)(container_memory_working_set_bytes{job="cadvisor", cluster="", namespace="$namespace", pod="$pod", container!="", image!=""})) by (container)`},
@@ -199,6 +207,7 @@ func TestKubernetesMixinQueriesFindData(t *testing.T) {
 		must(t, err)
 		kubeletmetrics.ObserveRelist(time.Now().Add(-3*time.Millisecond), cl, sbs)
 		kubeletmetrics.PodWorkerDuration.WithLabelValues("sync").Observe(0.02)
+		kubeletmetrics.CgroupManagerDuration.WithLabelValues("create").Observe(0.001)
 		kubeletmetrics.ObserveRuntimeOperation("/runtime.v1.RuntimeService/ListContainers", time.Now().Add(-2*time.Millisecond), nil)
 		kubeletmetrics.ObserveRuntimeOperation("/runtime.v1.RuntimeService/StopContainer", time.Now().Add(-time.Millisecond), fmt.Errorf("boom"))
 		uid := fmt.Sprintf("p%d", round)
