@@ -175,7 +175,7 @@ build() {
 # hack/cri-up.sh makes its images). What each one holds follows upstream's Dockerfiles in
 # k8s.io/kubernetes/test/images; `invalid.registry.k8s.io/...` is left unresolvable.
 IMG=$CONF_DIR/images
-IMAGES_REV=4 # bump when a recipe below changes: rebuilds and re-imports
+IMAGES_REV=5 # bump when a recipe below changes: rebuilds and re-imports
 E2E=registry.k8s.io/e2e-test-images
 IMAGE_REFS=(
   "$E2E/agnhost:2.66.1" "$E2E/agnhost:2.55"
@@ -187,7 +187,7 @@ IMAGE_REFS=(
   "$E2E/glibc-dns-testing:2.1.1"
 )
 IMAGE_TARS=(agnhost agnhost-2.55 busybox nginx nginx-1.28 pause nonroot nonewprivs glibc-dns-testing)
-IMAGE_PKGS=(busybox-static curl netcat-openbsd bind9-dnsutils iproute2 socat bash util-linux gcc libc6-dev jq)
+IMAGE_PKGS=(bzip2 make curl netcat-openbsd bind9-dnsutils iproute2 socat bash util-linux gcc libc6-dev jq)
 
 apt_install() {
   local need=() p
@@ -234,20 +234,15 @@ copy_bin() {
   done
 }
 
-# busybox_rootfs DIR: upstream's busybox image layout: static busybox with a symlink per
-# applet in /bin (sh excepted, see below; plus nmeter, which Debian's build lacks: a C implementation of the `%Nt`
-# time field the suite's init/sidecar specs use), the image's /etc/passwd and /etc/group
+# busybox_rootfs DIR: upstream's busybox image layout: the busybox built by build_busybox
+# (upstream 1.37.0, as the docker busybox:1.37.0 image the suite's busybox:1.37.0-2 mirrors)
+# with a symlink per applet in /bin (sh is its ash), the image's /etc/passwd and /etc/group
 busybox_rootfs() {
   local r=$1 a
   rm -rf "$r"; mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root,home,var/spool/mail,var/www,proc,sys,dev}
   chmod 1777 "$r/tmp"; chmod 700 "$r/root"
-  cp /bin/busybox "$r/bin/busybox"
+  cp "$IMG/build/busybox-bin" "$r/bin/busybox"
   for a in $("$r/bin/busybox" --list); do [[ $a == busybox ]] || ln -sf busybox "$r/bin/$a"; done
-  cp "$IMG/build/nmeter" "$r/bin/nmeter"
-  # /bin/sh: Debian's busybox 1.35 ash drops environment variables whose names are not shell
-  # identifiers (envFrom keys such as data-1) before running `env`; the images' busybox 1.37
-  # passes them on, and so does bash, which stands in as sh (ash stays as /bin/ash)
-  rm -f "$r/bin/sh"; copy_bin "$r" /bin/bash /bin/bash; ln -s bash "$r/bin/sh"
   cat >"$r/etc/passwd" <<'PW'
 root:x:0:0:root:/root:/bin/sh
 daemon:x:1:1:daemon:/usr/sbin:/bin/false
@@ -290,52 +285,69 @@ GR
   printf 'hosts: files dns\n' >"$r/etc/nsswitch.conf"
 }
 
-build_helpers() { # nmeter and pause, static C
+# build_busybox: $IMG/build/busybox-bin, upstream busybox 1.37.0 built as the docker-library
+# busybox image builds it (defconfig, static, their config changes). Not Debian's
+# busybox-static: Debian reverts upstream's ash change that keeps environment variables
+# whose names are not shell identifiers (envFrom keys such as data-1, which the ConfigMap /
+# Secret / env specs read back with `sh -c env`), and its build lacks nmeter (the `%Nt` time
+# stamps of the init/sidecar specs). The source is the upstream release tarball as Debian's
+# source package ships it (busybox_1.37.0.orig.tar.bz2, checked against the release's
+# sha256), fetched with `apt-get source` from the machine's own Debian mirror through a
+# private sources list (trixie has 1.37.0; the machine's apt set-up is not touched). ≈2 min
+# on 2 idle cores, cached.
+BUSYBOX_VERSION=1.37.0
+BUSYBOX_SHA256=3311dff32e746499f4df0d5df04d7eb396382d7e108bb9250e7b519b837043a4
+BUSYBOX_SUITE=trixie
+build_busybox() {
+  local b=$IMG/build w mirror tarball stamp="$BUSYBOX_VERSION $BUSYBOX_SHA256 static-dl1" c
+  [[ -x $b/busybox-bin && $(cat "$b/busybox-bin.stamp" 2>/dev/null) == "$stamp" ]] && return
+  mkdir -p "$b"
+  tarball=$b/busybox_$BUSYBOX_VERSION.orig.tar.bz2
+  if [[ $(sha256sum "$tarball" 2>/dev/null | cut -d' ' -f1) != "$BUSYBOX_SHA256" ]]; then
+    # the mirror serving the machine's own Debian suite (apt-cache policy names its URI)
+    mirror=$(apt-cache policy | awk -v n="n=$(. /etc/os-release; echo "$VERSION_CODENAME")," '
+      $1 ~ /^[0-9]+$/ && $2 ~ /:\/\// {uri = $2; next}
+      /release / && index($0, "o=Debian,") && index($0, n) && !index($0, "Security") && uri {print uri; exit}')
+    [[ -n $mirror ]] || die "no Debian mirror in the machine's apt sources (apt-cache policy)"
+    w=$(mktemp -d "$b/.apt.XXXX"); mkdir -p "$w/lists/partial" "$w/cache/archives/partial"
+    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $BUSYBOX_SUITE main" >"$w/sources.list"
+    local o=(-o "Dir::Etc::SourceList=$w/sources.list" -o Dir::Etc::SourceParts=/dev/null
+      -o "Dir::State::Lists=$w/lists" -o "Dir::Cache=$w/cache" -o APT::Sandbox::User=root)
+    log "fetching the busybox $BUSYBOX_VERSION source package ($BUSYBOX_SUITE, $mirror)"
+    { apt-get "${o[@]}" update && (cd "$w" && apt-get "${o[@]}" source --download-only busybox); } >&2 ||
+      die "apt-get source busybox ($BUSYBOX_SUITE) failed"
+    [[ -f $w/busybox_$BUSYBOX_VERSION.orig.tar.bz2 ]] || die "the $BUSYBOX_SUITE source package is not busybox $BUSYBOX_VERSION: $(ls "$w")"
+    mv "$w/busybox_$BUSYBOX_VERSION.orig.tar.bz2" "$tarball"; rm -rf "$w"
+  fi
+  [[ $(sha256sum "$tarball" | cut -d' ' -f1) == "$BUSYBOX_SHA256" ]] || die "$tarball: sha256 differs from the busybox $BUSYBOX_VERSION release"
+  log "building busybox $BUSYBOX_VERSION (static, defconfig)"
+  rm -rf "$b/busybox-src"; mkdir -p "$b/busybox-src"
+  tar -xjf "$tarball" -C "$b/busybox-src" --strip-components=1
+  (
+    cd "$b/busybox-src"
+    make defconfig >/dev/null
+    # as docker-library/busybox's builder: static; ar that creates archives; no wide-char
+    # input limit; no tc (does not build with current kernel headers); sync without -d/-f
+    for c in CONFIG_STATIC CONFIG_AR CONFIG_FEATURE_AR_CREATE CONFIG_FEATURE_AR_LONG_FILENAMES; do
+      sed -i "s/^# $c is not set\$/$c=y/; s/^$c=.*/$c=y/" .config
+    done
+    sed -i 's/^CONFIG_LAST_SUPPORTED_WCHAR=.*/CONFIG_LAST_SUPPORTED_WCHAR=0/' .config
+    for c in CONFIG_TC CONFIG_FEATURE_TC_INGRESS CONFIG_FEATURE_SYNC_FANCY; do
+      sed -i "s/^$c=y\$/# $c is not set/" .config
+    done
+    make oldconfig </dev/null >/dev/null
+    grep -q '^CONFIG_STATIC=y' .config && grep -q '^CONFIG_ASH=y' .config && grep -q '^CONFIG_NMETER=y' .config
+    make -j"$(nproc)" busybox >build.log 2>&1 || { tail -30 build.log >&2; exit 1; }
+  ) || die "busybox $BUSYBOX_VERSION build failed (see $b/busybox-src/build.log)"
+  strip -o "$b/busybox-bin" "$b/busybox-src/busybox"
+  "$b/busybox-bin" --list | grep -qx nmeter || die "busybox built without nmeter"
+  echo "$stamp" >"$b/busybox-bin.stamp"
+}
+
+build_helpers() { # busybox and pause, static C
   local b=$IMG/build
   mkdir -p "$b"
-  cat >"$b/nmeter.c" <<'C'
-/* nmeter: the subset of busybox's nmeter the e2e suite uses. Usage: nmeter [-d MSEC] FORMAT
- * FORMAT is text with %[N]t (the time, HH:MM:SS with N decimals) and %%; a line is printed
- * every MSEC milliseconds (default 1000; 0: continuously; <0: once). Other busybox fields
- * (CPU, memory, ...) are not implemented and rejected. */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <sys/time.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-  long delay = 1000; int i = 1;
-  for (; i < argc && argv[i][0] == '-' && argv[i][1] == 'd'; i++) {
-    const char *v = argv[i][2] ? argv[i] + 2 : (i + 1 < argc ? argv[++i] : "1000");
-    delay = strtol(v, 0, 10);
-  }
-  if (i >= argc) { fprintf(stderr, "usage: nmeter [-d MSEC] FORMAT\n"); return 1; }
-  const char *fmt = argv[i];
-  for (const char *p = fmt; *p; p++) {
-    if (*p != '%') continue;
-    p++; while (*p >= '0' && *p <= '9') p++;
-    if (*p != 't' && *p != '%') { fprintf(stderr, "nmeter: field %%%c not supported\n", *p); return 1; }
-  }
-  setvbuf(stdout, 0, _IOLBF, 0);
-  for (;;) {
-    struct timeval tv; gettimeofday(&tv, 0);
-    for (const char *p = fmt; *p; p++) {
-      if (*p != '%') { putchar(*p); continue; }
-      p++; int prec = 0; while (*p >= '0' && *p <= '9') prec = prec * 10 + (*p++ - '0');
-      if (*p == '%') { putchar('%'); continue; }
-      if (prec > 6) prec = 6;
-      time_t t = tv.tv_sec; struct tm tm; localtime_r(&t, &tm);
-      printf("%02d:%02d:%02d", tm.tm_hour, tm.tm_min, tm.tm_sec);
-      if (prec) { long us = tv.tv_usec, sc = 1; for (int k = prec; k < 6; k++) sc *= 10; printf(".%0*ld", prec, us / sc); }
-    }
-    if (putchar('\n') == EOF || fflush(stdout) == EOF) return 0;
-    if (delay < 0) return 0;
-    if (delay > 0) usleep((useconds_t)delay * 1000);
-  }
-}
-C
-  gcc -static -O2 -o "$b/nmeter" "$b/nmeter.c" && strip "$b/nmeter"
+  build_busybox
   cat >"$b/pause.c" <<'C'
 /* pause: exits 0 on TERM/INT, reaps zombies, otherwise sleeps forever (as upstream's) */
 #include <signal.h>
