@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -164,31 +165,49 @@ func (p *prober) notify(pod *corev1.Pod) {
 	}
 }
 
-// run is one container's probing loop: the startup probe until it succeeds, then
-// liveness and readiness, each on its own period, with thresholds as upstream.
+// probeState is one probe of a container instance (startup, liveness or readiness).
+type probeState struct {
+	probe            *corev1.Probe
+	typ              probeType
+	next             time.Time
+	succ, fail       int32
+	initial, decided bool
+	// onHold: as upstream's worker, a liveness probe that failed past its threshold,
+	// or a startup probe that decided, is not run again for this container instance
+	// (it is being restarted, or has started)
+	onHold bool
+}
+
+// maxProbeRetries: a probe that errors (as opposed to failing) is tried this many times
+// before its result is thrown away, as upstream's runProbeWithRetries.
+const maxProbeRetries = 3
+
+// run probes one container: as upstream, each of its probes has a worker of its own
+// (a slow or timing-out probe does not delay the others), the startup probe until it
+// succeeds, then liveness and readiness, each on its own period, with thresholds as
+// upstream.
 func (p *prober) run(ctx context.Context, w *probeWorker, pod *corev1.Pod, id string, spec *corev1.Container) {
-	type state struct {
-		probe            *corev1.Probe
-		typ              probeType
-		next             time.Time
-		succ, fail       int32
-		result           bool
-		initial, decided bool
-		// onHold: as upstream's worker, a liveness probe that failed past its
-		// threshold, or a startup probe that decided, is not run again for this
-		// container instance (it is being restarted, or has started)
-		onHold bool
-	}
 	start := time.Now()
-	var states []*state
+	var wg sync.WaitGroup
 	for _, s := range []struct {
 		p *corev1.Probe
 		t probeType
 	}{{spec.StartupProbe, probeStartup}, {spec.LivenessProbe, probeLiveness}, {spec.ReadinessProbe, probeReadiness}} {
-		if s.p != nil {
-			states = append(states, &state{probe: s.p, typ: s.t, next: start.Add(time.Duration(s.p.InitialDelaySeconds) * time.Second)})
+		if s.p == nil {
+			continue
 		}
+		st := &probeState{probe: s.p, typ: s.t, next: start.Add(time.Duration(s.p.InitialDelaySeconds) * time.Second)}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.loop(ctx, w, pod, id, spec, st)
+		}()
 	}
+	wg.Wait()
+}
+
+// loop is one probe's worker.
+func (p *prober) loop(ctx context.Context, w *probeWorker, pod *corev1.Pod, id string, spec *corev1.Container, st *probeState) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -200,85 +219,99 @@ func (p *prober) run(ctx context.Context, w *probeWorker, pod *corev1.Pod, id st
 		w.mu.Lock()
 		started, terminating := w.res.Started, w.terminating
 		w.mu.Unlock()
-		for _, st := range states {
-			now := time.Now()
-			if now.Before(st.next) || st.onHold || (st.typ != probeStartup && !started) || (st.typ == probeStartup && started) ||
-				(terminating && st.typ != probeReadiness) {
-				continue
+		now := time.Now()
+		if now.Before(st.next) || st.onHold || (st.typ != probeStartup && !started) || (st.typ == probeStartup && started) ||
+			(terminating && st.typ != probeReadiness) {
+			continue
+		}
+		period := time.Duration(st.probe.PeriodSeconds) * time.Second
+		if period <= 0 {
+			period = 10 * time.Second
+		}
+		st.next = now.Add(period)
+		var res probehttp.Result
+		var msg string
+		var err error
+		for i := 0; i < maxProbeRetries; i++ {
+			if res, msg, err = p.probe(ctx, w.ip(), id, spec, st.probe); err == nil {
+				break
 			}
-			period := time.Duration(st.probe.PeriodSeconds) * time.Second
-			if period <= 0 {
-				period = 10 * time.Second
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			// as upstream: an error (not a failure) is reported and its result thrown away
+			p.recorder.Eventf(pod, corev1.EventTypeWarning, "Unhealthy", "%s probe errored and resulted in unknown state: %v", st.typ, err)
+			continue
+		}
+		ok := res != probehttp.Failure
+		if res == probehttp.Warning {
+			// as upstream: a warning (a redirect to another host not followed) is a success
+			p.recorder.Eventf(pod, corev1.EventTypeWarning, "ProbeWarning", "%s probe warning: %s", st.typ, msg)
+		}
+		result := "successful"
+		if !ok {
+			result = "failed"
+		}
+		probeTotal.WithLabelValues(string(st.typ), result, spec.Name, pod.Name, pod.Namespace, string(pod.UID)).Inc()
+		probeLatest.WithLabelValues(string(st.typ), spec.Name, pod.Name, pod.Namespace).Observe(time.Since(now).Seconds())
+		succT, failT := st.probe.SuccessThreshold, st.probe.FailureThreshold
+		if succT <= 0 {
+			succT = 1
+		}
+		if failT <= 0 {
+			failT = 3
+		}
+		if ok {
+			st.succ, st.fail = st.succ+1, 0
+		} else {
+			st.fail, st.succ = st.fail+1, 0
+			p.recorder.Eventf(pod, corev1.EventTypeWarning, "Unhealthy", "%s probe failed: %s", st.typ, msg)
+		}
+		changed := false
+		w.mu.Lock()
+		switch {
+		case ok && st.succ >= succT:
+			switch st.typ {
+			case probeStartup:
+				changed = !w.res.Started
+				w.res.Started = true
+			case probeReadiness:
+				changed = !w.res.Ready
+				w.res.Ready = true
+			case probeLiveness:
+				changed = w.res.Failed != ""
+				w.res.Failed = ""
 			}
-			st.next = now.Add(period)
-			res, msg := p.probe(ctx, w.ip(), id, spec, st.probe)
-			if ctx.Err() != nil {
-				return
-			}
-			ok := res != probehttp.Failure
-			if res == probehttp.Warning {
-				// as upstream: a warning (a redirect to another host not followed) is a success
-				p.recorder.Eventf(pod, corev1.EventTypeWarning, "ProbeWarning", "%s probe warning: %s", st.typ, msg)
-			}
-			result := "successful"
-			if !ok {
-				result = "failed"
-			}
-			probeTotal.WithLabelValues(string(st.typ), result, spec.Name, pod.Name, pod.Namespace, string(pod.UID)).Inc()
-			probeLatest.WithLabelValues(string(st.typ), spec.Name, pod.Name, pod.Namespace).Observe(time.Since(now).Seconds())
-			succT, failT := st.probe.SuccessThreshold, st.probe.FailureThreshold
-			if succT <= 0 {
-				succT = 1
-			}
-			if failT <= 0 {
-				failT = 3
-			}
-			if ok {
-				st.succ, st.fail = st.succ+1, 0
-			} else {
-				st.fail, st.succ = st.fail+1, 0
-				p.recorder.Eventf(pod, corev1.EventTypeWarning, "Unhealthy", "%s probe failed: %s", st.typ, msg)
-			}
-			changed := false
-			w.mu.Lock()
-			switch {
-			case ok && st.succ >= succT:
-				switch st.typ {
-				case probeStartup:
-					changed = !w.res.Started
-					w.res.Started = true
-				case probeReadiness:
-					changed = !w.res.Ready
-					w.res.Ready = true
-				case probeLiveness:
-					changed = w.res.Failed != ""
-					w.res.Failed = ""
+		case !ok && st.fail >= failT:
+			switch st.typ {
+			case probeStartup, probeLiveness:
+				st.onHold = true
+				if w.terminating {
+					break // the pod is being deleted: nothing restarts
 				}
-			case !ok && st.fail >= failT:
-				switch st.typ {
-				case probeStartup, probeLiveness:
-					st.onHold = true
-					if w.terminating {
-						break // the pod is being deleted: nothing restarts
-					}
-					changed = w.res.Failed == ""
-					w.res.Failed = strings.ToLower(string(st.typ))
-				case probeReadiness:
-					changed = w.res.Ready
-					w.res.Ready = false
-				}
+				changed = w.res.Failed == ""
+				w.res.Failed = strings.ToLower(string(st.typ))
+			case probeReadiness:
+				changed = w.res.Ready
+				w.res.Ready = false
 			}
-			w.mu.Unlock()
-			if changed {
-				p.notify(pod)
-			}
+		}
+		w.mu.Unlock()
+		if changed {
+			p.notify(pod)
 		}
 	}
 }
 
 // probe runs one probe once: exec through the runtime, httpGet (probehttp: as
 // upstream's HTTP prober), tcpSocket, or grpc (the standard health service).
-func (p *prober) probe(ctx context.Context, host, id string, spec *corev1.Container, pr *corev1.Probe) (probehttp.Result, string) {
+//
+// err is an error of the prober, not a failure of the probe (upstream's probe.Unknown
+// with an error): an exec the runtime could not run at all. An exec that timed out or
+// exited non-zero, and every http, tcp and grpc outcome, is a result.
+func (p *prober) probe(ctx context.Context, host, id string, spec *corev1.Container, pr *corev1.Probe) (probehttp.Result, string, error) {
 	timeout := time.Duration(pr.TimeoutSeconds) * time.Second
 	if timeout <= 0 {
 		timeout = time.Second
@@ -296,23 +329,27 @@ func (p *prober) probe(ctx context.Context, host, id string, spec *corev1.Contai
 	switch {
 	case pr.Exec != nil:
 		res, err := p.runtime.ExecSync(ctx, id, pr.Exec.Command, timeout)
+		if errors.Is(err, context.DeadlineExceeded) {
+			return probehttp.Failure, fmt.Sprintf("command %q timed out", pr.Exec.Command), nil
+		}
 		if err != nil {
-			return probehttp.Failure, err.Error()
+			return probehttp.Failure, "", err
 		}
 		if res.ExitCode != 0 {
-			return probehttp.Failure, fmt.Sprintf("command %q exited with %d: %s", pr.Exec.Command, res.ExitCode, strings.TrimSpace(string(res.Stdout)+string(res.Stderr)))
+			return probehttp.Failure, fmt.Sprintf("command %q exited with %d: %s", pr.Exec.Command, res.ExitCode, strings.TrimSpace(string(res.Stdout)+string(res.Stderr))), nil
 		}
-		return probehttp.Success, ""
+		return probehttp.Success, "", nil
 	case pr.HTTPGet != nil:
 		portNum, err := strconv.Atoi(port(pr.HTTPGet.Port))
 		if err != nil {
-			return probehttp.Failure, fmt.Sprintf("invalid port %q: %v", pr.HTTPGet.Port.String(), err)
+			return probehttp.Failure, "", fmt.Errorf("invalid port %q: %v", pr.HTTPGet.Port.String(), err)
 		}
 		req, err := probehttp.NewRequest(pr.HTTPGet, portNum, host)
 		if err != nil {
-			return probehttp.Failure, err.Error()
+			return probehttp.Failure, "", err
 		}
-		return probehttp.Do(req.WithContext(ctx), timeout)
+		res, msg := probehttp.Do(req.WithContext(ctx), timeout)
+		return res, msg, nil
 	case pr.TCPSocket != nil:
 		h := pr.TCPSocket.Host
 		if h == "" {
@@ -320,14 +357,14 @@ func (p *prober) probe(ctx context.Context, host, id string, spec *corev1.Contai
 		}
 		c, err := net.DialTimeout("tcp", net.JoinHostPort(h, port(pr.TCPSocket.Port)), timeout)
 		if err != nil {
-			return probehttp.Failure, err.Error()
+			return probehttp.Failure, err.Error(), nil
 		}
 		_ = c.Close()
-		return probehttp.Success, ""
+		return probehttp.Success, "", nil
 	case pr.GRPC != nil:
 		conn, err := grpc.NewClient(net.JoinHostPort(host, strconv.Itoa(int(pr.GRPC.Port))), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
-			return probehttp.Failure, err.Error()
+			return probehttp.Failure, err.Error(), nil
 		}
 		defer conn.Close()
 		gctx, cancel := context.WithTimeout(ctx, timeout)
@@ -338,12 +375,12 @@ func (p *prober) probe(ctx context.Context, host, id string, spec *corev1.Contai
 		}
 		resp, err := healthpb.NewHealthClient(conn).Check(gctx, &healthpb.HealthCheckRequest{Service: svc})
 		if err != nil {
-			return probehttp.Failure, err.Error()
+			return probehttp.Failure, err.Error(), nil
 		}
 		if resp.Status != healthpb.HealthCheckResponse_SERVING {
-			return probehttp.Failure, fmt.Sprintf("service unhealthy (responded with %q)", resp.Status)
+			return probehttp.Failure, fmt.Sprintf("service unhealthy (responded with %q)", resp.Status), nil
 		}
-		return probehttp.Success, ""
+		return probehttp.Success, "", nil
 	}
-	return probehttp.Success, ""
+	return probehttp.Success, "", nil
 }

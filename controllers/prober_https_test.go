@@ -26,11 +26,11 @@ func TestHTTPSProbeSkipsCertificateChecks(t *testing.T) {
 	p := &prober{}
 	pr := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 		Path: "/echo", Port: intstr.Parse(port), Scheme: corev1.URISchemeHTTPS}}}
-	if res, msg := p.probe(context.Background(), host, "", &corev1.Container{}, pr); res != probehttp.Success {
+	if res, msg, _ := p.probe(context.Background(), host, "", &corev1.Container{}, pr); res != probehttp.Success {
 		t.Errorf("https probe failed: %s", msg)
 	}
 	pr.HTTPGet.Path = "/missing"
-	if res, _ := p.probe(context.Background(), host, "", &corev1.Container{}, pr); res != probehttp.Failure {
+	if res, _, _ := p.probe(context.Background(), host, "", &corev1.Container{}, pr); res != probehttp.Failure {
 		t.Error("a 404 must fail the probe")
 	}
 }
