@@ -9,8 +9,11 @@
 // its ListAndWatch ends (the plugin fails or stops) all its devices turn unhealthy
 // (allocatable 0, capacity kept) and ListAndWatch is not called again; 5 minutes later
 // (endpointStopGracePeriod) the resource is dropped and reported as removed, the node
-// then shows it with capacity 0. Allocations are kept in memory only (upstream also
-// checkpoints them to disk).
+// then shows it with capacity 0. Allocations are checkpointed, as upstream's, in
+// <dir>/kubelet_internal_checkpoint (upstream's format: package checkpoint), written after
+// every allocation, device update and release and read back at Start: a restarted agent
+// gives a restarted container the devices it had, and shows each checkpointed resource
+// with no devices (its plugin stopped) until the plugin registers again.
 package devicemanager
 
 import (
@@ -27,11 +30,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/nodekeeper/nodekeeper/internal/devicemanager/checkpoint"
 )
 
 // StopGracePeriod is upstream's endpointStopGracePeriod: how long the resource of a
@@ -72,6 +78,8 @@ type Manager struct {
 	// capacity 0 from then on (upstream keeps them so in the node's status)
 	removed map[string]bool
 	server  *grpc.Server
+	// writeMu orders checkpoint writes (each writes the state it read under mu)
+	writeMu sync.Mutex
 
 	pluginapi.UnsafeRegistrationServer
 }
@@ -102,6 +110,10 @@ func (m *Manager) Start(ctx context.Context) error {
 			_ = os.Remove(filepath.Join(m.dir, e.Name()))
 		}
 	}
+	if err := m.readCheckpoint(); err != nil {
+		// as upstream: go on without it ("Device allocation info may NOT be up-to-date")
+		log.FromContext(ctx).Error(err, "Continue after failing to read checkpoint file. Device allocation info may NOT be up-to-date")
+	}
 	ln, err := net.Listen("unix", m.SocketPath())
 	if err != nil {
 		return fmt.Errorf("listening for device plugins: %w", err)
@@ -116,7 +128,9 @@ func (m *Manager) Start(ctx context.Context) error {
 		srv.Stop()
 		m.mu.Lock()
 		for _, e := range m.endpoints {
-			_ = e.conn.Close()
+			if e.conn != nil { // nil: restored from the checkpoint, not registered since
+				_ = e.conn.Close()
+			}
 		}
 		m.mu.Unlock()
 	}()
@@ -202,6 +216,7 @@ func (m *Manager) Update(resourceName string, devices []*pluginapi.Device) {
 	}
 	m.healthy[resourceName], m.unhealthy[resourceName] = h, u
 	m.mu.Unlock()
+	m.writeCheckpoint()
 	m.changed()
 }
 
@@ -417,7 +432,10 @@ func (m *Manager) allocateOne(ctx context.Context, e *endpoint, podUID, containe
 		m.mu.Unlock()
 		return nil, fmt.Errorf("allocating %s: %w", name, err)
 	}
+	m.mu.Lock()
 	a.response = resp.ContainerResponses[0]
+	m.mu.Unlock()
+	m.writeCheckpoint()
 	return a, nil
 }
 
@@ -477,8 +495,97 @@ func (m *Manager) PreStart(ctx context.Context, podUID, container string) error 
 // Release frees every device of a pod (it is gone or will not run again).
 func (m *Manager) Release(podUID string) {
 	m.mu.Lock()
+	_, had := m.allocated[podUID]
 	delete(m.allocated, podUID)
 	m.mu.Unlock()
+	if had {
+		m.writeCheckpoint()
+	}
+}
+
+// checkpointLocked is upstream's writeCheckpoint data: every allocation that has its
+// plugin's answer, and the healthy devices of every resource.
+func (m *Manager) checkpointLocked() *checkpoint.Data {
+	var entries []checkpoint.PodDevicesEntry
+	for uid, cs := range m.allocated {
+		for c, rs := range cs {
+			for name, a := range rs {
+				if a.response == nil {
+					continue // still being allocated
+				}
+				b, err := proto.Marshal(a.response)
+				if err != nil {
+					continue
+				}
+				entries = append(entries, checkpoint.PodDevicesEntry{PodUID: uid, ContainerName: c, ResourceName: name,
+					DeviceIDs: checkpoint.DevicesPerNUMA{checkpoint.NodeWithoutTopology: append([]string{}, a.devices...)}, AllocResp: b})
+			}
+		}
+	}
+	sort.Slice(entries, func(i, j int) bool {
+		a, b := entries[i], entries[j]
+		if a.PodUID != b.PodUID {
+			return a.PodUID < b.PodUID
+		}
+		if a.ContainerName != b.ContainerName {
+			return a.ContainerName < b.ContainerName
+		}
+		return a.ResourceName < b.ResourceName
+	})
+	registered := map[string][]string{}
+	for name, h := range m.healthy {
+		ids := make([]string, 0, len(h))
+		for id := range h {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		registered[name] = ids
+	}
+	return checkpoint.New(entries, registered)
+}
+
+func (m *Manager) writeCheckpoint() {
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	m.mu.Lock()
+	d := m.checkpointLocked()
+	m.mu.Unlock()
+	if err := checkpoint.Write(m.dir, d); err != nil {
+		log.Log.Error(err, "Failed to write checkpoint file", "checkpoint", checkpoint.FileName)
+	}
+}
+
+// readCheckpoint is upstream's: the allocations come back, and every registered
+// resource gets a stopped plugin and no devices, so its capacity is 0 until the plugin
+// registers again (and it is dropped after StopGracePeriod if it does not).
+func (m *Manager) readCheckpoint() error {
+	d, err := checkpoint.Read(m.dir)
+	if err != nil || d == nil {
+		return err
+	}
+	entries, registered := d.GetData()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range entries {
+		resp := &pluginapi.ContainerAllocateResponse{}
+		if err := proto.Unmarshal(e.AllocResp, resp); err != nil {
+			continue
+		}
+		var devs []string
+		for _, ids := range e.DeviceIDs {
+			devs = append(devs, ids...)
+		}
+		sort.Strings(devs)
+		m.setLocked(e.PodUID, e.ContainerName, e.ResourceName, &allocation{devices: devs, response: resp})
+	}
+	now := m.now()
+	for name := range registered {
+		m.healthy[name], m.unhealthy[name] = map[string]bool{}, map[string]bool{}
+		if _, ok := m.endpoints[name]; !ok {
+			m.endpoints[name] = &endpoint{resource: name, stopTime: now}
+		}
+	}
+	return nil
 }
 
 // IsExtendedResourceName is upstream's v1helper.IsExtendedResourceName: a

@@ -288,3 +288,58 @@ func TestAllocate(t *testing.T) {
 		t.Errorf("%d Allocate calls, want 3", n)
 	}
 }
+
+// A restarted manager (the agent restarted) reads the checkpoint: each resource shows no
+// devices until its plugin registers again, and a container that had devices keeps them
+// without a new Allocate, as upstream's readCheckpoint.
+func TestCheckpointSurvivesRestart(t *testing.T) {
+	e := newEnv(t)
+	p := &plugin{}
+	p.setDevices(pluginapi.Healthy, pluginapi.Healthy)
+	if err := e.register(p, "p6.sock", "example.com/gpu"); err != nil {
+		t.Fatal(err)
+	}
+	e.expect("example.com/gpu", 2, 2)
+	ctx := context.Background()
+	lim := corev1.ResourceList{"example.com/gpu": *resource.NewQuantity(1, resource.DecimalSI)}
+	if d, err := e.m.Allocate(ctx, "pod1", "c", lim); err != nil || d.Envs["DEVICES"] != "a" {
+		t.Fatalf("allocate: %+v %v", d, err)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "kubelet_internal_checkpoint")); err != nil {
+		t.Fatalf("no checkpoint: %v", err)
+	}
+	p.server.Stop()
+
+	// a new manager on the same folder
+	m2 := New(e.dir, nil)
+	m2.now = e.m.now
+	ctx2, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = m2.Start(ctx2) }()
+	e.m = m2
+	e.expect("example.com/gpu", 0, 0) // known, its plugin not back yet
+	if !m2.Manages("example.com/gpu") {
+		t.Error("the checkpointed resource is not managed")
+	}
+	if _, err := m2.Allocate(ctx, "pod1", "c", lim); err == nil {
+		t.Error("allocated while the plugin is away")
+	}
+	p2 := &plugin{}
+	p2.setDevices(pluginapi.Healthy, pluginapi.Healthy)
+	if err := e.register(p2, "p7.sock", "example.com/gpu"); err != nil {
+		t.Fatal(err)
+	}
+	e.expect("example.com/gpu", 2, 2)
+	if d, err := m2.Allocate(ctx, "pod1", "c", lim); err != nil || d.Envs["DEVICES"] != "a" || len(d.Mounts) != 1 {
+		t.Fatalf("restarted container: %+v %v", d, err)
+	}
+	if d, err := m2.Allocate(ctx, "pod2", "c", lim); err != nil || d.Envs["DEVICES"] != "b" {
+		t.Fatalf("another pod must not get the checkpointed device: %+v %v", d, err)
+	}
+	p2.mu.Lock()
+	n := strings.Count(strings.Join(p2.calls, ","), "Allocate")
+	p2.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d Allocate calls on the new plugin, want 1 (pod2 only)", n)
+	}
+}
