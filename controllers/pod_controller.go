@@ -1544,8 +1544,8 @@ func (r *PodReconciler) terminationLogPath(pod *corev1.Pod, name string, attempt
 // securityContext is the container's CRI security context, as upstream's
 // determineEffectiveSecurityContext: the pod's and the container's securityContext
 // merged (the container's fields win), the pod's namespaces, fsGroup and supplemental
-// groups, the seccomp profile, and the masked and read-only /proc paths of its
-// procMount. runAsNonRoot refuses an image that would run as root.
+// groups, the seccomp and AppArmor profiles, and the masked and read-only /proc paths of
+// its procMount. runAsNonRoot refuses an image that would run as root.
 func (r *PodReconciler) securityContext(ctx context.Context, pod *corev1.Pod, c *corev1.Container, imageRef string) (*runtimeapi.LinuxContainerSecurityContext, error) {
 	eff := podplan.EffectiveSecurityContext(pod, c)
 	out := &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: podplan.NamespacesForPod(pod),
@@ -1618,6 +1618,11 @@ func (r *PodReconciler) securityContext(ctx context.Context, pod *corev1.Pod, c 
 			}
 		}
 	}
+	aa, deprecated, err := podplan.CRIAppArmor(pod, c)
+	if err != nil {
+		return nil, configError{err.Error()}
+	}
+	out.Apparmor, out.ApparmorProfile = aa, deprecated
 	out.MaskedPaths = podplan.MaskedPaths(eff.ProcMount, defaultMaskedPaths())
 	out.ReadonlyPaths = podplan.ReadonlyPaths(eff.ProcMount)
 	return out, nil

@@ -1,10 +1,12 @@
 package podplan
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // AppArmorRejection is the kubelet's AppArmor admission handler
@@ -83,4 +85,28 @@ func AppArmorProfile(pod *corev1.Pod, c *corev1.Container) *corev1.AppArmorProfi
 		return pod.Spec.SecurityContext.AppArmorProfile
 	}
 	return nil
+}
+
+// CRIAppArmor is upstream's getAppArmorProfile (kuberuntime): the container's profile
+// (AppArmorProfile) as CRI's security profile and the deprecated profile string still
+// sent for older runtimes; none when the pod names none. Passed whatever the host: on a
+// host without AppArmor, admission has rejected every profile but unconfined.
+func CRIAppArmor(pod *corev1.Pod, c *corev1.Container) (*runtimeapi.SecurityProfile, string, error) {
+	p := AppArmorProfile(pod, c)
+	if p == nil {
+		return nil, "", nil
+	}
+	switch p.Type {
+	case corev1.AppArmorProfileTypeRuntimeDefault:
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}, corev1.DeprecatedAppArmorBetaProfileRuntimeDefault, nil
+	case corev1.AppArmorProfileTypeUnconfined:
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}, corev1.DeprecatedAppArmorBetaProfileNameUnconfined, nil
+	case corev1.AppArmorProfileTypeLocalhost:
+		if p.LocalhostProfile == nil {
+			return nil, "", errors.New("missing localhost apparmor profile name")
+		}
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: *p.LocalhostProfile},
+			corev1.DeprecatedAppArmorBetaProfileNamePrefix + *p.LocalhostProfile, nil
+	}
+	return nil, "", fmt.Errorf("unknown apparmor profile type: %q", p.Type)
 }

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/ptr"
 )
 
@@ -62,5 +63,43 @@ func TestAppArmorRejection(t *testing.T) {
 				t.Errorf("got %+v, want reason AppArmor, message %q", r, tc.want)
 			}
 		})
+	}
+}
+
+// The profile passed to the runtime, as upstream's getAppArmorProfile: the container's,
+// else its beta annotation's, else the pod's; with the deprecated string alongside.
+func TestCRIAppArmor(t *testing.T) {
+	name := "k8s-nginx"
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{
+		corev1.DeprecatedAppArmorBetaContainerAnnotationKeyPrefix + "annotated": "localhost/from-annotation"}},
+		Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{AppArmorProfile: &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeRuntimeDefault}}}}
+	for _, tc := range []struct {
+		c          corev1.Container
+		typ        runtimeapi.SecurityProfile_ProfileType
+		ref, depr  string
+		none, fail bool
+	}{
+		{c: corev1.Container{Name: "pod-default"}, typ: runtimeapi.SecurityProfile_RuntimeDefault, depr: "runtime/default"},
+		{c: corev1.Container{Name: "own", SecurityContext: &corev1.SecurityContext{AppArmorProfile: &corev1.AppArmorProfile{
+			Type: corev1.AppArmorProfileTypeLocalhost, LocalhostProfile: &name}}}, typ: runtimeapi.SecurityProfile_Localhost, ref: name, depr: "localhost/k8s-nginx"},
+		{c: corev1.Container{Name: "annotated"}, typ: runtimeapi.SecurityProfile_Localhost, ref: "from-annotation", depr: "localhost/from-annotation"},
+		{c: corev1.Container{Name: "unconfined", SecurityContext: &corev1.SecurityContext{AppArmorProfile: &corev1.AppArmorProfile{
+			Type: corev1.AppArmorProfileTypeUnconfined}}}, typ: runtimeapi.SecurityProfile_Unconfined, depr: "unconfined"},
+		{c: corev1.Container{Name: "broken", SecurityContext: &corev1.SecurityContext{AppArmorProfile: &corev1.AppArmorProfile{
+			Type: corev1.AppArmorProfileTypeLocalhost}}}, fail: true},
+	} {
+		sp, depr, err := CRIAppArmor(pod, &tc.c)
+		if tc.fail {
+			if err == nil {
+				t.Errorf("%s: no error", tc.c.Name)
+			}
+			continue
+		}
+		if err != nil || sp == nil || sp.ProfileType != tc.typ || sp.LocalhostRef != tc.ref || depr != tc.depr {
+			t.Errorf("%s: %v %q %v", tc.c.Name, sp, depr, err)
+		}
+	}
+	if sp, depr, err := CRIAppArmor(&corev1.Pod{}, &corev1.Container{Name: "x"}); sp != nil || depr != "" || err != nil {
+		t.Errorf("no profile: %v %q %v", sp, depr, err)
 	}
 }
