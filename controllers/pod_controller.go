@@ -566,10 +566,10 @@ func (r *PodReconciler) observe(ctx context.Context, uid types.UID) (podplan.Obs
 // probe keeps a probe worker on each running probed container and reads its results:
 // readiness and startup per container name, and failed liveness into obs.Unhealthy.
 func (r *PodReconciler) probe(pod *corev1.Pod, obs *podplan.Observed) (ready, started map[string]bool) {
-	running := map[string]string{}
+	running := map[string]runningContainer{}
 	for _, c := range obs.Containers {
 		if c.State == podplan.StateRunning {
-			running[c.ID] = c.Name
+			running[c.ID] = runningContainer{Name: c.Name, StartedAt: c.StartedAt}
 		}
 	}
 	if pod.DeletionTimestamp != nil || podplan.Terminal(pod) {
@@ -589,7 +589,8 @@ func (r *PodReconciler) probe(pod *corev1.Pod, obs *podplan.Observed) (ready, st
 	ready, started = map[string]bool{}, map[string]bool{}
 	obs.Unhealthy = map[string]string{}
 	obs.NotStarted = map[string]bool{}
-	for id, name := range running {
+	for id, rc := range running {
+		name := rc.Name
 		spec := findContainer(pod, name)
 		if spec == nil {
 			continue

@@ -95,15 +95,22 @@ func (p *prober) Results(id string, spec *corev1.Container) ProbeResults {
 	return w.res
 }
 
+// runningContainer is a running container as Sync needs it: its name and when the
+// runtime started it.
+type runningContainer struct {
+	Name      string
+	StartedAt time.Time
+}
+
 // Sync starts workers for running probed containers of the pod and stops workers for
 // containers that are gone or no longer running.
-func (p *prober) Sync(pod *corev1.Pod, running map[string]string, podIP string) {
+func (p *prober) Sync(pod *corev1.Pod, running map[string]runningContainer, podIP string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	prefix := string(pod.UID) + "/"
 	want := map[string]bool{}
-	for id, name := range running {
-		spec := findContainer(pod, name)
+	for id, rc := range running {
+		spec := findContainer(pod, rc.Name)
 		if spec == nil || (spec.ReadinessProbe == nil && spec.LivenessProbe == nil && spec.StartupProbe == nil) {
 			continue
 		}
@@ -117,7 +124,7 @@ func (p *prober) Sync(pod *corev1.Pod, running map[string]string, podIP string) 
 		ctx, cancel := context.WithCancel(context.Background())
 		w := &probeWorker{cancel: cancel, podIP: podIP, res: ProbeResults{Ready: spec.ReadinessProbe == nil, Started: spec.StartupProbe == nil}}
 		p.workers[prefix+id] = w
-		go p.run(ctx, w, pod.DeepCopy(), id, spec.DeepCopy())
+		go p.run(ctx, w, pod.DeepCopy(), id, spec.DeepCopy(), rc.StartedAt)
 	}
 	for k, w := range p.workers {
 		if strings.HasPrefix(k, prefix) && !want[k] {
@@ -185,9 +192,14 @@ const maxProbeRetries = 3
 // run probes one container: as upstream, each of its probes has a worker of its own
 // (a slow or timing-out probe does not delay the others), the startup probe until it
 // succeeds, then liveness and readiness, each on its own period, with thresholds as
-// upstream.
-func (p *prober) run(ctx context.Context, w *probeWorker, pod *corev1.Pod, id string, spec *corev1.Container) {
-	start := time.Now()
+// upstream. The initial delay counts from the container's start in the runtime
+// (startedAt; zero: now), as upstream's worker compares it with State.Running.StartedAt,
+// not from when the worker began.
+func (p *prober) run(ctx context.Context, w *probeWorker, pod *corev1.Pod, id string, spec *corev1.Container, startedAt time.Time) {
+	start := startedAt
+	if start.IsZero() || start.After(time.Now()) {
+		start = time.Now()
+	}
 	var wg sync.WaitGroup
 	for _, s := range []struct {
 		p *corev1.Probe

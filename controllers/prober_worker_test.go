@@ -41,7 +41,7 @@ func runWorker(t *testing.T, rt cri.Runtime, spec *corev1.Container, d time.Dura
 	defer cancel()
 	w := &probeWorker{res: ProbeResults{Started: true}}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u"}}
-	p.run(ctx, w, pod, "c1", spec)
+	p.run(ctx, w, pod, "c1", spec, time.Time{})
 	return w, rec
 }
 
@@ -111,5 +111,32 @@ func TestProbesRunIndependently(t *testing.T) {
 	runWorker(t, rt, spec, 2500*time.Millisecond)
 	if n := live.Load(); n < 2 {
 		t.Errorf("liveness ran %d times in 2.5 s with a 1 s period while readiness hung", n)
+	}
+}
+
+// The initial delay counts from the container's start in the runtime, as upstream's
+// worker (a worker begun late, e.g. after an agent restart, does not wait it again).
+func TestProbeInitialDelayFromContainerStart(t *testing.T) {
+	var calls atomic.Int32
+	rt := execRuntime{exec: func(context.Context, []string) (*cri.ExecResult, error) {
+		calls.Add(1)
+		return &cri.ExecResult{}, nil
+	}}
+	pr := workerExecProbe("check", 10, 3)
+	pr.InitialDelaySeconds = 5
+	spec := &corev1.Container{Name: "app", ReadinessProbe: pr}
+	p := &prober{runtime: rt, recorder: record.NewFakeRecorder(100), events: make(chan event.GenericEvent, 10)}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u"}}
+	for _, tc := range []struct {
+		started time.Time
+		want    int32
+	}{{time.Now().Add(-10 * time.Second), 1}, {time.Now(), 0}, {time.Time{}, 0}} {
+		calls.Store(0)
+		ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+		p.run(ctx, &probeWorker{res: ProbeResults{Started: true}}, pod, "c1", spec, tc.started)
+		cancel()
+		if n := calls.Load(); n != tc.want {
+			t.Errorf("started %v ago: %d probes in 0.6 s, want %d", time.Since(tc.started).Round(time.Second), n, tc.want)
+		}
 	}
 }
