@@ -537,6 +537,11 @@ agent_start() {
 #   kernel/panic_on_oops (it would otherwise rewrite them for the whole machine). Its root
 #   folder is a shared mount made before the unshare, so the volumes it mounts there
 #   (secrets, projected tokens) propagate to the host, where containerd and runc look;
+#   Its cAdvisor finds containerd only at the default socket (/run/containerd/containerd.sock,
+#   no setting changes that): the node's containerd socket is bind-mounted there, over a
+#   tmpfs, inside that mount namespace (the machine's root mount is private: nothing of this
+#   reaches the host), else cAdvisor sees raw cgroups only and its container metrics carry
+#   no pod, namespace or container labels;
 # - and in the node network namespace (nsenter --net), as the agent.
 start_kubelet() {
   local cri=$1 kroot=$RUN/kubelet h
@@ -594,7 +599,9 @@ EOF
     mount --bind "$1/overcommit_memory" /proc/sys/vm/overcommit_memory
     mount --bind "$1/panic" /proc/sys/kernel/panic
     mount --bind "$1/panic_on_oops" /proc/sys/kernel/panic_on_oops
-    shift; exec "$@"' sh "$RUN/kubelet-sysctl" \
+    mkdir -p /run/containerd && mount -t tmpfs -o mode=0711 nk-kubelet-cri /run/containerd &&
+      touch /run/containerd/containerd.sock && mount --bind "$2" /run/containerd/containerd.sock
+    shift 2; exec "$@"' sh "$RUN/kubelet-sysctl" "${cri#unix://}" \
     nsenter --net="/run/netns/$NETNS" "$KUBELET_BIN" --config "$RUN/kubelet.yaml" \
     --kubeconfig "$RUN/node.kubeconfig" --root-dir "$kroot" --hostname-override "$NODE_NAME" \
     --node-ip "$NODE_IP" --v 2
