@@ -34,6 +34,23 @@ type Stats struct {
 	Blkio     []Device
 	Network   []Interface
 	Spec      *Spec
+	// Processes is what the cgroup's processes hold (cAdvisor's process metrics); nil:
+	// not read.
+	Processes *Processes
+	// OOMKills is the cgroup's oom_kill count (v1 memory.oom_control, v2 memory.events);
+	// nil: not read.
+	OOMKills *uint64
+}
+
+// Processes is cAdvisor's ProcessStats: the processes in cgroup.procs, their open file
+// descriptors and sockets, the soft open-files limit of the root process (the lowest
+// PID), and the pids controller's current and maximum task counts (0: unlimited).
+type Processes struct {
+	Count, FDs, Sockets uint64
+	MaxOpenFiles        int64 // -1: unlimited
+	HaveMaxOpenFiles    bool
+	Threads, ThreadsMax uint64
+	HaveThreads         bool
 }
 
 // CPU is cumulative CPU time (nanoseconds) and CFS throttling.
@@ -49,6 +66,13 @@ type CPU struct {
 // inactive file pages; rss and cache are the hierarchical figures).
 type Memory struct {
 	Usage, MaxUsage, WorkingSet, RSS, Cache, Swap, MappedFile, Failcnt uint64
+	// KernelUsage, ActiveFile, InactiveFile, page faults (the cgroup's own figures, which
+	// cAdvisor reports under both scopes) and memory.events high/max (v2; 0 on v1).
+	KernelUsage, ActiveFile, InactiveFile uint64
+	Pgfault, Pgmajfault                   uint64
+	EventsHigh, EventsMax                 uint64
+	// HaveDetail: the figures above were read from the cgroup (not CRI stats).
+	HaveDetail bool
 }
 
 // Device is block IO of the cgroup on one device (cAdvisor's device label is its path).
@@ -56,6 +80,10 @@ type Device struct {
 	Device                string
 	ReadBytes, WriteBytes uint64
 	Reads, Writes         uint64
+	// Major, Minor and Bytes (bytes by operation: Read, Write, Sync, Async, Discard,
+	// Total) for container_blkio_device_usage_total.
+	Major, Minor string
+	Bytes        map[string]uint64
 }
 
 // Interface is one network interface of the cgroup's network namespace.
@@ -70,6 +98,10 @@ type Spec struct {
 	CPUShares, CPUPeriod, CPUQuota uint64
 	MemoryLimit                    uint64
 	HaveMemoryLimit                bool
+	// MemorySwapLimit and MemoryReservation (v1 memsw and soft limits, v2 swap.max and
+	// memory.low); reported with the memory limit, a huge value as 0 (cAdvisor's
+	// specMemoryValue).
+	MemorySwapLimit, MemoryReservation uint64
 }
 
 // Machine is the node (machine_* series).
@@ -118,12 +150,30 @@ var (
 	specCPUPeriod    = desc("container_spec_cpu_period", "CPU period of the container.")
 	specCPUQuota     = desc("container_spec_cpu_quota", "CPU quota of the container.")
 	specMemoryLimit  = desc("container_spec_memory_limit_bytes", "Memory limit for the container.")
+	specMemorySwap   = desc("container_spec_memory_swap_limit_bytes", "Memory swap limit for the container.")
+	specMemoryResv   = desc("container_spec_memory_reservation_limit_bytes", "Memory reservation limit for the container.")
+	memKernel        = desc("container_memory_kernel_usage", "Size of kernel memory allocated in bytes.")
+	memActiveFile    = desc("container_memory_total_active_file_bytes", "Current total active file in bytes.")
+	memInactiveFile  = desc("container_memory_total_inactive_file_bytes", "Current total inactive file in bytes.")
+	memFailures      = desc("container_memory_failures_total", "Cumulative count of memory allocation failures.", "failure_type", "scope")
+	memEventsHigh    = desc("container_memory_events_high_total", "Cumulative count of memory.high throttle events for the container")
+	memEventsMax     = desc("container_memory_events_max_total", "Cumulative count of memory.max limit hit events for the container")
+	blkioUsage       = desc("container_blkio_device_usage_total", "Blkio Device bytes usage", "device", "major", "minor", "operation")
+	processes        = desc("container_processes", "Number of processes running inside the container.")
+	fileDescriptors  = desc("container_file_descriptors", "Number of open file descriptors for the container.")
+	sockets          = desc("container_sockets", "Number of open sockets for the container.")
+	threadsMax       = desc("container_threads_max", "Maximum number of threads allowed inside the container, infinity if value is zero")
+	threads          = desc("container_threads", "Number of threads running inside the container")
+	ulimitsSoft      = desc("container_ulimits_soft", "Soft ulimit values for the container root process. Unlimited if -1, except priority and nice", "ulimit")
+	oomEvents        = desc("container_oom_events_total", "Count of out of memory events observed for the container")
 	machineCores     = prometheus.NewDesc("machine_cpu_cores", "Number of logical CPU cores.", nil, nil)
 	machineMemory    = prometheus.NewDesc("machine_memory_bytes", "Amount of memory installed on the machine.", nil, nil)
 	allDescs         = []*prometheus.Desc{cpuUsage, cpuUser, cpuSystem, cfsPeriods, cfsThrottled, cfsThrottledTime, memUsage, memMaxUsage,
 		memWorkingSet, memRSS, memCache, memSwap, memMapped, memFailcnt, fsReadBytes, fsWriteBytes, fsReads, fsWrites,
 		netRxBytes, netRxPackets, netRxDropped, netRxErrors, netTxBytes, netTxPackets, netTxDropped, netTxErrors,
-		startTime, lastSeen, specCPUShares, specCPUPeriod, specCPUQuota, specMemoryLimit, machineCores, machineMemory}
+		startTime, lastSeen, specCPUShares, specCPUPeriod, specCPUQuota, specMemoryLimit, machineCores, machineMemory,
+		specMemorySwap, specMemoryResv, memKernel, memActiveFile, memInactiveFile, memFailures, memEventsHigh, memEventsMax,
+		blkioUsage, processes, fileDescriptors, sockets, threadsMax, threads, ulimitsSoft, oomEvents}
 )
 
 // Metrics are the samples for the cgroups and the machine, in a stable order. As
@@ -164,6 +214,17 @@ func Metrics(cgs []Cgroup, m Machine) []prometheus.Metric {
 			add(memSwap, gauge, float64(mem.Swap))
 			add(memMapped, gauge, float64(mem.MappedFile))
 			add(memFailcnt, counter, float64(mem.Failcnt))
+			if mem.HaveDetail {
+				add(memKernel, gauge, float64(mem.KernelUsage))
+				add(memActiveFile, gauge, float64(mem.ActiveFile))
+				add(memInactiveFile, gauge, float64(mem.InactiveFile))
+				add(memFailures, counter, float64(mem.Pgfault), "pgfault", "container")
+				add(memFailures, counter, float64(mem.Pgmajfault), "pgmajfault", "container")
+				add(memFailures, counter, float64(mem.Pgfault), "pgfault", "hierarchy")
+				add(memFailures, counter, float64(mem.Pgmajfault), "pgmajfault", "hierarchy")
+				add(memEventsHigh, counter, float64(mem.EventsHigh))
+				add(memEventsMax, counter, float64(mem.EventsMax))
+			}
 		}
 		devs := append([]Device(nil), s.Blkio...)
 		sort.Slice(devs, func(i, j int) bool { return devs[i].Device < devs[j].Device })
@@ -172,6 +233,29 @@ func Metrics(cgs []Cgroup, m Machine) []prometheus.Metric {
 			add(fsWriteBytes, counter, float64(d.WriteBytes), d.Device)
 			add(fsReads, counter, float64(d.Reads), d.Device)
 			add(fsWrites, counter, float64(d.Writes), d.Device)
+			ops := make([]string, 0, len(d.Bytes))
+			for op := range d.Bytes {
+				ops = append(ops, op)
+			}
+			sort.Strings(ops)
+			for _, op := range ops {
+				add(blkioUsage, counter, float64(d.Bytes[op]), d.Device, d.Major, d.Minor, op)
+			}
+		}
+		if ps := s.Processes; ps != nil {
+			add(processes, gauge, float64(ps.Count))
+			add(fileDescriptors, gauge, float64(ps.FDs))
+			add(sockets, gauge, float64(ps.Sockets))
+			if ps.HaveThreads {
+				add(threadsMax, gauge, float64(ps.ThreadsMax))
+				add(threads, gauge, float64(ps.Threads))
+			}
+			if ps.HaveMaxOpenFiles {
+				add(ulimitsSoft, gauge, float64(ps.MaxOpenFiles), "max_open_files")
+			}
+		}
+		if s.OOMKills != nil {
+			add(oomEvents, counter, float64(*s.OOMKills))
 		}
 		ifs := append([]Interface(nil), s.Network...)
 		sort.Slice(ifs, func(i, j int) bool { return ifs[i].Name < ifs[j].Name })
@@ -192,7 +276,9 @@ func Metrics(cgs []Cgroup, m Machine) []prometheus.Metric {
 				add(specCPUQuota, gauge, float64(sp.CPUQuota))
 			}
 			if sp.HaveMemoryLimit {
-				add(specMemoryLimit, gauge, float64(sp.MemoryLimit))
+				add(specMemoryLimit, gauge, specMemoryValue(sp.MemoryLimit))
+				add(specMemorySwap, gauge, specMemoryValue(sp.MemorySwapLimit))
+				add(specMemoryResv, gauge, specMemoryValue(sp.MemoryReservation))
 			}
 		}
 		if !s.StartTime.IsZero() {
@@ -212,3 +298,11 @@ func Metrics(cgs []Cgroup, m Machine) []prometheus.Metric {
 }
 
 func nanos(v uint64) float64 { return float64(v) / 1e9 }
+
+// specMemoryValue is cAdvisor's: a limit above 2^62 is "unlimited", reported as 0.
+func specMemoryValue(v uint64) float64 {
+	if v > 1<<62 {
+		return 0
+	}
+	return float64(v)
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -183,8 +184,15 @@ func (s *Source) readCgroup(p string, devices map[string]string) Stats {
 			swap, _ := single(filepath.Join(dir, "memory.swap.current"))
 			ev, _ := keyed(filepath.Join(dir, "memory.events"))
 			st.Memory = &Memory{Usage: cur, MaxUsage: peak, WorkingSet: sub(cur, ms["inactive_file"]), RSS: ms["anon"], Cache: ms["file"],
-				Swap: swap, MappedFile: ms["file_mapped"], Failcnt: ev["max"]}
+				Swap: swap, MappedFile: ms["file_mapped"], Failcnt: ev["max"],
+				KernelUsage: ms["kernel"], ActiveFile: ms["active_file"], InactiveFile: ms["inactive_file"],
+				Pgfault: ms["pgfault"], Pgmajfault: ms["pgmajfault"], EventsHigh: ev["high"], EventsMax: ev["max"], HaveDetail: true}
+			if ev != nil {
+				oom := ev["oom_kill"]
+				st.OOMKills = &oom
+			}
 		}
+		st.Processes = s.processes(dir, dir)
 		st.Blkio = ioStatV2(filepath.Join(dir, "io.stat"), devices)
 		st.Spec = specV2(dir)
 	} else {
@@ -206,9 +214,17 @@ func (s *Source) readCgroup(p string, devices map[string]string) Stats {
 		if err1 == nil && err2 == nil {
 			maxUsage, _ := single(filepath.Join(dir, "memory.max_usage_in_bytes"))
 			failcnt, _ := single(filepath.Join(dir, "memory.failcnt"))
+			kernel, _ := single(filepath.Join(dir, "memory.kmem.usage_in_bytes"))
 			st.Memory = &Memory{Usage: cur, MaxUsage: maxUsage, WorkingSet: sub(cur, ms["total_inactive_file"]), RSS: ms["total_rss"],
-				Cache: ms["total_cache"], Swap: ms["total_swap"], MappedFile: ms["total_mapped_file"], Failcnt: failcnt}
+				Cache: ms["total_cache"], Swap: ms["total_swap"], MappedFile: ms["total_mapped_file"], Failcnt: failcnt,
+				KernelUsage: kernel, ActiveFile: ms["total_active_file"], InactiveFile: ms["total_inactive_file"],
+				Pgfault: ms["pgfault"], Pgmajfault: ms["pgmajfault"], HaveDetail: true}
+			if oc, err := keyed(filepath.Join(dir, "memory.oom_control")); err == nil {
+				oom := oc["oom_kill"]
+				st.OOMKills = &oom
+			}
 		}
+		st.Processes = s.processes(filepath.Join(m, "cpu", p), filepath.Join(m, "pids", p))
 		st.Blkio = blkioV1(filepath.Join(m, "blkio", p), devices)
 		st.Spec = specV1(m, p)
 	}
@@ -331,7 +347,8 @@ func blkioV1(dir string, devices map[string]string) []Device {
 	byDev := map[string]*Device{}
 	get := func(k string) *Device {
 		if byDev[k] == nil {
-			byDev[k] = &Device{Device: deviceName(devices, k)}
+			maj, min, _ := strings.Cut(k, ":")
+			byDev[k] = &Device{Device: deviceName(devices, k), Major: maj, Minor: min, Bytes: map[string]uint64{}}
 		}
 		return byDev[k]
 	}
@@ -354,6 +371,7 @@ func blkioV1(dir string, devices map[string]string) []Device {
 		}
 	}
 	read("blkio.throttle.io_service_bytes_recursive", func(d *Device, op string, v uint64) {
+		d.Bytes[op] = v
 		switch op {
 		case "Read":
 			d.ReadBytes = v
@@ -385,7 +403,8 @@ func ioStatV2(file string, devices map[string]string) []Device {
 		if len(f) < 2 {
 			continue
 		}
-		d := &Device{Device: deviceName(devices, f[0])}
+		maj, min, _ := strings.Cut(f[0], ":")
+		d := &Device{Device: deviceName(devices, f[0]), Major: maj, Minor: min, Bytes: map[string]uint64{}}
 		for _, kv := range f[1:] {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok {
@@ -394,9 +413,11 @@ func ioStatV2(file string, devices map[string]string) []Device {
 			n, _ := strconv.ParseUint(v, 10, 64)
 			switch k {
 			case "rbytes":
-				d.ReadBytes = n
+				d.ReadBytes, d.Bytes["Read"] = n, n
 			case "wbytes":
-				d.WriteBytes = n
+				d.WriteBytes, d.Bytes["Write"] = n, n
+			case "dbytes":
+				d.Bytes["Discard"] = n
 			case "rios":
 				d.Reads = n
 			case "wios":
@@ -428,6 +449,8 @@ func specV1(mount, p string) *Spec {
 	}
 	if l, err := single(filepath.Join(mount, "memory", p, "memory.limit_in_bytes")); err == nil {
 		sp.MemoryLimit, sp.HaveMemoryLimit = l, true
+		sp.MemorySwapLimit, _ = single(filepath.Join(mount, "memory", p, "memory.memsw.limit_in_bytes"))
+		sp.MemoryReservation, _ = single(filepath.Join(mount, "memory", p, "memory.soft_limit_in_bytes"))
 	}
 	return sp
 }
@@ -453,8 +476,86 @@ func specV2(dir string) *Spec {
 			sp.MemoryLimit, _ = strconv.ParseUint(v, 10, 64)
 			sp.HaveMemoryLimit = true
 		}
+		unlimited := func(file string) uint64 {
+			b, _ := os.ReadFile(filepath.Join(dir, file))
+			v := strings.TrimSpace(string(b))
+			if v == "max" {
+				return ^uint64(0)
+			}
+			n, _ := strconv.ParseUint(v, 10, 64)
+			return n
+		}
+		sp.MemorySwapLimit, sp.MemoryReservation = unlimited("memory.swap.max"), unlimited("memory.low")
 	}
 	return sp
+}
+
+// processes is cAdvisor's processStatsFromProcs: the processes in procsDir's
+// cgroup.procs, their open file descriptors and sockets, the soft open-files limit of the
+// root process (the lowest PID: the container's init, which started first), and the
+// pids controller's pids.current / pids.max in pidsDir; nil when cgroup.procs cannot be
+// read.
+func (s *Source) processes(procsDir, pidsDir string) *Processes {
+	b, err := os.ReadFile(filepath.Join(procsDir, "cgroup.procs"))
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, p)
+		}
+	}
+	sort.Ints(pids)
+	ps := &Processes{Count: uint64(len(pids))}
+	for _, pid := range pids {
+		fdDir := filepath.Join(s.proc(), strconv.Itoa(pid), "fd")
+		fds, err := os.ReadDir(fdDir)
+		if err != nil {
+			continue
+		}
+		ps.FDs += uint64(len(fds))
+		for _, fd := range fds {
+			if link, err := os.Readlink(filepath.Join(fdDir, fd.Name())); err == nil && strings.HasPrefix(link, "socket") {
+				ps.Sockets++
+			}
+		}
+	}
+	if len(pids) > 0 {
+		if b, err := os.ReadFile(filepath.Join(s.proc(), strconv.Itoa(pids[0]), "limits")); err == nil {
+			ps.MaxOpenFiles, ps.HaveMaxOpenFiles = maxOpenFiles(string(b))
+		}
+	}
+	if cur, err := single(filepath.Join(pidsDir, "pids.current")); err == nil {
+		ps.Threads, ps.HaveThreads = cur, true
+		if b, err := os.ReadFile(filepath.Join(pidsDir, "pids.max")); err == nil {
+			if v := strings.TrimSpace(string(b)); v != "max" {
+				ps.ThreadsMax, _ = strconv.ParseUint(v, 10, 64)
+			}
+		}
+	}
+	return ps
+}
+
+// maxOpenFiles is the soft limit of the "Max open files" line of /proc/<pid>/limits
+// (-1: unlimited), as cAdvisor's processLimitsFile.
+func maxOpenFiles(limits string) (int64, bool) {
+	for _, line := range strings.Split(limits, "\n") {
+		rest, ok := strings.CutPrefix(line, "Max open files")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 3 {
+			return 0, false
+		}
+		if strings.EqualFold(f[0], "unlimited") {
+			return -1, true
+		}
+		v, err := strconv.ParseInt(f[0], 10, 64)
+		return v, err == nil
+	}
+	return 0, false
 }
 
 func single(p string) (uint64, error) {

@@ -115,8 +115,15 @@ func TestSourceReadsCgroupsAsCadvisor(t *testing.T) {
 	if st.Memory.WorkingSet != 40<<20 || st.Memory.RSS != 30<<20 || st.Memory.Cache != 15<<20 || st.Memory.MaxUsage != 60<<20 {
 		t.Errorf("memory: %+v", st.Memory)
 	}
-	if len(st.Blkio) != 1 || st.Blkio[0] != (cadvisor.Device{Device: "/dev/vda", ReadBytes: 3 * 4096, WriteBytes: 3 * 8192, Reads: 3, Writes: 6}) {
-		t.Errorf("blkio: %+v", st.Blkio)
+	if len(st.Blkio) != 1 {
+		t.Fatalf("blkio: %+v", st.Blkio)
+	}
+	if d := st.Blkio[0]; d.Device != "/dev/vda" || d.ReadBytes != 3*4096 || d.WriteBytes != 3*8192 || d.Reads != 3 || d.Writes != 6 ||
+		d.Major != "253" || d.Minor != "0" || d.Bytes["Read"] != 3*4096 || d.Bytes["Sync"] != 0 || len(d.Bytes) != 3 {
+		t.Errorf("blkio: %+v", d)
+	}
+	if !st.Memory.HaveDetail {
+		t.Errorf("memory detail not read: %+v", st.Memory)
 	}
 	if st.Spec == nil || st.Spec.CPUQuota != 0 || st.Spec.CPUPeriod != 100000 || !st.Spec.HaveMemoryLimit {
 		t.Errorf("spec: %+v", st.Spec)
