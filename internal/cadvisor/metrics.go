@@ -40,6 +40,16 @@ type Stats struct {
 	// OOMKills is the cgroup's oom_kill count (v1 memory.oom_control, v2 memory.events);
 	// nil: not read.
 	OOMKills *uint64
+	// Fs is the container's writable layer as the runtime measures it
+	// (container_fs_usage_bytes); nil for pod cgroups and sandboxes.
+	Fs *FsUsage
+}
+
+// FsUsage is the bytes a container's writable layer uses on the filesystem of Device
+// (the source of the mount holding the runtime's snapshots, as cAdvisor's GetDirFsDevice).
+type FsUsage struct {
+	Device string
+	Bytes  uint64
 }
 
 // Processes is cAdvisor's ProcessStats: the processes in cgroup.procs, their open file
@@ -166,6 +176,7 @@ var (
 	threads          = desc("container_threads", "Number of threads running inside the container")
 	ulimitsSoft      = desc("container_ulimits_soft", "Soft ulimit values for the container root process. Unlimited if -1, except priority and nice", "ulimit")
 	oomEvents        = desc("container_oom_events_total", "Count of out of memory events observed for the container")
+	fsUsage          = desc("container_fs_usage_bytes", "Number of bytes that are consumed by the container on this filesystem.", "device")
 	machineCores     = prometheus.NewDesc("machine_cpu_cores", "Number of logical CPU cores.", nil, nil)
 	machineMemory    = prometheus.NewDesc("machine_memory_bytes", "Amount of memory installed on the machine.", nil, nil)
 	allDescs         = []*prometheus.Desc{cpuUsage, cpuUser, cpuSystem, cfsPeriods, cfsThrottled, cfsThrottledTime, memUsage, memMaxUsage,
@@ -173,7 +184,7 @@ var (
 		netRxBytes, netRxPackets, netRxDropped, netRxErrors, netTxBytes, netTxPackets, netTxDropped, netTxErrors,
 		startTime, lastSeen, specCPUShares, specCPUPeriod, specCPUQuota, specMemoryLimit, machineCores, machineMemory,
 		specMemorySwap, specMemoryResv, memKernel, memActiveFile, memInactiveFile, memFailures, memEventsHigh, memEventsMax,
-		blkioUsage, processes, fileDescriptors, sockets, threadsMax, threads, ulimitsSoft, oomEvents}
+		blkioUsage, processes, fileDescriptors, sockets, threadsMax, threads, ulimitsSoft, oomEvents, fsUsage}
 )
 
 // Metrics are the samples for the cgroups and the machine, in a stable order. As
@@ -225,6 +236,9 @@ func Metrics(cgs []Cgroup, m Machine) []prometheus.Metric {
 				add(memEventsHigh, counter, float64(mem.EventsHigh))
 				add(memEventsMax, counter, float64(mem.EventsMax))
 			}
+		}
+		if fs := s.Fs; fs != nil {
+			add(fsUsage, gauge, float64(fs.Bytes), fs.Device)
 		}
 		devs := append([]Device(nil), s.Blkio...)
 		sort.Slice(devs, func(i, j int) bool { return devs[i].Device < devs[j].Device })

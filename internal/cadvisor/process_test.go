@@ -60,6 +60,7 @@ func TestMetricsProcessMemoryOOMBlkio(t *testing.T) {
 		Memory:    &Memory{Usage: 1, Pgfault: 998, Pgmajfault: 3, HaveDetail: true},
 		Processes: &Processes{Count: 2, FDs: 3, Sockets: 1, MaxOpenFiles: 1024, HaveMaxOpenFiles: true, Threads: 3, HaveThreads: true},
 		OOMKills:  &oom,
+		Fs:        &FsUsage{Device: "/dev/vda", Bytes: 8192},
 		Blkio:     []Device{{Device: "/dev/vda", Major: "254", Minor: "0", Bytes: map[string]uint64{"Read": 4096, "Total": 4096}}},
 		Spec:      &Spec{CPUShares: 2, HaveMemoryLimit: true, MemoryLimit: 80 << 20, MemorySwapLimit: 9223372036854771712, MemoryReservation: 1 << 63}}}
 	got := map[string][]string{}
@@ -88,6 +89,7 @@ func TestMetricsProcessMemoryOOMBlkio(t *testing.T) {
 		"container_threads_max":                         "=0",
 		"container_ulimits_soft":                        "ulimit=max_open_files=1024",
 		"container_oom_events_total":                    "=1",
+		"container_fs_usage_bytes":                      "=8192",
 		"container_memory_failures_total":               "failure_type=pgfault,scope=container=998",
 		"container_blkio_device_usage_total":            "major=254,operation=Read=4096",
 		"container_spec_memory_swap_limit_bytes":        "=0",

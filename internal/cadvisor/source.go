@@ -41,6 +41,7 @@ type Source struct {
 
 	mu     sync.Mutex
 	images map[string]string // image ref -> name (first repo tag)
+	fsDevs map[string]string // snapshot folder -> its mount's source
 }
 
 func (s *Source) now() time.Time {
@@ -125,6 +126,9 @@ func (s *Source) Read(ctx context.Context) ([]Cgroup, error) {
 				fromCRI(&cg.Stats, criStats[c.GetId()])
 			}
 			cg.Stats.StartTime = time.Unix(0, c.GetCreatedAt())
+			if w := criStats[c.GetId()].GetWritableLayer(); w.GetUsedBytes() != nil {
+				cg.Stats.Fs = &FsUsage{Device: s.fsDevice(w.GetFsId().GetMountpoint()), Bytes: w.GetUsedBytes().GetValue()}
+			}
 			out = append(out, cg)
 		}
 	}
@@ -488,6 +492,36 @@ func specV2(dir string) *Spec {
 		sp.MemorySwapLimit, sp.MemoryReservation = unlimited("memory.swap.max"), unlimited("memory.low")
 	}
 	return sp
+}
+
+// fsDevice is the source of the longest mount point holding path (/dev/vda1), as
+// cAdvisor's GetDirFsDevice; "" if unknown. Looked up once per path.
+func (s *Source) fsDevice(path string) string {
+	if path == "" {
+		return ""
+	}
+	s.mu.Lock()
+	dev, ok := s.fsDevs[path]
+	s.mu.Unlock()
+	if ok {
+		return dev
+	}
+	if mounts, err := procfs.GetMounts(); err == nil {
+		best := -1
+		for _, m := range mounts {
+			mp := m.MountPoint
+			if (path == mp || strings.HasPrefix(path, strings.TrimSuffix(mp, "/")+"/")) && len(mp) > best {
+				best, dev = len(mp), m.Source
+			}
+		}
+	}
+	s.mu.Lock()
+	if s.fsDevs == nil {
+		s.fsDevs = map[string]string{}
+	}
+	s.fsDevs[path] = dev
+	s.mu.Unlock()
+	return dev
 }
 
 // processes is cAdvisor's processStatsFromProcs: the processes in procsDir's
