@@ -43,6 +43,20 @@ type Stats struct {
 	// Fs is the container's writable layer as the runtime measures it
 	// (container_fs_usage_bytes); nil for pod cgroups and sandboxes.
 	Fs *FsUsage
+	// Filesystems are the node's block-device filesystems, for the root cgroup only (as
+	// cAdvisor's raw root container): capacity, usage and inodes (statfs) and the device's
+	// /proc/diskstats counters.
+	Filesystems []Filesystem
+}
+
+// Filesystem is one of the node's filesystems as cAdvisor's FsStats (times in ms).
+type Filesystem struct {
+	Device                                                     string
+	Limit, Usage, Inodes, InodesFree                           uint64
+	ReadsCompleted, ReadsMerged, SectorsRead, ReadTimeMs       uint64
+	WritesCompleted, WritesMerged, SectorsWritten, WriteTimeMs uint64
+	IoInProgress, IoTimeMs, WeightedIoTimeMs                   uint64
+	HaveDiskStats                                              bool
 }
 
 // FsUsage is the bytes a container's writable layer uses on the filesystem of Device
@@ -177,6 +191,18 @@ var (
 	ulimitsSoft      = desc("container_ulimits_soft", "Soft ulimit values for the container root process. Unlimited if -1, except priority and nice", "ulimit")
 	oomEvents        = desc("container_oom_events_total", "Count of out of memory events observed for the container")
 	fsUsage          = desc("container_fs_usage_bytes", "Number of bytes that are consumed by the container on this filesystem.", "device")
+	fsLimit          = desc("container_fs_limit_bytes", "Number of bytes that can be consumed by the container on this filesystem.", "device")
+	fsInodes         = desc("container_fs_inodes_total", "Number of Inodes", "device")
+	fsInodesFree     = desc("container_fs_inodes_free", "Number of available Inodes", "device")
+	fsSectorReads    = desc("container_fs_sector_reads_total", "Cumulative count of sector reads completed", "device")
+	fsReadsMerged    = desc("container_fs_reads_merged_total", "Cumulative count of reads merged", "device")
+	fsReadSeconds    = desc("container_fs_read_seconds_total", "Cumulative count of seconds spent reading", "device")
+	fsSectorWrites   = desc("container_fs_sector_writes_total", "Cumulative count of sector writes completed", "device")
+	fsWritesMerged   = desc("container_fs_writes_merged_total", "Cumulative count of writes merged", "device")
+	fsWriteSeconds   = desc("container_fs_write_seconds_total", "Cumulative count of seconds spent writing", "device")
+	fsIoCurrent      = desc("container_fs_io_current", "Number of I/Os currently in progress", "device")
+	fsIoTime         = desc("container_fs_io_time_seconds_total", "Cumulative count of seconds spent doing I/Os", "device")
+	fsIoTimeWeighted = desc("container_fs_io_time_weighted_seconds_total", "Cumulative weighted I/O time in seconds", "device")
 	machineCores     = prometheus.NewDesc("machine_cpu_cores", "Number of logical CPU cores.", nil, nil)
 	machineMemory    = prometheus.NewDesc("machine_memory_bytes", "Amount of memory installed on the machine.", nil, nil)
 	allDescs         = []*prometheus.Desc{cpuUsage, cpuUser, cpuSystem, cfsPeriods, cfsThrottled, cfsThrottledTime, memUsage, memMaxUsage,
@@ -184,7 +210,9 @@ var (
 		netRxBytes, netRxPackets, netRxDropped, netRxErrors, netTxBytes, netTxPackets, netTxDropped, netTxErrors,
 		startTime, lastSeen, specCPUShares, specCPUPeriod, specCPUQuota, specMemoryLimit, machineCores, machineMemory,
 		specMemorySwap, specMemoryResv, memKernel, memActiveFile, memInactiveFile, memFailures, memEventsHigh, memEventsMax,
-		blkioUsage, processes, fileDescriptors, sockets, threadsMax, threads, ulimitsSoft, oomEvents, fsUsage}
+		blkioUsage, processes, fileDescriptors, sockets, threadsMax, threads, ulimitsSoft, oomEvents, fsUsage,
+		fsLimit, fsInodes, fsInodesFree, fsSectorReads, fsReadsMerged, fsReadSeconds, fsSectorWrites, fsWritesMerged,
+		fsWriteSeconds, fsIoCurrent, fsIoTime, fsIoTimeWeighted}
 )
 
 // Metrics are the samples for the cgroups and the machine, in a stable order. As
@@ -239,6 +267,34 @@ func Metrics(cgs []Cgroup, m Machine) []prometheus.Metric {
 		}
 		if fs := s.Fs; fs != nil {
 			add(fsUsage, gauge, float64(fs.Bytes), fs.Device)
+		}
+		inBlkio := map[string]bool{}
+		for _, d := range s.Blkio {
+			inBlkio[d.Device] = true
+		}
+		fss := append([]Filesystem(nil), s.Filesystems...)
+		sort.Slice(fss, func(i, j int) bool { return fss[i].Device < fss[j].Device })
+		for _, f := range fss {
+			add(fsInodesFree, gauge, float64(f.InodesFree), f.Device)
+			add(fsInodes, gauge, float64(f.Inodes), f.Device)
+			add(fsLimit, gauge, float64(f.Limit), f.Device)
+			add(fsUsage, gauge, float64(f.Usage), f.Device)
+			if !f.HaveDiskStats {
+				continue
+			}
+			if !inBlkio[f.Device] { // cAdvisor's ioValues: the blkio figures, then the filesystem's
+				add(fsReads, counter, float64(f.ReadsCompleted), f.Device)
+				add(fsWrites, counter, float64(f.WritesCompleted), f.Device)
+			}
+			add(fsSectorReads, counter, float64(f.SectorsRead), f.Device)
+			add(fsReadsMerged, counter, float64(f.ReadsMerged), f.Device)
+			add(fsReadSeconds, counter, float64(f.ReadTimeMs)/1e3, f.Device)
+			add(fsSectorWrites, counter, float64(f.SectorsWritten), f.Device)
+			add(fsWritesMerged, counter, float64(f.WritesMerged), f.Device)
+			add(fsWriteSeconds, counter, float64(f.WriteTimeMs)/1e3, f.Device)
+			add(fsIoCurrent, gauge, float64(f.IoInProgress), f.Device)
+			add(fsIoTime, counter, float64(f.IoTimeMs)/1e3, f.Device)
+			add(fsIoTimeWeighted, counter, float64(f.WeightedIoTimeMs)/1e3, f.Device)
 		}
 		devs := append([]Device(nil), s.Blkio...)
 		sort.Slice(devs, func(i, j int) bool { return devs[i].Device < devs[j].Device })

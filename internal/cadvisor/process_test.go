@@ -114,3 +114,40 @@ func contains(xs []string, x string) bool {
 	}
 	return false
 }
+
+// The root cgroup's filesystems, as cAdvisor's: each block-device mount once, statfs
+// figures, and the device's /proc/diskstats counters.
+func TestFilesystems(t *testing.T) {
+	proc := t.TempDir()
+	if err := os.Symlink("4242", filepath.Join(proc, "self")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(proc, "4242", "mountinfo"),
+		"27 1 254:0 / / rw,relatime - ext4 /dev/vdz rw\n"+
+			"28 27 254:0 / /again rw,relatime - ext4 /dev/vdz rw\n"+
+			"29 27 0:5 / /proc rw - proc proc rw\n")
+	writeFile(t, filepath.Join(proc, "diskstats"),
+		" 254       0 vdz 100 2 3000 40 200 5 6000 70 1 90 110 0 0 0 0 0 0\n")
+	s := &Source{ProcDir: proc, SysDir: t.TempDir()}
+	fss := s.filesystems()
+	if len(fss) != 1 {
+		t.Fatalf("filesystems %+v", fss)
+	}
+	f := fss[0]
+	if f.Device != "/dev/vdz" || f.Limit == 0 || f.Inodes == 0 || !f.HaveDiskStats || f.ReadsCompleted != 100 || f.SectorsWritten != 6000 ||
+		f.IoTimeMs != 90 || f.WeightedIoTimeMs != 110 || f.IoInProgress != 1 {
+		t.Errorf("filesystem %+v", f)
+	}
+	names := map[string]bool{}
+	for _, m := range Metrics([]Cgroup{{ID: "/", Stats: Stats{Time: time.Unix(1, 0), Filesystems: fss}}}, Machine{}) {
+		d := m.Desc().String()
+		d = d[strings.Index(d, `"`)+1:]
+		names[d[:strings.Index(d, `"`)]] = true
+	}
+	for _, n := range []string{"container_fs_inodes_free", "container_fs_limit_bytes", "container_fs_usage_bytes", "container_fs_reads_total",
+		"container_fs_sector_writes_total", "container_fs_io_time_weighted_seconds_total", "container_fs_io_current"} {
+		if !names[n] {
+			t.Errorf("no %s", n)
+		}
+	}
+}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/procfs"
+	"github.com/prometheus/procfs/blockdevice"
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
@@ -96,7 +98,15 @@ func (s *Source) Read(ctx context.Context) ([]Cgroup, error) {
 		bySandbox[c.GetPodSandboxId()] = append(bySandbox[c.GetPodSandboxId()], c)
 	}
 	devices := s.blockDevices()
-	var out []Cgroup
+	// the root cgroup, as cAdvisor's raw root container: the node's usage, its network
+	// (this process's namespace) and its block-device filesystems
+	rootCg := Cgroup{ID: "/", Stats: s.readCgroup("/", devices)}
+	rootCg.Stats.Filesystems = s.filesystems()
+	rootCg.Stats.Network = s.netDev(os.Getpid())
+	if rootCg.Stats.Time.IsZero() {
+		rootCg.Stats.Time = s.now()
+	}
+	out := []Cgroup{rootCg}
 	for _, sb := range sbs {
 		m := sb.GetMetadata()
 		podPath := s.podCgroup(m.GetUid())
@@ -494,6 +504,59 @@ func specV2(dir string) *Spec {
 	return sp
 }
 
+// mounts are this process's mounts (<ProcDir>/self/mountinfo).
+func (s *Source) mounts() ([]*procfs.MountInfo, error) {
+	pfs, err := procfs.NewFS(s.proc())
+	if err != nil {
+		return nil, err
+	}
+	self, err := pfs.Self()
+	if err != nil {
+		return nil, err
+	}
+	return self.MountInfo()
+}
+
+// filesystems are the mounted block-device filesystems (a source under /dev/, each
+// device once), with statfs figures and the device's /proc/diskstats counters, as
+// cAdvisor's fs.GetGlobalFsInfo.
+func (s *Source) filesystems() []Filesystem {
+	mounts, err := s.mounts()
+	if err != nil {
+		return nil
+	}
+	disk := map[string]blockdevice.IOStats{}
+	if bfs, err := blockdevice.NewFS(s.proc(), s.sys()); err == nil {
+		if ds, err := bfs.ProcDiskstats(); err == nil {
+			for _, d := range ds {
+				disk["/dev/"+d.Info.DeviceName] = d.IOStats
+			}
+		}
+	}
+	seen := map[string]bool{}
+	var out []Filesystem
+	for _, m := range mounts {
+		if !strings.HasPrefix(m.Source, "/dev/") || seen[m.Source] {
+			continue
+		}
+		var st unix.Statfs_t
+		if err := unix.Statfs(m.MountPoint, &st); err != nil {
+			continue
+		}
+		seen[m.Source] = true
+		bs := uint64(st.Bsize)
+		f := Filesystem{Device: m.Source, Limit: st.Blocks * bs, Usage: (st.Blocks - st.Bfree) * bs, Inodes: st.Files, InodesFree: st.Ffree}
+		if io, ok := disk[m.Source]; ok {
+			f.HaveDiskStats = true
+			f.ReadsCompleted, f.ReadsMerged, f.SectorsRead, f.ReadTimeMs = io.ReadIOs, io.ReadMerges, io.ReadSectors, io.ReadTicks
+			f.WritesCompleted, f.WritesMerged, f.SectorsWritten, f.WriteTimeMs = io.WriteIOs, io.WriteMerges, io.WriteSectors, io.WriteTicks
+			f.IoInProgress, f.IoTimeMs, f.WeightedIoTimeMs = io.IOsInProgress, io.IOsTotalTicks, io.WeightedIOTicks
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
 // fsDevice is the source of the longest mount point holding path (/dev/vda1), as
 // cAdvisor's GetDirFsDevice; "" if unknown. Looked up once per path.
 func (s *Source) fsDevice(path string) string {
@@ -506,7 +569,7 @@ func (s *Source) fsDevice(path string) string {
 	if ok {
 		return dev
 	}
-	if mounts, err := procfs.GetMounts(); err == nil {
+	if mounts, err := s.mounts(); err == nil {
 		best := -1
 		for _, m := range mounts {
 			mp := m.MountPoint

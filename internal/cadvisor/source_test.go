@@ -95,8 +95,11 @@ func TestSourceReadsCgroupsAsCadvisor(t *testing.T) {
 		byID[c.ID] = c
 	}
 	podPath := "/nk/kubepods/besteffort/podu1"
-	if len(cgs) != 3 {
-		t.Fatalf("want the pod cgroup, the sandbox and the container, got %+v", cgs)
+	if len(cgs) != 4 {
+		t.Fatalf("want the root cgroup, the pod cgroup, the sandbox and the container, got %+v", cgs)
+	}
+	if r, ok := byID["/"]; !ok || r.Pod != "" || r.Container != "" || r.Name != "" {
+		t.Errorf("root cgroup: %+v", r)
 	}
 	pod, sb, app := byID[podPath], byID[podPath+"/"+p.SandboxID], byID[podPath+"/"+p.ContainerID]
 	if pod.Container != "" || pod.Name != "" || pod.Image != "" || pod.Pod != "web" || pod.Namespace != "shop" {
