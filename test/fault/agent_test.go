@@ -98,7 +98,7 @@ func lastSync() float64 {
 	return v
 }
 
-var _ = Describe("Faults", Ordered, Label("fault", "root"), func() {
+var _ = Describe("Faults", Ordered, ContinueOnFailure, Label("fault", "root"), func() {
 	BeforeAll(func() {
 		n := steadyReplicas()
 		t0 := time.Now()

@@ -6,10 +6,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"os/exec"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	. "github.com/onsi/ginkgo/v2"
 
 	"github.com/nodekeeper/nodekeeper/internal/netnstest"
 )
@@ -27,6 +31,7 @@ type traffic struct {
 	mu       sync.Mutex
 	ok, fail int
 	slowest  time.Duration // of the answered requests
+	traces   []string      // conntrack entries of the first failed connections
 	errs     map[string]int
 	failAt   []time.Time
 	backends map[string]bool
@@ -69,7 +74,30 @@ func startTraffic(url string, interval time.Duration) *traffic {
 
 func (t *traffic) once() {
 	at := time.Now()
-	resp, err := t.client.Get(t.url)
+	// a connection still unanswered after 3 s: its conntrack entry (DNAT target, TCP
+	// state) is kept for the report
+	var smu sync.Mutex
+	var snap string
+	var timer *time.Timer
+	req, _ := http.NewRequest(http.MethodGet, t.url, nil)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) {
+			local := i.Conn.LocalAddr().String()
+			timer = time.AfterFunc(3*time.Second, func() {
+				_, port, _ := net.SplitHostPort(local)
+				out, _ := exec.Command("ip", "netns", "exec", netns, "conntrack", "-L", "-p", "tcp", "--sport", port).CombinedOutput()
+				smu.Lock()
+				snap = fmt.Sprintf("from %s, conntrack after 3 s: %s", local, strings.TrimSpace(string(out)))
+				smu.Unlock()
+			})
+		},
+	}))
+	resp, err := t.client.Do(req)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	var body []byte
 	if err == nil {
 		body, err = io.ReadAll(resp.Body)
@@ -88,6 +116,11 @@ func (t *traffic) once() {
 			msg = msg[i+2:]
 		}
 		t.errs[msg]++
+		smu.Lock()
+		if snap != "" && len(t.traces) < 3 {
+			t.traces = append(t.traces, fmt.Sprintf("+%.1fs %s", at.Sub(t.start).Seconds(), snap))
+		}
+		smu.Unlock()
 		return
 	}
 	t.ok++
@@ -126,6 +159,9 @@ func (t *traffic) Summary() string {
 			at = append(at, fmt.Sprintf("+%.1fs", f.Sub(t.start).Seconds()))
 		}
 		s += " (" + strings.Join(es, "; ") + " at " + strings.Join(at, " ") + ")"
+		for _, tr := range t.traces {
+			fmt.Fprintf(GinkgoWriter, "failed request %s\n", tr)
+		}
 	}
 	return s
 }
