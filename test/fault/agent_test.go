@@ -118,10 +118,14 @@ var _ = Describe("Faults", Ordered, ContinueOnFailure, Label("fault", "root"), f
 	It("answers every request when nothing goes wrong (the baseline for the cases below)", func() {
 		cip := startTraffic(clusterIPURL, 20*time.Millisecond)
 		np := startTraffic(nodePortURL, 50*time.Millisecond)
-		time.Sleep(20 * time.Second)
+		d := 10 * time.Second
+		if long {
+			d = 60 * time.Second
+		}
+		time.Sleep(d)
 		cip.Stop()
 		np.Stop()
-		figure("baseline (no fault, 20 s)", "ClusterIP %s; NodePort %s", cip.Summary(), np.Summary())
+		figure(fmt.Sprintf("baseline (no fault, %v)", d), "ClusterIP %s; NodePort %s", cip.Summary(), np.Summary())
 		Expect(cip.Failures() + np.Failures()).To(BeZero())
 	})
 
