@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -80,8 +81,10 @@ func (t *traffic) once() {
 	var snap string
 	var timer *time.Timer
 	req, _ := http.NewRequest(http.MethodGet, t.url, nil)
+	var connected atomic.Bool
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
 		GotConn: func(i httptrace.GotConnInfo) {
+			connected.Store(true)
 			local := i.Conn.LocalAddr().String()
 			timer = time.AfterFunc(3*time.Second, func() {
 				_, port, _ := net.SplitHostPort(local)
@@ -114,6 +117,12 @@ func (t *traffic) once() {
 		msg := err.Error()
 		if i := strings.LastIndex(msg, ": "); i >= 0 {
 			msg = msg[i+2:]
+		}
+		// net/http says "awaiting headers" for a timeout in the connect too
+		if connected.Load() {
+			msg += " (connected)"
+		} else {
+			msg += " (never connected)"
 		}
 		t.errs[msg]++
 		smu.Lock()
