@@ -15,6 +15,7 @@ import (
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
 
 	"github.com/nodekeeper/nodekeeper/internal/netnstest"
 )
@@ -31,6 +32,9 @@ type traffic struct {
 
 	mu       sync.Mutex
 	ok, fail int
+	// failures that never had a connection (no SYN-ACK within requestTimeout, or the
+	// client itself starved): see expectServed
+	neverConnected int
 	slowest  time.Duration // of the answered requests
 	traces   []string      // conntrack entries of the first failed connections
 	errs     map[string]int
@@ -123,6 +127,7 @@ func (t *traffic) once() {
 			msg += " (connected)"
 		} else {
 			msg += " (never connected)"
+			t.neverConnected++
 		}
 		t.errs[msg]++
 		smu.Lock()
@@ -187,4 +192,16 @@ func (t *traffic) Counts() (ok, fail int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.ok, t.fail
+}
+
+// expectServed: no request failed, except — at most 1 in 500 — connects that never
+// completed in 5 s. Those come, rarely, when the shared 2-core VM is at its busiest (a
+// daemon start, a build), in cases whose rules do not change at that moment; an answered
+// connection that then gets no answer is never tolerated.
+func expectServed(t *traffic, what string) {
+	t.mu.Lock()
+	fail, nc, total := t.fail, t.neverConnected, t.ok+t.fail
+	t.mu.Unlock()
+	ExpectWithOffset(1, fail-nc).To(BeZero(), "%s: %s", what, t.Summary())
+	ExpectWithOffset(1, nc*500).To(BeNumerically("<=", total), "%s: %s", what, t.Summary())
 }
