@@ -3,12 +3,19 @@ SHELL := /usr/bin/env bash
 NK_CACHE ?= $(HOME)/.cache/nodekeeper
 export NK_CACHE
 VERSION ?= v0.1.0-dev
-LDFLAGS := -X github.com/nodekeeper/nodekeeper/internal/version.Version=$(VERSION)
+# --version's commit and build date. The date is SOURCE_DATE_EPOCH's, by default the
+# commit's time (reproducible builds: the same tree links to the same binary, and an
+# unchanged tree is not relinked); BUILD_DATE=$$(date -u +%FT%TZ) stamps the wall clock.
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+BUILD_DATE ?= $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ)
+VERSION_PKG := github.com/nodekeeper/nodekeeper/internal/version
+LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT) -X $(VERSION_PKG).BuildDate=$(BUILD_DATE)
 GO ?= go
 # the network namespace the tests' containerd (hack/cri-up.sh) and its pods live in
 TEST_NETNS ?= nk-test
 
-.PHONY: all build test test-unit vet run down clean manifests bench-pods conformance fault soak
+.PHONY: all build test test-unit vet run down clean manifests bench-pods conformance fault soak image load-image
 
 all: build
 
@@ -23,12 +30,15 @@ vet:
 	  if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 ## test: everything, on a fresh machine too: builds (cached) kube-apiserver/etcd/kubectl
-## into $(NK_CACHE)/k8s and metrics-server (the e2e cluster's, for kubectl top; built here,
-## outside go test's timeout) into $(NK_CACHE)/tools, then runs every suite
+## (and kube-controller-manager, kube-scheduler: the e2e cluster's, and the TLS bootstrap
+## test's CSR approver and signer) into $(NK_CACHE)/k8s, metrics-server (the e2e cluster's,
+## for kubectl top) and CoreDNS (the clusters' DNS) into $(NK_CACHE)/tools, outside go
+## test's timeout, then runs every suite
 test: vet
 	hack/net-deps.sh
 	hack/metrics-server.sh >/dev/null
-	@assets=$$(hack/k8s-bins.sh) && export KUBEBUILDER_ASSETS="$$assets" && \
+	hack/coredns.sh >/dev/null
+	@assets=$$(K8S_EXTRA_BINS="kube-controller-manager kube-scheduler" hack/k8s-bins.sh) && export KUBEBUILDER_ASSETS="$$assets" && \
 	  echo "KUBEBUILDER_ASSETS=$$assets" && \
 	  ep=$$(NK_CACHE=$(NK_CACHE)/test NK_NETNS=$(TEST_NETNS) hack/cri-up.sh) && \
 	  export NK_CRI_ENDPOINT="$$ep" NK_CRI_NETNS=$(TEST_NETNS) && \
@@ -39,12 +49,11 @@ test: vet
 test-unit:
 	$(GO) test -count=1 ./api/... ./internal/... ./host/... ./runtime/... ./netrules/...
 
-## bench-pods: pod start-up latency on real containerd (30 pods; NK_BENCH_PODS=N)
-bench-pods:
-	@assets=$$(hack/k8s-bins.sh) && export KUBEBUILDER_ASSETS="$$assets" && \
-	  ep=$$(NK_CACHE=$(NK_CACHE)/test NK_NETNS=$(TEST_NETNS) hack/cri-up.sh) && \
-	  trap 'NK_CACHE=$(NK_CACHE)/test NK_NETNS=$(TEST_NETNS) hack/cri-down.sh' EXIT && \
-	  NK_BENCH=1 NK_CRI_ENDPOINT="$$ep" $(GO) test -count=1 -v -run TestPodStartupLatency ./test/podbench/ | grep -v '^=== RUN'
+## bench-pods: pod start-up, upstream kubelet v1.37.2 vs nodekeeper on the same API server
+## and containerd (hack/bench-pods.sh; NK_BENCH_PODS=N burst size, default 30): start → node
+## Ready, 10 single pods, a burst, delete → gone, peak RSS, per-phase breakdown
+bench-pods: build
+	hack/bench-pods.sh
 
 ## conformance: upstream's node conformance suite (e2e_node.test v1.37.2, [NodeConformance])
 ## against a cluster of its own whose node is nodekeeper; NODE=kubelet runs it against the
@@ -73,6 +82,20 @@ run:
 ## down: stop what `make run` started and remove its network namespace
 down:
 	hack/run.sh down
+
+## image: the agent's container image as a tarball, no Docker daemon needed (IMAGE_TAR,
+## default bin/nodekeeper-image.tar; IMAGE_NAME:VERSION names it): an OCI layout that is
+## also a `docker save` archive, with the static binary and Debian's iptables/nftables tools
+IMAGE_NAME ?= docker.io/nodekeeper/nodekeeper
+IMAGE_TAR ?= $(CURDIR)/bin/nodekeeper-image.tar
+image: build
+	@IMAGE_NAME=$(IMAGE_NAME) VERSION=$(VERSION) IMAGE_TAR=$(IMAGE_TAR) hack/image.sh >/dev/null
+
+## load-image: import an image tarball into the `make run` cluster's containerd
+## (IMAGE=path/to/image.tar; default: make image's)
+IMAGE ?= $(IMAGE_TAR)
+load-image:
+	hack/run.sh load-image $(IMAGE)
 
 CONTROLLER_GEN := $(NK_CACHE)/tools/controller-gen
 $(CONTROLLER_GEN):

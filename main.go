@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -23,17 +25,21 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/controllers"
 	"github.com/nodekeeper/nodekeeper/host"
+	"github.com/nodekeeper/nodekeeper/internal/cadvisor"
+	"github.com/nodekeeper/nodekeeper/internal/clientcert"
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
+	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 	"github.com/nodekeeper/nodekeeper/internal/options"
 	"github.com/nodekeeper/nodekeeper/internal/stats"
 	"github.com/nodekeeper/nodekeeper/internal/version"
@@ -47,7 +53,12 @@ import (
 )
 
 func main() {
-	if err := run(ctrl.SetupSignalHandler(), os.Args[1:]); err != nil {
+	err := run(ctrl.SetupSignalHandler(), os.Args[1:])
+	klog.Flush()
+	if errors.Is(err, options.ErrHelp) {
+		return // the usage went to stdout
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "nodekeeper:", err)
 		os.Exit(1)
 	}
@@ -59,11 +70,17 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	if opts.Version {
-		fmt.Println("nodekeeper", version.Version)
+		fmt.Print(version.Get())
 		return nil
 	}
 	cfg := opts.Config
-	ctrl.SetLogger(zap.New())
+	// one logger for everything, as the kubelet's: component-base's text or JSON format
+	// behind klog (-v, --vmodule, --logging-format); client-go logs through klog, and
+	// controller-runtime through a klogr, so all of it is filtered and formatted alike
+	if err := logsapi.ValidateAndApply(opts.Logging, nil); err != nil {
+		return fmt.Errorf("logging flags: %w", err)
+	}
+	ctrl.SetLogger(klog.NewKlogr())
 	logger := ctrl.Log.WithName("setup")
 
 	if opts.Reconcilers[options.ReconcilerServices] && cfg.ProxyMode == v1alpha1.ProxyModeIPVS {
@@ -72,9 +89,26 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("proxyMode ipvs: %w", err)
 		}
 	}
+	var identity *clientcert.Identity
+	if opts.BootstrapKubeconfig != "" {
+		// TLS bootstrap, as the kubelet: the node's own client certificate
+		kubeconfig := opts.Kubeconfig
+		if kubeconfig == "" {
+			kubeconfig = filepath.Join(cfg.RootDir, "pki", "kubeconfig")
+		}
+		logger.Info("Loading the node's client certificate (TLS bootstrap)", "kubeconfig", kubeconfig, "bootstrapKubeconfig", opts.BootstrapKubeconfig)
+		if identity, err = clientcert.Load(ctx, clientcert.Options{Kubeconfig: kubeconfig, BootstrapKubeconfig: opts.BootstrapKubeconfig,
+			CertDir: filepath.Join(cfg.RootDir, "pki"), NodeName: cfg.NodeName, Rotate: cfg.RotateCertificates}); err != nil {
+			return err
+		}
+		opts.Kubeconfig = kubeconfig
+	}
 	restCfg, err := restConfig(opts.Kubeconfig)
 	if err != nil {
 		return err
+	}
+	if identity != nil {
+		restCfg = identity.Config
 	}
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                 scheme.Scheme,
@@ -105,6 +139,11 @@ func run(ctx context.Context, args []string) error {
 	var devices *devicemanager.Manager
 	var nodeDevices controllers.DeviceCapacity
 	var podDevices controllers.DeviceAllocator
+	if identity != nil {
+		if err := mgr.Add(identity); err != nil { // rotation
+			return err
+		}
+	}
 	if opts.Reconcilers[options.ReconcilerPods] {
 		devices = devicemanager.New(cfg.DevicePluginDir, nil)
 		if err := mgr.Add(devices); err != nil {
@@ -209,6 +248,7 @@ func run(ctx context.Context, args []string) error {
 				}
 				return ""
 			}(),
+			Cadvisor: cadvisorCollector(rt, cfg),
 		}
 		if cfg.ServerTLSBootstrap {
 			certs, err := servingCertificate(restCfg, cfg)
@@ -237,8 +277,31 @@ func run(ctx context.Context, args []string) error {
 	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	logger.Info("Starting nodekeeper", "version", version.Version, "node", cfg.NodeName, "reconcilers", opts.Reconcilers)
+	kubeletmetrics.RegisterRESTClient() // client-go's rest_client_*, as kube-proxy has them too
+	if opts.Reconcilers[options.ReconcilerPods] || opts.Reconcilers[options.ReconcilerNodeStatus] {
+		kubeletmetrics.Register() // the kubelet's families
+		kubeletmetrics.NodeName.WithLabelValues(cfg.NodeName).Set(1)
+	}
+	logger.Info("Starting nodekeeper", "version", version.Version, "commit", version.Get().Commit, "node", cfg.NodeName, "reconcilers", opts.Reconcilers)
 	return mgr.Start(ctx)
+}
+
+// cadvisorCollector serves /metrics/cadvisor from the pods' cgroups (and the runtime's
+// stats where a cgroup cannot be read).
+func cadvisorCollector(rt cri.Runtime, cfg *v1alpha1.AgentConfiguration) *cadvisor.Collector {
+	src := &cadvisor.Source{Runtime: rt}
+	if cfg.CgroupsPerQOS != nil && *cfg.CgroupsPerQOS {
+		src.CgroupRoot = cfg.CgroupRoot
+	}
+	return &cadvisor.Collector{Source: src, OnError: func(err error) {
+		ctrl.Log.WithName("kubeletapi").Error(err, "Reading cadvisor metrics failed")
+	}, Machine: func() cadvisor.Machine {
+		m := cadvisor.Machine{CPUCores: goruntime.NumCPU()}
+		if c, err := (&host.Linux{RootDir: cfg.RootDir}).Capacity(); err == nil {
+			m.MemoryBytes = uint64(c.Memory().Value())
+		}
+		return m
+	}}
 }
 
 // servingCertificate is the kubelet API's certificate from a CertificateSigningRequest
@@ -359,6 +422,21 @@ func proxyNode(cfg *v1alpha1.AgentConfiguration) (netrules.Node, []netrules.Fami
 		node.ClusterCIDRs = append(node.ClusterCIDRs, c)
 	}
 	for _, s := range cfg.NodePortAddresses {
+		switch s { // kube-proxy's keywords (expandNodePortAddressKeywords)
+		case v1alpha1.NodePortAddressesPrimary: // the node's IPs, when they are not loopback
+			for _, ip := range node.NodeIPs {
+				if !ip.IsLoopback() {
+					node.NodePortAddresses = append(node.NodePortAddresses, netip.PrefixFrom(ip, ip.BitLen()))
+				}
+			}
+			continue
+		case v1alpha1.NodePortAddressesLocalhost:
+			node.NodePortAddresses = append(node.NodePortAddresses, netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
+			continue
+		case v1alpha1.NodePortAddressesAll:
+			node.NodePortAddresses = append(node.NodePortAddresses, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"))
+			continue
+		}
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return node, nil, fmt.Errorf("nodePortAddresses: %w", err)

@@ -37,7 +37,9 @@ import (
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/host"
+	"github.com/nodekeeper/nodekeeper/internal/credentials"
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
+	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
@@ -104,10 +106,15 @@ type PodReconciler struct {
 	appArmorOnce sync.Once
 	appArmorErr  error
 
+	// startup follows pods to running for the kubelet_pod_start_* metrics
+	startup kubeletmetrics.StartupTracker
+	// pulled remembers the credentials each image was pulled with
+	pulled *credentials.PulledRecords
+
 	events      chan event.GenericEvent
 	static      staticPods
 	prober      *prober
-	tokens      map[string]cachedToken
+	tokens      map[types.UID]map[string]cachedToken // by pod: forget drops them
 	mu          sync.Mutex
 	backoff     map[types.UID]map[string]*podplan.BackoffEntry
 	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
@@ -144,6 +151,9 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.RelistPeriod = time.Second
 	}
 	r.events = make(chan event.GenericEvent, 1024)
+	kubeletmetrics.Register()
+	r.pulled = &credentials.PulledRecords{File: filepath.Join(r.Config.RootDir, "image_manager", "pulled.json"),
+		Policy: r.Config.ImagePullCredentialsVerificationPolicy, Allowlist: r.Config.PreloadedImagesVerificationAllowlist}
 	r.backoff = map[types.UID]map[string]*podplan.BackoffEntry{}
 	r.errs = map[types.UID]map[string]podplan.Waiting{}
 	r.prober = newProber(r.Runtime, r.Recorder, r.events)
@@ -214,7 +224,7 @@ func (r *PodReconciler) workers() int {
 	if r.Workers > 0 {
 		return r.Workers
 	}
-	return 10
+	return 32
 }
 
 // supportsRecursiveReadOnly tells whether the runtime's default handler makes recursive
@@ -261,6 +271,7 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 	if pod.Spec.NodeName != r.Config.NodeName {
 		return reconcile.Result{}, nil
 	}
+	r.startup.ObservePod(pod, r.Clock.Now()) // the pod as the watch shows it
 	if _, ok := pod.Annotations[AnnotationConfigMirror]; ok {
 		// a mirror whose manifest is gone: stop the static pod and drop the mirror
 		if err := r.removeByName(ctx, pod.Namespace, pod.Name, ""); err != nil {
@@ -277,6 +288,7 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 		return reconcile.Result{}, err
 	}
 	if pod.DeletionTimestamp != nil {
+		defer observeWorker("kill", time.Now())
 		obs, err := r.observe(ctx, pod.UID)
 		if err != nil {
 			return reconcile.Result{}, err
@@ -318,6 +330,12 @@ func (r *PodReconciler) reconcileStatic(ctx context.Context, pod *corev1.Pod) (r
 func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodStatus, reconcile.Result, error) {
 	logger := log.FromContext(ctx)
 	r.ensureRuntimeName(ctx)
+	// the pod worker's sync: "create" the first time the pod is synced, "sync" after
+	op := "sync"
+	if r.startup.FirstSeen(pod.UID, r.Clock.Now()) {
+		op = "create"
+	}
+	defer observeWorker(op, time.Now())
 
 	obs, err := r.observe(ctx, pod.UID)
 	if err != nil {
@@ -368,6 +386,7 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	st := podplan.Status(podplan.StatusInput{Pod: pod, Observed: obs, Waiting: waiting, HostIP: r.HostIP,
 		RuntimeName: r.runtimeID(), Now: now, Ready: ready, Started: started, Evicted: evicted,
 		RecursiveReadOnlyMounts: r.supportsRecursiveReadOnly(ctx)})
+	r.startup.StatusComputed(pod.UID, pod.Status.Phase, st.Phase, r.Clock.Now())
 	if applyErr != nil {
 		return &st, reconcile.Result{}, applyErr
 	}
@@ -638,7 +657,10 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 	}
 	r.forget(pod.UID)
 	if cg := r.podCgroup(pod); cg != "" && r.Cgroups != nil {
-		if err := r.Cgroups.Remove(cg); err != nil {
+		start := time.Now()
+		err := r.Cgroups.Remove(cg)
+		kubeletmetrics.CgroupManagerDuration.WithLabelValues("destroy").Observe(time.Since(start).Seconds())
+		if err != nil {
 			return reconcile.Result{}, fmt.Errorf("removing the pod's cgroup: %w", err)
 		}
 	}
@@ -859,6 +881,7 @@ func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.
 }
 
 func (r *PodReconciler) forget(uid types.UID) {
+	r.startup.Forget(uid)
 	if r.Devices != nil {
 		r.Devices.Release(string(uid))
 	}
@@ -870,6 +893,7 @@ func (r *PodReconciler) forget(uid types.UID) {
 	delete(r.backoff, uid)
 	delete(r.errs, uid)
 	delete(r.evicted, uid)
+	delete(r.tokens, uid)
 }
 
 func (r *PodReconciler) setErr(uid types.UID, name string, w *podplan.Waiting) {
@@ -990,7 +1014,10 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			return fmt.Errorf("creating log directory: %w", err)
 		}
 		if cg := r.podCgroup(pod); cg != "" && r.Cgroups != nil {
-			if err := r.Cgroups.Ensure(cg, podplan.PodCgroupResources(pod)); err != nil {
+			start := time.Now()
+			err := r.Cgroups.Ensure(cg, podplan.PodCgroupResources(pod))
+			kubeletmetrics.CgroupManagerDuration.WithLabelValues("create").Observe(time.Since(start).Seconds())
+			if err != nil {
 				r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create the pod's cgroup %s: %v", cg, err)
 				return fmt.Errorf("creating pod cgroup: %w", err)
 			}
@@ -1140,12 +1167,26 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 			policy = corev1.PullAlways
 		}
 	}
+	var creds []credentials.Credential // the pod's secrets' then the node's, for this image
+	haveCreds := false
 	if img != nil && policy != corev1.PullAlways {
-		r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
-		return img.Id, nil
+		// the image is there: as upstream's KubeletEnsureSecretPulledImages, one pulled
+		// with a pull secret is used only by pods that have that secret (or the same
+		// credentials); others pull it with theirs first
+		if creds, err = r.pullCredentials(ctx, pod, c.Image); err != nil {
+			return "", err
+		}
+		haveCreds = true
+		if !r.pulled.MustPull(img.Id, c.Image, creds) {
+			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
+			return img.Id, nil
+		}
 	}
 	if policy == corev1.PullNever {
 		msg := fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image)
+		if img != nil {
+			msg = fmt.Sprintf("Container image %q is present with pull policy of %q but does not have the proper credentials to access it.", c.Image, policy)
+		}
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ErrImageNeverPull", Message: msg})
 		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "ErrImageNeverPull", "%s", msg)
 		return "", errors.New(msg)
@@ -1163,7 +1204,13 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 	}
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
 	start := r.Clock.Now()
-	ref, err := r.Runtime.PullImage(ctx, spec, nil, nil)
+	r.startup.PullStarted(pod.UID, start)
+	if !haveCreds {
+		if creds, err = r.pullCredentials(ctx, pod, c.Image); err != nil {
+			return "", err
+		}
+	}
+	ref, err := r.pull(ctx, spec, creds)
 	if err != nil {
 		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ErrImagePull", Message: msg})
@@ -1177,11 +1224,73 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 		r.mu.Unlock()
 		return "", err
 	}
+	r.startup.PullFinished(pod.UID, r.Clock.Now())
 	r.mu.Lock()
 	delete(r.backoff[pod.UID], key)
 	r.mu.Unlock()
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, r.Clock.Since(start).Round(time.Millisecond))
 	return ref, nil
+}
+
+// pullCredentials are the credentials that match the image, as the kubelet finds them:
+// the pod's imagePullSecrets first, then the node's docker config.
+func (r *PodReconciler) pullCredentials(ctx context.Context, pod *corev1.Pod, image string) ([]credentials.Credential, error) {
+	podKeyring, err := credentials.FromSecrets(r.pullSecrets(ctx, pod))
+	if err != nil {
+		return nil, err
+	}
+	return credentials.Credentials(image, podKeyring, credentials.NodeKeyring(r.Config.RootDir)), nil
+}
+
+// pull pulls the image with each credential in turn until one works (without any when
+// there are none) and records which one did.
+func (r *PodReconciler) pull(ctx context.Context, spec *runtimeapi.ImageSpec, creds []credentials.Credential) (string, error) {
+	record := func(ref string, used *credentials.Credential) {
+		if err := r.pulled.Record(ref, spec.Image, used); err != nil {
+			log.FromContext(ctx).Error(err, "Recording the image pull's credentials")
+		}
+	}
+	if len(creds) == 0 {
+		ref, err := r.Runtime.PullImage(ctx, spec, nil, nil)
+		if err == nil {
+			record(ref, nil)
+		}
+		return ref, err
+	}
+	var errs []error
+	for i := range creds {
+		ref, err := r.Runtime.PullImage(ctx, spec, creds[i].Auth, nil)
+		if err == nil {
+			record(ref, &creds[i])
+			return ref, nil
+		}
+		errs = append(errs, err)
+	}
+	return "", errors.Join(errs...)
+}
+
+// pullSecrets reads the pod's imagePullSecrets (upstream's getPullSecretsForPod): one
+// that cannot be read is left out with a warning event, and the pull goes on.
+func (r *PodReconciler) pullSecrets(ctx context.Context, pod *corev1.Pod) []corev1.Secret {
+	var out []corev1.Secret
+	var failed []string
+	for _, ref := range pod.Spec.ImagePullSecrets {
+		if ref.Name == "" {
+			continue
+		}
+		s := &corev1.Secret{}
+		if err := r.apiReader().Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: ref.Name}, s); err != nil {
+			log.FromContext(ctx).Info("Unable to retrieve pull secret, the image pull may not succeed.", "secret", ref.Name, "error", err.Error())
+			failed = append(failed, ref.Name)
+			continue
+		}
+		out = append(out, *s)
+	}
+	if len(failed) > 0 {
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedToRetrieveImagePullSecret",
+			"Unable to retrieve some image pull secrets (%s); attempting to pull the image may not succeed.", strings.Join(failed, ", "))
+	}
+	return out
 }
 
 // podLogDir is the pod's folder of container logs (upstream's BuildPodLogsDirectory).
@@ -1955,8 +2064,14 @@ func podKey(labels map[string]string) types.NamespacedName {
 	return types.NamespacedName{Namespace: labels[podplan.LabelPodNamespace], Name: labels[podplan.LabelPodName]}
 }
 
+// observeWorker records one pod sync (kubelet_pod_worker_duration_seconds).
+func observeWorker(op string, start time.Time) {
+	kubeletmetrics.PodWorkerDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
 func (l *relister) relist(ctx context.Context) {
 	logger := log.FromContext(ctx).WithName("relister")
+	start := time.Now()
 	sel := map[string]string{podplan.LabelManaged: "true"}
 	cs, err := l.r.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{LabelSelector: sel})
 	if err != nil {
@@ -1968,6 +2083,8 @@ func (l *relister) relist(ctx context.Context) {
 		logger.V(2).Info("Relisting sandboxes failed", "error", err.Error())
 		return
 	}
+	// as upstream's PLEG: the relist's duration, the running pods and containers by state
+	kubeletmetrics.ObserveRelist(start, cs, sbs)
 	now := map[string]seen{}
 	for _, c := range cs {
 		now["c/"+c.Id] = seen{state: c.State.String(), pod: podKey(c.Labels)}

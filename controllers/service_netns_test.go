@@ -25,6 +25,9 @@ import (
 	"github.com/nodekeeper/nodekeeper/netrules/iptables"
 	"github.com/nodekeeper/nodekeeper/netrules/nftables"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 )
 
 const netnsNode = "node-a"
@@ -323,11 +326,13 @@ var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "roo
 			})
 
 			It("keeps answering while its endpoints are changed 1,000 times under a running client", func() {
-				if strings.HasPrefix(bc.name, "nftables") {
-					// known bug (issue 11): on nftables, about once in 10,000+ requests a new
-					// connection stays unanswered for the client's whole 10 s, even with the
-					// stale-entry clearing below (seen in CI on 2026-12-02 with both layouts)
-					Skip("nftables: a connection can go unanswered during endpoint churn (under investigation)")
+				if bc.name == "nftables-anonymous-maps" && os.Getenv("NK_CHURN_DEBUG") == "" {
+					// known limit (README, Services): a rule's anonymous map loses its
+					// elements in the commit that replaces the rule, and a packet that
+					// entered the chain before that commit looks them up after it; about
+					// one SYN in 10,000 goes unDNATed here. The default layout keeps
+					// unused endpoint map elements for StaleDelay instead.
+					Skip("nftables anonymous maps: an endpoint change can leave one new connection unDNATed")
 				}
 				// The first probe below usually leaves a conntrack entry without DNAT: its SYN
 				// goes out before the Service has rules. The client later opens ~10,000
@@ -343,6 +348,9 @@ var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "roo
 				// if a sync leaves the Service half-programmed (or unprogrammed) for a moment
 				sets := [][]ep{{{pod: "pod1"}, {pod: "pod2"}}, {{pod: "pod2"}, {pod: "pod3"}}, {{pod: "pod3"}},
 					{{pod: "pod1"}, {pod: "pod3"}, {pod: "pod2", notReady: true}}, {{pod: "pod1"}}}
+				if dir := os.Getenv("NK_CHURN_DEBUG"); dir != "" {
+					churnDebug(dir, bc.name, topo.Node, svc.Spec.ClusterIP)
+				}
 				stop := make(chan struct{})
 				done := make(chan map[string]int)
 				go func() {
@@ -361,6 +369,7 @@ var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "roo
 						}
 						resp, err := hc.Get(url(svc.Spec.ClusterIP, 80))
 						if err != nil {
+							GinkgoWriter.Printf("%s ERR %v\n", time.Now().Format("15:04:05.000000"), err)
 							h["ERR: "+err.Error()]++
 							continue
 						}
@@ -396,3 +405,45 @@ var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "roo
 		})
 	}
 })
+
+// churnDebug (NK_CHURN_DEBUG=dir) records the node namespace's conntrack events and an nft
+// trace of every SYN to the Service into dir, for the churn spec's lost-connection hunt.
+func churnDebug(dir, name, node, vip string) {
+	Expect(os.MkdirAll(dir, 0o755)).To(Succeed())
+	start := func(file string, args ...string) {
+		f, err := os.Create(filepath.Join(dir, name+"-"+file))
+		Expect(err).NotTo(HaveOccurred())
+		cmd := exec.Command("nsenter", append([]string{"--net=/run/netns/" + node}, args...)...)
+		cmd.Stdout, cmd.Stderr = f, f
+		Expect(cmd.Start()).To(Succeed())
+		DeferCleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = f.Close() })
+	}
+	start("ct.log", "conntrack", "-E", "-p", "tcp", "-o", "timestamp,id")
+	if os.Getenv("NK_CHURN_TAMPER") != "" {
+		stop := make(chan struct{})
+		DeferCleanup(func() { close(stop) })
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(700 * time.Millisecond):
+				}
+				_ = netnstest.Run(node, "nft", "add", "table", "ip", "nktamper")
+				_ = netnstest.Run(node, "nft", "delete", "table", "ip", "nktamper")
+			}
+		}()
+	}
+	if os.Getenv("NK_CHURN_TRACE") == "" {
+		return
+	}
+	for _, cmd := range [][]string{{"add", "table", "ip", "nktrace"},
+		{"add", "chain", "ip", "nktrace", "pre", "{ type filter hook prerouting priority -400 ; }"},
+		{"add", "rule", "ip", "nktrace", "pre", "ip", "daddr", vip, "tcp", "flags", "&", "(syn|ack)", "==", "syn", "meta", "nftrace", "set", "1"},
+		{"add", "rule", "ip", "nktrace", "pre", "ip", "saddr", "10.244.0.0/24", "tcp", "flags", "&", "(syn|ack)", "==", "(syn|ack)", "meta", "nftrace", "set", "1"}} {
+		Expect(netnstest.Run(node, append([]string{"nft"}, cmd...)...)).To(Succeed())
+	}
+	DeferCleanup(func() { _ = netnstest.Run(node, "nft", "delete", "table", "ip", "nktrace") })
+	start("trace.log", "nft", "monitor", "trace")
+	time.Sleep(500 * time.Millisecond)
+}

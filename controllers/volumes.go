@@ -293,9 +293,9 @@ func (r *PodReconciler) serviceAccountToken(ctx context.Context, pod *corev1.Pod
 	if src.ExpirationSeconds != nil {
 		exp = *src.ExpirationSeconds
 	}
-	key := fmt.Sprintf("%s/%s/%s/%s/%d", pod.UID, sa, src.Audience, src.Path, exp)
+	key := fmt.Sprintf("%s/%s/%s/%d", sa, src.Audience, src.Path, exp)
 	r.mu.Lock()
-	if t, ok := r.tokens[key]; ok && r.Clock.Now().Before(t.refresh) {
+	if t, ok := r.tokens[pod.UID][key]; ok && r.Clock.Now().Before(t.refresh) {
 		r.mu.Unlock()
 		return t.token, nil
 	}
@@ -317,9 +317,12 @@ func (r *PodReconciler) serviceAccountToken(ctx context.Context, pod *corev1.Pod
 	life := tr.Status.ExpirationTimestamp.Sub(r.Clock.Now())
 	r.mu.Lock()
 	if r.tokens == nil {
-		r.tokens = map[string]cachedToken{}
+		r.tokens = map[types.UID]map[string]cachedToken{}
 	}
-	r.tokens[key] = cachedToken{token: tr.Status.Token, refresh: r.Clock.Now().Add(life * 8 / 10)}
+	if r.tokens[pod.UID] == nil {
+		r.tokens[pod.UID] = map[string]cachedToken{}
+	}
+	r.tokens[pod.UID][key] = cachedToken{token: tr.Status.Token, refresh: r.Clock.Now().Add(life * 8 / 10)}
 	r.mu.Unlock()
 	return tr.Status.Token, nil
 }

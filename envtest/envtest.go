@@ -27,6 +27,8 @@ type Env struct {
 	Config     *rest.Config
 	Client     client.Client
 	Kubeconfig string // path to an admin kubeconfig file
+	// CACertFile and CAKeyFile are the client CA's pair (StartWith with SigningCA).
+	CACertFile, CAKeyFile string
 }
 
 // AssetsDir returns the folder holding kube-apiserver and etcd: $KUBEBUILDER_ASSETS, or
@@ -58,12 +60,25 @@ func isExec(p string) bool {
 }
 
 // Start starts etcd and kube-apiserver on loopback with random ports.
-func Start() (*Env, error) {
+func Start() (*Env, error) { return StartWith(Options{}) }
+
+// StartWith is Start with options.
+func StartWith(o Options) (*Env, error) {
 	dir, err := AssetsDir()
 	if err != nil {
 		return nil, err
 	}
 	e := &envtest.Environment{BinaryAssetsDirectory: dir}
+	var ca *caAuthn
+	if o.SigningCA {
+		if ca, err = newCAAuthn(); err != nil {
+			return nil, err
+		}
+		e.ControlPlane.GetAPIServer().SecureServing.Authn = ca
+	}
+	for k, v := range o.APIServerArgs {
+		e.ControlPlane.GetAPIServer().Configure().Set(k, v)
+	}
 	// authorize and admit nodes as a real cluster does (kubeadm's defaults), so that
 	// agents running as system:node:<name> meet the Node authorizer's and the
 	// NodeRestriction plugin's limits; other users are unaffected
@@ -80,6 +95,9 @@ func Start() (*Env, error) {
 		return nil, fmt.Errorf("building client: %w", err)
 	}
 	env := &Env{env: e, Config: cfg, Client: c}
+	if ca != nil {
+		env.CACertFile, env.CAKeyFile = ca.CertFile(), ca.KeyFile()
+	}
 	user, err := e.AddUser(envtest.User{Name: "envtest-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		_ = e.Stop()

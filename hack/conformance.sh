@@ -78,6 +78,9 @@ export NK_NODE_IF=${NK_NODE_IF:-nkc$k-node0}
 export NK_HOST_IP=${NK_HOST_IP:-198.18.8$n.1}
 export NK_NODE_IP=${NK_NODE_IP:-198.18.8$n.2}
 export NK_NODE_NAME=${NK_NODE_NAME:-nk-conf$k}
+# no cluster DNS (make run's CoreDNS): the suite's pods use dnsPolicy Default, and the
+# figures stay comparable with the runs before make run had one
+export NK_DNS=${NK_DNS:-0}
 export NK_APISERVER_PORT=${NK_APISERVER_PORT:-648$n}
 export NK_ETCD_PORT=${NK_ETCD_PORT:-2388$((n * 2 - 1))}
 export NK_KCM_PORT=${NK_KCM_PORT:-1028$((n * 2 - 1))}

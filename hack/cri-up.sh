@@ -36,7 +36,9 @@
 #                       default one (the node e2e suite's RuntimeClass specs use "test-handler")
 #
 # Images (no registry needed; built from Debian packages and imported with ctr):
-#   docker.io/library/busybox:local   static busybox + every applet symlink (sh, sleep, httpd, nc, ...)
+#   docker.io/library/busybox:local   static busybox + every applet symlink (sh, sleep, httpd, nc, ...);
+#                                     wget and nslookup are hack/nktools (static Go): busybox-static's
+#                                     wget dies on -T (exit 139), its nslookup ignores the search list
 #   registry.k8s.io/pause:3.10-local  a tiny static C pause; the sandbox image
 set -euo pipefail
 
@@ -56,8 +58,8 @@ NETNS_MARKER=$BASE/netns-created
 LOG=$BASE/logs/containerd.log
 PAUSE_IMAGE=registry.k8s.io/pause:3.10-local
 BUSYBOX_IMAGE=docker.io/library/busybox:local
-IMAGES_REV=1 # bump when the image recipes below change: forces a rebuild and re-import
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+IMAGES_REV=3 # bump when the image recipes below change: forces a rebuild and re-import
+export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 exec 3>&1 1>&2 # stdout is for the endpoint only (fd 3; daemons must not inherit it)
 log() { echo "[cri-up] $*"; }
@@ -300,8 +302,18 @@ EOF
   R=$B/busybox-rootfs
   mkdir -p "$R"/{bin,etc,tmp,proc,sys,dev,root,www,var/run}
   cp /bin/busybox "$R/bin/busybox"
+  # wget and nslookup come from hack/nktools (a static Go helper using Go's resolver):
+  # Debian's wget applet dies with SIGSEGV on -T and its nslookup ignores the search list.
+  # busybox's sh runs its own applets before $PATH, so the two applets are renamed in the
+  # copy's applet table (wge_, nslooku_: same length, same sort order) and sh finds
+  # /bin/wget and /bin/nslookup
+  perl -0777 -pi -e 's/\0wc\0wget\0which\0/\0wc\0wge_\0which\0/; s/\0nsenter\0nslookup\0nuke\0/\0nsenter\0nslooku_\0nuke\0/' "$R/bin/busybox"
+  ! "$R/bin/busybox" --list | grep -qxE 'wget|nslookup' || die "could not take wget/nslookup out of busybox's applets"
   for a in $("$R/bin/busybox" --list); do [[ $a == busybox ]] || ln -sf busybox "$R/bin/$a"; done
-  for a in sh sleep httpd nc cat echo wget; do [[ -L $R/bin/$a ]] || die "busybox lacks the $a applet"; done
+  (cd "$HERE/.." && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" -o "$R/bin/nktools" ./hack/nktools) ||
+    die "building hack/nktools (wget, nslookup for the busybox image)"
+  ln -sf nktools "$R/bin/wget"; ln -sf nktools "$R/bin/nslookup"
+  for a in sh sleep httpd nc cat echo wget nslookup; do [[ -L $R/bin/$a ]] || die "the busybox image lacks $a"; done
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$R/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$R/etc/group"
   echo 'hello from nodekeeper busybox' >"$R/www/index.html"

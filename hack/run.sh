@@ -3,6 +3,8 @@
 #
 #   hack/run.sh up     (make run)   build what is missing, start everything, print the kubeconfig
 #   hack/run.sh down   (make down)  stop what `up` started (by PID), remove its netns and veth
+#   hack/run.sh load-image TARBALL  (make load-image IMAGE=...) import an image tarball (docker
+#                      save / OCI layout, e.g. make image's) into the cluster's containerd
 #
 # NK_NODE_AGENT=kubelet runs the upstream kubelet (NK_KUBELET_BIN) as the node instead of
 # nodekeeper, on the same containerd, API server and addresses (see start_kubelet).
@@ -19,6 +21,18 @@
 #                 API server's aggregation layer (front-proxy certificates, a selector-less
 #                 Service + EndpointSlice, the v1beta1.metrics.k8s.io APIService), so
 #                 `kubectl top` works; it scrapes the agent's /metrics/resource.
+#   NODES=2:      a second nodekeeper node, $NK_NODE_NAME-2, in its own namespace
+#                 $NK_NETNS-2 with its own containerd (state in $NK_CRI_CACHE-2), veth to the
+#                 host ($NK_HOST_IP+4 / $NK_NODE_IP+4, /30) and pod range (the next /24);
+#                 the two node namespaces are joined by a third veth pair (the .8/30 of the
+#                 host /24) with routes to each other's pod range and node IP, so pods and
+#                 Services reach across nodes — all inside the namespaces run.sh made.
+#   CoreDNS (NK_DNS=1, the default; hack/coredns.sh builds it once): a host process on
+#                 $NK_HOST_IP:$NK_DNS_PORT (1053) serving cluster.local from the API server
+#                 (kubernetes plugin, identity system:coredns); the kube-system/kube-dns
+#                 Service ($NK_DNS_IP, the 10th address of the Service range, port 53) has an
+#                 EndpointSlice naming it, and the agent's clusterDNS is that address, so pods'
+#                 lookups go through the agent's Service rules to it.
 # State, certificates, pid files and logs live under $NK_RUN_DIR (outside the checkout).
 set -euo pipefail
 
@@ -43,14 +57,43 @@ METRICS_SERVER=${NK_METRICS_SERVER:-0}
 # the node agent: nodekeeper, or the upstream kubelet (NK_KUBELET_BIN, e.g. built by
 # hack/conformance.sh build with NODE=kubelet) on the same containerd, as a baseline
 NODE_AGENT=${NK_NODE_AGENT:-nodekeeper}
+# the agent's --reconcilers: without services, the node has no Service proxy until one is
+# installed (e.g. the Helm chart's DaemonSet, which is what its default installs)
+RECONCILERS=${NK_RECONCILERS:-nodestatus,pods,services}
 KUBELET_BIN=${NK_KUBELET_BIN:-$CACHE/conformance/bin/kubelet}
 # the kubelet's cgroup parent (cgroupRoot), created in every v1 hierarchy and removed by down
 KUBELET_CGROUP=${NK_KUBELET_CGROUP_ROOT:-/$NETNS}
+# NK_TLS_BOOTSTRAP=1: the agent gets its identity as a kubeadm-joined kubelet does, from a
+# bootstrap token (--bootstrap-kubeconfig; the CSR is approved and signed by the
+# controller-manager) instead of a certificate made here; rotateCertificates on
+TLS_BOOTSTRAP=${NK_TLS_BOOTSTRAP:-0}
 # the node's unauthenticated read-only port (/pods, /metrics...): 0 = off, as upstream's default
 READ_ONLY_PORT=${NK_READ_ONLY_PORT:-0}
 MS_PORT=${NK_METRICS_SERVER_PORT:-4443}
 # extra lines for the agent's configuration file (test/fault sets proxySyncPeriod)
 AGENT_CONFIG=${NK_AGENT_CONFIG:-}
+# NODES=2: the second node (see the header)
+NODES=${NODES:-${NK_NODES:-1}}
+ip_add() { # IP N: the IPv4 address N after IP
+  local IFS=. a b c d; read -r a b c d <<<"$1"
+  local n=$(( (a << 24) + (b << 16) + (c << 8) + d + $2 ))
+  echo "$(( (n >> 24) & 255 )).$(( (n >> 16) & 255 )).$(( (n >> 8) & 255 )).$(( n & 255 ))"
+}
+NETNS2=${NK_NETNS2:-$NETNS-2}
+HOST_IF2=${NK_HOST_IF2:-${HOST_IF%0}1}
+NODE_IF2=${NK_NODE_IF2:-${NODE_IF%0}1}
+XIF1=${NODE_IF%0}x XIF2=${NODE_IF%0}y # the node-to-node veth pair
+HOST_IP2=${NK_HOST_IP2:-$(ip_add "$HOST_IP" 4)}
+NODE_IP2=${NK_NODE_IP2:-$(ip_add "$NODE_IP" 4)}
+XIP1=$(ip_add "$HOST_IP" 8) XIP2=$(ip_add "$HOST_IP" 9)
+NODE_NAME2=${NK_NODE_NAME2:-$NODE_NAME-2}
+POD_CIDR2=${NK_POD_CIDR2:-$(ip_add "${POD_CIDR%/*}" 256)/${POD_CIDR#*/}}
+CRI_CACHE2=${NK_CRI_CACHE2:-$CRI_CACHE-2}
+# cluster DNS: CoreDNS on the host side of the veth behind the kube-dns Service
+DNS=${NK_DNS:-1}
+DNS_PORT=${NK_DNS_PORT:-1053}  # health on DNS_PORT+1, ready on DNS_PORT+2
+DNS_IP=${NK_DNS_IP:-${SERVICE_CIDR%.0/*}.10}
+CLUSTER_DOMAIN=cluster.local
 # the device plugins' folder (kubelet.sock): the cluster's own unless told (device plugins
 # and upstream's node e2e suite use /var/lib/kubelet/device-plugins, which hack/conformance.sh
 # passes; one cluster at a time can have it)
@@ -62,6 +105,47 @@ die() { log "ERROR: $*"; exit 1; }
 
 pidfile() { echo "$RUN/pids/$1.pid"; }
 running() { local p; p=$(cat "$(pidfile "$1")" 2>/dev/null) && kill -0 "$p" 2>/dev/null; }
+
+# bootstrap_token BINS: a bootstrap token and kubeadm's RBAC for joining nodes (create
+# CSRs, auto-approve node client certificates and their renewals), and
+# $RUN/bootstrap.kubeconfig holding only the token, as kubeadm join's bootstrap-kubelet.conf
+bootstrap_token() {
+  local id=nkboot secret
+  secret=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  "$1/kubectl" --kubeconfig "$RUN/admin.kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Secret
+metadata: {name: bootstrap-token-$id, namespace: kube-system}
+type: bootstrap.kubernetes.io/token
+stringData: {token-id: $id, token-secret: "$secret", usage-bootstrap-authentication: "true",
+  auth-extra-groups: "system:bootstrappers:kubeadm:default-node-token"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "kubeadm:kubelet-bootstrap"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node-bootstrapper"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers:kubeadm:default-node-token"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "kubeadm:node-autoapprove-bootstrap"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:certificates.k8s.io:certificatesigningrequests:nodeclient"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers:kubeadm:default-node-token"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "kubeadm:node-autoapprove-certificate-rotation"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:nodes"}]
+EOF
+  local kc=("$1/kubectl" config --kubeconfig "$RUN/bootstrap.kubeconfig")
+  "${kc[@]}" set-cluster nk --server "https://$HOST_IP:$APISERVER_PORT" --certificate-authority "$RUN/pki/ca.crt" --embed-certs >/dev/null
+  "${kc[@]}" set-credentials tls-bootstrap-token-user --token "$id.$secret" >/dev/null
+  "${kc[@]}" set-context nk --cluster nk --user tls-bootstrap-token-user >/dev/null
+  "${kc[@]}" use-context nk >/dev/null
+  # a fresh identity each time
+  rm -f "$RUN/agent/pki/kubeconfig" "$RUN"/agent/pki/kubelet-client-*.pem "$RUN/agent-2/pki/kubeconfig" "$RUN"/agent-2/pki/kubelet-client-*.pem
+}
 
 # start NAME CMD...: start a daemon in its own session, logging to $RUN/logs/NAME.log.
 # Descriptors above 2 are closed first: a caller's lock (e.g. `flock /tmp/nk-e2e.lock go
@@ -93,6 +177,18 @@ stop() {
     log "stopped $name (pid $p)"
   fi
   rm -f "$(pidfile "$name")"
+}
+
+# heartbeat DESC CMD...: run CMD, saying every 30 s how long it has been running (the first
+# builds of the control plane, CoreDNS and metrics-server take minutes with no output)
+heartbeat() {
+  local desc=$1 t0=$SECONDS hb rc=0; shift
+  ( while sleep 30; do log "$desc: still running, $((SECONDS - t0))s elapsed"; done ) >&2 &
+  hb=$!
+  "$@" || rc=$?
+  kill "$hb" 2>/dev/null; wait "$hb" 2>/dev/null || true
+  (( SECONDS - t0 < 30 )) || log "$desc: done in $((SECONDS - t0))s"
+  return $rc
 }
 
 wait_for() { # desc, seconds, command...
@@ -133,6 +229,14 @@ kubelet_cert() {
   openssl x509 -req -in "$d/kubelet.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/kubelet.crt" -days 3650 -extfile "$d/kubelet.ext" 2>/dev/null
 }
 
+# CoreDNS's client certificate (system:coredns, bound to upstream's system:coredns role)
+coredns_cert() {
+  local d=$RUN/pki
+  [[ -f $d/coredns.crt ]] && return
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/coredns.key" -out "$d/coredns.csr" -subj "/CN=system:coredns" 2>/dev/null
+  openssl x509 -req -in "$d/coredns.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/coredns.crt" -days 3650 2>/dev/null
+}
+
 # the aggregation layer's certificates, as kubeadm makes them: a front-proxy CA of its own
 # and the API server's proxy client (front-proxy-client) signed by it; metrics-server's
 # client identity (system:metrics-server) and its serving certificate, for the name the
@@ -167,8 +271,9 @@ current-context: nodekeeper
 EOF
 }
 
-netns_up() {
-  ip netns list | grep -qw "$NETNS" || ip netns add "$NETNS"
+netns_up() { # [NETNS HOST_IF NODE_IF HOST_IP NODE_IP POD_CIDR]: the first node's by default
+  local NETNS=${1:-$NETNS} HOST_IF=${2:-$HOST_IF} NODE_IF=${3:-$NODE_IF} HOST_IP=${4:-$HOST_IP} NODE_IP=${5:-$NODE_IP} POD_CIDR=${6:-$POD_CIDR}
+  ip netns list | awk '{print $1}' | grep -qxF "$NETNS" || ip netns add "$NETNS"
   if ! ip link show "$HOST_IF" >/dev/null 2>&1; then
     ip link add "$HOST_IF" type veth peer name "$NODE_IF" netns "$NETNS"
   fi
@@ -191,19 +296,82 @@ netns_down() {
   ip netns del "$NETNS" 2>/dev/null || true
 }
 
+# node2_net: the second node's namespace (its veth to the host, where only the API
+# server's address is routed), and the link between the two node namespaces with routes
+# to each other's pod range and node IP
+node2_net() {
+  netns_up "$NETNS2" "$HOST_IF2" "$NODE_IF2" "$HOST_IP2" "$NODE_IP2" "$POD_CIDR2"
+  ip -n "$NETNS2" route replace "$HOST_IP/32" via "$HOST_IP2" dev "$NODE_IF2"
+  if ! ip -n "$NETNS" link show "$XIF1" >/dev/null 2>&1; then
+    ip -n "$NETNS" link add "$XIF1" type veth peer name "$XIF2" netns "$NETNS2"
+  fi
+  ip -n "$NETNS" addr replace "$XIP1/30" dev "$XIF1"; ip -n "$NETNS" link set "$XIF1" up
+  ip -n "$NETNS2" addr replace "$XIP2/30" dev "$XIF2"; ip -n "$NETNS2" link set "$XIF2" up
+  ip -n "$NETNS" route replace "$POD_CIDR2" via "$XIP2" dev "$XIF1"
+  ip -n "$NETNS" route replace "$NODE_IP2/32" via "$XIP2" dev "$XIF1"
+  ip -n "$NETNS2" route replace "$POD_CIDR" via "$XIP1" dev "$XIF2"
+  ip -n "$NETNS2" route replace "$NODE_IP/32" via "$XIP1" dev "$XIF2"
+}
+
+# node2_certs: the second node's client (system:node:$NODE_NAME2) and serving certificates
+node2_certs() {
+  local d=$RUN/pki
+  [[ -f $d/node2.crt && -f $d/kubelet2.crt ]] && return
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/node2.key" -out "$d/node2.csr" -subj "/O=system:nodes/CN=system:node:$NODE_NAME2" 2>/dev/null
+  openssl x509 -req -in "$d/node2.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/node2.crt" -days 3650 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/kubelet2.key" -out "$d/kubelet2.csr" -subj "/CN=system:node:$NODE_NAME2" 2>/dev/null
+  printf 'subjectAltName=IP:%s,DNS:%s\n' "$NODE_IP2" "$NODE_NAME2" >"$d/kubelet2.ext"
+  openssl x509 -req -in "$d/kubelet2.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/kubelet2.crt" -days 3650 -extfile "$d/kubelet2.ext" 2>/dev/null
+}
+
+# start_node2 BINS: containerd and the agent of the second node, configured as the first
+start_node2() {
+  local bins=$1 cri2
+  node2_certs
+  kubeconfig node2 node2
+  node2_net
+  cri2=$(NK_CACHE="$CRI_CACHE2" NK_NETNS="$NETNS2" NK_POD_CIDR="$POD_CIDR2" "$ROOT/hack/cri-up.sh")
+  ip -n "$NETNS2" route replace "$SERVICE_CIDR" dev lo
+  "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "nodekeeper:node-proxier:2"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node-proxier"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:node:$NODE_NAME2"}]
+EOF
+  mkdir -p "$RUN/agent-2" "$RUN/manifests-2"
+  # the first node's configuration with the second node's names, addresses and folders
+  sed -e "s|^nodeName: .*|nodeName: $NODE_NAME2|" -e "s|^nodeIP: .*|nodeIP: $NODE_IP2|" \
+    -e "s|^containerRuntimeEndpoint: .*|containerRuntimeEndpoint: $cri2|" -e "s|^rootDir: .*|rootDir: $RUN/agent-2|" \
+    -e "s|^staticPodPath: .*|staticPodPath: $RUN/manifests-2|" -e "s|^podCIDR: .*|podCIDR: $POD_CIDR2|" \
+    -e "s|^tlsCertFile: .*|tlsCertFile: $RUN/pki/kubelet2.crt|" -e "s|^tlsPrivateKeyFile: .*|tlsPrivateKeyFile: $RUN/pki/kubelet2.key|" \
+    -e "s|^devicePluginDir: .*|devicePluginDir: $RUN/agent-2/device-plugins|" "$RUN/agent.yaml" >"$RUN/agent-2.yaml"
+  # its identity as the first node's: a certificate made here, or TLS bootstrap
+  local identity=(--kubeconfig "$RUN/node2.kubeconfig")
+  [[ $TLS_BOOTSTRAP != 1 ]] || identity=(--bootstrap-kubeconfig "$RUN/bootstrap.kubeconfig" --kubeconfig "$RUN/agent-2/pki/kubeconfig")
+  start nodekeeper-2 nsenter --net="/run/netns/$NETNS2" "$ROOT/bin/nodekeeper" \
+    --config "$RUN/agent-2.yaml" "${identity[@]}" --reconcilers "$RECONCILERS"
+  wait_for "node $NODE_NAME2 to register" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get node "$NODE_NAME2"
+}
+
 up() {
   mkdir -p "$RUN"/{pids,logs,etcd,agent,manifests}
   local bins
-  bins=$(K8S_EXTRA_BINS="kube-controller-manager kube-scheduler" "$ROOT/hack/k8s-bins.sh")
+  bins=$(K8S_EXTRA_BINS="kube-controller-manager kube-scheduler" heartbeat "building kube-apiserver, etcd, kubectl, kube-controller-manager, kube-scheduler (hack/k8s-bins.sh; first time 10-20 min)" "$ROOT/hack/k8s-bins.sh")
   log "building nodekeeper"
-  make -C "$ROOT" --no-print-directory build >&2
-  local ms=""
-  [[ $METRICS_SERVER == 1 ]] && ms=$("$ROOT/hack/metrics-server.sh")
+  # one build at a time (test/e2e and test/charte2e start clusters in parallel): a second
+  # writer would meet the first's running agent binary (ETXTBSY)
+  mkdir -p "$ROOT/bin"
+  heartbeat "building nodekeeper" flock "$ROOT/bin/.build.lock" make -C "$ROOT" --no-print-directory build >&2
+  local ms="" dns=""
+  if [[ $METRICS_SERVER == 1 ]]; then ms=$(heartbeat "building metrics-server (hack/metrics-server.sh; first time ~5 min)" "$ROOT/hack/metrics-server.sh"); fi
+  if [[ $DNS == 1 ]]; then dns=$(heartbeat "building CoreDNS (hack/coredns.sh; first time 5-15 min, mostly module downloads)" "$ROOT/hack/coredns.sh"); fi
   certs
   kubelet_cert
   aggregator_certs
+  coredns_cert
   kubeconfig admin admin; kubeconfig node node; kubeconfig kcm kcm; kubeconfig scheduler scheduler
-  kubeconfig metrics-server metrics-server-client
+  kubeconfig metrics-server metrics-server-client; kubeconfig coredns coredns
   netns_up
   # containerd, its CNI bridge and the pods live in the node namespace too
   local cri
@@ -231,7 +399,7 @@ up() {
     --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
     --requestheader-extra-headers-prefix X-Remote-Extra- \
     --proxy-client-cert-file "$RUN/pki/front-proxy-client.crt" --proxy-client-key-file "$RUN/pki/front-proxy-client.key" \
-    --enable-aggregator-routing=true
+    --enable-aggregator-routing=true --enable-bootstrap-token-auth
   wait_for "kube-apiserver" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get --raw /readyz
   # the node identity is a kubelet's (Node authorizer); the proxy half also needs what
   # kube-proxy is granted: the built-in system:node-proxier role
@@ -282,14 +450,32 @@ devicePluginDir: $DEVICE_PLUGIN_DIR
 EOF
   # NK_AGENT_CONFIG: extra AgentConfiguration lines (e.g. "proxySyncPeriod: 10s"), appended
   [[ -z $AGENT_CONFIG ]] || printf '%s\n' "$AGENT_CONFIG" >>"$RUN/agent.yaml"
-  case $NODE_AGENT in
-  nodekeeper)
-    start nodekeeper nsenter --net="/run/netns/$NETNS" "$ROOT/bin/nodekeeper" \
-      --config "$RUN/agent.yaml" --kubeconfig "$RUN/node.kubeconfig" ;;
-  kubelet) start_kubelet "$cri" ;;
-  *) die "NK_NODE_AGENT must be nodekeeper or kubelet, got '$NODE_AGENT'" ;;
-  esac
+  if [[ ,$RECONCILERS, != *,services,* ]]; then
+    # leave kube-proxy's metrics port (10249) to the proxy that will run beside it
+    echo "metricsBindAddress: 127.0.0.1:10269" >>"$RUN/agent.yaml"
+  fi
+  if [[ -n $dns ]]; then
+    printf 'clusterDNS: [%s]\nclusterDomain: %s\n' "$DNS_IP" "$CLUSTER_DOMAIN" >>"$RUN/agent.yaml"
+    start_coredns "$bins" "$dns"
+  fi
+  IDENTITY=(--kubeconfig "$RUN/node.kubeconfig")
+  if [[ $TLS_BOOTSTRAP == 1 ]]; then
+    bootstrap_token "$bins"
+    echo "rotateCertificates: true" >>"$RUN/agent.yaml"
+    IDENTITY=(--bootstrap-kubeconfig "$RUN/bootstrap.kubeconfig" --kubeconfig "$RUN/agent/pki/kubeconfig")
+  fi
+  start_node_agent "$cri"
   wait_for "node $NODE_NAME to register" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get node "$NODE_NAME"
+  case $NODES in
+  1) ;;
+  2) [[ $NODE_AGENT == nodekeeper ]] || die "NODES=2 runs nodekeeper on both nodes (NK_NODE_AGENT=$NODE_AGENT)"
+     start_node2 "$bins" ;;
+  *) die "NODES must be 1 or 2, got '$NODES'" ;;
+  esac
+  local nodes_hint="  (NODES=2 make run: a second node)"
+  [[ $NODES != 2 ]] || nodes_hint="  second node: $NODE_NAME2 ($NODE_IP2, netns $NETNS2, pods $POD_CIDR2; log: logs/nodekeeper-2.log)"
+  local dns_hint="  (NK_DNS=0: no cluster DNS)"
+  [[ -z $dns ]] || dns_hint="  cluster DNS: kube-system/kube-dns $DNS_IP -> CoreDNS on $HOST_IP:$DNS_PORT (log: logs/coredns.log)"
   local top_hint="  (NK_METRICS_SERVER=1 make run also runs metrics-server, for kubectl top)"
   if [[ -n $ms ]]; then
     metrics_server "$bins" "$ms"
@@ -307,9 +493,38 @@ nodekeeper cluster is up. Logs: $RUN/logs
   export PATH=$bins:\$PATH
   kubectl get nodes -o wide
   kubectl get lease -n kube-node-lease
+$nodes_hint
+$dns_hint
 $top_hint
+  make load-image IMAGE=image.tar   # brings an image tarball into the node's containerd
 Stop it with: make down
 EOF
+}
+
+# start_node_agent CRI: the node agent NK_NODE_AGENT (nodekeeper or the upstream kubelet)
+start_node_agent() {
+  case $NODE_AGENT in
+  nodekeeper)
+    start nodekeeper nsenter --net="/run/netns/$NETNS" "$ROOT/bin/nodekeeper" \
+      --config "$RUN/agent.yaml" "${IDENTITY[@]}" --reconcilers "$RECONCILERS" ;;
+  kubelet) start_kubelet "$1" ;;
+  *) die "NK_NODE_AGENT must be nodekeeper or kubelet, got '$NODE_AGENT'" ;;
+  esac
+}
+
+# agent-stop / agent-start: swap the node agent of a cluster that is up (the benchmarks
+# run nodekeeper and the kubelet one after the other on the same API server and containerd)
+agent_stop() {
+  stop nodekeeper; stop kubelet
+  kubelet_down
+}
+agent_start() {
+  [[ -f $RUN/agent.yaml ]] || die "no cluster in $RUN: run '$0 up' first"
+  IDENTITY=(--kubeconfig "$RUN/node.kubeconfig")
+  [[ ! -f $RUN/bootstrap.kubeconfig ]] || IDENTITY=(--bootstrap-kubeconfig "$RUN/bootstrap.kubeconfig" --kubeconfig "$RUN/agent/pki/kubeconfig")
+  local cri
+  cri=$(NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" NK_POD_CIDR="$POD_CIDR" "$ROOT/hack/cri-up.sh")
+  start_node_agent "$cri"
 }
 
 # start_kubelet CRI: the upstream kubelet as the node, configured like the agent above
@@ -371,6 +586,8 @@ serializeImagePulls: false
 rotateCertificates: false
 serverTLSBootstrap: false
 EOF
+  # the cluster DNS, as the agent's (when CoreDNS runs)
+  grep -E '^(clusterDNS|clusterDomain):' "$RUN/agent.yaml" >>"$RUN/kubelet.yaml" || true
   # unshare -m without --fork execs: the PID recorded by start is the kubelet's
   start kubelet unshare -m --propagation unchanged sh -c '
     mount --make-rprivate /proc
@@ -484,26 +701,118 @@ EOF
   wait_for "APIService v1beta1.metrics.k8s.io to be Available" 90 apiservice_available "$bins"
 }
 
+# start_coredns BINS COREDNS: CoreDNS on the host side of the veth, behind kube-system/kube-dns.
+# Its identity system:coredns gets upstream's ClusterRole (what CoreDNS's own deployment
+# manifests grant). The Service has no selector: its EndpointSlice names the host process,
+# so a pod's query to $DNS_IP:53 is DNATed by the agent's rules to $HOST_IP:$DNS_PORT
+# (and masqueraded to the node IP on the way out, as every pod-to-host packet).
+start_coredns() {
+  local bins=$1 bin=$2
+  mkdir -p "$RUN/coredns"
+  "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:coredns", labels: {kubernetes.io/bootstrapping: rbac-defaults}}
+rules:
+- {apiGroups: [""], resources: [endpoints, services, pods, namespaces], verbs: [list, watch]}
+- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+  labels: {k8s-app: kube-dns, kubernetes.io/name: CoreDNS}
+spec:
+  clusterIP: $DNS_IP
+  ports:
+  - {name: dns, port: 53, protocol: UDP, targetPort: $DNS_PORT}
+  - {name: dns-tcp, port: 53, protocol: TCP, targetPort: $DNS_PORT}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kube-dns-host
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: kube-dns, endpointslice.kubernetes.io/managed-by: nodekeeper-run}
+addressType: IPv4
+endpoints: [{addresses: ["$HOST_IP"], conditions: {ready: true}}]
+ports:
+- {name: dns, port: $DNS_PORT, protocol: UDP}
+- {name: dns-tcp, port: $DNS_PORT, protocol: TCP}
+EOF
+  # no forward plugin: names outside the cluster are not looked up (nothing leaves the machine)
+  cat >"$RUN/coredns/Corefile" <<EOF
+.:$DNS_PORT {
+    bind $HOST_IP
+    errors
+    health $HOST_IP:$((DNS_PORT + 1))
+    ready $HOST_IP:$((DNS_PORT + 2))
+    kubernetes $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
+        kubeconfig $RUN/coredns.kubeconfig nodekeeper
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }
+    cache 30
+    loop
+    loadbalance
+}
+EOF
+  start coredns "$bin" -conf "$RUN/coredns/Corefile"
+  wait_for "CoreDNS to be ready (http://$HOST_IP:$((DNS_PORT + 2))/ready)" 60 curl -fsS "http://$HOST_IP:$((DNS_PORT + 2))/ready"
+}
+
+# load_image TARBALL: import an image archive into the node's containerd (namespace k8s.io,
+# where the CRI looks), with the snapshotter cri-up.sh chose; pods then use it under its
+# name with imagePullPolicy IfNotPresent (or Never)
+load_image() {
+  local tar=${1:-} cache sock snap
+  [[ -n $tar && -f $tar ]] || die "usage: make load-image IMAGE=path/to/image.tar (no file '${tar}')"
+  [[ -S $CRI_CACHE/cri/run/containerd.sock ]] || die "no containerd at $CRI_CACHE/cri/run/containerd.sock: start the cluster first (make run)"
+  for cache in "$CRI_CACHE" "$CRI_CACHE2"; do # every node's (NODES=2: the second one's too)
+    sock=$cache/cri/run/containerd.sock
+    [[ -S $sock ]] && ctr --address "$sock" version >/dev/null 2>&1 || continue
+    snap=$(cat "$cache/cri/snapshotter" 2>/dev/null || echo overlayfs)
+    ctr --address "$sock" -n k8s.io images import --snapshotter "$snap" "$tar" >&2
+    log "imported $tar into $sock; its images now:"
+    ctr --address "$sock" -n k8s.io images ls -q | grep -v '^sha256:' >&2
+  done
+}
+
 apiservice_available() {
   [[ $("$1/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get apiservice v1beta1.metrics.k8s.io \
     -o 'jsonpath={.status.conditions[?(@.type=="Available")].status}') == True ]]
 }
 
 down() {
-  for c in metrics-server nodekeeper kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
+  for c in coredns metrics-server nodekeeper-2 nodekeeper kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
   NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" "$ROOT/hack/cri-down.sh" || true
+  # the second node (NODES=2), if one was started
+  if [[ -d $CRI_CACHE2/cri ]]; then NK_CACHE="$CRI_CACHE2" NK_NETNS="$NETNS2" "$ROOT/hack/cri-down.sh" || true; fi
   kubelet_down
   # pod volumes the agent mounted (tmpfs for secrets, tokens, memory emptyDirs), and its
   # root folder's own bind mount (made rshared at start, as the kubelet's)
-  awk -v d="$RUN/agent" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+  awk -v d="$RUN/agent" '$2 == d || index($2, d "/") == 1 || $2 == d "-2" || index($2, d "-2/") == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
   netns_down
+  ip link del "$HOST_IF2" 2>/dev/null || true
+  ip netns del "$NETNS2" 2>/dev/null || true
   log "down (state kept in $RUN; remove it for a fresh cluster)"
 }
 
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) die "usage: $0 up|down" ;;
+  agent-stop) agent_stop ;;
+  agent-start) agent_start ;;
+  load-image) load_image "${2:-}" ;;
+  *) die "usage: $0 up|down|agent-stop|agent-start|load-image TARBALL" ;;
 esac

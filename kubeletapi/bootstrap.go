@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/certificate"
+
+	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 )
 
 // ServingCertificateOptions configure CSRServingCertificate.
@@ -60,10 +63,20 @@ func NewCSRServingCertificate(o ServingCertificateOptions) (*CSRServingCertifica
 		SignerName:       certificatesv1.KubeletServingSignerName,
 		GetUsages:        certificate.DefaultKubeletServingGetUsages,
 		CertificateStore: store,
+		// upstream's kubelet_server_expiration_renew_errors and
+		// kubelet_certificate_manager_server_rotation_seconds
+		CertificateRotation:     kubeletmetrics.ServerRotationSeconds,
+		CertificateRenewFailure: kubeletmetrics.ServerExpirationRenewErrors,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kubelet API serving certificate manager: %w", err)
 	}
+	kubeletmetrics.RegisterServerCertificate(func() (time.Time, bool) {
+		if c := m.Current(); c != nil && c.Leaf != nil {
+			return c.Leaf.NotAfter, true
+		}
+		return time.Time{}, false
+	})
 	return &CSRServingCertificate{m: m}, nil
 }
 

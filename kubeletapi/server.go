@@ -1,6 +1,6 @@
 // Package kubeletapi serves the part of the kubelet's HTTPS API that nodekeeper has so
 // far: /healthz, /pods, /containerLogs, /exec, /attach, /portForward, /configz,
-// /stats/summary, /metrics, /metrics/probes and /metrics/resource (what kubectl and
+// /stats/summary, /metrics, /metrics/probes, /metrics/resource and /metrics/cadvisor (what kubectl and
 // metrics-server use through the API server's node proxy), and optionally the
 // unauthenticated read-only port. Every request is authenticated (client certificate from the
 // client CA, or a bearer token through the TokenReview API) and authorized with a
@@ -85,6 +85,8 @@ type Server struct {
 	// ReadOnlyAddr, when set, serves ReadOnlyHandler over plain HTTP (the kubelet's
 	// read-only port).
 	ReadOnlyAddr string
+	// Cadvisor, when set, serves /metrics/cadvisor (the container_* series).
+	Cadvisor prometheus.Collector
 }
 
 // prefixGatherer serves only the metric families whose name has a prefix.
@@ -284,6 +286,11 @@ func (s *Server) defaultHandlers(mux *http.ServeMux) {
 		OnError: func(err error) { s.Log.Error(err, "Reading resource metrics failed") },
 	})
 	mux.Handle("/metrics/resource", promhttp.HandlerFor(resource, promhttp.HandlerOpts{}))
+	if s.Cadvisor != nil {
+		cadvisor := prometheus.NewRegistry()
+		cadvisor.MustRegister(s.Cadvisor)
+		mux.Handle("/metrics/cadvisor", promhttp.HandlerFor(cadvisor, promhttp.HandlerOpts{}))
+	}
 }
 
 // statsSummary serves /stats/summary (?only_cpu_and_memory=true for cpu and memory only).

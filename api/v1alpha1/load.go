@@ -16,8 +16,17 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/nodekeeper/nodekeeper/internal/credentials"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/internal/strictyaml"
+)
+
+// Keywords in nodePortAddresses, as kube-proxy's: the node's own IPs, the loopback
+// ranges, every address.
+const (
+	NodePortAddressesPrimary   = "primary"
+	NodePortAddressesLocalhost = "localhost"
+	NodePortAddressesAll       = "all"
 )
 
 // Eviction signals understood in EvictionHard (upstream names).
@@ -209,6 +218,20 @@ func Validate(c *AgentConfiguration) error {
 			errs = append(errs, field.Invalid(p, pat, "the sysctl is not known to be namespaced"))
 		}
 	}
+	switch c.ImagePullCredentialsVerificationPolicy {
+	case "", "NeverVerify", "NeverVerifyPreloadedImages", "NeverVerifyAllowlistedImages", "AlwaysVerify":
+	default:
+		errs = append(errs, field.NotSupported(field.NewPath("imagePullCredentialsVerificationPolicy"), c.ImagePullCredentialsVerificationPolicy,
+			[]string{"NeverVerify", "NeverVerifyPreloadedImages", "NeverVerifyAllowlistedImages", "AlwaysVerify"}))
+	}
+	for i, p := range c.PreloadedImagesVerificationAllowlist {
+		if err := credentials.ValidateAllowlistPattern(p); err != nil {
+			errs = append(errs, field.Invalid(field.NewPath("preloadedImagesVerificationAllowlist").Index(i), p, err.Error()))
+		}
+	}
+	if len(c.PreloadedImagesVerificationAllowlist) > 0 && c.ImagePullCredentialsVerificationPolicy != "NeverVerifyAllowlistedImages" {
+		errs = append(errs, field.Forbidden(field.NewPath("preloadedImagesVerificationAllowlist"), "only with imagePullCredentialsVerificationPolicy NeverVerifyAllowlistedImages"))
+	}
 	if c.CgroupDriver != "" && c.CgroupDriver != "cgroupfs" {
 		errs = append(errs, field.NotSupported(field.NewPath("cgroupDriver"), c.CgroupDriver, []string{"cgroupfs"}))
 	}
@@ -306,6 +329,9 @@ func Validate(c *AgentConfiguration) error {
 		errs = append(errs, field.NotSupported(field.NewPath("iptablesVariant"), c.IPTablesVariant, []string{"", "legacy", "nft"}))
 	}
 	for i, cidr := range c.NodePortAddresses {
+		if cidr == NodePortAddressesPrimary || cidr == NodePortAddressesLocalhost || cidr == NodePortAddressesAll {
+			continue
+		}
 		if _, _, err := net.ParseCIDR(cidr); err != nil {
 			errs = append(errs, field.Invalid(field.NewPath("nodePortAddresses").Index(i), cidr, "must be a CIDR"))
 		}

@@ -97,6 +97,15 @@ type AgentConfiguration struct {
 	// CgroupDriver is how cgroups are named [cgroupDriver]: only "cgroupfs" (the
 	// default) is supported, and the runtime must use it too.
 	CgroupDriver string `json:"cgroupDriver,omitempty"`
+	// ImagePullCredentialsVerificationPolicy decides which images present on the node a
+	// pod must show credentials for before using them [imagePullCredentialsVerificationPolicy]:
+	// NeverVerify, NeverVerifyPreloadedImages (default: images the agent pulled with a
+	// pull secret), NeverVerifyAllowlistedImages (all but
+	// preloadedImagesVerificationAllowlist's), AlwaysVerify.
+	ImagePullCredentialsVerificationPolicy string `json:"imagePullCredentialsVerificationPolicy,omitempty"`
+	// PreloadedImagesVerificationAllowlist: image names (no tag or digest) or "<prefix>/*"
+	// never verified under NeverVerifyAllowlistedImages [preloadedImagesVerificationAllowlist].
+	PreloadedImagesVerificationAllowlist []string `json:"preloadedImagesVerificationAllowlist,omitempty"`
 	// DevicePluginDir is the folder of the device plugin Registration service
 	// (kubelet.sock) and of the plugins' sockets. Default /var/lib/kubelet/device-plugins,
 	// the path device plugins (and upstream's kubelet, which does not let it change) use.
@@ -135,7 +144,7 @@ type AgentConfiguration struct {
 	// MasqueradeAll masquerades all traffic to ClusterIPs [masqueradeAll].
 	MasqueradeAll bool `json:"masqueradeAll,omitempty"`
 	// NodePortAddresses limits NodePorts to local addresses in these CIDRs
-	// [nodePortAddresses]; empty means all local addresses.
+	// [nodePortAddresses]; empty means all local addresses, "primary" the node's IPs.
 	NodePortAddresses []string `json:"nodePortAddresses,omitempty"`
 	// LocalhostNodePorts lets NodePorts answer on 127.0.0.1 [iptables.localhostNodePorts].
 	// Off by default in nodekeeper (upstream defaults it on).
@@ -167,6 +176,9 @@ type AgentConfiguration struct {
 	// tlsPrivateKeyFile are given too, that pair is served until it is due for rotation
 	// (as upstream's file store does). Default false.
 	ServerTLSBootstrap bool `json:"serverTLSBootstrap,omitempty"`
+	// RotateCertificates renews the agent's client certificate (from the bootstrap
+	// kubeconfig's CertificateSigningRequest) before it expires [rotateCertificates].
+	RotateCertificates bool `json:"rotateCertificates,omitempty"`
 	// ClientCAFile verifies client certificates of kubelet API callers
 	// [authentication.x509.clientCAFile]; bearer tokens go through TokenReview.
 	ClientCAFile string `json:"clientCAFile,omitempty"`

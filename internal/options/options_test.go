@@ -71,3 +71,33 @@ func TestProfilingFlag(t *testing.T) {
 		t.Error("--profiling did not turn enableProfiling on")
 	}
 }
+
+// --config takes kubeadm's KubeletConfiguration and --proxy-config a
+// KubeProxyConfiguration; the proxy file's kubeconfig is used when --kubeconfig is not given.
+func TestUpstreamConfigFiles(t *testing.T) {
+	dir := t.TempDir()
+	kubelet := filepath.Join(dir, "config.yaml")
+	b, err := os.ReadFile("../../api/v1alpha1/testdata/kubeadm-kubelet-config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(kubelet, []byte(strings.Replace(string(b), "cgroupDriver: systemd", "cgroupDriver: cgroupfs", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proxy := filepath.Join(dir, "proxy.yaml")
+	if err := os.WriteFile(proxy, []byte("apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: nftables\n"+
+		"clusterCIDR: 10.244.0.0/16\nclientConnection: {kubeconfig: /var/lib/kube-proxy/kubeconfig.conf}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Parse([]string{"--config", kubelet, "--proxy-config", proxy, "--node-name", "n", "--bootstrap-kubeconfig", "/etc/kubernetes/bootstrap-kubelet.conf"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Config.StaticPodPath != "/etc/kubernetes/manifests" || o.Config.ProxyMode != "nftables" || o.Config.ClusterCIDR != "10.244.0.0/16" ||
+		o.Kubeconfig != "/var/lib/kube-proxy/kubeconfig.conf" || o.BootstrapKubeconfig != "/etc/kubernetes/bootstrap-kubelet.conf" || !o.Config.RotateCertificates {
+		t.Errorf("options %+v config %+v", o, o.Config)
+	}
+	if _, err := Parse([]string{"--config", kubelet, "--proxy-config", kubelet, "--node-name", "n"}, io.Discard); err == nil || !strings.Contains(err.Error(), "KubeProxyConfiguration") {
+		t.Errorf("a KubeletConfiguration as --proxy-config: %v", err)
+	}
+}

@@ -146,8 +146,9 @@ type Proxier struct {
 func New(h Handle, companion *Companion) *Proxier { return &Proxier{h: h, companion: companion} }
 
 // Sync implements controllers.RulesBackend. IPVS has no transactions: every change is
-// its own netlink call, so a sync reads the kernel's state first and applies the
-// difference; a failed call is reported and the next sync (always a full diff) repairs.
+// its own netlink call, so a sync reads the kernel's state (observe), computes the
+// difference (Plan, pure) and applies it (apply); a failed call is reported and the next
+// sync (always a full diff) repairs.
 func (p *Proxier) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (netrules.SyncStats, error) {
 	st := netrules.SyncStats{Full: true}
 	if p.companion != nil {
@@ -155,83 +156,193 @@ func (p *Proxier) Sync(ctx context.Context, rs *netrules.Ruleset, full bool) (ne
 			return st, err
 		}
 	}
-	want := map[string]VirtualServer{}
-	for _, v := range Desired(rs) {
-		want[v.Key()] = v
-	}
-	current, err := p.h.GetServices()
+	want := Desired(rs)
+	obs, err := observe(p.h, want)
 	if err != nil {
-		return st, fmt.Errorf("ipvs: listing virtual servers: %w", err)
+		return st, err
 	}
-	have := map[string]*libipvs.Service{}
-	for _, s := range current {
-		if s.FWMark != 0 {
-			continue
-		}
-		have[keyOf(s)] = s
-	}
-	var errs []error
-	keys := make([]string, 0, len(have))
-	for k := range have {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if _, ok := want[k]; !ok {
-			if err := p.h.DelService(have[k]); err != nil {
-				errs = append(errs, fmt.Errorf("deleting %s: %w", k, err))
-			}
-			st.ChainsDeleted++
+	ops := Plan(want, obs)
+	errs, failed := p.apply(ops, &st)
+	for _, v := range want {
+		if !failed[v.Key()] {
+			st.Rules += len(v.Reals)
 		}
 	}
-	keys = keys[:0]
-	for k := range want {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		v := want[k]
-		svc := toService(v)
-		if cur, ok := have[k]; !ok {
-			if err := p.h.NewService(svc); err != nil {
-				errs = append(errs, fmt.Errorf("adding %s: %w", k, err))
-				continue
-			}
-			st.ChainsWritten++
-		} else if cur.SchedName != svc.SchedName || cur.Flags != svc.Flags || cur.Timeout != svc.Timeout {
-			if err := p.h.UpdateService(svc); err != nil {
-				errs = append(errs, fmt.Errorf("updating %s: %w", k, err))
-				continue
-			}
-			st.ChainsWritten++
-		}
-		dests, err := p.h.GetDestinations(svc)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("listing real servers of %s: %w", k, err))
-			continue
-		}
-		haveD := map[netip.AddrPort]*libipvs.Destination{}
-		for _, d := range dests {
-			a, _ := netip.AddrFromSlice(d.Address)
-			haveD[netip.AddrPortFrom(a.Unmap(), d.Port)] = d
-		}
-		wantD := map[netip.AddrPort]bool{}
-		for _, r := range v.Reals {
-			wantD[r] = true
-			st.Rules++
-			if _, ok := haveD[r]; !ok {
-				if err := p.h.NewDestination(svc, toDest(r)); err != nil {
-					errs = append(errs, fmt.Errorf("adding real server %s to %s: %w", r, k, err))
-				}
-			}
-		}
-		for a, d := range haveD {
-			if !wantD[a] {
-				if err := p.h.DelDestination(svc, d); err != nil {
-					errs = append(errs, fmt.Errorf("deleting real server %s of %s: %w", a, k, err))
-				}
-			}
-		}
+	for _, k := range sortedKeys(obs.DestErr) {
+		errs = append(errs, fmt.Errorf("listing real servers of %s: %w", k, obs.DestErr[k]))
 	}
 	return st, errors.Join(errs...)
+}
+
+// Observed is what the kernel holds: its virtual servers (without fwmark ones) by Key and,
+// for those also wanted, their real servers (or why they could not be listed).
+type Observed struct {
+	Services map[string]*libipvs.Service
+	Dests    map[string]map[netip.AddrPort]*libipvs.Destination
+	DestErr  map[string]error
+}
+
+// observe reads the virtual servers and the real servers of those in want.
+func observe(h Handle, want []VirtualServer) (Observed, error) {
+	obs := Observed{Services: map[string]*libipvs.Service{}, Dests: map[string]map[netip.AddrPort]*libipvs.Destination{}, DestErr: map[string]error{}}
+	current, err := h.GetServices()
+	if err != nil {
+		return obs, fmt.Errorf("ipvs: listing virtual servers: %w", err)
+	}
+	for _, s := range current {
+		if s.FWMark == 0 {
+			obs.Services[keyOf(s)] = s
+		}
+	}
+	for _, v := range want {
+		k := v.Key()
+		if _, ok := obs.Services[k]; !ok {
+			continue
+		}
+		dests, err := h.GetDestinations(toService(v))
+		if err != nil {
+			obs.DestErr[k] = err
+			continue
+		}
+		m := map[netip.AddrPort]*libipvs.Destination{}
+		for _, d := range dests {
+			a, _ := netip.AddrFromSlice(d.Address)
+			m[netip.AddrPortFrom(a.Unmap(), d.Port)] = d
+		}
+		obs.Dests[k] = m
+	}
+	return obs, nil
+}
+
+// OpKind is one IPVS change.
+type OpKind int
+
+const (
+	OpDelService OpKind = iota
+	OpAddService
+	OpUpdateService
+	OpAddDest
+	OpDelDest
+)
+
+// Op is a change Plan decided: Key names the virtual server; Real the real server of
+// OpAddDest/OpDelDest. Service and Dest are what the handle is given.
+type Op struct {
+	Kind    OpKind
+	Key     string
+	Real    netip.AddrPort
+	Service *libipvs.Service
+	Dest    *libipvs.Destination
+}
+
+func (o Op) String() string {
+	switch o.Kind {
+	case OpDelService:
+		return "delete " + o.Key
+	case OpAddService:
+		return "add " + o.Key
+	case OpUpdateService:
+		return "update " + o.Key
+	case OpAddDest:
+		return fmt.Sprintf("add %s -> %s", o.Key, o.Real)
+	default:
+		return fmt.Sprintf("delete %s -> %s", o.Key, o.Real)
+	}
+}
+
+// Plan is the pure part of a sync: the changes that take the observed kernel to want.
+// Virtual servers no longer wanted go first, then each wanted one in key order: created or
+// updated (scheduler, persistence), its missing real servers added in want's order, its
+// extra ones deleted in address order. A virtual server whose real servers could not be
+// listed gets no real-server changes (the next sync retries).
+func Plan(want []VirtualServer, obs Observed) []Op {
+	byKey := map[string]VirtualServer{}
+	for _, v := range want {
+		byKey[v.Key()] = v
+	}
+	var ops []Op
+	for _, k := range sortedKeys(obs.Services) {
+		if _, ok := byKey[k]; !ok {
+			ops = append(ops, Op{Kind: OpDelService, Key: k, Service: obs.Services[k]})
+		}
+	}
+	for _, k := range sortedKeys(byKey) {
+		v := byKey[k]
+		svc := toService(v)
+		cur, had := obs.Services[k]
+		switch {
+		case !had:
+			ops = append(ops, Op{Kind: OpAddService, Key: k, Service: svc})
+		case cur.SchedName != svc.SchedName || cur.Flags != svc.Flags || cur.Timeout != svc.Timeout:
+			ops = append(ops, Op{Kind: OpUpdateService, Key: k, Service: svc})
+		}
+		if _, failed := obs.DestErr[k]; failed {
+			continue
+		}
+		have := obs.Dests[k]
+		wanted := map[netip.AddrPort]bool{}
+		for _, r := range v.Reals {
+			wanted[r] = true
+			if _, ok := have[r]; !ok {
+				ops = append(ops, Op{Kind: OpAddDest, Key: k, Real: r, Service: svc, Dest: toDest(r)})
+			}
+		}
+		extra := make([]netip.AddrPort, 0, len(have))
+		for a := range have {
+			if !wanted[a] {
+				extra = append(extra, a)
+			}
+		}
+		sort.Slice(extra, func(i, j int) bool { return extra[i].Compare(extra[j]) < 0 })
+		for _, a := range extra {
+			ops = append(ops, Op{Kind: OpDelDest, Key: k, Real: a, Service: svc, Dest: have[a]})
+		}
+	}
+	return ops
+}
+
+// apply carries out ops in order; a virtual server that could not be created or
+// updated gets none of its real-server changes. Stats count virtual servers deleted and
+// written, and the real servers of the virtual servers in place.
+func (p *Proxier) apply(ops []Op, st *netrules.SyncStats) (errs []error, failed map[string]bool) {
+	failed = map[string]bool{}
+	for _, op := range ops {
+		if failed[op.Key] {
+			continue
+		}
+		var err error
+		switch op.Kind {
+		case OpDelService:
+			err = p.h.DelService(op.Service)
+			st.ChainsDeleted++
+		case OpAddService:
+			if err = p.h.NewService(op.Service); err == nil {
+				st.ChainsWritten++
+			}
+		case OpUpdateService:
+			if err = p.h.UpdateService(op.Service); err == nil {
+				st.ChainsWritten++
+			}
+		case OpAddDest:
+			err = p.h.NewDestination(op.Service, op.Dest)
+		case OpDelDest:
+			err = p.h.DelDestination(op.Service, op.Dest)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", op, err))
+			if op.Kind == OpAddService || op.Kind == OpUpdateService {
+				failed[op.Key] = true
+			}
+		}
+	}
+	return errs, failed
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -2,11 +2,13 @@ package ipvs
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 
+	libipvs "github.com/moby/ipvs"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
@@ -136,4 +138,59 @@ func (f fakeWithIPSet) Run(ctx context.Context, stdin []byte, name string, args 
 		return nil, nil
 	}
 	return f.Fake.Run(ctx, stdin, name, args...)
+}
+
+// Plan is pure: the exact changes from an observed kernel to the wanted virtual servers.
+func TestPlanOps(t *testing.T) {
+	vs := func(key string, reals ...string) VirtualServer {
+		proto, ap, _ := strings.Cut(key, "/")
+		a := netip.MustParseAddrPort(ap)
+		v := VirtualServer{Protocol: corev1.Protocol(strings.ToUpper(proto)), Addr: a.Addr(), Port: a.Port()}
+		for _, r := range reals {
+			v.Reals = append(v.Reals, netip.MustParseAddrPort(r))
+		}
+		return v
+	}
+	observed := func(vss ...VirtualServer) Observed {
+		obs := Observed{Services: map[string]*libipvs.Service{}, Dests: map[string]map[netip.AddrPort]*libipvs.Destination{}, DestErr: map[string]error{}}
+		for _, v := range vss {
+			obs.Services[v.Key()] = toService(v)
+			obs.Dests[v.Key()] = map[netip.AddrPort]*libipvs.Destination{}
+			for _, r := range v.Reals {
+				obs.Dests[v.Key()][r] = toDest(r)
+			}
+		}
+		return obs
+	}
+	text := func(ops []Op) string {
+		var out []string
+		for _, o := range ops {
+			out = append(out, o.String())
+		}
+		return strings.Join(out, "\n")
+	}
+	web := vs("tcp/10.96.0.10:80", "10.244.0.11:8080", "10.244.0.12:8080")
+	cases := []struct {
+		name string
+		want []VirtualServer
+		obs  Observed
+		ops  string
+	}{
+		{"empty kernel", []VirtualServer{web}, observed(),
+			"add tcp/10.96.0.10:80\nadd tcp/10.96.0.10:80 -> 10.244.0.11:8080\nadd tcp/10.96.0.10:80 -> 10.244.0.12:8080"},
+		{"in step: nothing", []VirtualServer{web}, observed(web), ""},
+		{"a real server replaced", []VirtualServer{vs("tcp/10.96.0.10:80", "10.244.0.11:8080", "10.244.0.13:8080")}, observed(web),
+			"add tcp/10.96.0.10:80 -> 10.244.0.13:8080\ndelete tcp/10.96.0.10:80 -> 10.244.0.12:8080"},
+		{"not wanted any more, first", []VirtualServer{vs("udp/10.96.0.53:53", "10.244.0.20:53")}, observed(web),
+			"delete tcp/10.96.0.10:80\nadd udp/10.96.0.53:53\nadd udp/10.96.0.53:53 -> 10.244.0.20:53"},
+		{"affinity set: updated in place", []VirtualServer{func() VirtualServer { v := web; v.PersistentSeconds = 10800; return v }()}, observed(web),
+			"update tcp/10.96.0.10:80"},
+		{"real servers unreadable: left for the next sync", []VirtualServer{vs("tcp/10.96.0.10:80", "10.244.0.13:8080")},
+			func() Observed { o := observed(web); o.DestErr[web.Key()] = errors.New("boom"); return o }(), ""},
+	}
+	for _, c := range cases {
+		if got := text(Plan(c.want, c.obs)); got != c.ops {
+			t.Errorf("%s:\n%s\nwant\n%s", c.name, got, c.ops)
+		}
+	}
 }

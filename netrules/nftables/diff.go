@@ -76,6 +76,21 @@ type Planner struct {
 	shards     []*epShard
 	ep         map[epKey]netip.AddrPort
 	leftoverEP map[epKey]bool
+	// endpoint map elements no rule uses any more, since when, and the ranges they
+	// were in: deleted (and the ranges reused) StaleDelay later, never in the batch
+	// that stops using them. A packet that entered a chain before a commit runs the
+	// rules of before it, but its map lookup sees the elements of after it: deleting
+	// an element with the rule that used it would let such a packet find nothing
+	// and leave unDNATed (seen: one SYN in ~10,000 during endpoint churn, its
+	// connection then stuck on the conntrack entry of that first packet).
+	staleEP     map[epKey]time.Time
+	pendingFree []pendingRange
+}
+
+// pendingRange is a freed range whose elements wait for deletion.
+type pendingRange struct {
+	r     epRange
+	since time.Time
 }
 
 // The endpoints go into maps of at most ShardPorts ports each: the kernel checks every
@@ -162,10 +177,25 @@ func (p *Planner) allocRange(n int, ops *[]Op) epRange {
 	return r
 }
 
-func (p *Planner) freeRange(r epRange) {
+// freeRange gives r back: its elements go stale now, and the range is reused once
+// Expired has deleted them.
+func (p *Planner) freeRange(r epRange, now time.Time) {
 	sh := p.shard(r.shard)
 	sh.ports--
-	sh.free[r.size] = append(sh.free[r.size], r.base)
+	for i := uint32(0); i < r.size; i++ {
+		p.staleKey(epKey{r.shard, r.base + i}, now)
+	}
+	p.pendingFree = append(p.pendingFree, pendingRange{r, now})
+}
+
+// staleKey marks an element the kernel holds as unused since now (if not already).
+func (p *Planner) staleKey(k epKey, now time.Time) {
+	if _, ok := p.ep[k]; !ok {
+		return
+	}
+	if _, ok := p.staleEP[k]; !ok {
+		p.staleEP[k] = now
+	}
 }
 
 // setOffsets writes each ActDNATMap rule's map and range base from ranges.
@@ -210,6 +240,7 @@ func (p *Planner) Reset(chains, sets []string, elems map[ElemKey]Verdict, ep map
 	}
 	p.ranges, p.shards = map[string]epRange{}, nil
 	p.ep, p.leftoverEP = map[epKey]netip.AddrPort{}, map[epKey]bool{}
+	p.staleEP, p.pendingFree = map[epKey]time.Time{}, nil
 	for name, m := range ep {
 		i, ok := parseShardName(name)
 		if !ok {
@@ -333,29 +364,21 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 	}
 	// endpoint map ranges: a port keeps its range while its endpoints fit, else it
 	// moves to a new one (its rule changes then anyway: mod N); elements are written
-	// where the kernel's differ, deletions first (a range freed here may be reused)
+	// where the kernel's differ (an element replaced in place: deletion, then
+	// addition); elements the new rules no longer use go stale (see staleEP)
 	newRanges := map[string]epRange{}
 	var epNew, epDel, epAdd []Op
-	delKey := func(k epKey) {
-		if _, ok := p.ep[k]; ok {
-			epDel = append(epDel, Op{Kind: OpDelEPElem, Name: shardName(k.shard), Index: k.index})
-			delete(p.ep, k)
-		}
-	}
 	for _, m := range sortedKeys(oc.maps) {
 		r := p.ranges[m]
 		want, keep := nc.maps[m]
 		if keep && rangeSize(len(want)) == r.size {
 			newRanges[m] = r
 			for i := len(want); i < len(oc.maps[m]); i++ {
-				delKey(epKey{r.shard, r.base + uint32(i)})
+				p.staleKey(epKey{r.shard, r.base + uint32(i)}, now)
 			}
 			continue
 		}
-		for i := range oc.maps[m] {
-			delKey(epKey{r.shard, r.base + uint32(i)})
-		}
-		p.freeRange(r)
+		p.freeRange(r, now)
 		delete(p.ranges, m)
 	}
 	for _, m := range sortedKeys(nc.maps) {
@@ -367,10 +390,14 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 		p.ranges[m] = r
 		for i, e := range nc.maps[m] {
 			k := epKey{r.shard, r.base + uint32(i)}
-			if cur, ok := p.ep[k]; ok && cur == e {
+			delete(p.staleEP, k)
+			cur, ok := p.ep[k]
+			if ok && cur == e {
 				continue
 			}
-			delKey(k)
+			if ok {
+				epDel = append(epDel, Op{Kind: OpDelEPElem, Name: shardName(k.shard), Index: k.index})
+			}
 			epAdd = append(epAdd, Op{Kind: OpAddEPElem, Name: shardName(k.shard), Index: k.index, Endpoint: e})
 			p.ep[k] = e
 		}
@@ -512,21 +539,11 @@ func (p *Planner) Finish(now time.Time) []Op {
 		ops = append(ops, Op{Kind: OpDelElem, Key: k})
 		delete(p.elems, k)
 	}
-	left := make([]epKey, 0, len(p.leftoverEP))
+	// what the resync found in the endpoint maps: new ranges were allocated above it,
+	// so nothing uses it once every Service is rewritten (its old rules possibly in
+	// this very batch: it goes stale, see staleEP)
 	for k := range p.leftoverEP {
-		left = append(left, k)
-	}
-	sort.Slice(left, func(i, j int) bool {
-		if left[i].shard != left[j].shard {
-			return left[i].shard < left[j].shard
-		}
-		return left[i].index < left[j].index
-	})
-	for _, k := range left {
-		if _, ok := p.ep[k]; ok {
-			ops = append(ops, Op{Kind: OpDelEPElem, Name: shardName(k.shard), Index: k.index})
-			delete(p.ep, k)
-		}
+		p.staleKey(k, now)
 	}
 	p.leftoverEP = map[epKey]bool{}
 	for _, c := range sortedKeys(p.leftover) {
@@ -544,6 +561,28 @@ func (p *Planner) Finish(now time.Time) []Op {
 // and forgets them.
 func (p *Planner) Expired(now time.Time) []Op {
 	var ops []Op
+	var keys []epKey
+	for k, t := range p.staleEP {
+		if now.Sub(t) >= StaleDelay {
+			keys = append(keys, k)
+		}
+	}
+	sortEPKeys(keys)
+	for _, k := range keys {
+		ops = append(ops, Op{Kind: OpDelEPElem, Name: shardName(k.shard), Index: k.index})
+		delete(p.ep, k)
+		delete(p.staleEP, k)
+	}
+	kept := p.pendingFree[:0]
+	for _, f := range p.pendingFree {
+		if now.Sub(f.since) < StaleDelay {
+			kept = append(kept, f)
+			continue
+		}
+		sh := p.shard(f.r.shard)
+		sh.free[f.r.size] = append(sh.free[f.r.size], f.r.base)
+	}
+	p.pendingFree = kept
 	for _, c := range sortedKeys(p.stale) {
 		if now.Sub(p.stale[c]) >= StaleDelay {
 			ops = append(ops, Op{Kind: OpDelChain, Name: c})
@@ -571,11 +610,25 @@ func (p *Planner) StaleOlderThan(now time.Time, d time.Duration) bool {
 			return true
 		}
 	}
+	for _, t := range p.staleEP {
+		if now.Sub(t) > d {
+			return true
+		}
+	}
 	return false
 }
 
 // StaleCount is how many chains and sets wait for deletion.
-func (p *Planner) StaleCount() int { return len(p.stale) + len(p.staleSets) }
+func (p *Planner) StaleCount() int { return len(p.stale) + len(p.staleSets) + len(p.staleEP) }
+
+func sortEPKeys(keys []epKey) {
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].shard != keys[j].shard {
+			return keys[i].shard < keys[j].shard
+		}
+		return keys[i].index < keys[j].index
+	})
+}
 
 // BaseOps writes the table, its maps and its fixed chains (a repair of them too).
 func BaseOps(l Layout) []Op {

@@ -3,6 +3,7 @@ package nftables
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -165,11 +166,22 @@ func TestPlanOpsSharedEndpointMap(t *testing.T) {
 		"add element endpoints-0 { 2 : 10.244.0.4 . 8080 }",
 		"flush chain "+webChain,
 		"add rule "+webChain+" meta l4proto tcp dnat ip addr . port to numgen random mod 3 map @endpoints-0")
+	// an element a rule stops using is deleted StaleDelay later, never with the rule
+	// change: a packet that entered the chain before the commit still runs the old rule,
+	// but its lookup sees the map after it
+	check("shrunk within its range: the last element unused, kept", p.Plan("default/web", ports(web, "10.244.0.1", "10.244.0.3"), false, now),
+		"flush chain "+webChain,
+		"add rule "+webChain+" meta l4proto tcp dnat ip addr . port to numgen random mod 2 map @endpoints-0")
+	check("not expired yet", p.Expired(now.Add(StaleDelay/2)))
+	check("grown again: the element written in place", p.Plan("default/web", ports(web, "10.244.0.1", "10.244.0.3", "10.244.0.7"), false, now),
+		"delete element endpoints-0 { 2 }",
+		"add element endpoints-0 { 2 : 10.244.0.7 . 8080 }",
+		"flush chain "+webChain,
+		"add rule "+webChain+" meta l4proto tcp dnat ip addr . port to numgen random mod 3 map @endpoints-0")
+	check("in use again: nothing expires", p.Expired(now.Add(StaleDelay)))
+	p.Plan("default/web", ports(web, "10.244.0.1", "10.244.0.3", "10.244.0.4"), false, now)
 	got := p.Plan("default/web", ports(web, "10.244.0.1", "10.244.0.3", "10.244.0.4", "10.244.0.5", "10.244.0.6"), false, now)
 	check("outgrown: a new range of 8, the old one freed", got,
-		"delete element endpoints-0 { 0 }",
-		"delete element endpoints-0 { 1 }",
-		"delete element endpoints-0 { 2 }",
 		"add element endpoints-0 { 8 : 10.244.0.1 . 8080 }",
 		"add element endpoints-0 { 9 : 10.244.0.3 . 8080 }",
 		"add element endpoints-0 { 10 : 10.244.0.4 . 8080 }",
@@ -179,17 +191,29 @@ func TestPlanOpsSharedEndpointMap(t *testing.T) {
 		"add rule "+webChain+" meta l4proto tcp dnat ip addr . port to numgen random mod 5 offset 8 map @endpoints-0")
 	other := netrules.MakeService("default", "other", "10.96.0.12", 80)
 	otherOps := p.Plan("default/other", ports(other, "10.244.2.1", "10.244.2.2"), false, now)
-	if g := strings.Join(opsText(otherOps), "\n"); !strings.Contains(g, "add element endpoints-0 { 0 : 10.244.2.1 . 8080 }") || !strings.Contains(g, "mod 2 map @endpoints-0") {
-		t.Errorf("the freed range is not reused:\n%s", g)
+	if g := strings.Join(opsText(otherOps), "\n"); !strings.Contains(g, "add element endpoints-0 { 16 : 10.244.2.1 . 8080 }") {
+		t.Errorf("a range whose elements are not deleted yet is reused:\n%s", g)
 	}
-	check("one endpoint left: a plain dnat, the range freed", p.Plan("default/api", ports(api, "10.244.1.1"), false, now),
-		"delete element endpoints-0 { 4 }",
-		"delete element endpoints-0 { 5 }",
+	later := now.Add(StaleDelay)
+	check("a StaleDelay later: the freed range's elements deleted", p.Expired(later),
+		"delete element endpoints-0 { 0 }",
+		"delete element endpoints-0 { 1 }",
+		"delete element endpoints-0 { 2 }")
+	third := netrules.MakeService("default", "third", "10.96.0.13", 80)
+	thirdOps := p.Plan("default/third", ports(third, "10.244.3.1", "10.244.3.2"), false, later)
+	if g := strings.Join(opsText(thirdOps), "\n"); !strings.Contains(g, "add element endpoints-0 { 0 : 10.244.3.1 . 8080 }") || !strings.Contains(g, "mod 2 map @endpoints-0") {
+		t.Errorf("the freed range is not reused once its elements are gone:\n%s", g)
+	}
+	check("one endpoint left: a plain dnat, the range freed", p.Plan("default/api", ports(api, "10.244.1.1"), false, later),
 		"flush chain "+apiChain,
 		"add rule "+apiChain+" meta l4proto tcp dnat to 10.244.1.1:8080")
-	for _, svc := range []string{"default/web", "default/api", "default/other"} {
-		p.Plan(svc, nil, false, now)
+	check("and its elements deleted a StaleDelay later", p.Expired(later.Add(StaleDelay)),
+		"delete element endpoints-0 { 4 }",
+		"delete element endpoints-0 { 5 }")
+	for _, svc := range []string{"default/web", "default/api", "default/other", "default/third"} {
+		p.Plan(svc, nil, false, later)
 	}
+	p.Expired(later.Add(StaleDelay))
 	if len(p.ep) != 0 {
 		t.Errorf("elements left after every Service went: %v", p.ep)
 	}
@@ -202,7 +226,10 @@ func TestPlanOpsSharedEndpointMap(t *testing.T) {
 		"add rule "+webChain+" meta l4proto tcp dnat ip addr . port to numgen random mod 2 offset 8 map @endpoints-0",
 		"add element service-ips { 10.96.0.10 . tcp . 80 : goto "+webChain+" }",
 		"add element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }")
-	check("Finish", p.Finish(now), "delete element endpoints-0 { 7 }")
+	check("Finish: the old elements go stale (their rules may change in this batch)", p.Finish(now))
+	if got := opsText(p.Expired(now.Add(StaleDelay))); !slices.Contains(got, "delete element endpoints-0 { 7 }") {
+		t.Errorf("the resync's leftover element is not deleted a StaleDelay after Finish: %v", got)
+	}
 }
 
 // With session affinity each endpoint keeps its chain and its set; a moved endpoint's

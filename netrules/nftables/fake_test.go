@@ -225,6 +225,16 @@ func (k *fakeKernel) send(ops []Op) error {
 			return fmt.Errorf("the batch leaves the table half-programmed: %s", e)
 		}
 	}
+	// a packet that entered a chain before the commit runs the old rules but looks up
+	// the new elements: every element the old rules use must survive the batch
+	for _, e := range k.usedElements() {
+		if _, ok := c.epmaps[e.m][e.i]; ok || c.epmaps[e.m] == nil && k.epmaps[e.m] == nil {
+			continue
+		}
+		if _, had := k.epmaps[e.m][e.i]; had {
+			return fmt.Errorf("the batch deletes element %d of %s, which the rules before it use (a packet in flight finds nothing)", e.i, e.m)
+		}
+	}
 	if k.failNext {
 		k.failNext = false
 		return errors.New("injected failure")
@@ -527,6 +537,28 @@ func mergeSorted(a, b []string) []string {
 		m[x] = true
 	}
 	return sortedKeys(m)
+}
+
+type mapIndex struct {
+	m string
+	i uint32
+}
+
+// usedElements lists the endpoint map elements the rules look up.
+func (k *fakeKernel) usedElements() []mapIndex {
+	var out []mapIndex
+	for _, rules := range k.chains {
+		for _, r := range rules {
+			for _, g := range epLookup.FindAllStringSubmatch(r, -1) {
+				n, _ := strconv.Atoi(g[3])
+				off, _ := strconv.Atoi(g[4])
+				for i := 0; i < n; i++ {
+					out = append(out, mapIndex{g[5], uint32(off + i)})
+				}
+			}
+		}
+	}
+	return out
 }
 
 // incompleteRanges lists the rules going through an endpoint map that miss one of

@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 )
 
 // ErrUnavailable wraps errors from a runtime that cannot be reached.
@@ -209,7 +211,11 @@ func Dial(opts RemoteOptions) (*Remote, error) {
 	conn, err := grpc.NewClient(target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16*1024*1024)),
-		grpc.WithConnectParams(ConnectParams()))
+		grpc.WithConnectParams(ConnectParams()),
+		// every call counted and timed as upstream's instrumented runtime service
+		// (kubelet_runtime_operations_total / _errors_total / _duration_seconds)
+		grpc.WithChainUnaryInterceptor(instrumentUnary),
+		grpc.WithChainStreamInterceptor(instrumentStream))
 	if err != nil {
 		return nil, fmt.Errorf("container runtime endpoint %q: %w", opts.Endpoint, err)
 	}
@@ -278,4 +284,19 @@ func (r *Remote) RuntimeHandlers(ctx context.Context) ([]*runtimeapi.RuntimeHand
 		return nil, fmt.Errorf("%w: Status: %v", ErrUnavailable, err)
 	}
 	return resp.GetRuntimeHandlers(), nil
+}
+
+func instrumentUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	start := time.Now()
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	kubeletmetrics.ObserveRuntimeOperation(method, start, err)
+	return err
+}
+
+// instrumentStream counts a stream (GetContainerEvents) when it is opened, as upstream.
+func instrumentStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	start := time.Now()
+	s, err := streamer(ctx, desc, cc, method, opts...)
+	kubeletmetrics.ObserveRuntimeOperation(method, start, err)
+	return s, err
 }

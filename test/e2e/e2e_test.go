@@ -253,6 +253,34 @@ spec:
 		Expect(mustKubectl("get", "node", node, "-o", "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}")).To(Equal("10250"))
 	})
 
+	It("resolves Service names through the cluster DNS (CoreDNS behind kube-dns) and fetches with wget", func() {
+		applyManifest(`
+apiVersion: v1
+kind: Pod
+metadata: {name: resolver}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: main, image: docker.io/library/busybox:local, command: [sleep, "3600"]}]
+`)
+		mustKubectl("wait", "--for=condition=Ready", "pod/resolver", "--timeout=60s")
+		dnsIP := clusterIPNS("kube-system", "kube-dns")
+		Expect(kubectl("exec", "resolver", "--", "cat", "/etc/resolv.conf")).To(ContainSubstring("nameserver " + dnsIP + "\n"))
+		// nslookup applies the search list, as the pod's own lookups do
+		out, err := kubectl("exec", "resolver", "--", "nslookup", "kubernetes.default")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("Name:\tkubernetes.default.svc.cluster.local\nAddress: " + clusterIPNS("default", "kubernetes") + "\n"))
+		// wget (not busybox-static's, which dies with SIGSEGV) by short and full name
+		for _, u := range []string{"http://hello/", "http://hello.default.svc.cluster.local/"} {
+			Eventually(func() (string, error) { return kubectl("exec", "resolver", "--", "wget", "-q", "-T", "5", "-O-", u) },
+				30*time.Second, time.Second).Should(HavePrefix("hello-"), u)
+		}
+		// and from the shell, which runs busybox's own applets before $PATH
+		Expect(kubectl("exec", "resolver", "--", "sh", "-c", "wget -q -T 5 -O- http://hello/ && nslookup kubernetes.default >/dev/null && echo both")).
+			To(HaveSuffix("both\n"))
+		_, err = kubectl("exec", "resolver", "--", "nslookup", "nonexistent.default.svc.cluster.local")
+		Expect(err).To(HaveOccurred(), "a name that does not exist must not resolve")
+	})
+
 	It("forwards a local port to a pod with kubectl port-forward", func() {
 		manifest := `
 apiVersion: v1

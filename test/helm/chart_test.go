@@ -36,12 +36,56 @@ var allHostPaths = map[string]string{
 	"machine-id":     "/etc/machine-id",
 	"os-release":     "/etc/os-release",
 	"xtables-lock":   "/run/xtables.lock",
-	"lib-modules":    "/lib/modules",
+}
+
+// allReconcilers is the node mode through the chart: the agent as the node's kubelet and
+// its proxy (the default is the proxy alone)
+const allReconcilers = "reconcilers: [nodestatus, pods, services]\n"
+
+// proxyOnlyRules: what the proxy alone may do, read nodes, services and endpointslices
+var proxyOnlyRules = []string{
+	"/nodes:get", "/nodes:list", "/nodes:watch",
+	"/services:get", "/services:list", "/services:watch",
+	"discovery.k8s.io/endpointslices:get", "discovery.k8s.io/endpointslices:list", "discovery.k8s.io/endpointslices:watch",
 }
 
 var valueSets = []valueSet{
 	{
+		// the default: the proxy alone, beside the node's kubelet
 		name:        "defaults",
+		reconcilers: "services",
+		proxyMode:   v1alpha1.ProxyModeIPTables,
+		hostPaths:   map[string]string{"xtables-lock": "/run/xtables.lock"},
+		check: func(t *testing.T, r *rendered, cfg *v1alpha1.AgentConfiguration) {
+			// no Secret read, no token minting, no writes
+			if got := triples(r.ClusterRole.Rules); !reflect.DeepEqual(got, proxyOnlyRules) {
+				t.Errorf("the default ClusterRole grants\n %v\nwant only the proxy's reads:\n %v", got, proxyOnlyRules)
+			}
+			tol := r.DaemonSet.Spec.Template.Spec.Tolerations
+			if len(tol) != 1 || tol[0].Operator != corev1.TolerationOpExists || tol[0].Key != "" || tol[0].Effect != "" {
+				t.Errorf("by default the agent tolerates every taint, got %v", tol)
+			}
+			if sel := r.DaemonSet.Spec.Template.Spec.NodeSelector; !reflect.DeepEqual(sel, map[string]string{"kubernetes.io/os": "linux"}) {
+				t.Errorf("nodeSelector %v, want only kubernetes.io/os: linux", sel)
+			}
+			// no clash with the kubelet beside it: healthz on 127.0.0.1, not on its 10248
+			if cfg.HealthzBindAddress != "127.0.0.1:10264" || cfg.MetricsBindAddress != "127.0.0.1:10249" || cfg.ProxyHealthzBindAddress != "0.0.0.0:10256" {
+				t.Errorf("addresses healthz %q metrics %q proxy healthz %q", cfg.HealthzBindAddress, cfg.MetricsBindAddress, cfg.ProxyHealthzBindAddress)
+			}
+			c := r.DaemonSet.Spec.Template.Spec.Containers[0]
+			for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe} {
+				if p == nil || p.HTTPGet == nil || p.HTTPGet.Host != "127.0.0.1" || p.HTTPGet.Port.IntValue() != 10264 {
+					t.Errorf("probes must dial 127.0.0.1:10264, got %+v", p)
+				}
+			}
+			if c.Image != "nodekeeper/nodekeeper:v0.1.0-dev" || c.ImagePullPolicy != corev1.PullIfNotPresent {
+				t.Errorf("image %s (%s), want make image's nodekeeper/nodekeeper:<appVersion>", c.Image, c.ImagePullPolicy)
+			}
+		},
+	},
+	{
+		name:        "node-mode",
+		values:      allReconcilers,
 		reconcilers: "nodestatus,pods,services",
 		proxyMode:   v1alpha1.ProxyModeIPTables,
 		hostPaths:   allHostPaths,
@@ -60,6 +104,10 @@ var valueSets = []valueSet{
 			if sel := r.DaemonSet.Spec.Template.Spec.NodeSelector; !reflect.DeepEqual(sel, map[string]string{"kubernetes.io/os": "linux"}) {
 				t.Errorf("nodeSelector %v, want only kubernetes.io/os: linux", sel)
 			}
+			// the node's kubelet: the kubelet's healthz port
+			if cfg.HealthzBindAddress != "127.0.0.1:10248" {
+				t.Errorf("node mode healthz %q, want the kubelet's 127.0.0.1:10248", cfg.HealthzBindAddress)
+			}
 		},
 	},
 	{
@@ -67,16 +115,12 @@ var valueSets = []valueSet{
 		values:      "reconcilers: [services]\nproxyMode: nftables\n",
 		reconcilers: "services",
 		proxyMode:   v1alpha1.ProxyModeNFTables,
-		// no containerd, no state, no xtables lock for nftables
-		hostPaths: map[string]string{"lib-modules": "/lib/modules"},
+		// no containerd, no state, no xtables lock for nftables, no /lib/modules
+		// unless libModules (the kernel loads its modules itself)
+		hostPaths: map[string]string{},
 		check: func(t *testing.T, r *rendered, _ *v1alpha1.AgentConfiguration) {
-			want := []string{
-				"/nodes:get", "/nodes:list", "/nodes:watch",
-				"/services:get", "/services:list", "/services:watch",
-				"discovery.k8s.io/endpointslices:get", "discovery.k8s.io/endpointslices:list", "discovery.k8s.io/endpointslices:watch",
-			}
-			if got := triples(r.ClusterRole.Rules); !reflect.DeepEqual(got, want) {
-				t.Errorf("proxy-only ClusterRole grants\n %v\nwant only read access to nodes, services and endpointslices:\n %v", got, want)
+			if got := triples(r.ClusterRole.Rules); !reflect.DeepEqual(got, proxyOnlyRules) {
+				t.Errorf("proxy-only ClusterRole grants\n %v\nwant only read access to nodes, services and endpointslices:\n %v", got, proxyOnlyRules)
 			}
 		},
 	},
@@ -107,7 +151,7 @@ var valueSets = []valueSet{
 	},
 	{
 		name: "reservations",
-		values: `
+		values: allReconcilers + `
 systemReserved: {cpu: 500m, memory: 1Gi}
 kubeReserved: {cpu: 1, memory: 512Mi, ephemeral-storage: 1Gi, pid: 1000}
 evictionHard: {memory.available: 200Mi, nodefs.available: "5%", pid.available: "10%"}
@@ -207,8 +251,20 @@ func TestHelmTemplate(t *testing.T) {
 			if !spec.HostNetwork {
 				t.Error("the agent must run in the host's network namespace (hostNetwork)")
 			}
-			if c.SecurityContext == nil || c.SecurityContext.Privileged == nil || !*c.SecurityContext.Privileged {
-				t.Error("the agent must be privileged (iptables/nftables, kernel modules, containerd)")
+			// privileged only for the node part (Bidirectional propagation needs it); the
+			// proxy alone gets NET_ADMIN and NET_RAW, nothing else
+			node := strings.Contains(vs.reconcilers, "nodestatus") || strings.Contains(vs.reconcilers, "pods")
+			sc := c.SecurityContext
+			if sc == nil || sc.Privileged == nil || *sc.Privileged != node {
+				t.Errorf("securityContext %+v: want privileged exactly when the node part runs (%v)", sc, node)
+			} else if !node {
+				if sc.Capabilities == nil || !reflect.DeepEqual(sc.Capabilities.Add, []corev1.Capability{"NET_ADMIN", "NET_RAW"}) ||
+					!reflect.DeepEqual(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+					t.Errorf("proxy capabilities %+v, want add NET_ADMIN, NET_RAW, drop ALL", sc.Capabilities)
+				}
+				if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+					t.Errorf("proxy securityContext %+v: want a read-only root and no privilege escalation", sc)
+				}
 			}
 			nodeName := findEnv(c, "NODE_NAME")
 			if nodeName == nil || nodeName.ValueFrom == nil || nodeName.ValueFrom.FieldRef == nil ||
@@ -282,10 +338,16 @@ func TestHelmTemplate(t *testing.T) {
 
 func TestHelmTemplateRejectsBadValues(t *testing.T) {
 	for name, values := range map[string]string{
-		"unknown reconciler": "reconcilers: [kubelet]\n",
-		"no reconciler":      "reconcilers: []\n",
-		"bad proxyMode":      "proxyMode: userspace\n",
-		"nodeName in config": "config: {nodeName: n1}\n",
+		"unknown reconciler":         "reconcilers: [kubelet]\n",
+		"no reconciler":              "reconcilers: []\n",
+		"bad proxyMode":              "proxyMode: userspace\n",
+		"nodeName in config":         "config: {nodeName: n1}\n",
+		"unknown config field":       "config: {nodeLables: {a: b}}\n",
+		"config field type":          "config: {maxPods: many}\n",
+		"config duration":            "config: {proxySyncPeriod: 10}\n",
+		"config proxyMode":           "config: {proxyMode: userspace}\n",
+		"serviceMonitor on loopback": "serviceMonitor: {enabled: true}\nmetrics: {address: 127.0.0.1}\n",
+		"unknown port field":         "healthz: {adress: 0.0.0.0}\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if out, err := helm(t, "template", "nk", chartRel, "-f", valuesFile(t, values)); err == nil {

@@ -154,6 +154,9 @@ type rendered struct {
 	Binding        *rbacv1.ClusterRoleBinding
 	ConfigMap      *corev1.ConfigMap
 	DaemonSet      *appsv1.DaemonSet
+	TestPod        *corev1.Pod                // the helm test hook
+	MetricsService *corev1.Service            // with serviceMonitor.enabled
+	ServiceMonitor *unstructured.Unstructured // monitoring.coreos.com/v1, not in the scheme
 }
 
 // render runs `helm template release chart -n releaseNamespace -f values` and decodes
@@ -187,13 +190,17 @@ func decode(manifests string) (*rendered, error) {
 		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
 			continue
 		}
-		obj, _, err := strictDecoder.Decode(doc, nil, nil)
-		if err != nil {
-			return nil, fmt.Errorf("%w in\n%s", err, doc)
-		}
 		u := &unstructured.Unstructured{}
 		if err := utilyaml.Unmarshal(doc, &u.Object); err != nil {
 			return nil, err
+		}
+		if u.GetKind() == "ServiceMonitor" && u.GetAPIVersion() == "monitoring.coreos.com/v1" {
+			r.ServiceMonitor = u
+			continue
+		}
+		obj, _, err := strictDecoder.Decode(doc, nil, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%w in\n%s", err, doc)
 		}
 		r.objects = append(r.objects, obj)
 		r.unstructured = append(r.unstructured, u)
@@ -208,6 +215,10 @@ func decode(manifests string) (*rendered, error) {
 			r.ConfigMap = o
 		case *appsv1.DaemonSet:
 			r.DaemonSet = o
+		case *corev1.Pod:
+			r.TestPod = o
+		case *corev1.Service:
+			r.MetricsService = o
 		default:
 			return nil, fmt.Errorf("unexpected object %T in the chart", obj)
 		}

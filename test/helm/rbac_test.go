@@ -112,7 +112,7 @@ func TestReconcilersAsChartServiceAccount(t *testing.T) {
 func TestMissingRuleIsCaught(t *testing.T) {
 	needHelm(t)
 	needEnv(t)
-	r := render(t, "rbac-noleases", "")
+	r := render(t, "rbac-noleases", allReconcilers)
 	role := r.ClusterRole.DeepCopy()
 	var kept []rbacv1.PolicyRule
 	for _, rule := range role.Rules {
@@ -157,7 +157,7 @@ func TestMissingRuleIsCaught(t *testing.T) {
 func TestEveryRuleIsNeeded(t *testing.T) {
 	needHelm(t)
 	needEnv(t)
-	r := render(t, "rbac-without", "")
+	r := render(t, "rbac-without", allReconcilers)
 	for i, rule := range r.ClusterRole.Rules {
 		name := strings.ReplaceAll(strings.Join(rule.Resources, "+"), "/", "-")
 		t.Run("without-"+name, func(t *testing.T) {

@@ -1,13 +1,18 @@
-{{/* Names */}}
+{{/* Names: nameOverride replaces the chart's name, fullnameOverride the whole prefix */}}
 {{- define "nodekeeper.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "nodekeeper.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -69,6 +74,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $_ = set $cfg "podLogsDir" .Values.podLogsDir -}}
 {{- $_ = set $cfg "containerLogsDir" .Values.containerLogsDir -}}
 {{- $_ = set $cfg "proxyMode" .Values.proxyMode -}}
+{{- $_ = set $cfg "healthzBindAddress" (include "nodekeeper.healthzAddress" .) -}}
+{{- $_ = set $cfg "metricsBindAddress" (include "nodekeeper.hostPort" (dict "address" (include "nodekeeper.metricsAddress" .) "port" .Values.metrics.port)) -}}
+{{- if has "services" .Values.reconcilers -}}
+{{- $_ = set $cfg "proxyHealthzBindAddress" (include "nodekeeper.hostPort" .Values.proxyHealthz) -}}
+{{- end -}}
 {{- with .Values.systemReserved }}{{ $_ = set $cfg "systemReserved" (include "nodekeeper.stringMap" . | fromYaml) }}{{ end -}}
 {{- with .Values.kubeReserved }}{{ $_ = set $cfg "kubeReserved" (include "nodekeeper.stringMap" . | fromYaml) }}{{ end -}}
 {{- with .Values.evictionHard }}{{ $_ = set $cfg "evictionHard" (include "nodekeeper.stringMap" . | fromYaml) }}{{ end -}}
@@ -79,11 +89,70 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- toYaml $cfg -}}
 {{- end -}}
 
+{{/* host:port of an {address, port} value; port 0 means "0" (disabled) */}}
+{{- define "nodekeeper.hostPort" -}}
+{{- if eq (int .port) 0 -}}0{{- else -}}
+{{- $a := .address | default "" | toString -}}
+{{- if contains ":" $a -}}[{{ $a }}]:{{ .port }}{{- else -}}{{ $a }}:{{ .port }}{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* healthz.address:healthz.port; an empty port is the kubelet's 10248 when the node part
+runs (the agent is the node's kubelet), else 10264, clear of the kubelet beside it */}}
+{{- define "nodekeeper.healthzAddress" -}}
+{{- $port := .Values.healthz.port -}}
+{{- if kindIs "invalid" $port -}}{{- $port = ternary 10248 10264 (eq (include "nodekeeper.runs.node" .) "true") -}}{{- end -}}
+{{- include "nodekeeper.hostPort" (dict "address" .Values.healthz.address "port" $port) -}}
+{{- end -}}
+
+{{/* metrics.address, or its default: 127.0.0.1, 0.0.0.0 when a ServiceMonitor scrapes it */}}
+{{- define "nodekeeper.metricsAddress" -}}
+{{- if .Values.metrics.address -}}{{ .Values.metrics.address }}
+{{- else if .Values.serviceMonitor.enabled -}}0.0.0.0
+{{- else -}}127.0.0.1{{- end -}}
+{{- end -}}
+
+{{/* The healthzBindAddress in effect (config wins), split: "host port", or "" when disabled. */}}
+{{- define "nodekeeper.healthzHostPort" -}}
+{{- $addr := (.Values.config | default dict).healthzBindAddress | default (include "nodekeeper.healthzAddress" .) | toString -}}
+{{- if ne $addr "0" -}}
+{{- $port := last (splitList ":" $addr) -}}
+{{- $host := trimSuffix (printf ":%s" $port) $addr | trimPrefix "[" | trimSuffix "]" -}}
+{{- printf "%s %s" ($host | default "-") $port -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The port of healthzBindAddress, or "" when it is disabled ("0"). */}}
 {{- define "nodekeeper.healthzPort" -}}
-{{- $addr := (.Values.config | default dict).healthzBindAddress | default ":10248" | toString -}}
-{{- if ne $addr "0" -}}
-{{- last (splitList ":" $addr) -}}
+{{- with include "nodekeeper.healthzHostPort" . -}}{{ last (splitList " " .) }}{{- end -}}
+{{- end -}}
+
+{{/* The host the probes dial: the bind address when it is a specific one (127.0.0.1 by
+default, as the kubelet's healthz), else the pod IP (empty). */}}
+{{- define "nodekeeper.healthzProbeHost" -}}
+{{- with include "nodekeeper.healthzHostPort" . -}}
+{{- $h := first (splitList " " .) -}}
+{{- if not (has $h (list "-" "0.0.0.0" "::")) -}}{{ $h }}{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The container's securityContext: .Values.securityContext when given; else privileged
+when the node part runs (Bidirectional mount propagation, containerd, cgroups need it), and
+for the proxy alone only the capabilities it uses, on a read-only root filesystem. */}}
+{{- define "nodekeeper.securityContext" -}}
+{{- if .Values.securityContext -}}
+{{- toYaml .Values.securityContext -}}
+{{- else if include "nodekeeper.runs.node" . -}}
+privileged: true
+{{- else -}}
+privileged: false
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  # NET_ADMIN: iptables / nftables / IPVS rules and conntrack entries in the host's
+  # network namespace; NET_RAW: iptables' raw sockets
+  add: [NET_ADMIN, NET_RAW]
+  drop: [ALL]
 {{- end -}}
 {{- end -}}
 

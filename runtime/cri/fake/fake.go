@@ -42,11 +42,13 @@ type Runtime struct {
 	clock      clock.PassiveClock
 
 	seq        int
-	sandboxes  map[string]*sandbox   // by ID
-	containers map[string]*container // by ID
-	names      map[string]string     // reserved sandbox and container names -> ID
-	images     map[string]*image     // present, by ID
-	registry   map[string]*image     // pullable, by normalised reference
+	sandboxes  map[string]*sandbox               // by ID
+	containers map[string]*container             // by ID
+	names      map[string]string                 // reserved sandbox and container names -> ID
+	images     map[string]*image                 // present, by ID
+	registry   map[string]*image                 // pullable, by normalised reference
+	auth       map[string]*runtimeapi.AuthConfig // registry images that need credentials
+	pullAuths  []*runtimeapi.AuthConfig          // the credentials each pull carried (nil: none)
 	exec       ExecHandler
 	handlers   []*runtimeapi.RuntimeHandler
 
@@ -697,10 +699,27 @@ func (f *Runtime) ImageStatus(_ context.Context, spec *runtimeapi.ImageSpec) (*r
 	return img.api(), nil
 }
 
+// RequireAuth makes pulls of a registry image (AddRegistryImage) need these credentials.
+func (f *Runtime) RequireAuth(ref, username, password string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.auth == nil {
+		f.auth = map[string]*runtimeapi.AuthConfig{}
+	}
+	f.auth[mustNormalize(ref)] = &runtimeapi.AuthConfig{Username: username, Password: password}
+}
+
+// PullAuths are the credentials each PullImage carried, in order (nil: none).
+func (f *Runtime) PullAuths() []*runtimeapi.AuthConfig {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*runtimeapi.AuthConfig(nil), f.pullAuths...)
+}
+
 // PullImage implements cri.Runtime: it succeeds only for references added with
 // AddRegistryImage, even when the image is already present (containerd always asks
 // the registry).
-func (f *Runtime) PullImage(_ context.Context, spec *runtimeapi.ImageSpec, _ *runtimeapi.AuthConfig, _ *runtimeapi.PodSandboxConfig) (string, error) {
+func (f *Runtime) PullImage(_ context.Context, spec *runtimeapi.ImageSpec, auth *runtimeapi.AuthConfig, _ *runtimeapi.PodSandboxConfig) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.check("PullImage"); err != nil {
@@ -710,10 +729,15 @@ func (f *Runtime) PullImage(_ context.Context, spec *runtimeapi.ImageSpec, _ *ru
 	if err != nil {
 		return "", fmt.Errorf("PullImage: failed to parse image reference %q: %w", spec.GetImage(), err)
 	}
+	f.pullAuths = append(f.pullAuths, auth)
 	img, ok := f.registry[ref]
 	if !ok {
 		return "", fmt.Errorf("PullImage: failed to pull and unpack image %q: failed to resolve reference %q: %s: %w",
 			ref, ref, ref, cri.ErrNotFound)
+	}
+	if want := f.auth[ref]; want != nil && (auth == nil || auth.Username != want.Username || auth.Password != want.Password) {
+		return "", fmt.Errorf("PullImage: failed to pull and unpack image %q: failed to resolve reference %q: pull access denied, "+
+			"repository does not exist or may require authorization: authorization failed: 401 Unauthorized", ref, ref)
 	}
 	f.addLocal(&image{id: img.id, tags: []string{ref}, size: img.size})
 	return img.id, nil
