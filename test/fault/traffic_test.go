@@ -35,11 +35,11 @@ type traffic struct {
 	// failures that never had a connection (no SYN-ACK within requestTimeout, or the
 	// client itself starved): see expectServed
 	neverConnected int
-	slowest  time.Duration // of the answered requests
-	traces   []string      // conntrack entries of the first failed connections
-	errs     map[string]int
-	failAt   []time.Time
-	backends map[string]bool
+	slowest        time.Duration // of the answered requests
+	traces         []string      // conntrack entries of the first failed connections
+	errs           map[string]int
+	failAt         []time.Time
+	backends       map[string]bool
 }
 
 // requestTimeout: a request (connect included) that has no answer after this long counts
