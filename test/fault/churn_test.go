@@ -74,7 +74,7 @@ func churnCases() {
 		tn.Stop()
 		figure(fmt.Sprintf("churn: %d rollouts of 3 replicas", n), "in %v; ClusterIP %s; NodePort %s",
 			time.Since(t0).Round(time.Second), tc.Summary(), tn.Summary())
-		Expect(tc.Failures()).To(BeZero(), "ClusterIP: %s", tc.Summary())
-		Expect(tn.Failures()).To(BeZero(), "NodePort: %s", tn.Summary())
+		expectServed(tc, "ClusterIP")
+		expectServed(tn, "NodePort")
 	})
 }

