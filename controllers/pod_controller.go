@@ -596,7 +596,7 @@ func (r *PodReconciler) probe(pod *corev1.Pod, obs *podplan.Observed) (ready, st
 			continue
 		}
 		res := r.prober.lookup(pod.UID, id, spec)
-		ready[name] = res.Ready && res.Started
+		ready[name] = (res.Ready || r.prober.keepReadyAfterRestart(pod, spec, res, rc.StartedAt)) && res.Started
 		started[name] = res.Started
 		if !res.Started {
 			obs.NotStarted[id] = true

@@ -44,6 +44,10 @@ var (
 // ProbeResults is what the probes say about one container instance.
 type ProbeResults struct {
 	Ready, Started bool
+	// ReadinessRun: the readiness probe has given a result for this container instance
+	// (until then a container the agent found running keeps its readiness: see
+	// keepReadyAfterRestart)
+	ReadinessRun bool
 	// Failed is the kind of the probe ("liveness" or "startup") that failed past its
 	// threshold; "" while the container is healthy.
 	Failed string
@@ -58,6 +62,7 @@ type prober struct {
 
 	mu      sync.Mutex
 	workers map[string]*probeWorker // container ID -> worker
+	start   time.Time                 // when the agent started (upstream's prober manager start)
 }
 
 type probeWorker struct {
@@ -78,7 +83,7 @@ func (w *probeWorker) ip() string {
 
 func newProber(rt cri.Runtime, rec record.EventRecorder, events chan<- event.GenericEvent) *prober {
 	proberOnce.Do(func() { metrics.Registry.MustRegister(probeTotal, probeLatest) })
-	return &prober{runtime: rt, recorder: rec, events: events, workers: map[string]*probeWorker{}}
+	return &prober{runtime: rt, recorder: rec, events: events, workers: map[string]*probeWorker{}, start: time.Now()}
 }
 
 // Results returns the probe results of a container instance; a container without a
@@ -283,6 +288,10 @@ func (p *prober) loop(ctx context.Context, w *probeWorker, pod *corev1.Pod, id s
 		}
 		changed := false
 		w.mu.Lock()
+		if st.typ == probeReadiness && !w.res.ReadinessRun {
+			w.res.ReadinessRun = true
+			changed = !w.res.Ready // the kept readiness ends here
+		}
 		switch {
 		case ok && st.succ >= succT:
 			switch st.typ {
@@ -395,4 +404,22 @@ func (p *prober) probe(ctx context.Context, host, id string, spec *corev1.Contai
 		return probehttp.Success, "", nil
 	}
 	return probehttp.Success, "", nil
+}
+
+// keepReadyAfterRestart is upstream's setReadyStateOnKubeletRestart (the default since
+// ChangeContainerStatusOnKubeletRestart went off in 1.35): a container that was running
+// more than 10 s before the agent started, whose readiness probe has not given a result
+// yet, stays ready if the pod is Ready now, so an agent restart does not take the pod
+// out of its Services until a probe says so.
+func (p *prober) keepReadyAfterRestart(pod *corev1.Pod, spec *corev1.Container, res ProbeResults, startedAt time.Time) bool {
+	if p == nil || res.Ready || res.ReadinessRun || spec.ReadinessProbe == nil || startedAt.IsZero() ||
+		!startedAt.Before(p.start.Add(-10*time.Second)) {
+		return false
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
