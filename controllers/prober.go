@@ -62,7 +62,7 @@ type prober struct {
 
 	mu      sync.Mutex
 	workers map[string]*probeWorker // container ID -> worker
-	start   time.Time                 // when the agent started (upstream's prober manager start)
+	start   time.Time               // when the agent started (upstream's prober manager start)
 }
 
 type probeWorker struct {
