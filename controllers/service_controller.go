@@ -221,8 +221,15 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 		}
 		delete(r.failed, fam)
 		synced[fam] = true
-		logger.V(2).Info("Synced service rules", "family", fam, "full", stats.Full, "services", len(ch),
-			"chainsWritten", stats.ChainsWritten, "chainsDeleted", stats.ChainsDeleted, "rules", stats.Rules)
+		if v := logger.V(2); v.Enabled() {
+			var waited time.Duration
+			if !batch.since.IsZero() {
+				waited = start.Sub(batch.since)
+			}
+			v.Info("Synced service rules", "family", fam, "full", stats.Full, "services", len(ch),
+				"chainsWritten", stats.ChainsWritten, "chainsDeleted", stats.ChainsDeleted, "rules", stats.Rules,
+				"waited", waited, "build", buildTime, "backend", r.Clock.Since(famStart))
+		}
 		if r.Conntrack != nil && len(changed[fam]) > 0 {
 			if flows := netrules.StaleConntrack(sortedRuleset(prev[fam], fam, node), st.Subset(changed[fam])); len(flows) > 0 {
 				if err := r.Conntrack.Delete(ctx, flows); err != nil {

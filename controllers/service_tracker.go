@@ -32,6 +32,7 @@ type serviceTracker struct {
 	sliceSvc map[types.NamespacedName]string                  // slice -> the Service key it was indexed under
 	zone     string                                           // this node's topology zone
 	dirty    map[string]struct{}
+	since    time.Time // the first mark since the last take
 	// triggers are the last-change-trigger-time annotations of the EndpointSlice changes
 	// since the last sync (network programming latency)
 	triggers []trigger
@@ -41,7 +42,8 @@ type serviceTracker struct {
 
 // syncBatch is what one sync takes from the tracker.
 type syncBatch struct {
-	services                        []string // dirty Service keys, sorted
+	services                        []string  // dirty Service keys, sorted
+	since                           time.Time // when the oldest of these changes was seen
 	zone                            string
 	triggers                        []trigger
 	endpointChanges, serviceChanges int
@@ -69,7 +71,11 @@ func (t *serviceTracker) init(nodeName string, clk clock.PassiveClock) {
 func (t *serviceTracker) markLocked(key string) {
 	t.dirty[key] = struct{}{}
 	if t.clock != nil {
-		now := float64(t.clock.Now().UnixNano()) / 1e9
+		at := t.clock.Now()
+		if t.since.IsZero() {
+			t.since = at
+		}
+		now := float64(at.UnixNano()) / 1e9
 		lastQueuedTimestamp.WithLabelValues(familyLabel(netrules.IPv4)).Set(now)
 		lastQueuedTimestamp.WithLabelValues(familyLabel(netrules.IPv6)).Set(now)
 	}
@@ -146,7 +152,8 @@ func (t *serviceTracker) setNode(n *corev1.Node, gone bool) {
 func (t *serviceTracker) take() syncBatch {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	b := syncBatch{zone: t.zone, triggers: t.triggers, endpointChanges: t.endpointChanges, serviceChanges: t.serviceChanges}
+	b := syncBatch{zone: t.zone, since: t.since, triggers: t.triggers, endpointChanges: t.endpointChanges, serviceChanges: t.serviceChanges}
+	t.since = time.Time{}
 	b.services = make([]string, 0, len(t.dirty))
 	for k := range t.dirty {
 		b.services = append(b.services, k)

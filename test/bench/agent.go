@@ -156,6 +156,8 @@ func StartAgent(o AgentOptions, netns string) (*Agent, error) {
 			return nil, err
 		}
 		args = []string{"--config=" + cfg, "--kubeconfig=" + o.Kubeconfig, "--reconcilers=services"}
+		// BENCH_NK_ARGS: extra flags for nodekeeper (e.g. -v=2 logs every sync's timings)
+		args = append(args, strings.Fields(os.Getenv("BENCH_NK_ARGS"))...)
 	default:
 		return nil, fmt.Errorf("unknown agent %q", o.Agent)
 	}

@@ -34,6 +34,26 @@ func lat(cs []Change) string {
 	return out
 }
 
+// breakdown formats the split of changes' latencies at the reference watch: the
+// write's round trip, the watch delivery, and the rest (changes the watch missed are
+// left out of the last two).
+func breakdown(cs []Change) string {
+	var written, watched, agent []float64
+	for _, c := range cs {
+		written = append(written, c.Written)
+		if c.Watched > 0 && !c.TimedOut {
+			watched = append(watched, c.Watched)
+			agent = append(agent, max(c.Latency-c.Watched, 0))
+		}
+	}
+	if len(cs) == 0 {
+		return "–"
+	}
+	a, b, g := Summarize(written), Summarize(watched), Summarize(agent)
+	return fmt.Sprintf("%s / %s, %s / %s, %s / %s / %s / %s (n=%d)", Sec(a.P50), Sec(a.P99), Sec(b.P50), Sec(b.P99),
+		Sec(g.P50), Sec(g.P90), Sec(g.P99), Sec(g.Max), g.N)
+}
+
 func timedOut(cs []Change) int {
 	n := 0
 	for _, c := range cs {
@@ -186,6 +206,18 @@ func PrintTable(w io.Writer, rs []Result, phases []string) {
 			return fmt.Sprintf("%d, %s", r.FullSyncs, lat(cs))
 		}
 		fmt.Fprintf(w, "| %d | %s | %s | %s |\n", k.n, k.mode, cell(kp), cell(nk))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Where the time goes, p50 / p99 (API write sent → write returned; → the harness's own watch got the event; watch event → kernel, the agent's part):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| N | mode | load | kube-proxy: written, watched, agent part p50 / p90 / p99 / max | nodekeeper: written, watched, agent part p50 / p90 / p99 / max |")
+	fmt.Fprintln(w, "|---:|---|---|---|---|")
+	for _, k := range keys {
+		kp, nk := by[k][AgentKubeProxy], by[k][AgentNodekeeper]
+		for _, ph := range phases {
+			cell := func(r *Result) string { return breakdown(changes(r, ph, nil)) }
+			fmt.Fprintf(w, "| %d | %s | %s | %s | %s |\n", k.n, k.mode, ph, cell(kp), cell(nk))
+		}
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "By kind of change (both phases):")

@@ -30,6 +30,9 @@ type RunOptions struct {
 	NetNS   string
 	APIAddr string // the apiserver's host:port (loopback), forwarded into the namespace
 	World   *World
+	// Watch, when set, is the reference watch that splits each latency into the API
+	// server's part and the agent's.
+	Watch *Watcher
 	// Changes timed per phase, spread over Phase; Churn background endpoint moves per
 	// second in the second phase (0: no churn phase).
 	Changes int
@@ -53,6 +56,10 @@ type Change struct {
 	// DuringFull: the change was in flight while the agent ran a full sync (from its
 	// kubeproxy_sync_full_proxy_rules_duration_seconds).
 	DuringFull bool `json:"duringFullSync,omitempty"`
+	// Written: API write sent → the write returned; Watched: → the reference watch got
+	// the event (0: not seen). Latency − Watched is the agent's part.
+	Written    float64 `json:"writtenSeconds,omitempty"`
+	Watched    float64 `json:"watchedSeconds,omitempty"`
 	start, end time.Time
 }
 
@@ -541,8 +548,9 @@ func runPhase(ctx context.Context, o RunOptions, name string, times []time.Time,
 			writeErr = err
 			break
 		}
+		written := time.Since(start).Seconds()
 		inFlight.Add(1)
-		pr.add(Change{Kind: kind, Service: e.Service, start: start}, e.Expect(l), func(c Change) {
+		pr.add(Change{Kind: kind, Service: e.Service, start: start, Written: written}, e.Expect(l), func(c Change) {
 			o.World.Release(c.Service)
 			mu.Lock()
 			ph.Changes = append(ph.Changes, c)
@@ -560,6 +568,14 @@ func runPhase(ctx context.Context, o RunOptions, name string, times []time.Time,
 	}
 	cpu1, _ := ProcCPU(pid)
 	ph.CPU = cpu1 - cpu0
+	mu.Lock()
+	for i := range ph.Changes {
+		c := &ph.Changes[i]
+		if at, ok := o.Watch.After(watchKeyOf(*c), c.start); ok {
+			c.Watched = at.Sub(c.start).Seconds()
+		}
+	}
+	mu.Unlock()
 	ph.Duration = time.Since(t0).Seconds()
 	if writeErr == nil {
 		writeErr = churnErr

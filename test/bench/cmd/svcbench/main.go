@@ -270,6 +270,10 @@ func run() error {
 		return err
 	}
 	world := bench.NewWorld(c, 0, uint64(time.Now().UnixNano()))
+	refWatch, err := bench.StartWatcher(ctx, cfg)
+	if err != nil {
+		return err
+	}
 
 	logf("plan: sizes %v, modes %v, agents %v one after the other, %d changes per phase over %s, phases %v (churn %.0f/s), sync period %s, kube-proxy minSyncPeriod %s",
 		sizes, modes, agents, changes, phaseLen, phases, churn, syncPeriod, minSync)
@@ -299,7 +303,7 @@ func run() error {
 				r := bench.Run(ctx, bench.RunOptions{
 					AgentOptions: bench.AgentOptions{Agent: a, Mode: mode, Binary: bins[a], Kubeconfig: env.Kubeconfig,
 						Dir: filepath.Join(work, fmt.Sprintf("%s-%s-%d", a, mode, n)), SyncPeriod: syncPeriod, MinSyncPeriod: minSync},
-					NetNS: netnsPrefix() + short, APIAddr: u.Host, World: world,
+					NetNS: netnsPrefix() + short, APIAddr: u.Host, World: world, Watch: refWatch,
 					Changes: changes, Phase: phaseLen, Churn: churn, RepairRounds: repair, ChangeTimeout: changeTimeout, FirstSyncTimeout: firstTimeout,
 					Logf: logf,
 				})
