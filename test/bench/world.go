@@ -97,6 +97,9 @@ type World struct {
 	touched map[string]*svcState
 	busy    map[string]bool
 	created int
+	// the EndpointSlice deletions that follow Service deletions, and their errors
+	slicesGone sync.WaitGroup
+	sliceErr   error
 }
 
 // NewWorld tracks changes over n loaded Services.
@@ -231,16 +234,36 @@ func (w *World) Do(ctx context.Context, kind string, before func()) (Edit, error
 			return Edit{}, err
 		}
 		before()
-		if err := deleteService(ctx, w.C, name); err != nil {
+		if err := deleteObject(ctx, w.C, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: name}}); err != nil {
 			w.Release(name)
-			return Edit{}, err
+			return Edit{}, fmt.Errorf("deleting Service %s: %w", name, err)
 		}
 		w.mu.Lock()
 		s.exists = false
 		w.mu.Unlock()
+		// the kernel shows the deletion of the Service; its EndpointSlice goes after it
+		// (as the EndpointSlice controller deletes it), outside the timed write: the
+		// probe starts when Do returns
+		w.slicesGone.Add(1)
+		go func() {
+			defer w.slicesGone.Done()
+			sl := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: SliceName(name)}}
+			if err := deleteObject(context.WithoutCancel(ctx), w.C, sl); err != nil {
+				w.mu.Lock()
+				w.sliceErr = errors.Join(w.sliceErr, fmt.Errorf("deleting EndpointSlice of %s: %w", name, err))
+				w.mu.Unlock()
+			}
+		}()
 		return Edit{Kind: kind, Service: name}, nil
 	}
 	return Edit{}, fmt.Errorf("unknown change kind %q", kind)
+}
+
+func deleteObject(ctx context.Context, c client.Client, o client.Object) error {
+	if err := c.Delete(ctx, o); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	return nil
 }
 
 func deleteService(ctx context.Context, c client.Client, name string) error {
@@ -260,7 +283,13 @@ func deleteService(ctx context.Context, c client.Client, name string) error {
 // Call it between runs, when nothing is changing objects (it forgets busy Services:
 // a failed run may have left some).
 func (w *World) Restore(ctx context.Context) (int, error) {
+	w.slicesGone.Wait()
 	w.mu.Lock()
+	if err := w.sliceErr; err != nil {
+		w.sliceErr = nil
+		w.mu.Unlock()
+		return 0, err
+	}
 	defer w.mu.Unlock()
 	clear(w.busy)
 	n := 0
