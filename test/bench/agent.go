@@ -92,7 +92,16 @@ metricsBindAddress: %s
 healthzBindAddress: 127.0.0.1:10258
 proxyHealthzBindAddress: 127.0.0.1:10256
 `, NodeName, NodeIP, filepath.Join(o.Dir, "no-cri.sock"), filepath.Join(o.Dir, "root"), mode, variant,
-		ClusterCIDR, ServiceCIDR, o.SyncPeriod, MetricsAddr)
+		ClusterCIDR, ServiceCIDR, o.SyncPeriod, MetricsAddr) + nodekeeperExtra()
+}
+
+// nodekeeperExtra is BENCH_NK_CONFIG: more configuration lines for nodekeeper (e.g.
+// "enableProfiling: true", to read /debug/pprof/heap on the metrics address).
+func nodekeeperExtra() string {
+	if v := os.Getenv("BENCH_NK_CONFIG"); v != "" {
+		return strings.TrimRight(v, "\n") + "\n"
+	}
+	return ""
 }
 
 // iptablesPath makes a folder whose iptables* commands are the variant's, for
