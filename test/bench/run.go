@@ -58,6 +58,8 @@ type Change struct {
 	DuringFull bool `json:"duringFullSync,omitempty"`
 	// Written: API write sent → the write returned; Watched: → the reference watch got
 	// the event (0: not seen). Latency − Watched is the agent's part.
+	// At is when the write was sent (Unix seconds), to line a change up with logs.
+	At         float64 `json:"at,omitempty"`
 	Written    float64 `json:"writtenSeconds,omitempty"`
 	Watched    float64 `json:"watchedSeconds,omitempty"`
 	start, end time.Time
@@ -550,7 +552,7 @@ func runPhase(ctx context.Context, o RunOptions, name string, times []time.Time,
 		}
 		written := time.Since(start).Seconds()
 		inFlight.Add(1)
-		pr.add(Change{Kind: kind, Service: e.Service, start: start, Written: written}, e.Expect(l), func(c Change) {
+		pr.add(Change{Kind: kind, Service: e.Service, start: start, At: float64(start.UnixNano()) / 1e9, Written: written}, e.Expect(l), func(c Change) {
 			o.World.Release(c.Service)
 			mu.Lock()
 			ph.Changes = append(ph.Changes, c)
