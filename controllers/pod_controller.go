@@ -114,11 +114,8 @@ type PodReconciler struct {
 	events      chan event.GenericEvent
 	static      staticPods
 	prober      *prober
-	tokens      map[types.UID]map[string]cachedToken // by pod: forget drops them
 	mu          sync.Mutex
-	backoff     map[types.UID]map[string]*podplan.BackoffEntry
-	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
-	evicted     map[types.UID]string                     // eviction messages
+	pods        map[types.UID]*podState // per-pod memory, under mu: forget drops it whole
 	runtimeName string
 	admission   podplan.Admission
 	// handlers is what the runtime said of its handlers (nil until it answered)
@@ -154,8 +151,6 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	kubeletmetrics.Register()
 	r.pulled = &credentials.PulledRecords{File: filepath.Join(r.Config.RootDir, "image_manager", "pulled.json"),
 		Policy: r.Config.ImagePullCredentialsVerificationPolicy, Allowlist: r.Config.PreloadedImagesVerificationAllowlist}
-	r.backoff = map[types.UID]map[string]*podplan.BackoffEntry{}
-	r.errs = map[types.UID]map[string]podplan.Waiting{}
 	r.prober = newProber(r.Runtime, r.Recorder, r.events)
 	// as the kubelet: safe sysctls (for this kernel) and the allowed unsafe ones
 	r.admission = podplan.Admission{Sysctls: append(podplan.SafeSysctls(kernelRelease()), r.Config.AllowedUnsafeSysctls...)}
@@ -377,11 +372,9 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	for k, v := range plan.Waiting {
 		waiting[k] = v
 	}
-	r.mu.Lock()
-	for k, v := range r.errs[pod.UID] {
+	for k, v := range r.applyErrs(pod.UID) {
 		waiting[k] = v
 	}
-	r.mu.Unlock()
 	ready, started := r.probe(pod, &obs)
 	st := podplan.Status(podplan.StatusInput{Pod: pod, Observed: obs, Waiting: waiting, HostIP: r.HostIP,
 		RuntimeName: r.runtimeID(), Now: now, Ready: ready, Started: started, Evicted: evicted,
@@ -496,10 +489,8 @@ func (r *PodReconciler) addTerminationMessages(pod *corev1.Pod, obs *podplan.Obs
 
 // backoffFor turns the stored back-off entries into "not before" times for Plan.
 func (r *PodReconciler) backoffFor(uid types.UID, obs podplan.Observed) podplan.Backoff {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	out := podplan.Backoff{}
-	for name, e := range r.backoff[uid] {
+	for name, e := range r.backoffs(uid) {
 		if l := obs.Latest(name); l != nil && l.State == podplan.StateExited {
 			out[name] = l.FinishedAt.Add(e.Delay)
 		} else if strings.HasPrefix(name, "pull/") {
@@ -889,25 +880,7 @@ func (r *PodReconciler) forget(uid types.UID) {
 	if r.prober != nil {
 		r.prober.Forget(uid)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.backoff, uid)
-	delete(r.errs, uid)
-	delete(r.evicted, uid)
-	delete(r.tokens, uid)
-}
-
-func (r *PodReconciler) setErr(uid types.UID, name string, w *podplan.Waiting) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.errs[uid] == nil {
-		r.errs[uid] = map[string]podplan.Waiting{}
-	}
-	if w == nil {
-		delete(r.errs[uid], name)
-	} else {
-		r.errs[uid][name] = *w
-	}
+	r.forgetState(uid)
 }
 
 // removeByName removes sandboxes of ours for namespace/name whose pod UID is not keep.
@@ -1142,13 +1115,8 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 		if l := obs.Latest(c.Name); l != nil && !l.StartedAt.IsZero() && !l.FinishedAt.IsZero() {
 			ranFor = l.FinishedAt.Sub(l.StartedAt)
 		}
-		r.mu.Lock()
-		if r.backoff[pod.UID] == nil {
-			r.backoff[pod.UID] = map[string]*podplan.BackoffEntry{}
-		}
-		next := r.Backoff.Next(r.backoff[pod.UID][c.Name], ranFor, r.Clock.Now())
-		r.backoff[pod.UID][c.Name] = &next
-		r.mu.Unlock()
+		next := r.Backoff.Next(r.backoffEntry(pod.UID, c.Name), ranFor, r.Clock.Now())
+		r.setBackoff(pod.UID, c.Name, &next)
 	}
 	return nil
 }
@@ -1193,9 +1161,7 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 		return "", errors.New(msg)
 	}
 	key := "pull/" + c.Name
-	r.mu.Lock()
-	entry := r.backoff[pod.UID][key]
-	r.mu.Unlock()
+	entry := r.backoffEntry(pod.UID, key)
 	now := r.Clock.Now()
 	if entry != nil && now.Before(entry.LastUpdate.Add(entry.Delay)) {
 		msg := fmt.Sprintf("Back-off pulling image %q", c.Image)
@@ -1216,19 +1182,12 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ErrImagePull", Message: msg})
 		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "%s", msg)
-		r.mu.Lock()
-		if r.backoff[pod.UID] == nil {
-			r.backoff[pod.UID] = map[string]*podplan.BackoffEntry{}
-		}
 		next := r.Backoff.Next(entry, 0, now)
-		r.backoff[pod.UID][key] = &next
-		r.mu.Unlock()
+		r.setBackoff(pod.UID, key, &next)
 		return "", err
 	}
 	r.startup.PullFinished(pod.UID, r.Clock.Now())
-	r.mu.Lock()
-	delete(r.backoff[pod.UID], key)
-	r.mu.Unlock()
+	r.setBackoff(pod.UID, key, nil)
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, r.Clock.Since(start).Round(time.Millisecond))
 	return ref, nil
 }

@@ -295,12 +295,9 @@ func (r *PodReconciler) serviceAccountToken(ctx context.Context, pod *corev1.Pod
 		exp = *src.ExpirationSeconds
 	}
 	key := fmt.Sprintf("%s/%s/%s/%d", sa, src.Audience, src.Path, exp)
-	r.mu.Lock()
-	if t, ok := r.tokens[pod.UID][key]; ok && r.Clock.Now().Before(t.refresh) {
-		r.mu.Unlock()
-		return t.token, nil
+	if t, ok := r.cachedTokenFor(pod.UID, key, r.Clock.Now()); ok {
+		return t, nil
 	}
-	r.mu.Unlock()
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
 		ExpirationSeconds: &exp,
 		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
@@ -316,15 +313,7 @@ func (r *PodReconciler) serviceAccountToken(ctx context.Context, pod *corev1.Pod
 		return "", fmt.Errorf("requesting a service account token: %w", err)
 	}
 	life := tr.Status.ExpirationTimestamp.Sub(r.Clock.Now())
-	r.mu.Lock()
-	if r.tokens == nil {
-		r.tokens = map[types.UID]map[string]cachedToken{}
-	}
-	if r.tokens[pod.UID] == nil {
-		r.tokens[pod.UID] = map[string]cachedToken{}
-	}
-	r.tokens[pod.UID][key] = cachedToken{token: tr.Status.Token, refresh: r.Clock.Now().Add(life * 8 / 10)}
-	r.mu.Unlock()
+	r.cacheToken(pod.UID, key, cachedToken{token: tr.Status.Token, refresh: r.Clock.Now().Add(life * 8 / 10)})
 	return tr.Status.Token, nil
 }
 
