@@ -26,18 +26,40 @@ type podState struct {
 	tokens map[string]cachedToken
 }
 
-// stateLocked is the pod's state; a new one (kept) when create, else nil when it has
-// none. r.mu must be held. Reads do not create: a pod read after forget stays forgotten.
-func (r *PodReconciler) stateLocked(uid types.UID, create bool) *podState {
+// update runs f on the pod's state under r.mu, making the state first when create, and
+// not at all when the pod has none and create is false (reads do not create: a pod read
+// after forget stays forgotten).
+func (r *PodReconciler) update(uid types.UID, create bool, f func(*podState)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	st := r.pods[uid]
-	if st == nil && create {
+	if st == nil {
+		if !create {
+			return
+		}
 		if r.pods == nil {
 			r.pods = map[types.UID]*podState{}
 		}
 		st = &podState{}
 		r.pods[uid] = st
 	}
-	return st
+	f(st)
+}
+
+// view runs f on the pod's state, if it has one.
+func (r *PodReconciler) view(uid types.UID, f func(*podState)) { r.update(uid, false, f) }
+
+// put sets m[key] to v, making m when it is nil, or deletes key when keep is false.
+func put[V any](m map[string]V, key string, v V, keep bool) map[string]V {
+	if !keep {
+		delete(m, key)
+		return m
+	}
+	if m == nil {
+		m = map[string]V{}
+	}
+	m[key] = v
+	return m
 }
 
 // forgetState drops everything remembered of the pod.
@@ -48,108 +70,64 @@ func (r *PodReconciler) forgetState(uid types.UID) {
 }
 
 // backoffEntry is the pod's back-off entry for key (nil: none).
-func (r *PodReconciler) backoffEntry(uid types.UID, key string) *podplan.BackoffEntry {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if st := r.stateLocked(uid, false); st != nil {
-		return st.backoff[key]
-	}
-	return nil
+func (r *PodReconciler) backoffEntry(uid types.UID, key string) (e *podplan.BackoffEntry) {
+	r.view(uid, func(st *podState) { e = st.backoff[key] })
+	return e
 }
 
 // setBackoff sets the pod's back-off entry for key, or removes it when e is nil.
 func (r *PodReconciler) setBackoff(uid types.UID, key string, e *podplan.BackoffEntry) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if e == nil {
-		if st := r.stateLocked(uid, false); st != nil {
-			delete(st.backoff, key)
-		}
-		return
-	}
-	st := r.stateLocked(uid, true)
-	if st.backoff == nil {
-		st.backoff = map[string]*podplan.BackoffEntry{}
-	}
-	st.backoff[key] = e
+	r.update(uid, e != nil, func(st *podState) { st.backoff = put(st.backoff, key, e, e != nil) })
 }
 
 // backoffs are a copy of the pod's back-off entries.
 func (r *PodReconciler) backoffs(uid types.UID) map[string]podplan.BackoffEntry {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	out := map[string]podplan.BackoffEntry{}
-	if st := r.stateLocked(uid, false); st != nil {
+	r.view(uid, func(st *podState) {
 		for k, e := range st.backoff {
 			out[k] = *e
 		}
-	}
+	})
 	return out
 }
 
 // setErr records the error met applying a plan to container name, or clears it (nil).
 func (r *PodReconciler) setErr(uid types.UID, name string, w *podplan.Waiting) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if w == nil {
-		if st := r.stateLocked(uid, false); st != nil {
-			delete(st.errs, name)
-		}
-		return
+	var v podplan.Waiting
+	if w != nil {
+		v = *w
 	}
-	st := r.stateLocked(uid, true)
-	if st.errs == nil {
-		st.errs = map[string]podplan.Waiting{}
-	}
-	st.errs[name] = *w
+	r.update(uid, w != nil, func(st *podState) { st.errs = put(st.errs, name, v, w != nil) })
 }
 
 // applyErrs are a copy of the errors met applying plans, by container.
-func (r *PodReconciler) applyErrs(uid types.UID) map[string]podplan.Waiting {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if st := r.stateLocked(uid, false); st != nil {
-		return maps.Clone(st.errs)
-	}
-	return nil
+func (r *PodReconciler) applyErrs(uid types.UID) (out map[string]podplan.Waiting) {
+	r.view(uid, func(st *podState) { out = maps.Clone(st.errs) })
+	return out
 }
 
 // setEvicted records the pod's eviction message.
 func (r *PodReconciler) setEvicted(uid types.UID, msg string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.stateLocked(uid, true).evicted = msg
+	r.update(uid, true, func(st *podState) { st.evicted = msg })
 }
 
 // evictedMessage is the pod's eviction message, "" when it was not evicted.
-func (r *PodReconciler) evictedMessage(uid types.UID) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if st := r.stateLocked(uid, false); st != nil {
-		return st.evicted
-	}
-	return ""
+func (r *PodReconciler) evictedMessage(uid types.UID) (msg string) {
+	r.view(uid, func(st *podState) { msg = st.evicted })
+	return msg
 }
 
 // cachedTokenFor is the pod's cached token for key when it is still fresh at now.
-func (r *PodReconciler) cachedTokenFor(uid types.UID, key string, now time.Time) (string, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if st := r.stateLocked(uid, false); st != nil {
-		if t, ok := st.tokens[key]; ok && now.Before(t.refresh) {
-			return t.token, true
+func (r *PodReconciler) cachedTokenFor(uid types.UID, key string, now time.Time) (token string, ok bool) {
+	r.view(uid, func(st *podState) {
+		if t, found := st.tokens[key]; found && now.Before(t.refresh) {
+			token, ok = t.token, true
 		}
-	}
-	return "", false
+	})
+	return token, ok
 }
 
 // cacheToken keeps a token of the pod for key.
 func (r *PodReconciler) cacheToken(uid types.UID, key string, t cachedToken) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	st := r.stateLocked(uid, true)
-	if st.tokens == nil {
-		st.tokens = map[string]cachedToken{}
-	}
-	st.tokens[key] = t
+	r.update(uid, true, func(st *podState) { st.tokens = put(st.tokens, key, t, true) })
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -73,29 +74,21 @@ func Env(pod *corev1.Pod, c *corev1.Container, in EnvInputs) ([]*runtimeapi.KeyV
 	}
 	objs := &objectCache{Objects: in.Objects}
 	for _, from := range c.EnvFrom {
-		var data map[string]string
+		var src objectRef
 		switch {
 		case from.ConfigMapRef != nil:
-			cm, err := objs.configMap(from.ConfigMapRef.Name)
-			if err != nil {
-				if apierrors.IsNotFound(err) && isTrue(from.ConfigMapRef.Optional) {
-					continue
-				}
-				return nil, RefError("configmap", from.ConfigMapRef.Name, err)
-			}
-			data = cm.Data
+			src = objectRef{kindConfigMap, from.ConfigMapRef.Name, isTrue(from.ConfigMapRef.Optional)}
 		case from.SecretRef != nil:
-			sec, err := objs.secret(from.SecretRef.Name)
-			if err != nil {
-				if apierrors.IsNotFound(err) && isTrue(from.SecretRef.Optional) {
-					continue
-				}
-				return nil, RefError("secret", from.SecretRef.Name, err)
-			}
-			data = make(map[string]string, len(sec.Data))
-			for k, v := range sec.Data {
-				data[k] = string(v)
-			}
+			src = objectRef{kindSecret, from.SecretRef.Name, isTrue(from.SecretRef.Optional)}
+		default:
+			continue
+		}
+		data, skip, err := objs.data(src)
+		if err != nil {
+			return nil, err
+		}
+		if skip {
+			continue
 		}
 		keys := make([]string, 0, len(data))
 		for k := range data {
@@ -133,40 +126,20 @@ func Env(pod *corev1.Pod, c *corev1.Container, in EnvInputs) ([]*runtimeapi.KeyV
 				return nil, ConfigError{fmt.Sprintf("env %s: %v", e.Name, err)}
 			}
 			v = rv
-		case vf.ConfigMapKeyRef != nil:
-			ref := vf.ConfigMapKeyRef
-			cm, err := objs.configMap(ref.Name)
+		case vf.ConfigMapKeyRef != nil || vf.SecretKeyRef != nil:
+			src, key := keyRef(vf)
+			data, skip, err := objs.data(src)
 			if err != nil {
-				if apierrors.IsNotFound(err) && isTrue(ref.Optional) {
-					continue
-				}
-				return nil, RefError("configmap", ref.Name, err)
+				return nil, err
 			}
-			val, ok := cm.Data[ref.Key]
+			val, ok := data[key]
+			if skip || (!ok && src.optional) {
+				continue
+			}
 			if !ok {
-				if isTrue(ref.Optional) {
-					continue
-				}
-				return nil, ConfigError{fmt.Sprintf("couldn't find key %s in ConfigMap %s/%s", ref.Key, pod.Namespace, ref.Name)}
+				return nil, ConfigError{fmt.Sprintf("couldn't find key %s in %s %s/%s", key, src.kind, pod.Namespace, src.name)}
 			}
 			v = val
-		case vf.SecretKeyRef != nil:
-			ref := vf.SecretKeyRef
-			sec, err := objs.secret(ref.Name)
-			if err != nil {
-				if apierrors.IsNotFound(err) && isTrue(ref.Optional) {
-					continue
-				}
-				return nil, RefError("secret", ref.Name, err)
-			}
-			val, ok := sec.Data[ref.Key]
-			if !ok {
-				if isTrue(ref.Optional) {
-					continue
-				}
-				return nil, ConfigError{fmt.Sprintf("couldn't find key %s in Secret %s/%s", ref.Key, pod.Namespace, ref.Name)}
-			}
-			v = string(val)
 		case vf.FileKeyRef != nil:
 			// the EnvFiles feature (beta, on by default upstream): a key of an env file
 			// in one of the pod's volumes, read when the container starts
@@ -191,42 +164,67 @@ func Env(pod *corev1.Pod, c *corev1.Container, in EnvInputs) ([]*runtimeapi.KeyV
 	return out, nil
 }
 
+// The kinds of objects env reads keys of, as upstream's messages name them.
+const (
+	kindConfigMap = "ConfigMap"
+	kindSecret    = "Secret"
+)
+
+// objectRef is a ConfigMap or Secret that envFrom or a key reference names.
+type objectRef struct {
+	kind, name string
+	optional   bool
+}
+
+// keyRef is the object and the key a configMapKeyRef or secretKeyRef names.
+func keyRef(vf *corev1.EnvVarSource) (objectRef, string) {
+	if ref := vf.ConfigMapKeyRef; ref != nil {
+		return objectRef{kindConfigMap, ref.Name, isTrue(ref.Optional)}, ref.Key
+	}
+	ref := vf.SecretKeyRef
+	return objectRef{kindSecret, ref.Name, isTrue(ref.Optional)}, ref.Key
+}
+
 // objectCache reads each ConfigMap and Secret once per environment, as upstream's
 // makeEnvironmentVariables.
 type objectCache struct {
 	Objects
-	configMaps map[string]*corev1.ConfigMap
-	secrets    map[string]*corev1.Secret
+	read map[objectRef]map[string]string
 }
 
-func (o *objectCache) configMap(name string) (*corev1.ConfigMap, error) {
-	if cm, ok := o.configMaps[name]; ok {
-		return cm, nil
+// data is the object's data (a Secret's as strings); skip when it does not exist and is
+// optional. A missing required object is a ConfigError naming it (RefError).
+func (o *objectCache) data(ref objectRef) (data map[string]string, skip bool, err error) {
+	key := objectRef{kind: ref.kind, name: ref.name}
+	if d, ok := o.read[key]; ok {
+		return d, false, nil
 	}
-	cm, err := o.ConfigMap(name)
+	switch ref.kind {
+	case kindConfigMap:
+		var cm *corev1.ConfigMap
+		if cm, err = o.ConfigMap(ref.name); err == nil {
+			data = cm.Data
+		}
+	default:
+		var sec *corev1.Secret
+		if sec, err = o.Secret(ref.name); err == nil {
+			data = make(map[string]string, len(sec.Data))
+			for k, v := range sec.Data {
+				data[k] = string(v)
+			}
+		}
+	}
 	if err != nil {
-		return nil, err
+		if apierrors.IsNotFound(err) && ref.optional {
+			return nil, true, nil
+		}
+		return nil, false, RefError(strings.ToLower(ref.kind), ref.name, err)
 	}
-	if o.configMaps == nil {
-		o.configMaps = map[string]*corev1.ConfigMap{}
+	if o.read == nil {
+		o.read = map[objectRef]map[string]string{}
 	}
-	o.configMaps[name] = cm
-	return cm, nil
-}
-
-func (o *objectCache) secret(name string) (*corev1.Secret, error) {
-	if s, ok := o.secrets[name]; ok {
-		return s, nil
-	}
-	s, err := o.Secret(name)
-	if err != nil {
-		return nil, err
-	}
-	if o.secrets == nil {
-		o.secrets = map[string]*corev1.Secret{}
-	}
-	o.secrets[name] = s
-	return s, nil
+	o.read[key] = data
+	return data, false, nil
 }
 
 // RefError is the error for an object of kind ("configmap", "secret", …) that could not

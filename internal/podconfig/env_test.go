@@ -14,8 +14,8 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// objects is an in-memory namespace; it counts reads, and answers failing names with
-// an API server error.
+// objects is an in-memory namespace; it counts reads, and answers the failing name
+// with an API server error.
 type objects struct {
 	configMaps map[string]map[string]string
 	secrets    map[string]map[string][]byte
@@ -24,34 +24,29 @@ type objects struct {
 }
 
 func (o *objects) ConfigMap(name string) (*corev1.ConfigMap, error) {
-	o.count("configmap/" + name)
-	if name == o.failing {
-		return nil, apierrors.NewInternalError(errors.New("etcd is down"))
-	}
-	d, ok := o.configMaps[name]
-	if !ok {
-		return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "configmaps"}, name)
-	}
-	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: d}, nil
+	d, err := get(o, "configmaps", name, o.configMaps)
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: d}, err
 }
 
 func (o *objects) Secret(name string) (*corev1.Secret, error) {
-	o.count("secret/" + name)
-	if name == o.failing {
-		return nil, apierrors.NewInternalError(errors.New("etcd is down"))
-	}
-	d, ok := o.secrets[name]
-	if !ok {
-		return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, name)
-	}
-	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: d}, nil
+	d, err := get(o, "secrets", name, o.secrets)
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: d}, err
 }
 
-func (o *objects) count(k string) {
+func get[V any](o *objects, resource, name string, objs map[string]V) (V, error) {
 	if o.reads == nil {
 		o.reads = map[string]int{}
 	}
-	o.reads[k]++
+	o.reads[resource+"/"+name]++
+	var none V
+	if name == o.failing {
+		return none, apierrors.NewInternalError(errors.New("etcd is down"))
+	}
+	d, ok := objs[name]
+	if !ok {
+		return none, apierrors.NewNotFound(schema.GroupResource{Resource: resource}, name)
+	}
+	return d, nil
 }
 
 func cmRef(name string, optional bool) *corev1.ConfigMapEnvSource {
@@ -273,7 +268,7 @@ func TestEnvReadsEachObjectOnce(t *testing.T) {
 	if _, err := Env(pod, c, in); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int{"configmap/cfg": 1, "secret/sec": 1, "configmap/none": 2} // a missing one is asked again
+	want := map[string]int{"configmaps/cfg": 1, "secrets/sec": 1, "configmaps/none": 2} // a missing one is asked again
 	if !reflect.DeepEqual(objs.reads, want) || allocs != 0 {
 		t.Errorf("reads %v, allocatable asked %d times; want %v and 0", objs.reads, allocs, want)
 	}
