@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -77,21 +76,10 @@ func (m *evictionMonitor) check(ctx context.Context) {
 
 // evict marks the pod evicted, records the Evicted event and wakes its reconcile.
 func (r *PodReconciler) evict(pod *corev1.Pod, msg string) {
-	r.mu.Lock()
-	if r.evicted == nil {
-		r.evicted = map[types.UID]string{}
-	}
-	r.evicted[pod.UID] = msg
-	r.mu.Unlock()
+	r.setEvicted(pod.UID, msg)
 	r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Evicted", "%s", msg)
 	select {
 	case r.events <- event.GenericEvent{Object: &corev1.Pod{ObjectMeta: pod.ObjectMeta}}:
 	default:
 	}
-}
-
-func (r *PodReconciler) evictedMessage(uid types.UID) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.evicted[uid]
 }

@@ -22,7 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/record"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/clock"
@@ -40,6 +39,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/credentials"
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
 	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
+	"github.com/nodekeeper/nodekeeper/internal/podconfig"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
@@ -114,11 +114,8 @@ type PodReconciler struct {
 	events      chan event.GenericEvent
 	static      staticPods
 	prober      *prober
-	tokens      map[types.UID]map[string]cachedToken // by pod: forget drops them
 	mu          sync.Mutex
-	backoff     map[types.UID]map[string]*podplan.BackoffEntry
-	errs        map[types.UID]map[string]podplan.Waiting // errors met applying plans
-	evicted     map[types.UID]string                     // eviction messages
+	pods        map[types.UID]*podState // per-pod memory, under mu: forget drops it whole
 	runtimeName string
 	admission   podplan.Admission
 	// handlers is what the runtime said of its handlers (nil until it answered)
@@ -154,8 +151,6 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	kubeletmetrics.Register()
 	r.pulled = &credentials.PulledRecords{File: filepath.Join(r.Config.RootDir, "image_manager", "pulled.json"),
 		Policy: r.Config.ImagePullCredentialsVerificationPolicy, Allowlist: r.Config.PreloadedImagesVerificationAllowlist}
-	r.backoff = map[types.UID]map[string]*podplan.BackoffEntry{}
-	r.errs = map[types.UID]map[string]podplan.Waiting{}
 	r.prober = newProber(r.Runtime, r.Recorder, r.events)
 	// as the kubelet: safe sysctls (for this kernel) and the allowed unsafe ones
 	r.admission = podplan.Admission{Sysctls: append(podplan.SafeSysctls(kernelRelease()), r.Config.AllowedUnsafeSysctls...)}
@@ -377,11 +372,9 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	for k, v := range plan.Waiting {
 		waiting[k] = v
 	}
-	r.mu.Lock()
-	for k, v := range r.errs[pod.UID] {
+	for k, v := range r.applyErrs(pod.UID) {
 		waiting[k] = v
 	}
-	r.mu.Unlock()
 	ready, started := r.probe(pod, &obs)
 	st := podplan.Status(podplan.StatusInput{Pod: pod, Observed: obs, Waiting: waiting, HostIP: r.HostIP,
 		RuntimeName: r.runtimeID(), Now: now, Ready: ready, Started: started, Evicted: evicted,
@@ -496,10 +489,8 @@ func (r *PodReconciler) addTerminationMessages(pod *corev1.Pod, obs *podplan.Obs
 
 // backoffFor turns the stored back-off entries into "not before" times for Plan.
 func (r *PodReconciler) backoffFor(uid types.UID, obs podplan.Observed) podplan.Backoff {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	out := podplan.Backoff{}
-	for name, e := range r.backoff[uid] {
+	for name, e := range r.backoffs(uid) {
 		if l := obs.Latest(name); l != nil && l.State == podplan.StateExited {
 			out[name] = l.FinishedAt.Add(e.Delay)
 		} else if strings.HasPrefix(name, "pull/") {
@@ -889,25 +880,7 @@ func (r *PodReconciler) forget(uid types.UID) {
 	if r.prober != nil {
 		r.prober.Forget(uid)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.backoff, uid)
-	delete(r.errs, uid)
-	delete(r.evicted, uid)
-	delete(r.tokens, uid)
-}
-
-func (r *PodReconciler) setErr(uid types.UID, name string, w *podplan.Waiting) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.errs[uid] == nil {
-		r.errs[uid] = map[string]podplan.Waiting{}
-	}
-	if w == nil {
-		delete(r.errs[uid], name)
-	} else {
-		r.errs[uid][name] = *w
-	}
+	r.forgetState(uid)
 }
 
 // removeByName removes sandboxes of ours for namespace/name whose pod UID is not keep.
@@ -1142,13 +1115,8 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 		if l := obs.Latest(c.Name); l != nil && !l.StartedAt.IsZero() && !l.FinishedAt.IsZero() {
 			ranFor = l.FinishedAt.Sub(l.StartedAt)
 		}
-		r.mu.Lock()
-		if r.backoff[pod.UID] == nil {
-			r.backoff[pod.UID] = map[string]*podplan.BackoffEntry{}
-		}
-		next := r.Backoff.Next(r.backoff[pod.UID][c.Name], ranFor, r.Clock.Now())
-		r.backoff[pod.UID][c.Name] = &next
-		r.mu.Unlock()
+		next := r.Backoff.Next(r.backoffEntry(pod.UID, c.Name), ranFor, r.Clock.Now())
+		r.setBackoff(pod.UID, c.Name, &next)
 	}
 	return nil
 }
@@ -1193,9 +1161,7 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 		return "", errors.New(msg)
 	}
 	key := "pull/" + c.Name
-	r.mu.Lock()
-	entry := r.backoff[pod.UID][key]
-	r.mu.Unlock()
+	entry := r.backoffEntry(pod.UID, key)
 	now := r.Clock.Now()
 	if entry != nil && now.Before(entry.LastUpdate.Add(entry.Delay)) {
 		msg := fmt.Sprintf("Back-off pulling image %q", c.Image)
@@ -1216,19 +1182,12 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ErrImagePull", Message: msg})
 		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "%s", msg)
-		r.mu.Lock()
-		if r.backoff[pod.UID] == nil {
-			r.backoff[pod.UID] = map[string]*podplan.BackoffEntry{}
-		}
 		next := r.Backoff.Next(entry, 0, now)
-		r.backoff[pod.UID][key] = &next
-		r.mu.Unlock()
+		r.setBackoff(pod.UID, key, &next)
 		return "", err
 	}
 	r.startup.PullFinished(pod.UID, r.Clock.Now())
-	r.mu.Lock()
-	delete(r.backoff[pod.UID], key)
-	r.mu.Unlock()
+	r.setBackoff(pod.UID, key, nil)
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, r.Clock.Since(start).Round(time.Millisecond))
 	return ref, nil
 }
@@ -1358,55 +1317,11 @@ func (r *PodReconciler) podDir(pod *corev1.Pod) string {
 	return filepath.Join(r.Config.RootDir, "pods", string(pod.UID))
 }
 
-// sandboxConfig is the pod's CRI sandbox config, as upstream's generatePodSandboxConfig.
+// sandboxConfig is the pod's CRI sandbox config (podconfig.Sandbox).
 func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) (*runtimeapi.PodSandboxConfig, error) {
-	cfg := &runtimeapi.PodSandboxConfig{
-		Metadata: &runtimeapi.PodSandboxMetadata{Name: pod.Name, Namespace: pod.Namespace, Uid: string(pod.UID), Attempt: attempt},
-		Labels: map[string]string{podplan.LabelManaged: "true", podplan.LabelPodName: pod.Name,
-			podplan.LabelPodNamespace: pod.Namespace, podplan.LabelPodUID: string(pod.UID)},
-		Annotations:  map[string]string{},
-		LogDirectory: r.podLogDir(pod.Namespace, pod.Name, pod.UID),
-		Linux:        &runtimeapi.LinuxPodSandboxConfig{CgroupParent: r.podCgroup(pod), Sysctls: podplan.SandboxSysctls(pod)},
-	}
-	sc, err := sandboxSecurityContext(pod)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Linux.SecurityContext = sc
-	for k, v := range pod.Labels {
-		if _, ours := cfg.Labels[k]; !ours {
-			cfg.Labels[k] = v
-		}
-	}
-	for k, v := range pod.Annotations {
-		cfg.Annotations[k] = v
-	}
-	if !pod.Spec.HostNetwork {
-		host, domain, err := podplan.PodHostnameAndDomain(pod, r.Config.ClusterDomain)
-		if err != nil {
-			return nil, err
-		}
-		if cfg.Hostname, err = podplan.KernelHostname(host, domain, pod.Spec.SetHostnameAsFQDN); err != nil {
-			return nil, err
-		}
-	}
-	cfg.DnsConfig = r.dnsConfig(pod)
-	for _, c := range pod.Spec.Containers {
-		for _, p := range c.Ports {
-			if p.HostPort == 0 {
-				continue
-			}
-			pm := &runtimeapi.PortMapping{ContainerPort: p.ContainerPort, HostPort: p.HostPort, HostIp: p.HostIP}
-			switch p.Protocol {
-			case corev1.ProtocolUDP:
-				pm.Protocol = runtimeapi.Protocol_UDP
-			case corev1.ProtocolSCTP:
-				pm.Protocol = runtimeapi.Protocol_SCTP
-			}
-			cfg.PortMappings = append(cfg.PortMappings, pm)
-		}
-	}
-	return cfg, nil
+	return podconfig.Sandbox(pod, podconfig.SandboxInputs{Attempt: attempt, LogDirectory: r.podLogDir(pod.Namespace, pod.Name, pod.UID),
+		CgroupParent: r.podCgroup(pod), ClusterDomain: r.Config.ClusterDomain,
+		DNS: func() *runtimeapi.DNSConfig { return r.dnsConfig(pod) }})
 }
 
 // dnsConfig is the pod's resolver (podDNS) from the node's resolver file; events go to
@@ -1445,32 +1360,14 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 	if m := r.hostsMount(pod, c); m != nil {
 		mounts = append(mounts, m)
 	}
-	cfg := &runtimeapi.ContainerConfig{
-		Mounts:   mounts,
-		Metadata: &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: s.Attempt},
-		Image:    &runtimeapi.ImageSpec{Image: imageRef, UserSpecifiedImage: c.Image},
-		Command:  expandAll(c.Command, envs), Args: expandAll(c.Args, envs), WorkingDir: c.WorkingDir, Envs: envs,
-		Labels: map[string]string{podplan.LabelManaged: "true", podplan.LabelPodName: pod.Name, podplan.LabelPodNamespace: pod.Namespace,
-			podplan.LabelPodUID: string(pod.UID), podplan.LabelContainerName: c.Name},
-		Annotations: map[string]string{podplan.AnnotationHash: podplan.HashContainer(c),
-			podplan.AnnotationRestarts: strconv.Itoa(int(s.Attempt)), podplan.AnnotationGrace: strconv.Itoa(int(r.grace(pod).Seconds()))},
-		LogPath: filepath.Join(c.Name, strconv.Itoa(int(s.Attempt))+".log"),
-		Stdin:   c.Stdin, StdinOnce: c.StdinOnce, Tty: c.TTY,
-		Linux: &runtimeapi.LinuxContainerConfig{Resources: linuxResources(pod, c, r.MemoryCapacity)},
-	}
-	if s.Init {
-		cfg.Annotations[podplan.AnnotationInit] = "true"
-	}
-	sc, err := r.securityContext(ctx, pod, c, imageRef)
+	sc, err := podconfig.ContainerSecurityContext(pod, c, func() (*runtimeapi.Image, error) {
+		return r.Runtime.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: imageRef})
+	}, defaultMaskedPaths())
 	if err != nil {
 		return nil, err
 	}
-	cfg.Linux.SecurityContext = sc
-	if s.TargetID != "" && sc.NamespaceOptions.Pid == runtimeapi.NamespaceMode_CONTAINER {
-		// an ephemeral container with a target shares the target's PID namespace
-		sc.NamespaceOptions.Pid = runtimeapi.NamespaceMode_TARGET
-		sc.NamespaceOptions.TargetId = s.TargetID
-	}
+	cfg := podconfig.Container(pod, c, podconfig.ContainerInputs{Start: s, ImageRef: imageRef, Env: envs, Mounts: mounts,
+		GracePeriod: int64(r.grace(pod).Seconds()), MemoryCapacity: r.MemoryCapacity, Security: sc})
 	// the termination message file, mounted from the host so it outlives the container
 	if path := c.TerminationMessagePath; path != "" {
 		host := r.terminationLogPath(pod, c.Name, s.Attempt)
@@ -1542,93 +1439,6 @@ func (r *PodReconciler) terminationLogPath(pod *corev1.Pod, name string, attempt
 	return filepath.Join(r.podDir(pod), "containers", name, strconv.Itoa(int(attempt))+"-termination-log")
 }
 
-// securityContext is the container's CRI security context, as upstream's
-// determineEffectiveSecurityContext: the pod's and the container's securityContext
-// merged (the container's fields win), the pod's namespaces, fsGroup and supplemental
-// groups, the seccomp and AppArmor profiles, and the masked and read-only /proc paths of
-// its procMount. runAsNonRoot refuses an image that would run as root.
-func (r *PodReconciler) securityContext(ctx context.Context, pod *corev1.Pod, c *corev1.Container, imageRef string) (*runtimeapi.LinuxContainerSecurityContext, error) {
-	eff := podplan.EffectiveSecurityContext(pod, c)
-	out := &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: podplan.NamespacesForPod(pod),
-		SelinuxOptions: selinuxOptions(eff.SELinuxOptions)}
-	if eff.RunAsUser != nil {
-		out.RunAsUser = &runtimeapi.Int64Value{Value: *eff.RunAsUser}
-	}
-	if eff.RunAsGroup != nil {
-		out.RunAsGroup = &runtimeapi.Int64Value{Value: *eff.RunAsGroup}
-	}
-	if psc := pod.Spec.SecurityContext; psc != nil {
-		if psc.FSGroup != nil {
-			out.SupplementalGroups = append(out.SupplementalGroups, *psc.FSGroup)
-		}
-		out.SupplementalGroups = append(out.SupplementalGroups, psc.SupplementalGroups...)
-		policy, err := supplementalGroupsPolicy(psc.SupplementalGroupsPolicy)
-		if err != nil {
-			return nil, err
-		}
-		out.SupplementalGroupsPolicy = policy
-	}
-	if eff.RunAsNonRoot != nil && *eff.RunAsNonRoot {
-		switch {
-		case eff.RunAsUser != nil && *eff.RunAsUser == 0:
-			return nil, configError{"container's runAsUser breaks non-root policy (pod: \"" + pod.Name + "\", container: " + c.Name + ")"}
-		case eff.RunAsUser == nil:
-			img, err := r.Runtime.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: imageRef})
-			if err != nil {
-				return nil, err
-			}
-			if img == nil || (img.Uid == nil && (img.Username == "" || img.Username == "root")) || (img.Uid != nil && img.Uid.Value == 0) {
-				return nil, configError{"container has runAsNonRoot and image will run as root (pod: \"" + pod.Name + "\", container: " + c.Name + ")"}
-			}
-		}
-	}
-	if eff.Privileged != nil {
-		out.Privileged = *eff.Privileged
-	}
-	if eff.ReadOnlyRootFilesystem != nil {
-		out.ReadonlyRootfs = *eff.ReadOnlyRootFilesystem
-	}
-	if eff.AllowPrivilegeEscalation != nil {
-		out.NoNewPrivs = !*eff.AllowPrivilegeEscalation
-	}
-	if caps := eff.Capabilities; caps != nil {
-		out.Capabilities = &runtimeapi.Capability{AddCapabilities: []string{}, DropCapabilities: []string{}}
-		for _, a := range caps.Add {
-			out.Capabilities.AddCapabilities = append(out.Capabilities.AddCapabilities, string(a))
-		}
-		for _, d := range caps.Drop {
-			out.Capabilities.DropCapabilities = append(out.Capabilities.DropCapabilities, string(d))
-		}
-	}
-	var prof *corev1.SeccompProfile
-	if psc := pod.Spec.SecurityContext; psc != nil {
-		prof = psc.SeccompProfile
-	}
-	if c.SecurityContext != nil && c.SecurityContext.SeccompProfile != nil {
-		prof = c.SecurityContext.SeccompProfile
-	}
-	if prof != nil {
-		switch prof.Type {
-		case corev1.SeccompProfileTypeRuntimeDefault:
-			out.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
-		case corev1.SeccompProfileTypeUnconfined:
-			out.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}
-		case corev1.SeccompProfileTypeLocalhost:
-			if prof.LocalhostProfile != nil {
-				out.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: *prof.LocalhostProfile}
-			}
-		}
-	}
-	aa, deprecated, err := podplan.CRIAppArmor(pod, c)
-	if err != nil {
-		return nil, configError{err.Error()}
-	}
-	out.Apparmor, out.ApparmorProfile = aa, deprecated
-	out.MaskedPaths = podplan.MaskedPaths(eff.ProcMount, defaultMaskedPaths())
-	out.ReadonlyPaths = podplan.ReadonlyPaths(eff.ProcMount)
-	return out, nil
-}
-
 // terminationMessage reads what an exited container left in its termination message
 // file, or (FallbackToLogsOnError, on failure, when the file is empty) the end of its log.
 func (r *PodReconciler) terminationMessage(pod *corev1.Pod, name string, attempt uint32, exitCode int32, logPath string) string {
@@ -1667,45 +1477,14 @@ func (r *PodReconciler) terminationMessage(pod *corev1.Pod, name string, attempt
 	return msg
 }
 
-// linuxResources maps requests/limits to CRI resources as the kubelet does: CPU shares
-// from the request, a CFS quota from the limit, the memory limit, and the OOM score
-// adjustment of the pod's QoS class.
-func linuxResources(pod *corev1.Pod, c *corev1.Container, memoryCapacity int64) *runtimeapi.LinuxContainerResources {
-	req := c.Resources.Requests.Cpu().MilliValue()
-	if _, ok := c.Resources.Requests[corev1.ResourceCPU]; !ok {
-		req = c.Resources.Limits.Cpu().MilliValue() // the API server defaults requests to limits
-	}
-	res := &runtimeapi.LinuxContainerResources{CpuShares: podplan.MilliCPUToShares(req),
-		OomScoreAdj: podplan.OOMScoreAdj(pod, c, memoryCapacity)}
-	if q, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
-		res.CpuPeriod = podplan.DefaultPeriod
-		res.CpuQuota = podplan.MilliCPUToQuota(q.MilliValue(), podplan.DefaultPeriod)
-	}
-	if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
-		res.MemoryLimitInBytes = q.Value()
-	}
-	return res
-}
-
 // configError is a container configuration problem (a missing ConfigMap, Secret or
 // key): the container waits with CreateContainerConfigError until it is fixed.
-type configError struct{ msg string }
+type configError = podconfig.ConfigError
 
-func (e configError) Error() string { return e.msg }
-
-// env resolves the container's environment as the kubelet does: Service link variables
-// first (the pod's namespace when enableServiceLinks, and always the master
-// "kubernetes" Service), then envFrom, then env, with $(VAR) expanded against what is
-// defined before; configMap/secret references are read from the API server.
+// env resolves the container's environment (podconfig.Env): Service links from the
+// Services the client lists, ConfigMaps and Secrets read from the API server (APIReader),
+// the node's allocatable for missing limits, env files from the pod's volume folders.
 func (r *PodReconciler) env(ctx context.Context, pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.KeyValue, error) {
-	vals := map[string]string{}
-	var order []string
-	set := func(k, v string) {
-		if _, ok := vals[k]; !ok {
-			order = append(order, k)
-		}
-		vals[k] = v
-	}
 	svcEnv, err := r.serviceEnv(ctx, pod)
 	if err != nil {
 		if pod.Annotations[AnnotationConfigSource] != "file" {
@@ -1715,160 +1494,36 @@ func (r *PodReconciler) env(ctx context.Context, pod *corev1.Pod, c *corev1.Cont
 		log.FromContext(ctx).V(2).Info("Starting a static pod without Service variables", "error", err.Error())
 		svcEnv = nil
 	}
-	for _, kv := range svcEnv {
-		set(kv.Name, kv.Value)
-	}
-	reader := r.apiReader()
-	for _, from := range c.EnvFrom {
-		var data map[string]string
-		switch {
-		case from.ConfigMapRef != nil:
-			cm := &corev1.ConfigMap{}
-			if err := reader.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: from.ConfigMapRef.Name}, cm); err != nil {
-				if apierrors.IsNotFound(err) && from.ConfigMapRef.Optional != nil && *from.ConfigMapRef.Optional {
-					continue
-				}
-				return nil, refError("configmap", from.ConfigMapRef.Name, err)
+	return podconfig.Env(pod, c, podconfig.EnvInputs{
+		ServiceEnv:  svcEnv,
+		HostIP:      r.HostIP,
+		Objects:     apiObjects{ctx: ctx, reader: r.apiReader(), namespace: pod.Namespace},
+		Allocatable: func() corev1.ResourceList { return r.nodeAllocatable(ctx) },
+		ReadEnvFile: func(vol *corev1.Volume, path string) ([]byte, error) {
+			dir := r.volumeDir(pod, vol.Name)
+			if vol.HostPath != nil {
+				dir = vol.HostPath.Path
 			}
-			data = cm.Data
-		case from.SecretRef != nil:
-			sec := &corev1.Secret{}
-			if err := reader.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: from.SecretRef.Name}, sec); err != nil {
-				if apierrors.IsNotFound(err) && from.SecretRef.Optional != nil && *from.SecretRef.Optional {
-					continue
-				}
-				return nil, refError("secret", from.SecretRef.Name, err)
-			}
-			data = map[string]string{}
-			for k, v := range sec.Data {
-				data[k] = string(v)
-			}
-		}
-		keys := make([]string, 0, len(data))
-		for k := range data {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			name := from.Prefix + k
-			if len(validation.IsEnvVarName(name)) > 0 {
-				continue // upstream skips invalid names (with an event)
-			}
-			set(name, data[k])
-		}
-	}
-	for _, e := range c.Env {
-		v := e.Value
-		if e.ValueFrom == nil {
-			set(e.Name, expand(v, vals))
-			continue
-		}
-		switch vf := e.ValueFrom; {
-		case vf.FieldRef != nil:
-			fv, err := fieldValue(pod, vf.FieldRef.FieldPath, r.HostIP)
-			if err != nil {
-				return nil, configError{fmt.Sprintf("env %s: %v", e.Name, err)}
-			}
-			v = fv
-		case vf.ResourceFieldRef != nil:
-			rv, err := podplan.EnvResourceValue(vf.ResourceFieldRef, pod, c, r.nodeAllocatable(ctx))
-			if err != nil {
-				return nil, configError{fmt.Sprintf("env %s: %v", e.Name, err)}
-			}
-			v = rv
-		case vf.ConfigMapKeyRef != nil:
-			ref := vf.ConfigMapKeyRef
-			optional := ref.Optional != nil && *ref.Optional
-			cm := &corev1.ConfigMap{}
-			if err := reader.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: ref.Name}, cm); err != nil {
-				if apierrors.IsNotFound(err) && optional {
-					continue
-				}
-				return nil, refError("configmap", ref.Name, err)
-			}
-			val, ok := cm.Data[ref.Key]
-			if !ok {
-				if optional {
-					continue
-				}
-				return nil, configError{fmt.Sprintf("couldn't find key %s in ConfigMap %s/%s", ref.Key, pod.Namespace, ref.Name)}
-			}
-			v = val
-		case vf.SecretKeyRef != nil:
-			ref := vf.SecretKeyRef
-			optional := ref.Optional != nil && *ref.Optional
-			sec := &corev1.Secret{}
-			if err := reader.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: ref.Name}, sec); err != nil {
-				if apierrors.IsNotFound(err) && optional {
-					continue
-				}
-				return nil, refError("secret", ref.Name, err)
-			}
-			val, ok := sec.Data[ref.Key]
-			if !ok {
-				if optional {
-					continue
-				}
-				return nil, configError{fmt.Sprintf("couldn't find key %s in Secret %s/%s", ref.Key, pod.Namespace, ref.Name)}
-			}
-			v = string(val)
-		case vf.FileKeyRef != nil:
-			// the EnvFiles feature (beta, on by default upstream): a key of an env file
-			// in one of the pod's volumes, read when the container starts
-			val, err := r.fileKeyValue(pod, vf.FileKeyRef)
-			if err != nil {
-				return nil, err
-			}
-			if val == "" {
-				if vf.FileKeyRef.Optional != nil && *vf.FileKeyRef.Optional {
-					continue
-				}
-				return nil, configError{fmt.Sprintf("environment variable key %q not found in file %q", vf.FileKeyRef.Key, vf.FileKeyRef.Path)}
-			}
-			v = val
-		}
-		set(e.Name, v)
-	}
-	out := make([]*runtimeapi.KeyValue, 0, len(order))
-	for _, k := range order {
-		out = append(out, &runtimeapi.KeyValue{Key: k, Value: []byte(vals[k])})
-	}
-	return out, nil
+			return os.ReadFile(filepath.Join(dir, path))
+		},
+	})
 }
 
-// fileKeyValue reads a fileKeyRef's key from its file in the pod's volume, as the
-// kubelet's makeEnvironmentVariables (errors are the container's config errors).
-func (r *PodReconciler) fileKeyValue(pod *corev1.Pod, ref *corev1.FileKeySelector) (string, error) {
-	var vol *corev1.Volume
-	for i := range pod.Spec.Volumes {
-		if pod.Spec.Volumes[i].Name == ref.VolumeName {
-			vol = &pod.Spec.Volumes[i]
-		}
-	}
-	if vol == nil {
-		return "", configError{fmt.Sprintf("cannot find the volume %q referenced by FileKeyRef", ref.VolumeName)}
-	}
-	dir := r.volumeDir(pod, vol.Name)
-	if vol.HostPath != nil {
-		dir = vol.HostPath.Path
-	}
-	path := filepath.Join(dir, filepath.Clean("/"+ref.Path)) // kept inside the volume
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", configError{"couldn't parse env file"} // upstream's words, even when optional
-	}
-	v, err := podplan.EnvFileValue(data, ref.Key)
-	if err != nil {
-		return "", configError{"couldn't parse env file"}
-	}
-	return v, nil
+// apiObjects reads one namespace's ConfigMaps and Secrets (podconfig.Objects).
+type apiObjects struct {
+	ctx       context.Context
+	reader    client.Reader
+	namespace string
 }
 
-func refError(kind, name string, err error) error {
-	if apierrors.IsNotFound(err) {
-		return configError{fmt.Sprintf("%s %q not found", kind, name)}
-	}
-	return err
+func (o apiObjects) ConfigMap(name string) (*corev1.ConfigMap, error) {
+	cm := &corev1.ConfigMap{}
+	return cm, o.reader.Get(o.ctx, types.NamespacedName{Namespace: o.namespace, Name: name}, cm)
+}
+
+func (o apiObjects) Secret(name string) (*corev1.Secret, error) {
+	sec := &corev1.Secret{}
+	return sec, o.reader.Get(o.ctx, types.NamespacedName{Namespace: o.namespace, Name: name}, sec)
 }
 
 func (r *PodReconciler) apiReader() client.Reader {
@@ -1878,156 +1533,16 @@ func (r *PodReconciler) apiReader() client.Reader {
 	return r.Client
 }
 
-// serviceEnv builds the Docker-link-compatible variables for the pod's Services.
+// serviceEnv is the Service link variables for the pod (podconfig.ServiceLinks) from
+// the Services the client lists.
 func (r *PodReconciler) serviceEnv(ctx context.Context, pod *corev1.Pod) ([]corev1.EnvVar, error) {
-	links := pod.Spec.EnableServiceLinks == nil || *pod.Spec.EnableServiceLinks
 	svcs := &corev1.ServiceList{}
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := r.Client.List(lctx, svcs); err != nil {
 		return nil, fmt.Errorf("listing services for environment variables: %w", err)
 	}
-	byName := map[string]*corev1.Service{}
-	for i := range svcs.Items {
-		s := &svcs.Items[i]
-		if s.Spec.ClusterIP == "" || s.Spec.ClusterIP == corev1.ClusterIPNone {
-			continue
-		}
-		switch {
-		case s.Namespace == metav1.NamespaceDefault && s.Name == "kubernetes":
-			if _, ok := byName[s.Name]; !ok {
-				byName[s.Name] = s
-			}
-		case s.Namespace == pod.Namespace && links:
-			byName[s.Name] = s
-		}
-	}
-	names := make([]string, 0, len(byName))
-	for n := range byName {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	var out []corev1.EnvVar
-	for _, n := range names {
-		out = append(out, ServiceEnv(byName[n])...)
-	}
-	return out, nil
-}
-
-// ServiceEnv is the kubelet's set of variables for one Service.
-func ServiceEnv(s *corev1.Service) []corev1.EnvVar {
-	if len(s.Spec.Ports) == 0 {
-		return nil
-	}
-	prefix := strings.ToUpper(strings.ReplaceAll(s.Name, "-", "_"))
-	ip := s.Spec.ClusterIP
-	out := []corev1.EnvVar{
-		{Name: prefix + "_SERVICE_HOST", Value: ip},
-		{Name: prefix + "_SERVICE_PORT", Value: strconv.Itoa(int(s.Spec.Ports[0].Port))},
-	}
-	for _, p := range s.Spec.Ports {
-		if p.Name != "" {
-			out = append(out, corev1.EnvVar{Name: prefix + "_SERVICE_PORT_" + strings.ToUpper(strings.ReplaceAll(p.Name, "-", "_")), Value: strconv.Itoa(int(p.Port))})
-		}
-	}
-	for i, p := range s.Spec.Ports {
-		proto := string(corev1.ProtocolTCP)
-		if p.Protocol != "" {
-			proto = string(p.Protocol)
-		}
-		hostPort := net.JoinHostPort(ip, strconv.Itoa(int(p.Port)))
-		url := strings.ToLower(proto) + "://" + hostPort
-		if i == 0 {
-			out = append(out, corev1.EnvVar{Name: prefix + "_PORT", Value: url})
-		}
-		pp := fmt.Sprintf("%s_PORT_%d_%s", prefix, p.Port, strings.ToUpper(proto))
-		out = append(out,
-			corev1.EnvVar{Name: pp, Value: url},
-			corev1.EnvVar{Name: pp + "_PROTO", Value: strings.ToLower(proto)},
-			corev1.EnvVar{Name: pp + "_PORT", Value: strconv.Itoa(int(p.Port))},
-			corev1.EnvVar{Name: pp + "_ADDR", Value: ip})
-	}
-	return out
-}
-
-func fieldValue(pod *corev1.Pod, path, hostIP string) (string, error) {
-	switch path {
-	case "metadata.name":
-		return pod.Name, nil
-	case "metadata.namespace":
-		return pod.Namespace, nil
-	case "metadata.uid":
-		return string(pod.UID), nil
-	case "spec.nodeName":
-		return pod.Spec.NodeName, nil
-	case "spec.serviceAccountName":
-		return pod.Spec.ServiceAccountName, nil
-	case "status.hostIP":
-		return hostIP, nil
-	case "status.hostIPs":
-		return hostIP, nil // one address family here
-	case "status.podIP":
-		return pod.Status.PodIP, nil
-	case "status.podIPs":
-		var ips []string
-		for _, ip := range pod.Status.PodIPs {
-			ips = append(ips, ip.IP)
-		}
-		if len(ips) == 0 && pod.Status.PodIP != "" {
-			ips = []string{pod.Status.PodIP}
-		}
-		return strings.Join(ips, ","), nil
-	}
-	if strings.HasPrefix(path, "metadata.labels['") {
-		return pod.Labels[strings.TrimSuffix(strings.TrimPrefix(path, "metadata.labels['"), "']")], nil
-	}
-	if strings.HasPrefix(path, "metadata.annotations['") {
-		return pod.Annotations[strings.TrimSuffix(strings.TrimPrefix(path, "metadata.annotations['"), "']")], nil
-	}
-	return "", fmt.Errorf("unsupported fieldPath %q", path)
-}
-
-// expandAll is upstream's ExpandContainerCommandAndArgs: $(VAR) in each of command or
-// args is replaced with the container's environment (as resolved for the runtime).
-func expandAll(in []string, envs []*runtimeapi.KeyValue) []string {
-	if len(in) == 0 {
-		return nil
-	}
-	vals := make(map[string]string, len(envs))
-	for _, kv := range envs {
-		vals[kv.Key] = string(kv.Value)
-	}
-	out := make([]string, len(in))
-	for i, s := range in {
-		out[i] = expand(s, vals)
-	}
-	return out
-}
-
-// expand replaces $(VAR) with earlier values; $$(VAR) escapes; unknown references stay.
-func expand(s string, vals map[string]string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '$' && i+1 < len(s) {
-			if s[i+1] == '$' {
-				b.WriteByte('$')
-				i++
-				continue
-			}
-			if s[i+1] == '(' {
-				if end := strings.IndexByte(s[i:], ')'); end > 0 {
-					name := s[i+2 : i+end]
-					if v, ok := vals[name]; ok {
-						b.WriteString(v)
-						i += end
-						continue
-					}
-				}
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return podconfig.ServiceLinks(pod, svcs.Items), nil
 }
 
 // relister notices runtime changes (a container exited, a sandbox died) by listing the

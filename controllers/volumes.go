@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/nodekeeper/nodekeeper/internal/podconfig"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 )
 
@@ -94,7 +95,7 @@ func (r *PodReconciler) setupVolume(ctx context.Context, pod *corev1.Pod, v *cor
 		}
 	case v.HostPath != nil:
 		if err := checkHostPath(v.HostPath); err != nil {
-			return configError{err.Error()}
+			return configError{Msg: err.Error()}
 		}
 	case v.ConfigMap != nil, v.Secret != nil, v.DownwardAPI != nil, v.Projected != nil:
 		files, _, err := r.volumeFiles(ctx, pod, v)
@@ -121,7 +122,7 @@ func (r *PodReconciler) setupVolume(ctx context.Context, pod *corev1.Pod, v *cor
 		}
 	default:
 		// unsupported volume types (CSI, PVCs, …) are reported, not ignored
-		return configError{"this volume type is not supported by nodekeeper"}
+		return configError{Msg: "this volume type is not supported by nodekeeper"}
 	}
 	return nil
 }
@@ -164,7 +165,7 @@ func keyPaths(items []corev1.KeyToPath, data map[string][]byte, defMode os.FileM
 			if optional {
 				continue
 			}
-			return nil, configError{fmt.Sprintf("configmap references non-existent config key: %s in %s", it.Key, what)}
+			return nil, configError{Msg: fmt.Sprintf("configmap references non-existent config key: %s in %s", it.Key, what)}
 		}
 		m := defMode
 		if it.Mode != nil {
@@ -191,7 +192,7 @@ func (r *PodReconciler) volumeFiles(ctx context.Context, pod *corev1.Pod, v *cor
 			if apierrors.IsNotFound(err) && optional != nil && *optional {
 				return map[string]file{}, nil
 			}
-			return nil, refError("configmap", name, err)
+			return nil, podconfig.RefError("configmap", name, err)
 		}
 		data := map[string][]byte{}
 		for k, s := range cm.Data {
@@ -208,7 +209,7 @@ func (r *PodReconciler) volumeFiles(ctx context.Context, pod *corev1.Pod, v *cor
 			if apierrors.IsNotFound(err) && optional != nil && *optional {
 				return map[string]file{}, nil
 			}
-			return nil, refError("secret", name, err)
+			return nil, podconfig.RefError("secret", name, err)
 		}
 		return keyPaths(items, s.Data, def, "Secret "+name, optional != nil && *optional)
 	}
@@ -226,16 +227,16 @@ func (r *PodReconciler) volumeFiles(ctx context.Context, pod *corev1.Pod, v *cor
 				case "metadata.annotations":
 					val = formatMap(pod.Annotations)
 				default:
-					val, err = fieldValue(pod, it.FieldRef.FieldPath, r.HostIP)
+					val, err = podconfig.FieldValue(pod, it.FieldRef.FieldPath, r.HostIP)
 				}
 			case it.ResourceFieldRef != nil:
 				if allocatable == nil {
 					allocatable = r.nodeAllocatable(ctx)
 				}
-				val, err = podplan.VolumeResourceValue(it.ResourceFieldRef, pod, allocatable)
+				val, err = podconfig.VolumeResourceValue(it.ResourceFieldRef, pod, allocatable)
 			}
 			if err != nil {
-				return nil, configError{fmt.Sprintf("downwardAPI %s: %v", it.Path, err)}
+				return nil, configError{Msg: fmt.Sprintf("downwardAPI %s: %v", it.Path, err)}
 			}
 			out[it.Path] = file{[]byte(val), mode(it.Mode, int32(def))}
 		}
@@ -294,12 +295,9 @@ func (r *PodReconciler) serviceAccountToken(ctx context.Context, pod *corev1.Pod
 		exp = *src.ExpirationSeconds
 	}
 	key := fmt.Sprintf("%s/%s/%s/%d", sa, src.Audience, src.Path, exp)
-	r.mu.Lock()
-	if t, ok := r.tokens[pod.UID][key]; ok && r.Clock.Now().Before(t.refresh) {
-		r.mu.Unlock()
-		return t.token, nil
+	if t, ok := r.cachedTokenFor(pod.UID, key, r.Clock.Now()); ok {
+		return t, nil
 	}
-	r.mu.Unlock()
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
 		ExpirationSeconds: &exp,
 		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
@@ -310,20 +308,12 @@ func (r *PodReconciler) serviceAccountToken(ctx context.Context, pod *corev1.Pod
 	acct := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: sa}}
 	if err := r.Client.SubResource("token").Create(ctx, acct, tr); err != nil {
 		if apierrors.IsNotFound(err) {
-			return "", configError{fmt.Sprintf("serviceaccount %q not found", sa)}
+			return "", configError{Msg: fmt.Sprintf("serviceaccount %q not found", sa)}
 		}
 		return "", fmt.Errorf("requesting a service account token: %w", err)
 	}
 	life := tr.Status.ExpirationTimestamp.Sub(r.Clock.Now())
-	r.mu.Lock()
-	if r.tokens == nil {
-		r.tokens = map[types.UID]map[string]cachedToken{}
-	}
-	if r.tokens[pod.UID] == nil {
-		r.tokens[pod.UID] = map[string]cachedToken{}
-	}
-	r.tokens[pod.UID][key] = cachedToken{token: tr.Status.Token, refresh: r.Clock.Now().Add(life * 8 / 10)}
-	r.mu.Unlock()
+	r.cacheToken(pod.UID, key, cachedToken{token: tr.Status.Token, refresh: r.Clock.Now().Add(life * 8 / 10)})
 	return tr.Status.Token, nil
 }
 
@@ -364,7 +354,7 @@ func atomicWrite(dir string, files map[string]file, fsGroup *int64) error {
 	}
 	for p, f := range files {
 		if strings.Contains(p, "..") || filepath.IsAbs(p) {
-			return configError{fmt.Sprintf("invalid volume path %q", p)}
+			return configError{Msg: fmt.Sprintf("invalid volume path %q", p)}
 		}
 		full := filepath.Join(tsDir, p)
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
@@ -579,7 +569,7 @@ func (r *PodReconciler) mounts(pod *corev1.Pod, c *corev1.Container, supportsRRO
 	for _, m := range c.VolumeMounts {
 		v, ok := vols[m.Name]
 		if !ok {
-			return nil, configError{fmt.Sprintf("volume %q not found in the pod", m.Name)}
+			return nil, configError{Msg: fmt.Sprintf("volume %q not found in the pod", m.Name)}
 		}
 		host := r.volumeDir(pod, v.Name)
 		ro := m.ReadOnly
@@ -591,7 +581,7 @@ func (r *PodReconciler) mounts(pod *corev1.Pod, c *corev1.Container, supportsRRO
 		}
 		if m.SubPath != "" {
 			if strings.Contains(m.SubPath, "..") || filepath.IsAbs(m.SubPath) {
-				return nil, configError{fmt.Sprintf("subPath %q must be a relative path without '..'", m.SubPath)}
+				return nil, configError{Msg: fmt.Sprintf("subPath %q must be a relative path without '..'", m.SubPath)}
 			}
 			if v.ConfigMap != nil || v.Secret != nil || v.DownwardAPI != nil || v.Projected != nil {
 				host = filepath.Join(host, dataDirName, m.SubPath) // no updates through a subPath, as upstream
@@ -607,11 +597,11 @@ func (r *PodReconciler) mounts(pod *corev1.Pod, c *corev1.Container, supportsRRO
 		}
 		rro, err := podplan.ResolveRecursiveReadOnly(m, supportsRRO)
 		if err != nil {
-			return nil, configError{fmt.Sprintf("failed to resolve recursive read-only mode: %v", err)}
+			return nil, configError{Msg: fmt.Sprintf("failed to resolve recursive read-only mode: %v", err)}
 		}
 		prop, err := podplan.MountPropagation(m.MountPropagation)
 		if err != nil {
-			return nil, configError{err.Error()}
+			return nil, configError{Msg: err.Error()}
 		}
 		out = append(out, &runtimeapi.Mount{ContainerPath: m.MountPath, HostPath: host, Readonly: ro, RecursiveReadOnly: rro, Propagation: prop})
 	}

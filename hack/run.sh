@@ -119,25 +119,11 @@ metadata: {name: bootstrap-token-$id, namespace: kube-system}
 type: bootstrap.kubernetes.io/token
 stringData: {token-id: $id, token-secret: "$secret", usage-bootstrap-authentication: "true",
   auth-extra-groups: "system:bootstrappers:kubeadm:default-node-token"}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "kubeadm:kubelet-bootstrap"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node-bootstrapper"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers:kubeadm:default-node-token"}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "kubeadm:node-autoapprove-bootstrap"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:certificates.k8s.io:certificatesigningrequests:nodeclient"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers:kubeadm:default-node-token"}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "kubeadm:node-autoapprove-certificate-rotation"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:nodes"}]
 EOF
+  local joiners=system:bootstrappers:kubeadm:default-node-token csrs=system:certificates.k8s.io:certificatesigningrequests
+  bind_role "$1" kubeadm:kubelet-bootstrap system:node-bootstrapper Group "$joiners"
+  bind_role "$1" kubeadm:node-autoapprove-bootstrap "$csrs:nodeclient" Group "$joiners"
+  bind_role "$1" kubeadm:node-autoapprove-certificate-rotation "$csrs:selfnodeclient" Group system:nodes
   local kc=("$1/kubectl" config --kubeconfig "$RUN/bootstrap.kubeconfig")
   "${kc[@]}" set-cluster nk --server "https://$HOST_IP:$APISERVER_PORT" --certificate-authority "$RUN/pki/ca.crt" --embed-certs >/dev/null
   "${kc[@]}" set-credentials tls-bootstrap-token-user --token "$id.$secret" >/dev/null
@@ -212,21 +198,92 @@ certs() {
   }
   sign apiserver "/CN=kube-apiserver" "IP:$HOST_IP,IP:127.0.0.1,IP:${SERVICE_CIDR%.0/*}.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   sign admin "/O=system:masters/CN=nodekeeper-admin"
-  sign node "/O=system:nodes/CN=system:node:$NODE_NAME"
   sign kcm "/CN=system:kube-controller-manager"
   sign scheduler "/CN=system:kube-scheduler"
   sign apiserver-kubelet-client "/O=kubeadm:cluster-admins/CN=kube-apiserver-kubelet-client"
   touch .done; cd - >/dev/null
 }
 
-# the agent's kubelet API serving certificate, signed by the cluster CA for the node IP,
-# so the API server (--kubelet-certificate-authority) trusts it
-kubelet_cert() {
-  local d=$RUN/pki
-  [[ -f $d/kubelet.crt ]] && return
-  openssl req -newkey rsa:2048 -nodes -keyout "$d/kubelet.key" -out "$d/kubelet.csr" -subj "/CN=system:node:$NODE_NAME" 2>/dev/null
-  printf 'subjectAltName=IP:%s,DNS:%s\n' "$NODE_IP" "$NODE_NAME" >"$d/kubelet.ext"
-  openssl x509 -req -in "$d/kubelet.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/kubelet.crt" -days 3650 -extfile "$d/kubelet.ext" 2>/dev/null
+# node_certs NAME IP CLIENT SERVING: a node's client certificate (system:node:NAME in
+# system:nodes; CLIENT.crt/.key) and its kubelet API serving certificate (SERVING.crt/.key,
+# for IP and NAME), both signed by the cluster CA, so the Node authorizer knows the node
+# and the API server (--kubelet-certificate-authority) trusts its kubelet API
+node_certs() {
+  local name=$1 ip=$2 client=$RUN/pki/$3 serving=$RUN/pki/$4 ca=$RUN/pki/ca
+  if [[ ! -f $client.crt ]]; then
+    openssl req -newkey rsa:2048 -nodes -keyout "$client.key" -out "$client.csr" -subj "/O=system:nodes/CN=system:node:$name" 2>/dev/null
+    openssl x509 -req -in "$client.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial -out "$client.crt" -days 3650 2>/dev/null
+  fi
+  [[ -f $serving.crt ]] && return
+  openssl req -newkey rsa:2048 -nodes -keyout "$serving.key" -out "$serving.csr" -subj "/CN=system:node:$name" 2>/dev/null
+  printf 'subjectAltName=IP:%s,DNS:%s\n' "$ip" "$name" >"$serving.ext"
+  openssl x509 -req -in "$serving.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial -out "$serving.crt" -days 3650 -extfile "$serving.ext" 2>/dev/null
+}
+
+# bind_role BINS BINDING ROLE KIND NAME: the ClusterRoleBinding BINDING of ClusterRole
+# ROLE to the User or Group NAME
+bind_role() {
+  "$1/kubectl" --kubeconfig "$RUN/admin.kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "$2"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "$3"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: $4, name: "$5"}]
+EOF
+}
+
+# agent_config NAME IP CRI DIR MANIFESTS POD_CIDR SERVING DEVICE_PLUGINS DNS: a node's
+# AgentConfiguration on stdout: its names, addresses and folders (the agent's root DIR,
+# the static pod folder MANIFESTS, the serving certificate SERVING under pki/, the device
+# plugins' folder) and the cluster's settings; NK_AGENT_CONFIG's lines, clusterDNS when
+# DNS is 1, certificate rotation with TLS bootstrap
+agent_config() {
+  local name=$1 ip=$2 cri=$3 dir=$4 manifests=$5 pod_cidr=$6 serving=$RUN/pki/$7 devices=$8 dns=$9
+  cat <<EOF
+apiVersion: nodekeeper.io/v1alpha1
+kind: AgentConfiguration
+nodeName: $name
+nodeIP: $ip
+containerRuntimeEndpoint: $cri
+rootDir: $dir
+staticPodPath: $manifests
+podCIDR: $pod_cidr
+clusterCIDR: $CLUSTER_CIDR
+serviceCIDR: $SERVICE_CIDR
+systemReserved: {cpu: 100m, memory: 256Mi}
+kubeReserved: {cpu: 100m, memory: 256Mi}
+evictionHard: {memory.available: 100Mi, nodefs.available: "10%"}
+tlsCertFile: $serving.crt
+tlsPrivateKeyFile: $serving.key
+clientCAFile: $RUN/pki/ca.crt
+readOnlyPort: $READ_ONLY_PORT
+devicePluginDir: $devices
+EOF
+  # NK_AGENT_CONFIG: extra AgentConfiguration lines (e.g. "proxySyncPeriod: 10s")
+  [[ -z $AGENT_CONFIG ]] || printf '%s\n' "$AGENT_CONFIG"
+  if [[ ,$RECONCILERS, != *,services,* ]]; then
+    # leave kube-proxy's metrics port (10249) to the proxy that will run beside it
+    echo "metricsBindAddress: 127.0.0.1:10269"
+  fi
+  [[ $dns != 1 ]] || printf 'clusterDNS: [%s]\nclusterDomain: %s\n' "$DNS_IP" "$CLUSTER_DOMAIN"
+  [[ $TLS_BOOTSTRAP != 1 ]] || echo "rotateCertificates: true"
+}
+
+# identity KUBECONFIG DIR: IDENTITY, the agent's flags for its identity: its client
+# certificate's KUBECONFIG, or with TLS bootstrap (the bootstrap kubeconfig up made) the
+# kubeconfig the agent writes under DIR/pki
+identity() {
+  IDENTITY=(--kubeconfig "$1")
+  [[ $TLS_BOOTSTRAP != 1 ]] || IDENTITY=(--bootstrap-kubeconfig "$RUN/bootstrap.kubeconfig" --kubeconfig "$2/pki/kubeconfig")
+}
+
+# node_cri NETNS POD_CIDR CRI_CACHE: a node's containerd (its CNI bridge and its pods live
+# in the node namespace too); prints its endpoint. The node has no default route: Service
+# addresses go to lo so the node's own connect() gets as far as the DNAT rules (nothing
+# can leave the namespace).
+node_cri() {
+  NK_CACHE="$3" NK_NETNS="$1" NK_POD_CIDR="$2" "$ROOT/hack/cri-up.sh"
+  ip -n "$1" route replace "$SERVICE_CIDR" dev lo
 }
 
 # CoreDNS's client certificate (system:coredns, bound to upstream's system:coredns role)
@@ -313,44 +370,21 @@ node2_net() {
   ip -n "$NETNS2" route replace "$NODE_IP/32" via "$XIP1" dev "$XIF2"
 }
 
-# node2_certs: the second node's client (system:node:$NODE_NAME2) and serving certificates
-node2_certs() {
-  local d=$RUN/pki
-  [[ -f $d/node2.crt && -f $d/kubelet2.crt ]] && return
-  openssl req -newkey rsa:2048 -nodes -keyout "$d/node2.key" -out "$d/node2.csr" -subj "/O=system:nodes/CN=system:node:$NODE_NAME2" 2>/dev/null
-  openssl x509 -req -in "$d/node2.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/node2.crt" -days 3650 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -keyout "$d/kubelet2.key" -out "$d/kubelet2.csr" -subj "/CN=system:node:$NODE_NAME2" 2>/dev/null
-  printf 'subjectAltName=IP:%s,DNS:%s\n' "$NODE_IP2" "$NODE_NAME2" >"$d/kubelet2.ext"
-  openssl x509 -req -in "$d/kubelet2.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/kubelet2.crt" -days 3650 -extfile "$d/kubelet2.ext" 2>/dev/null
-}
-
-# start_node2 BINS: containerd and the agent of the second node, configured as the first
+# start_node2 BINS DNS: containerd and the agent of the second node, configured as the
+# first but for its names, addresses and folders
 start_node2() {
   local bins=$1 cri2
-  node2_certs
+  node_certs "$NODE_NAME2" "$NODE_IP2" node2 kubelet2
   kubeconfig node2 node2
   node2_net
-  cri2=$(NK_CACHE="$CRI_CACHE2" NK_NETNS="$NETNS2" NK_POD_CIDR="$POD_CIDR2" "$ROOT/hack/cri-up.sh")
-  ip -n "$NETNS2" route replace "$SERVICE_CIDR" dev lo
-  "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" apply -f - >/dev/null <<EOF
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "nodekeeper:node-proxier:2"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node-proxier"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:node:$NODE_NAME2"}]
-EOF
+  cri2=$(node_cri "$NETNS2" "$POD_CIDR2" "$CRI_CACHE2")
+  bind_role "$bins" "nodekeeper:node-proxier:2" system:node-proxier User "system:node:$NODE_NAME2"
   mkdir -p "$RUN/agent-2" "$RUN/manifests-2"
-  # the first node's configuration with the second node's names, addresses and folders
-  sed -e "s|^nodeName: .*|nodeName: $NODE_NAME2|" -e "s|^nodeIP: .*|nodeIP: $NODE_IP2|" \
-    -e "s|^containerRuntimeEndpoint: .*|containerRuntimeEndpoint: $cri2|" -e "s|^rootDir: .*|rootDir: $RUN/agent-2|" \
-    -e "s|^staticPodPath: .*|staticPodPath: $RUN/manifests-2|" -e "s|^podCIDR: .*|podCIDR: $POD_CIDR2|" \
-    -e "s|^tlsCertFile: .*|tlsCertFile: $RUN/pki/kubelet2.crt|" -e "s|^tlsPrivateKeyFile: .*|tlsPrivateKeyFile: $RUN/pki/kubelet2.key|" \
-    -e "s|^devicePluginDir: .*|devicePluginDir: $RUN/agent-2/device-plugins|" "$RUN/agent.yaml" >"$RUN/agent-2.yaml"
-  # its identity as the first node's: a certificate made here, or TLS bootstrap
-  local identity=(--kubeconfig "$RUN/node2.kubeconfig")
-  [[ $TLS_BOOTSTRAP != 1 ]] || identity=(--bootstrap-kubeconfig "$RUN/bootstrap.kubeconfig" --kubeconfig "$RUN/agent-2/pki/kubeconfig")
+  agent_config "$NODE_NAME2" "$NODE_IP2" "$cri2" "$RUN/agent-2" "$RUN/manifests-2" "$POD_CIDR2" kubelet2 \
+    "$RUN/agent-2/device-plugins" "$2" >"$RUN/agent-2.yaml"
+  identity "$RUN/node2.kubeconfig" "$RUN/agent-2"
   start nodekeeper-2 nsenter --net="/run/netns/$NETNS2" "$ROOT/bin/nodekeeper" \
-    --config "$RUN/agent-2.yaml" "${identity[@]}" --reconcilers "$RECONCILERS"
+    --config "$RUN/agent-2.yaml" "${IDENTITY[@]}" --reconcilers "$RECONCILERS"
   wait_for "node $NODE_NAME2 to register" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get node "$NODE_NAME2"
 }
 
@@ -367,18 +401,14 @@ up() {
   if [[ $METRICS_SERVER == 1 ]]; then ms=$(heartbeat "building metrics-server (hack/metrics-server.sh; first time ~5 min)" "$ROOT/hack/metrics-server.sh"); fi
   if [[ $DNS == 1 ]]; then dns=$(heartbeat "building CoreDNS (hack/coredns.sh; first time 5-15 min, mostly module downloads)" "$ROOT/hack/coredns.sh"); fi
   certs
-  kubelet_cert
+  node_certs "$NODE_NAME" "$NODE_IP" node kubelet
   aggregator_certs
   coredns_cert
   kubeconfig admin admin; kubeconfig node node; kubeconfig kcm kcm; kubeconfig scheduler scheduler
   kubeconfig metrics-server metrics-server-client; kubeconfig coredns coredns
   netns_up
-  # containerd, its CNI bridge and the pods live in the node namespace too
   local cri
-  cri=$(NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" NK_POD_CIDR="$POD_CIDR" "$ROOT/hack/cri-up.sh")
-  # the node has no default route: send Service addresses to lo so the node's own
-  # connect() gets as far as the DNAT rules (nothing can leave the namespace)
-  ip -n "$NETNS" route replace "$SERVICE_CIDR" dev lo
+  cri=$(node_cri "$NETNS" "$POD_CIDR" "$CRI_CACHE")
 
   start etcd "$bins/etcd" --data-dir "$RUN/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
@@ -403,20 +433,9 @@ up() {
   wait_for "kube-apiserver" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get --raw /readyz
   # the node identity is a kubelet's (Node authorizer); the proxy half also needs what
   # kube-proxy is granted: the built-in system:node-proxier role
-  "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" apply -f - >/dev/null <<EOF
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "nodekeeper:node-proxier"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node-proxier"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:node:$NODE_NAME"}]
----
-# the API server's kubelet client may use the node's kubelet API (logs, exec, ...), as kubeadm sets up
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "nodekeeper:apiserver-kubelet-client"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:kubelet-api-admin"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "kube-apiserver-kubelet-client"}]
-EOF
+  bind_role "$bins" nodekeeper:node-proxier system:node-proxier User "system:node:$NODE_NAME"
+  # the API server's kubelet client may use the node's kubelet API (logs, exec, ...), as kubeadm sets up
+  bind_role "$bins" nodekeeper:apiserver-kubelet-client system:kubelet-api-admin User kube-apiserver-kubelet-client
   start kube-controller-manager "$bins/kube-controller-manager" --kubeconfig "$RUN/kcm.kubeconfig" \
     --authentication-kubeconfig "$RUN/kcm.kubeconfig" --authorization-kubeconfig "$RUN/kcm.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --leader-elect=false \
@@ -428,48 +447,21 @@ EOF
     --authentication-kubeconfig "$RUN/scheduler.kubeconfig" --authorization-kubeconfig "$RUN/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$SCHED_PORT" --leader-elect=false
 
-  cat >"$RUN/agent.yaml" <<EOF
-apiVersion: nodekeeper.io/v1alpha1
-kind: AgentConfiguration
-nodeName: $NODE_NAME
-nodeIP: $NODE_IP
-containerRuntimeEndpoint: $cri
-rootDir: $RUN/agent
-staticPodPath: $RUN/manifests
-podCIDR: $POD_CIDR
-clusterCIDR: $CLUSTER_CIDR
-serviceCIDR: $SERVICE_CIDR
-systemReserved: {cpu: 100m, memory: 256Mi}
-kubeReserved: {cpu: 100m, memory: 256Mi}
-evictionHard: {memory.available: 100Mi, nodefs.available: "10%"}
-tlsCertFile: $RUN/pki/kubelet.crt
-tlsPrivateKeyFile: $RUN/pki/kubelet.key
-clientCAFile: $RUN/pki/ca.crt
-readOnlyPort: $READ_ONLY_PORT
-devicePluginDir: $DEVICE_PLUGIN_DIR
-EOF
-  # NK_AGENT_CONFIG: extra AgentConfiguration lines (e.g. "proxySyncPeriod: 10s"), appended
-  [[ -z $AGENT_CONFIG ]] || printf '%s\n' "$AGENT_CONFIG" >>"$RUN/agent.yaml"
-  if [[ ,$RECONCILERS, != *,services,* ]]; then
-    # leave kube-proxy's metrics port (10249) to the proxy that will run beside it
-    echo "metricsBindAddress: 127.0.0.1:10269" >>"$RUN/agent.yaml"
-  fi
+  local dns_on=0
   if [[ -n $dns ]]; then
-    printf 'clusterDNS: [%s]\nclusterDomain: %s\n' "$DNS_IP" "$CLUSTER_DOMAIN" >>"$RUN/agent.yaml"
+    dns_on=1
     start_coredns "$bins" "$dns"
   fi
-  IDENTITY=(--kubeconfig "$RUN/node.kubeconfig")
-  if [[ $TLS_BOOTSTRAP == 1 ]]; then
-    bootstrap_token "$bins"
-    echo "rotateCertificates: true" >>"$RUN/agent.yaml"
-    IDENTITY=(--bootstrap-kubeconfig "$RUN/bootstrap.kubeconfig" --kubeconfig "$RUN/agent/pki/kubeconfig")
-  fi
+  [[ $TLS_BOOTSTRAP != 1 ]] || bootstrap_token "$bins"
+  agent_config "$NODE_NAME" "$NODE_IP" "$cri" "$RUN/agent" "$RUN/manifests" "$POD_CIDR" kubelet \
+    "$DEVICE_PLUGIN_DIR" "$dns_on" >"$RUN/agent.yaml"
+  identity "$RUN/node.kubeconfig" "$RUN/agent"
   start_node_agent "$cri"
   wait_for "node $NODE_NAME to register" 60 "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" get node "$NODE_NAME"
   case $NODES in
   1) ;;
   2) [[ $NODE_AGENT == nodekeeper ]] || die "NODES=2 runs nodekeeper on both nodes (NK_NODE_AGENT=$NODE_AGENT)"
-     start_node2 "$bins" ;;
+     start_node2 "$bins" "$dns_on" ;;
   *) die "NODES must be 1 or 2, got '$NODES'" ;;
   esac
   local nodes_hint="  (NODES=2 make run: a second node)"
@@ -520,10 +512,10 @@ agent_stop() {
 }
 agent_start() {
   [[ -f $RUN/agent.yaml ]] || die "no cluster in $RUN: run '$0 up' first"
-  IDENTITY=(--kubeconfig "$RUN/node.kubeconfig")
-  [[ ! -f $RUN/bootstrap.kubeconfig ]] || IDENTITY=(--bootstrap-kubeconfig "$RUN/bootstrap.kubeconfig" --kubeconfig "$RUN/agent/pki/kubeconfig")
+  [[ ! -f $RUN/bootstrap.kubeconfig ]] || TLS_BOOTSTRAP=1 # the cluster was made with it
+  identity "$RUN/node.kubeconfig" "$RUN/agent"
   local cri
-  cri=$(NK_CACHE="$CRI_CACHE" NK_NETNS="$NETNS" NK_POD_CIDR="$POD_CIDR" "$ROOT/hack/cri-up.sh")
+  cri=$(node_cri "$NETNS" "$POD_CIDR" "$CRI_CACHE")
   start_node_agent "$cri"
 }
 

@@ -67,21 +67,13 @@ const (
 // ParseKubelet maps a KubeletConfiguration onto an AgentConfiguration (not defaulted).
 func ParseKubelet(data []byte) (*AgentConfiguration, error) {
 	kc := &kubeletv1beta1.KubeletConfiguration{}
-	if err := yaml.UnmarshalStrict(data, kc); err != nil {
-		return nil, fmt.Errorf("decoding %s: %w", KubeletKind, err)
-	}
-	if kc.APIVersion != KubeletGroupVersion || kc.Kind != KubeletKind {
-		return nil, fmt.Errorf("decoding config: apiVersion/kind must be %s/%s, got %q/%q", KubeletGroupVersion, KubeletKind, kc.APIVersion, kc.Kind)
-	}
-	set, err := setFields(data, kubeletObjects)
+	set, err := decodeUpstream(data, kc, &kc.TypeMeta, KubeletGroupVersion, KubeletKind, "config", kubeletObjects)
 	if err != nil {
 		return nil, err
 	}
 	cfg := &AgentConfiguration{TypeMeta: typeMeta()}
-	var errs field.ErrorList
-	unsupported := func(path, why string) {
-		errs = append(errs, field.Forbidden(field.NewPath(path), "not supported by nodekeeper"+why))
-	}
+	refused := refusals{kind: KubeletKind}
+	unsupported := refused.unsupported
 	// booleans whose upstream default is true: false is a setting
 	for path, v := range map[string]*bool{"enableServer": kc.EnableServer, "registerNode": kc.RegisterNode,
 		"enableDebuggingHandlers": kc.EnableDebuggingHandlers, "authentication.webhook.enabled": kc.Authentication.Webhook.Enabled,
@@ -121,7 +113,7 @@ func ParseKubelet(data []byte) (*AgentConfiguration, error) {
 			// reviews are not cached: every request is reviewed (stricter than any TTL)
 		case "authorization.mode":
 			if kc.Authorization.Mode != kubeletv1beta1.KubeletAuthorizationModeWebhook {
-				errs = append(errs, field.NotSupported(field.NewPath(path), kc.Authorization.Mode, []string{string(kubeletv1beta1.KubeletAuthorizationModeWebhook)}))
+				refused.notSupported(path, kc.Authorization.Mode, string(kubeletv1beta1.KubeletAuthorizationModeWebhook))
 			}
 		case "address":
 			if ip := net.ParseIP(kc.Address); ip == nil || !ip.IsUnspecified() {
@@ -214,8 +206,8 @@ func ParseKubelet(data []byte) (*AgentConfiguration, error) {
 	if cfg.KubeletPort == 0 {
 		cfg.KubeletPort = kubeletDefaultPort
 	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("%s: %w", KubeletKind, errs.ToAggregate())
+	if err := refused.err(); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }
@@ -225,20 +217,12 @@ func ParseKubelet(data []byte) (*AgentConfiguration, error) {
 // the kubeconfig it names (clientConnection.kubeconfig).
 func ParseKubeProxy(data []byte, cfg *AgentConfiguration) (string, error) {
 	pc := &kubeproxyv1alpha1.KubeProxyConfiguration{}
-	if err := yaml.UnmarshalStrict(data, pc); err != nil {
-		return "", fmt.Errorf("decoding %s: %w", KubeProxyKind, err)
-	}
-	if pc.APIVersion != KubeProxyGroupVersion || pc.Kind != KubeProxyKind {
-		return "", fmt.Errorf("decoding proxy config: apiVersion/kind must be %s/%s, got %q/%q", KubeProxyGroupVersion, KubeProxyKind, pc.APIVersion, pc.Kind)
-	}
-	set, err := setFields(data, kubeProxyObjects)
+	set, err := decodeUpstream(data, pc, &pc.TypeMeta, KubeProxyGroupVersion, KubeProxyKind, "proxy config", kubeProxyObjects)
 	if err != nil {
 		return "", err
 	}
-	var errs field.ErrorList
-	unsupported := func(path, why string) {
-		errs = append(errs, field.Forbidden(field.NewPath(path), "not supported by nodekeeper"+why))
-	}
+	refused := refusals{kind: KubeProxyKind}
+	unsupported := refused.unsupported
 	// kube-proxy's defaults (pkg/proxy/apis/config/v1alpha1/defaults.go) for what
 	// nodekeeper has
 	cfg.ProxyHealthzBindAddress = "0.0.0.0:10256"
@@ -284,7 +268,7 @@ func ParseKubeProxy(data []byte, cfg *AgentConfiguration) (string, error) {
 			}
 		case "iptables.masqueradeBit", "nftables.masqueradeBit":
 			if b := masqBit(pc, path); b != 14 {
-				errs = append(errs, field.NotSupported(field.NewPath(path), b, []string{"14"}))
+				refused.notSupported(path, b, "14")
 			}
 		case "configSyncPeriod":
 			// informers resync nothing: a watch keeps them current
@@ -314,10 +298,47 @@ func ParseKubeProxy(data []byte, cfg *AgentConfiguration) (string, error) {
 			}
 		}
 	}
-	if len(errs) > 0 {
-		return "", fmt.Errorf("%s: %w", KubeProxyKind, errs.ToAggregate())
+	if err := refused.err(); err != nil {
+		return "", err
 	}
 	return kubeconfig, nil
+}
+
+// decodeUpstream decodes an upstream component config (what, e.g. "proxy config", names
+// it in errors) strictly into obj, whose TypeMeta is meta and must be gv/kind, and lists
+// the paths of the fields the file sets (setFields).
+func decodeUpstream(data []byte, obj any, meta *metav1.TypeMeta, gv, kind, what string, objects map[string]bool) ([]string, error) {
+	if err := yaml.UnmarshalStrict(data, obj); err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", kind, err)
+	}
+	if meta.APIVersion != gv || meta.Kind != kind {
+		return nil, fmt.Errorf("decoding %s: apiVersion/kind must be %s/%s, got %q/%q", what, gv, kind, meta.APIVersion, meta.Kind)
+	}
+	return setFields(data, objects)
+}
+
+// refusals collects the fields of an upstream config of kind that nodekeeper refuses.
+type refusals struct {
+	kind string
+	errs field.ErrorList
+}
+
+// unsupported refuses the field at path (why, when given, starts with ": ").
+func (r *refusals) unsupported(path, why string) {
+	r.errs = append(r.errs, field.Forbidden(field.NewPath(path), "not supported by nodekeeper"+why))
+}
+
+// notSupported refuses the value v of the field at path, naming the values accepted.
+func (r *refusals) notSupported(path string, v any, valid ...string) {
+	r.errs = append(r.errs, field.NotSupported(field.NewPath(path), v, valid))
+}
+
+// err is every refusal as one error, nil when there is none.
+func (r *refusals) err() error {
+	if len(r.errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", r.kind, r.errs.ToAggregate())
 }
 
 func minSync(pc *kubeproxyv1alpha1.KubeProxyConfiguration, path string) float64 {

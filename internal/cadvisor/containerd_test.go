@@ -15,47 +15,19 @@ import (
 	"testing"
 	"time"
 
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/nodekeeper/nodekeeper/host"
 	"github.com/nodekeeper/nodekeeper/internal/cadvisor"
-	"github.com/nodekeeper/nodekeeper/internal/podplan"
-	"github.com/nodekeeper/nodekeeper/runtime/cri"
+	"github.com/nodekeeper/nodekeeper/runtime/cri/critest"
 )
 
 func TestSourceOnContainerd(t *testing.T) {
-	ep := os.Getenv("NK_CRI_ENDPOINT")
-	if ep == "" {
-		t.Skip("NK_CRI_ENDPOINT not set: start a containerd with hack/cri-up.sh")
-	}
+	rt := critest.Dial(t)
 	ctx := context.Background()
-	rt, err := cri.Dial(cri.RemoteOptions{Endpoint: ep, Timeout: time.Minute})
-	must(t, err)
-	defer rt.Close()
 	uid := fmt.Sprintf("cadv-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
 	cgroupRoot := "/nk-cadvisor-" + uid
-	labels := map[string]string{podplan.LabelManaged: "true", podplan.LabelPodUID: uid}
-	root := t.TempDir()
-	sbCfg := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "hog", Namespace: "nk-cadvisor", Uid: uid},
-		Hostname: "hog", LogDirectory: filepath.Join(root, "logs"), Labels: labels,
-		Linux: &runtimeapi.LinuxPodSandboxConfig{CgroupParent: cgroupRoot + "/kubepods/besteffort/pod" + uid}}
-	defer func() { _ = host.Cgroups{}.Remove(cgroupRoot) }()
-	sb, err := rt.RunPodSandbox(ctx, sbCfg, "")
-	must(t, err)
-	defer func() { _ = rt.RemovePodSandbox(context.Background(), sb) }()
-	start := func(name string, cmd ...string) string {
-		t.Helper()
-		cl := map[string]string{podplan.LabelContainerName: name}
-		for k, v := range labels {
-			cl[k] = v
-		}
-		id, err := rt.CreateContainer(ctx, sb, &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: name},
-			Image: &runtimeapi.ImageSpec{Image: "busybox:local"}, Command: cmd, Labels: cl, LogPath: name + ".log",
-			Linux: &runtimeapi.LinuxContainerConfig{}}, sbCfg)
-		must(t, err)
-		must(t, rt.StartContainer(ctx, id))
-		return id
-	}
+	tp := critest.RunSandbox(t, rt, critest.SandboxOptions{Name: "hog", Namespace: "nk-cadvisor", UID: uid,
+		CgroupRoot: cgroupRoot, LogDirectory: filepath.Join(t.TempDir(), "logs")})
+	sb := tp.ID
+	start := func(name string, cmd ...string) string { return tp.Start(name, name+".log", cmd...) }
 	cpu := start("cpu", "sh", "-c", "while :; do :; done")
 	files := start("files", "sh", "-c", "dd if=/dev/zero of=/data bs=1M count=20 conv=fsync 2>/dev/null; echo done; sleep 3600")
 	src := &cadvisor.Source{Runtime: rt, CgroupRoot: cgroupRoot}

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/nodekeeper/nodekeeper/internal/cgroupfs"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
@@ -186,17 +187,17 @@ func (s *Source) readCgroup(p string, devices map[string]string) Stats {
 	st := Stats{}
 	if s.v2() {
 		dir := filepath.Join(s.mount(), p)
-		if cpu, err := keyed(filepath.Join(dir, "cpu.stat")); err == nil {
+		if cpu, err := cgroupfs.Keyed(filepath.Join(dir, "cpu.stat")); err == nil {
 			st.CPU = &CPU{UsageNanos: cpu["usage_usec"] * 1000, UserNanos: cpu["user_usec"] * 1000, SystemNanos: cpu["system_usec"] * 1000,
 				HaveUserSystem: true, Periods: cpu["nr_periods"], ThrottledPeriods: cpu["nr_throttled"], ThrottledNanos: cpu["throttled_usec"] * 1000,
 				HaveCFS: true}
 		}
-		cur, err1 := single(filepath.Join(dir, "memory.current"))
-		ms, err2 := keyed(filepath.Join(dir, "memory.stat"))
+		cur, err1 := cgroupfs.Uint(filepath.Join(dir, "memory.current"))
+		ms, err2 := cgroupfs.Keyed(filepath.Join(dir, "memory.stat"))
 		if err1 == nil && err2 == nil {
-			peak, _ := single(filepath.Join(dir, "memory.peak"))
-			swap, _ := single(filepath.Join(dir, "memory.swap.current"))
-			ev, _ := keyed(filepath.Join(dir, "memory.events"))
+			peak, _ := cgroupfs.Uint(filepath.Join(dir, "memory.peak"))
+			swap, _ := cgroupfs.Uint(filepath.Join(dir, "memory.swap.current"))
+			ev, _ := cgroupfs.Keyed(filepath.Join(dir, "memory.events"))
 			st.Memory = &Memory{Usage: cur, MaxUsage: peak, WorkingSet: sub(cur, ms["inactive_file"]), RSS: ms["anon"], Cache: ms["file"],
 				Swap: swap, MappedFile: ms["file_mapped"], Failcnt: ev["max"],
 				KernelUsage: ms["kernel"], ActiveFile: ms["active_file"], InactiveFile: ms["inactive_file"],
@@ -211,29 +212,29 @@ func (s *Source) readCgroup(p string, devices map[string]string) Stats {
 		st.Spec = specV2(dir)
 	} else {
 		m := s.mount()
-		if usage, err := single(filepath.Join(m, "cpuacct", p, "cpuacct.usage")); err == nil {
+		if usage, err := cgroupfs.Uint(filepath.Join(m, "cpuacct", p, "cpuacct.usage")); err == nil {
 			cpu := &CPU{UsageNanos: usage}
-			if us, err := keyed(filepath.Join(m, "cpuacct", p, "cpuacct.stat")); err == nil {
+			if us, err := cgroupfs.Keyed(filepath.Join(m, "cpuacct", p, "cpuacct.stat")); err == nil {
 				// USER_HZ ticks (100 a second), as cAdvisor/libcontainer convert them
 				cpu.UserNanos, cpu.SystemNanos, cpu.HaveUserSystem = us["user"]*1e7, us["system"]*1e7, true
 			}
-			if cs, err := keyed(filepath.Join(m, "cpu", p, "cpu.stat")); err == nil {
+			if cs, err := cgroupfs.Keyed(filepath.Join(m, "cpu", p, "cpu.stat")); err == nil {
 				cpu.Periods, cpu.ThrottledPeriods, cpu.ThrottledNanos, cpu.HaveCFS = cs["nr_periods"], cs["nr_throttled"], cs["throttled_time"], true
 			}
 			st.CPU = cpu
 		}
 		dir := filepath.Join(m, "memory", p)
-		cur, err1 := single(filepath.Join(dir, "memory.usage_in_bytes"))
-		ms, err2 := keyed(filepath.Join(dir, "memory.stat"))
+		cur, err1 := cgroupfs.Uint(filepath.Join(dir, "memory.usage_in_bytes"))
+		ms, err2 := cgroupfs.Keyed(filepath.Join(dir, "memory.stat"))
 		if err1 == nil && err2 == nil {
-			maxUsage, _ := single(filepath.Join(dir, "memory.max_usage_in_bytes"))
-			failcnt, _ := single(filepath.Join(dir, "memory.failcnt"))
-			kernel, _ := single(filepath.Join(dir, "memory.kmem.usage_in_bytes"))
+			maxUsage, _ := cgroupfs.Uint(filepath.Join(dir, "memory.max_usage_in_bytes"))
+			failcnt, _ := cgroupfs.Uint(filepath.Join(dir, "memory.failcnt"))
+			kernel, _ := cgroupfs.Uint(filepath.Join(dir, "memory.kmem.usage_in_bytes"))
 			st.Memory = &Memory{Usage: cur, MaxUsage: maxUsage, WorkingSet: sub(cur, ms["total_inactive_file"]), RSS: ms["total_rss"],
 				Cache: ms["total_cache"], Swap: ms["total_swap"], MappedFile: ms["total_mapped_file"], Failcnt: failcnt,
 				KernelUsage: kernel, ActiveFile: ms["total_active_file"], InactiveFile: ms["total_inactive_file"],
 				Pgfault: ms["pgfault"], Pgmajfault: ms["pgmajfault"], HaveDetail: true}
-			if oc, err := keyed(filepath.Join(dir, "memory.oom_control")); err == nil {
+			if oc, err := cgroupfs.Keyed(filepath.Join(dir, "memory.oom_control")); err == nil {
 				oom := oc["oom_kill"]
 				st.OOMKills = &oom
 			}
@@ -452,25 +453,25 @@ func devs(m map[string]*Device) []Device {
 }
 
 func specV1(mount, p string) *Spec {
-	shares, err := single(filepath.Join(mount, "cpu", p, "cpu.shares"))
+	shares, err := cgroupfs.Uint(filepath.Join(mount, "cpu", p, "cpu.shares"))
 	if err != nil {
 		return nil
 	}
 	sp := &Spec{CPUShares: shares}
-	sp.CPUPeriod, _ = single(filepath.Join(mount, "cpu", p, "cpu.cfs_period_us"))
-	if q, err := signed(filepath.Join(mount, "cpu", p, "cpu.cfs_quota_us")); err == nil && q > 0 {
+	sp.CPUPeriod, _ = cgroupfs.Uint(filepath.Join(mount, "cpu", p, "cpu.cfs_period_us"))
+	if q, err := cgroupfs.Int(filepath.Join(mount, "cpu", p, "cpu.cfs_quota_us")); err == nil && q > 0 {
 		sp.CPUQuota = uint64(q)
 	}
-	if l, err := single(filepath.Join(mount, "memory", p, "memory.limit_in_bytes")); err == nil {
+	if l, err := cgroupfs.Uint(filepath.Join(mount, "memory", p, "memory.limit_in_bytes")); err == nil {
 		sp.MemoryLimit, sp.HaveMemoryLimit = l, true
-		sp.MemorySwapLimit, _ = single(filepath.Join(mount, "memory", p, "memory.memsw.limit_in_bytes"))
-		sp.MemoryReservation, _ = single(filepath.Join(mount, "memory", p, "memory.soft_limit_in_bytes"))
+		sp.MemorySwapLimit, _ = cgroupfs.Uint(filepath.Join(mount, "memory", p, "memory.memsw.limit_in_bytes"))
+		sp.MemoryReservation, _ = cgroupfs.Uint(filepath.Join(mount, "memory", p, "memory.soft_limit_in_bytes"))
 	}
 	return sp
 }
 
 func specV2(dir string) *Spec {
-	w, err := single(filepath.Join(dir, "cpu.weight"))
+	w, err := cgroupfs.Uint(filepath.Join(dir, "cpu.weight"))
 	if err != nil {
 		return nil
 	}
@@ -623,7 +624,7 @@ func (s *Source) processes(procsDir, pidsDir string) *Processes {
 			ps.MaxOpenFiles, ps.HaveMaxOpenFiles = maxOpenFiles(string(b))
 		}
 	}
-	if cur, err := single(filepath.Join(pidsDir, "pids.current")); err == nil {
+	if cur, err := cgroupfs.Uint(filepath.Join(pidsDir, "pids.current")); err == nil {
 		ps.Threads, ps.HaveThreads = cur, true
 		if b, err := os.ReadFile(filepath.Join(pidsDir, "pids.max")); err == nil {
 			if v := strings.TrimSpace(string(b)); v != "max" {
@@ -653,40 +654,6 @@ func maxOpenFiles(limits string) (int64, bool) {
 		return v, err == nil
 	}
 	return 0, false
-}
-
-func single(p string) (uint64, error) {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-}
-
-func signed(p string) (int64, error) {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-}
-
-func keyed(p string) (map[string]uint64, error) {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]uint64{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 2 {
-			if v, err := strconv.ParseUint(f[1], 10, 64); err == nil {
-				out[f[0]] = v
-			}
-		}
-	}
-	return out, nil
 }
 
 func sub(a, b uint64) uint64 {

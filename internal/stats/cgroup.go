@@ -1,14 +1,12 @@
 package stats
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/nodekeeper/nodekeeper/internal/cgroupfs"
 )
 
 // CgroupUsage is what a pod's cgroup says it uses: the pod's figures as upstream reports
@@ -61,11 +59,11 @@ func (l Linux) PodCgroup(root, uid string) (*CgroupUsage, error) {
 	u := &CgroupUsage{Time: time.Now()}
 	if v2 {
 		dir := filepath.Join(mount, path)
-		if st, err := keyed(filepath.Join(dir, "cpu.stat")); err == nil {
+		if st, err := cgroupfs.Keyed(filepath.Join(dir, "cpu.stat")); err == nil {
 			u.CPUNanoSeconds, u.HaveCPU = st["usage_usec"]*1000, true
 		}
-		cur, err1 := single(filepath.Join(dir, "memory.current"))
-		st, err2 := keyed(filepath.Join(dir, "memory.stat"))
+		cur, err1 := cgroupfs.Uint(filepath.Join(dir, "memory.current"))
+		st, err2 := cgroupfs.Keyed(filepath.Join(dir, "memory.stat"))
 		if err1 == nil && err2 == nil {
 			u.UsageBytes, u.RSSBytes, u.HaveMemory = cur, st["anon"], true
 			u.WorkingSetBytes = sub(cur, st["inactive_file"])
@@ -73,41 +71,15 @@ func (l Linux) PodCgroup(root, uid string) (*CgroupUsage, error) {
 		}
 		return u, nil
 	}
-	if v, err := single(filepath.Join(mount, "cpuacct", path, "cpuacct.usage")); err == nil {
+	if v, err := cgroupfs.Uint(filepath.Join(mount, "cpuacct", path, "cpuacct.usage")); err == nil {
 		u.CPUNanoSeconds, u.HaveCPU = v, true
 	}
-	cur, err1 := single(filepath.Join(mount, "memory", path, "memory.usage_in_bytes"))
-	st, err2 := keyed(filepath.Join(mount, "memory", path, "memory.stat"))
+	cur, err1 := cgroupfs.Uint(filepath.Join(mount, "memory", path, "memory.usage_in_bytes"))
+	st, err2 := cgroupfs.Keyed(filepath.Join(mount, "memory", path, "memory.stat"))
 	if err1 == nil && err2 == nil {
 		u.UsageBytes, u.RSSBytes, u.HaveMemory = cur, st["total_rss"], true
 		u.WorkingSetBytes = sub(cur, st["total_inactive_file"])
 		u.PageFaults, u.MajorPageFaults = st["total_pgfault"], st["total_pgmajfault"]
 	}
 	return u, nil
-}
-
-func single(p string) (uint64, error) {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-}
-
-func keyed(p string) (map[string]uint64, error) {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]uint64{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 2 {
-			if v, err := strconv.ParseUint(f[1], 10, 64); err == nil {
-				out[f[0]] = v
-			}
-		}
-	}
-	return out, nil
 }

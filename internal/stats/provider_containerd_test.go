@@ -15,59 +15,20 @@ import (
 	"testing"
 	"time"
 
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
-	"github.com/nodekeeper/nodekeeper/host"
-	"github.com/nodekeeper/nodekeeper/internal/podplan"
-	"github.com/nodekeeper/nodekeeper/runtime/cri"
+	"github.com/nodekeeper/nodekeeper/runtime/cri/critest"
 )
 
 func TestProviderOnContainerd(t *testing.T) {
-	ep := os.Getenv("NK_CRI_ENDPOINT")
-	if ep == "" {
-		t.Skip("NK_CRI_ENDPOINT not set: start a containerd with hack/cri-up.sh")
-	}
+	rt := critest.Dial(t)
 	ctx := context.Background()
-	rt, err := cri.Dial(cri.RemoteOptions{Endpoint: ep, Timeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
 	root := t.TempDir()
 	uid := fmt.Sprintf("stats-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
 	cgroupRoot := "/nk-stats-" + uid // the pod's cgroup, as the agent lays it out
-	labels := map[string]string{podplan.LabelManaged: "true", podplan.LabelPodUID: uid, "nodekeeper.io/stats-test": uid}
-	logDir := filepath.Join(root, "logs", "nk-stats_hog_"+uid)
-	sbCfg := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "hog", Namespace: "nk-stats", Uid: uid},
-		Hostname: "hog", LogDirectory: logDir, Labels: labels,
-		Linux: &runtimeapi.LinuxPodSandboxConfig{CgroupParent: cgroupRoot + "/kubepods/besteffort/pod" + uid}}
-	defer func() { _ = host.Cgroups{}.Remove(cgroupRoot) }()
-	sb, err := rt.RunPodSandbox(ctx, sbCfg, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := rt.RemovePodSandbox(context.Background(), sb); err != nil {
-			t.Error(err)
-		}
-	}()
-	start := func(name string, cmd ...string) {
-		t.Helper()
-		cl := map[string]string{podplan.LabelContainerName: name}
-		for k, v := range labels {
-			cl[k] = v
-		}
-		id, err := rt.CreateContainer(ctx, sb, &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: name},
-			Image: &runtimeapi.ImageSpec{Image: "busybox:local"}, Command: cmd, Labels: cl, LogPath: name + "/0.log",
-			Linux: &runtimeapi.LinuxContainerConfig{}}, sbCfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := rt.StartContainer(ctx, id); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tp := critest.RunSandbox(t, rt, critest.SandboxOptions{Name: "hog", Namespace: "nk-stats", UID: uid, CgroupRoot: cgroupRoot,
+		LogDirectory: filepath.Join(root, "logs", "nk-stats_hog_"+uid), Labels: map[string]string{"nodekeeper.io/stats-test": uid}})
+	start := func(name string, cmd ...string) { tp.Start(name, name+"/0.log", cmd...) }
 	start("mem", "sh", "-c", "dd if=/dev/zero of=/dev/shm/x bs=1M count=30 2>/dev/null; echo filled; sleep 3600")
 	start("cpu", "sh", "-c", "while :; do :; done")
 	must(t, os.MkdirAll(filepath.Join(root, "pods", uid, "volumes", "scratch"), 0o755))
@@ -93,6 +54,7 @@ func TestProviderOnContainerd(t *testing.T) {
 		return statsapi.ContainerStats{}
 	}
 	var s *statsapi.Summary
+	var err error
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		s, err = p.Summary(ctx, false)

@@ -1,4 +1,4 @@
-package podplan
+package podconfig
 
 import (
 	"bufio"

@@ -1,4 +1,4 @@
-package podplan
+package podconfig
 
 import (
 	"fmt"
@@ -91,28 +91,21 @@ func EffectiveSecurityContext(pod *corev1.Pod, c *corev1.Container) *corev1.Secu
 	if csc.Capabilities != nil {
 		eff.Capabilities = csc.Capabilities.DeepCopy()
 	}
-	if csc.Privileged != nil {
-		eff.Privileged = copyPtr(csc.Privileged)
-	}
-	if csc.RunAsUser != nil {
-		eff.RunAsUser = copyPtr(csc.RunAsUser)
-	}
-	if csc.RunAsGroup != nil {
-		eff.RunAsGroup = copyPtr(csc.RunAsGroup)
-	}
-	if csc.RunAsNonRoot != nil {
-		eff.RunAsNonRoot = copyPtr(csc.RunAsNonRoot)
-	}
-	if csc.ReadOnlyRootFilesystem != nil {
-		eff.ReadOnlyRootFilesystem = copyPtr(csc.ReadOnlyRootFilesystem)
-	}
-	if csc.AllowPrivilegeEscalation != nil {
-		eff.AllowPrivilegeEscalation = copyPtr(csc.AllowPrivilegeEscalation)
-	}
-	if csc.ProcMount != nil {
-		eff.ProcMount = copyPtr(csc.ProcMount)
-	}
+	override(&eff.Privileged, csc.Privileged)
+	override(&eff.RunAsUser, csc.RunAsUser)
+	override(&eff.RunAsGroup, csc.RunAsGroup)
+	override(&eff.RunAsNonRoot, csc.RunAsNonRoot)
+	override(&eff.ReadOnlyRootFilesystem, csc.ReadOnlyRootFilesystem)
+	override(&eff.AllowPrivilegeEscalation, csc.AllowPrivilegeEscalation)
+	override(&eff.ProcMount, csc.ProcMount)
 	return eff
+}
+
+// override sets *dst to a copy of src when src is set.
+func override[T any](dst **T, src *T) {
+	if src != nil {
+		*dst = copyPtr(src)
+	}
 }
 
 func copyPtr[T any](p *T) *T {
