@@ -177,6 +177,29 @@ func TestNetnsScaleFigures(t *testing.T) {
 				dels = append(dels, p.lastExpiredSend)
 			}
 		}
+		// Services deleted and created again. A creation adds a goto element to the
+		// dispatch map, and the kernel then validates the table's whole chain graph at
+		// commit (nft_table_validate): its cost grows with the table, unlike a deletion's
+		// or an endpoint move's.
+		var kind [2][]time.Duration // deleted, created
+		for round := 0; round < 100; round++ {
+			key := fmt.Sprintf("ns/svc-%d", (round*6151)%n)
+			ports := st.Ports(key)
+			for i, set := range [][]*netrules.ServicePort{nil, ports} {
+				st.Set(key, set)
+				if _, err := p.SyncState(context.Background(), st, []string{key}, false); err != nil {
+					t.Fatal(err)
+				}
+				kind[i] = append(kind[i], p.lastMainSend)
+			}
+			time.Sleep(20 * time.Millisecond)
+			// what the agent does when a call leaves work (stale chains due): call again
+			if _, err := p.SyncState(context.Background(), st, nil, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "nftables netns N=%d: Service deleted: netlink batch p50 %v p90 %v max %v; Service created: p50 %v p90 %v max %v\n",
+			n, pct(kind[0], 50), pct(kind[0], 90), pct(kind[0], 100), pct(kind[1], 50), pct(kind[1], 90), pct(kind[1], 100))
 		var gens []time.Duration
 		for i := 0; i < 50; i++ {
 			g0 := time.Now()
