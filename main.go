@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -52,7 +53,16 @@ import (
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
 
+// defaultGCPercent is the garbage collector's target when GOGC is not set: heap growth of
+// 50 % over the live heap instead of Go's 100 %. A node agent's memory is taken from
+// the node's pods; at 10,000 Services this lowers the peak RSS by about a quarter
+// (235 → 179 MiB measured) for a little more CPU per change (README, Benchmarks).
+const defaultGCPercent = 50
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	err := run(ctrl.SetupSignalHandler(), os.Args[1:])
 	klog.Flush()
 	if errors.Is(err, options.ErrHelp) {
