@@ -47,6 +47,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/kubeletapi"
 	"github.com/nodekeeper/nodekeeper/netrules"
 	"github.com/nodekeeper/nodekeeper/netrules/conntrack"
+	"github.com/nodekeeper/nodekeeper/netrules/healthcheck"
 	"github.com/nodekeeper/nodekeeper/netrules/iptables"
 	"github.com/nodekeeper/nodekeeper/netrules/ipvs"
 	"github.com/nodekeeper/nodekeeper/netrules/nftables"
@@ -370,6 +371,9 @@ func setupServices(mgr ctrl.Manager, cfg *v1alpha1.AgentConfiguration) error {
 			backends[fam] = netrules.Whole{RulesetSyncer: ipvs.New(h, &ipvs.Companion{Runner: runner, Family: fam, Variant: iptables.Variant(cfg.IPTablesVariant)})}
 		}
 	}
+	// kube-proxy's health: a change not synced within 2 × syncPeriod makes it unhealthy
+	// (/healthz, /livez, and every health check node port)
+	proxyHealth := &healthcheck.Proxy{Timeout: 2 * cfg.ProxySyncPeriod.Duration}
 	rec := &controllers.ServiceReconciler{
 		Client:         mgr.GetClient(),
 		Node:           node,
@@ -377,15 +381,14 @@ func setupServices(mgr ctrl.Manager, cfg *v1alpha1.AgentConfiguration) error {
 		Conntrack:      &conntrack.Cleaner{},
 		FullSyncPeriod: cfg.ProxySyncPeriod.Duration,
 		Mode:           string(cfg.ProxyMode),
-		HealthChecks:   &controllers.HealthCheckServer{Log: ctrl.Log.WithName("healthcheck")},
+		HealthChecks:   &healthcheck.Services{Log: ctrl.Log.WithName("healthcheck"), Proxy: proxyHealth},
+		ProxyHealth:    proxyHealth,
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up service reconciler: %w", err)
 	}
 	if cfg.ProxyHealthzBindAddress != "0" {
-		return mgr.Add(&controllers.ProxyHealthServer{
-			Addr: cfg.ProxyHealthzBindAddress, LastSync: rec.LastSync, Timeout: 2 * cfg.ProxySyncPeriod.Duration,
-		})
+		return mgr.Add(&healthcheck.Server{Addr: cfg.ProxyHealthzBindAddress, Handler: proxyHealth.Handler()})
 	}
 	return nil
 }

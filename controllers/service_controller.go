@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/nodekeeper/nodekeeper/netrules"
+	"github.com/nodekeeper/nodekeeper/netrules/healthcheck"
 )
 
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
@@ -72,17 +73,18 @@ type ServiceReconciler struct {
 	// as kube-proxy; nftables checks the ruleset generation and rewrites on tampering.
 	FullSyncPeriod time.Duration
 	// HealthChecks, when set, is told the local endpoint counts of eTP=Local Services.
-	HealthChecks *HealthCheckServer
-	Clock        clock.PassiveClock
+	HealthChecks *healthcheck.Services
+	// ProxyHealth, when set, is told when changes arrive, when each family's rules are
+	// in sync, and this node's Node (kube-proxy's ProxyHealthServer: /healthz, /livez).
+	ProxyHealth *healthcheck.Proxy
+	Clock       clock.PassiveClock
 	// Mode is the proxy mode ("iptables", "nftables", "ipvs"): it picks which of
 	// upstream's sync-failure counters failures go to.
 	Mode string
 
 	tracker serviceTracker
 
-	// the sync state below is used by the one worker only; mu guards lastSync
-	mu       sync.Mutex
-	lastSync time.Time
+	// the sync state below is used by the one worker only
 	lastFull time.Time
 	states   map[netrules.Family]*netrules.State
 	failed   map[netrules.Family]bool // the last sync of the family failed: the next is full
@@ -106,8 +108,14 @@ func (r *ServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.FullSyncPeriod = time.Minute
 	}
 	registerProxyMetrics()
-	r.tracker.init(r.Node.Name, r.Clock)
+	r.tracker.init(r.Node.Name, r.Clock, r.queued, r.ProxyHealth)
 	kick := source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		if r.ProxyHealth != nil {
+			// as kube-proxy's SyncLoop: healthy from the start, in case no sync succeeds
+			for fam := range r.Backends {
+				r.ProxyHealth.Updated(corev1.IPFamily(familyLabel(fam)))
+			}
+		}
 		q.Add(syncKey)
 		return nil
 	})
@@ -255,14 +263,19 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	for fam := range synced {
 		syncLastTimestamp.WithLabelValues(familyLabel(fam)).Set(float64(now.UnixNano()) / 1e9)
 	}
+	if r.ProxyHealth != nil {
+		// a family with nothing to do is in sync too
+		for fam := range r.Backends {
+			if !r.failed[fam] {
+				r.ProxyHealth.Updated(corev1.IPFamily(familyLabel(fam)))
+			}
+		}
+	}
 	if anyFailed {
 		// the changes stay in the States; the failed families sync in full next time
 		r.tracker.pendingAgain(batch)
 		return reconcile.Result{}, errors.Join(errs...)
 	}
-	r.mu.Lock()
-	r.lastSync = now
-	r.mu.Unlock()
 	if full {
 		r.lastFull = start
 	}
@@ -368,11 +381,15 @@ func familyLabel(f netrules.Family) string {
 	return string(corev1.IPv4Protocol)
 }
 
-// LastSync is when rules were last applied successfully (zero before the first sync).
-func (r *ServiceReconciler) LastSync() time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.lastSync
+// queued tells the proxy health that every family has a change to sync (kube-proxy's
+// QueuedUpdate on each Service, EndpointSlice or Node change).
+func (r *ServiceReconciler) queued() {
+	if r.ProxyHealth == nil {
+		return
+	}
+	for fam := range r.Backends {
+		r.ProxyHealth.QueuedUpdate(corev1.IPFamily(familyLabel(fam)))
+	}
 }
 
 var (

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/nodekeeper/nodekeeper/netrules"
+	"github.com/nodekeeper/nodekeeper/netrules/healthcheck"
 	"github.com/nodekeeper/nodekeeper/netrules/iptables"
 )
 
@@ -69,14 +70,19 @@ var _ = Describe("ServiceReconciler against the stateful iptables fake", func() 
 	It("programs Services from the API, reports kube-proxy metrics and health", func() {
 		fake := iptables.NewFake()
 		be := &countingBackend{be: iptables.New(iptables.Options{Family: netrules.IPv4, Runner: fake}), delay: 300 * time.Millisecond}
-		rec := &ServiceReconciler{Node: netrules.Node{Name: "node-fake"}, Backends: map[netrules.Family]RulesBackend{netrules.IPv4: be}}
+		// /healthz needs this node's Node (kube-proxy's node eligibility)
+		nodeObj := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-fake-" + rand.String(5)}}
+		Expect(k8sClient.Create(context.Background(), nodeObj)).To(Succeed())
+		DeferCleanup(func() { _ = k8sClient.Delete(context.Background(), nodeObj) })
+		health := &healthcheck.Proxy{Timeout: time.Minute}
+		rec := &ServiceReconciler{Node: netrules.Node{Name: nodeObj.Name}, Backends: map[netrules.Family]RulesBackend{netrules.IPv4: be}, ProxyHealth: health}
 		startManager(func(mgr ctrl.Manager) error {
 			rec.Client = mgr.GetClient()
 			return rec.SetupWithManager(mgr)
 		})
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		Expect(err).NotTo(HaveOccurred())
-		hs := &ProxyHealthServer{Listen: func(string) (net.Listener, error) { return l, nil }, LastSync: rec.LastSync, Timeout: time.Minute}
+		hs := &healthcheck.Server{Listen: func(string) (net.Listener, error) { return l, nil }, Handler: health.Handler()}
 		ctx, cancel := context.WithCancel(context.Background())
 		DeferCleanup(cancel)
 		go func() { _ = hs.Start(ctx) }()
@@ -129,14 +135,31 @@ var _ = Describe("ServiceReconciler against the stateful iptables fake", func() 
 		Expect(gauge("kubeproxy_sync_full_proxy_rules_duration_seconds")).To(BeNumerically(">", 0))
 		Expect(gauge("kubeproxy_network_programming_duration_seconds")).To(BeNumerically(">", 0))
 
-		resp, err := http.Get("http://" + l.Addr().String() + "/healthz")
-		Expect(err).NotTo(HaveOccurred())
-		defer resp.Body.Close()
-		Expect(resp.StatusCode).To(Equal(http.StatusOK))
-		var body map[string]any
-		Expect(json.NewDecoder(resp.Body).Decode(&body)).To(Succeed())
-		Expect(body).To(HaveKeyWithValue("nodeHealthy", true))
+		get := func(path string) (int, map[string]any) {
+			resp, err := http.Get("http://" + l.Addr().String() + path)
+			Expect(err).NotTo(HaveOccurred())
+			defer resp.Body.Close()
+			Expect(resp.Header.Get("X-Content-Type-Options")).To(Equal("nosniff"))
+			var body map[string]any
+			Expect(json.NewDecoder(resp.Body).Decode(&body)).To(Succeed())
+			return resp.StatusCode, body
+		}
+		code, body := get("/healthz")
+		Expect(code).To(Equal(http.StatusOK))
+		Expect(body).To(HaveKeyWithValue("nodeEligible", true))
+		Expect(body).To(HaveKeyWithValue("healthy", true))
 		Expect(body["lastUpdated"]).NotTo(BeEmpty())
+		Expect(body["status"]).To(HaveKeyWithValue("IPv4", HaveKeyWithValue("healthy", true)))
+
+		// a node the autoscaler is about to delete fails /healthz (load balancers drain
+		// it); /livez does not look at the node
+		nodeObj.Spec.Taints = []corev1.Taint{{Key: healthcheck.ToBeDeletedTaint, Effect: corev1.TaintEffectNoSchedule}}
+		Expect(k8sClient.Update(ctx, nodeObj)).To(Succeed())
+		Eventually(func() int { code, _ := get("/healthz"); return code }, 10*time.Second, 50*time.Millisecond).Should(Equal(http.StatusServiceUnavailable))
+		_, body = get("/healthz")
+		Expect(body).To(HaveKeyWithValue("nodeEligible", false))
+		code, _ = get("/livez")
+		Expect(code).To(Equal(http.StatusOK))
 	})
 
 	It("retries a failed sync and never leaves half-applied rules", func() {

@@ -22,6 +22,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/netnstest"
 	"github.com/nodekeeper/nodekeeper/netrules"
 	"github.com/nodekeeper/nodekeeper/netrules/conntrack"
+	"github.com/nodekeeper/nodekeeper/netrules/healthcheck"
 	"github.com/nodekeeper/nodekeeper/netrules/iptables"
 	"github.com/nodekeeper/nodekeeper/netrules/nftables"
 	"net/netip"
@@ -118,7 +119,7 @@ var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "roo
 					Backends:       map[netrules.Family]RulesBackend{netrules.IPv4: bc.backend(topo.Node)},
 					Conntrack:      &conntrack.Cleaner{NetNS: "/run/netns/" + topo.Node},
 					FullSyncPeriod: 2 * time.Second,
-					HealthChecks: &HealthCheckServer{Listen: func(addr string) (net.Listener, error) {
+					HealthChecks: &healthcheck.Services{Listen: func(addr string) (net.Listener, error) {
 						return netnstest.InNetns(topo.Node, func() (net.Listener, error) { return net.Listen("tcp", addr) })
 					}},
 				}
@@ -258,7 +259,7 @@ var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "roo
 				Expect(hc).NotTo(BeZero())
 				Eventually(func() (string, error) {
 					return netnstest.Get(topo.Node, fmt.Sprintf("http://%s:%d/", netnstest.NodeIP, hc))
-				}, 10*time.Second, 200*time.Millisecond).Should(ContainSubstring(`"localEndpoints":1`))
+				}, 10*time.Second, 200*time.Millisecond).Should(ContainSubstring(`"localEndpoints": 1,`))
 			})
 
 			It("keeps a client on one backend with ClientIP session affinity", func() {

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/nodekeeper/nodekeeper/netrules"
+	"github.com/nodekeeper/nodekeeper/netrules/healthcheck"
 )
 
 // serviceTracker is fed by the ServiceReconciler's event handlers: it keeps the current
@@ -27,6 +28,10 @@ type serviceTracker struct {
 	mu       sync.Mutex
 	nodeName string
 	clock    clock.PassiveClock
+	// queued is called on every change (the proxy health's QueuedUpdate), node is told
+	// every version of this node's Node (nil when deleted); both may be nil
+	queued   func()
+	node     nodeSyncer
 	services map[string]*corev1.Service                       // "ns/name" -> Service
 	slices   map[string]map[string]*discoveryv1.EndpointSlice // "ns/name" -> slice name -> slice
 	sliceSvc map[types.NamespacedName]string                  // slice -> the Service key it was indexed under
@@ -56,10 +61,16 @@ type trigger struct {
 	at     time.Time
 }
 
-func (t *serviceTracker) init(nodeName string, clk clock.PassiveClock) {
+// nodeSyncer is told this node's Node (healthcheck.Proxy).
+type nodeSyncer interface{ SyncNode(*corev1.Node) }
+
+func (t *serviceTracker) init(nodeName string, clk clock.PassiveClock, queued func(), node *healthcheck.Proxy) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.nodeName, t.clock = nodeName, clk
+	t.nodeName, t.clock, t.queued = nodeName, clk, queued
+	if node != nil {
+		t.node = node
+	}
 	if t.services == nil {
 		t.services = map[string]*corev1.Service{}
 		t.slices = map[string]map[string]*discoveryv1.EndpointSlice{}
@@ -70,6 +81,9 @@ func (t *serviceTracker) init(nodeName string, clk clock.PassiveClock) {
 
 func (t *serviceTracker) markLocked(key string) {
 	t.dirty[key] = struct{}{}
+	if t.queued != nil {
+		t.queued()
+	}
 	if t.clock != nil {
 		at := t.clock.Now()
 		if t.since.IsZero() {
@@ -145,7 +159,22 @@ func (t *serviceTracker) setNode(n *corev1.Node, gone bool) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if zone != t.zone && t.queued != nil {
+		t.queued()
+	}
 	t.zone = zone // a zone change rebuilds everything (the reconciler compares)
+}
+
+// sawNode hands every version of this node's Node to the proxy health (eligibility:
+// deleted, being deleted, tainted for deletion by the autoscaler).
+func (t *serviceTracker) sawNode(n *corev1.Node, gone bool) {
+	if t.node == nil {
+		return
+	}
+	if gone {
+		n = nil
+	}
+	t.node.SyncNode(n)
 }
 
 // take hands the pending changes to a sync and starts a new batch.
@@ -235,6 +264,7 @@ func recordAs[T client.Object](set func(obj T, gone bool)) handler.EventHandler 
 func (t *serviceTracker) nodeHandler() handler.EventHandler {
 	on := func(o client.Object, gone bool, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 		if n, ok := o.(*corev1.Node); ok {
+			t.sawNode(n, gone)
 			t.setNode(n, gone)
 			enqueue(q)
 		}
@@ -246,6 +276,8 @@ func (t *serviceTracker) nodeHandler() handler.EventHandler {
 		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			if e.ObjectOld.GetLabels()[corev1.LabelTopologyZone] != e.ObjectNew.GetLabels()[corev1.LabelTopologyZone] {
 				on(e.ObjectNew, false, q)
+			} else if n, ok := e.ObjectNew.(*corev1.Node); ok {
+				t.sawNode(n, false)
 			}
 		},
 		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {

@@ -67,7 +67,7 @@ func TestTrackerIncrementalEqualsFullBuild(t *testing.T) {
 		be4, be6 := &mirrorBackend{}, &mirrorBackend{}
 		rec := &ServiceReconciler{Node: netrules.Node{Name: "me"}, Clock: clk, FullSyncPeriod: time.Hour,
 			Backends: map[netrules.Family]RulesBackend{netrules.IPv4: be4, netrules.IPv6: be6}}
-		rec.tracker.init("me", clk)
+		rec.tracker.init("me", clk, nil, nil)
 		svcH, sliceH, nodeH := rec.tracker.serviceHandler(), rec.tracker.sliceHandler(), rec.tracker.nodeHandler()
 		w := netrules.NewWorld("me")
 		zone := ""
@@ -142,7 +142,7 @@ func TestReconcilerRequeuesWhileBackendPending(t *testing.T) {
 	be := &pendingBackend{left: 3}
 	rec := &ServiceReconciler{Node: netrules.Node{Name: "me"}, Clock: clk, FullSyncPeriod: time.Minute,
 		Backends: map[netrules.Family]RulesBackend{netrules.IPv4: be}}
-	rec.tracker.init("me", clk)
+	rec.tracker.init("me", clk, nil, nil)
 	ctx := context.Background()
 	for i, wantFull := range []bool{true, false, false} {
 		res, err := rec.Reconcile(ctx, syncKey)

@@ -80,6 +80,9 @@ type ServicePort struct {
 	// !ExternalLocal). LocalEndpoints serve external traffic when ExternalLocal.
 	ClusterEndpoints []Endpoint
 	LocalEndpoints   []Endpoint
+	// LocalTerminating: LocalEndpoints are the serving-and-terminating fallback (no local
+	// endpoint is ready), which a health check node port does not count.
+	LocalTerminating bool
 	// AllEndpoints is every endpoint considered, for conntrack cleanup.
 	AllEndpoints []Endpoint
 }
@@ -384,6 +387,7 @@ func categorize(sp *ServicePort, svc *corev1.Service, eps []endpointInfo, node N
 		sp.LocalEndpoints = pick(func(e endpointInfo) bool { return e.Local && e.ready })
 		if len(sp.LocalEndpoints) == 0 {
 			sp.LocalEndpoints = pick(func(e endpointInfo) bool { return e.Local && e.serving && e.terminating })
+			sp.LocalTerminating = len(sp.LocalEndpoints) > 0
 		}
 	}
 }

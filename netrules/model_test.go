@@ -51,6 +51,8 @@ func TestBuildEndpointSelection(t *testing.T) {
 		eps         []SliceEndpoint
 		wantCluster []string
 		wantLocal   []string
+		// the local endpoints are the serving-terminating fallback
+		wantLocalTerminating bool
 	}{
 		{name: "ready endpoints, sorted", eps: []SliceEndpoint{remote("10.244.1.3"), local("10.244.0.2")},
 			wantCluster: []string{"10.244.0.2:8080", "10.244.1.3:8080"}},
@@ -76,6 +78,14 @@ func TestBuildEndpointSelection(t *testing.T) {
 				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
 			},
 			eps: []SliceEndpoint{remote("10.244.1.3")}, wantCluster: []string{"10.244.1.3:8080"}},
+		{name: "eTP=Local with only a terminating local endpoint falls back to it, marked",
+			tweak: func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeNodePort
+				s.Spec.Ports[0].NodePort = 30080
+				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			},
+			eps:         []SliceEndpoint{termServing("10.244.0.2", "n1"), remote("10.244.1.3")},
+			wantCluster: []string{"10.244.1.3:8080"}, wantLocal: []string{"10.244.0.2:8080"}, wantLocalTerminating: true},
 		{name: "iTP=Local uses only local endpoints for cluster traffic",
 			tweak: func(s *corev1.Service) {
 				s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
@@ -110,6 +120,9 @@ func TestBuildEndpointSelection(t *testing.T) {
 			}
 			if got := ips(p.LocalEndpoints); !reflect.DeepEqual(got, tt.wantLocal) {
 				t.Errorf("local endpoints = %v, want %v", got, tt.wantLocal)
+			}
+			if p.LocalTerminating != tt.wantLocalTerminating {
+				t.Errorf("local endpoints terminating = %v, want %v", p.LocalTerminating, tt.wantLocalTerminating)
 			}
 		})
 	}
