@@ -429,10 +429,24 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		dir := filepath.Join(root, "logs", ns+"_chatty_"+string(p.UID), "app")
 		files := func() []string {
 			m, _ := filepath.Glob(filepath.Join(dir, "0.log*"))
-			return m
+			// a rotated file counts once while it is compressed (<f>.tmp, then <f>.gz beside <f>)
+			seen := map[string]bool{}
+			var out []string
+			for _, f := range m {
+				if f = strings.TrimSuffix(f, ".gz"); !strings.HasSuffix(f, ".tmp") && !seen[f] {
+					seen[f] = true
+					out = append(out, f)
+				}
+			}
+			return out
 		}
 		Eventually(func() int { return len(files()) }, 30*time.Second, 200*time.Millisecond).Should(Equal(3), "current + 2 rotated")
 		Consistently(func() int { return len(files()) }, 3*time.Second, 100*time.Millisecond).Should(BeNumerically("<=", 3))
+		// as upstream, the older rotated file is gzipped (the newest stays as it is)
+		Eventually(func() []string {
+			m, _ := filepath.Glob(filepath.Join(dir, "0.log.*.gz"))
+			return m
+		}, 10*time.Second, 100*time.Millisecond).ShouldNot(BeEmpty())
 		// the runtime writes to the reopened file, which stays near the limit
 		Eventually(func() int64 {
 			fi, err := os.Stat(filepath.Join(dir, "0.log"))
