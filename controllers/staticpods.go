@@ -33,10 +33,10 @@ import (
 
 // Annotations of static and mirror pods, as the kubelet sets them.
 const (
-	AnnotationConfigSource = "kubernetes.io/config.source"
-	AnnotationConfigHash   = "kubernetes.io/config.hash"
-	AnnotationConfigSeen   = "kubernetes.io/config.seen"
-	AnnotationConfigMirror = "kubernetes.io/config.mirror"
+	AnnotationConfigSource = podplan.AnnotationConfigSource
+	AnnotationConfigHash   = podplan.AnnotationConfigHash
+	AnnotationConfigSeen   = podplan.AnnotationConfigSeen
+	AnnotationConfigMirror = podplan.AnnotationConfigMirror
 )
 
 // staticPods holds the pods read from the static pod folder, by namespace/name. The

@@ -28,6 +28,14 @@ const (
 	AnnotationGrace    = "io.kubernetes.pod.terminationGracePeriod"
 )
 
+// Annotations of static and mirror pods, as the kubelet sets them.
+const (
+	AnnotationConfigSource = "kubernetes.io/config.source"
+	AnnotationConfigHash   = "kubernetes.io/config.hash"
+	AnnotationConfigSeen   = "kubernetes.io/config.seen"
+	AnnotationConfigMirror = "kubernetes.io/config.mirror"
+)
+
 // ContainerState is the runtime state of one container instance.
 type ContainerState int
 
