@@ -2,25 +2,15 @@ package controllers
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/util/workqueue"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -28,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
-	"github.com/nodekeeper/nodekeeper/internal/strictyaml"
+	"github.com/nodekeeper/nodekeeper/internal/staticpod"
 )
 
 // Annotations of static and mirror pods, as the kubelet sets them.
@@ -94,7 +84,7 @@ func (s *staticPods) sawMirror(m *corev1.Pod) {
 		s.mirrors = map[types.NamespacedName]*corev1.Pod{}
 	}
 	key := types.NamespacedName{Namespace: m.Namespace, Name: m.Name}
-	if old, ok := s.mirrors[key]; ok && old.UID == m.UID && olderVersion(m.ResourceVersion, old.ResourceVersion) {
+	if old, ok := s.mirrors[key]; ok && old.UID == m.UID && staticpod.OlderVersion(m.ResourceVersion, old.ResourceVersion) {
 		return
 	}
 	s.mirrors[key] = m.DeepCopy()
@@ -140,14 +130,6 @@ func (r *PodReconciler) mirrorWatch() handler.EventHandler {
 	}
 }
 
-// olderVersion tells whether resourceVersion a is before b (both etcd revisions; when
-// either is not a number, neither is taken as older).
-func olderVersion(a, b string) bool {
-	x, errA := strconv.ParseUint(a, 10, 64)
-	y, errB := strconv.ParseUint(b, 10, 64)
-	return errA == nil && errB == nil && x < y
-}
-
 func (s *staticPods) get(key types.NamespacedName) *corev1.Pod {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -164,51 +146,6 @@ func (s *staticPods) setStatus(key types.NamespacedName, uid types.UID, st corev
 	if p, ok := s.pods[key]; ok && p.UID == uid {
 		p.Status = st
 	}
-}
-
-// ParseStaticPod decodes one manifest strictly and turns it into the pod the node runs:
-// name suffixed with the node name, namespace defaulted, bound to the node, with a UID
-// and config hash derived from the file's content (as upstream).
-func ParseStaticPod(path string, data []byte, nodeName string) (*corev1.Pod, error) {
-	pod := &corev1.Pod{}
-	if err := strictyaml.Unmarshal(data, pod); err != nil {
-		return nil, fmt.Errorf("decoding %s: %w", path, err)
-	}
-	if pod.Kind != "" && pod.Kind != "Pod" {
-		return nil, fmt.Errorf("%s: kind %q is not Pod", path, pod.Kind)
-	}
-	if pod.Name == "" {
-		return nil, fmt.Errorf("%s: metadata.name is required", path)
-	}
-	if len(pod.Spec.Containers) == 0 {
-		return nil, fmt.Errorf("%s: spec.containers must not be empty", path)
-	}
-	for _, c := range append(append([]corev1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...) {
-		if c.Name == "" || c.Image == "" {
-			return nil, fmt.Errorf("%s: every container needs a name and an image", path)
-		}
-	}
-	if pod.Namespace == "" {
-		pod.Namespace = metav1.NamespaceDefault
-	}
-	pod.Name = pod.Name + "-" + strings.ToLower(nodeName)
-	for _, msg := range validation.IsDNS1123Subdomain(pod.Name) {
-		return nil, fmt.Errorf("%s: pod name %q: %s", path, pod.Name, msg)
-	}
-	sum := sha256.Sum256(append([]byte(nodeName+"\x00"+path+"\x00"), data...))
-	hash := hex.EncodeToString(sum[:16])
-	pod.UID = types.UID(hash)
-	pod.Spec.NodeName = nodeName
-	if pod.Spec.RestartPolicy == "" {
-		pod.Spec.RestartPolicy = corev1.RestartPolicyAlways
-	}
-	if pod.Annotations == nil {
-		pod.Annotations = map[string]string{}
-	}
-	pod.Annotations[AnnotationConfigSource] = "file"
-	pod.Annotations[AnnotationConfigHash] = hash
-	pod.Spec.Tolerations = append(pod.Spec.Tolerations, corev1.Toleration{Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute})
-	return pod, nil
 }
 
 // staticPodSource reads the static pod folder every period and runs the static pods
@@ -280,101 +217,41 @@ func (s *staticPodSource) sync(ctx context.Context) {
 
 func (s *staticPodSource) scan(ctx context.Context) {
 	logger := log.FromContext(ctx).WithName("staticpods")
-	entries, err := os.ReadDir(s.dir)
-	if err != nil && !os.IsNotExist(err) {
+	files, unread, err := staticpod.ReadDir(s.dir)
+	if err != nil {
 		logger.Error(err, "Reading the static pod folder failed", "path", s.dir)
 		return
 	}
-	next := map[types.NamespacedName]*corev1.Pod{}
-	idents := map[types.NamespacedName]string{}
-	names := make([]string, 0, len(entries))
-	for _, e := range entries {
-		n := e.Name()
-		if e.IsDir() || strings.HasPrefix(n, ".") || !(strings.HasSuffix(n, ".yaml") || strings.HasSuffix(n, ".yml") || strings.HasSuffix(n, ".json")) {
-			continue
+	next, problems := staticpod.Read(files, s.r.Config.NodeName)
+	for _, p := range append(unread, problems...) {
+		switch {
+		case p.Duplicate:
+			logger.Error(p.Err, "Skipping a duplicate static pod manifest", "path", p.Path)
+		case p.Key == "":
+			logger.Error(p.Err, "Reading a static pod manifest failed", "path", p.Path)
+		case !s.seen[p.Key]:
+			logger.Error(p.Err, "Skipping a broken static pod manifest", "path", p.Path)
+			s.seen[p.Key] = true
 		}
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		path := filepath.Join(s.dir, n)
-		data, err := os.ReadFile(path)
-		if err != nil {
-			logger.Error(err, "Reading a static pod manifest failed", "path", path)
-			continue
-		}
-		pod, err := ParseStaticPod(path, data, s.r.Config.NodeName)
-		if err != nil {
-			key := fmt.Sprintf("%s/%x", path, sha256.Sum256(data))
-			if !s.seen[key] {
-				logger.Error(err, "Skipping a broken static pod manifest", "path", path)
-				s.seen[key] = true
-			}
-			continue
-		}
-		k := types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}
-		if _, dup := next[k]; dup {
-			logger.Error(fmt.Errorf("pod %s is defined twice", k), "Skipping a duplicate static pod manifest", "path", path)
-			continue
-		}
-		next[k] = pod
-		idents[k] = fileIdentity(path)
 	}
 	st := &s.r.static
 	st.mu.Lock()
-	var changed []types.NamespacedName
-	var stop []*corev1.Pod
-	for k, p := range next {
-		old, ok := st.pods[k]
-		switch {
-		case !ok:
-			changed = append(changed, k)
-		case old.UID != p.UID:
-			// replaced: the old pod stops first
-			changed = append(changed, k)
-			stop = append(stop, old)
-		case s.idents[k] != "" && idents[k] != s.idents[k]:
-			// the file was removed and written again (the kubelet sees both through
-			// inotify): the pod stops, then runs again, its containers restarted
-			changed = append(changed, k)
-			stop = append(stop, old)
-		default:
-			next[k] = old // keep the status computed so far
-		}
+	diff := staticpod.Compare(staticpod.Set{Pods: st.pods, Identities: s.idents}, next)
+	for _, k := range diff.Removed {
+		s.removed[k] = true
 	}
-	for k, old := range st.pods {
-		if _, ok := next[k]; !ok {
-			changed = append(changed, k)
-			stop = append(stop, old)
-			s.removed[k] = true
-		}
-	}
-	for k := range next {
+	for k := range next.Pods {
 		delete(s.removed, k)
 	}
-	st.pods = next
-	s.idents = idents
+	st.pods = diff.Pods
+	s.idents = next.Identities
 	st.mu.Unlock()
-	for _, k := range changed {
+	for _, k := range diff.Changed {
 		logger.Info("Static pod changed", "pod", k)
 	}
-	for _, p := range stop {
+	for _, p := range diff.Stop {
 		s.r.terminateStatic(ctx, p)
 	}
-}
-
-// fileIdentity tells files apart that have the same path: a file removed and created
-// again has a new birth time (and often a new inode); "" when it cannot be read.
-func fileIdentity(path string) string {
-	var st unix.Statx_t
-	if err := unix.Statx(unix.AT_FDCWD, path, 0, unix.STATX_INO|unix.STATX_BTIME, &st); err != nil {
-		return ""
-	}
-	id := fmt.Sprintf("%d:%d:%d", st.Dev_major, st.Dev_minor, st.Ino)
-	if st.Mask&unix.STATX_BTIME != 0 {
-		id += fmt.Sprintf("@%d.%09d", st.Btime.Sec, st.Btime.Nsec)
-	}
-	return id
 }
 
 // terminateStatic stops a static pod that was removed or replaced, in the background,
@@ -435,11 +312,10 @@ func (r *PodReconciler) stopStatic(ctx context.Context, pod *corev1.Pod) error {
 // never looked up (a node may not read a pod that does not exist). Failures are
 // returned; the static pod keeps running.
 func (r *PodReconciler) syncMirror(ctx context.Context, static *corev1.Pod, st corev1.PodStatus) error {
-	hash := static.Annotations[AnnotationConfigHash]
 	c := r.mirrorClient()
 	key := client.ObjectKeyFromObject(static)
 	mirror := r.static.mirror(key)
-	if mirror != nil && (mirror.Annotations[AnnotationConfigMirror] != hash || mirror.DeletionTimestamp != nil) {
+	if mirror != nil && staticpod.MirrorStale(static, mirror) {
 		// an older version of the manifest, a pod that is not our mirror, or a mirror
 		// someone deleted: the static pod runs on, so the mirror is made anew
 		log.FromContext(ctx).Info("Deleting a mirror pod that does not match its static pod", "pod", key, "podUID", mirror.UID)
@@ -449,16 +325,13 @@ func (r *PodReconciler) syncMirror(ctx context.Context, static *corev1.Pod, st c
 		mirror = nil
 	}
 	if mirror == nil {
-		m := static.DeepCopy()
-		m.UID, m.ResourceVersion, m.Status = "", "", corev1.PodStatus{}
-		m.Annotations[AnnotationConfigMirror] = hash
 		node := &corev1.Node{}
 		if err := c.Get(ctx, types.NamespacedName{Name: r.Config.NodeName}, node); err != nil {
 			// as upstream: a mirror pod needs its node's UID for the owner reference
 			// (the NodeRestriction admission plugin checks it)
 			return fmt.Errorf("no mirror pod before the node is registered: %w", err)
 		}
-		m.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID, Controller: ptr.To(true)}}
+		m := staticpod.NewMirror(static, node)
 		log.FromContext(ctx).Info("Creating a mirror pod for static pod", "pod", key)
 		if err := c.Create(ctx, m); err != nil {
 			if apierrors.IsAlreadyExists(err) {

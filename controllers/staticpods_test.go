@@ -322,23 +322,3 @@ var _ = Describe("Static pods without an API server", func() {
 		}, 10*time.Second, 50*time.Millisecond).Should(Equal(1))
 	})
 })
-
-var _ = Describe("ParseStaticPod", func() {
-	It("names, binds and hashes the pod, and rejects broken manifests with the file named", func() {
-		p, err := ParseStaticPod("/m/a.yaml", []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: i}]}\n"), "Node1")
-		Expect(err).NotTo(HaveOccurred())
-		Expect(p.Name).To(Equal("a-node1"))
-		Expect(p.Namespace).To(Equal("default"))
-		Expect(p.Spec.NodeName).To(Equal("Node1"))
-		Expect(string(p.UID)).To(Equal(p.Annotations[AnnotationConfigHash]))
-		q, _ := ParseStaticPod("/m/a.yaml", []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: j}]}\n"), "Node1")
-		Expect(q.UID).NotTo(Equal(p.UID))
-		for _, bad := range []string{"{{", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n", "kind: Pod\nspec: {containers: [{name: c, image: i}]}\n",
-			"kind: Pod\nmetadata: {name: a}\nspec: {}\n", "kind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c}]}\n",
-			"kind: Pod\nmetadata: {name: a}\nbogus: 1\nspec: {containers: [{name: c, image: i}]}\n"} {
-			_, err := ParseStaticPod("/m/bad.yaml", []byte(bad), "n")
-			Expect(err).To(HaveOccurred(), bad)
-			Expect(err.Error()).To(ContainSubstring("/m/bad.yaml"))
-		}
-	})
-})

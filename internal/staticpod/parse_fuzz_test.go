@@ -1,4 +1,4 @@
-package controllers
+package staticpod
 
 import (
 	"reflect"
@@ -6,14 +6,16 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/nodekeeper/nodekeeper/internal/podplan"
 )
 
-// FuzzParseStaticPod feeds the static pod manifest parser arbitrary files (the committed
+// FuzzParseStaticPod feeds the manifest parser (Parse) arbitrary files (the committed
 // corpus is in testdata/fuzz/FuzzParseStaticPod; `go test -run '^$' -fuzz
-// FuzzParseStaticPod ./controllers` explores further). A broken manifest must be an
-// error, never a panic; what it accepts is a pod the node can run: named after the node,
-// bound to it, with a UID and config hash, every container named and with an image, and
-// the same result for the same file.
+// FuzzParseStaticPod ./internal/staticpod` explores further). A broken manifest must be
+// an error, never a panic; what it accepts is a pod the node can run: named after the
+// node, bound to it, with a UID and config hash, every container named and with an
+// image, and the same result for the same file.
 func FuzzParseStaticPod(f *testing.F) {
 	for _, s := range []string{
 		"",
@@ -33,7 +35,7 @@ func FuzzParseStaticPod(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		const nodeName = "Node-1"
-		pod, err := ParseStaticPod("/etc/manifests/x.yaml", data, nodeName)
+		pod, err := Parse("/etc/manifests/x.yaml", data, nodeName)
 		if err != nil {
 			if pod != nil {
 				t.Fatalf("an error with a pod: %v", err)
@@ -43,7 +45,7 @@ func FuzzParseStaticPod(f *testing.F) {
 		if !strings.HasSuffix(pod.Name, "-node-1") || pod.Namespace == "" || pod.Spec.NodeName != nodeName || pod.UID == "" {
 			t.Fatalf("accepted pod not bound to the node: name %q namespace %q node %q uid %q", pod.Name, pod.Namespace, pod.Spec.NodeName, pod.UID)
 		}
-		if pod.Annotations[AnnotationConfigHash] != string(pod.UID) || pod.Annotations[AnnotationConfigSource] != "file" {
+		if pod.Annotations[podplan.AnnotationConfigHash] != string(pod.UID) || pod.Annotations[podplan.AnnotationConfigSource] != "file" {
 			t.Fatalf("accepted pod without its static annotations: %v", pod.Annotations)
 		}
 		if len(pod.Spec.Containers) == 0 || pod.Spec.RestartPolicy == "" {
@@ -54,11 +56,11 @@ func FuzzParseStaticPod(f *testing.F) {
 				t.Fatalf("accepted container without a name or image: %+v", c)
 			}
 		}
-		again, err := ParseStaticPod("/etc/manifests/x.yaml", data, nodeName)
+		again, err := Parse("/etc/manifests/x.yaml", data, nodeName)
 		if err != nil || !reflect.DeepEqual(pod, again) {
 			t.Fatalf("not deterministic: %v", err)
 		}
-		if other, err := ParseStaticPod("/etc/manifests/y.yaml", data, nodeName); err != nil || other.UID == pod.UID {
+		if other, err := Parse("/etc/manifests/y.yaml", data, nodeName); err != nil || other.UID == pod.UID {
 			t.Fatalf("the same manifest in another file must be another pod (UID %q): %v", pod.UID, err)
 		}
 	})
