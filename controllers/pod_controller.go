@@ -1324,10 +1324,10 @@ func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) (*runtime
 		DNS: func() *runtimeapi.DNSConfig { return r.dnsConfig(pod) }})
 }
 
-// dnsConfig is the pod's resolver (podDNS) from the node's resolver file; events go to
+// dnsConfig is the pod's resolver (podconfig.PodDNS) from the node's resolver file; events go to
 // the pod.
 func (r *PodReconciler) dnsConfig(pod *corev1.Pod) *runtimeapi.DNSConfig {
-	in := dnsInputs{ClusterDNS: r.Config.ClusterDNS, ClusterDomain: r.Config.ClusterDomain}
+	in := podconfig.DNSInputs{ClusterDNS: r.Config.ClusterDNS, ClusterDomain: r.Config.ClusterDomain}
 	if r.Config.ResolvConf != nil {
 		in.ResolvConf = *r.Config.ResolvConf
 	}
@@ -1341,7 +1341,7 @@ func (r *PodReconciler) dnsConfig(pod *corev1.Pod) *runtimeapi.DNSConfig {
 		}
 		in.HostResolv = b
 	}
-	cfg, events := podDNS(pod, in)
+	cfg, events := podconfig.PodDNS(pod, in)
 	for _, e := range events {
 		r.Recorder.Eventf(pod, corev1.EventTypeWarning, e.Reason, "%s", e.Message)
 	}

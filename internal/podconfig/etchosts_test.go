@@ -1,4 +1,4 @@
-package controllers
+package podconfig
 
 import (
 	"testing"
@@ -45,9 +45,21 @@ func TestHostsFileContent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := string(hostsFileContent(p, tt.ips, host, domain, []byte(tt.node))); got != tt.want {
+			if got := string(HostsFile(p, tt.ips, host, domain, []byte(tt.node))); got != tt.want {
 				t.Errorf("got\n%s\nwant\n%s", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestMountsOwnHosts(t *testing.T) {
+	for path, want := range map[string]bool{"/etc/hosts": true, "/etc/hosts/": true, "/etc//hosts": true, "/etc": false, "/etc/hosts.d": false} {
+		c := &corev1.Container{VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/data"}, {Name: "h", MountPath: path}}}
+		if got := MountsOwnHosts(c); got != want {
+			t.Errorf("%q: %v, want %v", path, got, want)
+		}
+	}
+	if MountsOwnHosts(&corev1.Container{}) {
+		t.Errorf("no mounts")
 	}
 }

@@ -1,4 +1,4 @@
-package controllers
+package podconfig
 
 import (
 	"fmt"
@@ -14,7 +14,7 @@ import (
 
 func TestPodDNS(t *testing.T) {
 	const host = "# node resolver\nnameserver 192.0.2.53\nnameserver 192.0.2.54 ; second\nsearch corp.example. .\noptions timeout:2 rotate\n"
-	base := dnsInputs{ClusterDNS: []string{"10.96.0.10"}, ClusterDomain: "cluster.local", ResolvConf: "/etc/resolv.conf",
+	base := DNSInputs{ClusterDNS: []string{"10.96.0.10"}, ClusterDomain: "cluster.local", ResolvConf: "/etc/resolv.conf",
 		HostResolv: []byte(host), NodeIPs: []string{"192.0.2.10"}}
 	clusterSearch := []string{"ns.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.example"}
 	nodeCfg := &runtimeapi.DNSConfig{Servers: []string{"192.0.2.53", "192.0.2.54"}, Searches: []string{"corp.example"}, Options: []string{"rotate", "timeout:2"}}
@@ -28,7 +28,7 @@ func TestPodDNS(t *testing.T) {
 	for _, tt := range []struct {
 		name       string
 		spec       corev1.PodSpec
-		in         func(dnsInputs) dnsInputs
+		in         func(DNSInputs) DNSInputs
 		want       *runtimeapi.DNSConfig
 		wantEvents []string
 	}{
@@ -37,9 +37,9 @@ func TestPodDNS(t *testing.T) {
 		{name: "host-network ClusterFirst falls back to Default", spec: corev1.PodSpec{HostNetwork: true}, want: nodeCfg},
 		{name: "ClusterFirstWithHostNet", spec: corev1.PodSpec{HostNetwork: true, DNSPolicy: corev1.DNSClusterFirstWithHostNet},
 			want: &runtimeapi.DNSConfig{Servers: []string{"10.96.0.10"}, Searches: clusterSearch, Options: []string{"ndots:5"}}},
-		{name: "no cluster DNS: Default, with MissingClusterDNS", in: func(i dnsInputs) dnsInputs { i.ClusterDNS = nil; return i },
+		{name: "no cluster DNS: Default, with MissingClusterDNS", in: func(i DNSInputs) DNSInputs { i.ClusterDNS = nil; return i },
 			want: nodeCfg, wantEvents: []string{"MissingClusterDNS"}},
-		{name: "resolvConf empty: loopback", spec: corev1.PodSpec{DNSPolicy: corev1.DNSDefault}, in: func(i dnsInputs) dnsInputs { i.ResolvConf, i.HostResolv = "", nil; return i },
+		{name: "resolvConf empty: loopback", spec: corev1.PodSpec{DNSPolicy: corev1.DNSDefault}, in: func(i DNSInputs) DNSInputs { i.ResolvConf, i.HostResolv = "", nil; return i },
 			want: &runtimeapi.DNSConfig{Servers: []string{"127.0.0.1"}, Searches: []string{"."}}},
 		{name: "None with dnsConfig", spec: corev1.PodSpec{DNSPolicy: corev1.DNSNone, DNSConfig: &corev1.PodDNSConfig{
 			Nameservers: []string{"1.1.1.1"}, Searches: []string{"a.example"}, Options: []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptr.To("2")}, {Name: "edns0"}}}},
@@ -59,7 +59,7 @@ func TestPodDNS(t *testing.T) {
 				in = tt.in(in)
 			}
 			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}, Spec: tt.spec}
-			got, events := podDNS(p, in)
+			got, events := PodDNS(p, in)
 			norm := func(c *runtimeapi.DNSConfig) *runtimeapi.DNSConfig {
 				out := &runtimeapi.DNSConfig{Servers: c.Servers, Searches: c.Searches, Options: c.Options}
 				for _, f := range []*[]string{&out.Servers, &out.Searches, &out.Options} {

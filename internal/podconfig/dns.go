@@ -1,4 +1,4 @@
-package controllers
+package podconfig
 
 import (
 	"bufio"
@@ -19,8 +19,8 @@ const (
 	maxDNSSearchListChars = 2048
 )
 
-// dnsInputs is what decides a pod's resolver besides the pod.
-type dnsInputs struct {
+// DNSInputs is what decides a pod's resolver besides the pod.
+type DNSInputs struct {
 	ClusterDNS    []string
 	ClusterDomain string
 	// ResolvConf is the resolver file's path ("" : none, use loopback); HostResolv its
@@ -30,18 +30,18 @@ type dnsInputs struct {
 	NodeIPs    []string
 }
 
-// dnsEvent is an event the kubelet records about a pod's DNS.
-type dnsEvent struct{ Reason, Message string }
+// DNSEvent is an event the kubelet records about a pod's DNS.
+type DNSEvent struct{ Reason, Message string }
 
-// podDNS is the pod's resolver configuration as upstream's dns.Configurer computes it:
+// PodDNS is the pod's resolver configuration as upstream's dns.Configurer computes it:
 // the node's resolver is the base; None starts empty; ClusterFirst (and
 // ClusterFirstWithHostNet; host-network ClusterFirst falls back to Default) uses only
 // the cluster nameservers, the cluster search domains before the node's and ndots:5;
 // without cluster DNS it falls back to Default with a MissingClusterDNS event. The pod's
 // dnsConfig is appended (duplicates dropped, options merged by name), then the limits
 // are applied (3 nameservers, 32 searches, 2048 characters) with DNSConfigForming events.
-func podDNS(pod *corev1.Pod, in dnsInputs) (*runtimeapi.DNSConfig, []dnsEvent) {
-	var events []dnsEvent
+func PodDNS(pod *corev1.Pod, in DNSInputs) (*runtimeapi.DNSConfig, []DNSEvent) {
+	var events []DNSEvent
 	cfg := parseResolvConf(in.HostResolv)
 	policy := pod.Spec.DNSPolicy
 	if policy == "" {
@@ -60,7 +60,7 @@ func podDNS(pod *corev1.Pod, in dnsInputs) (*runtimeapi.DNSConfig, []dnsEvent) {
 	default:
 		if !host {
 			msg := fmt.Sprintf("kubelet does not have ClusterDNS IP configured and cannot create Pod using %q policy. Falling back to %q policy.", corev1.DNSClusterFirst, corev1.DNSDefault)
-			events = append(events, dnsEvent{"MissingClusterDNS", fmt.Sprintf("pod: %q. %s", pod.Name+"_"+pod.Namespace+"("+string(pod.UID)+")", msg)})
+			events = append(events, DNSEvent{"MissingClusterDNS", fmt.Sprintf("pod: %q. %s", pod.Name+"_"+pod.Namespace+"("+string(pod.UID)+")", msg)})
 		}
 		if in.ResolvConf == "" {
 			cfg.Servers = nil
@@ -84,11 +84,11 @@ func podDNS(pod *corev1.Pod, in dnsInputs) (*runtimeapi.DNSConfig, []dnsEvent) {
 	}
 	if len(cfg.Servers) > maxDNSNameservers {
 		cfg.Servers = cfg.Servers[:maxDNSNameservers]
-		events = append(events, dnsEvent{"DNSConfigForming", "Nameserver limits were exceeded, some nameservers have been omitted, the applied nameserver line is: " + strings.Join(cfg.Servers, " ")})
+		events = append(events, DNSEvent{"DNSConfigForming", "Nameserver limits were exceeded, some nameservers have been omitted, the applied nameserver line is: " + strings.Join(cfg.Servers, " ")})
 	}
 	if n := fitSearches(cfg.Searches); n < len(cfg.Searches) {
 		cfg.Searches = cfg.Searches[:n]
-		events = append(events, dnsEvent{"DNSConfigForming", "Search Line limits were exceeded, some search paths have been omitted, the applied search line is: " + strings.Join(cfg.Searches, " ")})
+		events = append(events, DNSEvent{"DNSConfigForming", "Search Line limits were exceeded, some search paths have been omitted, the applied search line is: " + strings.Join(cfg.Searches, " ")})
 	}
 	return cfg, events
 }
