@@ -35,11 +35,11 @@ var clusterEnv = map[string]string{
 // altClusterEnv (NK_CHART_ALT=1) runs the same cluster under other names, addresses and
 // ports, beside a run with clusterEnv (CI's): nk-chartx and nk-chartx-2 (198.18.97.2 and
 // .6; run.sh derives the second node's netns, veths, IPs and pod range from these), with
-// their own run folder and containerd state
+// their own run folder and containerd state (etcd 23957: its peer port is the next one)
 var altClusterEnv = map[string]string{
 	"NK_NETNS": "nk-chartx", "NK_HOST_IF": "nk-cxh0", "NK_NODE_IF": "nk-cxn0",
 	"NK_HOST_IP": "198.18.97.1", "NK_NODE_IP": "198.18.97.2", "NK_NODE_NAME": "nk-chartx",
-	"NK_APISERVER_PORT": "6497", "NK_ETCD_PORT": "23897", "NK_KCM_PORT": "10301", "NK_SCHED_PORT": "10302",
+	"NK_APISERVER_PORT": "6497", "NK_ETCD_PORT": "23957", "NK_KCM_PORT": "10301", "NK_SCHED_PORT": "10302",
 	"NK_CNI_BRIDGE": "nkchx0", "NK_POD_CIDR": "10.251.0.0/24", "NK_CLUSTER_CIDR": "10.251.0.0/16",
 	"NK_RECONCILERS": "nodestatus,pods", "NK_DNS": "1",
 	// nk-chartx-2 in netns nk-chartx-2 (veths nk-cxh1/nk-cxn1, 198.18.97.5/.6, pods 10.251.1.0/24)
