@@ -175,9 +175,11 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		}, 30*time.Second, 100*time.Millisecond).Should(BeTrue())
 		Expect(time.Since(start)).To(BeNumerically(">=", 2*time.Second), "a process ignoring SIGTERM is killed only after the 2s grace period")
 		Expect(running(p.UID, "app")).To(BeEmpty())
-		sbs, err := rt.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodUID: string(p.UID)}})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(sbs).To(BeEmpty())
+		// the sandbox (and its stopped containers, with their logs) goes once the pod has
+		// left the API, as the kubelet's
+		Eventually(func() ([]*runtimeapi.PodSandbox, error) {
+			return rt.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodUID: string(p.UID)}})
+		}, 10*time.Second, 100*time.Millisecond).Should(BeEmpty())
 	})
 
 	It("writes a deleted pod's final status where a finalizer keeps it: 137 for a process ignoring SIGTERM, 0 for one that exits on it", func() {

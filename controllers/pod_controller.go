@@ -612,21 +612,40 @@ func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
 	return 30 * time.Second
 }
 
-// terminate stops a deleted pod's containers within its grace period, removes its
-// sandboxes, and then deletes the Pod object for good.
+// terminate stops a deleted pod's containers within its grace period and its sandboxes,
+// writes its final status, deletes the Pod object for good, and only then removes its
+// sandboxes, containers and logs.
 //
-// As the kubelet, the pod's final status (phase Succeeded or Failed, every container
-// terminated with its exit code) is written before the pod is removed, so that it is
-// seen on a pod that a finalizer keeps.
+// As the kubelet (SyncTerminatingPod), the final status (phase Succeeded or Failed, every
+// container terminated with its exit code) is written once the runtime reports no
+// container running after the kill, and before the pod is removed, so that it is seen on
+// a pod that a finalizer keeps. A container the runtime still reports running right after
+// a successful stop (containerd 1.6 does for a few milliseconds after the process exits,
+// while it handles the exit) is not final yet: the kubelet fails the sync ("detected
+// running containers after a successful KillPod") and tries again, where reporting it as
+// not found would give it 137/ContainerStatusUnknown and the pod Failed.
+//
+// As SyncTerminatedPod, which leaves the containers to be removed in the background "to
+// make sure logs are available until the pod is physically deleted", the containers (and
+// so `kubectl logs` through the kubelet API) stay until the Pod object is deleted.
 func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) (reconcile.Result, error) {
 	r.prober.Terminating(pod.UID)
-	if err := r.killAll(ctx, pod, obs, "Stopping container %s"); err != nil {
+	if err := r.killPod(ctx, pod, obs); err != nil {
 		return reconcile.Result{}, err
 	}
 	r.prober.Forget(pod.UID)
 	stopped, err := r.observe(ctx, pod.UID)
 	if err != nil {
 		return reconcile.Result{}, err
+	}
+	var running []string
+	for _, c := range stopped.Containers {
+		if c.State == podplan.StateRunning {
+			running = append(running, c.ID)
+		}
+	}
+	if len(running) > 0 {
+		return reconcile.Result{}, fmt.Errorf("detected running containers after a successful kill, CRI violation: %v", running)
 	}
 	r.ensureRuntimeName(ctx)
 	r.addTerminationMessages(pod, &stopped)
@@ -642,11 +661,6 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 			return reconcile.Result{}, fmt.Errorf("writing the final status of a deleted pod: %w", err)
 		}
 	}
-	for _, sb := range obs.Sandboxes {
-		if err := r.removeSandbox(ctx, sb.ID); err != nil {
-			return reconcile.Result{}, fmt.Errorf("removing sandbox: %w", err)
-		}
-	}
 	r.forget(pod.UID)
 	if cg := r.podCgroup(pod); cg != "" && r.Cgroups != nil {
 		start := time.Now()
@@ -659,12 +673,18 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 	if err := r.cleanupPodDir(pod.UID); err != nil {
 		return reconcile.Result{}, fmt.Errorf("removing the pod's folder: %w", err)
 	}
-	if err := os.RemoveAll(r.podLogDir(pod.Namespace, pod.Name, pod.UID)); err != nil {
-		return reconcile.Result{}, fmt.Errorf("removing the pod's logs: %w", err)
-	}
 	err = r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return reconcile.Result{}, fmt.Errorf("deleting pod: %w", err)
+	}
+	// the pod is deleted (or held by a finalizer, terminated): its containers and logs go
+	for _, sb := range stopped.Sandboxes {
+		if err := r.removeSandbox(ctx, sb.ID); err != nil {
+			return reconcile.Result{}, fmt.Errorf("removing sandbox: %w", err)
+		}
+	}
+	if err := os.RemoveAll(r.podLogDir(pod.Namespace, pod.Name, pod.UID)); err != nil {
+		return reconcile.Result{}, fmt.Errorf("removing the pod's logs: %w", err)
 	}
 	return reconcile.Result{}, nil
 }

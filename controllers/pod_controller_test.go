@@ -39,11 +39,21 @@ type podAgent struct {
 // startPodReconciler runs a PodReconciler for node against rt until the spec ends
 // (or stop is called).
 func startPodReconciler(node string, rt *fake.Runtime, rootDir string) {
+	startPodReconcilerWith(node, rt, rootDir, nil)
+}
+
+// startPodReconcilerWith is startPodReconciler whose reconciler talks to the API server
+// through wrap(the manager's client) (nil: the client itself).
+func startPodReconcilerWith(node string, rt *fake.Runtime, rootDir string, wrap func(client.Client) client.Client) {
 	cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: rootDir, ClusterDNS: []string{"10.0.0.10"}}
 	setTestDefaults(cfg)
 	startManager(func(mgr ctrl.Manager) error {
+		c := mgr.GetClient()
+		if wrap != nil {
+			c = wrap(c)
+		}
 		return (&PodReconciler{
-			Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
+			Client: c, Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
 			HostIP: "192.0.2.10", RelistPeriod: 100 * time.Millisecond, EvictionPeriod: 200 * time.Millisecond,
 			Backoff:  podplan.BackoffPolicy{Base: 500 * time.Millisecond, Max: 2 * time.Second, Reset: 10 * time.Minute},
 			AppArmor: func() error { return errors.New("AppArmor is not enabled on the host") }, // whatever this machine has
@@ -51,12 +61,16 @@ func startPodReconciler(node string, rt *fake.Runtime, rootDir string) {
 	})
 }
 
-func newPodAgent() *podAgent {
-	a := &podAgent{node: "pods-" + rand.String(5), ns: "pods-" + rand.String(5), runtime: fake.New()}
+func newPodAgent() *podAgent { return newPodAgentOn(fake.New(), nil) }
+
+// newPodAgentOn is newPodAgent on rt, its reconciler's API client wrapped by wrap
+// (startPodReconcilerWith).
+func newPodAgentOn(rt *fake.Runtime, wrap func(client.Client) client.Client) *podAgent {
+	a := &podAgent{node: "pods-" + rand.String(5), ns: "pods-" + rand.String(5), runtime: rt}
 	a.runtime.LoadImage(busybox, 1<<20)
 	Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: a.ns}})).To(Succeed())
 	a.cfg = &v1alpha1.AgentConfiguration{RootDir: GinkgoT().TempDir()}
-	startPodReconciler(a.node, a.runtime, a.cfg.RootDir)
+	startPodReconcilerWith(a.node, a.runtime, a.cfg.RootDir, wrap)
 	return a
 }
 

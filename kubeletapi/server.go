@@ -427,6 +427,13 @@ func (s *Server) containerLogs(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("pod %s/%s not found on node %s", ns, podName, s.NodeName), http.StatusNotFound)
 		return
 	}
+	// as the kubelet's getContainerLogs: 404 only for a pod that is not here or a
+	// container its spec does not have; a container without logs to show is a 400 that
+	// says why (validateContainerLogStatus), which the API server passes on to the client
+	if !inSpec(pod, container) {
+		http.Error(w, fmt.Sprintf("container %q not found in pod %q", container, podName), http.StatusNotFound)
+		return
+	}
 	q := r.URL.Query()
 	cs, err := s.Runtime.ListContainers(r.Context(), &runtimeapi.ContainerFilter{LabelSelector: map[string]string{
 		podplan.LabelPodUID: string(runtimeUID(pod)), podplan.LabelContainerName: container}})
@@ -440,12 +447,12 @@ func (s *Server) containerLogs(w http.ResponseWriter, r *http.Request) {
 		idx = 1
 	}
 	if len(cs) <= idx {
-		http.Error(w, fmt.Sprintf("container %q in pod %q is not available (previous=%v)", container, podName, idx == 1), http.StatusNotFound)
+		http.Error(w, noLogs(pod, container, idx == 1), http.StatusBadRequest)
 		return
 	}
 	st, err := s.Runtime.ContainerStatus(r.Context(), cs[idx].Id)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusNotFound)
+		http.Error(w, fmt.Sprintf("failed to get container status %q: %v", cs[idx].Id, err), http.StatusBadRequest)
 		return
 	}
 	opts := logOptions{timestamps: q.Get("timestamps") == "true", tail: -1, limit: -1}
@@ -469,6 +476,60 @@ func (s *Server) containerLogs(w http.ResponseWriter, r *http.Request) {
 	}); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 	}
+}
+
+// inSpec tells whether the pod's spec has a container (app, init or ephemeral) of that name.
+func inSpec(pod *corev1.Pod, name string) bool {
+	for _, c := range pod.Spec.Containers {
+		if c.Name == name {
+			return true
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == name {
+			return true
+		}
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// noLogs says why a container of the pod's spec has no instance in the runtime to read
+// logs from (the current one, or the previous one), in the kubelet's words
+// (validateContainerLogStatus), judged from the pod's status.
+func noLogs(pod *corev1.Pod, name string, previous bool) string {
+	var cs *corev1.ContainerStatus
+	for _, l := range [][]corev1.ContainerStatus{pod.Status.ContainerStatuses, pod.Status.InitContainerStatuses, pod.Status.EphemeralContainerStatuses} {
+		for i := range l {
+			if l[i].Name == name {
+				cs = &l[i]
+			}
+		}
+	}
+	switch {
+	case cs == nil:
+		return fmt.Sprintf("container %q in pod %q is not available", name, pod.Name)
+	case previous:
+		return fmt.Sprintf("previous terminated container %q in pod %q not found", name, pod.Name)
+	case cs.State.Running != nil:
+		return fmt.Sprintf("container %q in pod %q is not available", name, pod.Name)
+	case cs.State.Terminated != nil || cs.LastTerminationState.Terminated != nil:
+		return fmt.Sprintf("container %q in pod %q is terminated", name, pod.Name)
+	case cs.State.Waiting != nil:
+		switch reason := cs.State.Waiting.Reason; reason {
+		case "ErrImagePull":
+			return fmt.Sprintf("container %q in pod %q is waiting to start: image can't be pulled", name, pod.Name)
+		case "ImagePullBackOff":
+			return fmt.Sprintf("container %q in pod %q is waiting to start: trying and failing to pull image", name, pod.Name)
+		default:
+			return fmt.Sprintf("container %q in pod %q is waiting to start: %v", name, pod.Name, reason)
+		}
+	}
+	return fmt.Sprintf("container %q in pod %q is waiting to start - no logs yet", name, pod.Name)
 }
 
 // findPod finds a pod of this node by namespace/name, or answers 404.

@@ -64,8 +64,12 @@ func TestContainerLogsAuthenticatedAndAuthorized(t *testing.T) {
 	// a pod on the node with a container whose CRI log holds three lines, the last one
 	// written in two parts
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "talker"},
-		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "busybox"}}}}
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "busybox"}, {Name: "late", Image: "busybox"}}}}
 	must(t, c.Create(ctx, pod))
+	// "late" is not created yet
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}},
+		{Name: "late", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}}}
+	must(t, c.Status().Update(ctx, pod))
 	other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "elsewhere"},
 		Spec: corev1.PodSpec{NodeName: "another-node", Containers: []corev1.Container{{Name: "app", Image: "busybox"}}}}
 	must(t, c.Create(ctx, other))
@@ -119,8 +123,10 @@ func TestContainerLogsAuthenticatedAndAuthorized(t *testing.T) {
 		{"limit", reader, logs + "?limitBytes=8", 200, "line 1\nl"},
 		{"timestamps", reader, logs + "?tailLines=1&timestamps=true", 200, "2026-11-23T10:00:02.000000002Z line 3\n"}, // a joined line carries its last part's time
 		{"since", reader, logs + "?sinceTime=2026-11-23T10:00:01Z", 200, "line 2\nline 3\n"},
-		{"no previous instance", reader, logs + "?previous=true", 404, "not available"},
-		{"no such container", reader, "/containerLogs/" + ns + "/talker/nope", 404, "not available"},
+		// as the kubelet: 404 for a container the spec does not have, else 400 saying why
+		{"no previous instance", reader, logs + "?previous=true", 400, `previous terminated container "app" in pod "talker" not found`},
+		{"not created yet", reader, "/containerLogs/" + ns + "/talker/late", 400, `container "late" in pod "talker" is waiting to start: ContainerCreating`},
+		{"no such container", reader, "/containerLogs/" + ns + "/talker/nope", 404, `container "nope" not found in pod "talker"`},
 		{"pod on another node", reader, "/containerLogs/" + ns + "/elsewhere/app", 404, "not found on node"},
 		{"nodes/log does not grant exec", reader, "/exec/" + ns + "/talker/app?command=sh", 403, "Forbidden"},
 		{"nodes/log does not grant /pods", reader, "/pods", 403, "Forbidden"},

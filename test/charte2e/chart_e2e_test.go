@@ -32,8 +32,32 @@ var clusterEnv = map[string]string{
 	"NODES": "2",
 }
 
+// altClusterEnv (NK_CHART_ALT=1) runs the same cluster under other names, addresses and
+// ports, beside a run with clusterEnv (CI's): nk-chartx and nk-chartx-2 (198.18.97.2 and
+// .6; run.sh derives the second node's netns, veths, IPs and pod range from these), with
+// their own run folder and containerd state (etcd 23957: its peer port is the next one)
+var altClusterEnv = map[string]string{
+	"NK_NETNS": "nk-chartx", "NK_HOST_IF": "nk-cxh0", "NK_NODE_IF": "nk-cxn0",
+	"NK_HOST_IP": "198.18.97.1", "NK_NODE_IP": "198.18.97.2", "NK_NODE_NAME": "nk-chartx",
+	"NK_APISERVER_PORT": "6497", "NK_ETCD_PORT": "23957", "NK_KCM_PORT": "10301", "NK_SCHED_PORT": "10302",
+	"NK_CNI_BRIDGE": "nkchx0", "NK_POD_CIDR": "10.251.0.0/24", "NK_CLUSTER_CIDR": "10.251.0.0/16",
+	"NK_RECONCILERS": "nodestatus,pods", "NK_DNS": "1",
+	// nk-chartx-2 in netns nk-chartx-2 (veths nk-cxh1/nk-cxn1, 198.18.97.5/.6, pods 10.251.1.0/24)
+	"NODES": "2",
+}
+
+// clusterNames picks the environment (NK_CHART_ALT=1: altClusterEnv) and its run folder
+// and containerd state folder names under the cache
+func clusterNames() (env map[string]string, runDir, criCache string) {
+	if os.Getenv("NK_CHART_ALT") == "1" {
+		return altClusterEnv, "chart-e2ex-run", "chart-e2ex"
+	}
+	return clusterEnv, "chart-e2e-run", "chart-e2e"
+}
+
 type cluster struct {
 	root, runDir, criCache, kubeconfig, kubectl, helm string
+	vars                                              map[string]string
 }
 
 func cacheDir() string {
@@ -46,7 +70,7 @@ func cacheDir() string {
 
 func (c *cluster) env() []string {
 	env := os.Environ()
-	for k, v := range clusterEnv {
+	for k, v := range c.vars {
 		env = append(env, k+"="+v)
 	}
 	return append(env, "NK_RUN_DIR="+c.runDir, "NK_CRI_CACHE="+c.criCache)
@@ -118,7 +142,9 @@ func TestChartDefaultInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{root: filepath.Join(wd, "..", ".."), runDir: filepath.Join(cacheDir(), "chart-e2e-run"), criCache: filepath.Join(cacheDir(), "chart-e2e")}
+	vars, runDir, criCache := clusterNames()
+	c := &cluster{root: filepath.Join(wd, "..", ".."), runDir: filepath.Join(cacheDir(), runDir), criCache: filepath.Join(cacheDir(), criCache), vars: vars}
+	node1, node2 := vars["NK_NODE_NAME"], vars["NK_NODE_NAME"]+"-2"
 	c.kubeconfig = filepath.Join(c.runDir, "admin.kubeconfig")
 	c.helm = c.script(t, "helm.sh")
 	c.script(t, "run.sh", "down") // leftovers of an interrupted run
@@ -148,8 +174,8 @@ func TestChartDefaultInstall(t *testing.T) {
 
 	eventually(t, 2*time.Minute, func() error {
 		out, err := c.run(c.kubectl, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
-		if err == nil && out != "nk-chart=True nk-chart-2=True " {
-			err = fmt.Errorf("nodes %q, want nk-chart and nk-chart-2 Ready", out)
+		if want := node1 + "=True " + node2 + "=True "; err == nil && out != want {
+			err = fmt.Errorf("nodes %q, want %s and %s Ready", out, node1, node2)
 		}
 		return err
 	})
@@ -158,7 +184,7 @@ func TestChartDefaultInstall(t *testing.T) {
 	// the chart's defaults; only where the API server is (no proxy runs yet, so the
 	// kubernetes Service's ClusterIP cannot be used) and the test image of make run
 	if _, err := c.run(c.helm, "install", "nodekeeper", "charts/nodekeeper", "-n", "nodekeeper-system", "--create-namespace",
-		"--set", "apiServer.host="+clusterEnv["NK_HOST_IP"], "--set", "apiServer.port="+clusterEnv["NK_APISERVER_PORT"],
+		"--set", "apiServer.host="+vars["NK_HOST_IP"], "--set", "apiServer.port="+vars["NK_APISERVER_PORT"],
 		"--set", "test.image=docker.io/library/busybox:local", "--wait", "--timeout", "3m"); err != nil {
 		t.Fatal(err)
 	}
@@ -172,19 +198,19 @@ func TestChartDefaultInstall(t *testing.T) {
 
 	// Service traffic through the chart's proxy: DNS (kube-dns ClusterIP -> CoreDNS) and a
 	// ClusterIP Service by name
-	c.apply(t, `
+	c.apply(t, fmt.Sprintf(`
 apiVersion: v1
 kind: Pod
 metadata: {name: client}
 spec:
-  nodeName: nk-chart
+  nodeName: %s
   containers: [{name: c, image: docker.io/library/busybox:local, imagePullPolicy: Never, command: [sleep, "3600"]}]
 ---
 apiVersion: v1
 kind: Pod
 metadata: {name: web, labels: {app: web}}
 spec:
-  nodeName: nk-chart-2
+  nodeName: %s
   containers: [{name: c, image: docker.io/library/busybox:local, imagePullPolicy: Never, command: [httpd, -f, -p, "8080", -h, /www]}]
 ---
 apiVersion: v1
@@ -193,7 +219,7 @@ metadata: {name: web}
 spec:
   selector: {app: web}
   ports: [{port: 80, targetPort: 8080}]
-`)
+`, node1, node2))
 	c.kubectlOK(t, "wait", "--for=condition=Ready", "pod/client", "pod/web", "--timeout=90s")
 	eventually(t, time.Minute, func() error {
 		out, err := c.run(c.kubectl, "exec", "client", "--", "nslookup", "kubernetes.default")

@@ -433,9 +433,10 @@ spec:
 		Eventually(func() int { return len(pods("app=hello").Items) }, 2*time.Minute, time.Second).Should(BeZero())
 		for _, uid := range uids {
 			Eventually(func() int { return len(runtimeContainers(uid)) }, time.Minute, time.Second).Should(BeZero())
-			sbs, err := rt.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodUID: uid}})
-			Expect(err).NotTo(HaveOccurred())
-			Expect(sbs).To(BeEmpty())
+			// the sandbox goes with its containers, once the pod has left the API
+			Eventually(func() ([]*runtimeapi.PodSandbox, error) {
+				return rt.ListPodSandbox(context.Background(), &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{podplan.LabelPodUID: uid}})
+			}, 10*time.Second, 100*time.Millisecond).Should(BeEmpty())
 		}
 		Eventually(func() string {
 			out, _ := exec.Command("ip", "netns", "exec", netns, "iptables-save").CombinedOutput()

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 )
 
@@ -158,5 +161,17 @@ func TestHelmTestHook(t *testing.T) {
 	}
 	if p.Spec.Containers[0].Image != "docker.io/library/busybox:local" {
 		t.Errorf("test image %s", p.Spec.Containers[0].Image)
+	}
+	// the DaemonSet's selector must not match the test pod: its controller would adopt it
+	// and delete it as a surplus daemon pod (killed mid-test, or gone before --logs)
+	sel, err := metav1.LabelSelectorAsSelector(r.DaemonSet.Spec.Selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sel.Matches(labels.Set(p.Labels)) {
+		t.Errorf("the DaemonSet's selector %s matches the test pod's labels %v", sel, p.Labels)
+	}
+	if p.Labels["app.kubernetes.io/instance"] != "ht" || p.Labels["app.kubernetes.io/component"] != "test" {
+		t.Errorf("test pod labels %v: want the release's instance and component test", p.Labels)
 	}
 }

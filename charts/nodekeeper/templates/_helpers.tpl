@@ -36,6 +36,19 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
+{{/* The `helm test` pod's labels: the release's, without app.kubernetes.io/name, so that
+the DaemonSet's selector (name and instance) does not match it. A pod that matched would be
+adopted by the DaemonSet controller as one more daemon pod on a node that has one, and
+deleted at once: killed mid-test (Failed) or gone with its logs before `helm test --logs`
+reads them. */}}
+{{- define "nodekeeper.testLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
 {{/* The reconcilers, checked; "true" helpers for each part. */}}
 {{- define "nodekeeper.reconcilers" -}}
 {{- $known := list "nodestatus" "pods" "services" -}}

@@ -80,6 +80,10 @@ type container struct {
 	// onTerm is the exit code when the process is asked to stop (SetTermExitCode);
 	// nil: 143, as a process that SIGTERM ends
 	onTerm *int32
+	// stopLag (SetStopLag) is how many ContainerStatus reads still say running once a
+	// StopContainer has ended the process; stoppedWith is the code it ended with
+	stopLag     int
+	stoppedWith *int32
 }
 
 // Usage is what a fake container uses, as ListContainerStats reports it (set with
@@ -248,6 +252,22 @@ func (f *Runtime) SetTermExitCode(containerID string, code int32) error {
 		return fmt.Errorf("container %q: %w", containerID, cri.ErrNotFound)
 	}
 	c.onTerm = &code
+	return nil
+}
+
+// SetStopLag makes StopContainer return before the container's state changes, as
+// containerd 1.6 does while it handles the exit of a process that has just ended: the
+// next reads ContainerStatus calls (and the listings until then) still say
+// CONTAINER_RUNNING, StopPodSandbox leaves it so; the read after that finds it exited
+// with the code it stopped with.
+func (f *Runtime) SetStopLag(containerID string, reads int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[containerID]
+	if !ok {
+		return fmt.Errorf("container %q: %w", containerID, cri.ErrNotFound)
+	}
+	c.stopLag = reads
 	return nil
 }
 
@@ -542,13 +562,17 @@ func (f *Runtime) StopContainer(_ context.Context, containerID string, timeout t
 	if err != nil {
 		return err
 	}
-	if c.state == runtimeapi.ContainerState_CONTAINER_RUNNING {
+	if c.state == runtimeapi.ContainerState_CONTAINER_RUNNING && c.stoppedWith == nil {
 		code := int32(128 + 15)
 		if c.onTerm != nil {
 			code = *c.onTerm
 		}
 		if timeout <= 0 {
 			code = 128 + 9
+		}
+		if c.stopLag > 0 {
+			c.stoppedWith = &code // reads running for stopLag more ContainerStatus calls
+			return nil
 		}
 		f.exited(c, code)
 	}
@@ -623,6 +647,14 @@ func (f *Runtime) ContainerStatus(_ context.Context, containerID string) (*runti
 	c, err := f.findContainer("ContainerStatus", containerID)
 	if err != nil {
 		return nil, err
+	}
+	if c.stoppedWith != nil { // SetStopLag: the stop is not seen yet, or seen now
+		if c.stopLag > 0 {
+			c.stopLag--
+		} else {
+			f.exited(c, *c.stoppedWith)
+			c.stoppedWith = nil
+		}
 	}
 	imageName := c.config.GetImage().GetImage()
 	if len(c.image.tags) > 0 {
@@ -843,7 +875,8 @@ func (f *Runtime) findContainer(call, id string) (*container, error) {
 // stopSandbox kills the sandbox's running containers and releases its IP.
 func (f *Runtime) stopSandbox(sb *sandbox) {
 	for _, c := range f.containers {
-		if c.sandboxID == sb.id && c.state == runtimeapi.ContainerState_CONTAINER_RUNNING {
+		// a container stopped under SetStopLag has ended already, with its own code
+		if c.sandboxID == sb.id && c.state == runtimeapi.ContainerState_CONTAINER_RUNNING && c.stoppedWith == nil {
 			f.exited(c, 128+9)
 		}
 	}

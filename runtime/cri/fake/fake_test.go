@@ -298,3 +298,33 @@ func TestConcurrentUse(t *testing.T) {
 		t.Errorf("containers left: %v", list)
 	}
 }
+
+// SetStopLag: StopContainer returns, the container still reads running for the given
+// number of status reads, then it is exited with the code the stop gave it.
+func TestStopLag(t *testing.T) {
+	ctx := context.Background()
+	f := New()
+	f.LoadImage("busybox:local", 1)
+	cfg := sandboxConfig("a")
+	sb, err := f.RunPodSandbox(ctx, cfg, "")
+	must(t, err)
+	id, err := f.CreateContainer(ctx, sb, containerConfig("c"), cfg)
+	must(t, err)
+	must(t, f.StartContainer(ctx, id))
+	must(t, f.SetTermExitCode(id, 0))
+	must(t, f.SetStopLag(id, 2))
+	must(t, f.StopContainer(ctx, id, time.Second))
+	must(t, f.StopContainer(ctx, id, time.Second)) // a second stop changes nothing
+	must(t, f.StopPodSandbox(ctx, sb))             // nor does the sandbox's (no SIGKILL: it has ended)
+	for i, want := range []runtimeapi.ContainerState{runtimeapi.ContainerState_CONTAINER_RUNNING,
+		runtimeapi.ContainerState_CONTAINER_RUNNING, runtimeapi.ContainerState_CONTAINER_EXITED, runtimeapi.ContainerState_CONTAINER_EXITED} {
+		st, err := f.ContainerStatus(ctx, id)
+		must(t, err)
+		if st.State != want {
+			t.Fatalf("read %d after the stop: %v, want %v", i+1, st.State, want)
+		}
+		if want == runtimeapi.ContainerState_CONTAINER_EXITED && (st.ExitCode != 0 || st.Reason != "Completed") {
+			t.Errorf("read %d: exit %d %q, want 0 Completed (SetTermExitCode)", i+1, st.ExitCode, st.Reason)
+		}
+	}
+}
