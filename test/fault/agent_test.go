@@ -48,7 +48,8 @@ spec:
 `, replicas)
 }
 
-const nodePortURL = "http://" + nodeIP + ":30093/"
+// nodePortURL is set with the cluster's addresses (fault_test.go's init).
+var nodePortURL string
 
 func steadyReplicas() int {
 	if n, err := strconv.Atoi(os.Getenv("NK_FAULT_PODS")); err == nil && n > 0 {
