@@ -173,6 +173,7 @@ var _ = Describe("Faults", Ordered, ContinueOnFailure, Label("fault", "root"), f
 	}
 
 	Context("Rule tampering", Ordered, tamperCases)
+	Context("Rule tampering, nftables mode", Ordered, tamperNFTCases)
 	Context("containerd outage", Ordered, runtimeCases)
 	Context("API server outage", Ordered, apiServerCases)
 	Context("bad input", Ordered, badInputCases)
