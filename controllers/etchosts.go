@@ -45,6 +45,7 @@ func (r *PodReconciler) writeHostsFile(pod *corev1.Pod, podIP string) error {
 	}
 	tmp := p + ".tmp"
 	if err := os.WriteFile(tmp, content, 0o644); err != nil {
+		_ = os.Remove(tmp) // a full disk: what was written is freed, the old file kept
 		return err
 	}
 	return os.Rename(tmp, p)

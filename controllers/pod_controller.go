@@ -17,12 +17,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -201,7 +203,7 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("pods").
 		For(&corev1.Pod{}).
 		// pods are independent: start them side by side (one key is never run twice at once)
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.workers()}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.workers(), RateLimiter: podRetryLimiter()}).
 		WatchesRawSource(source.Channel(r.events, &handler.EnqueueRequestForObject{})).
 		// mirror pods are tracked from the pod watch, as the kubelet's pod manager does
 		Watches(&corev1.Pod{}, r.mirrorWatch()).
@@ -402,6 +404,23 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 		next = time.Minute // ConfigMap/Secret/token updates reach the files within a minute
 	}
 	return &st, reconcile.Result{RequeueAfter: next}, nil
+}
+
+// podRetryBackoffMax is the longest wait before a pod whose sync failed is synced again:
+// the kubelet's pod workers retry a failed sync after backOffPeriod (10 s), however
+// long it has been failing. controller-runtime's default limiter doubles up to 1000 s,
+// so a pod that failed for a while on a host error (a full or read-only root dir, a
+// runtime outage) would wait up to a quarter of an hour after the host recovered.
+const podRetryBackoffMax = 10 * time.Second
+
+// podRetryLimiter is controller-runtime's default limiter (per-pod exponential from
+// 5 ms, overall 10/s with bursts of 100) with the per-pod wait capped at
+// podRetryBackoffMax.
+func podRetryLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
+	return workqueue.NewTypedMaxOfRateLimiter(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](5*time.Millisecond, podRetryBackoffMax),
+		&workqueue.TypedBucketRateLimiter[reconcile.Request]{Limiter: rate.NewLimiter(rate.Limit(10), 100)},
+	)
 }
 
 // admit is the kubelet's admission of a pod (canAdmitPod), for the handlers nodekeeper
@@ -976,12 +995,15 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 		if err := r.setupVolumes(ctx, pod); err != nil {
 			// upstream's event: MountVolume.SetUp failed for volume "x" : <why>
 			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "%v", err)
+			// the containers wait in the kubelet's default state, ContainerCreating
+			// (not PodInitializing: this pod may have no init container), whatever the cause
+			for _, s := range plan.Start {
+				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: err.Error()})
+			}
 			var ce configError
 			if !errors.As(err, &ce) {
+				// the host failed (a full or read-only root dir, …): retried with back-off
 				return fmt.Errorf("setting up volumes: %w", err)
-			}
-			for _, s := range plan.Start {
-				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: ce.Error()})
 			}
 			return nil
 		}
@@ -1005,7 +1027,10 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			}
 		}
 		if err := os.MkdirAll(sbConfig.LogDirectory, 0o755); err != nil {
-			return fmt.Errorf("creating log directory: %w", err)
+			// as kuberuntime's createPodSandbox (a full or read-only log folder)
+			err = fmt.Errorf("create pod log directory for pod %q failed: %w", pod.Name+"_"+pod.Namespace+"("+string(pod.UID)+")", err)
+			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
+			return err
 		}
 		if cg := r.podCgroup(pod); cg != "" && r.Cgroups != nil {
 			start := time.Now()
@@ -1045,7 +1070,14 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 	}
 	if len(plan.Start) > 0 {
 		if err := r.writeHostsFile(pod, podIP); err != nil {
-			return fmt.Errorf("writing the pod's /etc/hosts: %w", err)
+			// as the kubelet's makeMounts (GenerateRunContainerOptions): the containers
+			// cannot be configured; retried with back-off
+			err = fmt.Errorf("failed to create the pod's hosts file: %w", err)
+			for _, s := range plan.Start {
+				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "CreateContainerConfigError", Message: err.Error()})
+			}
+			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
+			return err
 		}
 	}
 	for _, s := range plan.Start {
@@ -1391,14 +1423,17 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 	// the termination message file, mounted from the host so it outlives the container
 	if path := c.TerminationMessagePath; path != "" {
 		host := r.terminationLogPath(pod, c.Name, s.Attempt)
-		if err := os.MkdirAll(filepath.Dir(host), 0o755); err != nil {
-			return nil, err
+		err := os.MkdirAll(filepath.Dir(host), 0o755)
+		if err == nil {
+			err = os.WriteFile(host, nil, 0o666)
 		}
-		if err := os.WriteFile(host, nil, 0o666); err != nil {
-			return nil, err
+		if err != nil {
+			// as kuberuntime's makeMounts: logged, and the container runs without it
+			log.FromContext(ctx).Error(err, "Creating the termination-log file", "pod", client.ObjectKeyFromObject(pod), "container", c.Name)
+		} else {
+			_ = os.Chmod(host, 0o666)
+			cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: path, HostPath: host})
 		}
-		_ = os.Chmod(host, 0o666)
-		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: path, HostPath: host})
 	}
 	if err := r.addDevices(ctx, pod, c, cfg); err != nil {
 		return nil, err

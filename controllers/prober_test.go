@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"net"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -9,6 +11,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
@@ -60,5 +63,43 @@ var _ = Describe("Probes (fake runtime)", func() {
 		Eventually(eventsIn(a.ns), 10*time.Second, 100*time.Millisecond).Should(ContainElements(
 			ContainSubstring("Unhealthy: Liveness probe failed"),
 			ContainSubstring("Killing: Container app failed liveness probe, will be restarted")))
+	})
+
+	// test/fault's bad-probe pod: an exec liveness probe of a binary the image does not
+	// have (the runtime cannot start it: upstream's exec prober returns probe.Unknown with
+	// the error) and a readiness httpGet on a closed port. As the kubelet: every period an
+	// "errored" Unhealthy event, the result thrown away, so the container is never
+	// restarted; readiness fails with "connection refused" and the pod stays not Ready.
+	It("keeps a container whose exec liveness probe cannot start running and unready, with Unhealthy events", func() {
+		a := newPodAgent()
+		var execs atomic.Int32
+		a.runtime.SetExecHandler(func(_ context.Context, _ string, cmd []string) (*cri.ExecResult, error) {
+			execs.Add(1)
+			return nil, errors.New(`failed to exec in container: failed to start exec "x": OCI runtime exec failed: exec failed: unable to start container process: exec: "/no/such/probe": stat /no/such/probe: no such file or directory: unknown`)
+		})
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		closed := l.Addr().(*net.TCPAddr).Port
+		Expect(l.Close()).To(Succeed())
+		p := a.pod("bad-probe", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			c := &p.Spec.Containers[0]
+			c.LivenessProbe = &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 1,
+				ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/no/such/probe"}}}}
+			c.ReadinessProbe = &corev1.Probe{PeriodSeconds: 1,
+				ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Host: "127.0.0.1", Path: "/", Port: intstr.FromInt32(int32(closed))}}}
+		})
+		Eventually(eventsIn(a.ns), 20*time.Second, 100*time.Millisecond).Should(ContainElements(
+			ContainSubstring(`Unhealthy: Liveness probe errored and resulted in unknown state: `),
+			And(ContainSubstring("Unhealthy: Readiness probe failed: "), ContainSubstring("connection refused"))))
+		// two periods of errors (3 tries each) with failureThreshold 1: a prober counting
+		// errors as failures would have restarted the container by now
+		Eventually(execs.Load, 20*time.Second, 100*time.Millisecond).Should(BeNumerically(">=", 2*maxProbeRetries))
+		st := getPod(p).Status
+		Expect(st.ContainerStatuses).To(HaveLen(1))
+		Expect(st.ContainerStatuses[0].State.Running).NotTo(BeNil(), "%+v", st.ContainerStatuses[0].State)
+		Expect(st.ContainerStatuses[0].RestartCount).To(BeZero())
+		Expect(st.ContainerStatuses[0].Ready).To(BeFalse())
+		Expect(podCondition(getPod(p), corev1.PodReady)).To(Equal(corev1.ConditionFalse))
+		Expect(eventsIn(a.ns)()).NotTo(ContainElement(HavePrefix("Killing:")))
 	})
 })

@@ -352,6 +352,14 @@ func atomicWrite(dir string, files map[string]file, fsGroup *int64) error {
 	if err := os.MkdirAll(tsDir, 0o755); err != nil {
 		return err
 	}
+	swapped := false
+	defer func() {
+		if !swapped {
+			// a failed write (a full disk, …): "..data" still names the previous
+			// content, which the containers keep seeing; the partial copy is freed
+			_ = os.RemoveAll(tsDir)
+		}
+	}()
 	for p, f := range files {
 		if strings.Contains(p, "..") || filepath.IsAbs(p) {
 			return configError{Msg: fmt.Sprintf("invalid volume path %q", p)}
@@ -383,6 +391,7 @@ func atomicWrite(dir string, files map[string]file, fsGroup *int64) error {
 	if err := os.Rename(tmpLink, filepath.Join(dir, dataDirName)); err != nil {
 		return err
 	}
+	swapped = true
 	// top-level symlinks for what is there now, none for what is gone
 	top := map[string]bool{}
 	for p := range files {

@@ -75,6 +75,7 @@ func (p *PulledRecords) save() error {
 	}
 	tmp := p.File + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		_ = os.Remove(tmp) // a full disk: the records file is kept as it was
 		return err
 	}
 	return os.Rename(tmp, p.File)

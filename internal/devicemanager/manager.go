@@ -105,9 +105,12 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var removeErr error
 	for _, e := range entries {
 		if e.Type()&os.ModeSocket != 0 {
-			_ = os.Remove(filepath.Join(m.dir, e.Name()))
+			if err := os.Remove(filepath.Join(m.dir, e.Name())); err != nil && !os.IsNotExist(err) && e.Name() == SocketName {
+				removeErr = err
+			}
 		}
 	}
 	if err := m.readCheckpoint(); err != nil {
@@ -116,6 +119,11 @@ func (m *Manager) Start(ctx context.Context) error {
 	}
 	ln, err := net.Listen("unix", m.SocketPath())
 	if err != nil {
+		if removeErr != nil {
+			// the stale socket could not go (a read-only root dir): say why, not only
+			// "address already in use"
+			return fmt.Errorf("listening for device plugins: %w (removing the previous socket: %v)", err, removeErr)
+		}
 		return fmt.Errorf("listening for device plugins: %w", err)
 	}
 	srv := grpc.NewServer()

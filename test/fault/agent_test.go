@@ -48,7 +48,8 @@ spec:
 `, replicas)
 }
 
-const nodePortURL = "http://" + nodeIP + ":30093/"
+// nodePortURL is set with the cluster's addresses (fault_test.go's init).
+var nodePortURL string
 
 func steadyReplicas() int {
 	if n, err := strconv.Atoi(os.Getenv("NK_FAULT_PODS")); err == nil && n > 0 {
@@ -172,6 +173,7 @@ var _ = Describe("Faults", Ordered, ContinueOnFailure, Label("fault", "root"), f
 	}
 
 	Context("Rule tampering", Ordered, tamperCases)
+	Context("Rule tampering, nftables mode", Ordered, tamperNFTCases)
 	Context("containerd outage", Ordered, runtimeCases)
 	Context("API server outage", Ordered, apiServerCases)
 	Context("bad input", Ordered, badInputCases)

@@ -17,6 +17,10 @@ type badPod struct {
 	reasons    []string // the container's waiting or last-terminated reason, one of
 	events     []string // an Event about the pod with one of these reasons
 	message    string   // in the container reason's message or the Event's
+	// running: the container must be running, not ready and never restarted (probes
+	// that error or fail readiness do not restart it, as the kubelet's)
+	running bool
+	texts   []string // each in the messages of the pod's Events
 }
 
 var badPods = []badPod{
@@ -33,18 +37,24 @@ var badPods = []badPod{
 	// one variable larger than the kernel takes for a single exec string (128 KiB)
 	{name: "huge-env", spec: fmt.Sprintf(`containers: [{name: c, image: docker.io/library/busybox:local, command: [sleep, "3600"], env: [{name: HUGE, value: %q}]}]`, strings.Repeat("x", 200<<10)),
 		reasons: []string{"RunContainerError", "StartError", "CrashLoopBackOff", "CreateContainerError"}, events: []string{"Failed", "BackOff"}},
+	// as the kubelet: the exec of a missing binary is an error of the runtime (the
+	// prober's probe.Unknown), thrown away after an "errored" event, so the container is
+	// never restarted; the closed port fails readiness ("connection refused")
 	{name: "bad-probe", spec: `containers: [{name: c, image: docker.io/library/busybox:local, command: [sleep, "3600"],
     livenessProbe: {exec: {command: [/no/such/probe]}, periodSeconds: 1, failureThreshold: 1},
     readinessProbe: {httpGet: {path: /, port: 9}, periodSeconds: 1}}]`,
-		reasons: []string{"Error", "Completed", "CrashLoopBackOff"}, events: []string{"Unhealthy"}},
+		events: []string{"Unhealthy"}, running: true,
+		texts: []string{"Liveness probe errored and resulted in unknown state", "/no/such/probe", "Readiness probe failed", "connection refused"}},
 }
 
 type podStatusView struct {
 	Status struct {
 		Phase             string
 		ContainerStatuses []struct {
-			Ready bool
-			State struct {
+			Ready        bool
+			RestartCount int32
+			State        struct {
+				Running    *struct{}
 				Waiting    *struct{ Reason, Message string }
 				Terminated *struct{ Reason, Message string }
 			}
@@ -57,12 +67,10 @@ type podStatusView struct {
 
 // containerReason is the pod's first container's waiting/terminated/last reason and message.
 func containerReason(name string) (string, string) {
-	out, err := kubectl("get", "pod", name, "-o", "json")
-	if err != nil {
+	p, ok := podStatus(name)
+	if !ok {
 		return "", ""
 	}
-	var p podStatusView
-	Expect(json.Unmarshal([]byte(out), &p)).To(Succeed())
 	for _, c := range p.Status.ContainerStatuses {
 		switch {
 		case c.State.Waiting != nil && c.State.Waiting.Reason != "ContainerCreating":
@@ -76,11 +84,36 @@ func containerReason(name string) (string, string) {
 	return "", ""
 }
 
-// podEvents: reason -> message of the Events about the pod.
+func podStatus(name string) (podStatusView, bool) {
+	var p podStatusView
+	out, err := kubectl("get", "pod", name, "-o", "json")
+	if err != nil {
+		return p, false
+	}
+	Expect(json.Unmarshal([]byte(out), &p)).To(Succeed())
+	return p, true
+}
+
+// runningUnready: the pod's container runs, is not ready and was never restarted.
+func runningUnready(name string) bool {
+	p, ok := podStatus(name)
+	if !ok || len(p.Status.ContainerStatuses) != 1 {
+		return false
+	}
+	c := p.Status.ContainerStatuses[0]
+	return c.State.Running != nil && !c.Ready && c.RestartCount == 0
+}
+
+// podEvents: reason -> message of the Events about the pod (this one: not those of an
+// earlier pod of the name, as with NK_FAULT_REUSE).
 func podEvents(name string) map[string]string {
-	out, err := kubectl("get", "events", "--field-selector", "involvedObject.kind=Pod,involvedObject.name="+name,
-		"-o", `jsonpath={range .items[*]}{.reason}{"\t"}{.message}{"\n"}{end}`)
 	ev := map[string]string{}
+	uid, err := kubectl("get", "pod", name, "-o", "jsonpath={.metadata.uid}")
+	if err != nil || uid == "" {
+		return ev
+	}
+	out, err := kubectl("get", "events", "--field-selector", "involvedObject.kind=Pod,involvedObject.name="+name+",involvedObject.uid="+uid,
+		"-o", `jsonpath={range .items[*]}{.reason}{"\t"}{.message}{"\n"}{end}`)
 	if err != nil {
 		return ev
 	}
@@ -97,18 +130,6 @@ func badInputCases() {
 		agent := readPID(pidFile("nodekeeper"))
 		var manifest strings.Builder
 		cases := badPods
-		if !long {
-			// bad-probe runs in make fault only for now: after the prober rework (a worker
-			// per probe, an exec the runtime cannot start is an error) it got neither a
-			// status reason nor an Unhealthy event within 2 min in one make test run
-			// (2026-12-02); to be understood (README, Reliability)
-			cases = nil
-			for _, b := range badPods {
-				if b.name != "bad-probe" {
-					cases = append(cases, b)
-				}
-			}
-		}
 		for _, b := range cases {
 			fmt.Fprintf(&manifest, "---\napiVersion: v1\nkind: Pod\nmetadata: {name: %s}\nspec:\n  terminationGracePeriodSeconds: 1\n  %s\n", b.name, b.spec)
 		}
@@ -132,8 +153,21 @@ func badInputCases() {
 						okEvent, evMsg = true, m
 					}
 				}
-				return okReason && okEvent && strings.Contains(cmsg+" "+evMsg, b.message)
-			}, 2*time.Minute, time.Second).Should(BeTrue(), "pod %s: container reason %q (%s), events %v", b.name, reason, cmsg, ev)
+				var all strings.Builder
+				for _, m := range ev {
+					all.WriteString(m)
+				}
+				for _, t := range b.texts {
+					okEvent = okEvent && strings.Contains(all.String(), t)
+				}
+				return okReason && okEvent && strings.Contains(cmsg+" "+evMsg, b.message) && (!b.running || runningUnready(b.name))
+			}, 2*time.Minute, time.Second).Should(BeTrue(), func() string {
+				// (a func: the values of the last poll, not of before the first)
+				return fmt.Sprintf("pod %s: container reason %q (%s), running unready %v, events %v", b.name, reason, cmsg, runningUnready(b.name), ev)
+			})
+			if b.running {
+				reason = "Running, not ready, 0 restarts"
+			}
 			var evs []string
 			for r := range ev {
 				evs = append(evs, r)

@@ -5,6 +5,8 @@
 // agent's kernel rules tampered with — while a client counts failed requests through a
 // Service. Every case prints its figure (and appends it to $NK_CACHE/flt/figures.txt).
 //
+// NK_FAULT_ALT=1 runs it on a second set of names and addresses (see clusterEnv).
+//
 // It needs root. `make test` runs the short cases (a few minutes); `make fault` adds the
 // long ones (60 s outages, churn) with NK_FAULT_LONG=1. NK_FAULT_REUSE=1 keeps the
 // cluster between runs (for working on the suite).
@@ -34,6 +36,9 @@ import (
 )
 
 // The cluster's own names and addresses: none collide with `make run`'s or the other suites'.
+// NK_FAULT_ALT=1 selects a second set (netns nk-flt2, 198.18.96.0/30, pod range
+// 10.250.0.0/24, state under $NK_CACHE/flt2), so that the suite can run beside a run of it
+// with the default set (CI's, a developer's) on the same machine.
 var clusterEnv = map[string]string{
 	"NK_NETNS": "nk-flt", "NK_HOST_IF": "nkf-host0", "NK_NODE_IF": "nkf-node0",
 	"NK_HOST_IP": "198.18.93.1", "NK_NODE_IP": "198.18.93.2", "NK_NODE_NAME": "nk-flt",
@@ -43,12 +48,30 @@ var clusterEnv = map[string]string{
 	"NK_AGENT_CONFIG": "proxySyncPeriod: " + syncPeriod.String(),
 }
 
-const (
-	netns      = "nk-flt"
-	node       = "nk-flt"
-	nodeIP     = "198.18.93.2"
-	syncPeriod = 10 * time.Second
+var altClusterEnv = map[string]string{
+	"NK_NETNS": "nk-flt2", "NK_HOST_IF": "nkf2-host0", "NK_NODE_IF": "nkf2-node0",
+	"NK_HOST_IP": "198.18.96.1", "NK_NODE_IP": "198.18.96.2", "NK_NODE_NAME": "nk-flt2",
+	"NK_APISERVER_PORT": "6496", "NK_ETCD_PORT": "23896", "NK_KCM_PORT": "10299", "NK_SCHED_PORT": "10300",
+	"NK_CNI_BRIDGE": "nkflt2", "NK_CLUSTER_CIDR": "10.250.0.0/16", "NK_POD_CIDR": "10.250.0.0/24",
+	"NK_AGENT_CONFIG": "proxySyncPeriod: " + syncPeriod.String(),
+}
+
+const syncPeriod = 10 * time.Second
+
+var (
+	netns, node, nodeIP = "nk-flt", "nk-flt", "198.18.93.2"
+	// stateName is the folder under $NK_CACHE of the cluster's state and figures
+	stateName = "flt"
 )
+
+func init() {
+	if os.Getenv("NK_FAULT_ALT") == "1" {
+		clusterEnv = altClusterEnv
+		netns, node, nodeIP = clusterEnv["NK_NETNS"], clusterEnv["NK_NODE_NAME"], clusterEnv["NK_NODE_IP"]
+		stateName = "flt2"
+	}
+	nodePortURL = "http://" + nodeIP + ":30093/"
+}
 
 var (
 	root, runDir, criCache, kubeconfig, kubectlBin string
@@ -121,7 +144,7 @@ func figure(name, format string, args ...any) {
 	AddReportEntry(name, line)
 	fmt.Fprintf(GinkgoWriter, "FIGURE %s\n", line)
 	fmt.Printf("FIGURE %s\n", line)
-	if f, err := os.OpenFile(filepath.Join(cacheDir(), "flt", "figures.txt"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+	if f, err := os.OpenFile(filepath.Join(cacheDir(), stateName, "figures.txt"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
 		fmt.Fprintf(f, "%s %s\n", time.Now().UTC().Format(time.RFC3339), line)
 		f.Close()
 	}
@@ -134,7 +157,7 @@ var _ = BeforeSuite(func() {
 	wd, err := os.Getwd()
 	Expect(err).NotTo(HaveOccurred())
 	root = filepath.Join(wd, "..", "..")
-	criCache = filepath.Join(cacheDir(), "flt")
+	criCache = filepath.Join(cacheDir(), stateName)
 	runDir = filepath.Join(criCache, "run")
 	kubeconfig = filepath.Join(runDir, "admin.kubeconfig")
 	Expect(os.MkdirAll(criCache, 0o755)).To(Succeed())

@@ -175,7 +175,10 @@ func soakCases() {
 		Eventually(func() int {
 			mounts, cgroups, sandboxes, ct = leftovers(uids, nil)
 			return mounts + cgroups + sandboxes
-		}, 2*time.Minute, 2*time.Second).Should(BeZero(), "leftovers of deleted pods: %d mounts, %d cgroups, %d sandboxes", mounts, cgroups, sandboxes)
+		}, 2*time.Minute, 2*time.Second).Should(BeZero(), func() string {
+			// (a func: the counts of the last poll, not the zeros of before the first)
+			return fmt.Sprintf("leftovers of deleted pods: %d mounts, %d cgroups, %d sandboxes", mounts, cgroups, sandboxes)
+		})
 		_, _, _, ct = leftovers(nil, ips)
 		orphans := orphanNetns() - orphans0
 		figure(fmt.Sprintf("soak %v", d), "%d cycles (%d pods, %d Services); agent RSS %.1f→%.1f MiB (second-half slope %+.1f MiB/h), goroutines %.0f→%.0f (slope %+.1f/h); leftovers of deleted pods: %d mounts, %d cgroups, %d sandboxes; conntrack entries to their addresses %d; new orphan netns %d",

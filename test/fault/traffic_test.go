@@ -40,6 +40,8 @@ type traffic struct {
 	errs           map[string]int
 	failAt         []time.Time
 	backends       map[string]bool
+	ct             *ctTrace // NK_FAULT_CTTRACE
+	ctReport       string
 }
 
 // requestTimeout: a request (connect included) that has no answer after this long counts
@@ -61,6 +63,9 @@ func startTraffic(url string, interval time.Duration) *traffic {
 	}}
 	t := &traffic{url: url, start: time.Now(), client: hc, stop: make(chan struct{}), done: make(chan struct{}),
 		errs: map[string]int{}, backends: map[string]bool{}}
+	if ctTraceOn {
+		t.ct = startCTTrace(url)
+	}
 	go func() {
 		defer close(t.done)
 		tick := time.NewTicker(interval)
@@ -148,6 +153,23 @@ func (t *traffic) once() {
 func (t *traffic) Stop() (ok, fail int) {
 	close(t.stop)
 	<-t.done
+	if t.ct != nil {
+		un, seen := t.ct.stop()
+		var b strings.Builder
+		fmt.Fprintf(&b, "CTTRACE %s: conntrack saw %d new connections, %d never answered", t.url, seen, len(un))
+		for _, u := range un {
+			b.WriteString("\nCTTRACE   " + u)
+		}
+		t.mu.Lock()
+		for _, f := range t.failAt {
+			fmt.Fprintf(&b, "\nCTTRACE   failed request started at %.3f (+%.1fs)", float64(f.UnixMicro())/1e6, f.Sub(t.start).Seconds())
+		}
+		t.ctReport = b.String()
+		t.mu.Unlock()
+		fmt.Fprintln(GinkgoWriter, t.ctReport)
+		fmt.Println(t.ctReport)
+		t.ct = nil
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.ok, t.fail
