@@ -158,7 +158,14 @@ var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "roo
 				if mutate != nil {
 					mutate(svc)
 				}
-				Expect(k8sClient.Create(context.Background(), svc)).To(Succeed())
+				// other specs of the envtest let the API server pick ClusterIPs from the
+				// same range: take the next address when one is held
+				err := k8sClient.Create(context.Background(), svc)
+				for i := 0; i < 20 && err != nil && strings.Contains(err.Error(), "provided IP is already allocated"); i++ {
+					svc.Spec.ClusterIP, svc.Spec.ClusterIPs, svc.ResourceVersion = clusterIP(), nil, ""
+					err = k8sClient.Create(context.Background(), svc)
+				}
+				Expect(err).To(Succeed())
 				return svc
 			}
 			setEndpoints := func(svc *corev1.Service, eps ...ep) {
