@@ -43,6 +43,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 	"github.com/nodekeeper/nodekeeper/internal/podconfig"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
+	"github.com/nodekeeper/nodekeeper/internal/prober"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
 
@@ -115,7 +116,7 @@ type PodReconciler struct {
 
 	events      chan event.GenericEvent
 	static      staticPods
-	prober      *prober
+	probes      *prober.Manager
 	mu          sync.Mutex
 	pods        map[types.UID]*podState // per-pod memory, under mu: forget drops it whole
 	runtimeName string
@@ -153,7 +154,7 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	kubeletmetrics.Register()
 	r.pulled = &credentials.PulledRecords{File: filepath.Join(r.Config.RootDir, "image_manager", "pulled.json"),
 		Policy: r.Config.ImagePullCredentialsVerificationPolicy, Allowlist: r.Config.PreloadedImagesVerificationAllowlist}
-	r.prober = newProber(r.Runtime, r.Recorder, r.events)
+	r.probes = r.newProber()
 	// as the kubelet: safe sysctls (for this kernel) and the allowed unsafe ones
 	r.admission = podplan.Admission{Sysctls: append(podplan.SafeSysctls(kernelRelease()), r.Config.AllowedUnsafeSysctls...)}
 	if r.APIReader == nil {
@@ -573,51 +574,6 @@ func (r *PodReconciler) observe(ctx context.Context, uid types.UID) (podplan.Obs
 	return obs, nil
 }
 
-// probe keeps a probe worker on each running probed container and reads its results:
-// readiness and startup per container name, and failed liveness into obs.Unhealthy.
-func (r *PodReconciler) probe(pod *corev1.Pod, obs *podplan.Observed) (ready, started map[string]bool) {
-	running := map[string]runningContainer{}
-	for _, c := range obs.Containers {
-		if c.State == podplan.StateRunning {
-			running[c.ID] = runningContainer{Name: c.Name, StartedAt: c.StartedAt}
-		}
-	}
-	if pod.DeletionTimestamp != nil || podplan.Terminal(pod) {
-		running = nil
-	}
-	podIP := r.HostIP // host-network pods
-	var newest *podplan.Sandbox
-	for i := range obs.Sandboxes {
-		if sb := &obs.Sandboxes[i]; sb.Ready && (newest == nil || sb.Attempt > newest.Attempt) {
-			newest = sb
-		}
-	}
-	if newest != nil && newest.IP != "" {
-		podIP = newest.IP
-	}
-	r.prober.Sync(pod, running, podIP)
-	ready, started = map[string]bool{}, map[string]bool{}
-	obs.Unhealthy = map[string]string{}
-	obs.NotStarted = map[string]bool{}
-	for id, rc := range running {
-		name := rc.Name
-		spec := findContainer(pod, name)
-		if spec == nil {
-			continue
-		}
-		res := r.prober.lookup(pod.UID, id, spec)
-		ready[name] = (res.Ready || r.prober.keepReadyAfterRestart(pod, spec, res, rc.StartedAt)) && res.Started
-		started[name] = res.Started
-		if !res.Started {
-			obs.NotStarted[id] = true
-		}
-		if res.Failed != "" {
-			obs.Unhealthy[id] = res.Failed
-		}
-	}
-	return ready, started
-}
-
 func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
 	if r.evictedMessage(pod.UID) != "" {
 		return 0 // local storage eviction kills at once, as upstream
@@ -648,11 +604,11 @@ func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
 // make sure logs are available until the pod is physically deleted", the containers (and
 // so `kubectl logs` through the kubelet API) stay until the Pod object is deleted.
 func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) (reconcile.Result, error) {
-	r.prober.Terminating(pod.UID)
+	r.probes.Terminating(pod.UID)
 	if err := r.killPod(ctx, pod, obs); err != nil {
 		return reconcile.Result{}, err
 	}
-	r.prober.Forget(pod.UID)
+	r.probes.Forget(pod.UID)
 	stopped, err := r.observe(ctx, pod.UID)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -916,8 +872,8 @@ func (r *PodReconciler) forget(uid types.UID) {
 	if r.Devices != nil {
 		r.Devices.Release(string(uid))
 	}
-	if r.prober != nil {
-		r.prober.Forget(uid)
+	if r.probes != nil {
+		r.probes.Forget(uid)
 	}
 	r.forgetState(uid)
 }

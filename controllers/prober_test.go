@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/nodekeeper/nodekeeper/internal/prober"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
 
@@ -93,7 +94,7 @@ var _ = Describe("Probes (fake runtime)", func() {
 			And(ContainSubstring("Unhealthy: Readiness probe failed: "), ContainSubstring("connection refused"))))
 		// two periods of errors (3 tries each) with failureThreshold 1: a prober counting
 		// errors as failures would have restarted the container by now
-		Eventually(execs.Load, 20*time.Second, 100*time.Millisecond).Should(BeNumerically(">=", 2*maxProbeRetries))
+		Eventually(execs.Load, 20*time.Second, 100*time.Millisecond).Should(BeNumerically(">=", 2*prober.MaxRetries))
 		st := getPod(p).Status
 		Expect(st.ContainerStatuses).To(HaveLen(1))
 		Expect(st.ContainerStatuses[0].State.Running).NotTo(BeNil(), "%+v", st.ContainerStatuses[0].State)
