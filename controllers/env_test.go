@@ -167,11 +167,11 @@ var _ = Describe("Container environment", func() {
 			{Path: "storage_limit", ResourceFieldRef: ref("limits.ephemeral-storage", "1Gi", "nolimits")},
 			{Path: "limited_memory", ResourceFieldRef: ref("limits.memory", "1Mi", "limited")},
 		}}}}
-		files, _, err := r.volumeFiles(ctx, pod, vol)
+		files, _, err := r.volumes().Files(pod, vol, r.volumeSources(ctx, pod))
 		Expect(err).NotTo(HaveOccurred())
 		contents := map[string]string{}
 		for k, f := range files {
-			contents[k] = string(f.data)
+			contents[k] = string(f.Data)
 		}
 		Expect(contents).To(Equal(map[string]string{"cpu_limit": "3000", "memory_limit": "6442450944", "storage_limit": "40", "limited_memory": "64"}))
 	})

@@ -645,7 +645,7 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 			return reconcile.Result{}, fmt.Errorf("removing the pod's cgroup: %w", err)
 		}
 	}
-	if err := r.cleanupPodDir(pod.UID); err != nil {
+	if err := r.volumes().CleanUp(pod.UID); err != nil {
 		return reconcile.Result{}, fmt.Errorf("removing the pod's folder: %w", err)
 	}
 	err = r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID})
@@ -894,7 +894,7 @@ func (r *PodReconciler) removeByName(ctx context.Context, ns, name string, keep 
 			return fmt.Errorf("removing sandbox of a pod that is gone: %w", err)
 		}
 		r.forget(uid)
-		if err := r.cleanupPodDir(uid); err != nil {
+		if err := r.volumes().CleanUp(uid); err != nil {
 			return fmt.Errorf("removing the folder of a pod that is gone: %w", err)
 		}
 		if err := os.RemoveAll(r.podLogDir(ns, name, uid)); err != nil {
@@ -948,7 +948,7 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 	if len(pod.Spec.Volumes) > 0 && (plan.CreateSandbox || readySandbox) {
 		// as syncPod: the volumes are mounted before the sandbox is made (a pod whose
 		// volume cannot be set up has none: PodReadyToStartContainers stays False)
-		if err := r.setupVolumes(ctx, pod); err != nil {
+		if err := r.volumes().SetUp(pod, r.volumeSources(ctx, pod)); err != nil {
 			// upstream's event: MountVolume.SetUp failed for volume "x" : <why>
 			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "%v", err)
 			// the containers wait in the kubelet's default state, ContainerCreating
@@ -1321,9 +1321,7 @@ func (r *PodReconciler) removeSandbox(ctx context.Context, id string) error {
 }
 
 // podDir is where the pod's logs and volumes live.
-func (r *PodReconciler) podDir(pod *corev1.Pod) string {
-	return filepath.Join(r.Config.RootDir, "pods", string(pod.UID))
-}
+func (r *PodReconciler) podDir(pod *corev1.Pod) string { return r.volumes().PodDir(pod.UID) }
 
 // sandboxConfig is the pod's CRI sandbox config (podconfig.Sandbox).
 func (r *PodReconciler) sandboxConfig(pod *corev1.Pod, attempt uint32) (*runtimeapi.PodSandboxConfig, error) {
@@ -1361,7 +1359,7 @@ func (r *PodReconciler) containerConfig(ctx context.Context, pod *corev1.Pod, c 
 	if err != nil {
 		return nil, err
 	}
-	mounts, err := r.mounts(pod, c, r.supportsRecursiveReadOnly(ctx))
+	mounts, err := r.volumes().Mounts(pod, c, r.supportsRecursiveReadOnly(ctx))
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package controllers
+package volume
 
 import (
 	"os"
@@ -37,7 +37,7 @@ func TestCheckHostPath(t *testing.T) {
 		{"invalid type", dir, ptr.To(corev1.HostPathType("Nope")), "Nope is an invalid volume type"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			err := checkHostPath(&corev1.HostPathVolumeSource{Path: tt.path, Type: tt.typ})
+			err := CheckHostPath(&corev1.HostPathVolumeSource{Path: tt.path, Type: tt.typ})
 			got := ""
 			if err != nil {
 				got = err.Error()
@@ -49,10 +49,10 @@ func TestCheckHostPath(t *testing.T) {
 	}
 	// the OrCreate types create what is missing
 	newDir, newFile := filepath.Join(dir, "a", "b"), filepath.Join(dir, "g")
-	if err := checkHostPath(&corev1.HostPathVolumeSource{Path: newDir, Type: ptr.To(corev1.HostPathDirectoryOrCreate)}); err != nil {
+	if err := CheckHostPath(&corev1.HostPathVolumeSource{Path: newDir, Type: ptr.To(corev1.HostPathDirectoryOrCreate)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkHostPath(&corev1.HostPathVolumeSource{Path: newFile, Type: ptr.To(corev1.HostPathFileOrCreate)}); err != nil {
+	if err := CheckHostPath(&corev1.HostPathVolumeSource{Path: newFile, Type: ptr.To(corev1.HostPathFileOrCreate)}); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := os.Stat(newDir); err != nil || !st.IsDir() {
