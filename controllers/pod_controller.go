@@ -348,19 +348,13 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 		return nil, reconcile.Result{}, nil // rejected: it never ran, its status stays as written
 	}
 	r.probe(pod, &obs)
-	backoff := r.backoffFor(pod.UID, obs)
 	evicted := r.evictedMessage(pod.UID)
-	planned := pod
-	pastDeadline := podplan.PastActiveDeadline(pod, now) && !podplan.Terminal(pod)
-	if pastDeadline {
+	plan := podplan.Plan(podplan.Input{Pod: pod, Observed: obs, Backoff: r.backoffFor(pod.UID, obs), Evicted: evicted,
+		Errors: r.applyErrs(pod.UID), RetryPeriod: r.Backoff.Base, Now: now})
+	logger.V(2).Info("Computed pod actions", "plan", plan.String())
+	if plan.DeadlineExceeded {
 		r.Recorder.Eventf(pod, corev1.EventTypeNormal, podplan.DeadlineExceededReason, podplan.DeadlineExceededMessage)
 	}
-	if (evicted != "" || pastDeadline) && !podplan.Terminal(pod) {
-		planned = pod.DeepCopy()
-		planned.Status.Phase = corev1.PodFailed // evicted or past its deadline: everything stops
-	}
-	plan := podplan.Plan(planned, obs, backoff, now)
-	logger.V(2).Info("Computed pod actions", "plan", plan.String())
 	for name, w := range plan.Waiting {
 		if w.Reason == "CrashLoopBackOff" {
 			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", name, pod.Name, pod.Namespace, pod.UID)
@@ -386,24 +380,8 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if applyErr != nil {
 		return &st, reconcile.Result{}, applyErr
 	}
-	// come back when a back-off or pull retry ends
-	var next time.Duration
-	for _, until := range r.backoffFor(pod.UID, obs) {
-		if d := until.Sub(now); d > 0 && (next == 0 || d < next) {
-			next = d
-		}
-	}
-	if len(waiting) > 0 && next == 0 {
-		next = r.Backoff.Base
-	}
-	if d, ok := podplan.ActiveDeadline(pod); ok && !podplan.Terminal(pod) && d.After(now) {
-		if until := d.Sub(now); next == 0 || until < next {
-			next = until // the activeDeadlineSeconds runs out
-		}
-	}
-	if next == 0 && hasUpdatableVolumes(pod) {
-		next = time.Minute // ConfigMap/Secret/token updates reach the files within a minute
-	}
+	// the plan's wake-up with what the apply changed: a new pull back-off, new errors
+	next := podplan.Wake(pod, r.backoffFor(pod.UID, obs), len(waiting) > 0, r.Backoff.Base, now)
 	return &st, reconcile.Result{RequeueAfter: next}, nil
 }
 
@@ -466,7 +444,7 @@ func (r *PodReconciler) reject(ctx context.Context, pod *corev1.Pod, obs podplan
 	st := podplan.Rejected(pod, rej, now)
 	rejected := pod.DeepCopy()
 	rejected.Status = st
-	if plan := podplan.Plan(rejected, obs, nil, now); plan.KillPod {
+	if plan := podplan.Plan(podplan.Input{Pod: rejected, Observed: obs, Now: now}); plan.KillPod {
 		if err := r.apply(ctx, rejected, obs, plan); err != nil {
 			return &st, reconcile.Result{}, err
 		}
@@ -574,17 +552,9 @@ func (r *PodReconciler) observe(ctx context.Context, uid types.UID) (podplan.Obs
 	return obs, nil
 }
 
+// grace is the pod's grace period (podplan.GracePeriod) with its eviction decision.
 func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
-	if r.evictedMessage(pod.UID) != "" {
-		return 0 // local storage eviction kills at once, as upstream
-	}
-	if pod.DeletionGracePeriodSeconds != nil {
-		return time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
-	}
-	if pod.Spec.TerminationGracePeriodSeconds != nil {
-		return time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
-	}
-	return 30 * time.Second
+	return podplan.GracePeriod(pod, r.evictedMessage(pod.UID) != "")
 }
 
 // terminate stops a deleted pod's containers within its grace period and its sandboxes,
@@ -605,7 +575,7 @@ func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
 // so `kubectl logs` through the kubelet API) stay until the Pod object is deleted.
 func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) (reconcile.Result, error) {
 	r.probes.Terminating(pod.UID)
-	if err := r.killPod(ctx, pod, obs); err != nil {
+	if err := r.killPod(ctx, pod, obs, r.grace(pod)); err != nil {
 		return reconcile.Result{}, err
 	}
 	r.probes.Forget(pod.UID)
@@ -664,11 +634,10 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 	return reconcile.Result{}, nil
 }
 
-// killAll stops every running container in parallel, each with the pod's grace
-// period. As upstream, sidecars stop last: each waits (within its grace period, after
+// killAll stops every running container in parallel, each with grace (the pod's grace
+// period). As upstream, sidecars stop last: each waits (within its grace period, after
 // its preStop hook) until the app containers and the sidecars after it have stopped.
-func (r *PodReconciler) killAll(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, msg string) error {
-	grace := r.grace(pod)
+func (r *PodReconciler) killAll(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, grace time.Duration, msg string) error {
 	var running []podplan.Container
 	var names []string
 	for _, c := range obs.Containers {
@@ -906,8 +875,8 @@ func (r *PodReconciler) removeByName(ctx context.Context, ns, name string, keep 
 
 // killPod stops every container of the pod (preStop, grace periods, sidecars last),
 // then its ready sandboxes.
-func (r *PodReconciler) killPod(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) error {
-	if err := r.killAll(ctx, pod, obs, "Stopping container %s"); err != nil {
+func (r *PodReconciler) killPod(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, grace time.Duration) error {
+	if err := r.killAll(ctx, pod, obs, grace, "Stopping container %s"); err != nil {
 		return err
 	}
 	for _, sb := range obs.Sandboxes {
@@ -923,19 +892,15 @@ func (r *PodReconciler) killPod(ctx context.Context, pod *corev1.Pod, obs podpla
 // apply carries out a plan, in kubelet's order: kill, sandbox, then containers.
 func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, plan podplan.Actions) error {
 	if plan.KillPod {
-		if err := r.killPod(ctx, pod, obs); err != nil {
+		if err := r.killPod(ctx, pod, obs, plan.Grace); err != nil {
 			return err
 		}
 	}
 	for _, k := range plan.Kill {
 		r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "%s", k.Reason)
-		grace := r.grace(pod)
-		if k.GracePeriod != nil {
-			grace = time.Duration(*k.GracePeriod) * time.Second
-		}
 		for _, c := range obs.Containers {
 			if c.ID == k.ID {
-				if err := r.stopContainer(ctx, pod, c, grace); err != nil {
+				if err := r.stopContainer(ctx, pod, c, k.Grace); err != nil {
 					return err
 				}
 			}
@@ -1659,13 +1624,4 @@ func (l *relister) relist(ctx context.Context) {
 			logger.Info("Dropping relist event, queue full", "pod", key)
 		}
 	}
-}
-
-func hasUpdatableVolumes(pod *corev1.Pod) bool {
-	for _, v := range pod.Spec.Volumes {
-		if v.ConfigMap != nil || v.Secret != nil || v.Projected != nil || v.DownwardAPI != nil {
-			return true
-		}
-	}
-	return false
 }

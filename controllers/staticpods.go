@@ -299,7 +299,7 @@ func (r *PodReconciler) stopStatic(ctx context.Context, pod *corev1.Pod) error {
 	if err != nil {
 		return err
 	}
-	if err := r.killPod(ctx, pod, obs); err != nil {
+	if err := r.killPod(ctx, pod, obs, r.grace(pod)); err != nil {
 		return err
 	}
 	r.forget(pod.UID)

@@ -1,6 +1,8 @@
 // Package podplan is the pure heart of the PodReconciler: from a Pod, what the runtime
-// holds for it (Observed), the back-off state and the time, Plan computes what to do
-// (Actions) and Status computes what to report. No I/O, no clock.
+// holds for it (Observed), what the probes say, the back-off state, the eviction
+// decision and the time (Input), Plan computes what to do (Actions: sandbox, kills with
+// their grace periods, starts, waits, the next wake-up), Image what to do about a
+// container's image, and Status what to report. No I/O, no clock.
 package podplan
 
 import (
@@ -162,9 +164,32 @@ type Start struct {
 // Kill is a container instance to stop, and why.
 type Kill struct {
 	ID, Name, Reason string
-	// GracePeriod overrides the pod's grace period (a failed probe's
-	// terminationGracePeriodSeconds); nil: the pod's.
-	GracePeriod *int64
+	// Grace is the grace period of the stop: a failed probe's
+	// terminationGracePeriodSeconds when it has one, else the pod's (Actions.Grace).
+	Grace time.Duration
+	// probeGrace is the failed probe's terminationGracePeriodSeconds (nil: none)
+	probeGrace *int64
+}
+
+// Input is everything Plan decides from.
+type Input struct {
+	Pod *corev1.Pod
+	// Observed is what the runtime holds for the pod, with the probes' results
+	// (Observed.Unhealthy, Observed.NotStarted).
+	Observed Observed
+	// Backoff is the restart back-off ("not before" by container name) and the image
+	// pull back-off (by "pull/<container>").
+	Backoff Backoff
+	// Evicted is the eviction message ("" when the pod is not evicted): an evicted pod
+	// stops at once (grace 0), as upstream's eviction manager kills it.
+	Evicted string
+	// Errors are the containers held back by the last apply (CreateContainerConfigError,
+	// ErrImagePull, …): the pod is looked at again after RetryPeriod.
+	Errors map[string]Waiting
+	// RetryPeriod is the wake-up for a pod with waiting containers and no back-off
+	// ending sooner (the back-off's base, 10 s).
+	RetryPeriod time.Duration
+	Now         time.Time
 }
 
 // Actions is the plan for one pod.
@@ -173,8 +198,20 @@ type Actions struct {
 	// everything of the old one.
 	CreateSandbox  bool
 	SandboxAttempt uint32
-	// KillPod: stop every container and the sandbox (pod done, deleted, or sandbox dead).
-	KillPod bool
+	// KillPod: stop every container and the sandbox (pod done, deleted, evicted, past
+	// its deadline, or sandbox dead), each container within Grace; KillReason says why.
+	KillPod    bool
+	KillReason string
+	// Grace is the pod's grace period (GracePeriod): for KillPod, and for each Kill
+	// without a probe's own.
+	Grace time.Duration
+	// DeadlineExceeded: the pod ran past its activeDeadlineSeconds; it is killed (and
+	// the DeadlineExceeded event recorded).
+	DeadlineExceeded bool
+	// Wake is when the pod is to be looked at again if nothing else happens: a
+	// back-off or pull retry ends, the active deadline runs out, or ConfigMap, Secret
+	// and token updates are to reach its volumes (0: not needed).
+	Wake time.Duration
 	// Start lists containers to start, in order.
 	Start []Start
 	// Kill lists container instances to stop.
@@ -187,28 +224,99 @@ type Actions struct {
 // Waiting is why a container does not run now.
 type Waiting struct{ Reason, Message string }
 
-// String renders the plan for logs.
+// String explains the plan, in the order apply carries it out, e.g. "kill c1: Container
+// c1 failed liveness probe, will be restarted (grace 30s); start c1 (restart 3); c2
+// waits: CrashLoopBackOff (back-off 40s restarting failed container=c2); wake in 40s".
 func (a Actions) String() string {
 	var parts []string
 	if a.KillPod {
-		parts = append(parts, "killPod")
-	}
-	if a.CreateSandbox {
-		parts = append(parts, fmt.Sprintf("createSandbox(attempt=%d)", a.SandboxAttempt))
-	}
-	for _, s := range a.Start {
-		parts = append(parts, fmt.Sprintf("start(%s#%d)", s.Name, s.Attempt))
+		parts = append(parts, fmt.Sprintf("kill the pod: %s (grace %s)", a.KillReason, a.Grace))
 	}
 	for _, k := range a.Kill {
-		parts = append(parts, fmt.Sprintf("kill(%s: %s)", k.Name, k.Reason))
+		parts = append(parts, fmt.Sprintf("kill %s: %s (grace %s)", k.Name, k.Reason, k.Grace))
 	}
-	for n, w := range a.Waiting {
-		parts = append(parts, fmt.Sprintf("wait(%s: %s)", n, w.Reason))
+	if a.CreateSandbox {
+		parts = append(parts, fmt.Sprintf("create sandbox (attempt %d)", a.SandboxAttempt))
+	}
+	for _, s := range a.Start {
+		what := "start " + s.Name
+		switch {
+		case s.Ephemeral:
+			what += " (ephemeral)"
+		case s.Init:
+			what += " (init)"
+		}
+		if s.Attempt > 0 {
+			what += fmt.Sprintf(" (restart %d)", s.Attempt)
+		}
+		parts = append(parts, what)
+	}
+	names := make([]string, 0, len(a.Waiting))
+	for n := range a.Waiting {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s waits: %s (%s)", n, a.Waiting[n].Reason, a.Waiting[n].Message))
+	}
+	if a.Wake > 0 {
+		parts = append(parts, fmt.Sprintf("wake in %s", a.Wake))
 	}
 	if len(parts) == 0 {
-		return "nothing"
+		return "nothing to do"
 	}
-	return strings.Join(parts, ", ")
+	return strings.Join(parts, "; ")
+}
+
+// GracePeriod is the grace period of the pod's containers' stop: 0 for an evicted pod
+// (local storage eviction kills at once, as upstream), else the deletion's grace
+// period, the pod's terminationGracePeriodSeconds, or 30 s.
+func GracePeriod(pod *corev1.Pod, evicted bool) time.Duration {
+	switch {
+	case evicted:
+		return 0
+	case pod.DeletionGracePeriodSeconds != nil:
+		return time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
+	case pod.Spec.TerminationGracePeriodSeconds != nil:
+		return time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	return 30 * time.Second
+}
+
+// UpdatableVolumes tells whether the pod has volumes whose content follows API objects
+// (configMap, secret, projected, downwardAPI).
+func UpdatableVolumes(pod *corev1.Pod) bool {
+	for _, v := range pod.Spec.Volumes {
+		if v.ConfigMap != nil || v.Secret != nil || v.Projected != nil || v.DownwardAPI != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Wake is when a pod is to be looked at again: when the first back-off (restart or
+// pull) still running at now ends; else, with containers waiting, after retry; the
+// active deadline if it runs out sooner; else, with updatable volumes, within a minute
+// (ConfigMap/Secret/token updates reach the files within a minute). 0: not needed.
+func Wake(pod *corev1.Pod, backoff Backoff, waiting bool, retry time.Duration, now time.Time) time.Duration {
+	var next time.Duration
+	for _, until := range backoff {
+		if d := until.Sub(now); d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	if waiting && next == 0 {
+		next = retry
+	}
+	if d, ok := ActiveDeadline(pod); ok && !Terminal(pod) && d.After(now) {
+		if until := d.Sub(now); next == 0 || until < next {
+			next = until
+		}
+	}
+	if next == 0 && UpdatableVolumes(pod) {
+		next = time.Minute
+	}
+	return next
 }
 
 // IsSidecar tells whether an init container is a native sidecar (restartPolicy Always).
@@ -244,11 +352,41 @@ func PodDone(pod *corev1.Pod, o Observed) bool {
 	return len(pod.Spec.Containers) > 0
 }
 
-// Plan computes what to do for a pod. deleting means the pod has a deletionTimestamp.
-func Plan(pod *corev1.Pod, o Observed, backoff Backoff, now time.Time) Actions {
+// Plan computes what to do for a pod from every input (Input), and nothing else.
+func Plan(in Input) Actions {
+	pod := in.Pod
+	a := plan(in)
+	a.Grace = GracePeriod(pod, in.Evicted != "")
+	for i := range a.Kill {
+		a.Kill[i].Grace = a.Grace
+		if g := a.Kill[i].probeGrace; g != nil {
+			a.Kill[i].Grace = time.Duration(*g) * time.Second
+		}
+	}
+	waiting := len(a.Waiting) > 0 || len(in.Errors) > 0
+	a.Wake = Wake(pod, in.Backoff, waiting, in.RetryPeriod, in.Now)
+	return a
+}
+
+func plan(in Input) Actions {
+	pod, o, backoff, now := in.Pod, in.Observed, in.Backoff, in.Now
 	a := Actions{Waiting: map[string]Waiting{}}
 	sb := o.latestSandbox()
-	if pod.DeletionTimestamp != nil || Terminal(pod) || PodDone(pod, o) {
+	terminal := Terminal(pod)
+	a.DeadlineExceeded = !terminal && PastActiveDeadline(pod, now)
+	switch {
+	case pod.DeletionTimestamp != nil:
+		a.KillReason = "the pod is being deleted"
+	case terminal:
+		a.KillReason = "the pod is " + string(pod.Status.Phase)
+	case in.Evicted != "":
+		a.KillReason = "evicted: " + in.Evicted
+	case a.DeadlineExceeded:
+		a.KillReason = DeadlineExceededMessage
+	case PodDone(pod, o):
+		a.KillReason = "no container will run again"
+	}
+	if a.KillReason != "" {
 		a.KillPod = anyRunning(o) || (sb != nil && sb.Ready)
 		return a
 	}
@@ -258,6 +396,7 @@ func Plan(pod *corev1.Pod, o Observed, backoff Backoff, now time.Time) Actions {
 		if sb != nil {
 			a.SandboxAttempt = sb.Attempt + 1
 			a.KillPod = anyRunning(o)
+			a.KillReason = "the pod sandbox changed"
 		}
 		// nothing runs in the new sandbox yet: init containers run again from the first
 		const fresh = "\x00new-sandbox"
@@ -313,7 +452,7 @@ func initActions(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now 
 		k := Kill{ID: l.ID, Name: c.Name, Reason: reason}
 		if probe != nil && probe.TerminationGracePeriodSeconds != nil {
 			g := *probe.TerminationGracePeriodSeconds
-			k.GracePeriod = &g
+			k.probeGrace = &g
 		}
 		a.Kill = append(a.Kill, k)
 	}
@@ -481,7 +620,7 @@ func appStarts(pod *corev1.Pod, o Observed, sbID string, backoff Backoff, now ti
 				k := Kill{ID: l.ID, Name: c.Name, Reason: reason}
 				if probe != nil && probe.TerminationGracePeriodSeconds != nil {
 					g := *probe.TerminationGracePeriodSeconds
-					k.GracePeriod = &g
+					k.probeGrace = &g
 				}
 				a.Kill = append(a.Kill, k)
 				if restart {

@@ -162,7 +162,7 @@ func TestPlan(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a := Plan(tt.pod, tt.obs(tt.pod), tt.backoff, t0)
+			a := Plan(Input{Pod: tt.pod, Observed: tt.obs(tt.pod), Backoff: tt.backoff, Now: t0})
 			if a.CreateSandbox != tt.wantSandbox || a.SandboxAttempt != tt.wantAttempt || a.KillPod != tt.wantKillPod {
 				t.Errorf("plan %s: sandbox=%v attempt=%d killPod=%v", a, a.CreateSandbox, a.SandboxAttempt, a.KillPod)
 			}
@@ -185,11 +185,11 @@ func TestProbeFailureKills(t *testing.T) {
 	for _, tt := range []struct {
 		kind      string
 		probeTGPS *int64
-		wantGrace *int64
+		wantGrace time.Duration
 	}{
-		{"liveness", nil, nil},
-		{"liveness", ptr.To[int64](3), ptr.To[int64](3)},
-		{"startup", ptr.To[int64](1), ptr.To[int64](1)},
+		{"liveness", nil, 30 * time.Second}, // the pod's
+		{"liveness", ptr.To[int64](3), 3 * time.Second},
+		{"startup", ptr.To[int64](1), time.Second},
 	} {
 		p := pod(corev1.RestartPolicyAlways, nil, "a")
 		pr := &corev1.Probe{TerminationGracePeriodSeconds: tt.probeTGPS}
@@ -199,16 +199,16 @@ func TestProbeFailureKills(t *testing.T) {
 			p.Spec.Containers[0].LivenessProbe = pr
 		}
 		c := ctr(p, "a", "s", 0, StateRunning, 0)
-		a := Plan(p, Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{c},
-			Unhealthy: map[string]string{c.ID: tt.kind}}, nil, t0)
+		a := Plan(Input{Pod: p, Observed: Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{c},
+			Unhealthy: map[string]string{c.ID: tt.kind}}, Now: t0})
 		if len(a.Kill) != 1 || a.Kill[0].ID != c.ID {
 			t.Fatalf("%s: kills = %v", tt.kind, a.Kill)
 		}
 		if want := "Container a failed " + tt.kind + " probe, will be restarted"; a.Kill[0].Reason != want {
 			t.Errorf("reason %q, want %q", a.Kill[0].Reason, want)
 		}
-		if !reflect.DeepEqual(a.Kill[0].GracePeriod, tt.wantGrace) {
-			t.Errorf("%s with probe TGPS %v: grace %v, want %v", tt.kind, tt.probeTGPS, a.Kill[0].GracePeriod, tt.wantGrace)
+		if a.Kill[0].Grace != tt.wantGrace {
+			t.Errorf("%s with probe TGPS %v: grace %v, want %v", tt.kind, tt.probeTGPS, a.Kill[0].Grace, tt.wantGrace)
 		}
 	}
 	// restarted in the same plan (no back-off), whatever the exit code will be, unless
@@ -228,8 +228,8 @@ func TestProbeFailureKills(t *testing.T) {
 		p.Spec.Containers[0].RestartPolicy = tt.container
 		p.Spec.Containers[0].LivenessProbe = &corev1.Probe{}
 		c := ctr(p, "a", "s", 2, StateRunning, 0)
-		a := Plan(p, Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{c},
-			Unhealthy: map[string]string{c.ID: "liveness"}}, Backoff{"a": t0.Add(time.Hour)}, t0)
+		a := Plan(Input{Pod: p, Observed: Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{c},
+			Unhealthy: map[string]string{c.ID: "liveness"}}, Backoff: Backoff{"a": t0.Add(time.Hour)}, Now: t0})
 		restarted := len(a.Start) == 1 && a.Start[0].Name == "a" && a.Start[0].Attempt == 3
 		if len(a.Kill) != 1 || restarted != tt.restart || (!tt.restart && len(a.Start) != 0) {
 			t.Errorf("policy %s/%v: kills %v starts %v, want restart %v", tt.policy, tt.container, a.Kill, a.Start, tt.restart)
@@ -243,7 +243,7 @@ func TestProbeFailureKills(t *testing.T) {
 func TestRestartAttemptNumbers(t *testing.T) {
 	p := pod(corev1.RestartPolicyAlways, nil, "a")
 	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateExited, 1), ctr(p, "a", "s", 1, StateExited, 1)}}
-	a := Plan(p, o, nil, t0)
+	a := Plan(Input{Pod: p, Observed: o, Now: t0})
 	if len(a.Start) != 1 || a.Start[0].Attempt != 2 {
 		t.Errorf("want attempt 2, got %+v", a.Start)
 	}
@@ -405,7 +405,7 @@ func TestEphemeralContainers(t *testing.T) {
 	}
 	// initializing: the first ephemeral one starts, the targeted one waits for its target
 	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "i1", "s", 0, StateRunning, 0)}}
-	a := Plan(p, o, nil, t0)
+	a := Plan(Input{Pod: p, Observed: o, Now: t0})
 	if len(a.Start) != 1 || a.Start[0] != (Start{Name: "debugger", Ephemeral: true}) {
 		t.Errorf("starts while initializing: %+v", a.Start)
 	}
@@ -417,7 +417,7 @@ func TestEphemeralContainers(t *testing.T) {
 	app := ctr(p, "a", "s", 0, StateRunning, 0)
 	o = Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "i1", "s", 0, StateExited, 0), app,
 		{ID: "dbg", SandboxID: "s", Name: "debugger", State: StateExited, ExitCode: 1, CreatedAt: t0}}}
-	a = Plan(p, o, nil, t0)
+	a = Plan(Input{Pod: p, Observed: o, Now: t0})
 	if len(a.Start) != 1 || a.Start[0] != (Start{Name: "peek", Ephemeral: true, TargetID: app.ID}) {
 		t.Errorf("starts once running: %+v", a.Start)
 	}

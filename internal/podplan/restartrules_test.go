@@ -64,7 +64,7 @@ func TestPlanAndPhaseFollowContainerRestartRules(t *testing.T) {
 			p.Spec.Containers[0].RestartPolicy = ptr.To(corev1.ContainerRestartPolicyNever)
 			p.Spec.Containers[0].RestartPolicyRules = rule
 			obs := Observed{Sandboxes: []Sandbox{ready("sb", 0)}, Containers: []Container{ctr(p, "app", "sb", 0, StateExited, tt.exit)}}
-			a := Plan(p, obs, Backoff{}, t0.Add(time.Minute))
+			a := Plan(Input{Pod: p, Observed: obs, Now: t0.Add(time.Minute)})
 			if got := len(a.Start) == 1 && a.Start[0].Name == "app" && a.Start[0].Attempt == 1; got != tt.restart {
 				t.Errorf("plan %s: restart %v, want %v", a.String(), got, tt.restart)
 			}
@@ -86,7 +86,7 @@ func TestPlanAndPhaseFollowContainerRestartRules(t *testing.T) {
 		if st := Status(StatusInput{Pod: p, Observed: obs, Now: t0}); st.Phase != want {
 			t.Errorf("init exit %d: phase %s, want %s", exit, st.Phase, want)
 		}
-		a := Plan(p, obs, Backoff{}, t0.Add(time.Minute))
+		a := Plan(Input{Pod: p, Observed: obs, Now: t0.Add(time.Minute)})
 		if restarted := len(a.Start) == 1 && a.Start[0].Name == "init"; restarted != (exit == 42) {
 			t.Errorf("init exit %d: plan %s", exit, a.String())
 		}

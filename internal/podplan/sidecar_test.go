@@ -120,7 +120,7 @@ func TestPlanSidecars(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a := Plan(tt.pod, tt.obs(tt.pod), tt.backoff, t0)
+			a := Plan(Input{Pod: tt.pod, Observed: tt.obs(tt.pod), Backoff: tt.backoff, Now: t0})
 			if !reflect.DeepEqual(starts(a), tt.wantStart) {
 				t.Errorf("start %v, want %v (plan %s)", starts(a), tt.wantStart, a)
 			}
@@ -134,7 +134,7 @@ func TestPlanSidecars(t *testing.T) {
 				t.Errorf("s1 waiting %q, want %q", got, tt.wantWaiting)
 			}
 			for _, k := range a.Kill {
-				if k.Reason == "Init container s1 failed liveness probe" && (k.GracePeriod == nil || *k.GracePeriod != 3) {
+				if k.Reason == "Init container s1 failed liveness probe" && k.Grace != 3*time.Second {
 					t.Errorf("liveness kill without the probe's grace period: %+v", k)
 				}
 			}
