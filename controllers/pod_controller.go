@@ -286,12 +286,16 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 		return reconcile.Result{}, err
 	}
 	if pod.DeletionTimestamp != nil {
+		// deletion goes through the same plan and apply (podplan: Terminate)
 		defer observeWorker("kill", time.Now())
 		obs, err := r.observe(ctx, pod.UID)
 		if err != nil {
 			return reconcile.Result{}, err
 		}
-		return r.terminate(ctx, pod, obs)
+		plan := podplan.Plan(podplan.Input{Pod: pod, Observed: obs, Evicted: r.evictedMessage(pod.UID), Now: r.Clock.Now()})
+		log.FromContext(ctx).V(2).Info("Computed pod actions", "plan", plan.String())
+		_, err = r.apply(ctx, pod, obs, plan) // a terminated pod's state is forgotten: nothing to record
+		return reconcile.Result{}, err
 	}
 	st, res, err := r.run(ctx, pod)
 	if st != nil && podplan.Changed(pod.Status, *st) {
@@ -360,7 +364,9 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", name, pod.Name, pod.Namespace, pod.UID)
 		}
 	}
-	applyErr := r.apply(ctx, pod, obs, plan)
+	outcome, applyErr := r.apply(ctx, pod, obs, plan)
+	r.record(pod.UID, outcome)
+	logger.V(4).Info("Applied pod actions", "outcome", outcome.String())
 	if obs2, err := r.observe(ctx, pod.UID); err == nil {
 		obs = obs2
 	}
@@ -445,7 +451,9 @@ func (r *PodReconciler) reject(ctx context.Context, pod *corev1.Pod, obs podplan
 	rejected := pod.DeepCopy()
 	rejected.Status = st
 	if plan := podplan.Plan(podplan.Input{Pod: rejected, Observed: obs, Now: now}); plan.KillPod {
-		if err := r.apply(ctx, rejected, obs, plan); err != nil {
+		outcome, err := r.apply(ctx, rejected, obs, plan)
+		r.record(pod.UID, outcome)
+		if err != nil {
 			return &st, reconcile.Result{}, err
 		}
 	}
@@ -557,9 +565,9 @@ func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
 	return podplan.GracePeriod(pod, r.evictedMessage(pod.UID) != "")
 }
 
-// terminate stops a deleted pod's containers within its grace period and its sandboxes,
-// writes its final status, deletes the Pod object for good, and only then removes its
-// sandboxes, containers and logs.
+// terminate is the last step of a deleted pod's apply (the kill, within the pod's grace
+// period, came first): it writes the final status, deletes the Pod object for good, and
+// only then removes its sandboxes, containers and logs.
 //
 // As the kubelet (SyncTerminatingPod), the final status (phase Succeeded or Failed, every
 // container terminated with its exit code) is written once the runtime reports no
@@ -573,15 +581,11 @@ func (r *PodReconciler) grace(pod *corev1.Pod) time.Duration {
 // As SyncTerminatedPod, which leaves the containers to be removed in the background "to
 // make sure logs are available until the pod is physically deleted", the containers (and
 // so `kubectl logs` through the kubelet API) stay until the Pod object is deleted.
-func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) (reconcile.Result, error) {
-	r.probes.Terminating(pod.UID)
-	if err := r.killPod(ctx, pod, obs, r.grace(pod)); err != nil {
-		return reconcile.Result{}, err
-	}
+func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod) error {
 	r.probes.Forget(pod.UID)
 	stopped, err := r.observe(ctx, pod.UID)
 	if err != nil {
-		return reconcile.Result{}, err
+		return err
 	}
 	var running []string
 	for _, c := range stopped.Containers {
@@ -590,7 +594,7 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 		}
 	}
 	if len(running) > 0 {
-		return reconcile.Result{}, fmt.Errorf("detected running containers after a successful kill, CRI violation: %v", running)
+		return fmt.Errorf("detected running containers after a successful kill, CRI violation: %v", running)
 	}
 	r.ensureRuntimeName(ctx)
 	r.addTerminationMessages(pod, &stopped)
@@ -603,7 +607,7 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 		patched := pod.DeepCopy()
 		patched.Status = st
 		if err := r.Client.Status().Patch(ctx, patched, client.MergeFrom(pod)); err != nil && !apierrors.IsNotFound(err) {
-			return reconcile.Result{}, fmt.Errorf("writing the final status of a deleted pod: %w", err)
+			return fmt.Errorf("writing the final status of a deleted pod: %w", err)
 		}
 	}
 	r.forget(pod.UID)
@@ -612,26 +616,26 @@ func (r *PodReconciler) terminate(ctx context.Context, pod *corev1.Pod, obs podp
 		err := r.Cgroups.Remove(cg)
 		kubeletmetrics.CgroupManagerDuration.WithLabelValues("destroy").Observe(time.Since(start).Seconds())
 		if err != nil {
-			return reconcile.Result{}, fmt.Errorf("removing the pod's cgroup: %w", err)
+			return fmt.Errorf("removing the pod's cgroup: %w", err)
 		}
 	}
 	if err := r.volumes().CleanUp(pod.UID); err != nil {
-		return reconcile.Result{}, fmt.Errorf("removing the pod's folder: %w", err)
+		return fmt.Errorf("removing the pod's folder: %w", err)
 	}
 	err = r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &pod.UID})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-		return reconcile.Result{}, fmt.Errorf("deleting pod: %w", err)
+		return fmt.Errorf("deleting pod: %w", err)
 	}
 	// the pod is deleted (or held by a finalizer, terminated): its containers and logs go
 	for _, sb := range stopped.Sandboxes {
 		if err := r.removeSandbox(ctx, sb.ID); err != nil {
-			return reconcile.Result{}, fmt.Errorf("removing sandbox: %w", err)
+			return fmt.Errorf("removing sandbox: %w", err)
 		}
 	}
 	if err := os.RemoveAll(r.podLogDir(pod.Namespace, pod.Name, pod.UID)); err != nil {
-		return reconcile.Result{}, fmt.Errorf("removing the pod's logs: %w", err)
+		return fmt.Errorf("removing the pod's logs: %w", err)
 	}
-	return reconcile.Result{}, nil
+	return nil
 }
 
 // killAll stops every running container in parallel, each with grace (the pod's grace
@@ -889,13 +893,35 @@ func (r *PodReconciler) killPod(ctx context.Context, pod *corev1.Pod, obs podpla
 	return nil
 }
 
-// apply carries out a plan, in kubelet's order: kill, sandbox, then containers.
-func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, plan podplan.Actions) error {
+// apply carries out a plan and returns what it learned (podplan.Outcome: the
+// containers' waiting states, back-off updates), which the caller records once.
+func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, plan podplan.Actions) (podplan.Outcome, error) {
+	var out podplan.Outcome
+	err := r.applySteps(ctx, pod, obs, plan, &out)
+	return out, err
+}
+
+// applySteps carries out a plan in the kubelet's order (SyncPod's numbered steps):
+// 1. kill the pod, 2. kill the containers to kill, 3. set up the volumes, 4. create the
+// sandbox (removing the old ones, the log folder, the pod cgroup), 5. write the hosts
+// file, 6. start the containers (image, config, create, start, postStart hook); for a
+// deleted pod, 7. (after 1.) its final status and clean-up (terminate).
+func (r *PodReconciler) applySteps(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, plan podplan.Actions, out *podplan.Outcome) error {
+	// 1. the pod (a deleted one: as upstream's workers on a deletionTimestamp, liveness
+	// and startup probes stop first, so a container stopping is not restarted)
+	if plan.Terminate {
+		r.probes.Terminating(pod.UID)
+	}
 	if plan.KillPod {
 		if err := r.killPod(ctx, pod, obs, plan.Grace); err != nil {
 			return err
 		}
 	}
+	if plan.Terminate {
+		// 7. a deleted pod: final status, the Pod object, sandboxes, volumes and logs
+		return r.terminate(ctx, pod)
+	}
+	// 2. the containers to kill
 	for _, k := range plan.Kill {
 		r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "%s", k.Reason)
 		for _, c := range obs.Containers {
@@ -906,6 +932,7 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			}
 		}
 	}
+	// 3. the volumes
 	readySandbox := false
 	for _, sb := range obs.Sandboxes {
 		readySandbox = readySandbox || sb.Ready
@@ -919,7 +946,7 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			// the containers wait in the kubelet's default state, ContainerCreating
 			// (not PodInitializing: this pod may have no init container), whatever the cause
 			for _, s := range plan.Start {
-				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: err.Error()})
+				out.SetWaiting(s.Name, &podplan.Waiting{Reason: "ContainerCreating", Message: err.Error()})
 			}
 			var ce configError
 			if !errors.As(err, &ce) {
@@ -929,6 +956,7 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			return nil
 		}
 	}
+	// 4. the sandbox
 	sbConfig, err := r.sandboxConfig(pod, plan.SandboxAttempt)
 	if err != nil {
 		// the pod's spec cannot make a sandbox (an FQDN too long for the kernel, …): it
@@ -989,20 +1017,22 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			podIP = r.HostIP
 		}
 	}
+	// 5. the hosts file
 	if len(plan.Start) > 0 {
 		if err := r.writeHostsFile(pod, podIP); err != nil {
 			// as the kubelet's makeMounts (GenerateRunContainerOptions): the containers
 			// cannot be configured; retried with back-off
 			err = fmt.Errorf("failed to create the pod's hosts file: %w", err)
 			for _, s := range plan.Start {
-				r.setErr(pod.UID, s.Name, &podplan.Waiting{Reason: "CreateContainerConfigError", Message: err.Error()})
+				out.SetWaiting(s.Name, &podplan.Waiting{Reason: "CreateContainerConfigError", Message: err.Error()})
 			}
 			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 			return err
 		}
 	}
+	// 6. the containers to start
 	for _, s := range plan.Start {
-		if err := r.start(ctx, pod, obs, sandboxID, sbConfig, podIP, s); err != nil {
+		if err := r.start(ctx, pod, obs, sandboxID, sbConfig, podIP, s, out); err != nil {
 			return err
 		}
 	}
@@ -1030,7 +1060,7 @@ func findContainer(pod *corev1.Pod, name string) *corev1.Container {
 
 // start pulls the image if needed, creates and starts one container. Image and
 // config errors become the container's waiting reason, not reconcile errors.
-func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, sandboxID string, sbConfig *runtimeapi.PodSandboxConfig, podIP string, s podplan.Start) error {
+func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, sandboxID string, sbConfig *runtimeapi.PodSandboxConfig, podIP string, s podplan.Start, out *podplan.Outcome) error {
 	if podIP != "" && pod.Status.PodIP != podIP {
 		// a new sandbox's IP is not in the status yet: status.podIP(s) env vars and
 		// hooks get it from the sandbox, as upstream
@@ -1041,7 +1071,7 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 	if c == nil {
 		return nil
 	}
-	imageRef, err := r.ensureImage(ctx, pod, c)
+	imageRef, err := r.ensureImage(ctx, pod, c, out)
 	if err != nil {
 		return nil // reported as ErrImagePull / ImagePullBackOff; retried after back-off
 	}
@@ -1051,23 +1081,23 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 		if !errors.As(err, &ce) {
 			return err // the API server or the runtime failed: retry
 		}
-		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "CreateContainerConfigError", Message: err.Error()})
+		out.SetWaiting(c.Name, &podplan.Waiting{Reason: "CreateContainerConfigError", Message: err.Error()})
 		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return nil
 	}
 	id, err := r.Runtime.CreateContainer(ctx, sandboxID, cfg, sbConfig)
 	if err != nil {
-		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "CreateContainerError", Message: err.Error()})
+		out.SetWaiting(c.Name, &podplan.Waiting{Reason: "CreateContainerError", Message: err.Error()})
 		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return nil
 	}
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Created", "Created container %s", c.Name)
 	if err := r.Runtime.StartContainer(ctx, id); err != nil {
-		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "RunContainerError", Message: err.Error()})
+		out.SetWaiting(c.Name, &podplan.Waiting{Reason: "RunContainerError", Message: err.Error()})
 		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return nil
 	}
-	r.setErr(pod.UID, c.Name, nil)
+	out.SetWaiting(c.Name, nil)
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
 	r.linkContainerLog(pod, c, id, filepath.Join(sbConfig.LogDirectory, cfg.LogPath))
 	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
@@ -1079,7 +1109,7 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 			if err := r.stopContainer(ctx, pod, podplan.Container{ID: id, Name: c.Name}, r.grace(pod)); err != nil {
 				return err
 			}
-			r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "PostStartHookError", Message: msg})
+			out.SetWaiting(c.Name, &podplan.Waiting{Reason: "PostStartHookError", Message: msg})
 		}
 	}
 	if s.Attempt > 0 {
@@ -1089,29 +1119,31 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 			ranFor = l.FinishedAt.Sub(l.StartedAt)
 		}
 		next := r.Backoff.Next(r.backoffEntry(pod.UID, c.Name), ranFor, r.Clock.Now())
-		r.setBackoff(pod.UID, c.Name, &next)
+		out.SetBackoff(c.Name, &next)
 	}
 	return nil
 }
 
-// ensureImage honours imagePullPolicy: Never uses what is present, IfNotPresent pulls
-// only when missing, Always pulls. Pull failures back off like container restarts.
-func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Container) (string, error) {
+// ensureImage carries out the image decision (podplan.Image): it observes the image
+// (ImageStatus, and for a present image the pod's credentials against the ones it was
+// pulled with), and uses, pulls or holds back as decided. Pull failures back off like
+// container restarts.
+func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Container, out *podplan.Outcome) (string, error) {
 	spec := &runtimeapi.ImageSpec{Image: c.Image}
 	img, err := r.Runtime.ImageStatus(ctx, spec)
 	if err != nil {
 		return "", err
 	}
-	policy := c.ImagePullPolicy
-	if policy == "" {
-		policy = corev1.PullIfNotPresent
-		if !strings.Contains(c.Image[strings.LastIndex(c.Image, "/")+1:], ":") || strings.HasSuffix(c.Image, ":latest") {
-			policy = corev1.PullAlways
-		}
+	key := "pull/" + c.Name
+	entry := r.backoffEntry(pod.UID, key)
+	now := r.Clock.Now()
+	in := podplan.ImageInput{Container: c, Present: img != nil, Now: now}
+	if entry != nil {
+		in.PullBackoffUntil = entry.LastUpdate.Add(entry.Delay)
 	}
 	var creds []credentials.Credential // the pod's secrets' then the node's, for this image
 	haveCreds := false
-	if img != nil && policy != corev1.PullAlways {
+	if podplan.CheckCredentials(podplan.PullPolicy(c), in.Present) {
 		// the image is there: as upstream's KubeletEnsureSecretPulledImages, one pulled
 		// with a pull secret is used only by pods that have that secret (or the same
 		// credentials); others pull it with theirs first
@@ -1119,30 +1151,17 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 			return "", err
 		}
 		haveCreds = true
-		if !r.pulled.MustPull(img.Id, c.Image, creds) {
-			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
-			return img.Id, nil
-		}
+		in.Verified = !r.pulled.MustPull(img.Id, c.Image, creds)
 	}
-	if policy == corev1.PullNever {
-		msg := fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image)
-		if img != nil {
-			msg = fmt.Sprintf("Container image %q is present with pull policy of %q but does not have the proper credentials to access it.", c.Image, policy)
-		}
-		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ErrImageNeverPull", Message: msg})
-		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "ErrImageNeverPull", "%s", msg)
-		return "", errors.New(msg)
+	step := podplan.Image(in)
+	r.Recorder.Eventf(pod, step.EventType, step.EventReason, "%s", step.EventMessage)
+	switch step.Action {
+	case podplan.ImageUse:
+		return img.Id, nil
+	case podplan.ImageNeverPull, podplan.ImageBackOff:
+		out.SetWaiting(c.Name, &step.Waiting)
+		return "", errors.New(step.Waiting.Message)
 	}
-	key := "pull/" + c.Name
-	entry := r.backoffEntry(pod.UID, key)
-	now := r.Clock.Now()
-	if entry != nil && now.Before(entry.LastUpdate.Add(entry.Delay)) {
-		msg := fmt.Sprintf("Back-off pulling image %q", c.Image)
-		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ImagePullBackOff", Message: msg})
-		r.Recorder.Eventf(pod, corev1.EventTypeNormal, "BackOff", "%s", msg)
-		return "", errors.New(msg)
-	}
-	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
 	start := r.Clock.Now()
 	r.startup.PullStarted(pod.UID, start)
 	if !haveCreds {
@@ -1152,15 +1171,15 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 	}
 	ref, err := r.pull(ctx, spec, creds)
 	if err != nil {
-		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
-		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ErrImagePull", Message: msg})
-		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "%s", msg)
+		w := podplan.PullFailed(c.Image, err)
+		out.SetWaiting(c.Name, &w)
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "%s", w.Message)
 		next := r.Backoff.Next(entry, 0, now)
-		r.setBackoff(pod.UID, key, &next)
+		out.SetBackoff(key, &next)
 		return "", err
 	}
 	r.startup.PullFinished(pod.UID, r.Clock.Now())
-	r.setBackoff(pod.UID, key, nil)
+	out.SetBackoff(key, nil)
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, r.Clock.Since(start).Round(time.Millisecond))
 	return ref, nil
 }

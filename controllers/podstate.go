@@ -106,6 +106,16 @@ func (r *PodReconciler) applyErrs(uid types.UID) (out map[string]podplan.Waiting
 	return out
 }
 
+// record keeps what an apply learned (podplan.Outcome) in the pod's state.
+func (r *PodReconciler) record(uid types.UID, o podplan.Outcome) {
+	for name, w := range o.Waiting {
+		r.setErr(uid, name, w)
+	}
+	for key, e := range o.Backoff {
+		r.setBackoff(uid, key, e)
+	}
+}
+
 // setEvicted records the pod's eviction message.
 func (r *PodReconciler) setEvicted(uid types.UID, msg string) {
 	r.update(uid, true, func(st *podState) { st.evicted = msg })

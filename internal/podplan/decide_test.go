@@ -107,7 +107,7 @@ func TestActionsString(t *testing.T) {
 		t.Errorf("new pod: %s", got)
 	}
 	p.DeletionTimestamp = &metav1.Time{Time: t0}
-	if got := Plan(Input{Pod: p, Observed: Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{c1}}, Now: t0}).String(); got != "kill the pod: the pod is being deleted (grace 30s)" {
+	if got := Plan(Input{Pod: p, Observed: Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{c1}}, Now: t0}).String(); got != "kill the pod: the pod is being deleted (grace 30s); write the final status, delete the pod, remove its sandboxes, volumes and logs" {
 		t.Errorf("deleted pod: %s", got)
 	}
 	if got := (Actions{}).String(); got != "nothing to do" {

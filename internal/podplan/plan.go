@@ -205,6 +205,9 @@ type Actions struct {
 	// Grace is the pod's grace period (GracePeriod): for KillPod, and for each Kill
 	// without a probe's own.
 	Grace time.Duration
+	// Terminate: the pod is being deleted: after the kill, its final status is written,
+	// the Pod object deleted, and its sandboxes, volumes and logs removed.
+	Terminate bool
 	// DeadlineExceeded: the pod ran past its activeDeadlineSeconds; it is killed (and
 	// the DeadlineExceeded event recorded).
 	DeadlineExceeded bool
@@ -231,6 +234,9 @@ func (a Actions) String() string {
 	var parts []string
 	if a.KillPod {
 		parts = append(parts, fmt.Sprintf("kill the pod: %s (grace %s)", a.KillReason, a.Grace))
+	}
+	if a.Terminate {
+		parts = append(parts, "write the final status, delete the pod, remove its sandboxes, volumes and logs")
 	}
 	for _, k := range a.Kill {
 		parts = append(parts, fmt.Sprintf("kill %s: %s (grace %s)", k.Name, k.Reason, k.Grace))
@@ -388,6 +394,7 @@ func plan(in Input) Actions {
 	}
 	if a.KillReason != "" {
 		a.KillPod = anyRunning(o) || (sb != nil && sb.Ready)
+		a.Terminate = pod.DeletionTimestamp != nil
 		return a
 	}
 	if sb == nil || !sb.Ready {
