@@ -140,25 +140,25 @@ func (m *Manager) Results(uid types.UID, id string, spec *corev1.Container) Resu
 // stopping (its preStop hook running) is not restarted; readiness probes go on until
 // the container stops.
 func (m *Manager) Terminating(uid types.UID) {
-	if m == nil {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	prefix := string(uid) + "/"
-	for k, w := range m.workers {
-		if strings.HasPrefix(k, prefix) {
-			w.mu.Lock()
-			w.terminating = true
-			w.res.Failed = ""
-			w.mu.Unlock()
-			m.wakeAll(w)
-		}
-	}
+	m.eachWorker(uid, func(_ string, w *worker) {
+		w.mu.Lock()
+		w.terminating = true
+		w.res.Failed = ""
+		w.mu.Unlock()
+		m.wakeAll(w)
+	})
 }
 
 // Forget stops every worker of a pod.
 func (m *Manager) Forget(uid types.UID) {
+	m.eachWorker(uid, func(k string, w *worker) {
+		w.cancel()
+		delete(m.workers, k)
+	})
+}
+
+// eachWorker runs f on each worker of the pod, under m.mu (a nil manager has none).
+func (m *Manager) eachWorker(uid types.UID, f func(key string, w *worker)) {
 	if m == nil {
 		return
 	}
@@ -167,8 +167,7 @@ func (m *Manager) Forget(uid types.UID) {
 	prefix := string(uid) + "/"
 	for k, w := range m.workers {
 		if strings.HasPrefix(k, prefix) {
-			w.cancel()
-			delete(m.workers, k)
+			f(k, w)
 		}
 	}
 }
