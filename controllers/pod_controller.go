@@ -353,8 +353,9 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	}
 	r.probe(pod, &obs)
 	evicted := r.evictedMessage(pod.UID)
-	plan := podplan.Plan(podplan.Input{Pod: pod, Observed: obs, Backoff: r.backoffFor(pod.UID, obs), Evicted: evicted,
-		Errors: r.applyErrs(pod.UID), RetryPeriod: r.Backoff.Base, Now: now})
+	entries := r.backoffs(pod.UID)
+	plan := podplan.Plan(podplan.Input{Pod: pod, Observed: obs, Backoff: podplan.NotBefore(entries, obs), Entries: entries,
+		Policy: r.Backoff, Evicted: evicted, Errors: r.applyErrs(pod.UID), RetryPeriod: r.Backoff.Base, Now: now})
 	logger.V(2).Info("Computed pod actions", "plan", plan.String())
 	if plan.DeadlineExceeded {
 		r.Recorder.Eventf(pod, corev1.EventTypeNormal, podplan.DeadlineExceededReason, podplan.DeadlineExceededMessage)
@@ -495,15 +496,7 @@ func (r *PodReconciler) addTerminationMessages(pod *corev1.Pod, obs *podplan.Obs
 
 // backoffFor turns the stored back-off entries into "not before" times for Plan.
 func (r *PodReconciler) backoffFor(uid types.UID, obs podplan.Observed) podplan.Backoff {
-	out := podplan.Backoff{}
-	for name, e := range r.backoffs(uid) {
-		if l := obs.Latest(name); l != nil && l.State == podplan.StateExited {
-			out[name] = l.FinishedAt.Add(e.Delay)
-		} else if strings.HasPrefix(name, "pull/") {
-			out[name] = e.LastUpdate.Add(e.Delay)
-		}
-	}
-	return out
+	return podplan.NotBefore(r.backoffs(uid), obs)
 }
 
 // observe lists the pod's sandboxes and containers in the runtime.
@@ -1112,14 +1105,8 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 			out.SetWaiting(c.Name, &podplan.Waiting{Reason: "PostStartHookError", Message: msg})
 		}
 	}
-	if s.Attempt > 0 {
-		// a restart: the next one waits for the back-off
-		ranFor := time.Duration(0)
-		if l := obs.Latest(c.Name); l != nil && !l.StartedAt.IsZero() && !l.FinishedAt.IsZero() {
-			ranFor = l.FinishedAt.Sub(l.StartedAt)
-		}
-		next := r.Backoff.Next(r.backoffEntry(pod.UID, c.Name), ranFor, r.Clock.Now())
-		out.SetBackoff(c.Name, &next)
+	if s.Backoff != nil {
+		out.SetBackoff(c.Name, s.Backoff) // a restart: the next one waits for the back-off (decided by Plan)
 	}
 	return nil
 }

@@ -114,3 +114,67 @@ func TestActionsString(t *testing.T) {
 		t.Errorf("empty plan: %s", got)
 	}
 }
+
+// A restart carries its next back-off entry: doubled from the last, reset after a long
+// run; none without a policy, none for a first start.
+func TestPlanRestartBackoff(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, nil, "a", "b")
+	exited := ctr(p, "a", "s", 2, StateExited, 1) // ran 1 s
+	long := ctr(p, "b", "s", 1, StateExited, 1)
+	long.FinishedAt = long.StartedAt.Add(time.Hour)
+	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{exited, long}}
+	now := t0.Add(2 * time.Hour)
+	entries := map[string]BackoffEntry{"a": {Delay: 20 * time.Second, LastUpdate: now.Add(-time.Minute)}, "b": {Delay: 80 * time.Second, LastUpdate: now.Add(-time.Minute)}}
+	a := Plan(Input{Pod: p, Observed: o, Backoff: NotBefore(entries, o), Entries: entries, Policy: DefaultBackoff, Now: now})
+	got := map[string]time.Duration{}
+	for _, s := range a.Start {
+		if s.Backoff == nil || !s.Backoff.LastUpdate.Equal(now) {
+			t.Fatalf("start %s: back-off %+v", s.Name, s.Backoff)
+		}
+		got[s.Name] = s.Backoff.Delay
+	}
+	if got["a"] != 40*time.Second || got["b"] != 10*time.Second {
+		t.Errorf("next delays %v, want a 40s (doubled), b 10s (reset after an hour's run)", got)
+	}
+	if a := Plan(Input{Pod: p, Observed: o, Now: now}); len(a.Start) != 2 || a.Start[0].Backoff != nil {
+		t.Errorf("without a policy: %+v", a.Start)
+	}
+	if a := Plan(Input{Pod: p, Observed: Observed{}, Policy: DefaultBackoff, Now: now}); len(a.Start) != 2 || a.Start[0].Backoff != nil {
+		t.Errorf("first starts: %+v", a.Start)
+	}
+}
+
+func TestNotBefore(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, nil, "a", "b")
+	exited := ctr(p, "a", "s", 1, StateExited, 1)
+	running := ctr(p, "b", "s", 1, StateRunning, 0)
+	o := Observed{Containers: []Container{exited, running}}
+	got := NotBefore(map[string]BackoffEntry{
+		"a": {Delay: 10 * time.Second}, "b": {Delay: 10 * time.Second}, "gone": {Delay: time.Second},
+		"pull/b": {Delay: 20 * time.Second, LastUpdate: t0},
+	}, o)
+	want := Backoff{"a": exited.FinishedAt.Add(10 * time.Second), "pull/b": t0.Add(20 * time.Second)}
+	if len(got) != len(want) || !got["a"].Equal(want["a"]) || !got["pull/b"].Equal(want["pull/b"]) {
+		t.Errorf("%v, want %v (a running container and one never seen have none)", got, want)
+	}
+}
+
+// Deletion is planned like the rest: kill within the deletion's grace period, then
+// terminate; a terminal pod is killed but not terminated (its object stays).
+func TestPlanTerminate(t *testing.T) {
+	p := pod(corev1.RestartPolicyAlways, nil, "a")
+	o := Observed{Sandboxes: []Sandbox{ready("s", 0)}, Containers: []Container{ctr(p, "a", "s", 0, StateRunning, 0)}}
+	p.DeletionTimestamp = &metav1.Time{Time: t0}
+	p.DeletionGracePeriodSeconds = ptr.To[int64](7)
+	if a := Plan(Input{Pod: p, Observed: o, Now: t0}); !a.KillPod || !a.Terminate || a.Grace != 7*time.Second || len(a.Start) != 0 {
+		t.Errorf("deleted: %s", a)
+	}
+	if a := Plan(Input{Pod: p, Observed: Observed{}, Now: t0}); a.KillPod || !a.Terminate {
+		t.Errorf("deleted, nothing left: %s, want terminate only", a)
+	}
+	p.DeletionTimestamp = nil
+	p.Status.Phase = corev1.PodSucceeded
+	if a := Plan(Input{Pod: p, Observed: o, Now: t0}); !a.KillPod || a.Terminate {
+		t.Errorf("terminal: %s", a)
+	}
+}

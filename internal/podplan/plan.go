@@ -159,6 +159,10 @@ type Start struct {
 	// the container whose PID namespace it joins (targetContainerName), "" for none.
 	Ephemeral bool
 	TargetID  string
+	// Backoff is the container's restart back-off once this restart has happened (nil:
+	// not a restart, or no back-off policy in the Input): the delay before the restart
+	// after its next exit.
+	Backoff *BackoffEntry
 }
 
 // Kill is a container instance to stop, and why.
@@ -178,8 +182,12 @@ type Input struct {
 	// (Observed.Unhealthy, Observed.NotStarted).
 	Observed Observed
 	// Backoff is the restart back-off ("not before" by container name) and the image
-	// pull back-off (by "pull/<container>").
+	// pull back-off (by "pull/<container>"): NotBefore of the entries.
 	Backoff Backoff
+	// Entries are the back-off entries themselves, and Policy the back-off policy: a
+	// restart's next entry is decided from them (Start.Backoff).
+	Entries map[string]BackoffEntry
+	Policy  BackoffPolicy
 	// Evicted is the eviction message ("" when the pod is not evicted): an evicted pod
 	// stops at once (grace 0), as upstream's eviction manager kills it.
 	Evicted string
@@ -368,6 +376,24 @@ func Plan(in Input) Actions {
 		if g := a.Kill[i].probeGrace; g != nil {
 			a.Kill[i].Grace = time.Duration(*g) * time.Second
 		}
+	}
+	for i := range a.Start {
+		st := &a.Start[i]
+		if st.Attempt == 0 || in.Policy.Base == 0 {
+			continue
+		}
+		// a restart: the next one waits for the back-off, which grows unless the last
+		// instance ran long enough
+		ranFor := time.Duration(0)
+		if l := in.Observed.Latest(st.Name); l != nil && !l.StartedAt.IsZero() && !l.FinishedAt.IsZero() {
+			ranFor = l.FinishedAt.Sub(l.StartedAt)
+		}
+		var prev *BackoffEntry
+		if e, ok := in.Entries[st.Name]; ok {
+			prev = &e
+		}
+		next := in.Policy.Next(prev, ranFor, in.Now)
+		st.Backoff = &next
 	}
 	waiting := len(a.Waiting) > 0 || len(in.Errors) > 0
 	a.Wake = Wake(pod, in.Backoff, waiting, in.RetryPeriod, in.Now)
@@ -652,6 +678,21 @@ func restartOnProbeFailure(pod *corev1.Pod, c *corev1.Container) bool {
 		return *c.RestartPolicy != corev1.ContainerRestartPolicyNever
 	}
 	return pod.Spec.RestartPolicy != corev1.RestartPolicyNever
+}
+
+// NotBefore turns back-off entries into "not before" times (Backoff): a container's
+// restart back-off counts from its newest instance's exit (only while that instance
+// has exited), an image pull back-off ("pull/<name>") from the failed pull.
+func NotBefore(entries map[string]BackoffEntry, o Observed) Backoff {
+	out := Backoff{}
+	for name, e := range entries {
+		if l := o.Latest(name); l != nil && l.State == StateExited {
+			out[name] = l.FinishedAt.Add(e.Delay)
+		} else if strings.HasPrefix(name, "pull/") {
+			out[name] = e.LastUpdate.Add(e.Delay)
+		}
+	}
+	return out
 }
 
 // BackoffEntry is the restart back-off of one container.
