@@ -4,14 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/record"
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -305,5 +310,44 @@ func TestSyncStopsWorkers(t *testing.T) {
 	h.settle(0)
 	if len(h.m.workers) != 0 {
 		t.Errorf("%d workers left", len(h.m.workers))
+	}
+}
+
+// An httpGet probe redirected to another host succeeds with a ProbeWarning event, as
+// upstream's; a 500 fails with the kubelet's wording, and the probe metrics count both.
+func TestWorkerHTTPWarningAndFailure(t *testing.T) {
+	var fail atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			http.Error(w, "broken", http.StatusInternalServerError)
+			return
+		}
+		http.Redirect(w, r, "http://other.invalid/x", http.StatusFound)
+	}))
+	defer srv.Close()
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	h := newHarness(t, nil)
+	spec := &corev1.Container{Name: "web", ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 1,
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.Parse(port)}}}}
+	h.m.Sync(h.pod, map[string]Running{"c1": {Spec: spec}}, host)
+	h.settle(1)
+	if r := h.results(spec); !r.Ready {
+		t.Errorf("a redirect to another host: %+v, want ready", r)
+	}
+	if ev := h.events(); !strings.HasPrefix(ev, "Warning ProbeWarning Readiness probe warning: ") {
+		t.Errorf("events: %s", ev)
+	}
+	fail.Store(true)
+	h.step(time.Second, 1)
+	if r := h.results(spec); r.Ready {
+		t.Errorf("a 500: %+v, want not ready", r)
+	}
+	if ev := h.events(); !strings.HasPrefix(ev, "Warning Unhealthy Readiness probe failed: HTTP probe failed with statuscode: 500") {
+		t.Errorf("events: %s", ev)
+	}
+	ok := testutil.ToFloat64(probeTotal.WithLabelValues("Readiness", "successful", "web", "p", "ns", "u"))
+	failed := testutil.ToFloat64(probeTotal.WithLabelValues("Readiness", "failed", "web", "p", "ns", "u"))
+	if ok < 1 || failed < 1 {
+		t.Errorf("prober_probe_total: %v successful, %v failed", ok, failed)
 	}
 }
