@@ -895,11 +895,16 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 }
 
 // applySteps carries out a plan in the kubelet's order (SyncPod's numbered steps):
-// 1. kill the pod, 2. kill the containers to kill, 3. set up the volumes, 4. create the
+// 0. observe and decide the images of the containers to start, 1. kill the pod, 2. kill the containers to kill, 3. set up the volumes, 4. create the
 // sandbox (removing the old ones, the log folder, the pod cgroup), 5. write the hosts
 // file, 6. start the containers (image, config, create, start, postStart hook); for a
 // deleted pod, 7. (after 1.) its final status and clean-up (terminate).
 func (r *PodReconciler) applySteps(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, plan podplan.Actions, out *podplan.Outcome) error {
+	// 0. the images of the containers to start: observed, then decided (podplan.Image)
+	creds := r.observeImages(ctx, pod, &plan)
+	if len(plan.Start) > 0 {
+		log.FromContext(ctx).V(4).Info("Decided images", "plan", plan.String())
+	}
 	// 1. the pod (a deleted one: as upstream's workers on a deletionTimestamp, liveness
 	// and startup probes stop first, so a container stopping is not restarted)
 	if plan.Terminate {
@@ -1025,7 +1030,7 @@ func (r *PodReconciler) applySteps(ctx context.Context, pod *corev1.Pod, obs pod
 	}
 	// 6. the containers to start
 	for _, s := range plan.Start {
-		if err := r.start(ctx, pod, obs, sandboxID, sbConfig, podIP, s, out); err != nil {
+		if err := r.start(ctx, pod, sandboxID, sbConfig, podIP, s, creds, out); err != nil {
 			return err
 		}
 	}
@@ -1033,27 +1038,12 @@ func (r *PodReconciler) applySteps(ctx context.Context, pod *corev1.Pod, obs pod
 }
 
 func findContainer(pod *corev1.Pod, name string) *corev1.Container {
-	for i := range pod.Spec.InitContainers {
-		if pod.Spec.InitContainers[i].Name == name {
-			return &pod.Spec.InitContainers[i]
-		}
-	}
-	for i := range pod.Spec.Containers {
-		if pod.Spec.Containers[i].Name == name {
-			return &pod.Spec.Containers[i]
-		}
-	}
-	for i := range pod.Spec.EphemeralContainers {
-		if pod.Spec.EphemeralContainers[i].Name == name {
-			return (*corev1.Container)(&pod.Spec.EphemeralContainers[i].EphemeralContainerCommon)
-		}
-	}
-	return nil
+	return podplan.FindContainer(pod, name)
 }
 
 // start pulls the image if needed, creates and starts one container. Image and
 // config errors become the container's waiting reason, not reconcile errors.
-func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, sandboxID string, sbConfig *runtimeapi.PodSandboxConfig, podIP string, s podplan.Start, out *podplan.Outcome) error {
+func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, sandboxID string, sbConfig *runtimeapi.PodSandboxConfig, podIP string, s podplan.Start, creds map[string][]credentials.Credential, out *podplan.Outcome) error {
 	if podIP != "" && pod.Status.PodIP != podIP {
 		// a new sandbox's IP is not in the status yet: status.podIP(s) env vars and
 		// hooks get it from the sandbox, as upstream
@@ -1061,10 +1051,11 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 		pod.Status.PodIP, pod.Status.PodIPs = podIP, []corev1.PodIP{{IP: podIP}}
 	}
 	c := findContainer(pod, s.Name)
-	if c == nil {
-		return nil
+	if c == nil || s.Image == nil {
+		return nil // no image decision: the image could not be observed; tried again later
 	}
-	imageRef, err := r.ensureImage(ctx, pod, c, out)
+	cr, haveCreds := creds[c.Name]
+	imageRef, err := r.ensureImage(ctx, pod, c, *s.Image, cr, haveCreds, out)
 	if err != nil {
 		return nil // reported as ErrImagePull / ImagePullBackOff; retried after back-off
 	}
@@ -1111,44 +1102,64 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 	return nil
 }
 
-// ensureImage carries out the image decision (podplan.Image): it observes the image
-// (ImageStatus, and for a present image the pod's credentials against the ones it was
-// pulled with), and uses, pulls or holds back as decided. Pull failures back off like
-// container restarts.
-func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Container, out *podplan.Outcome) (string, error) {
-	spec := &runtimeapi.ImageSpec{Image: c.Image}
-	img, err := r.Runtime.ImageStatus(ctx, spec)
-	if err != nil {
-		return "", err
+// observeImages is step 0 of an apply that starts containers: it observes the image of
+// each container to start (ImageStatus, and for a present image the pod's credentials
+// against the ones it was pulled with, as upstream's KubeletEnsureSecretPulledImages: one
+// pulled with a pull secret is used only by pods that have that secret or the same
+// credentials) and lets podplan.DecideImages decide. It returns the credentials read,
+// for the pulls. A container whose image cannot be observed is not started this time.
+func (r *PodReconciler) observeImages(ctx context.Context, pod *corev1.Pod, plan *podplan.Actions) map[string][]credentials.Credential {
+	if len(plan.Start) == 0 {
+		return nil
 	}
-	key := "pull/" + c.Name
-	entry := r.backoffEntry(pod.UID, key)
-	now := r.Clock.Now()
-	in := podplan.ImageInput{Container: c, Present: img != nil, Now: now}
-	if entry != nil {
-		in.PullBackoffUntil = entry.LastUpdate.Add(entry.Delay)
-	}
-	var creds []credentials.Credential // the pod's secrets' then the node's, for this image
-	haveCreds := false
-	if podplan.CheckCredentials(podplan.PullPolicy(c), in.Present) {
-		// the image is there: as upstream's KubeletEnsureSecretPulledImages, one pulled
-		// with a pull secret is used only by pods that have that secret (or the same
-		// credentials); others pull it with theirs first
-		if creds, err = r.pullCredentials(ctx, pod, c.Image); err != nil {
-			return "", err
+	images := map[string]podplan.ImageObserved{}
+	creds := map[string][]credentials.Credential{} // the pod's secrets' then the node's, by container
+	for _, s := range plan.Start {
+		c := findContainer(pod, s.Name)
+		if c == nil {
+			continue
 		}
-		haveCreds = true
-		in.Verified = !r.pulled.MustPull(img.Id, c.Image, creds)
+		img, err := r.Runtime.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: c.Image})
+		if err != nil {
+			log.FromContext(ctx).Info("Image status failed, the container waits", "container", c.Name, "image", c.Image, "err", err.Error())
+			continue
+		}
+		o := podplan.ImageObserved{Present: img != nil}
+		if img != nil {
+			o.ImageID = img.Id
+		}
+		if podplan.CheckCredentials(podplan.PullPolicy(c), o.Present) {
+			cr, err := r.pullCredentials(ctx, pod, c.Image)
+			if err != nil {
+				log.FromContext(ctx).Info("Reading the pull credentials failed, the container waits", "container", c.Name, "err", err.Error())
+				continue
+			}
+			creds[c.Name] = cr
+			o.Verified = !r.pulled.MustPull(img.Id, c.Image, cr)
+		}
+		images[c.Name] = o
 	}
-	step := podplan.Image(in)
+	// the pull back-offs (NotBefore of the "pull/" entries: they need no observed container)
+	podplan.DecideImages(plan, pod, images, r.backoffFor(pod.UID, podplan.Observed{}), r.Clock.Now())
+	return creds
+}
+
+// ensureImage carries out the image decision (Start.Image): uses the present image, or
+// holds the container back, or pulls. A failed pull backs off like container restarts.
+func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Container, step podplan.ImageStep, creds []credentials.Credential, haveCreds bool, out *podplan.Outcome) (string, error) {
 	r.Recorder.Eventf(pod, step.EventType, step.EventReason, "%s", step.EventMessage)
 	switch step.Action {
 	case podplan.ImageUse:
-		return img.Id, nil
+		return step.ImageID, nil
 	case podplan.ImageNeverPull, podplan.ImageBackOff:
 		out.SetWaiting(c.Name, &step.Waiting)
 		return "", errors.New(step.Waiting.Message)
 	}
+	spec := &runtimeapi.ImageSpec{Image: c.Image}
+	key := "pull/" + c.Name
+	entry := r.backoffEntry(pod.UID, key)
+	now := r.Clock.Now()
+	var err error
 	start := r.Clock.Now()
 	r.startup.PullStarted(pod.UID, start)
 	if !haveCreds {

@@ -163,6 +163,9 @@ type Start struct {
 	// not a restart, or no back-off policy in the Input): the delay before the restart
 	// after its next exit.
 	Backoff *BackoffEntry
+	// Image is what to do about the container's image (DecideImages; nil: undecided,
+	// the container is not started this time).
+	Image *ImageStep
 }
 
 // Kill is a container instance to stop, and why.
@@ -262,6 +265,12 @@ func (a Actions) String() string {
 		}
 		if s.Attempt > 0 {
 			what += fmt.Sprintf(" (restart %d)", s.Attempt)
+		}
+		if s.Image != nil {
+			what += ": " + s.Image.String()
+		}
+		if s.Backoff != nil {
+			what += fmt.Sprintf(", then back-off %s", s.Backoff.Delay)
 		}
 		parts = append(parts, what)
 	}
