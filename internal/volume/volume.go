@@ -19,9 +19,10 @@ package volume
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -331,14 +332,10 @@ func (m *Manager) Files(pod *corev1.Pod, v *corev1.Volume, src Sources) (map[str
 	return out, def, nil
 }
 
+// formatMap is the downward API's labels and annotations file: key="value" lines, sorted.
 func formatMap(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var b strings.Builder
-	for i, k := range keys {
+	for i, k := range slices.Sorted(maps.Keys(m)) {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
