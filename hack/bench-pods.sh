@@ -8,7 +8,7 @@
 # RSS; per-pod phases from containerd's timestamps), and stopped, its pods deleted and its
 # sandboxes removed before the next. Prints the two columns; results (JSON and the
 # Markdown table) under $NK_CACHE/bench/pods-<time>.*. The kubelet is built by
-# `BUILD_KUBELET=1 hack/conformance.sh build` when missing (under the k8s build lock).
+# `hack/conformance.sh build kubelet` when missing (under the k8s build lock).
 # KEEP=1 leaves the cluster up.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +24,7 @@ export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 RUN=$NK_RUN_DIR OUT=$NK_CACHE/bench STAMP=$(date +%Y%m%d-%H%M%S)
 log() { echo "[bench-pods] $*" >&2; }
 
-[[ -x $NK_KUBELET_BIN ]] || BUILD_KUBELET=1 "$ROOT/hack/conformance.sh" build >&2
+[[ -x $NK_KUBELET_BIN ]] || "$ROOT/hack/conformance.sh" build kubelet >&2
 bins=$("$ROOT/hack/k8s-bins.sh")
 kubectl() { "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" "$@"; }
 mkdir -p "$OUT"
