@@ -26,13 +26,16 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -43,6 +46,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 	"github.com/nodekeeper/nodekeeper/internal/podconfig"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
+	"github.com/nodekeeper/nodekeeper/internal/podstart"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
 
@@ -110,6 +114,8 @@ type PodReconciler struct {
 
 	// startup follows pods to running for the kubelet_pod_start_* metrics
 	startup kubeletmetrics.StartupTracker
+	// timeline is each pod's start, step by step, logged when it is Ready
+	timeline podstart.Tracker
 	// pulled remembers the credentials each image was pulled with
 	pulled *credentials.PulledRecords
 
@@ -201,13 +207,38 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("pods").
-		For(&corev1.Pod{}).
+		For(&corev1.Pod{}, builder.WithPredicates(r.watchSeen())).
 		// pods are independent: start them side by side (one key is never run twice at once)
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.workers(), RateLimiter: podRetryLimiter()}).
 		WatchesRawSource(source.Channel(r.events, &handler.EnqueueRequestForObject{})).
 		// mirror pods are tracked from the pod watch, as the kubelet's pod manager does
 		Watches(&corev1.Pod{}, r.mirrorWatch()).
 		Complete(r)
+}
+
+// watchSeen notes when the watch delivers a pod of this node, before it waits in the
+// queue: the kubelet's firstSeenTime and the start of the pod's timeline; and the pod as
+// the watch shows it, for pod_start_sli/total_duration (upstream's
+// ObservedPodOnWatch). It filters nothing.
+func (r *PodReconciler) watchSeen() predicate.Funcs {
+	seen := func(o client.Object) bool {
+		pod, ok := o.(*corev1.Pod)
+		if !ok || pod.Spec.NodeName != r.Config.NodeName {
+			return true
+		}
+		now := r.Clock.Now()
+		if pod.DeletionTimestamp == nil && !podplan.Terminal(pod) && r.startup.FirstSeen(pod.UID, now) {
+			r.timeline.Mark(pod.UID, podstart.Seen, now)
+		}
+		r.startup.ObservePod(pod, now)
+		return true
+	}
+	return predicate.Funcs{
+		CreateFunc:  func(e event.CreateEvent) bool { return seen(e.Object) },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return seen(e.ObjectNew) },
+		DeleteFunc:  func(event.DeleteEvent) bool { return true },
+		GenericFunc: func(event.GenericEvent) bool { return true },
+	}
 }
 
 func (r *PodReconciler) mirrorClient() client.Client {
@@ -268,7 +299,6 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 	if pod.Spec.NodeName != r.Config.NodeName {
 		return reconcile.Result{}, nil
 	}
-	r.startup.ObservePod(pod, r.Clock.Now()) // the pod as the watch shows it
 	if _, ok := pod.Annotations[AnnotationConfigMirror]; ok {
 		// a mirror whose manifest is gone: stop the static pod and drop the mirror
 		if err := r.removeByName(ctx, pod.Namespace, pod.Name, ""); err != nil {
@@ -299,8 +329,31 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 		if perr := r.Client.Status().Patch(ctx, patched, client.MergeFrom(pod)); perr != nil {
 			return reconcile.Result{}, fmt.Errorf("patching pod status: %w", perr)
 		}
+		r.statusWritten(ctx, pod, *st)
 	}
 	return res, err
+}
+
+// statusWritten ends the pod's start timeline when the status just accepted made it
+// Ready, and logs it.
+func (r *PodReconciler) statusWritten(ctx context.Context, pod *corev1.Pod, st corev1.PodStatus) {
+	now := r.Clock.Now()
+	r.timeline.Mark(pod.UID, podstart.Status, now)
+	if !podReady(st) || podReady(pod.Status) {
+		return
+	}
+	if tl, ok := r.timeline.Finish(pod.UID, now); ok {
+		log.FromContext(ctx).V(2).Info("Pod start timeline", "pod", klog.KObj(pod), "timeline", tl.String())
+	}
+}
+
+func podReady(st corev1.PodStatus) bool {
+	for _, c := range st.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // reconcileStatic runs a pod from the static pod folder: the runtime side needs no API
@@ -329,9 +382,10 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	r.ensureRuntimeName(ctx)
 	// the pod worker's sync: "create" the first time the pod is synced, "sync" after
 	op := "sync"
-	if r.startup.FirstSeen(pod.UID, r.Clock.Now()) {
+	if r.startup.FirstSync(pod.UID, r.Clock.Now()) {
 		op = "create"
 	}
+	r.timeline.Mark(pod.UID, podstart.Synced, r.Clock.Now())
 	defer observeWorker(op, time.Now())
 
 	obs, err := r.observe(ctx, pod.UID)
@@ -360,6 +414,7 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	}
 	plan := podplan.Plan(planned, obs, backoff, now)
 	logger.V(2).Info("Computed pod actions", "plan", plan.String())
+	r.timeline.Mark(pod.UID, podstart.Planned, r.Clock.Now())
 	for name, w := range plan.Waiting {
 		if w.Reason == "CrashLoopBackOff" {
 			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", name, pod.Name, pod.Namespace, pod.UID)
@@ -913,6 +968,7 @@ func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.
 
 func (r *PodReconciler) forget(uid types.UID) {
 	r.startup.Forget(uid)
+	r.timeline.Forget(uid)
 	if r.Devices != nil {
 		r.Devices.Release(string(uid))
 	}
@@ -1007,6 +1063,7 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			}
 			return nil
 		}
+		r.timeline.Mark(pod.UID, podstart.Volumes, r.Clock.Now())
 	}
 	sbConfig, err := r.sandboxConfig(pod, plan.SandboxAttempt)
 	if err != nil {
@@ -1046,6 +1103,7 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
 			return fmt.Errorf("creating sandbox: %w", err)
 		}
+		r.timeline.Mark(pod.UID, podstart.Sandbox, r.Clock.Now())
 		sandboxID = id
 		podIP = r.HostIP
 		if st, err := r.Runtime.PodSandboxStatus(ctx, id); err == nil && st.GetNetwork().GetIp() != "" {
@@ -1124,6 +1182,7 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 	if err != nil {
 		return nil // reported as ErrImagePull / ImagePullBackOff; retried after back-off
 	}
+	r.timeline.Mark(pod.UID, podstart.Image, r.Clock.Now())
 	cfg, err := r.containerConfig(ctx, pod, c, s, imageRef)
 	if err != nil {
 		var ce configError
@@ -1140,12 +1199,14 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return nil
 	}
+	r.timeline.Mark(pod.UID, podstart.Created, r.Clock.Now())
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Created", "Created container %s", c.Name)
 	if err := r.Runtime.StartContainer(ctx, id); err != nil {
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "RunContainerError", Message: err.Error()})
 		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return nil
 	}
+	r.timeline.Mark(pod.UID, podstart.Started, r.Clock.Now())
 	r.setErr(pod.UID, c.Name, nil)
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
 	r.linkContainerLog(pod, c, id, filepath.Join(sbConfig.LogDirectory, cfg.LogPath))

@@ -48,7 +48,7 @@ for agent in kubelet nodekeeper; do
   pid=$(cat "$RUN/pids/$agent.pid")
   log "measuring $agent (pid $pid)"
   NK_BENCH_KUBECONFIG=$RUN/admin.kubeconfig NK_BENCH_AGENT=$agent NK_BENCH_NODE=$NK_NODE_NAME \
-    NK_BENCH_T0=$t0 NK_BENCH_CRI=$cri NK_BENCH_PID=$pid NK_BENCH_OUT=$OUT/pods-$STAMP-$agent.json \
+    NK_BENCH_T0=$t0 NK_BENCH_CRI=$cri NK_BENCH_PID=$pid NK_BENCH_AGENT_LOG=$RUN/logs/$agent.log NK_BENCH_OUT=$OUT/pods-$STAMP-$agent.json \
     "$OUT/.podbench.test" -test.run TestPodStartupCompare -test.v -test.timeout 20m | grep -v '^=== RUN' >&2
   results+=("$OUT/pods-$STAMP-$agent.json")
   kubectl delete namespace "bench-$agent" --wait=false >/dev/null 2>&1 || true
