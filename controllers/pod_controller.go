@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -92,8 +93,13 @@ type PodReconciler struct {
 	// APIReader reads ConfigMaps and Secrets without caching them (default: the
 	// manager's API reader).
 	APIReader client.Reader
-	// Workers is how many pods are reconciled at once (default 10).
+	// Workers is how many pods are reconciled at once (default 32).
 	Workers int
+	// StartSlots is how many pods may be in the runtime part of a start at once
+	// (RunPodSandbox, image, CreateContainer, StartContainer), taken first come first
+	// served (default 4 per CPU, at least 8; negative: no bound). A burst then finishes
+	// its first pods early instead of every pod late.
+	StartSlots int
 	// StaticPodPeriod is how often the static pod folder is read (default 2s).
 	StaticPodPeriod time.Duration
 	// LogRotatePeriod is how often container logs are checked for rotation
@@ -120,6 +126,7 @@ type PodReconciler struct {
 	pulled *credentials.PulledRecords
 
 	events      chan event.GenericEvent
+	slots       chan struct{} // StartSlots (nil: no bound)
 	static      staticPods
 	prober      *prober
 	mu          sync.Mutex
@@ -156,6 +163,9 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.RelistPeriod = time.Second
 	}
 	r.events = make(chan event.GenericEvent, 1024)
+	if n := startSlots(r.StartSlots, goruntime.NumCPU()); n > 0 {
+		r.slots = make(chan struct{}, n)
+	}
 	kubeletmetrics.Register()
 	r.pulled = &credentials.PulledRecords{File: filepath.Join(r.Config.RootDir, "image_manager", "pulled.json"),
 		Policy: r.Config.ImagePullCredentialsVerificationPolicy, Allowlist: r.Config.PreloadedImagesVerificationAllowlist}
@@ -239,6 +249,32 @@ func (r *PodReconciler) watchSeen() predicate.Funcs {
 		DeleteFunc:  func(event.DeleteEvent) bool { return true },
 		GenericFunc: func(event.GenericEvent) bool { return true },
 	}
+}
+
+// startSlots is the StartSlots bound for ncpu CPUs (0: none).
+func startSlots(configured, ncpu int) int {
+	switch {
+	case configured < 0:
+		return 0
+	case configured > 0:
+		return configured
+	}
+	return max(8, 4*ncpu)
+}
+
+// startSlot waits for a start slot (first come, first served: a channel's waiting
+// senders are woken in order) and returns its release, safe to call more than once.
+func (r *PodReconciler) startSlot(ctx context.Context) (func(), error) {
+	if r.slots == nil {
+		return func() {}, nil
+	}
+	select {
+	case r.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-r.slots }) }, nil
 }
 
 func (r *PodReconciler) mirrorClient() client.Client {
@@ -1073,6 +1109,14 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 		return reconcile.TerminalError(fmt.Errorf("generating the sandbox config: %w", err))
 	}
 	var sandboxID, podIP string
+	release := func() {}
+	if plan.CreateSandbox || len(plan.Start) > 0 {
+		if release, err = r.startSlot(ctx); err != nil {
+			return err
+		}
+		defer release()
+		r.timeline.Mark(pod.UID, podstart.Slot, r.Clock.Now())
+	}
 	if plan.CreateSandbox {
 		if len(obs.Sandboxes) > 0 {
 			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
@@ -1139,7 +1183,7 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 		}
 	}
 	for _, s := range plan.Start {
-		if err := r.start(ctx, pod, obs, sandboxID, sbConfig, podIP, s); err != nil {
+		if err := r.start(ctx, pod, obs, sandboxID, sbConfig, podIP, s, release); err != nil {
 			return err
 		}
 	}
@@ -1166,8 +1210,9 @@ func findContainer(pod *corev1.Pod, name string) *corev1.Container {
 }
 
 // start pulls the image if needed, creates and starts one container. Image and
-// config errors become the container's waiting reason, not reconcile errors.
-func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, sandboxID string, sbConfig *runtimeapi.PodSandboxConfig, podIP string, s podplan.Start) error {
+// config errors become the container's waiting reason, not reconcile errors. A
+// postStart hook runs after release (the start slot is given back: a hook may take long).
+func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, sandboxID string, sbConfig *runtimeapi.PodSandboxConfig, podIP string, s podplan.Start, release func()) error {
 	if podIP != "" && pod.Status.PodIP != podIP {
 		// a new sandbox's IP is not in the status yet: status.podIP(s) env vars and
 		// hooks get it from the sandbox, as upstream
@@ -1211,6 +1256,7 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
 	r.linkContainerLog(pod, c, id, filepath.Join(sbConfig.LogDirectory, cfg.LogPath))
 	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+		release()
 		// as upstream: a failing postStart hook kills the container, which then
 		// restarts (with back-off) as its restart policy says
 		if msg, err := r.postStart(ctx, pod, c, id, podIP); err != nil {

@@ -1,6 +1,6 @@
 // Package podstart keeps each pod's start-up timeline inside the agent: when the watch
 // first showed the pod, when its sync began, and when each step of its first start
-// (plan, volumes, RunPodSandbox, image, CreateContainer, StartContainer, the status
+// (plan, volumes, a start slot, RunPodSandbox, image, CreateContainer, StartContainer, the status
 // write) was done, up to the status patch that made the pod Ready. The timeline is
 // logged once per pod (the bench-pods benchmark reads it) and then dropped.
 //
@@ -26,6 +26,7 @@ const (
 	Synced              // its sync began (a worker took it from the queue)
 	Planned             // the pod's actions were computed
 	Volumes             // its volumes were set up
+	Slot                // it got a start slot (the runtime part may begin)
 	Sandbox             // RunPodSandbox returned
 	Image               // the image was present (checked or pulled), first container
 	Created             // CreateContainer returned, first container
@@ -36,7 +37,7 @@ const (
 )
 
 // names are the phase names: the name of a step is the phase that ends with it.
-var names = [numSteps]string{"seen", "queued", "plan", "volumes", "sandbox", "image", "create", "start", "status", "ready"}
+var names = [numSteps]string{"seen", "queued", "plan", "volumes", "slot", "sandbox", "image", "create", "start", "status", "ready"}
 
 func (s Step) String() string {
 	if s < 0 || s >= numSteps {

@@ -13,8 +13,8 @@ func TestPhases(t *testing.T) {
 		tl   Timeline
 		want string
 	}{
-		{"full start", Timeline{at(0), at(2), at(3), at(3), at(120), at(122), at(150), at(190), at(200), at(200)},
-			"queued=2ms plan=1ms volumes=0s sandbox=117ms image=2ms create=28ms start=40ms status=10ms ready=0s total=200ms"},
+		{"full start", Timeline{at(0), at(2), at(3), at(3), at(5), at(120), at(122), at(150), at(190), at(200), at(200)},
+			"queued=2ms plan=1ms volumes=0s slot=2ms sandbox=115ms image=2ms create=28ms start=40ms status=10ms ready=0s total=200ms"},
 		// no volumes and no status write before Ready: those phases are left out
 		{"steps not reached", Timeline{Seen: at(0), Synced: at(5), Planned: at(6), Sandbox: at(100), Ready: at(150)},
 			"queued=5ms plan=1ms sandbox=94ms ready=50ms total=150ms"},
