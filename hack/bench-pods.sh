@@ -19,6 +19,8 @@ export NK_APISERVER_PORT=${NK_APISERVER_PORT:-6494} NK_ETCD_PORT=${NK_ETCD_PORT:
 export NK_KCM_PORT=${NK_KCM_PORT:-10297} NK_SCHED_PORT=${NK_SCHED_PORT:-10298} NK_CNI_BRIDGE=${NK_CNI_BRIDGE:-nkbp0}
 export NK_CRI_CACHE=${NK_CRI_CACHE:-$NK_CACHE/bp} NK_RUN_DIR=${NK_RUN_DIR:-$NK_CACHE/bp/run}
 export NK_CLUSTER_CIDR=${NK_CLUSTER_CIDR:-10.250.0.0/16} NK_POD_CIDR=${NK_POD_CIDR:-10.250.0.0/24}
+# nodekeeper at -v=2 (as the kubelet here): its per-pod start timelines are logged there
+export NK_AGENT_V=${NK_AGENT_V:-2}
 export NK_KUBELET_BIN=${NK_KUBELET_BIN:-$NK_CACHE/conformance/bin/kubelet}
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 RUN=$NK_RUN_DIR OUT=$NK_CACHE/bench STAMP=$(date +%Y%m%d-%H%M%S)
