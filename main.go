@@ -121,6 +121,12 @@ func run(ctx context.Context, args []string) error {
 	if identity != nil {
 		restCfg = identity.Config
 	}
+	// the kubelet's client limits (kubeAPIQPS/kubeAPIBurst, 50/100), for every client
+	// below: client-go's 5/10 queue a burst of pod status writes for seconds
+	if cfg.KubeAPIQPS != nil {
+		restCfg.QPS = float32(*cfg.KubeAPIQPS)
+	}
+	restCfg.Burst = int(cfg.KubeAPIBurst)
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                 scheme.Scheme,
 		LeaderElection:         false, // every agent owns its own node

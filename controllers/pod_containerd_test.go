@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,7 +127,12 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		})
 		Eventually(phase(p), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))
 		st := getPod(p).Status
-		Expect(st.PodIP).To(HavePrefix("10.244.0."))
+		// the pod range of hack/cri-up.sh's containerd (NK_POD_CIDR, default 10.244.0.0/24)
+		podNet := netip.MustParsePrefix("10.244.0.0/24")
+		if v := os.Getenv("NK_POD_CIDR"); v != "" {
+			podNet = netip.MustParsePrefix(v)
+		}
+		Expect(podNet.Contains(netip.MustParseAddr(st.PodIP))).To(BeTrue(), "pod IP %s outside %s", st.PodIP, podNet)
 		Expect(st.InitContainerStatuses[0].State.Terminated).NotTo(BeNil())
 		Expect(st.InitContainerStatuses[0].State.Terminated.ExitCode).To(BeZero())
 		Expect(st.ContainerStatuses[0].ContainerID).To(HavePrefix("containerd://"))

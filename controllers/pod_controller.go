@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,13 +27,16 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -43,6 +47,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 	"github.com/nodekeeper/nodekeeper/internal/podconfig"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
+	"github.com/nodekeeper/nodekeeper/internal/podstart"
 	"github.com/nodekeeper/nodekeeper/internal/prober"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
@@ -89,8 +94,13 @@ type PodReconciler struct {
 	// APIReader reads ConfigMaps and Secrets without caching them (default: the
 	// manager's API reader).
 	APIReader client.Reader
-	// Workers is how many pods are reconciled at once (default 10).
+	// Workers is how many pods are reconciled at once (default 32).
 	Workers int
+	// StartSlots is how many pods may be in the runtime part of a start at once
+	// (RunPodSandbox, image, CreateContainer, StartContainer), taken first come first
+	// served (default 4 per CPU, at least 8; negative: no bound). A burst then finishes
+	// its first pods early instead of every pod late.
+	StartSlots int
 	// StaticPodPeriod is how often the static pod folder is read (default 2s).
 	StaticPodPeriod time.Duration
 	// LogRotatePeriod is how often container logs are checked for rotation
@@ -111,10 +121,13 @@ type PodReconciler struct {
 
 	// startup follows pods to running for the kubelet_pod_start_* metrics
 	startup kubeletmetrics.StartupTracker
+	// timeline is each pod's start, step by step, logged when it is Ready
+	timeline podstart.Tracker
 	// pulled remembers the credentials each image was pulled with
 	pulled *credentials.PulledRecords
 
 	events      chan event.GenericEvent
+	slots       chan struct{} // StartSlots (nil: no bound)
 	static      staticPods
 	probes      *prober.Manager
 	mu          sync.Mutex
@@ -151,6 +164,9 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.RelistPeriod = time.Second
 	}
 	r.events = make(chan event.GenericEvent, 1024)
+	if n := startSlots(r.StartSlots, goruntime.NumCPU()); n > 0 {
+		r.slots = make(chan struct{}, n)
+	}
 	kubeletmetrics.Register()
 	r.pulled = &credentials.PulledRecords{File: filepath.Join(r.Config.RootDir, "image_manager", "pulled.json"),
 		Policy: r.Config.ImagePullCredentialsVerificationPolicy, Allowlist: r.Config.PreloadedImagesVerificationAllowlist}
@@ -202,13 +218,64 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("pods").
-		For(&corev1.Pod{}).
+		For(&corev1.Pod{}, builder.WithPredicates(r.watchSeen())).
 		// pods are independent: start them side by side (one key is never run twice at once)
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.workers(), RateLimiter: podRetryLimiter()}).
 		WatchesRawSource(source.Channel(r.events, &handler.EnqueueRequestForObject{})).
 		// mirror pods are tracked from the pod watch, as the kubelet's pod manager does
 		Watches(&corev1.Pod{}, r.mirrorWatch()).
 		Complete(r)
+}
+
+// watchSeen notes when the watch delivers a pod of this node, before it waits in the
+// queue: the kubelet's firstSeenTime and the start of the pod's timeline; and the pod as
+// the watch shows it, for pod_start_sli/total_duration (upstream's
+// ObservedPodOnWatch). It filters nothing.
+func (r *PodReconciler) watchSeen() predicate.Funcs {
+	seen := func(o client.Object) bool {
+		pod, ok := o.(*corev1.Pod)
+		if !ok || pod.Spec.NodeName != r.Config.NodeName {
+			return true
+		}
+		now := r.Clock.Now()
+		if pod.DeletionTimestamp == nil && !podplan.Terminal(pod) && r.startup.FirstSeen(pod.UID, now) {
+			r.timeline.Mark(pod.UID, podstart.Seen, now)
+		}
+		r.startup.ObservePod(pod, now)
+		return true
+	}
+	return predicate.Funcs{
+		CreateFunc:  func(e event.CreateEvent) bool { return seen(e.Object) },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return seen(e.ObjectNew) },
+		DeleteFunc:  func(event.DeleteEvent) bool { return true },
+		GenericFunc: func(event.GenericEvent) bool { return true },
+	}
+}
+
+// startSlots is the StartSlots bound for ncpu CPUs (0: none).
+func startSlots(configured, ncpu int) int {
+	switch {
+	case configured < 0:
+		return 0
+	case configured > 0:
+		return configured
+	}
+	return max(8, 4*ncpu)
+}
+
+// startSlot waits for a start slot (first come, first served: a channel's waiting
+// senders are woken in order) and returns its release, safe to call more than once.
+func (r *PodReconciler) startSlot(ctx context.Context) (func(), error) {
+	if r.slots == nil {
+		return func() {}, nil
+	}
+	select {
+	case r.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-r.slots }) }, nil
 }
 
 func (r *PodReconciler) mirrorClient() client.Client {
@@ -269,7 +336,6 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 	if pod.Spec.NodeName != r.Config.NodeName {
 		return reconcile.Result{}, nil
 	}
-	r.startup.ObservePod(pod, r.Clock.Now()) // the pod as the watch shows it
 	if _, ok := pod.Annotations[AnnotationConfigMirror]; ok {
 		// a mirror whose manifest is gone: stop the static pod and drop the mirror
 		if err := r.removeByName(ctx, pod.Namespace, pod.Name, ""); err != nil {
@@ -304,8 +370,31 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 		if perr := r.Client.Status().Patch(ctx, patched, client.MergeFrom(pod)); perr != nil {
 			return reconcile.Result{}, fmt.Errorf("patching pod status: %w", perr)
 		}
+		r.statusWritten(ctx, pod, *st)
 	}
 	return res, err
+}
+
+// statusWritten ends the pod's start timeline when the status just accepted made it
+// Ready, and logs it.
+func (r *PodReconciler) statusWritten(ctx context.Context, pod *corev1.Pod, st corev1.PodStatus) {
+	now := r.Clock.Now()
+	r.timeline.Mark(pod.UID, podstart.Status, now)
+	if !podReady(st) || podReady(pod.Status) {
+		return
+	}
+	if tl, ok := r.timeline.Finish(pod.UID, now); ok {
+		log.FromContext(ctx).V(2).Info("Pod start timeline", "pod", klog.KObj(pod), "timeline", tl.String())
+	}
+}
+
+func podReady(st corev1.PodStatus) bool {
+	for _, c := range st.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // reconcileStatic runs a pod from the static pod folder: the runtime side needs no API
@@ -334,9 +423,10 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	r.ensureRuntimeName(ctx)
 	// the pod worker's sync: "create" the first time the pod is synced, "sync" after
 	op := "sync"
-	if r.startup.FirstSeen(pod.UID, r.Clock.Now()) {
+	if r.startup.FirstSync(pod.UID, r.Clock.Now()) {
 		op = "create"
 	}
+	r.timeline.Mark(pod.UID, podstart.Synced, r.Clock.Now())
 	defer observeWorker(op, time.Now())
 
 	obs, err := r.observe(ctx, pod.UID)
@@ -360,6 +450,7 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	if plan.DeadlineExceeded {
 		r.Recorder.Eventf(pod, corev1.EventTypeNormal, podplan.DeadlineExceededReason, podplan.DeadlineExceededMessage)
 	}
+	r.timeline.Mark(pod.UID, podstart.Planned, r.Clock.Now())
 	for name, w := range plan.Waiting {
 		if w.Reason == "CrashLoopBackOff" {
 			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", name, pod.Name, pod.Namespace, pod.UID)
@@ -835,6 +926,7 @@ func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.
 
 func (r *PodReconciler) forget(uid types.UID) {
 	r.startup.Forget(uid)
+	r.timeline.Forget(uid)
 	if r.Devices != nil {
 		r.Devices.Release(string(uid))
 	}
@@ -953,6 +1045,7 @@ func (r *PodReconciler) applySteps(ctx context.Context, pod *corev1.Pod, obs pod
 			}
 			return nil
 		}
+		r.timeline.Mark(pod.UID, podstart.Volumes, r.Clock.Now())
 	}
 	// 4. the sandbox
 	sbConfig, err := r.sandboxConfig(pod, plan.SandboxAttempt)
@@ -963,6 +1056,14 @@ func (r *PodReconciler) applySteps(ctx context.Context, pod *corev1.Pod, obs pod
 		return reconcile.TerminalError(fmt.Errorf("generating the sandbox config: %w", err))
 	}
 	var sandboxID, podIP string
+	release := func() {}
+	if plan.CreateSandbox || len(plan.Start) > 0 {
+		if release, err = r.startSlot(ctx); err != nil {
+			return err
+		}
+		defer release()
+		r.timeline.Mark(pod.UID, podstart.Slot, r.Clock.Now())
+	}
 	if plan.CreateSandbox {
 		if len(obs.Sandboxes) > 0 {
 			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
@@ -993,6 +1094,7 @@ func (r *PodReconciler) applySteps(ctx context.Context, pod *corev1.Pod, obs pod
 			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
 			return fmt.Errorf("creating sandbox: %w", err)
 		}
+		r.timeline.Mark(pod.UID, podstart.Sandbox, r.Clock.Now())
 		sandboxID = id
 		podIP = r.HostIP
 		if st, err := r.Runtime.PodSandboxStatus(ctx, id); err == nil && st.GetNetwork().GetIp() != "" {
@@ -1030,7 +1132,7 @@ func (r *PodReconciler) applySteps(ctx context.Context, pod *corev1.Pod, obs pod
 	}
 	// 6. the containers to start
 	for _, s := range plan.Start {
-		if err := r.start(ctx, pod, sandboxID, sbConfig, podIP, s, creds, out); err != nil {
+		if err := r.start(ctx, pod, sandboxID, sbConfig, podIP, s, creds, out, release); err != nil {
 			return err
 		}
 	}
@@ -1042,8 +1144,9 @@ func findContainer(pod *corev1.Pod, name string) *corev1.Container {
 }
 
 // start pulls the image if needed, creates and starts one container. Image and
-// config errors become the container's waiting reason, not reconcile errors.
-func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, sandboxID string, sbConfig *runtimeapi.PodSandboxConfig, podIP string, s podplan.Start, creds map[string][]credentials.Credential, out *podplan.Outcome) error {
+// config errors become the container's waiting reason, not reconcile errors. A
+// postStart hook runs after release (the start slot is given back: a hook may take long).
+func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, sandboxID string, sbConfig *runtimeapi.PodSandboxConfig, podIP string, s podplan.Start, creds map[string][]credentials.Credential, out *podplan.Outcome, release func()) error {
 	if podIP != "" && pod.Status.PodIP != podIP {
 		// a new sandbox's IP is not in the status yet: status.podIP(s) env vars and
 		// hooks get it from the sandbox, as upstream
@@ -1059,6 +1162,7 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, sandboxID st
 	if err != nil {
 		return nil // reported as ErrImagePull / ImagePullBackOff; retried after back-off
 	}
+	r.timeline.Mark(pod.UID, podstart.Image, r.Clock.Now())
 	cfg, err := r.containerConfig(ctx, pod, c, s, imageRef)
 	if err != nil {
 		var ce configError
@@ -1075,16 +1179,19 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, sandboxID st
 		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return nil
 	}
+	r.timeline.Mark(pod.UID, podstart.Created, r.Clock.Now())
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Created", "Created container %s", c.Name)
 	if err := r.Runtime.StartContainer(ctx, id); err != nil {
 		out.SetWaiting(c.Name, &podplan.Waiting{Reason: "RunContainerError", Message: err.Error()})
 		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return nil
 	}
+	r.timeline.Mark(pod.UID, podstart.Started, r.Clock.Now())
 	out.SetWaiting(c.Name, nil)
 	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
 	r.linkContainerLog(pod, c, id, filepath.Join(sbConfig.LogDirectory, cfg.LogPath))
 	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+		release()
 		// as upstream: a failing postStart hook kills the container, which then
 		// restarts (with back-off) as its restart policy says
 		if msg, err := r.postStart(ctx, pod, c, id, podIP); err != nil {

@@ -8,7 +8,7 @@
 # RSS; per-pod phases from containerd's timestamps), and stopped, its pods deleted and its
 # sandboxes removed before the next. Prints the two columns; results (JSON and the
 # Markdown table) under $NK_CACHE/bench/pods-<time>.*. The kubelet is built by
-# `BUILD_KUBELET=1 hack/conformance.sh build` when missing (under the k8s build lock).
+# `hack/conformance.sh build kubelet` when missing (under the k8s build lock).
 # KEEP=1 leaves the cluster up.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,12 +19,14 @@ export NK_APISERVER_PORT=${NK_APISERVER_PORT:-6494} NK_ETCD_PORT=${NK_ETCD_PORT:
 export NK_KCM_PORT=${NK_KCM_PORT:-10297} NK_SCHED_PORT=${NK_SCHED_PORT:-10298} NK_CNI_BRIDGE=${NK_CNI_BRIDGE:-nkbp0}
 export NK_CRI_CACHE=${NK_CRI_CACHE:-$NK_CACHE/bp} NK_RUN_DIR=${NK_RUN_DIR:-$NK_CACHE/bp/run}
 export NK_CLUSTER_CIDR=${NK_CLUSTER_CIDR:-10.250.0.0/16} NK_POD_CIDR=${NK_POD_CIDR:-10.250.0.0/24}
+# nodekeeper at -v=2 (as the kubelet here): its per-pod start timelines are logged there
+export NK_AGENT_V=${NK_AGENT_V:-2}
 export NK_KUBELET_BIN=${NK_KUBELET_BIN:-$NK_CACHE/conformance/bin/kubelet}
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 RUN=$NK_RUN_DIR OUT=$NK_CACHE/bench STAMP=$(date +%Y%m%d-%H%M%S)
 log() { echo "[bench-pods] $*" >&2; }
 
-[[ -x $NK_KUBELET_BIN ]] || BUILD_KUBELET=1 "$ROOT/hack/conformance.sh" build >&2
+[[ -x $NK_KUBELET_BIN ]] || "$ROOT/hack/conformance.sh" build kubelet >&2
 bins=$("$ROOT/hack/k8s-bins.sh")
 kubectl() { "$bins/kubectl" --kubeconfig "$RUN/admin.kubeconfig" "$@"; }
 mkdir -p "$OUT"
@@ -48,7 +50,7 @@ for agent in kubelet nodekeeper; do
   pid=$(cat "$RUN/pids/$agent.pid")
   log "measuring $agent (pid $pid)"
   NK_BENCH_KUBECONFIG=$RUN/admin.kubeconfig NK_BENCH_AGENT=$agent NK_BENCH_NODE=$NK_NODE_NAME \
-    NK_BENCH_T0=$t0 NK_BENCH_CRI=$cri NK_BENCH_PID=$pid NK_BENCH_OUT=$OUT/pods-$STAMP-$agent.json \
+    NK_BENCH_T0=$t0 NK_BENCH_CRI=$cri NK_BENCH_PID=$pid NK_BENCH_AGENT_LOG=$RUN/logs/$agent.log NK_BENCH_OUT=$OUT/pods-$STAMP-$agent.json \
     "$OUT/.podbench.test" -test.run TestPodStartupCompare -test.v -test.timeout 20m | grep -v '^=== RUN' >&2
   results+=("$OUT/pods-$STAMP-$agent.json")
   kubectl delete namespace "bench-$agent" --wait=false >/dev/null 2>&1 || true

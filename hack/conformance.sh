@@ -6,6 +6,7 @@
 #
 #   hack/conformance.sh [all]   (make conformance) build, images, cluster up, run, summary, down
 #   hack/conformance.sh build   e2e_node.test, agnhost, nnp (and kubelet for NODE=kubelet)
+#   hack/conformance.sh build kubelet   only the named binaries (make bench-pods needs only the kubelet)
 #   hack/conformance.sh images  build the test images (docker-archive tarballs, cached)
 #   hack/conformance.sh import  images built and loaded into the running cluster
 #   hack/conformance.sh up      cluster up (hack/run.sh) + images imported + bearer token
@@ -127,6 +128,7 @@ stamp() { echo "v$K8S_VERSION rev$STAMP_REV" >"$BIN/.$1.stamp"; }
 build() {
   local want=(e2e_node.test agnhost nnp) todo=() b
   [[ $NODE == kubelet || ${BUILD_KUBELET:-0} == 1 ]] && want+=(kubelet)
+  (($#)) && want=("$@")
   for b in "${want[@]}"; do stamp_ok "$b" || todo+=("$b"); done
   ((${#todo[@]})) || { log "binaries ready in $BIN"; return; }
   # the control-plane binaries first (they create the throwaway module); no-op when present
@@ -797,7 +799,7 @@ summary() {
 }
 
 case ${1:-all} in
-build) build ;;
+build) shift; build "$@" ;;
 images) images ;;
 import) # (re)build the images and load them into the running cluster's containerd and registry
   images; import_images; registry_up ;;

@@ -70,6 +70,7 @@ TLS_BOOTSTRAP=${NK_TLS_BOOTSTRAP:-0}
 # the node's unauthenticated read-only port (/pods, /metrics...): 0 = off, as upstream's default
 READ_ONLY_PORT=${NK_READ_ONLY_PORT:-0}
 MS_PORT=${NK_METRICS_SERVER_PORT:-4443}
+# NK_AGENT_V: nodekeeper's log verbosity (--v; make bench-pods uses 2, as its kubelet runs)
 # extra lines for the agent's configuration file (test/fault sets proxySyncPeriod)
 AGENT_CONFIG=${NK_AGENT_CONFIG:-}
 # NODES=2: the second node (see the header)
@@ -498,7 +499,7 @@ start_node_agent() {
   case $NODE_AGENT in
   nodekeeper)
     start nodekeeper nsenter --net="/run/netns/$NETNS" "$ROOT/bin/nodekeeper" \
-      --config "$RUN/agent.yaml" "${IDENTITY[@]}" --reconcilers "$RECONCILERS" ;;
+      --config "$RUN/agent.yaml" "${IDENTITY[@]}" --reconcilers "$RECONCILERS" ${NK_AGENT_V:+--v "$NK_AGENT_V"} ;;
   kubelet) start_kubelet "$1" ;;
   *) die "NK_NODE_AGENT must be nodekeeper or kubelet, got '$NODE_AGENT'" ;;
   esac

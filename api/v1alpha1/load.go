@@ -44,6 +44,8 @@ const (
 	DefaultClusterDomain       = "cluster.local"
 	DefaultResolvConf          = "/etc/resolv.conf"
 	DefaultMaxPods             = 110
+	DefaultKubeAPIQPS          = 50
+	DefaultKubeAPIBurst        = 100
 	DefaultLeaseDuration       = 40
 	DefaultHealthzAddress      = ":10248"
 	DefaultMetricsAddress      = "127.0.0.1:10249"
@@ -151,6 +153,13 @@ func SetDefaults(c *AgentConfiguration) {
 			SignalImageFsAvailable:  defaultEvictionImageFs,
 			SignalImageFsInodesFree: defaultEvictionNodeInode,
 		}
+	}
+	if c.KubeAPIQPS == nil {
+		qps := int32(DefaultKubeAPIQPS)
+		c.KubeAPIQPS = &qps
+	}
+	if c.KubeAPIBurst == 0 {
+		c.KubeAPIBurst = DefaultKubeAPIBurst
 	}
 	if c.NodeStatusUpdateFrequency.Duration == 0 {
 		c.NodeStatusUpdateFrequency = metav1.Duration{Duration: DefaultStatusUpdateFreq}
@@ -270,6 +279,12 @@ func Validate(c *AgentConfiguration) error {
 	}
 	if c.MaxPods < 0 {
 		errs = append(errs, field.Invalid(field.NewPath("maxPods"), c.MaxPods, "must not be negative"))
+	}
+	if c.KubeAPIQPS != nil && *c.KubeAPIQPS < 0 {
+		errs = append(errs, field.Invalid(field.NewPath("kubeAPIQPS"), *c.KubeAPIQPS, "must not be negative"))
+	}
+	if c.KubeAPIBurst < 0 {
+		errs = append(errs, field.Invalid(field.NewPath("kubeAPIBurst"), c.KubeAPIBurst, "must not be negative"))
 	}
 	errs = append(errs, validateCIDR(field.NewPath("podCIDR"), c.PodCIDR)...)
 	errs = append(errs, validateCIDR(field.NewPath("clusterCIDR"), c.ClusterCIDR)...)

@@ -47,6 +47,17 @@ func TestDefaultsEviction(t *testing.T) {
 	if cfg.NodeStatusReportFrequency.Duration != 5*time.Minute || cfg.NodeStatusUpdateFrequency.Duration != 10*time.Second {
 		t.Errorf("frequencies: %v %v", cfg.NodeStatusUpdateFrequency, cfg.NodeStatusReportFrequency)
 	}
+	// the kubelet's API client limits, not client-go's 5/10
+	if cfg.KubeAPIQPS == nil || *cfg.KubeAPIQPS != 50 || cfg.KubeAPIBurst != 100 {
+		t.Errorf("kubeAPIQPS/kubeAPIBurst: %v %d", cfg.KubeAPIQPS, cfg.KubeAPIBurst)
+	}
+	// an explicit 0 is kept (client-go's own default then applies, as upstream)
+	zero := int32(0)
+	cfg = &AgentConfiguration{NodeName: "n", KubeAPIQPS: &zero}
+	SetDefaults(cfg)
+	if *cfg.KubeAPIQPS != 0 {
+		t.Errorf("kubeAPIQPS 0 was replaced by %d", *cfg.KubeAPIQPS)
+	}
 }
 
 func TestBadConfigNamesTheField(t *testing.T) {
@@ -65,6 +76,8 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{"bad cidr", "nodeName: n\nclusterCIDR: 10.0.0.0/33\n", "clusterCIDR"},
 		{"bad node name", "nodeName: Node_1\n", "nodeName"},
 		{"bad taint effect", "nodeName: n\nregisterWithTaints: [{key: a, effect: Sometimes}]\n", "registerWithTaints[0].effect"},
+		{"negative qps", "nodeName: n\nkubeAPIQPS: -1\n", "kubeAPIQPS: Invalid value: -1: must not be negative"},
+		{"negative burst", "nodeName: n\nkubeAPIBurst: -1\n", "kubeAPIBurst: Invalid value: -1: must not be negative"},
 		{"negative lease", "nodeName: n\nnodeLeaseDurationSeconds: -1\n", "nodeLeaseDurationSeconds"},
 		{"bad bind address", "nodeName: n\nmetricsBindAddress: nowhere\n", "metricsBindAddress"},
 		{"read-only port out of range", "nodeName: n\nreadOnlyPort: 70000\n", "readOnlyPort: Invalid value: 70000: must be a port, or 0 to disable"},

@@ -121,6 +121,14 @@ type AgentConfiguration struct {
 	// defaults as a whole, as upstream does.
 	EvictionHard map[string]string `json:"evictionHard,omitempty"`
 
+	// KubeAPIQPS is the agent's request rate to the API server, in queries per second
+	// [kubeAPIQPS]. Default 50 (the kubelet's); 0 leaves client-go's own default (5), as
+	// upstream.
+	KubeAPIQPS *int32 `json:"kubeAPIQPS,omitempty"`
+	// KubeAPIBurst is the burst above KubeAPIQPS the agent may send [kubeAPIBurst].
+	// Default 100 (the kubelet's).
+	KubeAPIBurst int32 `json:"kubeAPIBurst,omitempty"`
+
 	// NodeStatusUpdateFrequency is how often the node's status is computed [nodeStatusUpdateFrequency].
 	NodeStatusUpdateFrequency metav1.Duration `json:"nodeStatusUpdateFrequency,omitempty"`
 	// NodeStatusReportFrequency is how often the status is written when nothing changed

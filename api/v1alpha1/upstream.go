@@ -141,6 +141,10 @@ func ParseKubelet(data []byte) (*AgentConfiguration, error) {
 			cfg.CgroupDriver = kc.CgroupDriver
 		case "maxPods":
 			cfg.MaxPods = kc.MaxPods
+		case "kubeAPIQPS":
+			cfg.KubeAPIQPS = kc.KubeAPIQPS
+		case "kubeAPIBurst":
+			cfg.KubeAPIBurst = kc.KubeAPIBurst
 		case "podCIDR":
 			cfg.PodCIDR = kc.PodCIDR
 		case "evictionHard":

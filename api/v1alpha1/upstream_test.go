@@ -75,7 +75,7 @@ func TestKubeletConfigRefusesUnsupportedFieldsByName(t *testing.T) {
 		{"registerNode: false", "registerNode: Forbidden"},
 		{"address: 192.0.2.1", "address: Forbidden"},
 		{"logging: {verbosity: 4}", "logging.verbosity: Forbidden"},
-		{"kubeAPIQPS: 50", "kubeAPIQPS: Forbidden"},
+		{"eventRecordQPS: 5", "eventRecordQPS: Forbidden"},
 	} {
 		_, err := ParseKubelet([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n" + tc.yaml + "\n"))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -110,6 +110,8 @@ containerRuntimeEndpoint: unix:///run/k3s/containerd.sock
 serverTLSBootstrap: true
 tlsCertFile: /c
 tlsPrivateKeyFile: /k
+kubeAPIQPS: 20
+kubeAPIBurst: 40
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +120,8 @@ tlsPrivateKeyFile: /k
 		cfg.EvictionHard["memory.available"] != "200Mi" || cfg.HealthzBindAddress != "0" || cfg.KubeletPort != 10260 || cfg.ReadOnlyPort != 10255 ||
 		*cfg.CgroupsPerQOS || cfg.CgroupRoot != "/nk" || *cfg.ResolvConf != "" || cfg.ContainerLogMaxSize != "5Mi" || cfg.ContainerLogMaxFiles != 3 ||
 		cfg.NodeLeaseDurationSeconds != 20 || len(cfg.RegisterWithTaints) != 1 || cfg.RegisterWithTaints[0].Effect != corev1.TaintEffectNoSchedule ||
-		cfg.ContainerRuntimeEndpoint != "unix:///run/k3s/containerd.sock" || !cfg.ServerTLSBootstrap || cfg.TLSCertFile != "/c" {
+		cfg.ContainerRuntimeEndpoint != "unix:///run/k3s/containerd.sock" || !cfg.ServerTLSBootstrap || cfg.TLSCertFile != "/c" ||
+		cfg.KubeAPIQPS == nil || *cfg.KubeAPIQPS != 20 || cfg.KubeAPIBurst != 40 {
 		t.Errorf("mapped: %+v", cfg)
 	}
 }

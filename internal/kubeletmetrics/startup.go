@@ -24,6 +24,7 @@ type StartupTracker struct {
 type podStartup struct {
 	firstSeen time.Time
 	pulls     []pull
+	synced    bool // a sync ran (the pod worker's "create" was counted)
 	running   bool // the Running phase was reached (pod_start_duration observed)
 	recorded  bool // the SLI was observed
 }
@@ -48,14 +49,26 @@ func (t *StartupTracker) state(uid types.UID, now time.Time) *podStartup {
 	return s
 }
 
-// FirstSeen notes the first time the pod was synced (the kubelet's firstSeenTime);
-// it returns true the first time (the pod worker's "create").
+// FirstSeen notes the first time the pod was seen, on the watch as the kubelet's
+// firstSeenTime (taken when its config source delivers the pod, before any sync); it
+// returns true the first time.
 func (t *StartupTracker) FirstSeen(uid types.UID, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	_, seen := t.pods[uid]
 	t.state(uid, now)
 	return !seen
+}
+
+// FirstSync notes a sync of the pod; it returns true the first time (the pod worker's
+// "create"). A pod not seen before (a static pod) is first seen now.
+func (t *StartupTracker) FirstSync(uid types.UID, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.state(uid, now)
+	first := !s.synced
+	s.synced = true
+	return first
 }
 
 // PullStarted and PullFinished bracket one image pull for the pod.

@@ -21,12 +21,17 @@ package podbench
 //	created → started container created_at → started_at: StartContainer
 //	started → Ready   started_at → the watch sees Ready=True: the agent noticing the
 //	                  start, the status patch, the watch back
+//
+// For nodekeeper the agent's own timeline of each pod (internal/podstart, logged at -v=2
+// as "Pod start timeline"; NK_BENCH_AGENT_LOG) splits it further: watch seen → queued →
+// plan → volumes → sandbox → image → create → start → status → Ready patch accepted.
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,6 +48,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodekeeper/nodekeeper/internal/podstart"
 )
 
 // agentResult is one agent's figures (JSON between the calls).
@@ -59,6 +66,8 @@ type agentResult struct {
 type podTimes struct {
 	Name                                     string
 	Create, Sandbox, Created, Started, Ready time.Time
+	// Agent is the agent's own timeline of the start, phase → seconds (nodekeeper only)
+	Agent map[string]float64 `json:",omitempty"`
 }
 
 func (p podTimes) total() float64 { return p.Ready.Sub(p.Create).Seconds() }
@@ -198,6 +207,9 @@ func TestPodStartupCompare(t *testing.T) {
 	}
 	fill(res.Single)
 	fill(res.Burst)
+	if f := os.Getenv("NK_BENCH_AGENT_LOG"); f != "" && agent == "nodekeeper" {
+		timelines(t, f, ns, res.Single, res.Burst)
+	}
 	// delete → gone
 	var names []string
 	for _, p := range append(append([]podTimes{}, res.Single...), res.Burst...) {
@@ -384,7 +396,77 @@ func report(t *testing.T, files []string) {
 		}
 		fmt.Printf("| %s | %s | %s | %s | %s |\n", ph.name, col(kl.Single), col(nk.Single), col(kl.Burst), col(nk.Burst))
 	}
+	agentPhases(nk)
 	fmt.Println()
+}
+
+// timelineLine is the agent's "Pod start timeline" log line (klog text format).
+var timelineLine = regexp.MustCompile(`"Pod start timeline".* pod="([^"]+)".* timeline="([^"]+)"`)
+
+// timelines fills each pod's Agent phases from the agent's log (the last line for a pod
+// wins: a pod name is used once per run).
+func timelines(t *testing.T, file, ns string, pss ...[]podTimes) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("agent log: %v", err)
+	}
+	byName := map[string]map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		m := timelineLine.FindStringSubmatch(l)
+		if m == nil || !strings.HasPrefix(m[1], ns+"/") {
+			continue
+		}
+		ph, err := podstart.Parse(m[2])
+		if err != nil {
+			t.Fatalf("agent log line %q: %v", l, err)
+		}
+		secs := map[string]float64{}
+		for k, d := range ph {
+			secs[k] = d.Seconds()
+		}
+		byName[strings.TrimPrefix(m[1], ns+"/")] = secs
+	}
+	missing := 0
+	for _, ps := range pss {
+		for i := range ps {
+			if ps[i].Agent = byName[ps[i].Name]; ps[i].Agent == nil {
+				missing++
+			}
+		}
+	}
+	if missing > 0 {
+		fmt.Printf("agent log %s: no start timeline for %d pods (the agent runs below -v=2?)\n", file, missing)
+	}
+}
+
+// agentPhases prints the agent's own timeline, per phase p50 / p90 (ms).
+func agentPhases(r agentResult) {
+	var rows []string
+	for s := podstart.Synced; s <= podstart.Ready; s++ {
+		rows = append(rows, s.String())
+	}
+	rows = append(rows, "total")
+	col := func(ps []podTimes, phase string) string {
+		var xs []float64
+		for _, p := range ps {
+			if p.Agent != nil {
+				xs = append(xs, p.Agent[phase]*1000)
+			}
+		}
+		if len(xs) == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.1f / %.1f", pct(xs, 0.5), pct(xs, 0.9))
+	}
+	if col(r.Single, "total") == "–" && col(r.Burst, "total") == "–" {
+		return
+	}
+	fmt.Printf("\n%s's own timeline of each start (agent log, watch seen → Ready patch accepted), p50 / p90 (ms):\n\n", r.Agent)
+	fmt.Println("| phase (ends with) | single | burst |")
+	fmt.Println("|---|---:|---:|")
+	for _, ph := range rows {
+		fmt.Printf("| %s | %s | %s |\n", ph, col(r.Single, ph), col(r.Burst, ph))
+	}
 }
 
 // removeSandboxes stops and removes every pod sandbox of the benchmark's containerd
@@ -411,4 +493,17 @@ func removeSandboxes(t *testing.T, ep string) {
 		}
 	}
 	fmt.Printf("removed %d sandboxes\n", len(l.Items))
+}
+
+// The agent's log line as klog's text format writes it (controller-runtime's keys first).
+func TestTimelineLineMatchesTheAgentLog(t *testing.T) {
+	l := `I1202 15:01:02.345678    4242 pod_controller.go:301] "Pod start timeline" controller="pods" controllerGroup="" controllerKind="Pod" Pod="bench-nodekeeper/single-01" namespace="bench-nodekeeper" name="single-01" reconcileID="x" pod="bench-nodekeeper/single-01" timeline="queued=1.2ms plan=100µs sandbox=120ms total=130ms"`
+	m := timelineLine.FindStringSubmatch(l)
+	if m == nil || m[1] != "bench-nodekeeper/single-01" {
+		t.Fatalf("no match: %q", m)
+	}
+	ph, err := podstart.Parse(m[2])
+	if err != nil || ph["sandbox"] != 120*time.Millisecond || ph["total"] != 130*time.Millisecond {
+		t.Errorf("parsed %v, %v", ph, err)
+	}
 }
