@@ -139,6 +139,12 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("building manager: %w", err)
 	}
 
+	// the kubelet's events: source {component: kubelet, host: <node>}
+	recorder, err := controllers.NewEventRecorder(ctx, restCfg, cfg.NodeName)
+	if err != nil {
+		return err
+	}
+
 	rt, err := cri.Dial(cri.RemoteOptions{Endpoint: cfg.ContainerRuntimeEndpoint})
 	if err != nil {
 		return err
@@ -169,7 +175,7 @@ func run(ctx context.Context, args []string) error {
 			Config:   cfg,
 			Host:     &host.Linux{RootDir: cfg.RootDir, MaxPods: cfg.MaxPods},
 			Runtime:  rt,
-			Recorder: mgr.GetEventRecorderFor("kubelet"),
+			Recorder: recorder,
 			Version:  version.Version,
 			Images:   controllers.RuntimeImages(rt),
 			Devices:  nodeDevices,
@@ -215,7 +221,7 @@ func run(ctx context.Context, args []string) error {
 			MirrorClient:  direct, // static pods run before the caches sync
 			StaticContext: ctx,
 			Runtime:       rt,
-			Recorder:      mgr.GetEventRecorderFor("kubelet"),
+			Recorder:      recorder,
 			Config:        cfg,
 			HostIP:        hostIP,
 			Cgroups:       host.Cgroups{},

@@ -362,7 +362,7 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	logger.V(2).Info("Computed pod actions", "plan", plan.String())
 	for name, w := range plan.Waiting {
 		if w.Reason == "CrashLoopBackOff" {
-			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", name, pod.Name, pod.Namespace, pod.UID)
+			r.Recorder.Eventf(containerRef(pod, name), corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", name, pod.Name, pod.Namespace, pod.UID)
 		}
 	}
 	applyErr := r.apply(ctx, pod, obs, plan)
@@ -728,7 +728,7 @@ func (r *PodReconciler) killAll(ctx context.Context, pod *corev1.Pod, obs podpla
 		wg.Add(1)
 		go func(c podplan.Container) {
 			defer wg.Done()
-			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", msg, c.Name)
+			r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeNormal, "Killing", msg, c.Name)
 			if err := r.stopContainerInTurn(ctx, pod, c, grace, order); err != nil {
 				errs <- err
 				return
@@ -803,7 +803,7 @@ func (r *PodReconciler) preStop(ctx context.Context, pod *corev1.Pod, c podplan.
 		}
 		if err := r.runHook(hctx, pod, c, h, podIP, timeout); err != nil {
 			log.FromContext(ctx).Info("PreStop hook failed", "pod", client.ObjectKeyFromObject(pod), "container", c.Name, "error", err.Error())
-			r.Recorder.Event(pod, corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed")
+			r.Recorder.Event(containerRef(pod, c.Name), corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed")
 		}
 	}()
 	t := r.Clock.NewTimer(grace)
@@ -972,7 +972,7 @@ func (r *PodReconciler) apply(ctx context.Context, pod *corev1.Pod, obs podplan.
 		}
 	}
 	for _, k := range plan.Kill {
-		r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "%s", k.Reason)
+		r.Recorder.Eventf(containerRef(pod, k.Name), corev1.EventTypeNormal, "Killing", "%s", k.Reason)
 		grace := r.grace(pod)
 		if k.GracePeriod != nil {
 			grace = time.Duration(*k.GracePeriod) * time.Second
@@ -1131,30 +1131,30 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, obs podplan.
 			return err // the API server or the runtime failed: retry
 		}
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "CreateContainerConfigError", Message: err.Error()})
-		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
+		r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return nil
 	}
 	id, err := r.Runtime.CreateContainer(ctx, sandboxID, cfg, sbConfig)
 	if err != nil {
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "CreateContainerError", Message: err.Error()})
-		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
+		r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return nil
 	}
-	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Created", "Created container %s", c.Name)
+	r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeNormal, "Created", "Container created")
 	if err := r.Runtime.StartContainer(ctx, id); err != nil {
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "RunContainerError", Message: err.Error()})
-		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
+		r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return nil
 	}
 	r.setErr(pod.UID, c.Name, nil)
-	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeNormal, "Started", "Container started")
 	r.linkContainerLog(pod, c, id, filepath.Join(sbConfig.LogDirectory, cfg.LogPath))
 	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
 		// as upstream: a failing postStart hook kills the container, which then
 		// restarts (with back-off) as its restart policy says
 		if msg, err := r.postStart(ctx, pod, c, id, podIP); err != nil {
-			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedPostStartHook", "%s", msg)
-			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "FailedPostStartHook")
+			r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeWarning, "FailedPostStartHook", "%s", msg)
+			r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeNormal, "Killing", "FailedPostStartHook")
 			if err := r.stopContainer(ctx, pod, podplan.Container{ID: id, Name: c.Name}, r.grace(pod)); err != nil {
 				return err
 			}
@@ -1199,7 +1199,7 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 		}
 		haveCreds = true
 		if !r.pulled.MustPull(img.Id, c.Image, creds) {
-			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
+			r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
 			return img.Id, nil
 		}
 	}
@@ -1209,7 +1209,7 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 			msg = fmt.Sprintf("Container image %q is present with pull policy of %q but does not have the proper credentials to access it.", c.Image, policy)
 		}
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ErrImageNeverPull", Message: msg})
-		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "ErrImageNeverPull", "%s", msg)
+		r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeWarning, "ErrImageNeverPull", "%s", msg)
 		return "", errors.New(msg)
 	}
 	key := "pull/" + c.Name
@@ -1218,10 +1218,10 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 	if entry != nil && now.Before(entry.LastUpdate.Add(entry.Delay)) {
 		msg := fmt.Sprintf("Back-off pulling image %q", c.Image)
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ImagePullBackOff", Message: msg})
-		r.Recorder.Eventf(pod, corev1.EventTypeNormal, "BackOff", "%s", msg)
+		r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeNormal, "BackOff", "%s", msg)
 		return "", errors.New(msg)
 	}
-	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
+	r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
 	start := r.Clock.Now()
 	r.startup.PullStarted(pod.UID, start)
 	if !haveCreds {
@@ -1233,14 +1233,14 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 	if err != nil {
 		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
 		r.setErr(pod.UID, c.Name, &podplan.Waiting{Reason: "ErrImagePull", Message: msg})
-		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "%s", msg)
+		r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeWarning, "Failed", "%s", msg)
 		next := r.Backoff.Next(entry, 0, now)
 		r.setBackoff(pod.UID, key, &next)
 		return "", err
 	}
 	r.startup.PullFinished(pod.UID, r.Clock.Now())
 	r.setBackoff(pod.UID, key, nil)
-	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, r.Clock.Since(start).Round(time.Millisecond))
+	r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, r.Clock.Since(start).Round(time.Millisecond))
 	return ref, nil
 }
 

@@ -259,13 +259,13 @@ func (p *prober) loop(ctx context.Context, w *probeWorker, pod *corev1.Pod, id s
 		}
 		if err != nil {
 			// as upstream: an error (not a failure) is reported and its result thrown away
-			p.recorder.Eventf(pod, corev1.EventTypeWarning, "Unhealthy", "%s probe errored and resulted in unknown state: %v", st.typ, err)
+			p.recorder.Eventf(containerRef(pod, spec.Name), corev1.EventTypeWarning, "Unhealthy", "%s probe errored and resulted in unknown state: %v", st.typ, err)
 			continue
 		}
 		ok := res != probehttp.Failure
 		if res == probehttp.Warning {
 			// as upstream: a warning (a redirect to another host not followed) is a success
-			p.recorder.Eventf(pod, corev1.EventTypeWarning, "ProbeWarning", "%s probe warning: %s", st.typ, msg)
+			p.recorder.Eventf(containerRef(pod, spec.Name), corev1.EventTypeWarning, "ProbeWarning", "%s probe warning: %s", st.typ, msg)
 		}
 		result := "successful"
 		if !ok {
@@ -284,7 +284,7 @@ func (p *prober) loop(ctx context.Context, w *probeWorker, pod *corev1.Pod, id s
 			st.succ, st.fail = st.succ+1, 0
 		} else {
 			st.fail, st.succ = st.fail+1, 0
-			p.recorder.Eventf(pod, corev1.EventTypeWarning, "Unhealthy", "%s probe failed: %s", st.typ, msg)
+			p.recorder.Eventf(containerRef(pod, spec.Name), corev1.EventTypeWarning, "Unhealthy", "%s probe failed: %s", st.typ, msg)
 		}
 		changed := false
 		w.mu.Lock()
