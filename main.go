@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -40,7 +41,9 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/cadvisor"
 	"github.com/nodekeeper/nodekeeper/internal/clientcert"
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
+	"github.com/nodekeeper/nodekeeper/internal/eviction"
 	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
+	"github.com/nodekeeper/nodekeeper/internal/nodestatus"
 	"github.com/nodekeeper/nodekeeper/internal/options"
 	"github.com/nodekeeper/nodekeeper/internal/stats"
 	"github.com/nodekeeper/nodekeeper/internal/version"
@@ -233,6 +236,26 @@ func run(ctx context.Context, args []string) error {
 			}(),
 			APIReader: mgr.GetAPIReader(),
 			Devices:   podDevices,
+			// node-pressure eviction: the node's signals, and the pods' usage from a
+			// stats provider of its own (its CPU samples are not the API server's)
+			Signals: func() (map[string]nodestatus.Signal, error) {
+				st, err := (&host.Linux{RootDir: cfg.RootDir}).Stats()
+				out := make(map[string]nodestatus.Signal, len(st))
+				for k, v := range st {
+					out[k] = nodestatus.Signal{Available: v.Available, Capacity: v.Capacity}
+				}
+				return out, err
+			},
+			PodUsage: func() func(context.Context) (map[types.UID]eviction.Usage, error) {
+				p := &stats.Provider{NodeName: cfg.NodeName, Runtime: rt, Host: stats.Linux{}, RootDir: cfg.RootDir, PodLogsDir: cfg.PodLogsDir}
+				return func(ctx context.Context) (map[types.UID]eviction.Usage, error) {
+					s, err := p.Summary(ctx, false)
+					if err != nil {
+						return nil, err
+					}
+					return controllers.SummaryUsage(s), nil
+				}
+			}(),
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up pod reconciler: %w", err)
 		}

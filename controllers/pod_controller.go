@@ -40,7 +40,9 @@ import (
 	"github.com/nodekeeper/nodekeeper/host"
 	"github.com/nodekeeper/nodekeeper/internal/credentials"
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
+	"github.com/nodekeeper/nodekeeper/internal/eviction"
 	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
+	"github.com/nodekeeper/nodekeeper/internal/nodestatus"
 	"github.com/nodekeeper/nodekeeper/internal/podconfig"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
@@ -98,6 +100,11 @@ type PodReconciler struct {
 	// EvictionPeriod is how often emptyDir volumes are measured against their
 	// sizeLimit (default 10s, as the kubelet's eviction manager).
 	EvictionPeriod time.Duration
+	// Signals, when set, observes the eviction signals (memory.available,
+	// nodefs.available, ...) every EvictionPeriod for node-pressure eviction against
+	// Config.EvictionHard (nil: none); PodUsage gives the pods' usage that ranks them.
+	Signals  func() (map[string]nodestatus.Signal, error)
+	PodUsage func(ctx context.Context) (map[types.UID]eviction.Usage, error)
 	// Devices, when set, allocates device plugins' devices to containers.
 	Devices DeviceAllocator
 	// AppArmor tells whether the host enforces AppArmor profiles (nil: it does;
@@ -107,6 +114,13 @@ type PodReconciler struct {
 
 	appArmorOnce sync.Once
 	appArmorErr  error
+
+	// node pressure (the eviction monitor's): the hard thresholds, when each pressure
+	// condition was last met, and the conditions admission refuses pods under
+	pressureMu sync.Mutex
+	hard       nodestatus.Thresholds
+	lastMet    map[corev1.NodeConditionType]time.Time
+	pressure   []corev1.NodeConditionType
 
 	// startup follows pods to running for the kubelet_pod_start_* metrics
 	startup kubeletmetrics.StartupTracker
@@ -166,6 +180,11 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.EvictionPeriod == 0 {
 		r.EvictionPeriod = 10 * time.Second
 	}
+	hard, err := nodestatus.ParseThresholds(r.Config.EvictionHard)
+	if err != nil {
+		return err
+	}
+	r.hard, r.lastMet = hard, map[corev1.NodeConditionType]time.Time{}
 	if err := mgr.Add(periodic{r.EvictionPeriod, (&evictionMonitor{r: r, reader: mgr.GetClient()}).check}); err != nil {
 		return err
 	}
@@ -430,6 +449,10 @@ func podRetryLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
 // that has not run anything yet. Nil: admitted.
 func (r *PodReconciler) admit(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) *podplan.Rejection {
 	if pod.Status.StartTime == nil && !podplan.Terminal(pod) && len(obs.Sandboxes) == 0 && len(obs.Containers) == 0 {
+		// the eviction manager's admit handler first, as the kubelet's
+		if rej := eviction.Admit(pod, r.pressureConditions()); rej != nil {
+			return rej
+		}
 		if rej := r.admission.Admit(pod); rej != nil {
 			return rej
 		}
