@@ -66,9 +66,10 @@ type Met struct {
 	Threshold, Available resource.Quantity
 }
 
-// ThresholdsMet is the hard thresholds the observations cross, memory first, then by
-// signal name (upstream's byEvictionPriority: memory before everything else). A signal
-// not observed crosses nothing.
+// ThresholdsMet is the hard thresholds the observations cross: memory first (upstream's
+// byEvictionPriority), then nodefs, imagefs (here the same filesystem unless the runtime
+// keeps images elsewhere: the node's own is reclaimed first) and pid signals, by name
+// within each. A signal not observed crosses nothing.
 func ThresholdsMet(obs map[string]nodestatus.Signal, hard nodestatus.Thresholds) []Met {
 	var out []Met
 	for sig, t := range hard {
@@ -81,10 +82,20 @@ func ThresholdsMet(obs map[string]nodestatus.Signal, hard nodestatus.Thresholds)
 			out = append(out, Met{Signal: sig, Threshold: q, Available: o.Available})
 		}
 	}
+	rank := func(sig string) int {
+		switch {
+		case sig == v1alpha1.SignalMemoryAvailable:
+			return 0
+		case strings.HasPrefix(sig, "nodefs."):
+			return 1
+		case strings.HasPrefix(sig, "imagefs."):
+			return 2
+		}
+		return 3
+	}
 	sort.Slice(out, func(i, j int) bool {
-		mi, mj := out[i].Signal == v1alpha1.SignalMemoryAvailable, out[j].Signal == v1alpha1.SignalMemoryAvailable
-		if mi != mj {
-			return mi
+		if ri, rj := rank(out[i].Signal), rank(out[j].Signal); ri != rj {
+			return ri < rj
 		}
 		return out[i].Signal < out[j].Signal
 	})

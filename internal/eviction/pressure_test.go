@@ -39,7 +39,7 @@ func TestThresholdsMet(t *testing.T) {
 		{"exactly at the threshold is not below it", map[string]nodestatus.Signal{"nodefs.available": sig("10Mi", "100Mi")}, nil},
 		{"memory first", map[string]nodestatus.Signal{"memory.available": sig("50Mi", "8Gi"), "nodefs.available": sig("1Mi", "100Mi"),
 			"imagefs.available": sig("1Mi", "100Mi")},
-			[]string{"memory.available 100Mi 50Mi", "imagefs.available 15Mi 1Mi", "nodefs.available 10Mi 1Mi"}},
+			[]string{"memory.available 100Mi 50Mi", "nodefs.available 10Mi 1Mi", "imagefs.available 15Mi 1Mi"}},
 		{"not observed", map[string]nodestatus.Signal{}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
