@@ -974,6 +974,16 @@ func (r *PodReconciler) removeByName(ctx context.Context, ns, name string, keep 
 // killPod stops every container of the pod (preStop, grace periods, sidecars last),
 // then its ready sandboxes.
 func (r *PodReconciler) killPod(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) error {
+	err := r.killPodOnce(ctx, pod, obs)
+	if err != nil && ctx.Err() == nil { // (not the agent stopping)
+		// as the kubelet's SyncTerminatingPod: a Warning for each failed kill (the
+		// recorder aggregates the repeats), retried
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedKillPod", "error killing pod: %v", err)
+	}
+	return err
+}
+
+func (r *PodReconciler) killPodOnce(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) error {
 	if err := r.killAll(ctx, pod, obs, "Stopping container %s"); err != nil {
 		return err
 	}
