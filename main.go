@@ -43,7 +43,6 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
 	"github.com/nodekeeper/nodekeeper/internal/eviction"
 	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
-	"github.com/nodekeeper/nodekeeper/internal/nodestatus"
 	"github.com/nodekeeper/nodekeeper/internal/options"
 	"github.com/nodekeeper/nodekeeper/internal/stats"
 	"github.com/nodekeeper/nodekeeper/internal/version"
@@ -238,14 +237,7 @@ func run(ctx context.Context, args []string) error {
 			Devices:   podDevices,
 			// node-pressure eviction: the node's signals, and the pods' usage from a
 			// stats provider of its own (its CPU samples are not the API server's)
-			Signals: func() (map[string]nodestatus.Signal, error) {
-				st, err := (&host.Linux{RootDir: cfg.RootDir}).Stats()
-				out := make(map[string]nodestatus.Signal, len(st))
-				for k, v := range st {
-					out[k] = nodestatus.Signal{Available: v.Available, Capacity: v.Capacity}
-				}
-				return out, err
-			},
+			Signals: controllers.HostSignals(cfg.RootDir),
 			PodUsage: func() func(context.Context) (map[types.UID]eviction.Usage, error) {
 				p := &stats.Provider{NodeName: cfg.NodeName, Runtime: rt, Host: stats.Linux{}, RootDir: cfg.RootDir, PodLogsDir: cfg.PodLogsDir}
 				return func(ctx context.Context) (map[types.UID]eviction.Usage, error) {

@@ -11,13 +11,8 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/rand"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
-	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri/fake"
 )
 
@@ -37,20 +32,7 @@ func (s *stopFails) StopContainer(ctx context.Context, id string, timeout time.D
 var _ = Describe("A deleted pod whose containers cannot be killed", func() {
 	It("records a FailedKillPod Warning, keeps trying, and lets the pod go once the kill succeeds", func() {
 		rt := &stopFails{Runtime: fake.New()}
-		a := &podAgent{node: "killfail-" + rand.String(5), ns: "killfail-" + rand.String(5), runtime: rt.Runtime}
-		a.runtime.LoadImage(busybox, 1<<20)
-		Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: a.ns}})).To(Succeed())
-		a.cfg = &v1alpha1.AgentConfiguration{NodeName: a.node, RootDir: GinkgoT().TempDir(), ClusterDNS: []string{"10.0.0.10"}}
-		setTestDefaults(a.cfg)
-		recorder := kubeletRecorder(a.node)
-		startManager(func(mgr ctrl.Manager) error {
-			return (&PodReconciler{
-				Client: mgr.GetClient(), Runtime: rt, Recorder: recorder, Config: a.cfg,
-				HostIP: "192.0.2.10", RelistPeriod: 100 * time.Millisecond,
-				Backoff:  podplan.BackoffPolicy{Base: 200 * time.Millisecond, Max: time.Second, Reset: 10 * time.Minute},
-				AppArmor: func() error { return errors.New("AppArmor is not enabled on the host") },
-			}).SetupWithManager(mgr)
-		})
+		a := agentWith("killfail-", rt.Runtime, rt, "", nil)
 		p := a.pod("stuck", corev1.RestartPolicyAlways, nil)
 		Eventually(phase(p), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodRunning))
 		p = getPod(p)

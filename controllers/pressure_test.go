@@ -19,6 +19,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/eviction"
 	"github.com/nodekeeper/nodekeeper/internal/nodestatus"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
+	"github.com/nodekeeper/nodekeeper/runtime/cri"
 	"github.com/nodekeeper/nodekeeper/runtime/cri/fake"
 )
 
@@ -44,36 +45,55 @@ func (s *signalsFake) get() (map[string]nodestatus.Signal, error) {
 	return out, nil
 }
 
+// agentWith is a podAgent on the fake runtime fk (seen by the reconciler as rt: fk or
+// a wrapper of it; nil: fk), its root dir root ("" a temporary one), the kubelet's recorder, and
+// the reconciler's other fields set by mutate.
+func agentWith(prefix string, fk *fake.Runtime, rt cri.Runtime, root string, mutate func(*PodReconciler)) *podAgent {
+	a := &podAgent{node: prefix + rand.String(5), ns: prefix + rand.String(5), runtime: fk}
+	a.runtime.LoadImage(busybox, 1<<20)
+	Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: a.ns}})).To(Succeed())
+	if rt == nil {
+		rt = fk
+	}
+	if root == "" {
+		root = GinkgoT().TempDir()
+	}
+	a.cfg = &v1alpha1.AgentConfiguration{NodeName: a.node, RootDir: root, ClusterDNS: []string{"10.0.0.10"}}
+	setTestDefaults(a.cfg) // evictionHard: upstream's defaults
+	recorder := kubeletRecorder(a.node)
+	startManager(func(mgr ctrl.Manager) error {
+		r := &PodReconciler{
+			Client: mgr.GetClient(), Runtime: rt, Recorder: recorder, Config: a.cfg,
+			HostIP: "192.0.2.10", RelistPeriod: 100 * time.Millisecond, EvictionPeriod: 200 * time.Millisecond,
+			Backoff:  podplan.BackoffPolicy{Base: 200 * time.Millisecond, Max: time.Second, Reset: 10 * time.Minute},
+			AppArmor: func() error { return errors.New("AppArmor is not enabled on the host") },
+		}
+		if mutate != nil {
+			mutate(r)
+		}
+		return r.SetupWithManager(mgr)
+	})
+	return a
+}
+
 var _ = Describe("Node-pressure eviction", func() {
 	It("evicts the pod using the most disk under nodefs pressure (Failed, Evicted, upstream's message) and refuses new pods", func() {
-		a := &podAgent{node: "press-" + rand.String(5), ns: "press-" + rand.String(5), runtime: fake.New()}
-		a.runtime.LoadImage(busybox, 1<<20)
-		Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: a.ns}})).To(Succeed())
-		a.cfg = &v1alpha1.AgentConfiguration{NodeName: a.node, RootDir: GinkgoT().TempDir(), ClusterDNS: []string{"10.0.0.10"}}
-		setTestDefaults(a.cfg) // evictionHard: upstream's defaults
 		signals := &signalsFake{obs: map[string]nodestatus.Signal{}}
 		signals.set("memory.available", "4Gi", "8Gi")
 		signals.set("nodefs.available", "50Mi", "100Mi")
 		var usageMu sync.Mutex
 		usage := map[types.UID]eviction.Usage{}
-		recorder := kubeletRecorder(a.node)
-		startManager(func(mgr ctrl.Manager) error {
-			return (&PodReconciler{
-				Client: mgr.GetClient(), Runtime: a.runtime, Recorder: recorder, Config: a.cfg,
-				HostIP: "192.0.2.10", RelistPeriod: 100 * time.Millisecond, EvictionPeriod: 200 * time.Millisecond,
-				Backoff:  podplan.BackoffPolicy{Base: 500 * time.Millisecond, Max: 2 * time.Second, Reset: 10 * time.Minute},
-				AppArmor: func() error { return errors.New("AppArmor is not enabled on the host") },
-				Signals:  signals.get,
-				PodUsage: func(context.Context) (map[types.UID]eviction.Usage, error) {
-					usageMu.Lock()
-					defer usageMu.Unlock()
-					out := map[types.UID]eviction.Usage{}
-					for k, v := range usage {
-						out[k] = v
-					}
-					return out, nil
-				},
-			}).SetupWithManager(mgr)
+		a := agentWith("press-", fake.New(), nil, "", func(r *PodReconciler) {
+			r.Signals = signals.get
+			r.PodUsage = func(context.Context) (map[types.UID]eviction.Usage, error) {
+				usageMu.Lock()
+				defer usageMu.Unlock()
+				out := map[types.UID]eviction.Usage{}
+				for k, v := range usage {
+					out[k] = v
+				}
+				return out, nil
+			}
 		})
 		small := a.pod("small", corev1.RestartPolicyAlways, nil)
 		big := a.pod("big", corev1.RestartPolicyAlways, nil)

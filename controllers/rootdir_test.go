@@ -143,41 +143,22 @@ var _ = Describe("A full or read-only root dir", Label("root"), func() {
 		root := newRoot()
 		Expect(unix.Mount("tmpfs", root, "tmpfs", 0, "size=4m,mode=0750")).To(Succeed())
 		unmountAtEnd(root)
-		a := &podAgent{node: "rootdir-" + rand.String(5), ns: "rootdir-" + rand.String(5), runtime: fake.New()}
-		a.runtime.LoadImage(busybox, 1<<20)
-		Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: a.ns}})).To(Succeed())
-		a.cfg = &v1alpha1.AgentConfiguration{NodeName: a.node, RootDir: root, ClusterDNS: []string{"10.0.0.10"}}
-		setTestDefaults(a.cfg)
-		a.cfg.PodLogsDir = GinkgoT().TempDir()
-		recorder := kubeletRecorder(a.node)
-		startManager(func(mgr ctrl.Manager) error {
-			return (&PodReconciler{
-				Client: mgr.GetClient(), Runtime: a.runtime, Recorder: recorder, Config: a.cfg,
-				HostIP: "192.0.2.10", RelistPeriod: 100 * time.Millisecond, EvictionPeriod: time.Second,
-				Backoff:  podplan.BackoffPolicy{Base: 200 * time.Millisecond, Max: time.Second, Reset: 10 * time.Minute},
-				AppArmor: func() error { return errors.New("AppArmor is not enabled on the host") },
-				// the real observation of the root dir's filesystem, as main's
-				Signals: func() (map[string]nodestatus.Signal, error) {
-					st, err := (&host.Linux{RootDir: root}).Stats()
-					out := map[string]nodestatus.Signal{}
-					for k, v := range st {
-						out[k] = nodestatus.Signal{Available: v.Available, Capacity: v.Capacity}
+		a := agentWith("rootdir-", fake.New(), nil, root, func(r *PodReconciler) {
+			r.Config.PodLogsDir = GinkgoT().TempDir()
+			r.EvictionPeriod = time.Second
+			r.Signals = HostSignals(root) // the real observation of the root dir's filesystem, as main's
+			// each pod's folder (its volumes), measured
+			r.PodUsage = func(context.Context) (map[types.UID]eviction.Usage, error) {
+				out := map[types.UID]eviction.Usage{}
+				dirs, _ := os.ReadDir(filepath.Join(root, "pods"))
+				for _, d := range dirs {
+					n, err := eviction.DirUsage(filepath.Join(root, "pods", d.Name()))
+					if err == nil {
+						out[types.UID(d.Name())] = eviction.Usage{Disk: n}
 					}
-					return out, err
-				},
-				// each pod's folder (its volumes), measured
-				PodUsage: func(context.Context) (map[types.UID]eviction.Usage, error) {
-					out := map[types.UID]eviction.Usage{}
-					dirs, _ := os.ReadDir(filepath.Join(root, "pods"))
-					for _, d := range dirs {
-						n, err := eviction.DirUsage(filepath.Join(root, "pods", d.Name()))
-						if err == nil {
-							out[types.UID(d.Name())] = eviction.Usage{Disk: n}
-						}
-					}
-					return out, nil
-				},
-			}).SetupWithManager(mgr)
+				}
+				return out, nil
+			}
 		})
 		withScratch := func(p *corev1.Pod) {
 			p.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}

@@ -14,8 +14,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/nodekeeper/nodekeeper/host"
 	"github.com/nodekeeper/nodekeeper/internal/eviction"
 	"github.com/nodekeeper/nodekeeper/internal/logrotate"
+	"github.com/nodekeeper/nodekeeper/internal/nodestatus"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
@@ -185,5 +187,18 @@ func (r *PodReconciler) evict(pod *corev1.Pod, msg string) {
 	select {
 	case r.events <- event.GenericEvent{Object: &corev1.Pod{ObjectMeta: pod.ObjectMeta}}:
 	default:
+	}
+}
+
+// HostSignals observes the eviction signals of the machine, nodefs being rootDir's
+// filesystem (host.Linux's Stats).
+func HostSignals(rootDir string) func() (map[string]nodestatus.Signal, error) {
+	return func() (map[string]nodestatus.Signal, error) {
+		st, err := (&host.Linux{RootDir: rootDir}).Stats()
+		out := make(map[string]nodestatus.Signal, len(st))
+		for k, v := range st {
+			out[k] = nodestatus.Signal{Available: v.Available, Capacity: v.Capacity}
+		}
+		return out, err
 	}
 }
