@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -40,6 +41,7 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/cadvisor"
 	"github.com/nodekeeper/nodekeeper/internal/clientcert"
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
+	"github.com/nodekeeper/nodekeeper/internal/eviction"
 	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 	"github.com/nodekeeper/nodekeeper/internal/options"
 	"github.com/nodekeeper/nodekeeper/internal/stats"
@@ -145,6 +147,12 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("building manager: %w", err)
 	}
 
+	// the kubelet's events: source {component: kubelet, host: <node>}
+	recorder, err := controllers.NewEventRecorder(ctx, restCfg, cfg.NodeName)
+	if err != nil {
+		return err
+	}
+
 	rt, err := cri.Dial(cri.RemoteOptions{Endpoint: cfg.ContainerRuntimeEndpoint})
 	if err != nil {
 		return err
@@ -175,7 +183,7 @@ func run(ctx context.Context, args []string) error {
 			Config:   cfg,
 			Host:     &host.Linux{RootDir: cfg.RootDir, MaxPods: cfg.MaxPods},
 			Runtime:  rt,
-			Recorder: mgr.GetEventRecorderFor("kubelet"),
+			Recorder: recorder,
 			Version:  version.Version,
 			Images:   controllers.RuntimeImages(rt),
 			Devices:  nodeDevices,
@@ -221,7 +229,7 @@ func run(ctx context.Context, args []string) error {
 			MirrorClient:  direct, // static pods run before the caches sync
 			StaticContext: ctx,
 			Runtime:       rt,
-			Recorder:      mgr.GetEventRecorderFor("kubelet"),
+			Recorder:      recorder,
 			Config:        cfg,
 			HostIP:        hostIP,
 			Cgroups:       host.Cgroups{},
@@ -233,6 +241,19 @@ func run(ctx context.Context, args []string) error {
 			}(),
 			APIReader: mgr.GetAPIReader(),
 			Devices:   podDevices,
+			// node-pressure eviction: the node's signals, and the pods' usage from a
+			// stats provider of its own (its CPU samples are not the API server's)
+			Signals: controllers.HostSignals(cfg.RootDir),
+			PodUsage: func() func(context.Context) (map[types.UID]eviction.Usage, error) {
+				p := &stats.Provider{NodeName: cfg.NodeName, Runtime: rt, Host: stats.Linux{}, RootDir: cfg.RootDir, PodLogsDir: cfg.PodLogsDir}
+				return func(ctx context.Context) (map[types.UID]eviction.Usage, error) {
+					s, err := p.Summary(ctx, false)
+					if err != nil {
+						return nil, err
+					}
+					return controllers.SummaryUsage(s), nil
+				}
+			}(),
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up pod reconciler: %w", err)
 		}

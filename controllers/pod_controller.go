@@ -44,7 +44,9 @@ import (
 	"github.com/nodekeeper/nodekeeper/host"
 	"github.com/nodekeeper/nodekeeper/internal/credentials"
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
+	"github.com/nodekeeper/nodekeeper/internal/eviction"
 	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
+	"github.com/nodekeeper/nodekeeper/internal/nodestatus"
 	"github.com/nodekeeper/nodekeeper/internal/podconfig"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/internal/podstart"
@@ -109,6 +111,11 @@ type PodReconciler struct {
 	// EvictionPeriod is how often emptyDir volumes are measured against their
 	// sizeLimit (default 10s, as the kubelet's eviction manager).
 	EvictionPeriod time.Duration
+	// Signals, when set, observes the eviction signals (memory.available,
+	// nodefs.available, ...) every EvictionPeriod for node-pressure eviction against
+	// Config.EvictionHard (nil: none); PodUsage gives the pods' usage that ranks them.
+	Signals  func() (map[string]nodestatus.Signal, error)
+	PodUsage func(ctx context.Context) (map[types.UID]eviction.Usage, error)
 	// Devices, when set, allocates device plugins' devices to containers.
 	Devices DeviceAllocator
 	// AppArmor tells whether the host enforces AppArmor profiles (nil: it does;
@@ -118,6 +125,13 @@ type PodReconciler struct {
 
 	appArmorOnce sync.Once
 	appArmorErr  error
+
+	// node pressure (the eviction monitor's): the hard thresholds, when each pressure
+	// condition was last met, and the conditions admission refuses pods under
+	pressureMu sync.Mutex
+	hard       nodestatus.Thresholds
+	lastMet    map[corev1.NodeConditionType]time.Time
+	pressure   []corev1.NodeConditionType
 
 	// startup follows pods to running for the kubelet_pod_start_* metrics
 	startup kubeletmetrics.StartupTracker
@@ -183,6 +197,11 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.EvictionPeriod == 0 {
 		r.EvictionPeriod = 10 * time.Second
 	}
+	hard, err := nodestatus.ParseThresholds(r.Config.EvictionHard)
+	if err != nil {
+		return err
+	}
+	r.hard, r.lastMet = hard, map[corev1.NodeConditionType]time.Time{}
 	if err := mgr.Add(periodic{r.EvictionPeriod, (&evictionMonitor{r: r, reader: mgr.GetClient()}).check}); err != nil {
 		return err
 	}
@@ -453,7 +472,7 @@ func (r *PodReconciler) run(ctx context.Context, pod *corev1.Pod) (*corev1.PodSt
 	r.timeline.Mark(pod.UID, podstart.Planned, r.Clock.Now())
 	for name, w := range plan.Waiting {
 		if w.Reason == "CrashLoopBackOff" {
-			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", name, pod.Name, pod.Namespace, pod.UID)
+			r.Recorder.Eventf(containerRef(pod, name), corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", name, pod.Name, pod.Namespace, pod.UID)
 		}
 	}
 	outcome, applyErr := r.apply(ctx, pod, obs, plan)
@@ -507,6 +526,10 @@ func podRetryLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
 // that has not run anything yet. Nil: admitted.
 func (r *PodReconciler) admit(ctx context.Context, pod *corev1.Pod, obs podplan.Observed) *podplan.Rejection {
 	if pod.Status.StartTime == nil && !podplan.Terminal(pod) && len(obs.Sandboxes) == 0 && len(obs.Containers) == 0 {
+		// the eviction manager's admit handler first, as the kubelet's
+		if rej := eviction.Admit(pod, r.pressureConditions()); rej != nil {
+			return rej
+		}
 		if rej := r.admission.Admit(pod); rej != nil {
 			return rej
 		}
@@ -741,7 +764,7 @@ func (r *PodReconciler) killAll(ctx context.Context, pod *corev1.Pod, obs podpla
 		wg.Add(1)
 		go func(c podplan.Container) {
 			defer wg.Done()
-			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", msg, c.Name)
+			r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeNormal, "Killing", msg, c.Name)
 			if err := r.stopContainerInTurn(ctx, pod, c, grace, order); err != nil {
 				errs <- err
 				return
@@ -816,7 +839,7 @@ func (r *PodReconciler) preStop(ctx context.Context, pod *corev1.Pod, c podplan.
 		}
 		if err := r.runHook(hctx, pod, c, h, podIP, timeout); err != nil {
 			log.FromContext(ctx).Info("PreStop hook failed", "pod", client.ObjectKeyFromObject(pod), "container", c.Name, "error", err.Error())
-			r.Recorder.Event(pod, corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed")
+			r.Recorder.Event(containerRef(pod, c.Name), corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed")
 		}
 	}()
 	t := r.Clock.NewTimer(grace)
@@ -965,6 +988,16 @@ func (r *PodReconciler) removeByName(ctx context.Context, ns, name string, keep 
 // killPod stops every container of the pod (preStop, grace periods, sidecars last),
 // then its ready sandboxes.
 func (r *PodReconciler) killPod(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, grace time.Duration) error {
+	err := r.killPodOnce(ctx, pod, obs, grace)
+	if err != nil && ctx.Err() == nil { // (not the agent stopping)
+		// as the kubelet's SyncTerminatingPod: a Warning for each failed kill (the
+		// recorder aggregates the repeats), retried
+		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedKillPod", "error killing pod: %v", err)
+	}
+	return err
+}
+
+func (r *PodReconciler) killPodOnce(ctx context.Context, pod *corev1.Pod, obs podplan.Observed, grace time.Duration) error {
 	if err := r.killAll(ctx, pod, obs, grace, "Stopping container %s"); err != nil {
 		return err
 	}
@@ -1013,7 +1046,7 @@ func (r *PodReconciler) applySteps(ctx context.Context, pod *corev1.Pod, obs pod
 	}
 	// 2. the containers to kill
 	for _, k := range plan.Kill {
-		r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "%s", k.Reason)
+		r.Recorder.Eventf(containerRef(pod, k.Name), corev1.EventTypeNormal, "Killing", "%s", k.Reason)
 		for _, c := range obs.Containers {
 			if c.ID == k.ID {
 				if err := r.stopContainer(ctx, pod, c, k.Grace); err != nil {
@@ -1170,33 +1203,33 @@ func (r *PodReconciler) start(ctx context.Context, pod *corev1.Pod, sandboxID st
 			return err // the API server or the runtime failed: retry
 		}
 		out.SetWaiting(c.Name, &podplan.Waiting{Reason: "CreateContainerConfigError", Message: err.Error()})
-		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
+		r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return nil
 	}
 	id, err := r.Runtime.CreateContainer(ctx, sandboxID, cfg, sbConfig)
 	if err != nil {
 		out.SetWaiting(c.Name, &podplan.Waiting{Reason: "CreateContainerError", Message: err.Error()})
-		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
+		r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return nil
 	}
 	r.timeline.Mark(pod.UID, podstart.Created, r.Clock.Now())
-	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Created", "Created container %s", c.Name)
+	r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeNormal, "Created", "Container created")
 	if err := r.Runtime.StartContainer(ctx, id); err != nil {
 		out.SetWaiting(c.Name, &podplan.Waiting{Reason: "RunContainerError", Message: err.Error()})
-		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
+		r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return nil
 	}
 	r.timeline.Mark(pod.UID, podstart.Started, r.Clock.Now())
 	out.SetWaiting(c.Name, nil)
-	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeNormal, "Started", "Container started")
 	r.linkContainerLog(pod, c, id, filepath.Join(sbConfig.LogDirectory, cfg.LogPath))
 	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
 		release()
 		// as upstream: a failing postStart hook kills the container, which then
 		// restarts (with back-off) as its restart policy says
 		if msg, err := r.postStart(ctx, pod, c, id, podIP); err != nil {
-			r.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedPostStartHook", "%s", msg)
-			r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "FailedPostStartHook")
+			r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeWarning, "FailedPostStartHook", "%s", msg)
+			r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeNormal, "Killing", "FailedPostStartHook")
 			if err := r.stopContainer(ctx, pod, podplan.Container{ID: id, Name: c.Name}, r.grace(pod)); err != nil {
 				return err
 			}
@@ -1254,7 +1287,7 @@ func (r *PodReconciler) observeImages(ctx context.Context, pod *corev1.Pod, plan
 // ensureImage carries out the image decision (Start.Image): uses the present image, or
 // holds the container back, or pulls. A failed pull backs off like container restarts.
 func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Container, step podplan.ImageStep, creds []credentials.Credential, haveCreds bool, out *podplan.Outcome) (string, error) {
-	r.Recorder.Eventf(pod, step.EventType, step.EventReason, "%s", step.EventMessage)
+	r.Recorder.Eventf(containerRef(pod, c.Name), step.EventType, step.EventReason, "%s", step.EventMessage)
 	switch step.Action {
 	case podplan.ImageUse:
 		return step.ImageID, nil
@@ -1278,14 +1311,14 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 	if err != nil {
 		w := podplan.PullFailed(c.Image, err)
 		out.SetWaiting(c.Name, &w)
-		r.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "%s", w.Message)
+		r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeWarning, "Failed", "%s", w.Message)
 		next := r.Backoff.Next(entry, 0, now)
 		out.SetBackoff(key, &next)
 		return "", err
 	}
 	r.startup.PullFinished(pod.UID, r.Clock.Now())
 	out.SetBackoff(key, nil)
-	r.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, r.Clock.Since(start).Round(time.Millisecond))
+	r.Recorder.Eventf(containerRef(pod, c.Name), corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, r.Clock.Since(start).Round(time.Millisecond))
 	return ref, nil
 }
 

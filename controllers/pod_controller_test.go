@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -47,18 +48,28 @@ func startPodReconciler(node string, rt *fake.Runtime, rootDir string) {
 func startPodReconcilerWith(node string, rt *fake.Runtime, rootDir string, wrap func(client.Client) client.Client) {
 	cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: rootDir, ClusterDNS: []string{"10.0.0.10"}}
 	setTestDefaults(cfg)
+	recorder := kubeletRecorder(node)
 	startManager(func(mgr ctrl.Manager) error {
 		c := mgr.GetClient()
 		if wrap != nil {
 			c = wrap(c)
 		}
 		return (&PodReconciler{
-			Client: c, Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
+			Client: c, Runtime: rt, Recorder: recorder, Config: cfg,
 			HostIP: "192.0.2.10", RelistPeriod: 100 * time.Millisecond, EvictionPeriod: 200 * time.Millisecond,
 			Backoff:  podplan.BackoffPolicy{Base: 500 * time.Millisecond, Max: 2 * time.Second, Reset: 10 * time.Minute},
 			AppArmor: func() error { return errors.New("AppArmor is not enabled on the host") }, // whatever this machine has
 		}).SetupWithManager(mgr)
 	})
+}
+
+// kubeletRecorder is main's event recorder for node, until the spec ends.
+func kubeletRecorder(node string) record.EventRecorder {
+	ctx, cancel := context.WithCancel(context.Background())
+	DeferCleanup(cancel)
+	rec, err := NewEventRecorder(ctx, env.Config, node)
+	Expect(err).NotTo(HaveOccurred())
+	return rec
 }
 
 func newPodAgent() *podAgent { return newPodAgentOn(fake.New(), nil) }
@@ -173,6 +184,45 @@ var _ = Describe("PodReconciler on the fake runtime", func() {
 			return r
 		}, 10*time.Second, 100*time.Millisecond).Should(ContainElements("Created", "Started"))
 		Expect(eventsIn(a.ns)()).To(ContainElement(`Pulled: Container image "` + busybox + `" already present on machine`))
+	})
+
+	It("records its events as the kubelet: source kubelet on the node, container events with the container's fieldPath", func() {
+		a := newPodAgent()
+		p := a.pod("evsrc", corev1.RestartPolicyAlways, func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: "setup", Image: busybox, Command: []string{"true"}}}
+		})
+		p = getPod(p)
+		var id string
+		Eventually(func() string { id = a.running(p.UID, "setup"); return id }, 10*time.Second, 50*time.Millisecond).ShouldNot(BeEmpty())
+		Expect(a.runtime.Exit(id, 0)).To(Succeed())
+		Eventually(phase(p), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodRunning))
+		Expect(k8sClient.Delete(context.Background(), p)).To(Succeed())
+		// every event: "reason fieldPath", once its source and reporter are checked
+		seen := func() []string {
+			evs := &corev1.EventList{}
+			Expect(k8sClient.List(context.Background(), evs, client.InNamespace(a.ns))).To(Succeed())
+			var out []string
+			for _, e := range evs.Items {
+				Expect(e.Source).To(Equal(corev1.EventSource{Component: "kubelet", Host: a.node}), "%s %s", e.Reason, e.Message)
+				Expect(e.ReportingController).To(Equal("kubelet"))
+				Expect(e.ReportingInstance).To(Equal(a.node))
+				Expect(e.InvolvedObject.Kind).To(Equal("Pod"))
+				Expect(e.InvolvedObject.APIVersion).To(Equal("v1"))
+				Expect(e.InvolvedObject.Name).To(Equal(p.Name))
+				Expect(e.InvolvedObject.UID).To(Equal(p.UID))
+				out = append(out, e.Reason+" "+e.InvolvedObject.FieldPath+": "+e.Message)
+			}
+			return out
+		}
+		Eventually(seen, 10*time.Second, 100*time.Millisecond).Should(ContainElements(
+			`Pulled spec.initContainers{setup}: Container image "`+busybox+`" already present on machine`,
+			"Created spec.initContainers{setup}: Container created",
+			"Started spec.initContainers{setup}: Container started",
+			`Pulled spec.containers{app}: Container image "`+busybox+`" already present on machine`,
+			"Created spec.containers{app}: Container created",
+			"Started spec.containers{app}: Container started",
+			"Killing spec.containers{app}: Stopping container app",
+		))
 	})
 
 	It("re-creates a sandbox that died, with a SandboxChanged event, and restarts the containers in it", func() {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/nodekeeper/nodekeeper/api/v1alpha1"
 	"github.com/nodekeeper/nodekeeper/host"
+	"github.com/nodekeeper/nodekeeper/internal/eviction"
 	"github.com/nodekeeper/nodekeeper/internal/nodestatus"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/runtime/cri/fake"
@@ -137,6 +138,60 @@ var _ = Describe("A full or read-only root dir", Label("root"), func() {
 		}
 		return n
 	}
+
+	It("evicts the pod filling the root dir's filesystem below nodefs.available 10 % and refuses new pods under DiskPressure", func() {
+		root := newRoot()
+		Expect(unix.Mount("tmpfs", root, "tmpfs", 0, "size=4m,mode=0750")).To(Succeed())
+		unmountAtEnd(root)
+		a := agentWith("rootdir-", fake.New(), nil, root, func(r *PodReconciler) {
+			r.Config.PodLogsDir = GinkgoT().TempDir()
+			r.EvictionPeriod = time.Second
+			r.Signals = HostSignals(root) // the real observation of the root dir's filesystem, as main's
+			// each pod's folder (its volumes), measured
+			r.PodUsage = func(context.Context) (map[types.UID]eviction.Usage, error) {
+				out := map[types.UID]eviction.Usage{}
+				dirs, _ := os.ReadDir(filepath.Join(root, "pods"))
+				for _, d := range dirs {
+					n, err := eviction.DirUsage(filepath.Join(root, "pods", d.Name()))
+					if err == nil {
+						out[types.UID(d.Name())] = eviction.Usage{Disk: n}
+					}
+				}
+				return out, nil
+			}
+		})
+		withScratch := func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "scratch", MountPath: "/scratch"}}
+		}
+		idle := a.pod("idle", corev1.RestartPolicyAlways, withScratch)
+		writer := a.pod("writer", corev1.RestartPolicyAlways, withScratch)
+		Eventually(phase(idle), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodRunning))
+		Eventually(phase(writer), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodRunning))
+		writer = getPod(writer)
+		// what the container would write into its emptyDir: 3.7 of the 4 MiB
+		big := filepath.Join(root, "pods", string(writer.UID), "volumes", "scratch", "big")
+		Expect(os.WriteFile(big, make([]byte, 3700<<10), 0o644)).To(Succeed())
+		Eventually(phase(writer), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodFailed))
+		Expect(os.Remove(big)).To(Succeed()) // room again: the next cycle evicts nobody
+		st := getPod(writer).Status
+		Expect(st.Reason).To(Equal("Evicted"))
+		Expect(st.Message).To(MatchRegexp(`^The node was low on resource: ephemeral-storage\. Threshold quantity: 419430, available: \d+Ki\. $`))
+		Eventually(eventsIn(a.ns), 10*time.Second, 100*time.Millisecond).Should(ContainElement("Evicted: " + st.Message))
+		Consistently(phase(idle), 2*time.Second, 100*time.Millisecond).Should(Equal(corev1.PodRunning), "one pod per cycle, the largest user first")
+
+		// DiskPressure lasts the transition period (5m): a new pod is refused
+		late := a.pod("late", corev1.RestartPolicyAlways, nil)
+		Eventually(phase(late), 10*time.Second, 50*time.Millisecond).Should(Equal(corev1.PodFailed))
+		Expect(getPod(late).Status.Reason).To(Equal("Evicted"))
+		Expect(getPod(late).Status.Message).To(Equal("Pod was rejected: The node had condition: [DiskPressure]. "))
+		Expect(k8sClient.Delete(context.Background(), writer)).To(Succeed())
+		Expect(k8sClient.Delete(context.Background(), idle)).To(Succeed())
+		Eventually(func() bool {
+			_, err := os.Stat(filepath.Join(root, "pods", string(idle.UID)))
+			return os.IsNotExist(err)
+		}, 10*time.Second, 100*time.Millisecond).Should(BeTrue())
+	})
 
 	It("reports a full disk under the root dir on the pods and the node, keeps volume content, and starts the pods once there is room", func() {
 		root := newRoot()

@@ -1,11 +1,11 @@
-// Package eviction is the part of the kubelet's eviction manager (upstream
-// pkg/kubelet/eviction) nodekeeper has: local storage eviction of pods whose emptyDir
-// volume outgrows its sizeLimit. Node-pressure eviction (signals against thresholds,
-// ranking pods) is not done; the thresholds only shape allocatable and the node's
-// pressure conditions (internal/nodestatus).
+// Package eviction is the kubelet's eviction manager (upstream pkg/kubelet/eviction):
+// local storage eviction of pods whose emptyDir volume outgrows its sizeLimit, and
+// node-pressure eviction (pressure.go): hard thresholds against the observed signals,
+// the node conditions they give, admission under them, ranking and picking the pod to
+// evict and its message.
 //
-// Measured and EmptyDirViolation decide; Monitor lists the pods, measures the volumes
-// and hands each decision to its Evict function.
+// Measured, EmptyDirViolation, ThresholdsMet, Admit, Rank and Pick decide; Monitor
+// lists the pods, measures the volumes and hands each decision to its Evict function.
 package eviction
 
 import (

@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
+
+	"github.com/nodekeeper/nodekeeper/internal/podconfig"
 )
 
 var (
@@ -268,14 +270,14 @@ func (m *Manager) report(pod *corev1.Pod, spec *corev1.Container, t Type, o Outc
 	rec := m.opts.Recorder
 	switch {
 	case o.Result == Unknown:
-		rec.Eventf(pod, corev1.EventTypeWarning, "Unhealthy", "%s probe errored and resulted in unknown state: %v", t, o.Err)
+		rec.Eventf(podconfig.ContainerRef(pod, spec.Name), corev1.EventTypeWarning, "Unhealthy", "%s probe errored and resulted in unknown state: %v", t, o.Err)
 		return
 	case o.Result == Failure:
-		rec.Eventf(pod, corev1.EventTypeWarning, "Unhealthy", "%s probe failed: %s", t, o.Message)
+		rec.Eventf(podconfig.ContainerRef(pod, spec.Name), corev1.EventTypeWarning, "Unhealthy", "%s probe failed: %s", t, o.Message)
 		probeTotal.WithLabelValues(string(t), "failed", spec.Name, pod.Name, pod.Namespace, string(pod.UID)).Inc()
 		return
 	case o.Warning:
-		rec.Eventf(pod, corev1.EventTypeWarning, "ProbeWarning", "%s probe warning: %s", t, o.Message)
+		rec.Eventf(podconfig.ContainerRef(pod, spec.Name), corev1.EventTypeWarning, "ProbeWarning", "%s probe warning: %s", t, o.Message)
 	}
 	probeTotal.WithLabelValues(string(t), "successful", spec.Name, pod.Name, pod.Namespace, string(pod.UID)).Inc()
 	probeDuration.WithLabelValues(string(t), spec.Name, pod.Name, pod.Namespace).Observe(took.Seconds())
