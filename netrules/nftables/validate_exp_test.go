@@ -21,11 +21,11 @@ import (
 // which do not. Figures only (never pass/fail); NK_NFT_VALIDATE_EXP=10000,50000 runs it.
 func TestNetnsValidateCost(t *testing.T) {
 	needRoot(t)
-	sizes := splitComma(os.Getenv("NK_NFT_VALIDATE_EXP"))
-	if len(sizes) == 0 {
+	env := os.Getenv("NK_NFT_VALIDATE_EXP")
+	if env == "" || testing.Short() {
 		t.Skip("NK_NFT_VALIDATE_EXP=10000[,50000] runs the validation cost experiment")
 	}
-	for _, s := range sizes {
+	for _, s := range splitComma(env) {
 		var n int
 		fmt.Sscan(s, &n)
 		validateExperiment(t, n)
