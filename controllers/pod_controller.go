@@ -112,6 +112,8 @@ type PodReconciler struct {
 	startup kubeletmetrics.StartupTracker
 	// pulled remembers the credentials each image was pulled with
 	pulled *credentials.PulledRecords
+	// providers are the image credential provider plugins
+	providers credentials.Providers
 
 	events      chan event.GenericEvent
 	static      staticPods
@@ -151,6 +153,11 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	r.events = make(chan event.GenericEvent, 1024)
 	kubeletmetrics.Register()
+	providers, err := credentials.LoadProviders(r.Config.ImageCredentialProviderConfig, r.Config.ImageCredentialProviderBinDir)
+	if err != nil {
+		return err
+	}
+	r.providers = providers
 	r.pulled = &credentials.PulledRecords{File: filepath.Join(r.Config.RootDir, "image_manager", "pulled.json"),
 		Policy: r.Config.ImagePullCredentialsVerificationPolicy, Allowlist: r.Config.PreloadedImagesVerificationAllowlist}
 	r.prober = newProber(r.Runtime, r.Recorder, r.events)
@@ -1245,13 +1252,18 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 }
 
 // pullCredentials are the credentials that match the image, as the kubelet finds them:
-// the pod's imagePullSecrets first, then the node's docker config.
+// the pod's imagePullSecrets first, then the node's docker config, then the credential
+// provider plugins (a plugin that fails is logged and left out, as upstream).
 func (r *PodReconciler) pullCredentials(ctx context.Context, pod *corev1.Pod, image string) ([]credentials.Credential, error) {
 	podKeyring, err := credentials.FromSecrets(r.pullSecrets(ctx, pod))
 	if err != nil {
 		return nil, err
 	}
-	return credentials.Credentials(image, podKeyring, credentials.NodeKeyring(r.Config.RootDir)), nil
+	pluginKeyring, err := r.providers.Keyring(ctx, image)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "Getting credentials from the image credential provider plugins", "image", image)
+	}
+	return credentials.Credentials(image, podKeyring, credentials.NodeKeyring(r.Config.RootDir), pluginKeyring), nil
 }
 
 // pull pulls the image with each credential in turn until one works (without any when
