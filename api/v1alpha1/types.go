@@ -95,7 +95,9 @@ type AgentConfiguration struct {
 	// CgroupRoot is where the kubepods cgroup goes [cgroupRoot]. Default "/".
 	CgroupRoot string `json:"cgroupRoot,omitempty"`
 	// CgroupDriver is how cgroups are named [cgroupDriver]: only "cgroupfs" (the
-	// default) is supported, and the runtime must use it too.
+	// default) runs, and the runtime must use it too. "systemd" is refused at start-up
+	// with the reason (no systemd as PID 1, or no D-Bus unit management yet), never
+	// silently replaced by cgroupfs.
 	CgroupDriver string `json:"cgroupDriver,omitempty"`
 	// ImageCredentialProviderConfig is a CredentialProviderConfig file
 	// (kubelet.config.k8s.io/v1) naming exec plugins that give registry credentials
