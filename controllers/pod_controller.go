@@ -139,6 +139,8 @@ type PodReconciler struct {
 	timeline podstart.Tracker
 	// pulled remembers the credentials each image was pulled with
 	pulled *credentials.PulledRecords
+	// providers are the image credential provider plugins
+	providers credentials.Providers
 
 	events      chan event.GenericEvent
 	slots       chan struct{} // StartSlots (nil: no bound)
@@ -182,6 +184,11 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.slots = make(chan struct{}, n)
 	}
 	kubeletmetrics.Register()
+	providers, err := credentials.LoadProviders(r.Config.ImageCredentialProviderConfig, r.Config.ImageCredentialProviderBinDir)
+	if err != nil {
+		return err
+	}
+	r.providers = providers
 	r.pulled = &credentials.PulledRecords{File: filepath.Join(r.Config.RootDir, "image_manager", "pulled.json"),
 		Policy: r.Config.ImagePullCredentialsVerificationPolicy, Allowlist: r.Config.PreloadedImagesVerificationAllowlist}
 	r.probes = r.newProber()
@@ -1323,13 +1330,18 @@ func (r *PodReconciler) ensureImage(ctx context.Context, pod *corev1.Pod, c *cor
 }
 
 // pullCredentials are the credentials that match the image, as the kubelet finds them:
-// the pod's imagePullSecrets first, then the node's docker config.
+// the pod's imagePullSecrets first, then the node's docker config, then the credential
+// provider plugins (a plugin that fails is logged and left out, as upstream).
 func (r *PodReconciler) pullCredentials(ctx context.Context, pod *corev1.Pod, image string) ([]credentials.Credential, error) {
 	podKeyring, err := credentials.FromSecrets(r.pullSecrets(ctx, pod))
 	if err != nil {
 		return nil, err
 	}
-	return credentials.Credentials(image, podKeyring, credentials.NodeKeyring(r.Config.RootDir)), nil
+	pluginKeyring, err := r.providers.Keyring(ctx, image)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "Getting credentials from the image credential provider plugins", "image", image)
+	}
+	return credentials.Credentials(image, podKeyring, credentials.NodeKeyring(r.Config.RootDir), pluginKeyring), nil
 }
 
 // pull pulls the image with each credential in turn until one works (without any when

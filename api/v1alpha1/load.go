@@ -241,8 +241,12 @@ func Validate(c *AgentConfiguration) error {
 	if len(c.PreloadedImagesVerificationAllowlist) > 0 && c.ImagePullCredentialsVerificationPolicy != "NeverVerifyAllowlistedImages" {
 		errs = append(errs, field.Forbidden(field.NewPath("preloadedImagesVerificationAllowlist"), "only with imagePullCredentialsVerificationPolicy NeverVerifyAllowlistedImages"))
 	}
-	if c.CgroupDriver != "" && c.CgroupDriver != "cgroupfs" {
-		errs = append(errs, field.NotSupported(field.NewPath("cgroupDriver"), c.CgroupDriver, []string{"cgroupfs"}))
+	switch c.CgroupDriver {
+	case "", "cgroupfs":
+	case "systemd":
+		errs = append(errs, field.Invalid(field.NewPath("cgroupDriver"), c.CgroupDriver, systemdDriverRefusal(systemdRunning())))
+	default:
+		errs = append(errs, field.NotSupported(field.NewPath("cgroupDriver"), c.CgroupDriver, []string{"cgroupfs", "systemd"}))
 	}
 	if c.DevicePluginDir != "" && !filepath.IsAbs(c.DevicePluginDir) {
 		errs = append(errs, field.Invalid(field.NewPath("devicePluginDir"), c.DevicePluginDir, "must be an absolute path"))
@@ -464,4 +468,22 @@ func namespacedSysctl(s string) bool {
 		return true
 	}
 	return strings.HasPrefix(s, "net.") || strings.HasPrefix(s, "fs.mqueue.") || strings.HasPrefix(s, "user.")
+}
+
+// systemdRunning is upstream's IsRunningSystemd: systemd is PID 1 when
+// /run/systemd/system exists.
+func systemdRunning() bool {
+	st, err := os.Lstat("/run/systemd/system")
+	return err == nil && st.IsDir()
+}
+
+// systemdDriverRefusal says why the systemd cgroup driver cannot be used here: without
+// systemd as PID 1 there is no systemd to own the slices; with it, nodekeeper names the
+// cgroups as the driver does (podplan.SystemdCgroupName) but does not yet create them
+// as systemd units over D-Bus, so it refuses rather than fall back to cgroupfs.
+func systemdDriverRefusal(running bool) string {
+	if !running {
+		return "the systemd cgroup driver needs systemd running as PID 1 (/run/systemd/system is missing); set cgroupDriver: cgroupfs and configure the runtime with the cgroupfs driver too"
+	}
+	return "the systemd cgroup driver is not supported yet: nodekeeper names pod cgroups as systemd slices but does not create them as systemd units over D-Bus; set cgroupDriver: cgroupfs and configure the runtime with the cgroupfs driver too"
 }

@@ -95,8 +95,18 @@ type AgentConfiguration struct {
 	// CgroupRoot is where the kubepods cgroup goes [cgroupRoot]. Default "/".
 	CgroupRoot string `json:"cgroupRoot,omitempty"`
 	// CgroupDriver is how cgroups are named [cgroupDriver]: only "cgroupfs" (the
-	// default) is supported, and the runtime must use it too.
+	// default) runs, and the runtime must use it too. "systemd" is refused at start-up
+	// with the reason (no systemd as PID 1, or no D-Bus unit management yet), never
+	// silently replaced by cgroupfs.
 	CgroupDriver string `json:"cgroupDriver,omitempty"`
+	// ImageCredentialProviderConfig is a CredentialProviderConfig file
+	// (kubelet.config.k8s.io/v1) naming exec plugins that give registry credentials
+	// [--image-credential-provider-config]; they are asked after the pod's
+	// imagePullSecrets and the node's docker config, as upstream. Empty: none.
+	ImageCredentialProviderConfig string `json:"imageCredentialProviderConfig,omitempty"`
+	// ImageCredentialProviderBinDir is the folder of the plugins' binaries
+	// [--image-credential-provider-bin-dir].
+	ImageCredentialProviderBinDir string `json:"imageCredentialProviderBinDir,omitempty"`
 	// ImagePullCredentialsVerificationPolicy decides which images present on the node a
 	// pod must show credentials for before using them [imagePullCredentialsVerificationPolicy]:
 	// NeverVerify, NeverVerifyPreloadedImages (default: images the agent pulled with a

@@ -59,7 +59,7 @@ func TestKubeadmKubeletConfigSystemdDriverRefused(t *testing.T) {
 	}
 	SetDefaults(cfg)
 	err = Validate(cfg)
-	if err == nil || !strings.Contains(err.Error(), `cgroupDriver: Unsupported value: "systemd"`) {
+	if err == nil || !strings.Contains(err.Error(), `cgroupDriver: Invalid value: "systemd": the systemd cgroup driver`) {
 		t.Errorf("want cgroupDriver refused, got %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package podplan
 
 import (
 	"path"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -172,4 +173,33 @@ func PodCgroupResources(pod *corev1.Pod) CgroupResources {
 		out.MemoryLimit = &memLim
 	}
 	return out
+}
+
+// SystemdCgroupName is a cgroupfs-style cgroup name (e.g. /kubepods/burstable/pod<uid>)
+// as the systemd cgroup driver names it (upstream's CgroupName.ToSystemd): each part's
+// "-" escaped to "_", the parts joined with "-" into a slice and expanded to its
+// parents, e.g. /kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice.
+// The runtime derives the container's "slice:prefix:name" cgroupsPath for runc's
+// systemd driver from this parent (containerd: "<last slice>:cri-containerd:<id>").
+func SystemdCgroupName(name string) string {
+	var parts []string
+	for _, p := range strings.Split(name, "/") {
+		if p != "" {
+			parts = append(parts, strings.ReplaceAll(p, "-", "_"))
+		}
+	}
+	if len(parts) == 0 {
+		return "/"
+	}
+	var b strings.Builder
+	for i := range parts {
+		b.WriteString("/" + strings.Join(parts[:i+1], "-") + ".slice")
+	}
+	return b.String()
+}
+
+// SystemdCgroupsPath is runc's systemd-driver form "slice:prefix:name" of a container's
+// cgroup under a systemd parent (the last slice of parent), as containerd builds it.
+func SystemdCgroupsPath(parent, prefix, id string) string {
+	return path.Base(parent) + ":" + prefix + ":" + id
 }
