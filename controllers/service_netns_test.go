@@ -73,7 +73,7 @@ var backendCases = []backendCase{
 			return p
 		},
 		breakIt: func(ns string) error {
-			return netnstest.Run(ns, "nft", "flush", "chain", "ip", "nodekeeper", "services")
+			return netnstest.Run(ns, "nft", "flush", "chain", "ip", nftables.ShardTableName(1), "services")
 		},
 	},
 	{
@@ -85,7 +85,7 @@ var backendCases = []backendCase{
 			return p
 		},
 		breakIt: func(ns string) error {
-			return netnstest.Run(ns, "nft", "flush", "chain", "ip", "nodekeeper", "services")
+			return netnstest.Run(ns, "nft", "flush", "chain", "ip", nftables.ShardTableName(1), "services")
 		},
 	},
 }

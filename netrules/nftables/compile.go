@@ -91,6 +91,8 @@ type Env struct {
 	Spread Spread
 	// ShardPorts: ports per endpoint map (0: the default, ShardPorts).
 	ShardPorts int
+	// TablePorts: ports per shard table (0: the default, TablePorts).
+	TablePorts int
 }
 
 // Spread is how a service chain picks one of several endpoints (without affinity).

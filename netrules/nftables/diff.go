@@ -32,8 +32,10 @@ const (
 )
 
 // Op is one table operation, as data: a batch is a list of them, sent in order.
+// Table is the table it applies to (0: the main table, i ≥ 1: shard i).
 type Op struct {
 	Kind     OpKind
+	Table    int
 	Name     string
 	Rule     *Rule
 	Timeout  int32
@@ -50,8 +52,39 @@ type Op struct {
 const StaleDelay = time.Second
 
 type claimant struct {
-	port    string // the port's Key
+	port string // the port's Key
+	placed
+}
+
+// placed is a map element as the kernel holds it: in which table, with which verdict.
+type placed struct {
+	table   int
 	verdict Verdict
+}
+
+// tref names a chain or set of one table.
+type tref struct {
+	table int
+	name  string
+}
+
+// shardTable is what the Planner knows of a table: how many ports it holds (shards)
+// and whether it exists (or its creation is planned).
+type shardTable struct {
+	ports   int
+	created bool
+}
+
+// TableDump is what one table of the kernel holds, as the Planner needs it.
+type TableDump struct {
+	Index  int
+	Chains []string
+	// Sets: its named sets and maps, endpoint maps included
+	Sets []string
+	// Elems: the elements of its verdict maps and key sets (those of mapNames)
+	Elems map[ElemKey]Verdict
+	// EP: its endpoint maps' elements, by map
+	EP map[string]map[uint32]netip.AddrPort
 }
 
 // Planner is the pure heart of the incremental backend: it keeps what was applied per
@@ -59,16 +92,25 @@ type claimant struct {
 // the owner index of shared map keys and the map elements the kernel holds, and turns
 // a Service's new ports into the operations that bring the table there.
 type Planner struct {
-	Env     Env
-	applied map[string][]*netrules.ServicePort
-	owners  map[ElemKey][]claimant // sorted by port; the last one wins (Render's order)
-	elems   map[ElemKey]Verdict
+	Env Env
+	// Main and Shard are the fixed layouts of the main table and of a shard (the
+	// Proxier's; NewPlanner's for an empty node)
+	Main, Shard Layout
+	applied     map[string][]*netrules.ServicePort
+	// the table of each Service with ports (all its ports are in one shard), and the
+	// tables (index 0: the main one)
+	svcTable map[string]int
+	tables   []*shardTable
+	owners   map[ElemKey][]claimant // sorted by port; the last one wins (Render's order)
+	elems    map[ElemKey][]placed
 	// flushed chains and sets waiting for deletion, since when
-	stale     map[string]time.Time
-	staleSets map[string]time.Time
-	// resync: chains and sets found in the kernel and not rewritten yet
-	leftover     map[string]bool
-	leftoverSets map[string]bool
+	stale     map[tref]time.Time
+	staleSets map[tref]time.Time
+	// resync: chains and sets found in the kernel and not rewritten yet, and the shard
+	// where each leftover Service chain was (a Service goes back to it)
+	leftover     map[tref]bool
+	leftoverSets map[tref]bool
+	leftoverAt   map[string]int
 	// the endpoint maps: each port's range (by EndpointMap.Name), the shards, what the
 	// kernel holds, and what a resync found there (deleted by Finish: new ranges are
 	// allocated above it)
@@ -100,8 +142,10 @@ type pendingRange struct {
 // (Env.ShardPorts overrides it: tests use small shards.)
 const ShardPorts = 64
 
-// epShard is one endpoint map: its ports, next unused index and free ranges by size.
+// epShard is one endpoint map: its table, ports, next unused index and free ranges by
+// size. (Its name, endpoints-<i>, is unique across tables.)
 type epShard struct {
+	table   int
 	ports   int
 	next    uint32
 	free    map[uint32][]uint32
@@ -149,21 +193,21 @@ func (p *Planner) shard(i int) *epShard {
 	return p.shards[i]
 }
 
-// allocRange gives a range for n endpoints in the first shard with room for a port
-// (ops gets the shard's creation when it is new).
-func (p *Planner) allocRange(n int, ops *[]Op) epRange {
+// allocRange gives a range for n endpoints in the first endpoint map of table t with
+// room for a port (ops gets the map's creation when it is new).
+func (p *Planner) allocRange(n, t int, ops *[]Op) epRange {
 	max := ShardPorts
 	if p.Env.ShardPorts > 0 {
 		max = p.Env.ShardPorts
 	}
 	i := 0
-	for i < len(p.shards) && p.shards[i].ports >= max {
+	for i < len(p.shards) && (p.shards[i].ports >= max || p.shards[i].created && p.shards[i].table != t) {
 		i++
 	}
 	sh := p.shard(i)
 	if !sh.created {
-		*ops = append(*ops, Op{Kind: OpAddEPMap, Name: shardName(i)})
-		sh.created = true
+		*ops = append(*ops, Op{Kind: OpAddEPMap, Table: t, Name: shardName(i)})
+		sh.created, sh.table = true, t
 	}
 	sh.ports++
 	size := rangeSize(n)
@@ -210,52 +254,145 @@ func setOffsets(c compiled, ranges map[string]epRange) {
 	}
 }
 
-// NewPlanner returns a Planner for an empty table.
+// NewPlanner returns a Planner for an empty kernel, with the layouts of env's node
+// (the Proxier sets them from the node itself: LocalhostNodePorts).
 func NewPlanner(env Env) *Planner {
-	p := &Planner{Env: env}
-	p.Reset(nil, nil, nil, nil)
+	node := netrules.Node{ClusterCIDRs: env.ClusterCIDRs, MasqueradeAll: env.MasqueradeAll}
+	p := &Planner{Env: env, Main: FixedLayout(env.Family, node), Shard: ShardLayout(env.Family, node)}
+	p.Reset(nil)
 	return p
 }
 
-// Reset forgets everything applied and starts from what the kernel holds: its
-// per-Service chains and affinity sets (content unknown: each is rewritten or removed)
-// and its map elements (known exactly). After Reset every Service must be planned
-// again with rewrite, and then Finish removes what nobody claimed.
-func (p *Planner) Reset(chains, sets []string, elems map[ElemKey]Verdict, ep map[string]map[uint32]netip.AddrPort) {
-	p.applied = map[string][]*netrules.ServicePort{}
+// Reset forgets everything applied and starts from what the kernel holds: its tables,
+// their per-Service chains and affinity sets (content unknown: each is rewritten or
+// removed) and their map elements (known exactly). After Reset every Service must be
+// planned again with rewrite, and then Finish removes what nobody claimed. Whatever a
+// table holds that its layout does not name (a Service chain, or what an older layout
+// had there) is a leftover.
+func (p *Planner) Reset(tables []TableDump) {
+	p.applied, p.svcTable = map[string][]*netrules.ServicePort{}, map[string]int{}
+	p.tables = []*shardTable{{}}
 	p.owners = map[ElemKey][]claimant{}
-	p.elems = map[ElemKey]Verdict{}
-	for k, v := range elems {
-		p.elems[k] = v
-	}
-	p.stale, p.staleSets = map[string]time.Time{}, map[string]time.Time{}
-	p.leftover, p.leftoverSets = map[string]bool{}, map[string]bool{}
-	for _, c := range chains {
-		if isServiceChain(c) {
-			p.leftover[c] = true
-		}
-	}
-	for _, s := range sets {
-		p.leftoverSets[s] = true
-	}
+	p.elems = map[ElemKey][]placed{}
+	p.stale, p.staleSets = map[tref]time.Time{}, map[tref]time.Time{}
+	p.leftover, p.leftoverSets, p.leftoverAt = map[tref]bool{}, map[tref]bool{}, map[string]int{}
 	p.ranges, p.shards = map[string]epRange{}, nil
 	p.ep, p.leftoverEP = map[epKey]netip.AddrPort{}, map[epKey]bool{}
 	p.staleEP, p.pendingFree = map[epKey]time.Time{}, nil
-	for name, m := range ep {
-		i, ok := parseShardName(name)
-		if !ok {
-			continue
+	sort.Slice(tables, func(i, j int) bool { return tables[i].Index < tables[j].Index })
+	for _, d := range tables {
+		t := d.Index
+		p.table(t).created = true
+		l := p.layout(t)
+		for k, v := range d.Elems {
+			p.elems[k] = append(p.elems[k], placed{t, v})
 		}
-		sh := p.shard(i)
-		sh.created = true
-		for idx, e := range m {
-			k := epKey{i, idx}
-			p.ep[k], p.leftoverEP[k] = e, true
-			if idx >= sh.next {
-				sh.next = idx + 1
+		for _, c := range d.Chains {
+			if !l.fixedName(c) {
+				p.leftover[tref{t, c}] = true
+				if t > 0 {
+					p.leftoverAt[c] = t
+				}
 			}
 		}
+		for _, s := range d.Sets {
+			if m, ok := mapIndex(s); ok && l.hasMap(m) {
+				continue
+			}
+			if i, ok := parseShardName(s); ok && t > 0 && (i >= len(p.shards) || !p.shards[i].created) {
+				sh := p.shard(i)
+				sh.created, sh.table = true, t
+				for idx, e := range d.EP[s] {
+					k := epKey{i, idx}
+					p.ep[k], p.leftoverEP[k] = e, true
+					if idx >= sh.next {
+						sh.next = idx + 1
+					}
+				}
+				continue
+			}
+			p.leftoverSets[tref{t, s}] = true
+		}
 	}
+}
+
+// mapIndex is the index of a fixed map's name.
+func mapIndex(name string) (uint8, bool) {
+	for i, n := range mapNames {
+		if n == name {
+			return uint8(i), true
+		}
+	}
+	return 0, false
+}
+
+func (p *Planner) table(i int) *shardTable {
+	for len(p.tables) <= i {
+		p.tables = append(p.tables, &shardTable{})
+	}
+	return p.tables[i]
+}
+
+func (p *Planner) layout(t int) Layout {
+	if t == 0 {
+		return p.Main
+	}
+	return p.Shard
+}
+
+// tablePorts is the ports a shard takes before the next one is started.
+func (p *Planner) tablePorts() int {
+	if p.Env.TablePorts > 0 {
+		return p.Env.TablePorts
+	}
+	return TablePorts
+}
+
+// pickTable chooses the shard of a Service that has none: the one where a resync found
+// its chains, else the first with room, else a new one (whose creation goes to ops).
+func (p *Planner) pickTable(chains []string, ops *[]Op) int {
+	for _, c := range chains {
+		if t, ok := p.leftoverAt[c]; ok {
+			return t
+		}
+	}
+	max := p.tablePorts()
+	for i := 1; i < len(p.tables); i++ {
+		if p.tables[i].created && p.tables[i].ports < max {
+			return i
+		}
+	}
+	i := len(p.tables)
+	for j := 1; j < len(p.tables); j++ {
+		if !p.tables[j].created {
+			i = j
+			break
+		}
+	}
+	p.table(i).created = true
+	*ops = append(*ops, TableOps(p.Shard, i)...)
+	return i
+}
+
+// Tables lists the indexes of the tables that exist (or whose creation is planned).
+func (p *Planner) Tables() []int {
+	var out []int
+	for i, t := range p.tables {
+		if t.created {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// BaseOps writes every table's fixed part (the main one always): a repair of them too.
+func (p *Planner) BaseOps() []Op {
+	p.table(0).created = true
+	var ops []Op
+	for _, i := range p.Tables() {
+		ops = append(ops, TableOps(p.layout(i), i)...)
+	}
+	return ops
 }
 
 // Applied returns the ports applied for a Service.
@@ -354,13 +491,23 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 	oc, nc := p.compile(old), p.compile(ports)
 	setOffsets(oc, p.ranges)
 	var ops []Op
+	t, ok := p.svcTable[service]
+	if !ok {
+		if len(ports) == 0 {
+			return nil // nothing applied, nothing wanted
+		}
+		t = p.pickTable(nc.order, &ops)
+		p.svcTable[service] = t
+	}
+	p.table(t).ports += len(ports) - len(old)
 	for _, s := range sortedKeys(nc.sets) {
-		if _, had := oc.sets[s]; had && !rewrite && !p.leftoverSets[s] {
+		r := tref{t, s}
+		if _, had := oc.sets[s]; had && !rewrite && !p.leftoverSets[r] {
 			continue
 		}
-		ops = append(ops, Op{Kind: OpAddSet, Name: s, Timeout: nc.sets[s]})
-		delete(p.staleSets, s)
-		delete(p.leftoverSets, s)
+		ops = append(ops, Op{Kind: OpAddSet, Table: t, Name: s, Timeout: nc.sets[s]})
+		delete(p.staleSets, r)
+		delete(p.leftoverSets, r)
 	}
 	// endpoint map ranges: a port keeps its range while its endpoints fit, else it
 	// moves to a new one (its rule changes then anyway: mod N); elements are written
@@ -384,7 +531,7 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 	for _, m := range sortedKeys(nc.maps) {
 		r, ok := newRanges[m]
 		if !ok {
-			r = p.allocRange(len(nc.maps[m]), &epNew)
+			r = p.allocRange(len(nc.maps[m]), t, &epNew)
 			newRanges[m] = r
 		}
 		p.ranges[m] = r
@@ -396,9 +543,9 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 				continue
 			}
 			if ok {
-				epDel = append(epDel, Op{Kind: OpDelEPElem, Name: shardName(k.shard), Index: k.index})
+				epDel = append(epDel, Op{Kind: OpDelEPElem, Table: t, Name: shardName(k.shard), Index: k.index})
 			}
-			epAdd = append(epAdd, Op{Kind: OpAddEPElem, Name: shardName(k.shard), Index: k.index, Endpoint: e})
+			epAdd = append(epAdd, Op{Kind: OpAddEPElem, Table: t, Name: shardName(k.shard), Index: k.index, Endpoint: e})
 			p.ep[k] = e
 		}
 	}
@@ -407,25 +554,27 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 	var write []string
 	for _, c := range nc.order {
 		orules, had := oc.chains[c]
-		_, flushed := p.stale[c]
-		exists := had || flushed || p.leftover[c]
+		r := tref{t, c}
+		_, flushed := p.stale[r]
+		exists := had || flushed || p.leftover[r]
 		if had && !rewrite && sameRules(orules, nc.chains[c], ipf) {
 			continue
 		}
 		if !had {
-			ops = append(ops, Op{Kind: OpAddChain, Name: c})
+			ops = append(ops, Op{Kind: OpAddChain, Table: t, Name: c})
 		}
 		if exists {
-			ops = append(ops, Op{Kind: OpFlushChain, Name: c})
+			ops = append(ops, Op{Kind: OpFlushChain, Table: t, Name: c})
 		}
 		write = append(write, c)
-		delete(p.stale, c)
-		delete(p.leftover, c)
+		delete(p.stale, r)
+		delete(p.leftover, r)
+		delete(p.leftoverAt, c)
 	}
 	for _, c := range write {
 		rules := nc.chains[c]
 		for i := range rules {
-			ops = append(ops, Op{Kind: OpAddRule, Name: c, Rule: &rules[i]})
+			ops = append(ops, Op{Kind: OpAddRule, Table: t, Name: c, Rule: &rules[i]})
 		}
 	}
 	// map elements: move the Service's claims, then fix every key whose winner changed
@@ -439,7 +588,11 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 		}
 	}
 	for _, cl := range nc.claims {
-		p.claim(cl.c.Key, cl.port, cl.c.Verdict)
+		home := 0
+		if mapInShard(cl.c.Key.Map) {
+			home = t
+		}
+		p.claim(cl.c.Key, cl.port, placed{home, cl.c.Verdict})
 		if !seen[cl.c.Key] {
 			seen[cl.c.Key] = true
 			touched = append(touched, cl.c.Key)
@@ -449,60 +602,70 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 	// chains and sets the Service no longer has: flushed now, deleted later
 	for _, c := range oc.order {
 		if _, keep := nc.chains[c]; !keep {
-			ops = append(ops, Op{Kind: OpFlushChain, Name: c})
-			p.stale[c] = now
+			ops = append(ops, Op{Kind: OpFlushChain, Table: t, Name: c})
+			p.stale[tref{t, c}] = now
 		}
 	}
 	for _, s := range sortedKeys(oc.sets) {
 		if _, keep := nc.sets[s]; !keep {
-			p.staleSets[s] = now
+			p.staleSets[tref{t, s}] = now
 		}
 	}
 	if len(ports) == 0 {
 		delete(p.applied, service)
+		delete(p.svcTable, service)
 	} else {
 		p.applied[service] = ports
 	}
 	return ops
 }
 
-// fixElems brings the kernel's elements of keys to their winners; deletions of a key
-// come before its addition.
+// fixElems brings the kernel's elements of keys to their winners (the winner's
+// verdict, in the winner's table; nowhere else); deletions of a key come before its
+// addition.
 func (p *Planner) fixElems(keys []ElemKey) []Op {
 	var ops []Op
 	for _, k := range keys {
-		cur, has := p.elems[k]
 		want, ok := p.winner(k)
-		if has && (!ok || cur != want) {
-			ops = append(ops, Op{Kind: OpDelElem, Key: k})
-			delete(p.elems, k)
+		var keep []placed
+		for _, cur := range p.elems[k] {
+			if ok && cur == want {
+				keep = append(keep, cur)
+				continue
+			}
+			ops = append(ops, Op{Kind: OpDelElem, Table: cur.table, Key: k})
 		}
-		if ok && (!has || cur != want) {
-			ops = append(ops, Op{Kind: OpAddElem, Key: k, Verdict: want})
-			p.elems[k] = want
+		if ok && len(keep) == 0 {
+			ops = append(ops, Op{Kind: OpAddElem, Table: want.table, Key: k, Verdict: want.verdict})
+			keep = []placed{want}
+		}
+		if len(keep) == 0 {
+			delete(p.elems, k)
+		} else {
+			p.elems[k] = keep
 		}
 	}
 	return ops
 }
 
-func (p *Planner) winner(k ElemKey) (Verdict, bool) {
+func (p *Planner) winner(k ElemKey) (placed, bool) {
 	cs := p.owners[k]
 	if len(cs) == 0 {
-		return Verdict{}, false
+		return placed{}, false
 	}
-	return cs[len(cs)-1].verdict, true
+	return cs[len(cs)-1].placed, true
 }
 
-func (p *Planner) claim(k ElemKey, port string, v Verdict) {
+func (p *Planner) claim(k ElemKey, port string, v placed) {
 	cs := p.owners[k]
 	i := sort.Search(len(cs), func(i int) bool { return cs[i].port >= port })
 	if i < len(cs) && cs[i].port == port {
-		cs[i].verdict = v
+		cs[i].placed = v
 		return
 	}
 	cs = append(cs, claimant{})
 	copy(cs[i+1:], cs[i:])
-	cs[i] = claimant{port: port, verdict: v}
+	cs[i] = claimant{port: port, placed: v}
 	p.owners[k] = cs
 }
 
@@ -536,7 +699,9 @@ func (p *Planner) Finish(now time.Time) []Op {
 	}
 	sortElemKeys(keys)
 	for _, k := range keys {
-		ops = append(ops, Op{Kind: OpDelElem, Key: k})
+		for _, cur := range p.elems[k] {
+			ops = append(ops, Op{Kind: OpDelElem, Table: cur.table, Key: k})
+		}
 		delete(p.elems, k)
 	}
 	// what the resync found in the endpoint maps: new ranges were allocated above it,
@@ -546,14 +711,14 @@ func (p *Planner) Finish(now time.Time) []Op {
 		p.staleKey(k, now)
 	}
 	p.leftoverEP = map[epKey]bool{}
-	for _, c := range sortedKeys(p.leftover) {
-		ops = append(ops, Op{Kind: OpFlushChain, Name: c})
+	for _, c := range sortedRefs(p.leftover) {
+		ops = append(ops, Op{Kind: OpFlushChain, Table: c.table, Name: c.name})
 		p.stale[c] = now
 	}
-	for _, s := range sortedKeys(p.leftoverSets) {
+	for _, s := range sortedRefs(p.leftoverSets) {
 		p.staleSets[s] = now
 	}
-	p.leftover, p.leftoverSets = map[string]bool{}, map[string]bool{}
+	p.leftover, p.leftoverSets, p.leftoverAt = map[tref]bool{}, map[tref]bool{}, map[string]int{}
 	return ops
 }
 
@@ -569,7 +734,7 @@ func (p *Planner) Expired(now time.Time) []Op {
 	}
 	sortEPKeys(keys)
 	for _, k := range keys {
-		ops = append(ops, Op{Kind: OpDelEPElem, Name: shardName(k.shard), Index: k.index})
+		ops = append(ops, Op{Kind: OpDelEPElem, Table: p.shard(k.shard).table, Name: shardName(k.shard), Index: k.index})
 		delete(p.ep, k)
 		delete(p.staleEP, k)
 	}
@@ -583,15 +748,15 @@ func (p *Planner) Expired(now time.Time) []Op {
 		sh.free[f.r.size] = append(sh.free[f.r.size], f.r.base)
 	}
 	p.pendingFree = kept
-	for _, c := range sortedKeys(p.stale) {
+	for _, c := range sortedRefs(p.stale) {
 		if now.Sub(p.stale[c]) >= StaleDelay {
-			ops = append(ops, Op{Kind: OpDelChain, Name: c})
+			ops = append(ops, Op{Kind: OpDelChain, Table: c.table, Name: c.name})
 			delete(p.stale, c)
 		}
 	}
-	for _, s := range sortedKeys(p.staleSets) {
+	for _, s := range sortedRefs(p.staleSets) {
 		if now.Sub(p.staleSets[s]) >= StaleDelay {
-			ops = append(ops, Op{Kind: OpDelSet, Name: s})
+			ops = append(ops, Op{Kind: OpDelSet, Table: s.table, Name: s.name})
 			delete(p.staleSets, s)
 		}
 	}
@@ -630,29 +795,44 @@ func sortEPKeys(keys []epKey) {
 	})
 }
 
-// BaseOps writes the table, its maps and its fixed chains (a repair of them too).
-func BaseOps(l Layout) []Op {
-	ops := []Op{{Kind: OpAddTable}}
-	for m := uint8(0); m < numMaps; m++ {
-		ops = append(ops, Op{Kind: OpAddMap, Map: m})
+// TableOps writes table t with its maps and the fixed chains of layout l (a repair of
+// them too).
+func TableOps(l Layout, t int) []Op {
+	ops := []Op{{Kind: OpAddTable, Table: t}}
+	for _, m := range l.Maps {
+		ops = append(ops, Op{Kind: OpAddMap, Table: t, Map: m})
 	}
 	for _, c := range l.Chains {
-		ops = append(ops, Op{Kind: OpAddChain, Name: c.Name}, Op{Kind: OpFlushChain, Name: c.Name})
+		ops = append(ops, Op{Kind: OpAddChain, Table: t, Name: c.Name}, Op{Kind: OpFlushChain, Table: t, Name: c.Name})
 	}
 	for i := range l.Base {
-		ops = append(ops, Op{Kind: OpAddBaseChain, Base: &l.Base[i]}, Op{Kind: OpFlushChain, Name: l.Base[i].Name})
+		ops = append(ops, Op{Kind: OpAddBaseChain, Table: t, Base: &l.Base[i]}, Op{Kind: OpFlushChain, Table: t, Name: l.Base[i].Name})
 	}
 	for _, c := range l.Chains {
 		for i := range c.Rules {
-			ops = append(ops, Op{Kind: OpAddRule, Name: c.Name, Rule: &c.Rules[i]})
+			ops = append(ops, Op{Kind: OpAddRule, Table: t, Name: c.Name, Rule: &c.Rules[i]})
 		}
 	}
 	for _, b := range l.Base {
 		for i := range b.Rules {
-			ops = append(ops, Op{Kind: OpAddRule, Name: b.Name, Rule: &b.Rules[i]})
+			ops = append(ops, Op{Kind: OpAddRule, Table: t, Name: b.Name, Rule: &b.Rules[i]})
 		}
 	}
 	return ops
+}
+
+func sortedRefs[V any](m map[tref]V) []tref {
+	out := make([]tref, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].table != out[j].table {
+			return out[i].table < out[j].table
+		}
+		return out[i].name < out[j].name
+	})
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -14,8 +14,34 @@ import (
 	"github.com/nodekeeper/nodekeeper/netrules"
 )
 
+// opText is an op in nft's words, led by its table unless that is shard 1 ("[main] "
+// for the main table, "[nodekeeper-2] " for shard 2, …).
 func opText(op Op, ipf string) string {
+	switch op.Table {
+	case 0:
+		return "[main] " + opText1(op, ipf)
+	case 1:
+		return opText1(op, ipf)
+	}
+	return "[" + ShardTableName(op.Table) + "] " + opText1(op, ipf)
+}
+
+// newTestPlanner is NewPlanner with shard 1 in place (so the first Service's ops do
+// not start with the shard's creation).
+func newTestPlanner(env Env) *Planner {
+	p := NewPlanner(env)
+	p.table(1).created = true
+	return p
+}
+
+func opText1(op Op, ipf string) string {
 	switch op.Kind {
+	case OpAddTable:
+		return "add table"
+	case OpAddMap:
+		return "add map " + mapNames[op.Map]
+	case OpAddBaseChain:
+		return "add base chain " + op.Base.Name
 	case OpAddChain:
 		return "add chain " + op.Name
 	case OpFlushChain:
@@ -69,14 +95,14 @@ func TestPlanOps(t *testing.T) {
 	sp := two[0]
 	svcChain := serviceChain(sp)
 
-	p := NewPlanner(env)
+	p := newTestPlanner(env)
 	got := opsText(p.Plan("default/web", two, false, now))
 	want := []string{
 		"add chain " + svcChain,
 		"add rule " + svcChain + " meta l4proto tcp dnat ip addr . port to numgen random mod 2 map { 0 : 10.244.0.11 . 8080, 1 : 10.244.0.12 . 8080 }",
 		"add element service-ips { 10.96.0.10 . tcp . 80 : goto " + svcChain + " }",
 		"add element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }",
-		"add element hairpin-connections { 10.244.0.11 . 10.244.0.11 . tcp . 8080 }",
+		"[main] add element hairpin-connections { 10.244.0.11 . 10.244.0.11 . tcp . 8080 }",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("new Service:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -98,7 +124,7 @@ func TestPlanOps(t *testing.T) {
 	want = []string{
 		"delete element service-ips { 10.96.0.10 . tcp . 80 }",
 		"delete element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }",
-		"delete element hairpin-connections { 10.244.0.11 . 10.244.0.11 . tcp . 8080 }",
+		"[main] delete element hairpin-connections { 10.244.0.11 . 10.244.0.11 . tcp . 8080 }",
 		"flush chain " + svcChain,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -137,7 +163,7 @@ func TestPlanOpsSharedEndpointMap(t *testing.T) {
 	}
 	webChain := serviceChain(ports(web, "10.244.0.1")[0])
 	apiChain := serviceChain(ports(api, "10.244.0.1")[0])
-	p := NewPlanner(env)
+	p := newTestPlanner(env)
 	check := func(what string, got []Op, want ...string) {
 		t.Helper()
 		if g := strings.Join(opsText(got), "\n"); g != strings.Join(want, "\n") {
@@ -218,7 +244,7 @@ func TestPlanOpsSharedEndpointMap(t *testing.T) {
 		t.Errorf("elements left after every Service went: %v", p.ep)
 	}
 	// a resync: what the kernel holds is kept until Finish, new ranges go above it
-	p.Reset(nil, nil, nil, map[string]map[uint32]netip.AddrPort{"endpoints-0": {7: netip.MustParseAddrPort("10.9.9.9:80")}})
+	p.Reset([]TableDump{{Index: 0}, {Index: 1, Sets: []string{"endpoints-0"}, EP: map[string]map[uint32]netip.AddrPort{"endpoints-0": {7: netip.MustParseAddrPort("10.9.9.9:80")}}}})
 	check("after Reset", p.Plan("default/web", ports(web, "10.244.0.1", "10.244.0.2"), true, now),
 		"add element endpoints-0 { 8 : 10.244.0.1 . 8080 }",
 		"add element endpoints-0 { 9 : 10.244.0.2 . 8080 }",
@@ -246,7 +272,7 @@ func TestPlanOpsAffinity(t *testing.T) {
 	e := func(ip string) netrules.Endpoint { return netrules.Endpoint{IP: netip.MustParseAddr(ip), Port: 8080} }
 	ep := func(ip string) string { return endpointChain(sp, e(ip)) }
 	set := func(ip string) string { return affinitySet(sp, e(ip)) }
-	p := NewPlanner(env)
+	p := newTestPlanner(env)
 	p.Plan("default/web", two, false, now)
 	got := opsText(p.Plan("default/web", moved, false, now))
 	want := []string{
@@ -284,13 +310,13 @@ func TestOwnerIndexHandsKeyOver(t *testing.T) {
 	ext := func(ps []*netrules.ServicePort) string { return externalChain(ps[0]) }
 	key := "service-ips { 198.51.100.1 . tcp . 80"
 	for _, order := range [][2]string{{"a", "b"}, {"b", "a"}} {
-		p := NewPlanner(env)
+		p := newTestPlanner(env)
 		ports := map[string][]*netrules.ServicePort{"a": a, "b": b}
 		var all []string
 		for _, n := range order {
 			all = append(all, opsText(p.Plan("default/"+n, ports[n], false, now))...)
 		}
-		if w, _ := p.winner(ElemKey{Map: MapServiceIPs, Addr: netip.MustParseAddr("198.51.100.1"), Proto: 6, Port: 80}); w.Chain != ext(b) {
+		if w, _ := p.winner(ElemKey{Map: MapServiceIPs, Addr: netip.MustParseAddr("198.51.100.1"), Proto: 6, Port: 80}); w.verdict.Chain != ext(b) {
 			t.Errorf("order %v: winner %v, want b's", order, w)
 		}
 		// b goes: the key is a's
@@ -303,5 +329,74 @@ func TestOwnerIndexHandsKeyOver(t *testing.T) {
 		if !strings.Contains(got, "delete element "+key+" }") || len(p.elems) != 0 || len(p.owners) != 0 {
 			t.Errorf("order %v: removing the last claimant:\n%s\nelems %v owners %v", order, got, p.elems, p.owners)
 		}
+	}
+}
+
+// Services fill shard tables of TablePorts ports: a new shard starts with its whole
+// fixed layout; a key two Services in different shards claim lives in the winner's
+// shard only and moves to the other's when the winner goes; a deleted Service's slot is
+// reused; Reset puts a Service back into the shard where its chains are.
+func TestPlanShardTables(t *testing.T) {
+	env := EnvOf(netrules.IPv4, testNode)
+	env.Spread, env.TablePorts = SpreadAnonymous, 1
+	now := time.Unix(100, 0)
+	mk := func(name, cip string) []*netrules.ServicePort {
+		s := netrules.MakeService("default", name, cip, 80)
+		s.Spec.ExternalIPs = []string{"198.51.100.1"}
+		return portsOf(s, netrules.MakeSlice(s, name, 8080, netrules.SliceEndpoint{IP: "10.244.0.11"}))
+	}
+	a, b, c := mk("a", "10.96.0.1"), mk("b", "10.96.0.2"), mk("c", "10.96.0.3")
+	p := NewPlanner(env)
+	ops := p.Plan("default/a", a, false, now)
+	want := opsText(TableOps(p.Shard, 1))
+	if got := opsText(ops); len(got) < len(want) || strings.Join(got[:len(want)], "\n") != strings.Join(want, "\n") {
+		t.Fatalf("first Service does not start with shard 1's creation:\n%s", strings.Join(got, "\n"))
+	}
+	if strings.Join(want, "\n") != strings.Join([]string{
+		"add table",
+		"add map service-ips", "add map service-nodeports", "add map firewall-ips", "add map masquerade-cluster-ips",
+		"add chain services", "flush chain services", "add chain nodeports", "flush chain nodeports", "add chain firewall-check", "flush chain firewall-check",
+		"add base chain nat-prerouting", "flush chain nat-prerouting", "add base chain nat-output", "flush chain nat-output",
+		"add base chain nat-prerouting-nodeports", "flush chain nat-prerouting-nodeports", "add base chain nat-output-nodeports", "flush chain nat-output-nodeports",
+		"add base chain filter-prerouting", "flush chain filter-prerouting", "add base chain filter-output", "flush chain filter-output",
+		"add rule services ip saddr != 10.244.0.0/16 ip daddr . meta l4proto . th dport @masquerade-cluster-ips mark set mark or 0x00004000",
+		"add rule services ip daddr . meta l4proto . th dport vmap @service-ips",
+		"add rule nodeports fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports",
+		"add rule firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips",
+		"add rule nat-prerouting jump services", "add rule nat-output jump services",
+		"add rule nat-prerouting-nodeports jump nodeports", "add rule nat-output-nodeports jump nodeports",
+		"add rule filter-prerouting ct state new jump firewall-check", "add rule filter-output ct state new jump firewall-check",
+	}, "\n") {
+		t.Errorf("shard layout:\n%s", strings.Join(want, "\n"))
+	}
+	got := strings.Join(opsText(p.Plan("default/b", b, false, now)), "\n")
+	if !strings.HasPrefix(got, "[nodekeeper-2] add table\n") {
+		t.Errorf("second Service not in a new shard 2:\n%s", got)
+	}
+	key := "service-ips { 198.51.100.1 . tcp . 80"
+	if !strings.Contains(got, "[nodekeeper-2] add element "+key+" : goto "+externalChain(b[0])+" }") ||
+		!strings.Contains(got, "delete element "+key+" }") {
+		t.Errorf("b (last by key) does not take the shared key into its shard:\n%s", got)
+	}
+	if strings.Contains(got, "[nodekeeper-2] delete element "+key) {
+		t.Errorf("deleted from the wrong shard:\n%s", got)
+	}
+	got = strings.Join(opsText(p.Plan("default/b", nil, false, now)), "\n")
+	if !strings.Contains(got, "[nodekeeper-2] delete element "+key+" }") || !strings.Contains(got, "\nadd element "+key+" : goto "+externalChain(a[0])+" }") {
+		t.Errorf("b going does not hand the key back to a in shard 1:\n%s", got)
+	}
+	got = strings.Join(opsText(p.Plan("default/c", c, false, now)), "\n")
+	if strings.Contains(got, "add table") || !strings.Contains(got, "[nodekeeper-2] add chain "+serviceChain(c[0])) {
+		t.Errorf("c does not reuse shard 2's free slot:\n%s", got)
+	}
+	// a resync: c's chains are found in shard 2, so c goes back there although shard 1
+	// has room
+	p.Reset([]TableDump{{Index: 0}, {Index: 1}, {Index: 2, Chains: []string{serviceChain(c[0]), externalChain(c[0])}}})
+	got = strings.Join(opsText(p.Plan("default/c", c, true, now)), "\n")
+	if !strings.Contains(got, "[nodekeeper-2] flush chain "+serviceChain(c[0])) || strings.Contains(got, "add table") {
+		t.Errorf("after Reset c is not rewritten in shard 2:\n%s", got)
+	}
+	if fin := strings.Join(opsText(p.Finish(now)), "\n"); fin != "" {
+		t.Errorf("Finish after a complete rewrite: %s", fin)
 	}
 }

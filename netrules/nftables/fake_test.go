@@ -19,19 +19,13 @@ import (
 	"github.com/nodekeeper/nodekeeper/netrules"
 )
 
-// fakeKernel applies Ops to a model of the table with the kernel's rules: a rule or
-// element may only refer to chains and sets that exist, a chain is deleted only empty
-// and unreferenced, an element is added only once and deleted only when present. A
-// batch that breaks a rule changes nothing.
+// fakeKernel applies Ops to a model of the tables with the kernel's rules: a rule or
+// element may only refer to chains and sets of its own table that exist, a chain is
+// deleted only empty and unreferenced, an element is added only once and deleted
+// only when present. A batch that breaks a rule changes nothing.
 type fakeKernel struct {
 	ipf    string
-	table  bool
-	chains map[string][]string // name -> rule texts
-	base   map[string]bool
-	refs   map[string][]string // name -> chains/sets its rules refer to
-	sets   map[string]bool
-	elems  map[ElemKey]Verdict
-	epmaps map[string]map[uint32]netip.AddrPort // endpoint maps (also in sets)
+	tables map[int]*fakeTable
 	gen    uint32
 	// failNext makes the next batch fail (after checking it).
 	failNext bool
@@ -39,15 +33,49 @@ type fakeKernel struct {
 	maxOps   int
 }
 
+// fakeTable is one table of the model.
+type fakeTable struct {
+	ipf    string
+	chains map[string][]string // name -> rule texts
+	base   map[string]bool
+	refs   map[string][]string // name -> chains/sets its rules refer to
+	sets   map[string]bool
+	maps   map[uint8]bool // the fixed maps it has
+	elems  map[ElemKey]Verdict
+	epmaps map[string]map[uint32]netip.AddrPort // endpoint maps (also in sets)
+}
+
 func newFakeKernel(fam netrules.Family) *fakeKernel {
-	return &fakeKernel{ipf: ipFamily(fam), chains: map[string][]string{}, base: map[string]bool{},
-		refs: map[string][]string{}, sets: map[string]bool{}, elems: map[ElemKey]Verdict{},
+	return &fakeKernel{ipf: ipFamily(fam), tables: map[int]*fakeTable{}}
+}
+
+func newFakeTable(ipf string) *fakeTable {
+	return &fakeTable{ipf: ipf, chains: map[string][]string{}, base: map[string]bool{},
+		refs: map[string][]string{}, sets: map[string]bool{}, maps: map[uint8]bool{}, elems: map[ElemKey]Verdict{},
 		epmaps: map[string]map[uint32]netip.AddrPort{}}
 }
 
 func (k *fakeKernel) clone() *fakeKernel {
 	c := *k
-	c.chains, c.refs, c.base, c.sets, c.elems = map[string][]string{}, map[string][]string{}, map[string]bool{}, map[string]bool{}, map[ElemKey]Verdict{}
+	c.tables = map[int]*fakeTable{}
+	for i, t := range k.tables {
+		c.tables[i] = t.clone()
+	}
+	return &c
+}
+
+// indexes lists the tables, in order.
+func (k *fakeKernel) indexes() []int {
+	var out []int
+	for i := range k.tables {
+		out = append(out, i)
+	}
+	sort.Ints(out)
+	return out
+}
+
+func (k *fakeTable) clone() *fakeTable {
+	c := newFakeTable(k.ipf)
 	for n, r := range k.chains {
 		c.chains[n] = append([]string(nil), r...)
 	}
@@ -60,17 +88,19 @@ func (k *fakeKernel) clone() *fakeKernel {
 	for n := range k.sets {
 		c.sets[n] = true
 	}
+	for m := range k.maps {
+		c.maps[m] = true
+	}
 	for e, v := range k.elems {
 		c.elems[e] = v
 	}
-	c.epmaps = map[string]map[uint32]netip.AddrPort{}
 	for n, m := range k.epmaps {
 		c.epmaps[n] = map[uint32]netip.AddrPort{}
 		for i, e := range m {
 			c.epmaps[n][i] = e
 		}
 	}
-	return &c
+	return c
 }
 
 func ruleRefs(r *Rule) (chains, sets []string) {
@@ -92,7 +122,7 @@ func ruleRefs(r *Rule) (chains, sets []string) {
 	return chains, sets
 }
 
-func (k *fakeKernel) referenced(name string, set bool) bool {
+func (k *fakeTable) referenced(name string, set bool) bool {
 	for _, refs := range k.refs {
 		for _, r := range refs {
 			if r == name || r == "set:"+name && set {
@@ -111,13 +141,26 @@ func (k *fakeKernel) referenced(name string, set bool) bool {
 }
 
 func (k *fakeKernel) apply(op Op) error {
-	if op.Kind != OpAddTable && !k.table {
-		return errors.New("no table")
+	if op.Kind == OpAddTable {
+		if k.tables[op.Table] == nil {
+			k.tables[op.Table] = newFakeTable(k.ipf)
+		}
+		return nil
 	}
+	t := k.tables[op.Table]
+	if t == nil {
+		return fmt.Errorf("no table %s", ShardTableName(op.Table))
+	}
+	if err := t.apply(op); err != nil {
+		return fmt.Errorf("%s: %w", ShardTableName(op.Table), err)
+	}
+	return nil
+}
+
+func (k *fakeTable) apply(op Op) error {
 	switch op.Kind {
-	case OpAddTable:
-		k.table = true
 	case OpAddMap:
+		k.maps[op.Map] = true
 	case OpAddBaseChain:
 		k.base[op.Base.Name] = true
 		if _, ok := k.chains[op.Base.Name]; !ok {
@@ -193,6 +236,9 @@ func (k *fakeKernel) apply(op Op) error {
 		}
 		delete(m, op.Index)
 	case OpAddElem:
+		if !k.maps[op.Key.Map] {
+			return fmt.Errorf("element %s: no map %s", op.Key.KeyText(), mapNames[op.Key.Map])
+		}
 		if _, ok := k.elems[op.Key]; ok {
 			return fmt.Errorf("element %s exists", op.Key.KeyText())
 		}
@@ -218,21 +264,27 @@ func (k *fakeKernel) send(ops []Op) error {
 			return err
 		}
 	}
-	// (tampering may have broken a range already: only new breakage counts)
-	before := k.incompleteRanges()
-	for _, e := range c.incompleteRanges() {
-		if !slices.Contains(before, e) {
-			return fmt.Errorf("the batch leaves the table half-programmed: %s", e)
+	for i, ct := range c.tables {
+		kt := k.tables[i]
+		if kt == nil {
+			kt = newFakeTable(k.ipf)
 		}
-	}
-	// a packet that entered a chain before the commit runs the old rules but looks up
-	// the new elements: every element the old rules use must survive the batch
-	for _, e := range k.usedElements() {
-		if _, ok := c.epmaps[e.m][e.i]; ok || c.epmaps[e.m] == nil && k.epmaps[e.m] == nil {
-			continue
+		// (tampering may have broken a range already: only new breakage counts)
+		before := kt.incompleteRanges()
+		for _, e := range ct.incompleteRanges() {
+			if !slices.Contains(before, e) {
+				return fmt.Errorf("the batch leaves %s half-programmed: %s", ShardTableName(i), e)
+			}
 		}
-		if _, had := k.epmaps[e.m][e.i]; had {
-			return fmt.Errorf("the batch deletes element %d of %s, which the rules before it use (a packet in flight finds nothing)", e.i, e.m)
+		// a packet that entered a chain before the commit runs the old rules but looks
+		// up the new elements: every element the old rules use must survive the batch
+		for _, e := range kt.usedElements() {
+			if _, ok := ct.epmaps[e.m][e.i]; ok || ct.epmaps[e.m] == nil && kt.epmaps[e.m] == nil {
+				continue
+			}
+			if _, had := kt.epmaps[e.m][e.i]; had {
+				return fmt.Errorf("the batch deletes element %d of %s, which the rules before it use (a packet in flight finds nothing)", e.i, e.m)
+			}
 		}
 	}
 	if k.failNext {
@@ -251,70 +303,133 @@ func (k *fakeKernel) send(ops []Op) error {
 
 func (k *fakeKernel) generation() (uint32, error) { return k.gen, nil }
 
-func (k *fakeKernel) dump() ([]string, []string, map[ElemKey]Verdict, map[string]map[uint32]netip.AddrPort, error) {
-	if !k.table {
-		return nil, nil, map[ElemKey]Verdict{}, nil, nil
-	}
-	c := k.clone()
-	var sets []string
-	for _, s := range sortedKeys(c.sets) {
-		if _, ok := parseShardName(s); !ok {
-			sets = append(sets, s)
+func (k *fakeKernel) dump() ([]TableDump, error) {
+	var out []TableDump
+	for _, i := range k.indexes() {
+		c := k.tables[i].clone()
+		d := TableDump{Index: i, Chains: sortedKeys(c.chains), Sets: sortedKeys(c.sets), Elems: c.elems, EP: c.epmaps}
+		for m := range c.maps {
+			d.Sets = append(d.Sets, mapNames[m])
 		}
+		sort.Strings(d.Sets)
+		out = append(out, d)
 	}
-	return sortedKeys(c.chains), sets, c.elems, c.epmaps, nil
+	return out, nil
 }
 
 func (k *fakeKernel) deleteTable() error {
-	*k = *newFakeKernel(netrules.IPv4)
+	k.tables = map[int]*fakeTable{}
 	return nil
 }
 
 func (k *fakeKernel) Close() error { return nil }
 
-// tamper changes the table behind the Proxier's back, as another program would.
+// tamper changes a table behind the Proxier's back, as another program would.
 func (k *fakeKernel) tamper(r *rand.Rand) {
-	names := sortedKeys(k.chains)
+	idx := k.indexes()
+	if len(idx) == 0 {
+		return
+	}
+	ti := idx[r.Intn(len(idx))]
+	t := k.tables[ti]
+	names := sortedKeys(t.chains)
 	switch r.Intn(5) {
 	case 0: // flush a chain
 		if len(names) > 0 {
 			n := names[r.Intn(len(names))]
-			k.chains[n], k.refs[n] = nil, nil
+			t.chains[n], t.refs[n] = nil, nil
 		}
 	case 1: // a foreign rule in one of our chains
 		if len(names) > 0 {
 			n := names[r.Intn(len(names))]
-			k.chains[n] = append(k.chains[n], "counter")
+			t.chains[n] = append(t.chains[n], "counter")
 		}
 	case 2: // an element goes
-		keys := make([]ElemKey, 0, len(k.elems))
-		for e := range k.elems {
+		keys := make([]ElemKey, 0, len(t.elems))
+		for e := range t.elems {
 			keys = append(keys, e)
 		}
 		sortElemKeys(keys)
 		if len(keys) > 0 {
-			delete(k.elems, keys[r.Intn(len(keys))])
+			delete(t.elems, keys[r.Intn(len(keys))])
 		}
 	case 4: // an endpoint map element goes
-		if names := sortedKeys(k.epmaps); len(names) > 0 {
-			delete(k.epmaps[names[r.Intn(len(names))]], 0)
+		if names := sortedKeys(t.epmaps); len(names) > 0 {
+			delete(t.epmaps[names[r.Intn(len(names))]], 0)
 		}
 	case 3: // the whole table goes
-		*k = *newFakeKernel(netrules.IPv4)
-		k.ipf = "ip"
+		delete(k.tables, ti)
 	}
 	k.gen++
 }
 
+// flatten is the tables' content as one table: the main table's, the Services' chains,
+// sets and elements of every shard; problems lists what breaks the layout (a shard's
+// fixed chains not as ShardLayout, an element in a table its map does not belong to, a
+// key in two tables, a name in two shards).
+func (k *fakeKernel) flatten(node netrules.Node, fam netrules.Family) (*fakeTable, []string) {
+	out := newFakeTable(k.ipf)
+	var problems []string
+	shard := ShardLayout(fam, node)
+	for _, i := range k.indexes() {
+		t := k.tables[i]
+		for c, rules := range t.chains {
+			if i > 0 && shard.fixedName(c) {
+				if want := fixedTexts(shard, c, k.ipf); strings.Join(rules, "\n") != strings.Join(want, "\n") {
+					problems = append(problems, fmt.Sprintf("%s chain %s: %v, want %v", ShardTableName(i), c, rules, want))
+				}
+				continue
+			}
+			if _, dup := out.chains[c]; dup {
+				problems = append(problems, fmt.Sprintf("chain %s in two tables", c))
+			}
+			out.chains[c] = rules
+		}
+		for e, v := range t.elems {
+			if mapInShard(e.Map) != (i > 0) {
+				problems = append(problems, fmt.Sprintf("element %s of %s in %s", e.KeyText(), mapNames[e.Map], ShardTableName(i)))
+			}
+			if _, dup := out.elems[e]; dup {
+				problems = append(problems, fmt.Sprintf("element %s of %s in two tables", e.KeyText(), mapNames[e.Map]))
+			}
+			out.elems[e] = v
+		}
+		for s := range t.sets {
+			if out.sets[s] {
+				problems = append(problems, fmt.Sprintf("set %s in two tables", s))
+			}
+			out.sets[s] = true
+		}
+		for n, m := range t.epmaps {
+			out.epmaps[n] = m
+		}
+	}
+	return out, problems
+}
+
+func fixedTexts(l Layout, name, ipf string) []string {
+	for _, c := range l.Chains {
+		if c.Name == name {
+			return texts(c.Rules, ipf)
+		}
+	}
+	for _, b := range l.Base {
+		if b.Name == name {
+			return texts(b.Rules, ipf)
+		}
+	}
+	return nil
+}
+
 // expect is the table a fresh full sync of rs writes.
-func expect(rs *netrules.Ruleset, endpointMaps bool) *fakeKernel {
-	k := newFakeKernel(rs.Family)
+// (its flattened form: shards' fixed chains left out, see flatten)
+func expect(rs *netrules.Ruleset, endpointMaps bool) *fakeTable {
+	ipf := ipFamily(rs.Family)
+	k := newFakeTable(ipf)
 	l := FixedLayout(rs.Family, rs.Node)
 	env := EnvOf(rs.Family, rs.Node)
 	env.Spread = spreadOf(endpointMaps)
 	d := RenderEnv(rs, env)
-	k.table = true
-	ipf := ipFamily(rs.Family)
 	for _, c := range l.Chains {
 		k.chains[c.Name] = texts(c.Rules, ipf)
 	}
@@ -341,10 +456,10 @@ func texts(rules []Rule, ipf string) []string {
 	return out
 }
 
-func sameTable(t *testing.T, got, want *fakeKernel) string {
+func sameTable(t *testing.T, k *fakeKernel, node netrules.Node, fam netrules.Family, want *fakeTable) string {
 	t.Helper()
-	var diffs []string
-	got, unused := canonicalFake(got)
+	flat, diffs := k.flatten(node, fam)
+	got, unused := canonicalFake(flat)
 	if len(unused) > 0 {
 		diffs = append(diffs, fmt.Sprintf("endpoint map elements no rule uses: %v", unused))
 	}
@@ -439,7 +554,7 @@ func TestProxierIncrementalEqualsFull(t *testing.T) {
 		epMaps := seed%2 == 1 // odd seeds DNAT through endpoint maps
 		for _, fam := range []netrules.Family{netrules.IPv4, netrules.IPv6} {
 			k := kernels[fam]
-			proxiers[fam] = newProxier(Options{Family: fam, MaxOps: 1 + r.Intn(60), BulkMaxOps: 1 + r.Intn(200), BackstopEvery: 3, Spread: spreadOf(epMaps), ShardPorts: 1 + r.Intn(4), Now: func() time.Time { return now }}, k)
+			proxiers[fam] = newProxier(Options{Family: fam, MaxOps: 1 + r.Intn(60), BulkMaxOps: 1 + r.Intn(200), BackstopEvery: 3, Spread: spreadOf(epMaps), ShardPorts: 1 + r.Intn(4), TablePorts: 1 + r.Intn(4), Now: func() time.Time { return now }}, k)
 		}
 		pending := map[netrules.Family][]string{}
 		mustFull := map[netrules.Family]bool{}
@@ -515,16 +630,19 @@ func TestProxierIncrementalEqualsFull(t *testing.T) {
 			}
 			svcs, slices := w.Objects()
 			want := expect(netrules.Build(svcs, slices, node)[fam], epMaps)
-			for _, m := range kernels[fam].epmaps {
-				if epMaps && len(m) > 0 {
-					mapSeeds++
-					break
+			for _, tab := range kernels[fam].tables {
+				for _, m := range tab.epmaps {
+					if epMaps && len(m) > 0 {
+						mapSeeds++
+						break
+					}
 				}
 			}
-			if d := sameTable(t, kernels[fam], want); d != "" {
+			if d := sameTable(t, kernels[fam], node, fam, want); d != "" {
 				t.Fatalf("seed %d IPv%d: table differs from a fresh full sync:\n%s\n%s", seed, fam, d, strings.Join(trace, "\n"))
 			}
-			if max := p.opts.BulkMaxOps; kernels[fam].maxOps > max+200 {
+			// (a resync's first batch rewrites every table's fixed part besides)
+			if max := p.opts.BulkMaxOps + 40*len(kernels[fam].tables); kernels[fam].maxOps > max+200 {
 				t.Fatalf("seed %d: a batch of %d ops (bound %d)", seed, kernels[fam].maxOps, max)
 			}
 		}
@@ -539,21 +657,21 @@ func mergeSorted(a, b []string) []string {
 	return sortedKeys(m)
 }
 
-type mapIndex struct {
+type epIndex struct {
 	m string
 	i uint32
 }
 
 // usedElements lists the endpoint map elements the rules look up.
-func (k *fakeKernel) usedElements() []mapIndex {
-	var out []mapIndex
+func (k *fakeTable) usedElements() []epIndex {
+	var out []epIndex
 	for _, rules := range k.chains {
 		for _, r := range rules {
 			for _, g := range epLookup.FindAllStringSubmatch(r, -1) {
 				n, _ := strconv.Atoi(g[3])
 				off, _ := strconv.Atoi(g[4])
 				for i := 0; i < n; i++ {
-					out = append(out, mapIndex{g[5], uint32(off + i)})
+					out = append(out, epIndex{g[5], uint32(off + i)})
 				}
 			}
 		}
@@ -563,7 +681,7 @@ func (k *fakeKernel) usedElements() []mapIndex {
 
 // incompleteRanges lists the rules going through an endpoint map that miss one of
 // their indexes there: a lookup that misses would leave a connection un-DNATed.
-func (k *fakeKernel) incompleteRanges() []string {
+func (k *fakeTable) incompleteRanges() []string {
 	var out []string
 	for name, rules := range k.chains {
 		for _, r := range rules {

@@ -444,54 +444,50 @@ var hooks = map[string]*nftables.ChainHook{
 	"output": nftables.ChainHookOutput, "postrouting": nftables.ChainHookPostrouting,
 }
 
-// queueOps buffers ops on conn (nothing is sent before conn.Flush).
-func queueOps(conn *nftables.Conn, fam netrules.Family, table *nftables.Table, ops []Op) error {
-	chain := func(n string) *nftables.Chain { return &nftables.Chain{Name: n, Table: table} }
-	var maps [numMaps]*nftables.Set
-	for m := range maps {
-		maps[m] = mapSet(fam, table, uint8(m))
+// queueOps buffers ops on conn (nothing is sent before conn.Flush); table gives the
+// netlink value of each table index.
+func queueOps(conn *nftables.Conn, fam netrules.Family, table func(int) *nftables.Table, ops []Op) error {
+	chain := func(t int, n string) *nftables.Chain { return &nftables.Chain{Name: n, Table: table(t)} }
+	// consecutive element ops on one map of one table go in one message
+	type mref struct {
+		table int
+		m     int
+		ep    string
+		add   bool
 	}
-	// consecutive element ops on one map go in one message
 	var pending []nftables.SetElement
-	pendingMap, pendingAdd := -1, false
-	// and consecutive element ops on one endpoint map
-	var epPending []nftables.SetElement
-	epMap, epAdd := "", false
+	cur := mref{m: -1}
 	flushElems := func() error {
-		if len(epPending) > 0 {
-			s := endpointMapSet(fam, table, epMap)
-			var err error
-			if epAdd {
-				err = conn.SetAddElements(s, epPending)
-			} else {
-				err = conn.SetDeleteElements(s, epPending)
-			}
-			epPending, epMap = nil, ""
-			if err != nil {
-				return fmt.Errorf("map %s: %w", s.Name, err)
-			}
-		}
 		if len(pending) == 0 {
 			return nil
 		}
-		var err error
-		if pendingAdd {
-			err = conn.SetAddElements(maps[pendingMap], pending)
+		var s *nftables.Set
+		if cur.ep != "" {
+			s = endpointMapSet(fam, table(cur.table), cur.ep)
 		} else {
-			err = conn.SetDeleteElements(maps[pendingMap], pending)
+			s = mapSet(fam, table(cur.table), uint8(cur.m))
 		}
-		pending, pendingMap = nil, -1
-		return err
+		var err error
+		if cur.add {
+			err = conn.SetAddElements(s, pending)
+		} else {
+			err = conn.SetDeleteElements(s, pending)
+		}
+		pending, cur = nil, mref{m: -1}
+		if err != nil {
+			return fmt.Errorf("map %s of %s: %w", s.Name, s.Table.Name, err)
+		}
+		return nil
 	}
 	for i := range ops {
 		op := &ops[i]
 		if op.Kind == OpAddElem || op.Kind == OpDelElem {
 			add := op.Kind == OpAddElem
-			if int(op.Key.Map) != pendingMap || add != pendingAdd {
+			if r := (mref{table: op.Table, m: int(op.Key.Map), add: add}); r != cur {
 				if err := flushElems(); err != nil {
 					return err
 				}
-				pendingMap, pendingAdd = int(op.Key.Map), add
+				cur = r
 			}
 			e := nftables.SetElement{Key: elemKeyBytes(op.Key)}
 			if add && !isPlainSet(op.Key.Map) {
@@ -502,28 +498,29 @@ func queueOps(conn *nftables.Conn, fam netrules.Family, table *nftables.Table, o
 		}
 		if op.Kind == OpAddEPElem || op.Kind == OpDelEPElem {
 			add := op.Kind == OpAddEPElem
-			if len(pending) > 0 || op.Name != epMap || add != epAdd {
+			if r := (mref{table: op.Table, m: -1, ep: op.Name, add: add}); r != cur {
 				if err := flushElems(); err != nil {
 					return err
 				}
-				epMap, epAdd = op.Name, add
+				cur = r
 			}
 			e := nftables.SetElement{Key: native32(op.Index)}
 			if add {
 				e = endpointElem(op.Index, op.Endpoint)
 			}
-			epPending = append(epPending, e)
+			pending = append(pending, e)
 			continue
 		}
 		if err := flushElems(); err != nil {
 			return err
 		}
+		tab := table(op.Table)
 		switch op.Kind {
 		case OpAddTable:
-			conn.AddTable(table)
+			conn.AddTable(tab)
 		case OpAddMap:
-			if err := conn.AddSet(maps[op.Map], nil); err != nil {
-				return fmt.Errorf("map %s: %w", mapNames[op.Map], err)
+			if err := conn.AddSet(mapSet(fam, tab, op.Map), nil); err != nil {
+				return fmt.Errorf("map %s of %s: %w", mapNames[op.Map], tab.Name, err)
 			}
 		case OpAddBaseChain:
 			b := op.Base
@@ -531,15 +528,15 @@ func queueOps(conn *nftables.Conn, fam netrules.Family, table *nftables.Table, o
 			if b.Type == "nat" {
 				typ = nftables.ChainTypeNAT
 			}
-			conn.AddChain(&nftables.Chain{Name: b.Name, Table: table, Type: typ, Hooknum: hooks[b.Hook], Priority: nftables.ChainPriorityRef(nftables.ChainPriority(b.Priority))})
+			conn.AddChain(&nftables.Chain{Name: b.Name, Table: tab, Type: typ, Hooknum: hooks[b.Hook], Priority: nftables.ChainPriorityRef(nftables.ChainPriority(b.Priority))})
 		case OpAddChain:
-			conn.AddChain(chain(op.Name))
+			conn.AddChain(chain(op.Table, op.Name))
 		case OpFlushChain:
-			conn.FlushChain(chain(op.Name))
+			conn.FlushChain(chain(op.Table, op.Name))
 		case OpDelChain:
-			conn.DelChain(chain(op.Name))
+			conn.DelChain(chain(op.Table, op.Name))
 		case OpAddRule:
-			ex, sets := exprs(fam, table, op.Rule)
+			ex, sets := exprs(fam, tab, op.Rule)
 			si := 0
 			for _, s := range sets {
 				if err := conn.AddSet(s.set, s.elems); err != nil {
@@ -552,21 +549,21 @@ func queueOps(conn *nftables.Conn, fam netrules.Family, table *nftables.Table, o
 					si++
 				}
 			}
-			conn.AddRule(&nftables.Rule{Table: table, Chain: chain(op.Name), Exprs: ex})
+			conn.AddRule(&nftables.Rule{Table: tab, Chain: chain(op.Table, op.Name), Exprs: ex})
 		case OpAddSet:
 			kt := nftables.TypeIPAddr
 			if fam == netrules.IPv6 {
 				kt = nftables.TypeIP6Addr
 			}
-			s := &nftables.Set{Table: table, Name: op.Name, KeyType: kt, Dynamic: true, HasTimeout: true,
+			s := &nftables.Set{Table: tab, Name: op.Name, KeyType: kt, Dynamic: true, HasTimeout: true,
 				Timeout: secondsDuration(op.Timeout)}
 			if err := conn.AddSet(s, nil); err != nil {
 				return fmt.Errorf("set %s: %w", op.Name, err)
 			}
 		case OpDelSet:
-			conn.DelSet(&nftables.Set{Table: table, Name: op.Name})
+			conn.DelSet(&nftables.Set{Table: tab, Name: op.Name})
 		case OpAddEPMap:
-			if err := conn.AddSet(endpointMapSet(fam, table, op.Name), nil); err != nil {
+			if err := conn.AddSet(endpointMapSet(fam, tab, op.Name), nil); err != nil {
 				return fmt.Errorf("map %s: %w", op.Name, err)
 			}
 		}

@@ -1,9 +1,18 @@
-// Package nftables is the nftables backend: one "nodekeeper" table per family,
-// programmed over netlink (github.com/google/nftables), one atomic batch per sync.
+// Package nftables is the nftables backend: per family, one "nodekeeper" table and
+// shard tables "nodekeeper-1", "nodekeeper-2", … of at most TablePorts Service ports
+// each, programmed over netlink (github.com/google/nftables), one atomic batch per sync.
 // Dispatch goes through verdict maps keyed by (address, protocol, port), so a change
 // to one Service is a few map elements plus its own chains: each service port compiles
 // (Compile, pure) to an artifact, a Planner (pure) diffs the applied artifact against
 // the new one into Ops, and the Proxier sends them.
+//
+// Why shards: at commit the kernel validates the whole chain graph of every table a
+// batch adds a jump, goto or DNAT rule to (docs/nftables-validation.md), so a Service
+// created in one table of 10,000 costs what 10,000 cost; in a shard it costs what
+// TablePorts cost. Each shard has its own nat and filter base chains at the same hooks:
+// a new connection walks the shards' nat chains until one DNATs it (the first NAT
+// binding at a hook ends the walk); the main table keeps what does not name a Service
+// chain (masquerading, the no-endpoint rejects, the hairpin set).
 package nftables
 
 import (
@@ -11,18 +20,46 @@ import (
 	"encoding/base32"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/nodekeeper/nodekeeper/netrules"
 )
 
-// TableName is the one table nodekeeper owns in each family.
+// TableName is the main table nodekeeper owns in each family; its shards are
+// TableName-1, TableName-2, … (ShardTableName).
 const TableName = "nodekeeper"
+
+// TablePorts is how many Service ports a shard table takes before a new one is
+// started (Options.TablePorts overrides it): a creation in a shard of 1,000 costs the
+// kernel ~0.5 ms whatever the cluster's size (docs/nftables-validation.md).
+const TablePorts = 1000
+
+// ShardTableName names table index i: 0 is the main table, i ≥ 1 a shard.
+func ShardTableName(i int) string {
+	if i == 0 {
+		return TableName
+	}
+	return fmt.Sprintf("%s-%d", TableName, i)
+}
+
+// ParseTableName is ShardTableName's inverse.
+func ParseTableName(s string) (int, bool) {
+	if s == TableName {
+		return 0, true
+	}
+	rest, ok := strings.CutPrefix(s, TableName+"-")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(rest)
+	return i, err == nil && i > 0 && ShardTableName(i) == s
+}
 
 // Fixed object names.
 const (
 	chainServices      = "services"
+	chainNodePorts     = "nodeports"
 	chainMasquerading  = "masquerading"
 	chainEndpointCheck = "service-endpoints-check"
 	chainFirewallCheck = "firewall-check"
@@ -79,26 +116,30 @@ func affinitySet(p *netrules.ServicePort, e netrules.Endpoint) string {
 
 func proto(p *netrules.ServicePort) string { return strings.ToLower(string(p.Protocol)) }
 
-// isServiceChain tells a per-Service chain from the fixed ones: any chain the fixed
-// layout does not name (so a chain of an older layout is removed by a resync too).
-func isServiceChain(c string) bool {
-	fixedOnce.Do(func() {
-		fixedNames = map[string]bool{}
-		l := FixedLayout(netrules.IPv4, netrules.Node{})
-		for _, ch := range l.Chains {
-			fixedNames[ch.Name] = true
+// fixedName tells whether a table's fixed layout names the chain.
+func (l Layout) fixedName(c string) bool {
+	for _, ch := range l.Chains {
+		if ch.Name == c {
+			return true
 		}
-		for _, b := range l.Base {
-			fixedNames[b.Name] = true
+	}
+	for _, b := range l.Base {
+		if b.Name == c {
+			return true
 		}
-	})
-	return !fixedNames[c]
+	}
+	return false
 }
 
-var (
-	fixedOnce  sync.Once
-	fixedNames map[string]bool
-)
+// hasMap tells whether the layout holds the map.
+func (l Layout) hasMap(m uint8) bool {
+	for _, x := range l.Maps {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
 
 // BaseChain is a chain attached to a netfilter hook.
 type BaseChain struct {
@@ -109,9 +150,10 @@ type BaseChain struct {
 	Rules    []Rule
 }
 
-// Layout is the fixed part of the table: regular chains every Service uses, and the
-// base chains that send packets to them.
+// Layout is the fixed part of a table: its maps, the regular chains every Service
+// uses, and the base chains that send packets to them.
 type Layout struct {
+	Maps   []uint8
 	Chains []Chain
 	Base   []BaseChain
 }
@@ -123,18 +165,73 @@ func ipFamily(f netrules.Family) string {
 	return "ip"
 }
 
-// FixedLayout is the fixed part of the table for a family. Pure.
-func FixedLayout(fam netrules.Family, node netrules.Node) Layout {
-	var npLocal []Match
+// mapInShard: the map's elements name Service chains (or are looked up by a rule
+// beside such a lookup), so each shard has its own and an element lives in the shard of
+// the port that wins its key; the others live in the main table.
+func mapInShard(m uint8) bool {
+	return m == MapServiceIPs || m == MapNodePorts || m == MapFirewallIPs || m == MapMasqKeys
+}
+
+func npLocalMatches(fam netrules.Family, node netrules.Node) []Match {
+	m := []Match{{Kind: MatchFibLocal, Addr: Daddr}}
 	if fam == netrules.IPv4 && !node.LocalhostNodePorts {
-		npLocal = []Match{addrIs(Daddr, true, netip.MustParsePrefix("127.0.0.0/8"))}
+		m = append(m, addrIs(Daddr, true, netip.MustParsePrefix("127.0.0.0/8")))
 	} else if fam == netrules.IPv6 {
-		npLocal = []Match{addrIs(Daddr, true, netip.MustParsePrefix("::1/128"))}
+		m = append(m, addrIs(Daddr, true, netip.MustParsePrefix("::1/128")))
 	}
-	local := Match{Kind: MatchFibLocal, Addr: Daddr}
-	vmap := func(m string, noAddr bool, ms ...Match) Rule {
-		return Rule{Matches: ms, Action: Action{Kind: ActVmap, Map: m, NoAddr: noAddr}}
+	return m
+}
+
+func vmapRule(m string, noAddr bool, ms ...Match) Rule {
+	return Rule{Matches: ms, Action: Action{Kind: ActVmap, Map: m, NoAddr: noAddr}}
+}
+
+// base chain priorities
+const (
+	prioDNAT   = -100
+	prioSNAT   = 100
+	prioFilter = 0
+)
+
+// FixedLayout is the fixed part of the main table for a family: masquerading, the
+// rejects of Services without endpoints, and the forward filter. Pure.
+func FixedLayout(fam netrules.Family, node netrules.Node) Layout {
+	newConn := Match{Kind: MatchCtState, CtState: ctStateNew}
+	return Layout{
+		Maps: []uint8{MapNoEndpointIPs, MapNoEndpointNPs, MapHairpin},
+		Chains: []Chain{
+			// marked connections, and a local endpoint reaching itself through a Service
+			// (hairpin), leave with the node's address
+			{Name: chainMasquerading, Rules: []Rule{
+				{Matches: []Match{{Kind: MatchMarkBit}}, Action: Action{Kind: ActUnmarkMasquerade}},
+				{Matches: []Match{{Kind: MatchCtStatusDNAT}, {Kind: MatchHairpin}}, Action: Action{Kind: ActMasquerade}},
+			}},
+			{Name: chainReject, Rules: []Rule{{Action: Action{Kind: ActReject}}}},
+			{Name: chainEndpointCheck, Rules: []Rule{
+				vmapRule(mapNoEndpointIPs, false),
+				vmapRule(mapNoEndpointNPs, true, npLocalMatches(fam, node)...),
+			}},
+		},
+		Base: []BaseChain{
+			{Name: "nat-postrouting", Type: "nat", Hook: "postrouting", Priority: prioSNAT, Rules: []Rule{verdictRule(jump(chainMasquerading))}},
+			{Name: "filter-input", Type: "filter", Hook: "input", Priority: prioFilter - 10, Rules: []Rule{verdictRule(jump(chainEndpointCheck), newConn)}},
+			{Name: "filter-forward", Type: "filter", Hook: "forward", Priority: prioFilter - 10, Rules: []Rule{
+				verdictRule(jump(chainEndpointCheck), newConn),
+				verdictRule(Verdict{Kind: VerdictDrop}, Match{Kind: MatchCtState, CtState: ctStateInvalid}),
+				verdictRule(Verdict{Kind: VerdictAccept}, Match{Kind: MatchMarkBit}),
+			}},
+			{Name: "filter-output", Type: "filter", Hook: "output", Priority: prioFilter - 10, Rules: []Rule{verdictRule(jump(chainEndpointCheck), newConn)}},
+		},
 	}
+}
+
+// ShardLayout is the fixed part of a shard table: the dispatch of its Services. The
+// ClusterIP/external IP dispatch runs at the DNAT priority and the node ports one just
+// after it, in every shard, so an address match in any shard wins over a node port
+// match in any other, as in one table where the first rule of `services` wins; the
+// firewall check runs before DNAT, and in output after the main table's endpoint check
+// (as the one table's filter-output ran them). Pure.
+func ShardLayout(fam netrules.Family, node netrules.Node) Layout {
 	newConn := Match{Kind: MatchCtState, CtState: ctStateNew}
 	// clients from off the cluster reaching a ClusterIP leave masqueraded
 	var masq []Rule
@@ -144,41 +241,21 @@ func FixedLayout(fam netrules.Family, node netrules.Node) Layout {
 	case len(cidrs) > 0:
 		masq = []Rule{markMasq(addrIs(Saddr, true, cidrs...), Match{Kind: MatchMasqKeys})}
 	}
-	l := Layout{Chains: []Chain{
-		// marked connections, and a local endpoint reaching itself through a Service
-		// (hairpin), leave with the node's address
-		{Name: chainMasquerading, Rules: []Rule{
-			{Matches: []Match{{Kind: MatchMarkBit}}, Action: Action{Kind: ActUnmarkMasquerade}},
-			{Matches: []Match{{Kind: MatchCtStatusDNAT}, {Kind: MatchHairpin}}, Action: Action{Kind: ActMasquerade}},
-		}},
-		{Name: chainReject, Rules: []Rule{{Action: Action{Kind: ActReject}}}},
-		{Name: chainServices, Rules: append(masq,
-			vmap(mapServiceIPs, false),
-			vmap(mapNodePorts, true, append([]Match{local}, npLocal...)...),
-		)},
-		{Name: chainEndpointCheck, Rules: []Rule{
-			vmap(mapNoEndpointIPs, false),
-			vmap(mapNoEndpointNPs, true, append([]Match{local}, npLocal...)...),
-		}},
-		{Name: chainFirewallCheck, Rules: []Rule{vmap(mapFirewallIPs, false)}},
-	}}
-	const dnat, snat, filter = -100, 100, 0
-	l.Base = []BaseChain{
-		{Name: "nat-prerouting", Type: "nat", Hook: "prerouting", Priority: dnat, Rules: []Rule{verdictRule(jump(chainServices))}},
-		{Name: "nat-output", Type: "nat", Hook: "output", Priority: dnat, Rules: []Rule{verdictRule(jump(chainServices))}},
-		{Name: "nat-postrouting", Type: "nat", Hook: "postrouting", Priority: snat, Rules: []Rule{verdictRule(jump(chainMasquerading))}},
-		// load balancer source ranges are checked before DNAT rewrites the destination
-		{Name: "filter-prerouting", Type: "filter", Hook: "prerouting", Priority: dnat - 10, Rules: []Rule{verdictRule(jump(chainFirewallCheck), newConn)}},
-		{Name: "filter-input", Type: "filter", Hook: "input", Priority: filter - 10, Rules: []Rule{verdictRule(jump(chainEndpointCheck), newConn)}},
-		{Name: "filter-forward", Type: "filter", Hook: "forward", Priority: filter - 10, Rules: []Rule{
-			verdictRule(jump(chainEndpointCheck), newConn),
-			verdictRule(Verdict{Kind: VerdictDrop}, Match{Kind: MatchCtState, CtState: ctStateInvalid}),
-			verdictRule(Verdict{Kind: VerdictAccept}, Match{Kind: MatchMarkBit}),
-		}},
-		{Name: "filter-output", Type: "filter", Hook: "output", Priority: filter - 10, Rules: []Rule{
-			verdictRule(jump(chainEndpointCheck), newConn),
-			verdictRule(jump(chainFirewallCheck), newConn),
-		}},
+	return Layout{
+		Maps: []uint8{MapServiceIPs, MapNodePorts, MapFirewallIPs, MapMasqKeys},
+		Chains: []Chain{
+			{Name: chainServices, Rules: append(masq, vmapRule(mapServiceIPs, false))},
+			{Name: chainNodePorts, Rules: []Rule{vmapRule(mapNodePorts, true, npLocalMatches(fam, node)...)}},
+			{Name: chainFirewallCheck, Rules: []Rule{vmapRule(mapFirewallIPs, false)}},
+		},
+		Base: []BaseChain{
+			{Name: "nat-prerouting", Type: "nat", Hook: "prerouting", Priority: prioDNAT, Rules: []Rule{verdictRule(jump(chainServices))}},
+			{Name: "nat-output", Type: "nat", Hook: "output", Priority: prioDNAT, Rules: []Rule{verdictRule(jump(chainServices))}},
+			{Name: "nat-prerouting-nodeports", Type: "nat", Hook: "prerouting", Priority: prioDNAT + 1, Rules: []Rule{verdictRule(jump(chainNodePorts))}},
+			{Name: "nat-output-nodeports", Type: "nat", Hook: "output", Priority: prioDNAT + 1, Rules: []Rule{verdictRule(jump(chainNodePorts))}},
+			// load balancer source ranges are checked before DNAT rewrites the destination
+			{Name: "filter-prerouting", Type: "filter", Hook: "prerouting", Priority: prioDNAT - 10, Rules: []Rule{verdictRule(jump(chainFirewallCheck), newConn)}},
+			{Name: "filter-output", Type: "filter", Hook: "output", Priority: prioFilter - 9, Rules: []Rule{verdictRule(jump(chainFirewallCheck), newConn)}},
+		},
 	}
-	return l
 }

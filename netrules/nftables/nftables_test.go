@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -157,13 +158,160 @@ func nft(t *testing.T, ns string, stdin string, args ...string) string {
 	return string(out)
 }
 
+// tableNames lists nodekeeper's tables of the family in the namespace, main first.
+func tableNames(t *testing.T, ns string, fam netrules.Family) []string {
+	t.Helper()
+	var idx []int
+	for _, l := range strings.Split(nft(t, ns, "", "list", "tables", ipFamily(fam)), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[0] == "table" {
+			if i, ok := ParseTableName(f[2]); ok {
+				idx = append(idx, i)
+			}
+		}
+	}
+	sort.Ints(idx)
+	var out []string
+	for _, i := range idx {
+		out = append(out, ShardTableName(i))
+	}
+	return out
+}
+
+// listTable is `nft list table` of each of nodekeeper's tables of the family, in order.
 func listTable(t *testing.T, ns string, fam netrules.Family) string {
-	return nft(t, ns, "", "list", "table", ipFamily(fam), TableName)
+	var b strings.Builder
+	for _, name := range tableNames(t, ns, fam) {
+		b.WriteString(nft(t, ns, "", "list", "table", ipFamily(fam), name))
+	}
+	return b.String()
+}
+
+// perTable is NormalizeListing of each table on its own, the table's name leading.
+func perTable(s string) string {
+	var out []string
+	for _, part := range strings.SplitAfter(s, "\n}\n") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		head, _, _ := strings.Cut(strings.TrimSpace(part), "\n")
+		out = append(out, head+"\n"+NormalizeListing(part))
+	}
+	return strings.Join(out, "\n")
+}
+
+// mergedListing is NormalizeListing of several tables' listings as one table: blocks
+// that two tables hold alike once (a shard's fixed chains), a map's elements over all
+// its tables together (how Services fall into shards is the Planner's business; what
+// the kernel does with them is the same).
+//
+// The shards' fixed chains are left out (the golden test checks them): a shard left
+// empty by deletions stays, so two tables with the same Services may have different
+// numbers of shards; so are maps and sets without elements.
+func mergedListing(s string) string {
+	shard := ShardLayout(netrules.IPv4, netrules.Node{})
+	var blocks []string
+	for _, part := range strings.SplitAfter(s, "\n}\n") {
+		head, _, _ := strings.Cut(strings.TrimSpace(part), "\n")
+		f := strings.Fields(head)
+		inShard := false
+		if len(f) >= 3 {
+			i, ok := ParseTableName(f[2])
+			inShard = ok && i > 0
+		}
+		lines := strings.Split(NormalizeListing(part), "\n")
+		for i := 0; i < len(lines); i++ {
+			l := lines[i]
+			name, isChain := strings.CutPrefix(l, "chain ")
+			name = strings.TrimSuffix(name, " {")
+			drop := isChain && inShard && shard.fixedName(name)
+			isSet := strings.HasPrefix(l, "map ") || strings.HasPrefix(l, "set ")
+			j := i + 1
+			hasElems := false
+			for ; j < len(lines) && lines[j] != "}"; j++ {
+				hasElems = hasElems || strings.HasPrefix(lines[j], "elements = {")
+			}
+			if drop || isSet && !hasElems {
+				i = j
+				continue
+			}
+			if l != "" {
+				blocks = append(blocks, l)
+			}
+		}
+	}
+	// NormalizeListing joins each block's lines with "\n": split on block heads again
+	var groups [][]string
+	for _, l := range blocks {
+		if strings.HasSuffix(l, "{") && !strings.HasPrefix(l, "elements") && (strings.HasPrefix(l, "chain ") || strings.HasPrefix(l, "map ") || strings.HasPrefix(l, "set ")) {
+			groups = append(groups, []string{l})
+			continue
+		}
+		if len(groups) > 0 {
+			groups[len(groups)-1] = append(groups[len(groups)-1], l)
+		}
+	}
+	type merged struct {
+		rest  []string
+		elems map[string]bool
+	}
+	byHead := map[string]*merged{}
+	var heads []string
+	for _, g := range groups {
+		if strings.HasPrefix(g[0], "chain ") {
+			// a chain: the same block in several tables once (the main table and a
+			// shard may both have a chain of a name, with different rules)
+			whole := strings.Join(g, "\n")
+			if byHead[whole] == nil {
+				byHead[whole] = &merged{elems: map[string]bool{}}
+				heads = append(heads, whole)
+			}
+			continue
+		}
+		m := byHead[g[0]]
+		if m == nil {
+			m = &merged{elems: map[string]bool{}}
+			byHead[g[0]] = m
+			heads = append(heads, g[0])
+		}
+		var rest []string
+		for _, l := range g[1:] {
+			if inner, ok := strings.CutPrefix(l, "elements = { "); ok {
+				for _, e := range strings.Split(strings.TrimSuffix(inner, " }"), ", ") {
+					m.elems[e] = true
+				}
+				continue
+			}
+			rest = append(rest, l)
+		}
+		if m.rest == nil || strings.Join(m.rest, "\n") == strings.Join(rest, "\n") {
+			m.rest = rest
+		} else {
+			m.rest = append(m.rest, rest...) // differs: shown
+		}
+	}
+	sort.Strings(heads)
+	var out []string
+	for _, h := range heads {
+		m := byHead[h]
+		out = append(out, h)
+		if len(m.elems) > 0 {
+			out = append(out, "elements = { "+strings.Join(sortedKeys(m.elems), ", ")+" }")
+		}
+		out = append(out, m.rest...)
+	}
+	return strings.Join(out, "\n")
 }
 
 func nsProxier(t *testing.T, ns string, fam netrules.Family, maxOps int, epMaps bool) *Proxier {
+	return nsProxierShards(t, ns, fam, maxOps, epMaps, 0)
+}
+
+// nsProxierShards is nsProxier with tablePorts Service ports per shard table (0: the
+// default).
+func nsProxierShards(t *testing.T, ns string, fam netrules.Family, maxOps int, epMaps bool, tablePorts int) *Proxier {
 	t.Helper()
-	p, err := New(Options{Family: fam, NetNS: "/run/netns/" + ns, MaxOps: maxOps, Spread: spreadOf(epMaps), ShardPorts: shardPortsForTest()})
+	p, err := New(Options{Family: fam, NetNS: "/run/netns/" + ns, MaxOps: maxOps, Spread: spreadOf(epMaps), ShardPorts: shardPortsForTest(), TablePorts: tablePorts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,49 +337,60 @@ func syncAll(t *testing.T, p *Proxier, st *netrules.State, changed []string, ful
 	}
 }
 
-func fullText(rs *netrules.Ruleset, epMaps bool) string {
+// fullText is the script of the tables a fresh full sync of rs writes (the main table
+// and the shards, as a fresh Planner fills them in the Proxier's order).
+func fullText(rs *netrules.Ruleset, epMaps bool, tablePorts int) string {
 	env := EnvOf(rs.Family, rs.Node)
 	env.Spread = spreadOf(epMaps)
-	if !epMaps {
-		return TableText(rs.Family, FixedLayout(rs.Family, rs.Node), RenderEnv(rs, env))
-	}
-	// with the shared endpoint map the content depends on the Planner's ranges: what a
-	// fresh Planner writes, as text
-	env.Spread, env.ShardPorts = SpreadEndpointMaps, shardPortsForTest()
+	env.ShardPorts, env.TablePorts = shardPortsForTest(), tablePorts
 	p := NewPlanner(env)
+	p.Main, p.Shard = FixedLayout(rs.Family, rs.Node), ShardLayout(rs.Family, rs.Node)
+	p.BaseOps() // (the main table is there from the first batch on)
 	byService := map[string][]*netrules.ServicePort{}
-	var names []string
 	for _, sp := range rs.Ports {
 		k := sp.Namespace + "/" + sp.Name
-		if byService[k] == nil {
-			names = append(names, k)
-		}
 		byService[k] = append(byService[k], sp)
 	}
-	d := Desired{Chains: map[string][]Rule{}, Elements: map[ElemKey]Verdict{}, Sets: map[string]int32{}, Endpoints: map[string]map[uint32]netip.AddrPort{}}
-	for _, k := range names {
+	ds := map[int]*Desired{}
+	d := func(i int) *Desired {
+		if ds[i] == nil {
+			ds[i] = &Desired{Chains: map[string][]Rule{}, Elements: map[ElemKey]Verdict{}, Sets: map[string]int32{}, Endpoints: map[string]map[uint32]netip.AddrPort{}}
+		}
+		return ds[i]
+	}
+	d(0)
+	for _, k := range sortedKeys(byService) {
 		for _, op := range p.Plan(k, byService[k], false, time.Unix(0, 0)) {
+			t := d(op.Table)
 			switch op.Kind {
 			case OpAddChain, OpFlushChain:
-				d.Chains[op.Name] = []Rule{}
+				if !p.layout(op.Table).fixedName(op.Name) {
+					t.Chains[op.Name] = []Rule{}
+				}
 			case OpAddRule:
-				d.Chains[op.Name] = append(d.Chains[op.Name], *op.Rule)
+				if !p.layout(op.Table).fixedName(op.Name) {
+					t.Chains[op.Name] = append(t.Chains[op.Name], *op.Rule)
+				}
 			case OpAddSet:
-				d.Sets[op.Name] = op.Timeout
+				t.Sets[op.Name] = op.Timeout
 			case OpAddElem:
-				d.Elements[op.Key] = op.Verdict
+				t.Elements[op.Key] = op.Verdict
 			case OpDelElem:
-				delete(d.Elements, op.Key)
+				delete(t.Elements, op.Key)
 			case OpAddEPMap:
-				d.Endpoints[op.Name] = map[uint32]netip.AddrPort{}
+				t.Endpoints[op.Name] = map[uint32]netip.AddrPort{}
 			case OpAddEPElem:
-				d.Endpoints[op.Name][op.Index] = op.Endpoint
+				t.Endpoints[op.Name][op.Index] = op.Endpoint
 			case OpDelEPElem:
-				delete(d.Endpoints[op.Name], op.Index)
+				delete(t.Endpoints[op.Name], op.Index)
 			}
 		}
 	}
-	return TableText(rs.Family, FixedLayout(rs.Family, rs.Node), d)
+	var b strings.Builder
+	for _, i := range p.Tables() {
+		b.WriteString(TableText(rs.Family, ShardTableName(i), p.layout(i), *d(i)))
+	}
+	return b.String()
 }
 
 // The netlink encoding is what nft generates for the same rules: a table programmed
@@ -259,14 +418,18 @@ func TestGoldenAgainstNft(t *testing.T) {
 	}
 	for i, node := range nodes {
 		for fam, rs := range netrules.Build(svcs, slices, node) {
-			for _, epMaps := range []bool{false, true} {
-				t.Run(fmt.Sprintf("node%d/IPv%d/maps=%v", i, fam, epMaps), func(t *testing.T) {
+			for _, c := range []struct {
+				epMaps     bool
+				tablePorts int
+			}{{false, 0}, {true, 0}, {true, 2}} {
+				epMaps := c.epMaps
+				t.Run(fmt.Sprintf("node%d/IPv%d/maps=%v/tablePorts=%d", i, fam, epMaps, c.tablePorts), func(t *testing.T) {
 					byNetlink, byNft := netns(t), netns(t)
-					syncAll(t, nsProxier(t, byNetlink, fam, 0, epMaps), stateOf(rs), nil, true)
-					text := fullText(rs, epMaps)
+					syncAll(t, nsProxierShards(t, byNetlink, fam, 0, epMaps, c.tablePorts), stateOf(rs), nil, true)
+					text := fullText(rs, epMaps, c.tablePorts)
 					nft(t, byNft, text, "-f", "-")
 					got, want := listTable(t, byNetlink, fam), listTable(t, byNft, fam)
-					g, w := NormalizeListing(epMapType.ReplaceAllString(got, "ENDPOINT-MAP-TYPE")), NormalizeListing(epMapType.ReplaceAllString(want, "ENDPOINT-MAP-TYPE"))
+					g, w := perTable(epMapType.ReplaceAllString(got, "ENDPOINT-MAP-TYPE")), perTable(epMapType.ReplaceAllString(want, "ENDPOINT-MAP-TYPE"))
 					if g != w {
 						t.Errorf("netlink table differs from nft's:\n%s\n--- nft:\n%s\n--- diff:\n%s", got, want, lineDiff(g, w))
 					}

@@ -41,6 +41,8 @@ type Options struct {
 	Spread Spread
 	// ShardPorts: ports per endpoint map (0: ShardPorts).
 	ShardPorts int
+	// TablePorts: Service ports per shard table (0: TablePorts).
+	TablePorts int
 	Now        func() time.Time
 }
 
@@ -60,9 +62,8 @@ type Proxier struct {
 	opts Options
 	k    kernel
 
-	planner    *Planner
-	envKey     string
-	layoutNode netrules.Node
+	planner *Planner
+	envKey  string
 
 	needResync bool
 	resyncing  bool
@@ -93,7 +94,7 @@ func New(opts Options) (*Proxier, error) {
 	if opts.Family == netrules.IPv6 {
 		tf = nftables.TableFamilyIPv6
 	}
-	nk := &nlKernel{fam: opts.Family, table: &nftables.Table{Name: TableName, Family: tf}, nsFd: -1}
+	nk := &nlKernel{fam: opts.Family, tf: tf, tables: map[int]*nftables.Table{}, nsFd: -1}
 	var nopts []nftables.ConnOption
 	cfg := &netlink.Config{}
 	if opts.NetNS != "" {
@@ -150,22 +151,34 @@ type kernel interface {
 	// send applies ops as one batch, all or nothing.
 	send(ops []Op) error
 	generation() (uint32, error)
-	// dump reads the table's chains, sets and map elements, and the endpoint maps'
-	// elements by map (nothing when absent).
-	dump() (chains, sets []string, elems map[ElemKey]Verdict, ep map[string]map[uint32]netip.AddrPort, err error)
+	// dump reads what the tables (the main one and the shards) hold: chains, sets,
+	// map elements, and the endpoint maps' elements by map (nothing when absent).
+	dump() ([]TableDump, error)
+	// deleteTable deletes the main table and the shards.
 	deleteTable() error
 	Close() error
 }
 
 // nlKernel is the kernel over netlink.
 type nlKernel struct {
-	fam   netrules.Family
-	table *nftables.Table
-	nsFd  int
-	conn  *nftables.Conn
-	gconn *netlink.Conn // for generation reads
+	fam    netrules.Family
+	tf     nftables.TableFamily
+	tables map[int]*nftables.Table
+	nsFd   int
+	conn   *nftables.Conn
+	gconn  *netlink.Conn // for generation reads
 	// lastSend is how long the last batch took (for the scale figures)
 	lastSend time.Duration
+}
+
+// table is the netlink value of table i.
+func (n *nlKernel) table(i int) *nftables.Table {
+	t := n.tables[i]
+	if t == nil {
+		t = &nftables.Table{Name: ShardTableName(i), Family: n.tf}
+		n.tables[i] = t
+	}
+	return t
 }
 
 // NewReal is New for the current network namespace.
@@ -361,7 +374,7 @@ func (p *Proxier) catchUp(st *netrules.State) {
 
 // startResync reads what the table holds and queues every Service for a rewrite.
 func (p *Proxier) startResync(st *netrules.State) error {
-	chains, sets, elems, ep, err := p.k.dump()
+	tables, err := p.k.dump()
 	if err != nil {
 		return err
 	}
@@ -370,15 +383,18 @@ func (p *Proxier) startResync(st *netrules.State) error {
 		p.planner = NewPlanner(env)
 	}
 	p.planner.Env = env
-	p.planner.Reset(chains, sets, elems, ep)
+	p.planner.Main, p.planner.Shard = FixedLayout(p.opts.Family, st.Node), ShardLayout(p.opts.Family, st.Node)
+	p.planner.Reset(tables)
 	p.repair = st.Services()
 	p.done, p.inRepair = map[string]bool{}, map[string]bool{}
 	for _, k := range p.repair {
 		p.inRepair[k] = true
 	}
 	p.needResync, p.resyncing, p.baseDue, p.suspicious = false, true, true, false
-	p.bulk = len(elems) == 0 && len(ep) == 0 && !p.planner.Resyncing()
-	p.layoutNode = st.Node
+	p.bulk = !p.planner.Resyncing()
+	for _, t := range tables {
+		p.bulk = p.bulk && len(t.Elems) == 0 && len(t.EP) == 0
+	}
 	return nil
 }
 
@@ -392,7 +408,7 @@ func (p *Proxier) nextBatch(st *netrules.State, now time.Time) ([]Op, int) {
 		limit = p.opts.BulkMaxOps
 	}
 	if p.baseDue {
-		ops = append(ops, BaseOps(FixedLayout(p.opts.Family, p.layoutNode))...)
+		ops = append(ops, p.planner.BaseOps()...)
 		p.baseDue = false
 	}
 	for len(p.dirty) > 0 && len(ops) < limit {
@@ -460,70 +476,80 @@ func (n *nlKernel) send(ops []Op) error {
 	return n.conn.Flush()
 }
 
-func (n *nlKernel) dump() (chains, sets []string, elems map[ElemKey]Verdict, ep map[string]map[uint32]netip.AddrPort, err error) {
-	elems, ep = map[ElemKey]Verdict{}, map[string]map[uint32]netip.AddrPort{}
-	if _, err := n.conn.ListTableOfFamily(TableName, n.table.Family); err != nil {
-		if errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), "no such file") {
-			return nil, nil, elems, ep, nil
-		}
-		return nil, nil, nil, nil, fmt.Errorf("reading table: %w", err)
-	}
-	all, err := n.conn.ListChainsOfTableFamily(n.table.Family)
+func (n *nlKernel) dump() ([]TableDump, error) {
+	tabs, err := n.conn.ListTablesOfFamily(n.tf)
 	if err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("listing chains: %w", err)
+		return nil, fmt.Errorf("listing tables: %w", err)
+	}
+	var out []TableDump
+	byName := map[string]int{}
+	for _, t := range tabs {
+		if i, ok := ParseTableName(t.Name); ok {
+			byName[t.Name] = len(out)
+			out = append(out, TableDump{Index: i, Elems: map[ElemKey]Verdict{}, EP: map[string]map[uint32]netip.AddrPort{}})
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	all, err := n.conn.ListChainsOfTableFamily(n.tf)
+	if err != nil {
+		return nil, fmt.Errorf("listing chains: %w", err)
 	}
 	for _, c := range all {
-		if c.Table != nil && c.Table.Name == TableName {
-			chains = append(chains, c.Name)
+		if c.Table == nil {
+			continue
+		}
+		if i, ok := byName[c.Table.Name]; ok {
+			out[i].Chains = append(out[i].Chains, c.Name)
 		}
 	}
-	ss, err := n.conn.GetSets(n.table)
-	if err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("listing sets: %w", err)
-	}
-	for _, s := range ss {
-		m := -1
-		for i, n := range mapNames {
-			if n == s.Name {
-				m = i
+	for i := range out {
+		d := &out[i]
+		ss, err := n.conn.GetSets(n.table(d.Index))
+		if err != nil {
+			if errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), "no such file") {
+				continue // deleted meanwhile: the next resync sees it
 			}
+			return nil, fmt.Errorf("listing sets of %s: %w", ShardTableName(d.Index), err)
 		}
-		if _, isEP := parseShardName(s.Name); m < 0 && isEP {
+		for _, s := range ss {
+			if s.Anonymous || strings.HasPrefix(s.Name, "__") {
+				continue
+			}
+			d.Sets = append(d.Sets, s.Name)
+			m, fixed := mapIndex(s.Name)
+			_, isEP := parseShardName(s.Name)
+			if !fixed && !isEP {
+				continue
+			}
 			es, err := n.conn.GetSetElements(s)
 			if err != nil {
-				return nil, nil, nil, nil, fmt.Errorf("listing %s: %w", s.Name, err)
+				return nil, fmt.Errorf("listing %s of %s: %w", s.Name, ShardTableName(d.Index), err)
 			}
-			ep[s.Name] = map[uint32]netip.AddrPort{}
+			if isEP {
+				d.EP[s.Name] = map[uint32]netip.AddrPort{}
+				for _, e := range es {
+					if idx, v, ok := parseEndpointElem(e); ok {
+						d.EP[s.Name][idx] = v
+					}
+				}
+				continue
+			}
 			for _, e := range es {
-				if i, v, ok := parseEndpointElem(e); ok {
-					ep[s.Name][i] = v
+				k, ok := parseElemKey(m, e.Key)
+				v, vok := parseVerdict(e.VerdictData)
+				if ok && vok {
+					d.Elems[k] = v
+				} else if ok {
+					d.Elems[k] = Verdict{Kind: VerdictNone} // unknown: replaced
 				}
 			}
-			continue
 		}
-		if m < 0 {
-			if !s.Anonymous && !strings.HasPrefix(s.Name, "__") {
-				sets = append(sets, s.Name)
-			}
-			continue
-		}
-		es, err := n.conn.GetSetElements(s)
-		if err != nil {
-			return nil, nil, nil, nil, fmt.Errorf("listing %s: %w", s.Name, err)
-		}
-		for _, e := range es {
-			k, ok := parseElemKey(uint8(m), e.Key)
-			v, vok := parseVerdict(e.VerdictData)
-			if ok && vok {
-				elems[k] = v
-			} else if ok {
-				elems[k] = Verdict{Kind: VerdictNone} // unknown: replaced
-			}
-		}
+		sort.Strings(d.Chains)
+		sort.Strings(d.Sets)
 	}
-	sort.Strings(chains)
-	sort.Strings(sets)
-	return chains, sets, elems, ep, nil
+	return out, nil
 }
 
 // Cleanup deletes the whole table.
@@ -533,8 +559,17 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 }
 
 func (n *nlKernel) deleteTable() error {
-	n.conn.AddTable(n.table)
-	n.conn.DelTable(n.table)
+	tabs, err := n.conn.ListTablesOfFamily(n.tf)
+	if err != nil {
+		return fmt.Errorf("listing tables: %w", err)
+	}
+	n.conn.AddTable(n.table(0))
+	n.conn.DelTable(n.table(0))
+	for _, t := range tabs {
+		if i, ok := ParseTableName(t.Name); ok && i > 0 {
+			n.conn.DelTable(n.table(i))
+		}
+	}
 	return n.conn.Flush()
 }
 
@@ -543,5 +578,6 @@ func (p *Proxier) env(node netrules.Node) Env {
 	e := EnvOf(p.opts.Family, node)
 	e.Spread = p.opts.Spread
 	e.ShardPorts = p.opts.ShardPorts
+	e.TablePorts = p.opts.TablePorts
 	return e
 }

@@ -35,7 +35,7 @@ func resolveEndpoints(rule string, ep map[string]map[uint32]netip.AddrPort, used
 
 // canonicalFake is k with its rules resolved and the endpoint map left out; unused
 // lists the endpoint map's elements no rule uses (leaks).
-func canonicalFake(k *fakeKernel) (c *fakeKernel, unused []string) {
+func canonicalFake(k *fakeTable) (c *fakeTable, unused []string) {
 	c = k.clone()
 	ep := c.epmaps
 	used := map[string]bool{}

@@ -8,17 +8,17 @@ import (
 	"github.com/nodekeeper/nodekeeper/netrules"
 )
 
-// TableText renders a whole table (fixed layout plus per-Service content) as an nft
-// script, the form `nft -f` reads: for debugging and for the golden tests that check
-// the netlink encoding against nft's own.
-func TableText(fam netrules.Family, l Layout, d Desired) string {
+// TableText renders one table (its fixed layout plus the per-Service content it holds)
+// as an nft script, the form `nft -f` reads: for debugging and for the golden tests
+// that check the netlink encoding against nft's own.
+func TableText(fam netrules.Family, table string, l Layout, d Desired) string {
 	ipf := ipFamily(fam)
 	at := "ipv4_addr"
 	if fam == netrules.IPv6 {
 		at = "ipv6_addr"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "table %s %s {\n", ipf, TableName)
+	fmt.Fprintf(&b, "table %s %s {\n", ipf, table)
 	byMap := map[uint8][]string{}
 	keys := make([]ElemKey, 0, len(d.Elements))
 	for k := range d.Elements {
@@ -32,7 +32,7 @@ func TableText(fam netrules.Family, l Layout, d Desired) string {
 		}
 		byMap[k.Map] = append(byMap[k.Map], k.KeyText()+" : "+d.Elements[k].String())
 	}
-	for m := uint8(0); m < numMaps; m++ {
+	for _, m := range l.Maps {
 		kt := "inet_proto . inet_service"
 		if mapHasAddr(m) {
 			kt = at + " . " + kt

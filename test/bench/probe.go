@@ -35,10 +35,15 @@ func NewProbe(netns string, l Layout) (Probe, error) {
 
 // ---- netlink (nftables and iptables-nft) ----
 
+// nftProbe reads chains over netlink. The agent's table may come with shards (base
+// "nodekeeper": chains in "nodekeeper" and "nodekeeper-<k>"): a chain is looked for in
+// each and remembered where found.
 type nftProbe struct {
 	ns       *os.File
 	conn     *nftables.Conn
-	table    *nftables.Table
+	base     string
+	tables   []*nftables.Table
+	where    map[string]*nftables.Table
 	dispatch map[string][]*nftables.Rule
 }
 
@@ -54,7 +59,50 @@ func newNFTProbe(netns, table string) (*nftProbe, error) {
 		f.Close()
 		return nil, fmt.Errorf("netlink in %s: %w", netns, err)
 	}
-	return &nftProbe{ns: f, conn: conn, table: &nftables.Table{Name: table, Family: nftables.TableFamilyIPv4}}, nil
+	return &nftProbe{ns: f, conn: conn, base: table, where: map[string]*nftables.Table{}}, nil
+}
+
+// refresh lists the tables of the layout (the base one and its shards).
+func (p *nftProbe) refresh() error {
+	ts, err := p.conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return fmt.Errorf("listing tables: %w", err)
+	}
+	p.tables = p.tables[:0]
+	for _, t := range ts {
+		if t.Name == p.base || strings.HasPrefix(t.Name, p.base+"-") {
+			p.tables = append(p.tables, t)
+		}
+	}
+	return nil
+}
+
+// tableOf is the table holding chain (nil: none).
+func (p *nftProbe) tableOf(chain string) (*nftables.Table, error) {
+	if t := p.where[chain]; t != nil {
+		if _, err := p.conn.ListChain(t, chain); err == nil {
+			return t, nil
+		} else if !notFound(err) {
+			return nil, fmt.Errorf("reading chain %s: %w", chain, err)
+		}
+		delete(p.where, chain)
+	}
+	for attempt := 0; attempt < 2; attempt++ {
+		for _, t := range p.tables {
+			if _, err := p.conn.ListChain(t, chain); err == nil {
+				p.where[chain] = t
+				return t, nil
+			} else if !notFound(err) {
+				return nil, fmt.Errorf("reading chain %s: %w", chain, err)
+			}
+		}
+		if attempt == 0 {
+			if err := p.refresh(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return nil, nil
 }
 
 func notFound(err error) bool {
@@ -63,13 +111,11 @@ func notFound(err error) bool {
 
 // rules says whether a chain exists and how many rules it holds.
 func (p *nftProbe) rules(chain string) (bool, int, error) {
-	if _, err := p.conn.ListChain(p.table, chain); err != nil {
-		if notFound(err) {
-			return false, 0, nil
-		}
-		return false, 0, fmt.Errorf("reading chain %s: %w", chain, err)
+	table, err := p.tableOf(chain)
+	if err != nil || table == nil {
+		return false, 0, err
 	}
-	rs, err := p.conn.GetRules(p.table, &nftables.Chain{Name: chain, Table: p.table})
+	rs, err := p.conn.GetRules(table, &nftables.Chain{Name: chain, Table: table})
 	if err != nil {
 		if notFound(err) {
 			return false, 0, nil
@@ -137,7 +183,11 @@ func (p *nftProbe) reach(r Reach) (bool, error) {
 	if exists, n, err := p.rules(r.EndpointChain); err != nil || (exists && n > 0) {
 		return err == nil, err
 	}
-	rs, err := p.conn.GetRules(p.table, &nftables.Chain{Name: r.ServiceChain, Table: p.table})
+	table, err := p.tableOf(r.ServiceChain)
+	if err != nil || table == nil {
+		return false, err
+	}
+	rs, err := p.conn.GetRules(table, &nftables.Chain{Name: r.ServiceChain, Table: table})
 	if err != nil {
 		if notFound(err) {
 			return false, nil
@@ -178,7 +228,7 @@ func (p *nftProbe) reach(r Reach) (bool, error) {
 				if !x.IsDestRegSet {
 					continue
 				}
-				els, err := p.conn.GetSetElements(&nftables.Set{Table: p.table, Name: x.SetName, ID: x.SetID})
+				els, err := p.conn.GetSetElements(&nftables.Set{Table: table, Name: x.SetName, ID: x.SetID})
 				if err != nil {
 					if notFound(err) {
 						continue // replaced meanwhile
@@ -204,7 +254,14 @@ func (p *nftProbe) unref(u Unref) (bool, error) {
 	}
 	rs, ok := p.dispatch[u.From]
 	if !ok {
-		rs, err = p.conn.GetRules(p.table, &nftables.Chain{Name: u.From, Table: p.table})
+		table, err := p.tableOf(u.From)
+		if err != nil {
+			return false, err
+		}
+		if table == nil {
+			return true, nil
+		}
+		rs, err = p.conn.GetRules(table, &nftables.Chain{Name: u.From, Table: table})
 		if err != nil {
 			if notFound(err) {
 				return true, nil
@@ -226,12 +283,30 @@ func (p *nftProbe) unref(u Unref) (bool, error) {
 }
 
 func (p *nftProbe) Missing(names []string) (int, error) {
+	if err := p.refresh(); err != nil {
+		return 0, err
+	}
+	ours := map[string]*nftables.Table{}
+	for _, t := range p.tables {
+		ours[t.Name] = t
+	}
+	have := map[string]*nftables.Table{}
+	if len(ours) > 0 {
+		cs, err := p.conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+		if err != nil {
+			return 0, fmt.Errorf("listing chains: %w", err)
+		}
+		for _, c := range cs {
+			if c.Table != nil && ours[c.Table.Name] != nil {
+				have[c.Name] = ours[c.Table.Name]
+			}
+		}
+	}
 	n := 0
 	for _, c := range names {
-		if _, err := p.conn.ListChain(p.table, c); err != nil {
-			if !notFound(err) {
-				return 0, fmt.Errorf("reading chain %s: %w", c, err)
-			}
+		if t, ok := have[c]; ok {
+			p.where[c] = t
+		} else {
 			n++
 		}
 	}

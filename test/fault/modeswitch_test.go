@@ -12,8 +12,10 @@ import (
 	. "github.com/onsi/gomega"
 )
 
+// nftTable: the agent's main nftables table or one of its shards is there.
 func nftTable() bool {
-	return exec.Command("ip", "netns", "exec", netns, "nft", "list", "table", "ip", "nodekeeper").Run() == nil
+	return exec.Command("ip", "netns", "exec", netns, "nft", "list", "table", "ip", "nodekeeper").Run() == nil ||
+		exec.Command("ip", "netns", "exec", netns, "nft", "list", "table", "ip", nftShard).Run() == nil
 }
 
 func iptablesKubeChains() int {

@@ -13,13 +13,29 @@ import (
 	. "github.com/onsi/gomega"
 )
 
-// nftTableText is the agent's nftables table (ip nodekeeper) as nft lists it.
+// nftShard is the agent's first shard table, which holds the dispatch of this small
+// cluster's Services (the main table "nodekeeper" holds masquerading and the rejects).
+const nftShard = "nodekeeper-1"
+
+// nftTableText is the agent's nftables tables (ip nodekeeper and its shards) as nft
+// lists them.
 func nftTableText() string {
-	out, err := exec.Command("ip", "netns", "exec", netns, "nft", "list", "table", "ip", "nodekeeper").CombinedOutput()
+	out, err := exec.Command("ip", "netns", "exec", netns, "nft", "list", "tables", "ip").CombinedOutput()
 	if err != nil {
 		return ""
 	}
-	return string(out)
+	var b strings.Builder
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 3 || (f[2] != "nodekeeper" && !strings.HasPrefix(f[2], "nodekeeper-")) {
+			continue
+		}
+		t, err := exec.Command("ip", "netns", "exec", netns, "nft", "list", "table", "ip", f[2]).CombinedOutput()
+		if err == nil {
+			b.Write(t)
+		}
+	}
+	return b.String()
 }
 
 // nft runs one nft command line (chain names with slashes are written as they are:
@@ -39,7 +55,7 @@ func nftSteadyElement() (string, bool) {
 
 // nftChainRules is the number of rules in one of the agent's chains (-1: no such chain).
 func nftChainRules(chain string) int {
-	out, err := exec.Command("ip", "netns", "exec", netns, "nft", "list", "chain", "ip", "nodekeeper", chain).CombinedOutput()
+	out, err := exec.Command("ip", "netns", "exec", netns, "nft", "list", "chain", "ip", nftShard, chain).CombinedOutput()
 	if err != nil {
 		return -1
 	}
@@ -93,8 +109,8 @@ func tamperNFTCases() {
 		before = foreignNFT()
 	})
 
-	It("rebuilds its deleted nftables table within one sync period", func() {
-		d := timeToRepair("nftables: table deleted", func() { nft("delete table ip nodekeeper") },
+	It("rebuilds its deleted nftables tables within one sync period", func() {
+		d := timeToRepair("nftables: tables deleted", func() { nft("delete table ip " + nftShard); nft("delete table ip nodekeeper") },
 			func() bool { _, ok := nftSteadyElement(); return ok })
 		Expect(d).To(BeNumerically("<", syncPeriod+5*time.Second))
 	})
@@ -104,7 +120,7 @@ func tamperNFTCases() {
 		Expect(ok).To(BeTrue())
 		n := nftChainRules(chain)
 		Expect(n).To(BeNumerically(">", 0))
-		d := timeToRepair("nftables: service chain flushed", func() { nft("flush chain ip nodekeeper " + chain) },
+		d := timeToRepair("nftables: service chain flushed", func() { nft("flush chain ip " + nftShard + " " + chain) },
 			func() bool { return nftChainRules(chain) == n })
 		Expect(d).To(BeNumerically("<", syncPeriod+5*time.Second))
 	})
@@ -112,7 +128,7 @@ func tamperNFTCases() {
 	It("restores a deleted service-ips element within one sync period", func() {
 		cip := strings.TrimSuffix(strings.TrimPrefix(clusterIPURL, "http://"), "/")
 		d := timeToRepair("nftables: ClusterIP map element deleted", func() {
-			nft(fmt.Sprintf("delete element ip nodekeeper service-ips { %s . tcp . 80 }", cip))
+			nft(fmt.Sprintf("delete element ip "+nftShard+" service-ips { %s . tcp . 80 }", cip))
 			_, ok := nftSteadyElement()
 			Expect(ok).To(BeFalse())
 		}, func() bool { _, ok := nftSteadyElement(); return ok })
@@ -122,7 +138,7 @@ func tamperNFTCases() {
 	It("removes a foreign rule added to its services chain within one sync period", func() {
 		cip := strings.TrimSuffix(strings.TrimPrefix(clusterIPURL, "http://"), "/")
 		d := timeToRepair("nftables: foreign rule in services", func() {
-			nft(fmt.Sprintf(`insert rule ip nodekeeper services ip daddr %s tcp dport 80 counter return comment "fault: foreign"`, cip))
+			nft(fmt.Sprintf(`insert rule ip `+nftShard+` services ip daddr %s tcp dport 80 counter return comment "fault: foreign"`, cip))
 		}, func() bool { return !strings.Contains(nftTableText(), "fault: foreign") })
 		Expect(d).To(BeNumerically("<", syncPeriod+5*time.Second))
 	})
