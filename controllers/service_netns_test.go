@@ -88,6 +88,28 @@ var backendCases = []backendCase{
 			return netnstest.Run(ns, "nft", "flush", "chain", "ip", nftables.ShardTableName(1), "services")
 		},
 	},
+	{
+		// every Service port in a shard table of its own: the dispatch crosses tables
+		// (each shard's nat chains in turn), shared keys move between shards
+		name: "nftables-one-port-per-shard",
+		backend: func(ns string) RulesBackend {
+			p, err := nftables.New(nftables.Options{Family: netrules.IPv4, NetNS: "/run/netns/" + ns, TablePorts: 1})
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(p.Close)
+			return p
+		},
+		breakIt: func(ns string) error {
+			for i := 1; i <= 64; i++ { // every shard's dispatch
+				if err := netnstest.Run(ns, "nft", "list", "table", "ip", nftables.ShardTableName(i)); err != nil {
+					return nil
+				}
+				if err := netnstest.Run(ns, "nft", "flush", "chain", "ip", nftables.ShardTableName(i), "services"); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	},
 }
 
 var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "root"), Ordered, func() {
