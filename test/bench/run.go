@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -215,18 +216,54 @@ type pendingChange struct {
 	c      Change
 	expect Expect
 	done   func(Change)
+	// seen: the kernel showed it (or it timed out) before its write returned; it is
+	// done when written says how long the write took
+	seen, writeReturned bool
 }
 
-func (pr *prober) add(c Change, e Expect, done func(Change)) {
+// add starts watching for a change whose write is about to be sent.
+func (pr *prober) add(c Change, e Expect, done func(Change)) *pendingChange {
+	p := &pendingChange{c: c, expect: e, done: done}
 	pr.mu.Lock()
-	pr.pending = append(pr.pending, &pendingChange{c: c, expect: e, done: done})
+	pr.pending = append(pr.pending, p)
 	pr.mu.Unlock()
+	return p
+}
+
+// written records how long the change's write took; a change already seen is done.
+func (pr *prober) written(p *pendingChange, seconds float64) {
+	pr.mu.Lock()
+	p.c.Written = seconds
+	p.writeReturned = true
+	finish := p.seen
+	if finish {
+		pr.pending = slices.DeleteFunc(pr.pending, func(q *pendingChange) bool { return q == p })
+	}
+	pr.mu.Unlock()
+	if finish {
+		p.done(p.c)
+	}
+}
+
+// drop forgets a change whose write failed; it reports whether it was still pending
+// (its done was not called).
+func (pr *prober) drop(p *pendingChange) bool {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	n := len(pr.pending)
+	pr.pending = slices.DeleteFunc(pr.pending, func(q *pendingChange) bool { return q == p })
+	return len(pr.pending) < n
 }
 
 func (pr *prober) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		pr.mu.Lock()
-		ps := append([]*pendingChange(nil), pr.pending...)
+		var ps []*pendingChange
+		for _, p := range pr.pending {
+			if !p.seen {
+				ps = append(ps, p)
+			}
+		}
 		pr.mu.Unlock()
 		if len(ps) == 0 {
 			time.Sleep(2 * time.Millisecond)
@@ -255,16 +292,22 @@ func (pr *prober) run(ctx context.Context) {
 				}
 			}
 			switch {
+			case p.seen:
+				kept = append(kept, p) // waiting for its write to return
+				continue
 			case idx >= 0 && err == nil && ok[idx]:
-				p.c.end = now
-				p.c.Latency = now.Sub(p.c.start).Seconds()
-				finished = append(finished, p)
 			case now.Sub(p.c.start) > pr.timeout:
-				p.c.end = now
-				p.c.Latency = now.Sub(p.c.start).Seconds()
 				p.c.TimedOut = true
-				finished = append(finished, p)
 			default:
+				kept = append(kept, p)
+				continue
+			}
+			p.c.end = now
+			p.c.Latency = now.Sub(p.c.start).Seconds()
+			if p.writeReturned {
+				finished = append(finished, p)
+			} else {
+				p.seen = true
 				kept = append(kept, p)
 			}
 		}
@@ -522,7 +565,7 @@ func runPhase(ctx context.Context, o RunOptions, name string, times []time.Time,
 					return
 				case <-tick.C:
 				}
-				e, err := o.World.Do(cctx, KindMoved, func() {})
+				e, err := o.World.Do(cctx, KindMoved, func(Edit) {})
 				if err != nil {
 					if cctx.Err() == nil && churnErr == nil {
 						churnErr = err
@@ -545,20 +588,28 @@ func runPhase(ctx context.Context, o RunOptions, name string, times []time.Time,
 		time.Sleep(time.Until(at))
 		kind := o.World.Kind()
 		var start time.Time
-		e, err := o.World.Do(ctx, kind, func() { start = time.Now() })
+		var pc *pendingChange
+		// the probe watches from the moment the write is sent: a change the agent puts
+		// in the kernel before the API server's answer arrives counts from the write
+		_, err := o.World.Do(ctx, kind, func(e Edit) {
+			start = time.Now()
+			inFlight.Add(1)
+			pc = pr.add(Change{Kind: kind, Service: e.Service, start: start, At: float64(start.UnixNano()) / 1e9}, e.Expect(l), func(c Change) {
+				o.World.Release(c.Service)
+				mu.Lock()
+				ph.Changes = append(ph.Changes, c)
+				mu.Unlock()
+				inFlight.Add(-1)
+			})
+		})
 		if err != nil {
+			if pc != nil && pr.drop(pc) {
+				inFlight.Add(-1)
+			}
 			writeErr = err
 			break
 		}
-		written := time.Since(start).Seconds()
-		inFlight.Add(1)
-		pr.add(Change{Kind: kind, Service: e.Service, start: start, At: float64(start.UnixNano()) / 1e9, Written: written}, e.Expect(l), func(c Change) {
-			o.World.Release(c.Service)
-			mu.Lock()
-			ph.Changes = append(ph.Changes, c)
-			mu.Unlock()
-			inFlight.Add(-1)
-		})
+		pr.written(pc, time.Since(start).Seconds())
 	}
 	stopChurn()
 	churnWG.Wait()

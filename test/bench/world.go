@@ -166,9 +166,10 @@ func patchEndpoints(ctx context.Context, c client.Client, service string, eps []
 }
 
 // Do makes one change of the kind on a random Service (the Service stays busy until
-// Release). before is called just before the API write the kernel state depends on;
-// the edit says what to expect.
-func (w *World) Do(ctx context.Context, kind string, before func()) (Edit, error) {
+// Release). before is called with the edit just before the API write the kernel state
+// depends on (so a probe can watch for it while the write is in flight); the edit says
+// what to expect.
+func (w *World) Do(ctx context.Context, kind string, before func(Edit)) (Edit, error) {
 	switch kind {
 	case KindMoved:
 		w.mu.Lock()
@@ -184,7 +185,7 @@ func (w *World) Do(ctx context.Context, kind string, before func()) (Edit, error
 		}
 		eps[w.rng.IntN(len(eps))] = ip
 		w.mu.Unlock()
-		before()
+		before(Edit{Kind: kind, Service: name, Endpoint: ip})
 		if err := patchEndpoints(ctx, w.C, name, eps); err != nil {
 			w.Release(name)
 			return Edit{}, fmt.Errorf("moving an endpoint of %s: %w", name, err)
@@ -220,7 +221,7 @@ func (w *World) Do(ctx context.Context, kind string, before func()) (Edit, error
 		w.mu.Lock()
 		s.exists = true
 		w.mu.Unlock()
-		before()
+		before(Edit{Kind: kind, Service: name, Endpoint: s.eps[0]})
 		if err := create(ctx, w.C, NewEndpointSlice(name, s.eps)); err != nil {
 			w.Release(name)
 			return Edit{}, fmt.Errorf("creating EndpointSlice of %s: %w", name, err)
@@ -233,7 +234,7 @@ func (w *World) Do(ctx context.Context, kind string, before func()) (Edit, error
 		if err != nil {
 			return Edit{}, err
 		}
-		before()
+		before(Edit{Kind: kind, Service: name})
 		if err := deleteObject(ctx, w.C, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: name}}); err != nil {
 			w.Release(name)
 			return Edit{}, fmt.Errorf("deleting Service %s: %w", name, err)
@@ -242,8 +243,7 @@ func (w *World) Do(ctx context.Context, kind string, before func()) (Edit, error
 		s.exists = false
 		w.mu.Unlock()
 		// the kernel shows the deletion of the Service; its EndpointSlice goes after it
-		// (as the EndpointSlice controller deletes it), outside the timed write: the
-		// probe starts when Do returns
+		// (as the EndpointSlice controller deletes it), outside the timed write
 		w.slicesGone.Add(1)
 		go func() {
 			defer w.slicesGone.Done()
