@@ -443,7 +443,13 @@ func Run(ctx context.Context, o RunOptions) (res Result) {
 			return fail(err)
 		}
 		var times []time.Time
+		stopTamper := func() {}
 		if name == "repair" {
+			if o.Agent == "nodekeeper" && o.Mode == "nftables" {
+				// its periodic syncs are generation checks; one after a foreign commit is a
+				// full rewrite, the repair the changes are aimed at
+				stopTamper = o.tamper(rctx, sc)
+			}
 			sc.mu.Lock()
 			ws := fullSyncWindows(sc.s)
 			sc.mu.Unlock()
@@ -452,6 +458,7 @@ func Run(ctx context.Context, o RunOptions) (res Result) {
 			times = uniform(time.Now(), o.Changes, o.Phase)
 		}
 		ph, err := runPhase(rctx, o, name, times, name == "churn", layout, pr, pid)
+		stopTamper()
 		res.Phases = append(res.Phases, ph)
 		if err != nil {
 			return fail(err)
@@ -500,6 +507,45 @@ func latencies(cs []Change) []float64 {
 		out = append(out, c.Latency)
 	}
 	return out
+}
+
+// tamper commits to nf_tables in the node's netns from outside the agent every few
+// seconds (a table of its own, added and deleted: the agent's tables are not touched, but
+// the ruleset generation moves, so the agent's next periodic sync is a full rewrite, as
+// after tampering), and waits until a full sync shows in the agent's metrics (at most two
+// sync periods), so the repair phase can aim at the next. The returned func stops it.
+func (o RunOptions) tamper(ctx context.Context, sc *scraper) func() {
+	tctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	commit := func() {
+		if err := netnstest.Run(o.NetNS, "nft", "add table ip nkbench-tamper; delete table ip nkbench-tamper"); err != nil {
+			o.Logf("  tampering: %v", err)
+		}
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			commit()
+			select {
+			case <-tctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	from := time.Now()
+	for deadline := from.Add(2*o.SyncPeriod + 10*time.Second); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(500 * time.Millisecond) {
+		sc.mu.Lock()
+		ws := fullSyncWindows(sc.s)
+		sc.mu.Unlock()
+		if len(ws) > 0 && ws[len(ws)-1].End.After(from) {
+			o.Logf("  %s %s: a full rewrite after a foreign commit took %.2fs", o.Agent, o.Mode, ws[len(ws)-1].End.Sub(ws[len(ws)-1].Start).Seconds())
+			break
+		}
+	}
+	return func() { cancel(); <-done }
 }
 
 // uniform spreads n change times over d from t0, one at a random point of each slot.
