@@ -73,7 +73,7 @@ var backendCases = []backendCase{
 			return p
 		},
 		breakIt: func(ns string) error {
-			return netnstest.Run(ns, "nft", "flush", "chain", "ip", nftables.ShardTableName(1), "services")
+			return flushDispatch(ns, 1)
 		},
 	},
 	{
@@ -85,7 +85,7 @@ var backendCases = []backendCase{
 			return p
 		},
 		breakIt: func(ns string) error {
-			return netnstest.Run(ns, "nft", "flush", "chain", "ip", nftables.ShardTableName(1), "services")
+			return flushDispatch(ns, 1)
 		},
 	},
 	{
@@ -103,13 +103,19 @@ var backendCases = []backendCase{
 				if err := netnstest.Run(ns, "nft", "list", "table", "ip", nftables.ShardTableName(i)); err != nil {
 					return nil
 				}
-				if err := netnstest.Run(ns, "nft", "flush", "chain", "ip", nftables.ShardTableName(i), "services"); err != nil {
+				if err := flushDispatch(ns, i); err != nil {
 					return err
 				}
 			}
 			return nil
 		},
 	},
+}
+
+// flushDispatch empties a shard's ClusterIP dispatch (its nat base chains).
+func flushDispatch(ns string, shard int) error {
+	t := nftables.ShardTableName(shard)
+	return netnstest.Run(ns, "nft", fmt.Sprintf("flush chain ip %s nat-prerouting; flush chain ip %s nat-output", t, t))
 }
 
 var _ = Describe("ServiceReconciler in a network namespace", Label("netns", "root"), Ordered, func() {

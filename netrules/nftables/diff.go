@@ -73,7 +73,11 @@ type tref struct {
 type shardTable struct {
 	ports   int
 	created bool
+	// lazy: the maps whose lazy base chains the table has (or will have: planned)
+	lazy map[uint8]bool
 }
+
+func (t *shardTable) hasLazy(m uint8) bool { return t.lazy[m] }
 
 // TableDump is what one table of the kernel holds, as the Planner needs it.
 type TableDump struct {
@@ -286,8 +290,14 @@ func (p *Planner) Reset(tables []TableDump) {
 		l := p.layout(t)
 		for k, v := range d.Elems {
 			p.elems[k] = append(p.elems[k], placed{t, v})
+			if len(l.lazyFor(k.Map)) > 0 {
+				p.markLazy(t, k.Map) // its chains are written back by BaseOps
+			}
 		}
 		for _, c := range d.Chains {
+			if m, ok := l.lazyMap(c); ok {
+				p.markLazy(t, m)
+			}
 			if !l.fixedName(c) {
 				p.leftover[tref{t, c}] = true
 				if t > 0 {
@@ -370,7 +380,7 @@ func (p *Planner) pickTable(chains []string, ops *[]Op) int {
 		}
 	}
 	p.table(i).created = true
-	*ops = append(*ops, TableOps(p.Shard, i)...)
+	*ops = append(*ops, TableOps(p.Shard, i, nil)...)
 	return i
 }
 
@@ -390,7 +400,7 @@ func (p *Planner) BaseOps() []Op {
 	p.table(0).created = true
 	var ops []Op
 	for _, i := range p.Tables() {
-		ops = append(ops, TableOps(p.layout(i), i)...)
+		ops = append(ops, TableOps(p.layout(i), i, p.tables[i].hasLazy)...)
 	}
 	return ops
 }
@@ -636,6 +646,7 @@ func (p *Planner) fixElems(keys []ElemKey) []Op {
 			ops = append(ops, Op{Kind: OpDelElem, Table: cur.table, Key: k})
 		}
 		if ok && len(keep) == 0 {
+			ops = append(ops, p.lazyOps(want.table, k.Map)...)
 			ops = append(ops, Op{Kind: OpAddElem, Table: want.table, Key: k, Verdict: want.verdict})
 			keep = []placed{want}
 		}
@@ -646,6 +657,28 @@ func (p *Planner) fixElems(keys []ElemKey) []Op {
 		}
 	}
 	return ops
+}
+
+// lazyOps creates table t's lazy base chains for map m if it has none yet.
+func (p *Planner) lazyOps(t int, m uint8) []Op {
+	bs := p.layout(t).lazyFor(m)
+	if len(bs) == 0 || p.table(t).hasLazy(m) {
+		return nil
+	}
+	p.markLazy(t, m)
+	var ops []Op
+	for i := range bs {
+		ops = append(ops, baseChainOps(&bs[i], t)...)
+	}
+	return ops
+}
+
+func (p *Planner) markLazy(t int, m uint8) {
+	tt := p.table(t)
+	if tt.lazy == nil {
+		tt.lazy = map[uint8]bool{}
+	}
+	tt.lazy[m] = true
 }
 
 func (p *Planner) winner(k ElemKey) (placed, bool) {
@@ -719,7 +752,37 @@ func (p *Planner) Finish(now time.Time) []Op {
 		p.staleSets[s] = now
 	}
 	p.leftover, p.leftoverSets, p.leftoverAt = map[tref]bool{}, map[tref]bool{}, map[string]int{}
+	// lazy base chains of maps left empty go (they hold only a lookup of the map)
+	used := map[tref]bool{}
+	for k, ps := range p.elems {
+		for _, pl := range ps {
+			used[tref{pl.table, mapNames[k.Map]}] = true
+		}
+	}
+	for i, tt := range p.tables {
+		for _, m := range sortedMaps(tt.lazy) {
+			if used[tref{i, mapNames[m]}] {
+				continue
+			}
+			bs := p.layout(i).lazyFor(m)
+			for j := range bs {
+				ops = append(ops, Op{Kind: OpFlushChain, Table: i, Name: bs[j].Name}, Op{Kind: OpDelChain, Table: i, Name: bs[j].Name})
+			}
+			delete(tt.lazy, m)
+		}
+	}
 	return ops
+}
+
+func sortedMaps(m map[uint8]bool) []uint8 {
+	var out []uint8
+	for k, ok := range m {
+		if ok {
+			out = append(out, k)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }
 
 // Expired returns the deletions of chains and sets flushed at least StaleDelay ago,
@@ -796,8 +859,8 @@ func sortEPKeys(keys []epKey) {
 }
 
 // TableOps writes table t with its maps and the fixed chains of layout l (a repair of
-// them too).
-func TableOps(l Layout, t int) []Op {
+// them too); of the lazy base chains those of the maps has tells (none if nil).
+func TableOps(l Layout, t int, has func(m uint8) bool) []Op {
 	ops := []Op{{Kind: OpAddTable, Table: t}}
 	for _, m := range l.Maps {
 		ops = append(ops, Op{Kind: OpAddMap, Table: t, Map: m})
@@ -805,6 +868,7 @@ func TableOps(l Layout, t int) []Op {
 	for _, c := range l.Chains {
 		ops = append(ops, Op{Kind: OpAddChain, Table: t, Name: c.Name}, Op{Kind: OpFlushChain, Table: t, Name: c.Name})
 	}
+	l = l.Present(has)
 	for i := range l.Base {
 		ops = append(ops, Op{Kind: OpAddBaseChain, Table: t, Base: &l.Base[i]}, Op{Kind: OpFlushChain, Table: t, Name: l.Base[i].Name})
 	}
@@ -817,6 +881,15 @@ func TableOps(l Layout, t int) []Op {
 		for i := range b.Rules {
 			ops = append(ops, Op{Kind: OpAddRule, Table: t, Name: b.Name, Rule: &b.Rules[i]})
 		}
+	}
+	return ops
+}
+
+// baseChainOps writes one base chain of table t with its rules.
+func baseChainOps(b *BaseChain, t int) []Op {
+	ops := []Op{{Kind: OpAddBaseChain, Table: t, Base: b}, {Kind: OpFlushChain, Table: t, Name: b.Name}}
+	for i := range b.Rules {
+		ops = append(ops, Op{Kind: OpAddRule, Table: t, Name: b.Name, Rule: &b.Rules[i]})
 	}
 	return ops
 }

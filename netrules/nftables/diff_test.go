@@ -348,24 +348,18 @@ func TestPlanShardTables(t *testing.T) {
 	a, b, c := mk("a", "10.96.0.1"), mk("b", "10.96.0.2"), mk("c", "10.96.0.3")
 	p := NewPlanner(env)
 	ops := p.Plan("default/a", a, false, now)
-	want := opsText(TableOps(p.Shard, 1))
+	want := opsText(TableOps(p.Shard, 1, nil))
 	if got := opsText(ops); len(got) < len(want) || strings.Join(got[:len(want)], "\n") != strings.Join(want, "\n") {
 		t.Fatalf("first Service does not start with shard 1's creation:\n%s", strings.Join(got, "\n"))
 	}
 	if strings.Join(want, "\n") != strings.Join([]string{
 		"add table",
 		"add map service-ips", "add map service-nodeports", "add map firewall-ips", "add map masquerade-cluster-ips",
-		"add chain services", "flush chain services", "add chain nodeports", "flush chain nodeports", "add chain firewall-check", "flush chain firewall-check",
 		"add base chain nat-prerouting", "flush chain nat-prerouting", "add base chain nat-output", "flush chain nat-output",
-		"add base chain nat-prerouting-nodeports", "flush chain nat-prerouting-nodeports", "add base chain nat-output-nodeports", "flush chain nat-output-nodeports",
-		"add base chain filter-prerouting", "flush chain filter-prerouting", "add base chain filter-output", "flush chain filter-output",
-		"add rule services ip saddr != 10.244.0.0/16 ip daddr . meta l4proto . th dport @masquerade-cluster-ips mark set mark or 0x00004000",
-		"add rule services ip daddr . meta l4proto . th dport vmap @service-ips",
-		"add rule nodeports fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports",
-		"add rule firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips",
-		"add rule nat-prerouting jump services", "add rule nat-output jump services",
-		"add rule nat-prerouting-nodeports jump nodeports", "add rule nat-output-nodeports jump nodeports",
-		"add rule filter-prerouting ct state new jump firewall-check", "add rule filter-output ct state new jump firewall-check",
+		"add rule nat-prerouting ip saddr != 10.244.0.0/16 ip daddr . meta l4proto . th dport @masquerade-cluster-ips mark set mark or 0x00004000",
+		"add rule nat-prerouting ip daddr . meta l4proto . th dport vmap @service-ips",
+		"add rule nat-output ip saddr != 10.244.0.0/16 ip daddr . meta l4proto . th dport @masquerade-cluster-ips mark set mark or 0x00004000",
+		"add rule nat-output ip daddr . meta l4proto . th dport vmap @service-ips",
 	}, "\n") {
 		t.Errorf("shard layout:\n%s", strings.Join(want, "\n"))
 	}
@@ -398,5 +392,73 @@ func TestPlanShardTables(t *testing.T) {
 	}
 	if fin := strings.Join(opsText(p.Finish(now)), "\n"); fin != "" {
 		t.Errorf("Finish after a complete rewrite: %s", fin)
+	}
+}
+
+// A shard gets its node port base chains with its first node port element (before the
+// element, in the same batch), a second NodePort Service adds none, and a resync that
+// finds the shard's node port map empty deletes them; a shard without node ports never
+// has them.
+func TestPlanLazyNodePortChains(t *testing.T) {
+	env := EnvOf(netrules.IPv4, testNode)
+	env.Spread = SpreadAnonymous
+	now := time.Unix(100, 0)
+	mk := func(name, cip string, np int32) []*netrules.ServicePort {
+		s := netrules.MakeService("default", name, cip, 80)
+		if np > 0 {
+			s.Spec.Type = corev1.ServiceTypeNodePort
+			s.Spec.Ports[0].NodePort = np
+		}
+		return portsOf(s, netrules.MakeSlice(s, name, 8080, netrules.SliceEndpoint{IP: "10.244.0.11"}))
+	}
+	p := NewPlanner(env)
+	count := func(ops []Op, what string) int {
+		n := 0
+		for _, l := range opsText(ops) {
+			if strings.Contains(l, what) {
+				n++
+			}
+		}
+		return n
+	}
+	if ops := p.Plan("default/a", mk("a", "10.96.0.1", 0), false, now); count(ops, "ing-nodeports") != 0 {
+		t.Fatalf("a ClusterIP Service made node port chains:\n%s", strings.Join(opsText(ops), "\n"))
+	}
+	ops := p.Plan("default/b", mk("b", "10.96.0.2", 30080), false, now)
+	text := opsText(ops)
+	chain, elem := -1, -1
+	for i, l := range text {
+		if l == "add base chain nat-prerouting-nodeports" && chain < 0 {
+			chain = i
+		}
+		if strings.HasPrefix(l, "add element service-nodeports") {
+			elem = i
+		}
+	}
+	if chain < 0 || elem < 0 || chain > elem || count(ops, "add base chain nat-output-nodeports") != 1 ||
+		count(ops, "add rule nat-prerouting-nodeports fib daddr type local") != 1 {
+		t.Fatalf("first NodePort Service: node port chains not created before its element:\n%s", strings.Join(text, "\n"))
+	}
+	if ops := p.Plan("default/c", mk("c", "10.96.0.3", 30081), false, now); count(ops, "base chain") != 0 {
+		t.Errorf("second NodePort Service created base chains again:\n%s", strings.Join(opsText(ops), "\n"))
+	}
+	if ops := p.BaseOps(); count(ops, "add base chain nat-prerouting-nodeports") != 1 {
+		t.Errorf("BaseOps does not repair the shard's node port chains:\n%s", strings.Join(opsText(ops), "\n"))
+	}
+	// both NodePort Services go; a resync from what the kernel then holds drops the chains
+	p.Plan("default/b", nil, false, now)
+	p.Plan("default/c", nil, false, now)
+	d := TableDump{Index: 1, Chains: []string{"nat-prerouting", "nat-output", "nat-prerouting-nodeports", "nat-output-nodeports"}, Elems: map[ElemKey]Verdict{}}
+	p.Reset([]TableDump{{Index: 0, Elems: map[ElemKey]Verdict{}}, d})
+	if ops := p.BaseOps(); count(ops, "add base chain nat-prerouting-nodeports") != 1 {
+		t.Errorf("after Reset, BaseOps does not write the node port chains found:\n%s", strings.Join(opsText(ops), "\n"))
+	}
+	p.Plan("default/a", mk("a", "10.96.0.1", 0), true, now)
+	fin := opsText(p.Finish(now))
+	if !slices.Contains(fin, "delete chain nat-prerouting-nodeports") || !slices.Contains(fin, "delete chain nat-output-nodeports") {
+		t.Errorf("Finish keeps the node port chains of an empty map:\n%s", strings.Join(fin, "\n"))
+	}
+	if ops := p.BaseOps(); count(ops, "ing-nodeports") != 0 {
+		t.Errorf("node port chains still written after Finish:\n%s", strings.Join(opsText(ops), "\n"))
 	}
 }

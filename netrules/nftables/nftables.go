@@ -31,9 +31,11 @@ import (
 const TableName = "nodekeeper"
 
 // TablePorts is how many Service ports a shard table takes before a new one is
-// started (Options.TablePorts overrides it): a creation in a shard of 1,000 costs the
-// kernel ~0.5 ms whatever the cluster's size (docs/nftables-validation.md).
-const TablePorts = 1000
+// started (Options.TablePorts overrides it): a creation costs the kernel a validation
+// walk of its shard (~0.5 ms at 1,000 ports, ~2.5 ms at 5,000: docs/nftables-validation.md),
+// and every shard costs a few fixed chains and one more lookup per new connection; at
+// 5,000 the table holds fewer objects than kube-proxy's for the same Services.
+const TablePorts = 5000
 
 // ShardTableName names table index i: 0 is the main table, i ≥ 1 a shard.
 func ShardTableName(i int) string {
@@ -58,11 +60,8 @@ func ParseTableName(s string) (int, bool) {
 
 // Fixed object names.
 const (
-	chainServices      = "services"
-	chainNodePorts     = "nodeports"
 	chainMasquerading  = "masquerading"
 	chainEndpointCheck = "service-endpoints-check"
-	chainFirewallCheck = "firewall-check"
 	chainReject        = "reject-chain"
 	mapServiceIPs      = "service-ips"
 	mapNodePorts       = "service-nodeports"
@@ -148,6 +147,44 @@ type BaseChain struct {
 	Hook     string // prerouting, input, forward, output, postrouting
 	Priority int32
 	Rules    []Rule
+	// Lazy: the chain exists only in a table whose map For holds elements (a shard
+	// without node ports has no node port chains): it is created with the table's
+	// first such element and kept until a resync finds its map empty.
+	Lazy bool
+	For  uint8
+}
+
+// lazyFor lists the layout's base chains that exist only with elements in map m.
+func (l Layout) lazyFor(m uint8) []BaseChain {
+	var out []BaseChain
+	for _, b := range l.Base {
+		if b.Lazy && b.For == m {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// Present is the layout with only the lazy base chains has tells (none if nil).
+func (l Layout) Present(has func(m uint8) bool) Layout {
+	out := l
+	out.Base = nil
+	for _, b := range l.Base {
+		if !b.Lazy || has != nil && has(b.For) {
+			out.Base = append(out.Base, b)
+		}
+	}
+	return out
+}
+
+// lazyMap tells whether a chain of the layout is a lazy one, and of which map.
+func (l Layout) lazyMap(c string) (uint8, bool) {
+	for _, b := range l.Base {
+		if b.Lazy && b.Name == c {
+			return b.For, true
+		}
+	}
+	return 0, false
 }
 
 // Layout is the fixed part of a table: its maps, the regular chains every Service
@@ -225,12 +262,14 @@ func FixedLayout(fam netrules.Family, node netrules.Node) Layout {
 	}
 }
 
-// ShardLayout is the fixed part of a shard table: the dispatch of its Services. The
-// ClusterIP/external IP dispatch runs at the DNAT priority and the node ports one just
-// after it, in every shard, so an address match in any shard wins over a node port
-// match in any other, as in one table where the first rule of `services` wins; the
-// firewall check runs before DNAT, and in output after the main table's endpoint check
-// (as the one table's filter-output ran them). Pure.
+// ShardLayout is the fixed part of a shard table: the dispatch of its Services, its
+// rules straight in base chains (no regular chains: a shard costs the kernel only what
+// dispatches). The ClusterIP/external IP dispatch runs at the DNAT priority and the
+// node ports one just after it, in every shard, so an address match in any shard wins
+// over a node port match in any other, as in one table where the first rule of
+// `services` wins; the firewall check runs before DNAT, and in output after the main
+// table's endpoint check (as the one table's filter-output ran them). The node port and
+// firewall chains are lazy: only shards with such elements have them. Pure.
 func ShardLayout(fam netrules.Family, node netrules.Node) Layout {
 	newConn := Match{Kind: MatchCtState, CtState: ctStateNew}
 	// clients from off the cluster reaching a ClusterIP leave masqueraded
@@ -241,21 +280,19 @@ func ShardLayout(fam netrules.Family, node netrules.Node) Layout {
 	case len(cidrs) > 0:
 		masq = []Rule{markMasq(addrIs(Saddr, true, cidrs...), Match{Kind: MatchMasqKeys})}
 	}
+	services := func() []Rule { return append(append([]Rule(nil), masq...), vmapRule(mapServiceIPs, false)) }
+	nodePorts := func() []Rule { return []Rule{vmapRule(mapNodePorts, true, npLocalMatches(fam, node)...)} }
+	firewall := func() []Rule { return []Rule{vmapRule(mapFirewallIPs, false, newConn)} }
 	return Layout{
 		Maps: []uint8{MapServiceIPs, MapNodePorts, MapFirewallIPs, MapMasqKeys},
-		Chains: []Chain{
-			{Name: chainServices, Rules: append(masq, vmapRule(mapServiceIPs, false))},
-			{Name: chainNodePorts, Rules: []Rule{vmapRule(mapNodePorts, true, npLocalMatches(fam, node)...)}},
-			{Name: chainFirewallCheck, Rules: []Rule{vmapRule(mapFirewallIPs, false)}},
-		},
 		Base: []BaseChain{
-			{Name: "nat-prerouting", Type: "nat", Hook: "prerouting", Priority: prioDNAT, Rules: []Rule{verdictRule(jump(chainServices))}},
-			{Name: "nat-output", Type: "nat", Hook: "output", Priority: prioDNAT, Rules: []Rule{verdictRule(jump(chainServices))}},
-			{Name: "nat-prerouting-nodeports", Type: "nat", Hook: "prerouting", Priority: prioDNAT + 1, Rules: []Rule{verdictRule(jump(chainNodePorts))}},
-			{Name: "nat-output-nodeports", Type: "nat", Hook: "output", Priority: prioDNAT + 1, Rules: []Rule{verdictRule(jump(chainNodePorts))}},
+			{Name: "nat-prerouting", Type: "nat", Hook: "prerouting", Priority: prioDNAT, Rules: services()},
+			{Name: "nat-output", Type: "nat", Hook: "output", Priority: prioDNAT, Rules: services()},
+			{Name: "nat-prerouting-nodeports", Type: "nat", Hook: "prerouting", Priority: prioDNAT + 1, Rules: nodePorts(), Lazy: true, For: MapNodePorts},
+			{Name: "nat-output-nodeports", Type: "nat", Hook: "output", Priority: prioDNAT + 1, Rules: nodePorts(), Lazy: true, For: MapNodePorts},
 			// load balancer source ranges are checked before DNAT rewrites the destination
-			{Name: "filter-prerouting", Type: "filter", Hook: "prerouting", Priority: prioDNAT - 10, Rules: []Rule{verdictRule(jump(chainFirewallCheck), newConn)}},
-			{Name: "filter-output", Type: "filter", Hook: "output", Priority: prioFilter - 9, Rules: []Rule{verdictRule(jump(chainFirewallCheck), newConn)}},
+			{Name: "filter-prerouting", Type: "filter", Hook: "prerouting", Priority: prioDNAT - 10, Rules: firewall(), Lazy: true, For: MapFirewallIPs},
+			{Name: "filter-output", Type: "filter", Hook: "output", Priority: prioFilter - 9, Rules: firewall(), Lazy: true, For: MapFirewallIPs},
 		},
 	}
 }

@@ -388,7 +388,7 @@ func fullText(rs *netrules.Ruleset, epMaps bool, tablePorts int) string {
 	}
 	var b strings.Builder
 	for _, i := range p.Tables() {
-		b.WriteString(TableText(rs.Family, ShardTableName(i), p.layout(i), *d(i)))
+		b.WriteString(TableText(rs.Family, ShardTableName(i), p.layout(i).Present(p.table(i).hasLazy), *d(i)))
 	}
 	return b.String()
 }
