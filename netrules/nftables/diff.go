@@ -3,6 +3,7 @@ package nftables
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -131,6 +132,11 @@ type Planner struct {
 	// connection then stuck on the conntrack entry of that first packet).
 	staleEP     map[epKey]time.Time
 	pendingFree []pendingRange
+	// resync: what was applied before Reset (a Service deleted before its rewrite
+	// takes its chains and elements away with it), and whether the table's listing may
+	// have missed a chain (every chain written is flushed first then)
+	before map[string][]*netrules.ServicePort
+	unsure bool
 }
 
 // pendingRange is a freed range whose elements wait for deletion.
@@ -274,6 +280,10 @@ func NewPlanner(env Env) *Planner {
 // table holds that its layout does not name (a Service chain, or what an older layout
 // had there) is a leftover.
 func (p *Planner) Reset(tables []TableDump) {
+	p.before, p.unsure = p.applied, len(tables) > 0
+	if len(p.before) == 0 {
+		p.before = nil
+	}
 	p.applied, p.svcTable = map[string][]*netrules.ServicePort{}, map[string]int{}
 	p.tables = []*shardTable{{}}
 	p.owners = map[ElemKey][]claimant{}
@@ -504,7 +514,7 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 	t, ok := p.svcTable[service]
 	if !ok {
 		if len(ports) == 0 {
-			return nil // nothing applied, nothing wanted
+			return p.dropBefore(service, now) // nothing applied (since Reset), nothing wanted
 		}
 		t = p.pickTable(nc.order, &ops)
 		p.svcTable[service] = t
@@ -566,7 +576,7 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 		orules, had := oc.chains[c]
 		r := tref{t, c}
 		_, flushed := p.stale[r]
-		exists := had || flushed || p.leftover[r]
+		exists := had || flushed || p.leftover[r] || p.unsure
 		if had && !rewrite && sameRules(orules, nc.chains[c], ipf) {
 			continue
 		}
@@ -628,6 +638,138 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 		p.applied[service] = ports
 	}
 	return ops
+}
+
+// dropBefore removes, during a resync, what a Service deleted before its rewrite had:
+// its chains found in the kernel are flushed (deleted later) and the elements that go
+// to them or are keyed by its ClusterIP (unique to it) are deleted, so the deletion
+// shows at once rather than at Finish, which removes the rest (elements a shared key
+// may still need, endpoint map elements, affinity sets).
+func (p *Planner) dropBefore(service string, now time.Time) []Op {
+	prev := p.before[service]
+	if prev == nil {
+		return nil
+	}
+	delete(p.before, service)
+	c := p.compile(prev)
+	mine := map[string]bool{}
+	var ops []Op
+	for _, name := range c.order {
+		mine[name] = true
+		t, ok := p.leftoverAt[name]
+		if !ok || !p.leftover[tref{t, name}] {
+			continue
+		}
+		ops = append(ops, Op{Kind: OpFlushChain, Table: t, Name: name})
+		p.stale[tref{t, name}] = now
+		delete(p.leftover, tref{t, name})
+		delete(p.leftoverAt, name)
+	}
+	cips := map[netip.Addr]bool{}
+	for _, sp := range prev {
+		cips[sp.ClusterIP] = true
+	}
+	for _, cl := range c.claims {
+		k := cl.c.Key
+		if _, owned := p.owners[k]; owned {
+			continue // someone rewritten since claims it
+		}
+		var keep []placed
+		for _, cur := range p.elems[k] {
+			if mine[cur.verdict.Chain] || k.Addr.IsValid() && cips[k.Addr] {
+				ops = append(ops, Op{Kind: OpDelElem, Table: cur.table, Key: k})
+				continue
+			}
+			keep = append(keep, cur)
+		}
+		if len(keep) == 0 {
+			delete(p.elems, k)
+		} else {
+			p.elems[k] = keep
+		}
+	}
+	return ops
+}
+
+// Replay brings a listing of the tables up to date with batches sent (and committed)
+// while it was being read: each operation sets an object to a value or removes it, so
+// applying them in order over the listing gives what the kernel holds after the last,
+// whenever the listing read each object. (Rules are not listed: nothing to do for them.)
+func Replay(tables []TableDump, ops []Op) []TableDump {
+	if len(ops) == 0 {
+		return tables
+	}
+	byIndex := map[int]*TableDump{}
+	for i := range tables {
+		byIndex[tables[i].Index] = &tables[i]
+	}
+	get := func(t int) *TableDump {
+		d := byIndex[t]
+		if d == nil {
+			tables = append(tables, TableDump{Index: t, Elems: map[ElemKey]Verdict{}, EP: map[string]map[uint32]netip.AddrPort{}})
+			byIndex = map[int]*TableDump{}
+			for i := range tables {
+				byIndex[tables[i].Index] = &tables[i]
+			}
+			d = byIndex[t]
+		}
+		if d.Elems == nil {
+			d.Elems = map[ElemKey]Verdict{}
+		}
+		if d.EP == nil {
+			d.EP = map[string]map[uint32]netip.AddrPort{}
+		}
+		return d
+	}
+	add := func(list []string, name string) []string {
+		if slices.Contains(list, name) {
+			return list
+		}
+		return append(list, name)
+	}
+	del := func(list []string, name string) []string {
+		return slices.DeleteFunc(list, func(s string) bool { return s == name })
+	}
+	for _, op := range ops {
+		d := get(op.Table)
+		switch op.Kind {
+		case OpAddMap:
+			d.Sets = add(d.Sets, mapNames[op.Map])
+		case OpAddBaseChain:
+			d.Chains = add(d.Chains, op.Base.Name)
+		case OpAddChain:
+			d.Chains = add(d.Chains, op.Name)
+		case OpDelChain:
+			d.Chains = del(d.Chains, op.Name)
+		case OpAddSet:
+			d.Sets = add(d.Sets, op.Name)
+		case OpDelSet:
+			d.Sets = del(d.Sets, op.Name)
+			delete(d.EP, op.Name)
+		case OpAddElem:
+			d.Elems[op.Key] = op.Verdict
+		case OpDelElem:
+			delete(d.Elems, op.Key)
+		case OpAddEPMap:
+			d.Sets = add(d.Sets, op.Name)
+			if d.EP[op.Name] == nil {
+				d.EP[op.Name] = map[uint32]netip.AddrPort{}
+			}
+		case OpAddEPElem:
+			if d.EP[op.Name] == nil {
+				d.EP[op.Name] = map[uint32]netip.AddrPort{}
+			}
+			d.EP[op.Name][op.Index] = op.Endpoint
+		case OpDelEPElem:
+			delete(d.EP[op.Name], op.Index)
+		}
+	}
+	for i := range tables {
+		sort.Strings(tables[i].Chains)
+		sort.Strings(tables[i].Sets)
+	}
+	sort.Slice(tables, func(i, j int) bool { return tables[i].Index < tables[j].Index })
+	return tables
 }
 
 // fixElems brings the kernel's elements of keys to their winners (the winner's
@@ -752,6 +894,7 @@ func (p *Planner) Finish(now time.Time) []Op {
 		p.staleSets[s] = now
 	}
 	p.leftover, p.leftoverSets, p.leftoverAt = map[tref]bool{}, map[tref]bool{}, map[string]int{}
+	p.before, p.unsure = nil, false
 	// lazy base chains of maps left empty go (they hold only a lookup of the map)
 	used := map[tref]bool{}
 	for k, ps := range p.elems {

@@ -249,6 +249,7 @@ func TestPlanOpsSharedEndpointMap(t *testing.T) {
 		"add element endpoints-0 { 8 : 10.244.0.1 . 8080 }",
 		"add element endpoints-0 { 9 : 10.244.0.2 . 8080 }",
 		"add chain "+webChain,
+		"flush chain "+webChain, // (a listing read during batches may miss a chain: every chain written is flushed until Finish)
 		"add rule "+webChain+" meta l4proto tcp dnat ip addr . port to numgen random mod 2 offset 8 map @endpoints-0",
 		"add element service-ips { 10.96.0.10 . tcp . 80 : goto "+webChain+" }",
 		"add element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }")

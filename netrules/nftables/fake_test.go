@@ -31,6 +31,54 @@ type fakeKernel struct {
 	failNext bool
 	batches  int
 	maxOps   int
+	// a read-back running beside batches: the listing when it started, delivered
+	// after dumpAfter more kernel calls, each table as it was then or as it is at
+	// delivery (a real read-back reads objects at different times)
+	dumpCh    chan dumpResult
+	dumpAt    []TableDump
+	dumpAfter int
+	dumpCalls int
+	dumpDelay int // kernel calls before a read-back is delivered
+}
+
+func (k *fakeKernel) startDump() <-chan dumpResult {
+	ch := make(chan dumpResult, 1)
+	k.dumpCh = ch
+	k.dumpAt, _ = k.dump()
+	k.dumpCalls++
+	k.dumpAfter = k.dumpDelay
+	if k.dumpAfter == 0 {
+		k.deliverDump()
+	}
+	return ch
+}
+
+// tick counts a kernel call and delivers a running read-back when it is due.
+func (k *fakeKernel) tick() {
+	if k.dumpCh == nil {
+		return
+	}
+	k.dumpAfter--
+	if k.dumpAfter <= 0 {
+		k.deliverDump()
+	}
+}
+
+func (k *fakeKernel) deliverDump() {
+	now, _ := k.dump()
+	var out []TableDump
+	at := map[int]TableDump{}
+	for _, d := range k.dumpAt {
+		at[d.Index] = d
+	}
+	for _, d := range now {
+		if old, ok := at[d.Index]; ok && (d.Index+k.dumpCalls)%2 == 0 {
+			d = old // this table read before the batches since
+		}
+		out = append(out, d)
+	}
+	k.dumpCh <- dumpResult{tables: out}
+	k.dumpCh, k.dumpAt = nil, nil
 }
 
 // fakeTable is one table of the model.
@@ -258,6 +306,7 @@ func (k *fakeTable) apply(op Op) error {
 }
 
 func (k *fakeKernel) send(ops []Op) error {
+	defer k.tick()
 	c := k.clone()
 	for _, op := range ops {
 		if err := c.apply(op); err != nil {
@@ -301,7 +350,10 @@ func (k *fakeKernel) send(ops []Op) error {
 	return nil
 }
 
-func (k *fakeKernel) generation() (uint32, error) { return k.gen, nil }
+func (k *fakeKernel) generation() (uint32, error) {
+	k.tick()
+	return k.gen, nil
+}
 
 func (k *fakeKernel) dump() ([]TableDump, error) {
 	var out []TableDump
@@ -554,6 +606,7 @@ func TestProxierIncrementalEqualsFull(t *testing.T) {
 		epMaps := seed%2 == 1 // odd seeds DNAT through endpoint maps
 		for _, fam := range []netrules.Family{netrules.IPv4, netrules.IPv6} {
 			k := kernels[fam]
+			k.dumpDelay = r.Intn(8) // read-backs run beside 0..7 kernel calls
 			proxiers[fam] = newProxier(Options{Family: fam, MaxOps: 1 + r.Intn(60), BulkMaxOps: 1 + r.Intn(200), BackstopEvery: 3, Spread: spreadOf(epMaps), ShardPorts: 1 + r.Intn(4), TablePorts: 1 + r.Intn(4), Now: func() time.Time { return now }}, k)
 		}
 		pending := map[netrules.Family][]string{}
@@ -613,6 +666,12 @@ func TestProxierIncrementalEqualsFull(t *testing.T) {
 			full := true
 			for i := 0; ; i++ {
 				stats, err := p.SyncState(nil, states[fam], pending[fam], full)
+				if err != nil && meddled[fam] && i < 20 {
+					// a change sent while a read-back runs meets the tampered table
+					// before the rewrite does: the reconciler retries in full
+					full = true
+					continue
+				}
 				if err != nil {
 					t.Fatalf("seed %d: %v", seed, err)
 				}

@@ -24,9 +24,10 @@ type Options struct {
 	Family netrules.Family
 	// NetNS is the path of the network namespace to program ("" = the current one).
 	NetNS string
-	// MaxOps bounds the operations of one batch (default 3000): big rewrites go in
-	// several batches, so a changed Service waits for one batch at most, and the
-	// kernel's acknowledgements fit the socket buffer.
+	// MaxOps bounds the operations of one batch (default 1000, ~100 Services of a
+	// rewrite, 10-15 ms at 10,000 Services): big rewrites go in several batches, so a
+	// changed Service waits for one batch at most, and the kernel's acknowledgements
+	// fit the socket buffer.
 	MaxOps int
 	// BulkMaxOps bounds the batches of a resync into a table that holds no Service
 	// yet (the first sync, default 20000): every batch costs the kernel a validation
@@ -75,6 +76,13 @@ type Proxier struct {
 	dirty      []string
 	isDirty    map[string]bool
 
+	// a read-back of the tables running beside the worker (a resync of a table with
+	// Services: changes keep going through the planner as before meanwhile), and the
+	// operations committed since it started (replayed over it)
+	dumping     <-chan dumpResult
+	dumpLog     []Op
+	dumpForeign bool // someone else committed while it ran
+
 	lastGen    uint32
 	haveGen    bool
 	suspicious bool
@@ -118,6 +126,10 @@ func New(opts Options) (*Proxier, error) {
 		return nil, fmt.Errorf("nftables: netlink: %w", err)
 	}
 	nk.conn = conn
+	if nk.dconn, err = nftables.New(nopts...); err != nil {
+		nk.Close()
+		return nil, fmt.Errorf("nftables: netlink: %w", err)
+	}
 	g, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
 	if err != nil {
 		nk.Close()
@@ -129,7 +141,7 @@ func New(opts Options) (*Proxier, error) {
 
 func newProxier(opts Options, k kernel) *Proxier {
 	if opts.MaxOps <= 0 {
-		opts.MaxOps = 3000
+		opts.MaxOps = 1000
 	}
 	if opts.BulkMaxOps <= 0 {
 		opts.BulkMaxOps = 20000
@@ -146,8 +158,17 @@ func newProxier(opts Options, k kernel) *Proxier {
 	return &Proxier{opts: opts, k: k, needResync: true, isDirty: map[string]bool{}}
 }
 
+// dumpResult is a read-back of the tables.
+type dumpResult struct {
+	tables []TableDump
+	err    error
+}
+
 // kernel is the Proxier's only I/O: batches, the generation, and reading the table.
 type kernel interface {
+	// startDump reads the tables as dump does, beside the caller (on a socket of its
+	// own), while batches keep going; the result comes on the channel.
+	startDump() <-chan dumpResult
 	// send applies ops as one batch, all or nothing.
 	send(ops []Op) error
 	generation() (uint32, error)
@@ -166,7 +187,8 @@ type nlKernel struct {
 	tables map[int]*nftables.Table
 	nsFd   int
 	conn   *nftables.Conn
-	gconn  *netlink.Conn // for generation reads
+	dconn  *nftables.Conn // for read-backs beside batches (startDump)
+	gconn  *netlink.Conn  // for generation reads
 	// lastSend is how long the last batch took (for the scale figures)
 	lastSend time.Duration
 }
@@ -213,6 +235,9 @@ func (p *Proxier) Close() error { return p.k.Close() }
 func (n *nlKernel) Close() error {
 	if n.conn != nil {
 		_ = n.conn.CloseLasting()
+	}
+	if n.dconn != nil {
+		_ = n.dconn.CloseLasting()
 	}
 	if n.gconn != nil {
 		_ = n.gconn.Close()
@@ -264,7 +289,9 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 		p.envKey = k
 		p.needResync = true
 	}
-	if full && !p.needResync {
+	if full && p.dumping != nil {
+		p.catchUp(st) // a resync is reading the tables: changes go on meanwhile
+	} else if full && !p.needResync {
 		g, err := p.k.generation()
 		if err != nil {
 			return stats, fmt.Errorf("nftables: %w", err)
@@ -286,14 +313,60 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 			}
 		}
 	}
-	if p.needResync {
-		if err := p.startResync(st); err != nil {
-			return stats, fmt.Errorf("nftables: %w", err)
-		}
+	if p.needResync && p.dumping == nil {
 		stats.Full = true
+		if p.planner == nil || len(p.planner.applied) == 0 {
+			// nothing programmed that a change could wait behind: read the tables now
+			tables, err := p.k.dump()
+			if err != nil {
+				return stats, fmt.Errorf("nftables: %w", err)
+			}
+			p.startResync(st, tables)
+		} else {
+			p.dumping, p.dumpLog, p.needResync = p.k.startDump(), nil, false
+		}
 	}
 	for _, k := range changed {
 		p.markDirty(k)
+	}
+	if p.dumping != nil {
+		var r dumpResult
+		got := false
+		if len(p.dirty) == 0 {
+			// nothing to do but watch the generation and wait a little (then the
+			// caller comes back)
+			g, err := p.k.generation()
+			if err != nil {
+				return stats, fmt.Errorf("nftables: %w", err)
+			}
+			if !p.haveGen || g != p.lastGen {
+				p.dumpForeign = true
+			}
+			select {
+			case r = <-p.dumping:
+				got = true
+			case <-time.After(dumpPoll):
+			}
+		} else {
+			select {
+			case r = <-p.dumping:
+				got = true
+			default:
+			}
+		}
+		if got {
+			log := p.dumpLog
+			p.dumping, p.dumpLog = nil, nil
+			if r.err != nil {
+				p.needResync = true
+				return stats, fmt.Errorf("nftables: %w", r.err)
+			}
+			// Services changed while the tables were read go first in the rewrite
+			p.startResync(st, Replay(r.tables, log))
+			// a foreign commit while the tables were read may not be in the listing:
+			// the next full sync looks again
+			p.suspicious, p.dumpForeign = p.dumpForeign, false
+		}
 	}
 	ops, services := p.nextBatch(st, now)
 	p.lastMainSend, p.lastExpiredSend = 0, 0
@@ -311,7 +384,7 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 	// changes, unless they have waited long
 	if len(ops) > 0 && !p.planner.StaleOlderThan(now, StaleFlushAfter) {
 		stats.Pending = len(p.dirty) + len(p.repair)
-		if p.resyncing && stats.Pending == 0 {
+		if (p.resyncing || p.dumping != nil) && stats.Pending == 0 {
 			stats.Pending = 1
 		}
 		return stats, nil
@@ -328,11 +401,14 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 		}
 	}
 	stats.Pending = len(p.dirty) + len(p.repair)
-	if p.resyncing && stats.Pending == 0 {
-		stats.Pending = 1 // Finish
+	if (p.resyncing || p.dumping != nil) && stats.Pending == 0 {
+		stats.Pending = 1 // Finish, or the read-back
 	}
 	return stats, nil
 }
+
+// dumpPoll: how long a call with nothing to do waits for a running read-back.
+const dumpPoll = 5 * time.Millisecond
 
 func countOps(st *netrules.SyncStats, ops []Op) {
 	for _, op := range ops {
@@ -370,13 +446,27 @@ func (p *Proxier) catchUp(st *netrules.State) {
 			p.markDirty(k)
 		}
 	}
+	for k := range p.planner.before {
+		if st.Ports(k) == nil {
+			p.markDirty(k) // deleted before its rewrite
+		}
+	}
 }
 
-// startResync reads what the table holds and queues every Service for a rewrite.
-func (p *Proxier) startResync(st *netrules.State) error {
-	tables, err := p.k.dump()
-	if err != nil {
-		return err
+// startResync starts over from what the tables hold and queues every Service for a
+// rewrite; Services that differ from what was applied go first.
+func (p *Proxier) startResync(st *netrules.State, tables []TableDump) {
+	if p.planner != nil {
+		for _, k := range st.Services() {
+			if !SamePorts(p.planner.Applied(k), st.Ports(k)) {
+				p.markDirty(k)
+			}
+		}
+		for _, k := range p.planner.AppliedServices() {
+			if st.Ports(k) == nil {
+				p.markDirty(k)
+			}
+		}
 	}
 	env := p.env(st.Node)
 	if p.planner == nil {
@@ -395,7 +485,6 @@ func (p *Proxier) startResync(st *netrules.State) error {
 	for _, t := range tables {
 		p.bulk = p.bulk && len(t.Elems) == 0 && len(t.EP) == 0
 	}
-	return nil
 }
 
 // nextBatch plans up to MaxOps operations: the base layout when due, dirty Services,
@@ -449,6 +538,7 @@ func (p *Proxier) send(ops []Op) error {
 	}
 	if p.haveGen && g0 != p.lastGen {
 		p.suspicious = true
+		p.dumpForeign = p.dumpForeign || p.dumping != nil
 	}
 	if err := p.k.send(ops); err != nil {
 		p.haveGen = false
@@ -461,8 +551,12 @@ func (p *Proxier) send(ops []Op) error {
 	}
 	if g1 != g0+1 {
 		p.suspicious = true
+		p.dumpForeign = p.dumpForeign || p.dumping != nil
 	}
 	p.lastGen, p.haveGen = g1, true
+	if p.dumping != nil {
+		p.dumpLog = append(p.dumpLog, ops...)
+	}
 	return nil
 }
 
@@ -476,8 +570,20 @@ func (n *nlKernel) send(ops []Op) error {
 	return n.conn.Flush()
 }
 
-func (n *nlKernel) dump() ([]TableDump, error) {
-	tabs, err := n.conn.ListTablesOfFamily(n.tf)
+func (n *nlKernel) startDump() <-chan dumpResult {
+	ch := make(chan dumpResult, 1)
+	go func() {
+		t, err := n.dumpWith(n.dconn)
+		ch <- dumpResult{t, err}
+	}()
+	return ch
+}
+
+func (n *nlKernel) dump() ([]TableDump, error) { return n.dumpWith(n.conn) }
+
+// dumpWith reads the tables over conn (safe beside batches on another socket).
+func (n *nlKernel) dumpWith(conn *nftables.Conn) ([]TableDump, error) {
+	tabs, err := conn.ListTablesOfFamily(n.tf)
 	if err != nil {
 		return nil, fmt.Errorf("listing tables: %w", err)
 	}
@@ -492,7 +598,7 @@ func (n *nlKernel) dump() ([]TableDump, error) {
 	if len(out) == 0 {
 		return nil, nil
 	}
-	all, err := n.conn.ListChainsOfTableFamily(n.tf)
+	all, err := conn.ListChainsOfTableFamily(n.tf)
 	if err != nil {
 		return nil, fmt.Errorf("listing chains: %w", err)
 	}
@@ -506,7 +612,7 @@ func (n *nlKernel) dump() ([]TableDump, error) {
 	}
 	for i := range out {
 		d := &out[i]
-		ss, err := n.conn.GetSets(n.table(d.Index))
+		ss, err := conn.GetSets(&nftables.Table{Name: ShardTableName(d.Index), Family: n.tf})
 		if err != nil {
 			if errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), "no such file") {
 				continue // deleted meanwhile: the next resync sees it
@@ -523,7 +629,7 @@ func (n *nlKernel) dump() ([]TableDump, error) {
 			if !fixed && !isEP {
 				continue
 			}
-			es, err := n.conn.GetSetElements(s)
+			es, err := conn.GetSetElements(s)
 			if err != nil {
 				return nil, fmt.Errorf("listing %s of %s: %w", s.Name, ShardTableName(d.Index), err)
 			}
