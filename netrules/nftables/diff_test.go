@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -461,5 +462,63 @@ func TestPlanLazyNodePortChains(t *testing.T) {
 	}
 	if ops := p.BaseOps(); count(ops, "ing-nodeports") != 0 {
 		t.Errorf("node port chains still written after Finish:\n%s", strings.Join(opsText(ops), "\n"))
+	}
+}
+
+// Replay brings a listing up to date with operations committed while it was read,
+// whether the listing saw an object before or after them.
+func TestReplay(t *testing.T) {
+	k := ElemKey{Map: MapServiceIPs, Addr: netip.MustParseAddr("10.96.0.1"), Proto: 6, Port: 80}
+	k2 := ElemKey{Map: MapServiceIPs, Addr: netip.MustParseAddr("10.96.0.2"), Proto: 6, Port: 80}
+	ep := netip.MustParseAddrPort("10.244.0.1:8080")
+	ops := []Op{
+		{Kind: OpAddTable, Table: 2},
+		{Kind: OpAddMap, Table: 2, Map: MapServiceIPs},
+		{Kind: OpAddChain, Table: 1, Name: "service-new"},
+		{Kind: OpFlushChain, Table: 1, Name: "service-old"},
+		{Kind: OpDelChain, Table: 1, Name: "service-old"},
+		{Kind: OpDelElem, Table: 1, Key: k},
+		{Kind: OpAddElem, Table: 1, Key: k, Verdict: Verdict{Kind: VerdictGoto, Chain: "service-new"}},
+		{Kind: OpDelElem, Table: 1, Key: k2},
+		{Kind: OpAddEPMap, Table: 1, Name: "endpoints-1"},
+		{Kind: OpAddEPElem, Table: 1, Name: "endpoints-1", Index: 3, Endpoint: ep},
+		{Kind: OpDelEPElem, Table: 1, Name: "endpoints-0", Index: 0},
+		{Kind: OpDelSet, Table: 1, Name: "affinity-x"},
+	}
+	before := func() []TableDump { // read before the batches
+		return []TableDump{{Index: 0}, {Index: 1, Chains: []string{"nat-prerouting", "service-old"}, Sets: []string{"affinity-x", "endpoints-0"},
+			Elems: map[ElemKey]Verdict{k: {Kind: VerdictGoto, Chain: "service-old"}, k2: {Kind: VerdictGoto, Chain: "service-two"}},
+			EP:    map[string]map[uint32]netip.AddrPort{"endpoints-0": {0: ep}}}}
+	}
+	after := func() []TableDump { // read after them (table 2 too)
+		return []TableDump{{Index: 0}, {Index: 1, Chains: []string{"nat-prerouting", "service-new"}, Sets: []string{"endpoints-0", "endpoints-1"},
+			Elems: map[ElemKey]Verdict{k: {Kind: VerdictGoto, Chain: "service-new"}},
+			EP:    map[string]map[uint32]netip.AddrPort{"endpoints-0": {}, "endpoints-1": {3: ep}}},
+			{Index: 2, Sets: []string{mapServiceIPs}}}
+	}
+	show := func(ds []TableDump) string {
+		var b strings.Builder
+		for _, d := range ds {
+			var elems, eps []string
+			for k, v := range d.Elems {
+				elems = append(elems, k.KeyText()+":"+v.Chain)
+			}
+			for m, es := range d.EP {
+				for i, e := range es {
+					eps = append(eps, fmt.Sprintf("%s[%d]=%v", m, i, e))
+				}
+			}
+			sort.Strings(elems)
+			sort.Strings(eps)
+			fmt.Fprintf(&b, "%d chains %v sets %v elems %v ep %v\n", d.Index, d.Chains, d.Sets, elems, eps)
+		}
+		return b.String()
+	}
+	want := show(after())
+	if got := show(Replay(before(), ops)); got != want {
+		t.Errorf("listing read before the batches, replayed:\n%s\nwant\n%s", got, want)
+	}
+	if got := show(Replay(after(), ops)); got != want {
+		t.Errorf("listing read after the batches, replayed:\n%s\nwant\n%s", got, want)
 	}
 }
