@@ -504,6 +504,9 @@ func sameRules(a, b []Rule, ipf string) bool {
 // accepts: sets and chains before the rules and elements that refer to them.
 func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bool, now time.Time) []Op {
 	old := p.applied[service]
+	if _, ok := p.svcTable[service]; !ok && len(ports) == 0 {
+		return p.dropBefore(service, now) // nothing applied (since Reset), nothing wanted
+	}
 	if !rewrite && SamePorts(old, ports) {
 		return nil
 	}
@@ -513,9 +516,6 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 	var ops []Op
 	t, ok := p.svcTable[service]
 	if !ok {
-		if len(ports) == 0 {
-			return p.dropBefore(service, now) // nothing applied (since Reset), nothing wanted
-		}
 		t = p.pickTable(nc.order, &ops)
 		p.svcTable[service] = t
 	}

@@ -522,3 +522,30 @@ func TestReplay(t *testing.T) {
 		t.Errorf("listing read after the batches, replayed:\n%s\nwant\n%s", got, want)
 	}
 }
+
+// A Service deleted during a resync, before its rewrite, goes at once: its chains
+// found in the kernel are flushed and its ClusterIP's elements deleted (not at Finish).
+func TestPlanDeletedBeforeRewrite(t *testing.T) {
+	env := EnvOf(netrules.IPv4, testNode)
+	env.Spread = SpreadAnonymous
+	now := time.Unix(100, 0)
+	s := netrules.MakeService("default", "gone", "10.96.0.7", 80)
+	ports := portsOf(s, netrules.MakeSlice(s, "gone", 8080, netrules.SliceEndpoint{IP: "10.244.0.11"}))
+	p := NewPlanner(env)
+	p.Plan("default/gone", ports, false, now)
+	chain := serviceChain(ports[0])
+	key := ElemKey{Map: MapServiceIPs, Addr: netip.MustParseAddr("10.96.0.7"), Proto: 6, Port: 80}
+	masq := ElemKey{Map: MapMasqKeys, Addr: netip.MustParseAddr("10.96.0.7"), Proto: 6, Port: 80}
+	p.Reset([]TableDump{{Index: 0, Elems: map[ElemKey]Verdict{}},
+		{Index: 1, Chains: []string{"nat-output", "nat-prerouting", chain}, Sets: []string{mapServiceIPs, setMasqKeys},
+			Elems: map[ElemKey]Verdict{key: {Kind: VerdictGoto, Chain: chain}, masq: {}}}})
+	got := opsText(p.Plan("default/gone", nil, false, now))
+	for _, want := range []string{"flush chain " + chain, "delete element service-ips { 10.96.0.7 . tcp . 80 }", "delete element masquerade-cluster-ips { 10.96.0.7 . tcp . 80 }"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("deleted before its rewrite: no %q in\n%s", want, strings.Join(got, "\n"))
+		}
+	}
+	if fin := opsText(p.Finish(now)); slices.Contains(fin, "flush chain "+chain) || len(fin) != 0 && strings.Contains(strings.Join(fin, "\n"), "10.96.0.7") {
+		t.Errorf("Finish removes the deleted Service again:\n%s", strings.Join(fin, "\n"))
+	}
+}

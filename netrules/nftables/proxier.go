@@ -324,6 +324,7 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 			p.startResync(st, tables)
 		} else {
 			p.dumping, p.dumpLog, p.needResync = p.k.startDump(), nil, false
+			p.catchUp(st) // a full call brings no changes: those since the last call go now
 		}
 	}
 	for _, k := range changed {
