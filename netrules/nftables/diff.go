@@ -3,7 +3,6 @@ package nftables
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -284,14 +283,129 @@ func (p *Planner) Reset(tables []TableDump) {
 	if len(p.before) == 0 {
 		p.before = nil
 	}
-	p.applied, p.svcTable = map[string][]*netrules.ServicePort{}, map[string]int{}
+	p.reset(tables)
+}
+
+// Adopt makes p, Reset from a read-back of the tables off the worker (a fresh Planner
+// with the Env and layouts), the planner after prev: prev's applied Services become
+// what a resync removes unless rewritten (as in Reset), and the batches committed
+// while the tables were read are replayed over what was read (each operation sets an
+// object to a value or removes it: applied in order they give what the kernel holds
+// after the last, whenever the read-back saw each object).
+func (p *Planner) Adopt(prev *Planner, log []Op) {
+	p.before = nil
+	if prev != nil && len(prev.applied) > 0 {
+		p.before = prev.applied
+	}
+	if prev != nil && len(prev.before) > 0 {
+		// a resync started again before its Finish: what it had not rewritten yet counts
+		m := make(map[string][]*netrules.ServicePort, len(prev.applied)+len(prev.before))
+		for k, v := range prev.before {
+			m[k] = v
+		}
+		for k, v := range prev.applied {
+			m[k] = v
+		}
+		p.before = m
+	}
+	for _, op := range log {
+		p.replay(op)
+	}
+}
+
+// replay is one committed operation, as Reset would have found its result.
+func (p *Planner) replay(op Op) {
+	t := op.Table
+	l := p.layout(t)
+	switch op.Kind {
+	case OpAddTable:
+		p.table(t).created = true
+	case OpAddBaseChain:
+		if m, ok := l.lazyMap(op.Base.Name); ok {
+			p.markLazy(t, m)
+		}
+	case OpAddChain:
+		if !l.fixedName(op.Name) {
+			p.leftover[tref{t, op.Name}] = true
+			if t > 0 {
+				p.leftoverAt[op.Name] = t
+			}
+		}
+	case OpDelChain:
+		if m, ok := l.lazyMap(op.Name); ok {
+			delete(p.table(t).lazy, m)
+		}
+		delete(p.leftover, tref{t, op.Name})
+		if p.leftoverAt[op.Name] == t {
+			delete(p.leftoverAt, op.Name)
+		}
+	case OpAddSet:
+		p.leftoverSets[tref{t, op.Name}] = true
+	case OpDelSet:
+		delete(p.leftoverSets, tref{t, op.Name})
+	case OpAddElem:
+		var keep []placed
+		for _, cur := range p.elems[op.Key] {
+			if cur.table != t {
+				keep = append(keep, cur)
+			}
+		}
+		p.elems[op.Key] = append(keep, placed{t, op.Verdict})
+		if len(l.lazyFor(op.Key.Map)) > 0 {
+			p.markLazy(t, op.Key.Map)
+		}
+	case OpDelElem:
+		var keep []placed
+		for _, cur := range p.elems[op.Key] {
+			if cur.table != t {
+				keep = append(keep, cur)
+			}
+		}
+		if len(keep) == 0 {
+			delete(p.elems, op.Key)
+		} else {
+			p.elems[op.Key] = keep
+		}
+	case OpAddEPMap:
+		if i, ok := parseShardName(op.Name); ok && (i >= len(p.shards) || !p.shards[i].created) {
+			sh := p.shard(i)
+			sh.created, sh.table = true, t
+		}
+	case OpAddEPElem:
+		if i, ok := parseShardName(op.Name); ok {
+			k := epKey{i, op.Index}
+			p.ep[k], p.leftoverEP[k] = op.Endpoint, true
+			if sh := p.shard(i); op.Index >= sh.next {
+				sh.next = op.Index + 1
+			}
+		}
+	case OpDelEPElem:
+		if i, ok := parseShardName(op.Name); ok {
+			delete(p.ep, epKey{i, op.Index})
+			delete(p.leftoverEP, epKey{i, op.Index})
+		}
+	}
+}
+
+func (p *Planner) reset(tables []TableDump) {
+	// (sized up front: at 10,000 Services growing these maps was most of Reset's time)
+	nElems, nChains, nEP := 0, 0, 0
+	for _, d := range tables {
+		nElems += len(d.Elems)
+		nChains += len(d.Chains)
+		for _, m := range d.EP {
+			nEP += len(m)
+		}
+	}
+	nSvc := max(len(p.before), nChains)
+	p.applied, p.svcTable = make(map[string][]*netrules.ServicePort, nSvc), make(map[string]int, nSvc)
 	p.tables = []*shardTable{{}}
-	p.owners = map[ElemKey][]claimant{}
-	p.elems = map[ElemKey][]placed{}
+	p.owners = make(map[ElemKey][]claimant, nElems)
+	p.elems = make(map[ElemKey][]placed, nElems)
 	p.stale, p.staleSets = map[tref]time.Time{}, map[tref]time.Time{}
-	p.leftover, p.leftoverSets, p.leftoverAt = map[tref]bool{}, map[tref]bool{}, map[string]int{}
-	p.ranges, p.shards = map[string]epRange{}, nil
-	p.ep, p.leftoverEP = map[epKey]netip.AddrPort{}, map[epKey]bool{}
+	p.leftover, p.leftoverSets, p.leftoverAt = make(map[tref]bool, nChains), map[tref]bool{}, make(map[string]int, nChains)
+	p.ranges, p.shards = make(map[string]epRange, nSvc), nil
+	p.ep, p.leftoverEP = make(map[epKey]netip.AddrPort, nEP), make(map[epKey]bool, nEP)
 	p.staleEP, p.pendingFree = map[epKey]time.Time{}, nil
 	sort.Slice(tables, func(i, j int) bool { return tables[i].Index < tables[j].Index })
 	for _, d := range tables {
@@ -691,87 +805,6 @@ func (p *Planner) dropBefore(service string, now time.Time) []Op {
 	return ops
 }
 
-// Replay brings a listing of the tables up to date with batches sent (and committed)
-// while it was being read: each operation sets an object to a value or removes it, so
-// applying them in order over the listing gives what the kernel holds after the last,
-// whenever the listing read each object. (Rules are not listed: nothing to do for them.)
-func Replay(tables []TableDump, ops []Op) []TableDump {
-	if len(ops) == 0 {
-		return tables
-	}
-	byIndex := map[int]*TableDump{}
-	for i := range tables {
-		byIndex[tables[i].Index] = &tables[i]
-	}
-	get := func(t int) *TableDump {
-		d := byIndex[t]
-		if d == nil {
-			tables = append(tables, TableDump{Index: t, Elems: map[ElemKey]Verdict{}, EP: map[string]map[uint32]netip.AddrPort{}})
-			byIndex = map[int]*TableDump{}
-			for i := range tables {
-				byIndex[tables[i].Index] = &tables[i]
-			}
-			d = byIndex[t]
-		}
-		if d.Elems == nil {
-			d.Elems = map[ElemKey]Verdict{}
-		}
-		if d.EP == nil {
-			d.EP = map[string]map[uint32]netip.AddrPort{}
-		}
-		return d
-	}
-	add := func(list []string, name string) []string {
-		if slices.Contains(list, name) {
-			return list
-		}
-		return append(list, name)
-	}
-	del := func(list []string, name string) []string {
-		return slices.DeleteFunc(list, func(s string) bool { return s == name })
-	}
-	for _, op := range ops {
-		d := get(op.Table)
-		switch op.Kind {
-		case OpAddMap:
-			d.Sets = add(d.Sets, mapNames[op.Map])
-		case OpAddBaseChain:
-			d.Chains = add(d.Chains, op.Base.Name)
-		case OpAddChain:
-			d.Chains = add(d.Chains, op.Name)
-		case OpDelChain:
-			d.Chains = del(d.Chains, op.Name)
-		case OpAddSet:
-			d.Sets = add(d.Sets, op.Name)
-		case OpDelSet:
-			d.Sets = del(d.Sets, op.Name)
-			delete(d.EP, op.Name)
-		case OpAddElem:
-			d.Elems[op.Key] = op.Verdict
-		case OpDelElem:
-			delete(d.Elems, op.Key)
-		case OpAddEPMap:
-			d.Sets = add(d.Sets, op.Name)
-			if d.EP[op.Name] == nil {
-				d.EP[op.Name] = map[uint32]netip.AddrPort{}
-			}
-		case OpAddEPElem:
-			if d.EP[op.Name] == nil {
-				d.EP[op.Name] = map[uint32]netip.AddrPort{}
-			}
-			d.EP[op.Name][op.Index] = op.Endpoint
-		case OpDelEPElem:
-			delete(d.EP[op.Name], op.Index)
-		}
-	}
-	for i := range tables {
-		sort.Strings(tables[i].Chains)
-		sort.Strings(tables[i].Sets)
-	}
-	sort.Slice(tables, func(i, j int) bool { return tables[i].Index < tables[j].Index })
-	return tables
-}
-
 // fixElems brings the kernel's elements of keys to their winners (the winner's
 // verdict, in the winner's table; nowhere else); deletions of a key come before its
 // addition.
@@ -931,7 +964,15 @@ func sortedMaps(m map[uint8]bool) []uint8 {
 // Expired returns the deletions of chains and sets flushed at least StaleDelay ago,
 // and forgets them.
 func (p *Planner) Expired(now time.Time) []Op {
-	var ops []Op
+	ops, _ := p.ExpiredN(now, 0)
+	return ops
+}
+
+// ExpiredN is Expired bounded to max operations (0: all); more tells that deletions
+// that are due remain (a resync leaves tens of thousands of endpoint map elements: one
+// batch of them would hold the changes behind it for a fifth of a second).
+func (p *Planner) ExpiredN(now time.Time, max int) (ops []Op, more bool) {
+	room := func() bool { return max <= 0 || len(ops) < max }
 	var keys []epKey
 	for k, t := range p.staleEP {
 		if now.Sub(t) >= StaleDelay {
@@ -940,10 +981,16 @@ func (p *Planner) Expired(now time.Time) []Op {
 	}
 	sortEPKeys(keys)
 	for _, k := range keys {
+		if !room() {
+			more = true
+			break
+		}
 		ops = append(ops, Op{Kind: OpDelEPElem, Table: p.shard(k.shard).table, Name: shardName(k.shard), Index: k.index})
 		delete(p.ep, k)
 		delete(p.staleEP, k)
 	}
+	// (a range reused before all its old elements are deleted is fine: Plan replaces
+	// the elements it finds in p.ep)
 	kept := p.pendingFree[:0]
 	for _, f := range p.pendingFree {
 		if now.Sub(f.since) < StaleDelay {
@@ -956,17 +1003,25 @@ func (p *Planner) Expired(now time.Time) []Op {
 	p.pendingFree = kept
 	for _, c := range sortedRefs(p.stale) {
 		if now.Sub(p.stale[c]) >= StaleDelay {
+			if !room() {
+				more = true
+				break
+			}
 			ops = append(ops, Op{Kind: OpDelChain, Table: c.table, Name: c.name})
 			delete(p.stale, c)
 		}
 	}
 	for _, s := range sortedRefs(p.staleSets) {
 		if now.Sub(p.staleSets[s]) >= StaleDelay {
+			if !room() {
+				more = true
+				break
+			}
 			ops = append(ops, Op{Kind: OpDelSet, Table: s.table, Name: s.name})
 			delete(p.staleSets, s)
 		}
 	}
-	return ops
+	return ops, more
 }
 
 // StaleOlderThan tells whether some chain or set has waited for deletion longer than d.

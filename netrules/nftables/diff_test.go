@@ -3,6 +3,7 @@ package nftables
 import (
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -465,8 +466,90 @@ func TestPlanLazyNodePortChains(t *testing.T) {
 	}
 }
 
+// Replay (the oracle of Planner.Adopt) brings a listing of the tables up to date with batches sent (and committed)
+// while it was being read: each operation sets an object to a value or removes it, so
+// applying them in order over the listing gives what the kernel holds after the last,
+// whenever the listing read each object. (Rules are not listed: nothing to do for them.)
+func Replay(tables []TableDump, ops []Op) []TableDump {
+	if len(ops) == 0 {
+		return tables
+	}
+	byIndex := map[int]*TableDump{}
+	for i := range tables {
+		byIndex[tables[i].Index] = &tables[i]
+	}
+	get := func(t int) *TableDump {
+		d := byIndex[t]
+		if d == nil {
+			tables = append(tables, TableDump{Index: t, Elems: map[ElemKey]Verdict{}, EP: map[string]map[uint32]netip.AddrPort{}})
+			byIndex = map[int]*TableDump{}
+			for i := range tables {
+				byIndex[tables[i].Index] = &tables[i]
+			}
+			d = byIndex[t]
+		}
+		if d.Elems == nil {
+			d.Elems = map[ElemKey]Verdict{}
+		}
+		if d.EP == nil {
+			d.EP = map[string]map[uint32]netip.AddrPort{}
+		}
+		return d
+	}
+	add := func(list []string, name string) []string {
+		if slices.Contains(list, name) {
+			return list
+		}
+		return append(list, name)
+	}
+	del := func(list []string, name string) []string {
+		return slices.DeleteFunc(list, func(s string) bool { return s == name })
+	}
+	for _, op := range ops {
+		d := get(op.Table)
+		switch op.Kind {
+		case OpAddMap:
+			d.Sets = add(d.Sets, mapNames[op.Map])
+		case OpAddBaseChain:
+			d.Chains = add(d.Chains, op.Base.Name)
+		case OpAddChain:
+			d.Chains = add(d.Chains, op.Name)
+		case OpDelChain:
+			d.Chains = del(d.Chains, op.Name)
+		case OpAddSet:
+			d.Sets = add(d.Sets, op.Name)
+		case OpDelSet:
+			d.Sets = del(d.Sets, op.Name)
+			delete(d.EP, op.Name)
+		case OpAddElem:
+			d.Elems[op.Key] = op.Verdict
+		case OpDelElem:
+			delete(d.Elems, op.Key)
+		case OpAddEPMap:
+			d.Sets = add(d.Sets, op.Name)
+			if d.EP[op.Name] == nil {
+				d.EP[op.Name] = map[uint32]netip.AddrPort{}
+			}
+		case OpAddEPElem:
+			if d.EP[op.Name] == nil {
+				d.EP[op.Name] = map[uint32]netip.AddrPort{}
+			}
+			d.EP[op.Name][op.Index] = op.Endpoint
+		case OpDelEPElem:
+			delete(d.EP[op.Name], op.Index)
+		}
+	}
+	for i := range tables {
+		sort.Strings(tables[i].Chains)
+		sort.Strings(tables[i].Sets)
+	}
+	sort.Slice(tables, func(i, j int) bool { return tables[i].Index < tables[j].Index })
+	return tables
+}
+
 // Replay brings a listing up to date with operations committed while it was read,
-// whether the listing saw an object before or after them.
+// whether the listing saw an object before or after them; Adopt, which replays them over
+// a Planner Reset from the listing, gives the Planner Reset from the replayed listing.
 func TestReplay(t *testing.T) {
 	k := ElemKey{Map: MapServiceIPs, Addr: netip.MustParseAddr("10.96.0.1"), Proto: 6, Port: 80}
 	k2 := ElemKey{Map: MapServiceIPs, Addr: netip.MustParseAddr("10.96.0.2"), Proto: 6, Port: 80}
@@ -520,6 +603,38 @@ func TestReplay(t *testing.T) {
 	}
 	if got := show(Replay(after(), ops)); got != want {
 		t.Errorf("listing read after the batches, replayed:\n%s\nwant\n%s", got, want)
+	}
+	env := EnvOf(netrules.IPv4, testNode)
+	prev := NewPlanner(env)
+	web := netrules.MakeService("default", "web", "10.96.0.10", 80)
+	prev.Plan("default/web", portsOf(web, netrules.MakeSlice(web, "w", 8080, netrules.SliceEndpoint{IP: "10.244.0.11"})), false, time.Unix(1, 0))
+	for name, read := range map[string]func() []TableDump{"before": before, "after": after} {
+		oracle := NewPlanner(env)
+		oracle.Reset(Replay(read(), ops))
+		oracle.before = prev.applied
+		got := NewPlanner(env)
+		got.Reset(read())
+		got.Adopt(prev, ops)
+		for what, pair := range map[string][2]any{
+			"elems": {got.elems, oracle.elems}, "leftover": {got.leftover, oracle.leftover}, "leftoverAt": {got.leftoverAt, oracle.leftoverAt},
+			"leftoverSets": {got.leftoverSets, oracle.leftoverSets}, "ep": {got.ep, oracle.ep}, "leftoverEP": {got.leftoverEP, oracle.leftoverEP},
+			"tables": {got.tables, oracle.tables}, "before": {got.before, oracle.before}, "unsure": {got.unsure, oracle.unsure},
+		} {
+			if !reflect.DeepEqual(pair[0], pair[1]) {
+				t.Errorf("read %s the batches: Adopt's %s %v, Reset of the replayed listing's %v", name, what, pair[0], pair[1])
+			}
+		}
+		// the endpoint maps alike, but for the next index Adopt hands out, which may stay
+		// above an element deleted meanwhile (never below one that exists)
+		if len(got.shards) != len(oracle.shards) {
+			t.Fatalf("read %s: %d endpoint maps, want %d", name, len(got.shards), len(oracle.shards))
+		}
+		for i, sh := range got.shards {
+			o := oracle.shards[i]
+			if sh.created != o.created || sh.table != o.table || sh.next < o.next {
+				t.Errorf("read %s: endpoint map %d %+v, Reset of the replayed listing's %+v", name, i, *sh, *o)
+			}
+		}
 	}
 }
 

@@ -257,6 +257,7 @@ func TestNetnsScaleFigures(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		readBack := time.Since(t5)
+		fmt.Fprintf(os.Stderr, "nftables netns N=%d: Reset from the read-back took %v\n", n, p.lastReset)
 		for round := 1000; stats.Pending > 0; round++ {
 			key := moveOne(st, svcs, slices, (round*7919)%n, round)
 			t0 := time.Now()

@@ -79,7 +79,7 @@ type Proxier struct {
 	// a read-back of the tables running beside the worker (a resync of a table with
 	// Services: changes keep going through the planner as before meanwhile), and the
 	// operations committed since it started (replayed over it)
-	dumping     <-chan dumpResult
+	dumping     <-chan prepared
 	dumpLog     []Op
 	dumpForeign bool // someone else committed while it ran
 
@@ -88,8 +88,10 @@ type Proxier struct {
 	suspicious bool
 	fulls      int
 
-	// how long this call's batches took (for the scale figures)
-	lastMainSend, lastExpiredSend time.Duration
+	holdRepair bool // the rewrite of unchanged Services waits for the next call
+
+	// how long this call's batches and the last Reset took (for the scale figures)
+	lastMainSend, lastExpiredSend, lastReset time.Duration
 }
 
 // StaleFlushAfter: stale chains are deleted in calls without changes, or in any call
@@ -162,6 +164,12 @@ func newProxier(opts Options, k kernel) *Proxier {
 type dumpResult struct {
 	tables []TableDump
 	err    error
+}
+
+// prepared is a fresh Planner Reset from a read-back, off the worker.
+type prepared struct {
+	planner *Planner
+	err     error
 }
 
 // kernel is the Proxier's only I/O: batches, the generation, and reading the table.
@@ -323,7 +331,16 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 			}
 			p.startResync(st, tables)
 		} else {
-			p.dumping, p.dumpLog, p.needResync = p.k.startDump(), nil, false
+			// read the tables and Reset a fresh planner from them beside the worker
+			np, raw, ch := p.newPlanner(st.Node), p.k.startDump(), make(chan prepared, 1)
+			go func() {
+				r := <-raw
+				if r.err == nil {
+					np.Reset(r.tables)
+				}
+				ch <- prepared{np, r.err}
+			}()
+			p.dumping, p.dumpLog, p.needResync = ch, nil, false
 			p.catchUp(st) // a full call brings no changes: those since the last call go now
 		}
 	}
@@ -331,7 +348,7 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 		p.markDirty(k)
 	}
 	if p.dumping != nil {
-		var r dumpResult
+		var r prepared
 		got := false
 		if len(p.dirty) == 0 {
 			// nothing to do but watch the generation and wait a little (then the
@@ -362,8 +379,11 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 				p.needResync = true
 				return stats, fmt.Errorf("nftables: %w", r.err)
 			}
-			// Services changed while the tables were read go first in the rewrite
-			p.startResync(st, Replay(r.tables, log))
+			// Services changed while the tables were read go first in the rewrite;
+			// this call sends only them (and the fixed chains): Reset took its time
+			t0 := time.Now()
+			p.install(st, r.planner, log)
+			p.lastReset, p.holdRepair = time.Since(t0), true
 			// a foreign commit while the tables were read may not be in the listing:
 			// the next full sync looks again
 			p.suspicious, p.dumpForeign = p.dumpForeign, false
@@ -390,7 +410,8 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 		}
 		return stats, nil
 	}
-	if exp := p.planner.Expired(now); len(exp) > 0 {
+	exp, moreExp := p.planner.ExpiredN(now, p.opts.MaxOps)
+	if len(exp) > 0 {
 		t0 := time.Now()
 		err := p.send(exp)
 		p.lastExpiredSend = time.Since(t0)
@@ -402,8 +423,8 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 		}
 	}
 	stats.Pending = len(p.dirty) + len(p.repair)
-	if (p.resyncing || p.dumping != nil) && stats.Pending == 0 {
-		stats.Pending = 1 // Finish, or the read-back
+	if (p.resyncing || p.dumping != nil || moreExp) && stats.Pending == 0 {
+		stats.Pending = 1 // Finish, the read-back, or more deletions due
 	}
 	return stats, nil
 }
@@ -457,6 +478,22 @@ func (p *Proxier) catchUp(st *netrules.State) {
 // startResync starts over from what the tables hold and queues every Service for a
 // rewrite; Services that differ from what was applied go first.
 func (p *Proxier) startResync(st *netrules.State, tables []TableDump) {
+	np := p.newPlanner(st.Node)
+	np.Reset(tables)
+	p.install(st, np, nil)
+}
+
+// newPlanner is an empty Planner for the node's environment and layouts.
+func (p *Proxier) newPlanner(node netrules.Node) *Planner {
+	env := p.env(node)
+	np := &Planner{Env: env, Main: FixedLayout(p.opts.Family, node), Shard: ShardLayout(p.opts.Family, node)}
+	np.Reset(nil)
+	return np
+}
+
+// install makes np (Reset from a read-back) the planner, with the batches committed
+// since the read-back began (log) replayed over it, and queues every Service.
+func (p *Proxier) install(st *netrules.State, np *Planner, log []Op) {
 	if p.planner != nil {
 		for _, k := range st.Services() {
 			if !SamePorts(p.planner.Applied(k), st.Ports(k)) {
@@ -469,23 +506,15 @@ func (p *Proxier) startResync(st *netrules.State, tables []TableDump) {
 			}
 		}
 	}
-	env := p.env(st.Node)
-	if p.planner == nil {
-		p.planner = NewPlanner(env)
-	}
-	p.planner.Env = env
-	p.planner.Main, p.planner.Shard = FixedLayout(p.opts.Family, st.Node), ShardLayout(p.opts.Family, st.Node)
-	p.planner.Reset(tables)
+	np.Adopt(p.planner, log)
+	p.planner = np
 	p.repair = st.Services()
 	p.done, p.inRepair = map[string]bool{}, map[string]bool{}
 	for _, k := range p.repair {
 		p.inRepair[k] = true
 	}
 	p.needResync, p.resyncing, p.baseDue, p.suspicious = false, true, true, false
-	p.bulk = !p.planner.Resyncing()
-	for _, t := range tables {
-		p.bulk = p.bulk && len(t.Elems) == 0 && len(t.EP) == 0
-	}
+	p.bulk = !np.Resyncing() && len(np.elems) == 0 && len(np.ep) == 0
 }
 
 // nextBatch plans up to MaxOps operations: the base layout when due, dirty Services,
@@ -514,7 +543,9 @@ func (p *Proxier) nextBatch(st *netrules.State, now time.Time) ([]Op, int) {
 	if len(p.dirty) == 0 {
 		p.dirty = nil
 	}
-	for p.resyncing && len(p.repair) > 0 && len(ops) < limit {
+	hold := p.holdRepair
+	p.holdRepair = false
+	for p.resyncing && !hold && len(p.repair) > 0 && len(ops) < limit {
 		k := p.repair[0]
 		p.repair = p.repair[1:]
 		if p.done[k] {
@@ -524,7 +555,7 @@ func (p *Proxier) nextBatch(st *netrules.State, now time.Time) ([]Op, int) {
 		ops = append(ops, p.planner.Plan(k, st.Ports(k), true, now)...)
 		n++
 	}
-	if p.resyncing && len(p.repair) == 0 && len(p.dirty) == 0 && len(ops) < limit {
+	if p.resyncing && !hold && len(p.repair) == 0 && len(p.dirty) == 0 && len(ops) < limit {
 		ops = append(ops, p.planner.Finish(now)...)
 		p.resyncing, p.done, p.inRepair, p.bulk = false, nil, nil, false
 	}

@@ -33,11 +33,17 @@ func agentRSS(pid int) float64 {
 	return kb / 1024
 }
 
-func agentGoroutines() float64 {
+func agentGoroutines() float64 { return agentMetric("go_goroutines") }
+
+// agentHeapMiB is the Go heap in use (spans with objects), to tell a leak (the heap
+// grows) from the runtime keeping freed memory (RSS grows, the heap does not).
+func agentHeapMiB() float64 { return agentMetric("go_memstats_heap_inuse_bytes") / (1 << 20) }
+
+func agentMetric(name string) float64 {
 	body, err := netnstest.Get(netns, "http://127.0.0.1:10249/metrics")
 	Expect(err).NotTo(HaveOccurred())
-	m := regexp.MustCompile(`(?m)^go_goroutines (\S+)$`).FindStringSubmatch(body)
-	Expect(m).NotTo(BeNil())
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(body)
+	Expect(m).NotTo(BeNil(), name)
 	v, _ := strconv.ParseFloat(m[1], 64)
 	return v
 }
@@ -135,7 +141,7 @@ func soakCases() {
 		}
 		agent := readPID(pidFile("nodekeeper"))
 		orphans0 := orphanNetns()
-		var xs, rss, gor []float64
+		var xs, rss, gor, heap []float64
 		var uids, ips []string
 		t0 := time.Now()
 		cycles := 0
@@ -166,11 +172,12 @@ func soakCases() {
 			xs = append(xs, time.Since(t0).Hours())
 			rss = append(rss, agentRSS(agent))
 			gor = append(gor, agentGoroutines())
+			heap = append(heap, agentHeapMiB())
 		}
 		Expect(alive(agent)).To(BeTrue())
 		// the second half, after caches and pools have warmed up
 		h := len(xs) / 2
-		rssSlope, gorSlope := slope(xs[h:], rss[h:]), slope(xs[h:], gor[h:])
+		rssSlope, gorSlope, heapSlope := slope(xs[h:], rss[h:]), slope(xs[h:], gor[h:]), slope(xs[h:], heap[h:])
 		var mounts, cgroups, sandboxes, ct int
 		Eventually(func() int {
 			mounts, cgroups, sandboxes, ct = leftovers(uids, nil)
@@ -181,8 +188,8 @@ func soakCases() {
 		})
 		_, _, _, ct = leftovers(nil, ips)
 		orphans := orphanNetns() - orphans0
-		figure(fmt.Sprintf("soak %v", d), "%d cycles (%d pods, %d Services); agent RSS %.1f→%.1f MiB (second-half slope %+.1f MiB/h), goroutines %.0f→%.0f (slope %+.1f/h); leftovers of deleted pods: %d mounts, %d cgroups, %d sandboxes; conntrack entries to their addresses %d; new orphan netns %d",
-			cycles, 5*cycles, cycles, rss[0], rss[len(rss)-1], rssSlope, gor[0], gor[len(gor)-1], gorSlope, mounts, cgroups, sandboxes, ct, orphans)
+		figure(fmt.Sprintf("soak %v", d), "%d cycles (%d pods, %d Services); agent RSS %.1f→%.1f MiB (second-half slope %+.1f MiB/h), Go heap in use %.1f→%.1f MiB (slope %+.1f MiB/h), goroutines %.0f→%.0f (slope %+.1f/h); leftovers of deleted pods: %d mounts, %d cgroups, %d sandboxes; conntrack entries to their addresses %d; new orphan netns %d",
+			cycles, 5*cycles, cycles, rss[0], rss[len(rss)-1], rssSlope, heap[0], heap[len(heap)-1], heapSlope, gor[0], gor[len(gor)-1], gorSlope, mounts, cgroups, sandboxes, ct, orphans)
 		Expect(gor[len(gor)-1]).To(BeNumerically("<", gor[h]*1.25+20), "goroutines grow")
 		Expect(rss[len(rss)-1]).To(BeNumerically("<", rss[h]*1.5+20), "RSS grows")
 	})
