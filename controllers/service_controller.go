@@ -91,6 +91,8 @@ type ServiceReconciler struct {
 	// pending: the backend left work for its next call (a bounded full rewrite): it is
 	// called again at once, with or without changes
 	pending map[netrules.Family]bool
+	// callAt: the backend has work due then (stale objects to delete)
+	callAt map[netrules.Family]time.Time
 	zone    string
 	// hc holds the ports with a health check node port, per Service and family
 	hc map[string]map[netrules.Family][]*netrules.ServicePort
@@ -195,7 +197,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 			ch = changed[fam]
 			sort.Strings(ch)
 		}
-		if !famFull && len(ch) == 0 && !r.pending[fam] {
+		if at, due := r.callAt[fam]; !famFull && len(ch) == 0 && !r.pending[fam] && (!due || famStart.Before(at)) {
 			continue
 		}
 		stats, err := be.SyncState(ctx, st, ch, famFull)
@@ -213,6 +215,13 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 			r.pending = map[netrules.Family]bool{}
 		}
 		r.pending[fam] = err == nil && stats.Pending > 0
+		if r.callAt == nil {
+			r.callAt = map[netrules.Family]time.Time{}
+		}
+		delete(r.callAt, fam)
+		if err == nil && stats.CallAfter > 0 {
+			r.callAt[fam] = r.Clock.Now().Add(stats.CallAfter)
+		}
 		if err != nil {
 			if r.Mode == "nftables" {
 				nftablesFailures.WithLabelValues(ipFamily).Inc()
@@ -282,6 +291,11 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	next := r.FullSyncPeriod - now.Sub(r.lastFull)
 	if next < time.Second {
 		next = time.Second
+	}
+	for _, at := range r.callAt {
+		if d := at.Sub(now); d < next {
+			next = max(d, time.Millisecond)
+		}
 	}
 	for _, more := range r.pending {
 		if more {

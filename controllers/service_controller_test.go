@@ -176,3 +176,50 @@ var _ = Describe("ServiceReconciler against the stateful iptables fake", func() 
 		Expect(fake.Dump("nat")).To(ContainSubstring("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"))
 	})
 })
+
+// callAfterBackend asks to be called back once, after a delay, then records the call.
+type callAfterBackend struct {
+	mu    sync.Mutex
+	calls []time.Time
+	asked time.Time
+}
+
+func (b *callAfterBackend) SyncState(_ context.Context, _ *netrules.State, changed []string, full bool) (netrules.SyncStats, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls = append(b.calls, time.Now())
+	if b.asked.IsZero() && !full {
+		b.asked = time.Now()
+		return netrules.SyncStats{CallAfter: 700 * time.Millisecond}, nil
+	}
+	return netrules.SyncStats{}, nil
+}
+
+var _ = Describe("ServiceReconciler and a backend's CallAfter", func() {
+	It("calls the backend again after CallAfter without any change (stale objects fall due)", func() {
+		be := &callAfterBackend{}
+		rec := &ServiceReconciler{Node: netrules.Node{Name: "node-callafter-" + rand.String(5)}, Backends: map[netrules.Family]RulesBackend{netrules.IPv4: be}}
+		startManager(func(mgr ctrl.Manager) error {
+			rec.Client = mgr.GetClient()
+			return rec.SetupWithManager(mgr)
+		})
+		ctx := context.Background()
+		ns := "svc-callafter-" + rand.String(5)
+		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+		time.Sleep(time.Second) // the first (full) sync is done
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+			Spec: corev1.ServiceSpec{ClusterIP: clusterIP(), Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}}}
+		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
+		DeferCleanup(func() { _ = k8sClient.Delete(context.Background(), svc) })
+		Eventually(func() bool {
+			be.mu.Lock()
+			defer be.mu.Unlock()
+			for _, c := range be.calls {
+				if !be.asked.IsZero() && c.Sub(be.asked) >= 600*time.Millisecond {
+					return true
+				}
+			}
+			return false
+		}, 10*time.Second, 50*time.Millisecond).Should(BeTrue(), "no call after CallAfter")
+	})
+})

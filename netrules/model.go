@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -115,6 +116,9 @@ type SyncStats struct {
 	// Pending is work the backend left for its next call (e.g. Services of a bounded
 	// full rewrite not written yet): the caller should call again soon.
 	Pending int
+	// CallAfter > 0: the backend has work due then (stale objects to delete): the
+	// caller should call again after it, with or without changes.
+	CallAfter time.Duration
 }
 
 // Ruleset is the desired state for one family, ports sorted by Key.

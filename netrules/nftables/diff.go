@@ -131,6 +131,8 @@ type Planner struct {
 	// connection then stuck on the conntrack entry of that first packet).
 	staleEP     map[epKey]time.Time
 	pendingFree []pendingRange
+	// firstStale: no stale chain, set or element is older (zero: none)
+	firstStale time.Time
 	// resync: what was applied before Reset (a Service deleted before its rewrite
 	// takes its chains and elements away with it), and whether the table's listing may
 	// have missed a chain (every chain written is flushed first then)
@@ -242,12 +244,29 @@ func (p *Planner) freeRange(r epRange, now time.Time) {
 }
 
 // staleKey marks an element the kernel holds as unused since now (if not already).
+// noteStale records that something went stale at now.
+func (p *Planner) noteStale(now time.Time) {
+	if p.firstStale.IsZero() || now.Before(p.firstStale) {
+		p.firstStale = now
+	}
+}
+
+// StaleDue is how long until the oldest stale object is due for deletion (≤ 0: due
+// now); ok is false when nothing is stale.
+func (p *Planner) StaleDue(now time.Time) (d time.Duration, ok bool) {
+	if p.firstStale.IsZero() {
+		return 0, false
+	}
+	return p.firstStale.Add(StaleDelay).Sub(now), true
+}
+
 func (p *Planner) staleKey(k epKey, now time.Time) {
 	if _, ok := p.ep[k]; !ok {
 		return
 	}
 	if _, ok := p.staleEP[k]; !ok {
 		p.staleEP[k] = now
+		p.noteStale(now)
 	}
 }
 
@@ -406,7 +425,7 @@ func (p *Planner) reset(tables []TableDump) {
 	p.leftover, p.leftoverSets, p.leftoverAt = make(map[tref]bool, nChains), map[tref]bool{}, make(map[string]int, nChains)
 	p.ranges, p.shards = make(map[string]epRange, nSvc), nil
 	p.ep, p.leftoverEP = make(map[epKey]netip.AddrPort, nEP), make(map[epKey]bool, nEP)
-	p.staleEP, p.pendingFree = map[epKey]time.Time{}, nil
+	p.staleEP, p.pendingFree, p.firstStale = map[epKey]time.Time{}, nil, time.Time{}
 	sort.Slice(tables, func(i, j int) bool { return tables[i].Index < tables[j].Index })
 	for _, d := range tables {
 		t := d.Index
@@ -738,11 +757,13 @@ func (p *Planner) Plan(service string, ports []*netrules.ServicePort, rewrite bo
 		if _, keep := nc.chains[c]; !keep {
 			ops = append(ops, Op{Kind: OpFlushChain, Table: t, Name: c})
 			p.stale[tref{t, c}] = now
+			p.noteStale(now)
 		}
 	}
 	for _, s := range sortedKeys(oc.sets) {
 		if _, keep := nc.sets[s]; !keep {
 			p.staleSets[tref{t, s}] = now
+			p.noteStale(now)
 		}
 	}
 	if len(ports) == 0 {
@@ -776,6 +797,7 @@ func (p *Planner) dropBefore(service string, now time.Time) []Op {
 		}
 		ops = append(ops, Op{Kind: OpFlushChain, Table: t, Name: name})
 		p.stale[tref{t, name}] = now
+		p.noteStale(now)
 		delete(p.leftover, tref{t, name})
 		delete(p.leftoverAt, name)
 	}
@@ -922,9 +944,11 @@ func (p *Planner) Finish(now time.Time) []Op {
 	for _, c := range sortedRefs(p.leftover) {
 		ops = append(ops, Op{Kind: OpFlushChain, Table: c.table, Name: c.name})
 		p.stale[c] = now
+		p.noteStale(now)
 	}
 	for _, s := range sortedRefs(p.leftoverSets) {
 		p.staleSets[s] = now
+		p.noteStale(now)
 	}
 	p.leftover, p.leftoverSets, p.leftoverAt = map[tref]bool{}, map[tref]bool{}, map[string]int{}
 	p.before, p.unsure = nil, false
@@ -1020,6 +1044,16 @@ func (p *Planner) ExpiredN(now time.Time, max int) (ops []Op, more bool) {
 			ops = append(ops, Op{Kind: OpDelSet, Table: s.table, Name: s.name})
 			delete(p.staleSets, s)
 		}
+	}
+	// the oldest of what is left
+	p.firstStale = time.Time{}
+	for _, m := range []map[tref]time.Time{p.stale, p.staleSets} {
+		for _, t := range m {
+			p.noteStale(t)
+		}
+	}
+	for _, t := range p.staleEP {
+		p.noteStale(t)
 	}
 	return ops, more
 }

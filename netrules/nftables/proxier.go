@@ -408,9 +408,12 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 		if (p.resyncing || p.dumping != nil) && stats.Pending == 0 {
 			stats.Pending = 1
 		}
+		p.callAfter(&stats, now)
 		return stats, nil
 	}
-	exp, moreExp := p.planner.ExpiredN(now, p.opts.MaxOps)
+	// (in small batches: deleting a resync's leftovers, tens of thousands of endpoint
+	// map elements, must not hold the changes behind it)
+	exp, moreExp := p.planner.ExpiredN(now, max(p.opts.MaxOps/4, 1))
 	if len(exp) > 0 {
 		t0 := time.Now()
 		err := p.send(exp)
@@ -426,7 +429,19 @@ func (p *Proxier) SyncState(ctx context.Context, st *netrules.State, changed []s
 	if (p.resyncing || p.dumping != nil || moreExp) && stats.Pending == 0 {
 		stats.Pending = 1 // Finish, the read-back, or more deletions due
 	}
+	p.callAfter(&stats, now)
 	return stats, nil
+}
+
+// callAfter asks the caller back when stale objects fall due (a call without changes
+// deletes them), so that they do not wait for the next change and then hold it.
+func (p *Proxier) callAfter(stats *netrules.SyncStats, now time.Time) {
+	if stats.Pending > 0 {
+		return
+	}
+	if d, ok := p.planner.StaleDue(now); ok {
+		stats.CallAfter = max(d, time.Millisecond)
+	}
 }
 
 // dumpPoll: how long a call with nothing to do waits for a running read-back.
