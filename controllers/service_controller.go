@@ -93,7 +93,7 @@ type ServiceReconciler struct {
 	pending map[netrules.Family]bool
 	// callAt: the backend has work due then (stale objects to delete)
 	callAt map[netrules.Family]time.Time
-	zone    string
+	zone   string
 	// hc holds the ports with a health check node port, per Service and family
 	hc map[string]map[netrules.Family][]*netrules.ServicePort
 	// noLocal counts, per Service, its ports with a Local traffic policy and no local
