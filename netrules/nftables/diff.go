@@ -133,11 +133,19 @@ type Planner struct {
 	pendingFree []pendingRange
 	// firstStale: no stale chain, set or element is older (zero: none)
 	firstStale time.Time
+	// retiring: the endpoint map elements a resync found, stale since Finish
+	retiring []retiringSet
 	// resync: what was applied before Reset (a Service deleted before its rewrite
 	// takes its chains and elements away with it), and whether the table's listing may
 	// have missed a chain (every chain written is flushed first then)
 	before map[string][]*netrules.ServicePort
 	unsure bool
+}
+
+// retiringSet is endpoint map elements that went stale together.
+type retiringSet struct {
+	keys  map[epKey]bool
+	since time.Time
 }
 
 // pendingRange is a freed range whose elements wait for deletion.
@@ -425,7 +433,7 @@ func (p *Planner) reset(tables []TableDump) {
 	p.leftover, p.leftoverSets, p.leftoverAt = make(map[tref]bool, nChains), map[tref]bool{}, make(map[string]int, nChains)
 	p.ranges, p.shards = make(map[string]epRange, nSvc), nil
 	p.ep, p.leftoverEP = make(map[epKey]netip.AddrPort, nEP), make(map[epKey]bool, nEP)
-	p.staleEP, p.pendingFree, p.firstStale = map[epKey]time.Time{}, nil, time.Time{}
+	p.staleEP, p.pendingFree, p.firstStale, p.retiring = map[epKey]time.Time{}, nil, time.Time{}, nil
 	sort.Slice(tables, func(i, j int) bool { return tables[i].Index < tables[j].Index })
 	for _, d := range tables {
 		t := d.Index
@@ -937,8 +945,11 @@ func (p *Planner) Finish(now time.Time) []Op {
 	// what the resync found in the endpoint maps: new ranges were allocated above it,
 	// so nothing uses it once every Service is rewritten (its old rules possibly in
 	// this very batch: it goes stale, see staleEP)
-	for k := range p.leftoverEP {
-		p.staleKey(k, now)
+	// (as one set: at 10,000 Services that is 50,000 elements, too many to move one by
+	// one in the call; no range is ever allocated over them, so they just go when due)
+	if len(p.leftoverEP) > 0 {
+		p.retiring = append(p.retiring, retiringSet{keys: p.leftoverEP, since: now})
+		p.noteStale(now)
 	}
 	p.leftoverEP = map[epKey]bool{}
 	for _, c := range sortedRefs(p.leftover) {
@@ -997,6 +1008,29 @@ func (p *Planner) Expired(now time.Time) []Op {
 // batch of them would hold the changes behind it for a fifth of a second).
 func (p *Planner) ExpiredN(now time.Time, max int) (ops []Op, more bool) {
 	room := func() bool { return max <= 0 || len(ops) < max }
+	for len(p.retiring) > 0 && now.Sub(p.retiring[0].since) >= StaleDelay {
+		r := p.retiring[0]
+		var keys []epKey
+		for k := range r.keys {
+			if max > 0 && len(ops)+len(keys) >= max {
+				break
+			}
+			keys = append(keys, k)
+		}
+		sortEPKeys(keys)
+		for _, k := range keys {
+			delete(r.keys, k)
+			if _, ok := p.ep[k]; ok {
+				ops = append(ops, Op{Kind: OpDelEPElem, Table: p.shard(k.shard).table, Name: shardName(k.shard), Index: k.index})
+				delete(p.ep, k)
+			}
+		}
+		if len(r.keys) > 0 {
+			more = true
+			break
+		}
+		p.retiring = p.retiring[1:]
+	}
 	var keys []epKey
 	for k, t := range p.staleEP {
 		if now.Sub(t) >= StaleDelay {
@@ -1047,6 +1081,9 @@ func (p *Planner) ExpiredN(now time.Time, max int) (ops []Op, more bool) {
 	}
 	// the oldest of what is left
 	p.firstStale = time.Time{}
+	if len(p.retiring) > 0 {
+		p.noteStale(p.retiring[0].since)
+	}
 	for _, m := range []map[tref]time.Time{p.stale, p.staleSets} {
 		for _, t := range m {
 			p.noteStale(t)
@@ -1075,11 +1112,20 @@ func (p *Planner) StaleOlderThan(now time.Time, d time.Duration) bool {
 			return true
 		}
 	}
+	if len(p.retiring) > 0 && now.Sub(p.retiring[0].since) > d {
+		return true
+	}
 	return false
 }
 
 // StaleCount is how many chains and sets wait for deletion.
-func (p *Planner) StaleCount() int { return len(p.stale) + len(p.staleSets) + len(p.staleEP) }
+func (p *Planner) StaleCount() int {
+	n := len(p.stale) + len(p.staleSets) + len(p.staleEP)
+	for _, r := range p.retiring {
+		n += len(r.keys)
+	}
+	return n
+}
 
 func sortEPKeys(keys []epKey) {
 	sort.Slice(keys, func(i, j int) bool {

@@ -239,6 +239,7 @@ func TestNetnsScaleFigures(t *testing.T) {
 		}
 		fmt.Fprintf(os.Stderr, "nftables netns N=%d: reading the tables back (dump) p50 %v max %v\n", n, pct(dumps, 50), pct(dumps, 100))
 		var chunks []time.Duration
+		var parts []string
 		t5 := time.Now()
 		stats, err := p.SyncState(context.Background(), st, nil, true)
 		if err != nil {
@@ -253,6 +254,7 @@ func TestNetnsScaleFigures(t *testing.T) {
 				t.Fatal(err)
 			}
 			chunks = append(chunks, time.Since(t0))
+			parts = append(parts, "reading")
 			reading++
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -265,8 +267,18 @@ func TestNetnsScaleFigures(t *testing.T) {
 				t.Fatal(err)
 			}
 			chunks = append(chunks, time.Since(t0))
+			parts = append(parts, fmt.Sprintf("main batch %v, deletions %v, pending %d", p.lastMainSend, p.lastExpiredSend, stats.Pending))
 		}
 		rewrite := time.Since(t5)
+		slowest := 0
+		for i, c := range chunks {
+			if c > chunks[slowest] {
+				slowest = i
+			}
+		}
+		if len(chunks) > 0 {
+			fmt.Fprintf(os.Stderr, "nftables netns N=%d: slowest call during the rewrite: #%d of %d (%v: %s), p99 %v\n", n, slowest, len(chunks), chunks[slowest], parts[slowest], pct(chunks, 99))
+		}
 		if len(chunks) > 0 {
 			fmt.Fprintf(os.Stderr, "nftables netns N=%d: rewrite after a foreign commit %v: first call %v, read-back beside %d changes for %v, then %d calls p50 %v max %v, each with one change (a change waits for one call, then goes in the next)\n",
 				n, rewrite.Round(time.Millisecond), firstRepair.Round(time.Millisecond), reading, readBack.Round(time.Millisecond), len(chunks), pct(chunks, 50), pct(chunks, 100))

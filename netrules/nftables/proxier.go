@@ -24,8 +24,8 @@ type Options struct {
 	Family netrules.Family
 	// NetNS is the path of the network namespace to program ("" = the current one).
 	NetNS string
-	// MaxOps bounds the operations of one batch (default 1000, ~100 Services of a
-	// rewrite, 10-15 ms at 10,000 Services): big rewrites go in several batches, so a
+	// MaxOps bounds the operations of one batch (default 500, ~50 Services of a
+	// rewrite, 5-10 ms at 10,000 Services): big rewrites go in several batches, so a
 	// changed Service waits for one batch at most, and the kernel's acknowledgements
 	// fit the socket buffer.
 	MaxOps int
@@ -89,6 +89,7 @@ type Proxier struct {
 	fulls      int
 
 	holdRepair bool // the rewrite of unchanged Services waits for the next call
+	heldLast   bool // the last call held it
 
 	// how long this call's batches and the last Reset took (for the scale figures)
 	lastMainSend, lastExpiredSend, lastReset time.Duration
@@ -143,7 +144,7 @@ func New(opts Options) (*Proxier, error) {
 
 func newProxier(opts Options, k kernel) *Proxier {
 	if opts.MaxOps <= 0 {
-		opts.MaxOps = 1000
+		opts.MaxOps = 500
 	}
 	if opts.BulkMaxOps <= 0 {
 		opts.BulkMaxOps = 20000
@@ -558,8 +559,11 @@ func (p *Proxier) nextBatch(st *netrules.State, now time.Time) ([]Op, int) {
 	if len(p.dirty) == 0 {
 		p.dirty = nil
 	}
-	hold := p.holdRepair
-	p.holdRepair = false
+	// a batch with changes carries only them: the rewrite's next chunk waits for the
+	// next call, so a change costs one small batch, not a chunk
+	// (every other call at least: a steady stream of changes must not starve it)
+	hold := p.holdRepair || n > 0 && !p.heldLast
+	p.holdRepair, p.heldLast = false, hold
 	for p.resyncing && !hold && len(p.repair) > 0 && len(ops) < limit {
 		k := p.repair[0]
 		p.repair = p.repair[1:]
