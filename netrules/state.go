@@ -58,6 +58,13 @@ func (s *State) Services() []string {
 	return out
 }
 
+// Each calls fn for every Service with ports, in no order (cheaper than Services).
+func (s *State) Each(fn func(key string, ports []*ServicePort)) {
+	for k, ps := range s.ports {
+		fn(k, ps)
+	}
+}
+
 // Len is the number of service ports.
 func (s *State) Len() int { return s.n }
 

@@ -471,14 +471,14 @@ func (p *Proxier) markDirty(k string) {
 // catchUp marks dirty every Service whose State differs from what was applied
 // (during a resync: of those already rewritten; the others are written from the State).
 func (p *Proxier) catchUp(st *netrules.State) {
-	for _, k := range st.Services() {
+	st.Each(func(k string, ports []*netrules.ServicePort) {
 		if p.resyncing && !p.done[k] && p.inRepair[k] {
-			continue // still to be written from the State
+			return // still to be written from the State
 		}
-		if !SamePorts(p.planner.Applied(k), st.Ports(k)) {
+		if !SamePorts(p.planner.Applied(k), ports) {
 			p.markDirty(k)
 		}
-	}
+	})
 	for _, k := range p.planner.AppliedServices() {
 		if st.Ports(k) == nil {
 			p.markDirty(k)
@@ -511,11 +511,11 @@ func (p *Proxier) newPlanner(node netrules.Node) *Planner {
 // since the read-back began (log) replayed over it, and queues every Service.
 func (p *Proxier) install(st *netrules.State, np *Planner, log []Op) {
 	if p.planner != nil {
-		for _, k := range st.Services() {
-			if !SamePorts(p.planner.Applied(k), st.Ports(k)) {
+		st.Each(func(k string, ports []*netrules.ServicePort) {
+			if !SamePorts(p.planner.Applied(k), ports) {
 				p.markDirty(k)
 			}
-		}
+		})
 		for _, k := range p.planner.AppliedServices() {
 			if st.Ports(k) == nil {
 				p.markDirty(k)
@@ -525,7 +525,7 @@ func (p *Proxier) install(st *netrules.State, np *Planner, log []Op) {
 	np.Adopt(p.planner, log)
 	p.planner = np
 	p.repair = st.Services()
-	p.done, p.inRepair = map[string]bool{}, map[string]bool{}
+	p.done, p.inRepair = make(map[string]bool, len(p.repair)), make(map[string]bool, len(p.repair))
 	for _, k := range p.repair {
 		p.inRepair[k] = true
 	}
@@ -563,7 +563,7 @@ func (p *Proxier) nextBatch(st *netrules.State, now time.Time) ([]Op, int) {
 	// next call, so a change costs one small batch, not a chunk
 	// (every other call at least: a steady stream of changes must not starve it)
 	hold := p.holdRepair || n > 0 && !p.heldLast
-	p.holdRepair, p.heldLast = false, hold
+	p.holdRepair, p.heldLast = false, hold && !p.holdRepair
 	for p.resyncing && !hold && len(p.repair) > 0 && len(ops) < limit {
 		k := p.repair[0]
 		p.repair = p.repair[1:]
