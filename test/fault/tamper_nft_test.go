@@ -135,10 +135,10 @@ func tamperNFTCases() {
 		Expect(d).To(BeNumerically("<", syncPeriod+5*time.Second))
 	})
 
-	It("removes a foreign rule added to its services chain within one sync period", func() {
+	It("removes a foreign rule added to its shard's dispatch chain within one sync period", func() {
 		cip := strings.TrimSuffix(strings.TrimPrefix(clusterIPURL, "http://"), "/")
-		d := timeToRepair("nftables: foreign rule in services", func() {
-			nft(fmt.Sprintf(`insert rule ip `+nftShard+` services ip daddr %s tcp dport 80 counter return comment "fault: foreign"`, cip))
+		d := timeToRepair("nftables: foreign rule in the dispatch", func() {
+			nft(fmt.Sprintf(`insert rule ip `+nftShard+` nat-prerouting ip daddr %s tcp dport 80 counter return comment "fault: foreign"`, cip))
 		}, func() bool { return !strings.Contains(nftTableText(), "fault: foreign") })
 		Expect(d).To(BeNumerically("<", syncPeriod+5*time.Second))
 	})
