@@ -207,14 +207,7 @@ func TestNetnsScaleFigures(t *testing.T) {
 		}
 		fmt.Fprintf(os.Stderr, "nftables netns N=%d: Service deleted: netlink batch p50 %v p90 %v max %v; Service created: p50 %v p90 %v max %v\n",
 			n, pct(kind[0], 50), pct(kind[0], 90), pct(kind[0], 100), pct(kind[1], 50), pct(kind[1], 90), pct(kind[1], 100))
-		var gens []time.Duration
-		for i := 0; i < 50; i++ {
-			g0 := time.Now()
-			if _, err := k.generation(); err != nil {
-				t.Fatal(err)
-			}
-			gens = append(gens, time.Since(g0))
-		}
+		gens := timeN(t, 50, func() error { _, err := k.generation(); return err })
 		if len(dels) > 0 {
 			fmt.Fprintf(os.Stderr, "stale chain deletion batches: %d, p50 %v max %v\n", len(dels), pct(dels, 50), pct(dels, 100))
 		}
@@ -229,14 +222,7 @@ func TestNetnsScaleFigures(t *testing.T) {
 		if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "add table ip nkt-tamper; delete table ip nkt-tamper").CombinedOutput(); err != nil {
 			t.Fatalf("tamper: %v: %s", err, out)
 		}
-		var dumps []time.Duration
-		for i := 0; i < 5; i++ {
-			d0 := time.Now()
-			if _, err := k.dump(); err != nil {
-				t.Fatal(err)
-			}
-			dumps = append(dumps, time.Since(d0))
-		}
+		dumps := timeN(t, 5, func() error { _, err := k.dump(); return err })
 		fmt.Fprintf(os.Stderr, "nftables netns N=%d: reading the tables back (dump) p50 %v max %v\n", n, pct(dumps, 50), pct(dumps, 100))
 		var chunks []time.Duration
 		var parts []string
@@ -288,6 +274,20 @@ func TestNetnsScaleFigures(t *testing.T) {
 		fmt.Fprintf(os.Stderr, "nftables netns N=%d: first full sync %v (%d batches); endpoint change: netlink batch p50 %v p99 %v max %v; SyncState p50 %v p99 %v max %v; idle full sync %v; RSS %d MiB\n",
 			n, first.Round(time.Millisecond), calls, pct(sends, 50), pct(sends, 99), pct(sends, 100), pct(totals, 50), pct(totals, 99), pct(totals, 100), idleFull.Round(time.Microsecond), rusage0>>20)
 	}
+}
+
+// timeN times n calls of f.
+func timeN(t *testing.T, n int, f func() error) []time.Duration {
+	t.Helper()
+	var out []time.Duration
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, time.Since(t0))
+	}
+	return out
 }
 
 func pct(ds []time.Duration, q int) time.Duration {
