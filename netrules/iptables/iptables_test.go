@@ -69,13 +69,21 @@ func TestRenderGolden(t *testing.T) {
 }
 
 func TestChainNamesMatchKubeProxy(t *testing.T) {
-	// kube-proxy names default/web:p80 tcp KUBE-SVC-base32(sha256("default/web:p80tcp"))[:16]
-	p := &netrules.ServicePort{Namespace: "default", Name: "web", PortName: "p80", Protocol: corev1.ProtocolTCP}
-	if got := SvcChain(p); len(got) != len("KUBE-SVC-")+16 || got != "KUBE-SVC-"+hash16("default/web:p80tcp") {
-		t.Errorf("SvcChain = %s", got)
-	}
-	if len(SepChain(p, netrules.Endpoint{IP: netip.MustParseAddr("10.0.0.1"), Port: 80})) > 28 {
-		t.Error("chain names must fit iptables' 28-character limit")
+	// literal names from kube-proxy v1.37.2's pkg/proxy/iptables/proxier_test.go
+	svc1 := &netrules.ServicePort{Namespace: "ns1", Name: "svc1", PortName: "p80", Protocol: corev1.ProtocolTCP}
+	svc2 := &netrules.ServicePort{Namespace: "ns2", Name: "svc2", PortName: "p80", Protocol: corev1.ProtocolTCP}
+	ep := netrules.Endpoint{IP: netip.MustParseAddr("10.180.0.1"), Port: 80}
+	for _, c := range []struct{ got, want string }{
+		{SvcChain(svc1), "KUBE-SVC-XPGD46QRK7WJZT7O"},
+		{SepChain(svc1, ep), "KUBE-SEP-SXIVWICOYRO3J4NJ"},
+		{SvcChain(svc2), "KUBE-SVC-GNZBNJ2PO5MGZ6GT"},
+		{SvlChain(svc2), "KUBE-SVL-GNZBNJ2PO5MGZ6GT"},
+		{ExtChain(svc2), "KUBE-EXT-GNZBNJ2PO5MGZ6GT"},
+		{FwChain(svc2), "KUBE-FW-GNZBNJ2PO5MGZ6GT"},
+	} {
+		if c.got != c.want {
+			t.Errorf("chain name %s, kube-proxy's is %s", c.got, c.want)
+		}
 	}
 }
 
