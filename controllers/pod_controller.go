@@ -2,12 +2,8 @@ package controllers
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -17,13 +13,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -45,8 +41,10 @@ import (
 	"github.com/nodekeeper/nodekeeper/internal/credentials"
 	"github.com/nodekeeper/nodekeeper/internal/devicemanager"
 	"github.com/nodekeeper/nodekeeper/internal/eviction"
+	"github.com/nodekeeper/nodekeeper/internal/hooks"
 	"github.com/nodekeeper/nodekeeper/internal/kubeletmetrics"
 	"github.com/nodekeeper/nodekeeper/internal/nodestatus"
+	"github.com/nodekeeper/nodekeeper/internal/pleg"
 	"github.com/nodekeeper/nodekeeper/internal/podconfig"
 	"github.com/nodekeeper/nodekeeper/internal/podplan"
 	"github.com/nodekeeper/nodekeeper/internal/podstart"
@@ -198,8 +196,16 @@ func (r *PodReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// ConfigMaps and Secrets are read when needed, never cached (as the kubelet)
 		r.APIReader = mgr.GetAPIReader()
 	}
-	if err := mgr.Add(periodic{r.RelistPeriod, (&relister{r: r, reader: mgr.GetClient()}).relist}); err != nil {
+	if err := mgr.Add(periodic{r.RelistPeriod, r.newRelister(mgr.GetClient(), mgr.GetLogger().WithName("relister")).Relist}); err != nil {
 		return err
+	}
+	if es, ok := r.Runtime.(cri.EventStreamer); ok {
+		// containerd 2.x: a stopped container wakes its pod at once (upstream's evented
+		// PLEG); the relist stays the source of truth
+		logger := mgr.GetLogger().WithName("pleg-events")
+		if err := mgr.Add(&pleg.Watcher{Events: es, Notify: r.wake(logger), Log: logger}); err != nil {
+			return err
+		}
 	}
 	if r.EvictionPeriod == 0 {
 		r.EvictionPeriod = 10 * time.Second
@@ -819,139 +825,36 @@ func (r *PodReconciler) stopContainerInTurn(ctx context.Context, pod *corev1.Pod
 	return nil
 }
 
-// preStopSlack is how long a preStop hook may outlive the grace period it was given
-// before its call is abandoned: it normally ends with the container, which is killed
-// at most 2s after the grace period.
-const preStopSlack = 2 * time.Minute
+// hooks runs lifecycle hooks (internal/hooks) on the reconciler's runtime and clock.
+func (r *PodReconciler) hooks() hooks.Runner { return hooks.Runner{Exec: r.Runtime, Clock: r.Clock} }
 
-// preStop is upstream's executePreStopHook: the hook runs on its own (an exec hook
-// without a timeout of its own, as upstream's RunInContainer with timeout 0), and the
-// container's stop waits for it at most the grace period; it returns the time waited,
-// in whole seconds as upstream's. A hook that fails (also after the wait) gets a
+// preStop runs container c's preStop hook h (hooks.Runner.PreStop) and returns the time
+// the stop waited for it. A hook that fails (also after the wait) gets a
 // FailedPreStopHook event, without the error: it could hold secrets.
 func (r *PodReconciler) preStop(ctx context.Context, pod *corev1.Pod, c podplan.Container, h *corev1.LifecycleHandler, grace time.Duration) time.Duration {
 	podIP := pod.Status.PodIP
 	if podIP == "" {
 		podIP = r.HostIP
 	}
-	start := r.Clock.Now()
-	done := make(chan struct{})
-	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+preStopSlack)
-	go func() {
-		defer close(done)
-		defer cancel()
-		timeout := time.Duration(0)
-		if h.Exec == nil {
-			timeout = grace // an httpGet or sleep hook ends with the grace period
-		}
-		if err := r.runHook(hctx, pod, c, h, podIP, timeout); err != nil {
-			log.FromContext(ctx).Info("PreStop hook failed", "pod", client.ObjectKeyFromObject(pod), "container", c.Name, "error", err.Error())
-			r.Recorder.Event(containerRef(pod, c.Name), corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed")
-		}
-	}()
-	t := r.Clock.NewTimer(grace)
-	defer t.Stop()
-	select {
-	case <-t.C():
-		log.FromContext(ctx).V(2).Info("PreStop hook not completed in grace period", "pod", client.ObjectKeyFromObject(pod), "container", c.Name, "gracePeriod", grace)
-	case <-done:
-	case <-ctx.Done():
+	t := hooks.Target{Pod: pod, Spec: findContainer(pod, c.Name), ID: c.ID, PodIP: podIP}
+	waited, completed := r.hooks().PreStop(ctx, t, h, grace, func(err error) {
+		log.FromContext(ctx).Info("PreStop hook failed", "pod", klog.KObj(pod), "container", c.Name, "error", err.Error())
+		r.Recorder.Event(containerRef(pod, c.Name), corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed")
+	})
+	if !completed && ctx.Err() == nil {
+		log.FromContext(ctx).V(2).Info("PreStop hook not completed in grace period", "pod", klog.KObj(pod), "container", c.Name, "gracePeriod", grace)
 	}
-	return r.Clock.Since(start).Truncate(time.Second)
+	return waited
 }
 
-// runHook runs a lifecycle handler against a running container.
 // postStart runs the container's postStart hook; on failure it returns upstream's
 // event message for it.
 func (r *PodReconciler) postStart(ctx context.Context, pod *corev1.Pod, c *corev1.Container, id, podIP string) (string, error) {
 	h := c.Lifecycle.PostStart
-	err := r.runHook(ctx, pod, podplan.Container{ID: id, Name: c.Name}, h, podIP, 0)
-	if err == nil {
-		return "", nil
+	if err := r.hooks().Run(ctx, hooks.Target{Pod: pod, Spec: c, ID: id, PodIP: podIP}, h, 0); err != nil {
+		return hooks.PostStartMessage(pod, c.Name, h, err), err
 	}
-	who := fmt.Sprintf("%s_%s(%s)", pod.Name, pod.Namespace, pod.UID)
-	switch {
-	case h.Exec != nil:
-		var out string
-		var he hookError
-		if errors.As(err, &he) {
-			out = he.output
-		}
-		return fmt.Sprintf("Exec lifecycle hook (%v) for Container %q in Pod %q failed - error: %v, message: %q", h.Exec.Command, c.Name, who, err, out), err
-	case h.HTTPGet != nil:
-		return fmt.Sprintf("HTTP lifecycle hook (%s) for Container %q in Pod %q failed - error: %v", h.HTTPGet.Path, c.Name, who, err), err
-	}
-	return fmt.Sprintf("Lifecycle hook for Container %q in Pod %q failed - error: %v", c.Name, who, err), err
-}
-
-// hookHTTP sends lifecycle hooks' HTTP GETs: no keep-alive and no certificate checks
-// for https (as upstream's hooks and probes).
-var hookHTTP = &http.Client{Transport: &http.Transport{DisableKeepAlives: true,
-	TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // upstream semantics
-
-// hookError is an exec hook whose command failed, with what it printed.
-type hookError struct {
-	msg, output string
-}
-
-func (e hookError) Error() string { return e.msg }
-
-// runHook runs a lifecycle handler against a running container. podIP is the default
-// host of an httpGet handler; timeout 0 means only ctx bounds it. As upstream, an
-// httpGet hook fails only when the request fails, whatever the status code.
-func (r *PodReconciler) runHook(ctx context.Context, pod *corev1.Pod, c podplan.Container, h *corev1.LifecycleHandler, podIP string, timeout time.Duration) error {
-	switch {
-	case h.Exec != nil:
-		res, err := r.Runtime.ExecSync(ctx, c.ID, h.Exec.Command, timeout)
-		if err != nil {
-			return err
-		}
-		if res.ExitCode != 0 {
-			return hookError{msg: fmt.Sprintf("command '%s' exited with %d: %s", strings.Join(h.Exec.Command, " "), res.ExitCode, res.Stderr),
-				output: string(res.Stdout) + string(res.Stderr)}
-		}
-	case h.HTTPGet != nil:
-		host := h.HTTPGet.Host
-		if host == "" {
-			host = podIP
-		}
-		port := h.HTTPGet.Port.String()
-		if h.HTTPGet.Port.Type == intstr.String {
-			for _, cp := range findContainer(pod, c.Name).Ports {
-				if cp.Name == h.HTTPGet.Port.StrVal {
-					port = strconv.Itoa(int(cp.ContainerPort))
-				}
-			}
-		}
-		scheme := "http"
-		if h.HTTPGet.Scheme == corev1.URISchemeHTTPS {
-			scheme = "https"
-		}
-		hctx, cancel := ctx, context.CancelFunc(func() {})
-		if timeout > 0 {
-			hctx, cancel = context.WithTimeout(ctx, timeout)
-		}
-		defer cancel()
-		req, err := http.NewRequestWithContext(hctx, http.MethodGet, fmt.Sprintf("%s://%s/%s", scheme, net.JoinHostPort(host, port), strings.TrimPrefix(h.HTTPGet.Path, "/")), nil)
-		if err != nil {
-			return err
-		}
-		for _, hd := range h.HTTPGet.HTTPHeaders {
-			req.Header.Add(hd.Name, hd.Value)
-		}
-		resp, err := hookHTTP.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 10<<10))
-		_ = resp.Body.Close()
-	case h.Sleep != nil:
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Duration(h.Sleep.Seconds) * time.Second):
-		}
-	}
-	return nil
+	return "", nil
 }
 
 func (r *PodReconciler) forget(uid types.UID) {
@@ -1141,12 +1044,7 @@ func (r *PodReconciler) applySteps(ctx context.Context, pod *corev1.Pod, obs pod
 			podIP = st.GetNetwork().GetIp()
 		}
 	} else {
-		var best *podplan.Sandbox
-		for i := range obs.Sandboxes {
-			if s := &obs.Sandboxes[i]; s.Ready && (best == nil || s.Attempt > best.Attempt) {
-				best = s
-			}
-		}
+		best := obs.ReadySandbox()
 		if best == nil {
 			return nil
 		}
@@ -1268,7 +1166,7 @@ func (r *PodReconciler) observeImages(ctx context.Context, pod *corev1.Pod, plan
 		}
 		img, err := r.Runtime.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: c.Image})
 		if err != nil {
-			log.FromContext(ctx).Info("Image status failed, the container waits", "container", c.Name, "image", c.Image, "err", err.Error())
+			log.FromContext(ctx).Info("Image status failed, the container waits", "container", c.Name, "image", c.Image, "error", err.Error())
 			continue
 		}
 		o := podplan.ImageObserved{Present: img != nil}
@@ -1278,7 +1176,7 @@ func (r *PodReconciler) observeImages(ctx context.Context, pod *corev1.Pod, plan
 		if podplan.CheckCredentials(podplan.PullPolicy(c), o.Present) {
 			cr, err := r.pullCredentials(ctx, pod, c.Image)
 			if err != nil {
-				log.FromContext(ctx).Info("Reading the pull credentials failed, the container waits", "container", c.Name, "err", err.Error())
+				log.FromContext(ctx).Info("Reading the pull credentials failed, the container waits", "container", c.Name, "error", err.Error())
 				continue
 			}
 			creds[c.Name] = cr
@@ -1688,18 +1586,36 @@ func (r *PodReconciler) serviceEnv(ctx context.Context, pod *corev1.Pod) ([]core
 	return podconfig.ServiceLinks(pod, svcs.Items), nil
 }
 
-// relister notices runtime changes (a container exited, a sandbox died) by listing the
-// runtime every RelistPeriod, and feeds the pods concerned to the reconciler. It also
-// removes sandboxes of ours whose pod is not bound to this node any more.
-type relister struct {
-	r      *PodReconciler
-	reader client.Reader
-	last   map[string]seen // "c/<id>" or "s/<id>" -> what was seen
+// newRelister makes the relister (internal/pleg) that notices runtime changes (a
+// container exited, a sandbox died) every RelistPeriod and feeds the pods concerned, and
+// those of sandboxes whose pod is not bound here any more, to the reconciler.
+func (r *PodReconciler) newRelister(reader client.Reader, logger logr.Logger) *pleg.Relister {
+	return &pleg.Relister{Runtime: r.Runtime, Log: logger,
+		Known: func(ctx context.Context) (map[types.UID]bool, error) {
+			pods := &corev1.PodList{}
+			if err := reader.List(ctx, pods); err != nil {
+				return nil, err
+			}
+			uids := make(map[types.UID]bool, len(pods.Items))
+			for _, p := range pods.Items {
+				uids[p.UID] = true
+			}
+			return uids, nil
+		},
+		Notify: r.wake(logger)}
 }
 
-type seen struct {
-	state string
-	pod   types.NamespacedName
+// wake returns a function that queues a pod's reconcile (the relister's and the event
+// stream's way in).
+func (r *PodReconciler) wake(logger logr.Logger) func(types.NamespacedName) {
+	return func(key types.NamespacedName) {
+		ev := event.GenericEvent{Object: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
+		select {
+		case r.events <- ev:
+		default:
+			logger.Info("Dropping relist event, queue full", "pod", key)
+		}
+	}
 }
 
 // periodic is a manager runnable that calls run every period until the manager stops
@@ -1724,73 +1640,7 @@ func (p periodic) Start(ctx context.Context) error {
 	}
 }
 
-func podKey(labels map[string]string) types.NamespacedName {
-	return types.NamespacedName{Namespace: labels[podplan.LabelPodNamespace], Name: labels[podplan.LabelPodName]}
-}
-
 // observeWorker records one pod sync (kubelet_pod_worker_duration_seconds).
 func observeWorker(op string, start time.Time) {
 	kubeletmetrics.PodWorkerDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
-}
-
-func (l *relister) relist(ctx context.Context) {
-	logger := log.FromContext(ctx).WithName("relister")
-	start := time.Now()
-	sel := map[string]string{podplan.LabelManaged: "true"}
-	cs, err := l.r.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{LabelSelector: sel})
-	if err != nil {
-		logger.V(2).Info("Relisting containers failed", "error", err.Error())
-		return
-	}
-	sbs, err := l.r.Runtime.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: sel})
-	if err != nil {
-		logger.V(2).Info("Relisting sandboxes failed", "error", err.Error())
-		return
-	}
-	// as upstream's PLEG: the relist's duration, the running pods and containers by state
-	kubeletmetrics.ObserveRelist(start, cs, sbs)
-	now := map[string]seen{}
-	for _, c := range cs {
-		now["c/"+c.Id] = seen{state: c.State.String(), pod: podKey(c.Labels)}
-	}
-	for _, sb := range sbs {
-		now["s/"+sb.Id] = seen{state: sb.State.String(), pod: podKey(sb.Labels)}
-	}
-	changed := map[types.NamespacedName]bool{}
-	if l.last != nil {
-		for id, s := range now {
-			if old, ok := l.last[id]; !ok || old.state != s.state {
-				changed[s.pod] = true
-			}
-		}
-		for id, s := range l.last {
-			if _, ok := now[id]; !ok {
-				changed[s.pod] = true
-			}
-		}
-	}
-	l.last = now
-
-	// orphans: sandboxes whose pod is not in the cache (deleted while we were away,
-	// or bound elsewhere); their pod's reconcile removes them
-	pods := &corev1.PodList{}
-	if err := l.reader.List(ctx, pods); err == nil {
-		uids := map[string]bool{}
-		for _, p := range pods.Items {
-			uids[string(p.UID)] = true
-		}
-		for _, sb := range sbs {
-			if !uids[sb.Labels[podplan.LabelPodUID]] {
-				changed[podKey(sb.Labels)] = true
-			}
-		}
-	}
-	for key := range changed {
-		ev := event.GenericEvent{Object: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
-		select {
-		case l.r.events <- ev:
-		default:
-			logger.Info("Dropping relist event, queue full", "pod", key)
-		}
-	}
 }

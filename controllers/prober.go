@@ -37,13 +37,7 @@ func (r *PodReconciler) probe(pod *corev1.Pod, obs *podplan.Observed) (ready, st
 		}
 	}
 	podIP := r.HostIP // host-network pods
-	var newest *podplan.Sandbox
-	for i := range obs.Sandboxes {
-		if sb := &obs.Sandboxes[i]; sb.Ready && (newest == nil || sb.Attempt > newest.Attempt) {
-			newest = sb
-		}
-	}
-	if newest != nil && newest.IP != "" {
+	if newest := obs.ReadySandbox(); newest != nil && newest.IP != "" {
 		podIP = newest.IP
 	}
 	r.probes.Sync(pod, running, podIP)

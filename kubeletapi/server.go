@@ -166,7 +166,7 @@ func (s *Server) sampleStats(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if _, err := s.Stats.Summary(ctx, true); err != nil && ctx.Err() == nil {
-			s.Log.V(4).Info("Sampling stats failed", "err", err)
+			s.Log.V(4).Info("Sampling stats failed", "error", err)
 		}
 		select {
 		case <-ctx.Done():

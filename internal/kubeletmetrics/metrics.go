@@ -52,6 +52,14 @@ var (
 		Help: "[ALPHA] Interval in seconds between relisting in PLEG.", Buckets: prometheus.DefBuckets})
 	PLEGLastSeen = prometheus.NewGauge(prometheus.GaugeOpts{Subsystem: subsystem, Name: "pleg_last_seen_seconds",
 		Help: "[ALPHA] Timestamp in seconds when PLEG was last seen active."})
+	// the evented PLEG's stream (upstream's names; the stream is containerd 2.x's
+	// GetContainerEvents)
+	EventedPLEGConnErr = prometheus.NewCounter(prometheus.CounterOpts{Subsystem: subsystem, Name: "evented_pleg_connection_error_count",
+		Help: "[ALPHA] The number of errors encountered during the establishment of streaming connection with the CRI runtime."})
+	EventedPLEGConn = prometheus.NewCounter(prometheus.CounterOpts{Subsystem: subsystem, Name: "evented_pleg_connection_success_count",
+		Help: "[ALPHA] The number of times a streaming client was obtained to receive CRI Events."})
+	EventedPLEGConnLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Subsystem: subsystem, Name: "evented_pleg_connection_latency_seconds",
+		Help: "[ALPHA] The latency of streaming connection with the CRI runtime, measured in seconds.", Buckets: prometheus.DefBuckets})
 	RunningPodCount = prometheus.NewGauge(prometheus.GaugeOpts{Subsystem: subsystem, Name: "running_pods",
 		Help: "[ALPHA] Number of pods that have a running pod sandbox"})
 	RunningContainerCount = prometheus.NewGaugeVec(prometheus.GaugeOpts{Subsystem: subsystem, Name: "running_containers",
@@ -82,7 +90,7 @@ var registerOnce sync.Once
 func Register() {
 	registerOnce.Do(func() {
 		crmetrics.Registry.MustRegister(NodeName, PodWorkerDuration, CgroupManagerDuration, PodStartDuration, PodStartSLIDuration, PodStartTotalDuration,
-			PLEGRelistDuration, PLEGRelistInterval, PLEGLastSeen, RunningPodCount, RunningContainerCount,
+			PLEGRelistDuration, PLEGRelistInterval, PLEGLastSeen, EventedPLEGConnErr, EventedPLEGConn, EventedPLEGConnLatency, RunningPodCount, RunningContainerCount,
 			RuntimeOperations, RuntimeOperationsDuration, RuntimeOperationsErrors)
 		RegisterRESTClient()
 	})

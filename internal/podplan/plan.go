@@ -100,6 +100,19 @@ func (o Observed) latestSandbox() *Sandbox {
 	return best
 }
 
+// ReadySandbox is the newest ready sandbox (highest attempt, then newest), or nil: the
+// one containers are started in and whose IP the pod has.
+func (o Observed) ReadySandbox() *Sandbox {
+	var best *Sandbox
+	for i := range o.Sandboxes {
+		s := &o.Sandboxes[i]
+		if s.Ready && (best == nil || s.Attempt > best.Attempt || (s.Attempt == best.Attempt && s.CreatedAt.After(best.CreatedAt))) {
+			best = s
+		}
+	}
+	return best
+}
+
 // anySandboxReady tells whether one of the pod's sandboxes is ready.
 func (o Observed) anySandboxReady() bool {
 	for i := range o.Sandboxes {

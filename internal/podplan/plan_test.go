@@ -445,3 +445,26 @@ func TestStatusImageFromRuntime(t *testing.T) {
 		t.Errorf("without the runtime's image name the spec's is reported, got %q", got)
 	}
 }
+
+func TestReadySandbox(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, c := range []struct {
+		name string
+		sbs  []Sandbox
+		want string
+	}{
+		{"none", nil, ""},
+		{"none ready", []Sandbox{{ID: "a", Attempt: 2}}, ""},
+		{"the newer attempt", []Sandbox{{ID: "a", Ready: true}, {ID: "b", Attempt: 1, Ready: true}}, "b"},
+		{"a newer attempt not ready", []Sandbox{{ID: "a", Ready: true}, {ID: "b", Attempt: 1}}, "a"},
+		{"same attempt: the newer", []Sandbox{{ID: "a", Ready: true, CreatedAt: t0.Add(time.Second)}, {ID: "b", Ready: true, CreatedAt: t0}}, "a"},
+	} {
+		got := ""
+		if sb := (Observed{Sandboxes: c.sbs}).ReadySandbox(); sb != nil {
+			got = sb.ID
+		}
+		if got != c.want {
+			t.Errorf("%s: ReadySandbox = %q, want %q", c.name, got, c.want)
+		}
+	}
+}

@@ -595,6 +595,26 @@ func TestRealContainerd(t *testing.T) {
 	expect(t, len(left) == 0, "sandboxes left behind: %v", left)
 }
 
+// TestRealContainerdEvents: containerd 1.x has no GetContainerEvents (ErrUnimplemented,
+// at once, so the agent relists only); 2.x streams until the context ends.
+func TestRealContainerdEvents(t *testing.T) {
+	endpoint := realEndpoint(t)
+	r, err := cri.Dial(cri.RemoteOptions{Endpoint: endpoint, Timeout: time.Minute})
+	must(t, err)
+	t.Cleanup(func() { _ = r.Close() })
+	v, err := r.Version(context.Background())
+	must(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	opened := false
+	err = r.ContainerEvents(ctx, func() { opened = true }, func(*runtimeapi.ContainerEventResponse) {})
+	if strings.HasPrefix(strings.TrimPrefix(v.GetRuntimeVersion(), "v"), "1.") {
+		expect(t, errors.Is(err, cri.ErrUnimplemented) && ctx.Err() == nil, "containerd %s: %v, want ErrUnimplemented at once", v.GetRuntimeVersion(), err)
+		return
+	}
+	expect(t, err == nil && opened, "containerd %s: stream ended with %v (opened %v), want it open until the context ended", v.GetRuntimeVersion(), err, opened)
+}
+
 // ---------------------------------------------------------------- real containerd
 
 var startedContainerd atomic.Bool

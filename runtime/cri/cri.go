@@ -28,6 +28,20 @@ var ErrUnavailable = errors.New("container runtime is unavailable")
 // (gRPC NotFound from a real runtime).
 var ErrNotFound = errors.New("not found")
 
+// ErrUnimplemented is a call the runtime does not have (containerd 1.6's
+// GetContainerEvents).
+var ErrUnimplemented = errors.New("not implemented by the runtime")
+
+// EventStreamer is a runtime that streams container events (CRI GetContainerEvents:
+// containerd 2.x). It is apart from Runtime: a runtime without it is relisted.
+type EventStreamer interface {
+	// ContainerEvents opens the stream (then calls opened, if set) and calls each for
+	// every container or sandbox event until ctx ends (nil) or the stream breaks (the
+	// error). A runtime without the call returns an error wrapping ErrUnimplemented
+	// before any event.
+	ContainerEvents(ctx context.Context, opened func(), each func(*runtimeapi.ContainerEventResponse)) error
+}
+
 // Runtime is what nodekeeper asks of a container runtime: the part of CRI a kubelet
 // needs. Every method takes the context first, is safe for concurrent use, and returns
 // an error wrapping ErrUnavailable when the runtime cannot be reached and ErrNotFound

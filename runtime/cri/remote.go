@@ -54,6 +54,8 @@ func wrap(call string, err error) error {
 		e.kind = context.DeadlineExceeded
 	case codes.Canceled:
 		e.kind = context.Canceled
+	case codes.Unimplemented:
+		e.kind = ErrUnimplemented
 	}
 	return e
 }
@@ -391,4 +393,29 @@ func (r *Remote) ImageFsInfo(ctx context.Context) ([]*runtimeapi.FilesystemUsage
 		return nil, wrap("ImageFsInfo", err)
 	}
 	return resp.GetImageFilesystems(), nil
+}
+
+// ContainerEvents streams GetContainerEvents (EventStreamer). The stream has no deadline;
+// a stream the runtime refuses (Unimplemented, which gRPC reports on the first receive)
+// wraps ErrUnimplemented.
+func (r *Remote) ContainerEvents(ctx context.Context, opened func(), each func(*runtimeapi.ContainerEventResponse)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := r.rt.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		return wrap("GetContainerEvents", err)
+	}
+	if opened != nil {
+		opened()
+	}
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return wrap("GetContainerEvents", err)
+		}
+		each(ev)
+	}
 }
