@@ -43,6 +43,8 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		root  string
 		// cgroupRoot keeps this suite's pod cgroups apart from any other agent's
 		cgroupRoot string
+		// relistPeriod is the agent's RelistPeriod
+		relistPeriod = 200 * time.Millisecond
 	)
 	startAgent := func() {
 		cfg := &v1alpha1.AgentConfiguration{NodeName: node, RootDir: root, StaticPodPath: filepath.Join(root, "manifests"),
@@ -51,7 +53,7 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		mgr, err := ctrl.NewManager(env.Config, managerOptions())
 		Expect(err).NotTo(HaveOccurred())
 		Expect((&PodReconciler{Client: mgr.GetClient(), Runtime: rt, Recorder: mgr.GetEventRecorderFor("kubelet"), Config: cfg,
-			HostIP: "192.0.2.10", Cgroups: host.Cgroups{}, MemoryCapacity: 8 << 30, LogRotatePeriod: 300 * time.Millisecond, RelistPeriod: 200 * time.Millisecond, StaticPodPeriod: 500 * time.Millisecond,
+			HostIP: "192.0.2.10", Cgroups: host.Cgroups{}, MemoryCapacity: 8 << 30, LogRotatePeriod: 300 * time.Millisecond, RelistPeriod: relistPeriod, StaticPodPeriod: 500 * time.Millisecond,
 			Backoff: podplan.BackoffPolicy{Base: time.Second, Max: 4 * time.Second, Reset: 10 * time.Minute}}).SetupWithManager(mgr)).To(Succeed())
 		var ctx context.Context
 		ctx, stop = context.WithCancel(context.Background())
@@ -486,6 +488,32 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		startAgent()
 		Consistently(func() string { return running(p.UID, "app") }, 3*time.Second, 200*time.Millisecond).Should(Equal(before))
 		Expect(getPod(p).Status.ContainerStatuses[0].RestartCount).To(BeZero())
+	})
+
+	It("takes a container's exit from the runtime's event stream (containerd 2.x), not only from relisting", func() {
+		v, err := rt.Version(context.Background())
+		Expect(err).NotTo(HaveOccurred())
+		if strings.HasPrefix(v.GetRuntimeVersion(), "1.") {
+			Skip("containerd " + v.GetRuntimeVersion() + " has no GetContainerEvents: relisting only")
+		}
+		// relisting once an hour: only the event stream can tell the agent in time
+		stopAgent()
+		relistPeriod = time.Hour
+		startAgent()
+		DeferCleanup(func() { stopAgent(); relistPeriod = 200 * time.Millisecond; startAgent() })
+		p := create("evented", corev1.RestartPolicyAlways, nil)
+		Eventually(phase(p), 60*time.Second, 200*time.Millisecond).Should(Equal(corev1.PodRunning))
+		id := running(p.UID, "app")
+		Expect(id).NotTo(BeEmpty())
+		Expect(rt.StopContainer(context.Background(), id, 0)).To(Succeed())
+		Eventually(func() int32 {
+			cs := getPod(p).Status.ContainerStatuses
+			if len(cs) == 0 || cs[0].State.Running == nil {
+				return -1
+			}
+			return cs[0].RestartCount
+		}, 30*time.Second, 200*time.Millisecond).Should(BeEquivalentTo(1))
+		Expect(gauge("kubelet_evented_pleg_connection_success_count")).To(BeNumerically(">=", 1))
 	})
 
 	It("runs a privileged container, applies the pod's sysctls, masks /proc as upstream and cuts a long pod name to a hostname", func() {

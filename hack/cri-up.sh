@@ -34,6 +34,10 @@
 #                       as hack/conformance.sh runs one); PullImage tries ENDPOINT first
 #   NK_CRI_RUNTIME_HANDLERS ()             extra RuntimeClass handler names, each runc as the
 #                       default one (the node e2e suite's RuntimeClass specs use "test-handler")
+#   NK_CONTAINERD_DIR   ()                 a folder with another containerd and its
+#                       containerd-shim-runc-v2 (e.g. v2.4.2 built from the Go module proxy:
+#                       hack/containerd2.sh), used instead of Debian's 1.6; give it its own
+#                       NK_CACHE (containerd 2 migrates the metadata of a 1.6 root)
 #
 # Images (no registry needed; built from Debian packages and imported with ctr):
 #   docker.io/library/busybox:local   static busybox + every applet symlink (sh, sleep, httpd, nc, ...);
@@ -337,7 +341,9 @@ else
   rm -f "$SOCK" "$SOCK.ttrpc" "$PIDFILE"
   # setsid: its own session, so it outlives this shell. nsenter execs containerd, so $! is
   # containerd's PID. PATH must reach runc, the shim and the CNI plugins' helpers.
-  setsid nsenter --net="/run/netns/$NETNS" env PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+  CPATH=/usr/sbin:/usr/bin:/sbin:/bin
+  [[ -z ${NK_CONTAINERD_DIR:-} ]] || CPATH="$NK_CONTAINERD_DIR:$CPATH"
+  setsid nsenter --net="/run/netns/$NETNS" env PATH="$CPATH" \
     containerd --config "$CFG" </dev/null >>"$LOG" 2>&1 3>&- &
   STARTED_PID=$!
   echo "$STARTED_PID" >"$PIDFILE"
