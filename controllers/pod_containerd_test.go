@@ -110,6 +110,16 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		Expect(k8sClient.Create(context.Background(), p)).To(Succeed())
 		return getPod(p)
 	}
+	// runningRestarts: the first container's restart count once it runs again (-1 before)
+	runningRestarts := func(p *corev1.Pod) func() int32 {
+		return func() int32 {
+			cs := getPod(p).Status.ContainerStatuses
+			if len(cs) == 0 || cs[0].State.Running == nil {
+				return -1
+			}
+			return cs[0].RestartCount
+		}
+	}
 	running := func(uid types.UID, name string) string {
 		cs, err := rt.ListContainers(context.Background(), &runtimeapi.ContainerFilter{
 			State:         &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING},
@@ -148,13 +158,7 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		id := running(p.UID, "app")
 		Expect(id).NotTo(BeEmpty())
 		Expect(rt.StopContainer(context.Background(), id, 0)).To(Succeed())
-		Eventually(func() int32 {
-			cs := getPod(p).Status.ContainerStatuses
-			if len(cs) == 0 || cs[0].State.Running == nil {
-				return -1
-			}
-			return cs[0].RestartCount
-		}, 30*time.Second, 200*time.Millisecond).Should(BeEquivalentTo(1))
+		Eventually(runningRestarts(p), 30*time.Second, 200*time.Millisecond).Should(BeEquivalentTo(1))
 		last := getPod(p).Status.ContainerStatuses[0].LastTerminationState.Terminated
 		Expect(last).NotTo(BeNil())
 		Expect(last.ExitCode).To(BeEquivalentTo(137))
@@ -506,13 +510,7 @@ var _ = Describe("PodReconciler on a real containerd", Label("containerd", "root
 		id := running(p.UID, "app")
 		Expect(id).NotTo(BeEmpty())
 		Expect(rt.StopContainer(context.Background(), id, 0)).To(Succeed())
-		Eventually(func() int32 {
-			cs := getPod(p).Status.ContainerStatuses
-			if len(cs) == 0 || cs[0].State.Running == nil {
-				return -1
-			}
-			return cs[0].RestartCount
-		}, 30*time.Second, 200*time.Millisecond).Should(BeEquivalentTo(1))
+		Eventually(runningRestarts(p), 30*time.Second, 200*time.Millisecond).Should(BeEquivalentTo(1))
 		Expect(gauge("kubelet_evented_pleg_connection_success_count")).To(BeNumerically(">=", 1))
 	})
 

@@ -560,13 +560,20 @@ func fakeExec(ctx context.Context, _ string, cmd []string) (*cri.ExecResult, err
 	return nil, fmt.Errorf("fakeExec: no script for %q", cmd)
 }
 
-func TestRealContainerd(t *testing.T) {
+// dialReal connects to the real containerd (started by hack/cri-up.sh if need be).
+func dialReal(t *testing.T) (*cri.Remote, *runtimeapi.VersionResponse, string) {
+	t.Helper()
 	endpoint := realEndpoint(t)
 	r, err := cri.Dial(cri.RemoteOptions{Endpoint: endpoint, Timeout: time.Minute})
 	must(t, err)
 	t.Cleanup(func() { _ = r.Close() })
 	v, err := r.Version(context.Background())
 	must(t, err)
+	return r, v, endpoint
+}
+
+func TestRealContainerd(t *testing.T) {
+	r, v, endpoint := dialReal(t)
 	t.Logf("runtime %s %s at %s", v.GetRuntimeName(), v.GetRuntimeVersion(), endpoint)
 	removeLeftovers(t, r)
 
@@ -598,16 +605,11 @@ func TestRealContainerd(t *testing.T) {
 // TestRealContainerdEvents: containerd 1.x has no GetContainerEvents (ErrUnimplemented,
 // at once, so the agent relists only); 2.x streams until the context ends.
 func TestRealContainerdEvents(t *testing.T) {
-	endpoint := realEndpoint(t)
-	r, err := cri.Dial(cri.RemoteOptions{Endpoint: endpoint, Timeout: time.Minute})
-	must(t, err)
-	t.Cleanup(func() { _ = r.Close() })
-	v, err := r.Version(context.Background())
-	must(t, err)
+	r, v, _ := dialReal(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	opened := false
-	err = r.ContainerEvents(ctx, func() { opened = true }, func(*runtimeapi.ContainerEventResponse) {})
+	err := r.ContainerEvents(ctx, func() { opened = true }, func(*runtimeapi.ContainerEventResponse) {})
 	if strings.HasPrefix(strings.TrimPrefix(v.GetRuntimeVersion(), "v"), "1.") {
 		expect(t, errors.Is(err, cri.ErrUnimplemented) && ctx.Err() == nil, "containerd %s: %v, want ErrUnimplemented at once", v.GetRuntimeVersion(), err)
 		return
