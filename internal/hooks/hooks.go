@@ -9,9 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/clock"
 
+	"github.com/nodekeeper/nodekeeper/internal/probehttp"
 	"github.com/nodekeeper/nodekeeper/runtime/cri"
 )
 
@@ -83,7 +82,7 @@ func (r Runner) Run(ctx context.Context, t Target, h *corev1.LifecycleHandler, t
 			return ExecError{Command: h.Exec.Command, ExitCode: res.ExitCode, Stdout: string(res.Stdout), Stderr: string(res.Stderr)}
 		}
 	case h.HTTPGet != nil:
-		u, err := URL(h.HTTPGet, t.Spec, t.PodIP)
+		req, err := Request(h.HTTPGet, t.Spec, t.PodIP)
 		if err != nil {
 			return err
 		}
@@ -92,13 +91,7 @@ func (r Runner) Run(ctx context.Context, t Target, h *corev1.LifecycleHandler, t
 			hctx, cancel = context.WithTimeout(ctx, timeout)
 		}
 		defer cancel()
-		req, err := http.NewRequestWithContext(hctx, http.MethodGet, u, nil)
-		if err != nil {
-			return err
-		}
-		for _, hd := range h.HTTPGet.HTTPHeaders {
-			req.Header.Add(hd.Name, hd.Value)
-		}
+		req = req.WithContext(hctx)
 		c := r.HTTP
 		if c == nil {
 			c = defaultHTTP
@@ -118,32 +111,26 @@ func (r Runner) Run(ctx context.Context, t Target, h *corev1.LifecycleHandler, t
 	return nil
 }
 
-// URL is the address an httpGet hook requests: its host or else podIP, its port (a
-// named one resolved through the container's ports), its scheme and path.
-func URL(g *corev1.HTTPGetAction, spec *corev1.Container, podIP string) (string, error) {
-	host := g.Host
-	if host == "" {
-		host = podIP
-	}
-	port := g.Port.String()
+// Request is the request an httpGet hook sends: built as a probe's (internal/probehttp:
+// host or else podIP, scheme, path, headers, Accept), as upstream's hook runner does,
+// with the kubelet's lifecycle User-Agent; a named port is resolved through the
+// container's ports.
+func Request(g *corev1.HTTPGetAction, spec *corev1.Container, podIP string) (*http.Request, error) {
+	port := g.Port.IntValue()
 	if g.Port.Type == intstr.String {
-		port = ""
+		port = 0
 		if spec != nil {
 			for _, cp := range spec.Ports {
 				if cp.Name == g.Port.StrVal {
-					port = strconv.Itoa(int(cp.ContainerPort))
+					port = int(cp.ContainerPort)
 				}
 			}
 		}
-		if port == "" {
-			return "", fmt.Errorf("couldn't find port: %s in %s", g.Port.StrVal, containerName(spec))
+		if port == 0 {
+			return nil, fmt.Errorf("couldn't find port: %s in %s", g.Port.StrVal, containerName(spec))
 		}
 	}
-	scheme := "http"
-	if g.Scheme == corev1.URISchemeHTTPS {
-		scheme = "https"
-	}
-	return fmt.Sprintf("%s://%s/%s", scheme, net.JoinHostPort(host, port), strings.TrimPrefix(g.Path, "/")), nil
+	return probehttp.NewRequestAs(g, port, podIP, probehttp.LifecycleUserAgent)
 }
 
 func containerName(spec *corev1.Container) string {

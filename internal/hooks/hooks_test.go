@@ -74,7 +74,7 @@ func errString(err error) string {
 	return err.Error()
 }
 
-func TestURL(t *testing.T) {
+func TestRequest(t *testing.T) {
 	spec := &corev1.Container{Name: "app", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}
 	for _, c := range []struct {
 		name    string
@@ -85,10 +85,17 @@ func TestURL(t *testing.T) {
 		{"pod IP, number", corev1.HTTPGetAction{Path: "/hook", Port: intstr.FromInt32(80)}, "http://10.1.2.3:80/hook", false},
 		{"named port", corev1.HTTPGetAction{Path: "hook", Port: intstr.FromString("http")}, "http://10.1.2.3:8080/hook", false},
 		{"unknown name", corev1.HTTPGetAction{Port: intstr.FromString("nope")}, "", true},
-		{"host and https", corev1.HTTPGetAction{Host: "example.test", Scheme: corev1.URISchemeHTTPS, Port: intstr.FromInt32(443)}, "https://example.test:443/", false},
-		{"IPv6 host", corev1.HTTPGetAction{Host: "fd00::1", Port: intstr.FromInt32(80)}, "http://[fd00::1]:80/", false},
+		{"host and https", corev1.HTTPGetAction{Host: "example.test", Scheme: corev1.URISchemeHTTPS, Port: intstr.FromInt32(443)}, "https://example.test:443", false},
+		{"IPv6 host", corev1.HTTPGetAction{Host: "fd00::1", Port: intstr.FromInt32(80)}, "http://[fd00::1]:80", false},
 	} {
-		got, err := URL(&c.get, spec, "10.1.2.3")
+		got := ""
+		req, err := Request(&c.get, spec, "10.1.2.3")
+		if err == nil {
+			got = req.URL.String()
+			if ua := req.Header.Get("User-Agent"); ua != "kube-lifecycle/1.37" {
+				t.Errorf("%s: User-Agent %q, want the kubelet's kube-lifecycle/1.37", c.name, ua)
+			}
+		}
 		if (err != nil) != c.wantErr || got != c.want {
 			t.Errorf("%s: URL = %q, %v; want %q (error %v)", c.name, got, err, c.want, c.wantErr)
 		}
@@ -98,7 +105,7 @@ func TestURL(t *testing.T) {
 func TestRunHTTPGet(t *testing.T) {
 	var header atomic.Value
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		header.Store(r.URL.Path + " " + r.Header.Get("X-Hook"))
+		header.Store(r.URL.Path + " " + r.Header.Get("X-Hook") + " " + r.UserAgent())
 		w.WriteHeader(http.StatusInternalServerError) // a status code never fails a hook
 	}))
 	defer srv.Close()
@@ -109,7 +116,7 @@ func TestRunHTTPGet(t *testing.T) {
 	if err := (Runner{}).Run(context.Background(), Target{Pod: pod, Spec: spec, PodIP: host}, h, time.Second); err != nil {
 		t.Fatalf("hook failed: %v", err)
 	}
-	if got := header.Load(); got != "/start yes" {
+	if got := header.Load(); got != "/start yes kube-lifecycle/1.37" {
 		t.Errorf("server saw %v", got)
 	}
 	srv.Close()

@@ -36,11 +36,20 @@ const maxBody = 10 * 1024
 // UserAgent is the kubelet's probe User-Agent (kube-probe/<major>.<minor>).
 const UserAgent = "kube-probe/1.37"
 
+// LifecycleUserAgent is the User-Agent of the kubelet's httpGet lifecycle hooks
+// (kube-lifecycle/<major>.<minor>: upstream builds hook requests as probe requests).
+const LifecycleUserAgent = "kube-lifecycle/1.37"
+
 // NewRequest is upstream's NewRequestForHTTPGetAction: scheme (default http), host
 // (default podIP), the resolved port and the path, with the action's headers; a
 // User-Agent and `Accept: */*` unless given (an empty Accept header removes it), and a
 // Host header sets the request's host.
 func NewRequest(get *corev1.HTTPGetAction, port int, podIP string) (*http.Request, error) {
+	return NewRequestAs(get, port, podIP, UserAgent)
+}
+
+// NewRequestAs is NewRequest with another default User-Agent (LifecycleUserAgent).
+func NewRequestAs(get *corev1.HTTPGetAction, port int, podIP, userAgent string) (*http.Request, error) {
 	scheme := "http"
 	if get.Scheme == corev1.URISchemeHTTPS {
 		scheme = "https"
@@ -64,7 +73,7 @@ func NewRequest(get *corev1.HTTPGetAction, port int, podIP string) (*http.Reques
 		headers.Add(h.Name, h.Value)
 	}
 	if _, ok := headers["User-Agent"]; !ok {
-		headers.Set("User-Agent", UserAgent)
+		headers.Set("User-Agent", userAgent)
 	}
 	if _, ok := headers["Accept"]; !ok {
 		headers.Set("Accept", "*/*")
