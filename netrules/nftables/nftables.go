@@ -12,8 +12,7 @@
 // TablePorts cost. Each shard has its own nat and filter base chains at the same hooks:
 // a new connection walks the shards' nat chains until one DNATs it (the first NAT
 // binding at a hook ends the walk); the main table keeps what does not name a Service
-// chain (masquerading, the masquerade mark and its ClusterIP set, the no-endpoint rejects,
-// the hairpin set).
+// chain (masquerading, the no-endpoint rejects, the hairpin set).
 package nftables
 
 import (
