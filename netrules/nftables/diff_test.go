@@ -103,7 +103,7 @@ func TestPlanOps(t *testing.T) {
 		"add chain " + svcChain,
 		"add rule " + svcChain + " meta l4proto tcp dnat ip addr . port to numgen random mod 2 map { 0 : 10.244.0.11 . 8080, 1 : 10.244.0.12 . 8080 }",
 		"add element service-ips { 10.96.0.10 . tcp . 80 : goto " + svcChain + " }",
-		"[main] add element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }",
+		"add element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }",
 		"[main] add element hairpin-connections { 10.244.0.11 . 10.244.0.11 . tcp . 8080 }",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -125,7 +125,7 @@ func TestPlanOps(t *testing.T) {
 	got = opsText(p.Plan("default/web", nil, false, now))
 	want = []string{
 		"delete element service-ips { 10.96.0.10 . tcp . 80 }",
-		"[main] delete element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }",
+		"delete element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }",
 		"[main] delete element hairpin-connections { 10.244.0.11 . 10.244.0.11 . tcp . 8080 }",
 		"flush chain " + svcChain,
 	}
@@ -179,14 +179,14 @@ func TestPlanOpsSharedEndpointMap(t *testing.T) {
 		"add chain "+webChain,
 		"add rule "+webChain+" meta l4proto tcp dnat ip addr . port to numgen random mod 2 map @endpoints-0",
 		"add element service-ips { 10.96.0.10 . tcp . 80 : goto "+webChain+" }",
-		"[main] add element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }")
+		"add element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }")
 	check("second Service, next range", p.Plan("default/api", ports(api, "10.244.1.1", "10.244.1.2"), false, now),
 		"add element endpoints-0 { 4 : 10.244.1.1 . 8080 }",
 		"add element endpoints-0 { 5 : 10.244.1.2 . 8080 }",
 		"add chain "+apiChain,
 		"add rule "+apiChain+" meta l4proto tcp dnat ip addr . port to numgen random mod 2 offset 4 map @endpoints-0",
 		"add element service-ips { 10.96.0.11 . tcp . 80 : goto "+apiChain+" }",
-		"[main] add element masquerade-cluster-ips { 10.96.0.11 . tcp . 80 }")
+		"add element masquerade-cluster-ips { 10.96.0.11 . tcp . 80 }")
 	check("endpoint moved: elements only", p.Plan("default/web", ports(web, "10.244.0.1", "10.244.0.3"), false, now),
 		"delete element endpoints-0 { 1 }",
 		"add element endpoints-0 { 1 : 10.244.0.3 . 8080 }")
@@ -254,7 +254,7 @@ func TestPlanOpsSharedEndpointMap(t *testing.T) {
 		"flush chain "+webChain, // (a listing read during batches may miss a chain: every chain written is flushed until Finish)
 		"add rule "+webChain+" meta l4proto tcp dnat ip addr . port to numgen random mod 2 offset 8 map @endpoints-0",
 		"add element service-ips { 10.96.0.10 . tcp . 80 : goto "+webChain+" }",
-		"[main] add element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }")
+		"add element masquerade-cluster-ips { 10.96.0.10 . tcp . 80 }")
 	check("Finish: the old elements go stale (their rules may change in this batch)", p.Finish(now))
 	if got := opsText(p.Expired(now.Add(StaleDelay))); !slices.Contains(got, "delete element endpoints-0 { 7 }") {
 		t.Errorf("the resync's leftover element is not deleted a StaleDelay after Finish: %v", got)
@@ -357,9 +357,11 @@ func TestPlanShardTables(t *testing.T) {
 	}
 	if strings.Join(want, "\n") != strings.Join([]string{
 		"add table",
-		"add map service-ips", "add map service-nodeports", "add map firewall-ips",
+		"add map service-ips", "add map service-nodeports", "add map firewall-ips", "add map masquerade-cluster-ips",
 		"add base chain nat-prerouting", "flush chain nat-prerouting", "add base chain nat-output", "flush chain nat-output",
+		"add rule nat-prerouting ip saddr != 10.244.0.0/16 ip daddr . meta l4proto . th dport @masquerade-cluster-ips mark set mark or 0x00004000",
 		"add rule nat-prerouting ip daddr . meta l4proto . th dport vmap @service-ips",
+		"add rule nat-output ip saddr != 10.244.0.0/16 ip daddr . meta l4proto . th dport @masquerade-cluster-ips mark set mark or 0x00004000",
 		"add rule nat-output ip daddr . meta l4proto . th dport vmap @service-ips",
 	}, "\n") {
 		t.Errorf("shard layout:\n%s", strings.Join(want, "\n"))
@@ -649,11 +651,11 @@ func TestPlanDeletedBeforeRewrite(t *testing.T) {
 	chain := serviceChain(ports[0])
 	key := ElemKey{Map: MapServiceIPs, Addr: netip.MustParseAddr("10.96.0.7"), Proto: 6, Port: 80}
 	masq := ElemKey{Map: MapMasqKeys, Addr: netip.MustParseAddr("10.96.0.7"), Proto: 6, Port: 80}
-	p.Reset([]TableDump{{Index: 0, Sets: []string{setMasqKeys}, Elems: map[ElemKey]Verdict{masq: {}}},
-		{Index: 1, Chains: []string{"nat-output", "nat-prerouting", chain}, Sets: []string{mapServiceIPs},
-			Elems: map[ElemKey]Verdict{key: {Kind: VerdictGoto, Chain: chain}}}})
+	p.Reset([]TableDump{{Index: 0, Elems: map[ElemKey]Verdict{}},
+		{Index: 1, Chains: []string{"nat-output", "nat-prerouting", chain}, Sets: []string{mapServiceIPs, setMasqKeys},
+			Elems: map[ElemKey]Verdict{key: {Kind: VerdictGoto, Chain: chain}, masq: {}}}})
 	got := opsText(p.Plan("default/gone", nil, false, now))
-	for _, want := range []string{"flush chain " + chain, "delete element service-ips { 10.96.0.7 . tcp . 80 }", "[main] delete element masquerade-cluster-ips { 10.96.0.7 . tcp . 80 }"} {
+	for _, want := range []string{"flush chain " + chain, "delete element service-ips { 10.96.0.7 . tcp . 80 }", "delete element masquerade-cluster-ips { 10.96.0.7 . tcp . 80 }"} {
 		if !slices.Contains(got, want) {
 			t.Errorf("deleted before its rewrite: no %q in\n%s", want, strings.Join(got, "\n"))
 		}

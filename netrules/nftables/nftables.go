@@ -60,6 +60,7 @@ func ParseTableName(s string) (int, bool) {
 
 // Fixed object names.
 const (
+	chainMasquerading  = "masquerading"
 	chainEndpointCheck = "service-endpoints-check"
 	chainReject        = "reject-chain"
 	mapServiceIPs      = "service-ips"
@@ -201,11 +202,11 @@ func ipFamily(f netrules.Family) string {
 	return "ip"
 }
 
-// mapInShard: the map's elements name Service chains, so each shard has its own and an
-// element lives in the shard of the port that wins its key; the others (the masquerade
-// keys too) live in the main table.
+// mapInShard: the map's elements name Service chains (or are looked up by a rule
+// beside such a lookup), so each shard has its own and an element lives in the shard of
+// the port that wins its key; the others live in the main table.
 func mapInShard(m uint8) bool {
-	return m == MapServiceIPs || m == MapNodePorts || m == MapFirewallIPs
+	return m == MapServiceIPs || m == MapNodePorts || m == MapFirewallIPs || m == MapMasqKeys
 }
 
 func npLocalMatches(fam netrules.Family, node netrules.Node) []Match {
@@ -230,14 +231,18 @@ const (
 )
 
 // FixedLayout is the fixed part of the main table for a family: masquerading, the
-// masquerade mark of off-cluster clients reaching a ClusterIP (one rule per nat hook,
-// looked up in the main table's masquerade-cluster-ips set, just before the shards'
-// DNAT), the rejects of Services without endpoints, and the forward filter. Pure.
+// rejects of Services without endpoints, and the forward filter. Pure.
 func FixedLayout(fam netrules.Family, node netrules.Node) Layout {
 	newConn := Match{Kind: MatchCtState, CtState: ctStateNew}
-	l := Layout{
-		Maps: []uint8{MapNoEndpointIPs, MapNoEndpointNPs, MapHairpin, MapMasqKeys},
+	return Layout{
+		Maps: []uint8{MapNoEndpointIPs, MapNoEndpointNPs, MapHairpin},
 		Chains: []Chain{
+			// marked connections, and a local endpoint reaching itself through a Service
+			// (hairpin), leave with the node's address
+			{Name: chainMasquerading, Rules: []Rule{
+				{Matches: []Match{{Kind: MatchMarkBit}}, Action: Action{Kind: ActUnmarkMasquerade}},
+				{Matches: []Match{{Kind: MatchCtStatusDNAT}, {Kind: MatchHairpin}}, Action: Action{Kind: ActMasquerade}},
+			}},
 			{Name: chainReject, Rules: []Rule{{Action: Action{Kind: ActReject}}}},
 			{Name: chainEndpointCheck, Rules: []Rule{
 				vmapRule(mapNoEndpointIPs, false),
@@ -245,12 +250,7 @@ func FixedLayout(fam netrules.Family, node netrules.Node) Layout {
 			}},
 		},
 		Base: []BaseChain{
-			// marked connections, and a local endpoint reaching itself through a Service
-			// (hairpin), leave with the node's address
-			{Name: "nat-postrouting", Type: "nat", Hook: "postrouting", Priority: prioSNAT, Rules: []Rule{
-				{Matches: []Match{{Kind: MatchMarkBit}}, Action: Action{Kind: ActUnmarkMasquerade}},
-				{Matches: []Match{{Kind: MatchCtStatusDNAT}, {Kind: MatchHairpin}}, Action: Action{Kind: ActMasquerade}},
-			}},
+			{Name: "nat-postrouting", Type: "nat", Hook: "postrouting", Priority: prioSNAT, Rules: []Rule{verdictRule(jump(chainMasquerading))}},
 			{Name: "filter-input", Type: "filter", Hook: "input", Priority: prioFilter - 10, Rules: []Rule{verdictRule(jump(chainEndpointCheck), newConn)}},
 			{Name: "filter-forward", Type: "filter", Hook: "forward", Priority: prioFilter - 10, Rules: []Rule{
 				verdictRule(jump(chainEndpointCheck), newConn),
@@ -260,22 +260,6 @@ func FixedLayout(fam netrules.Family, node netrules.Node) Layout {
 			{Name: "filter-output", Type: "filter", Hook: "output", Priority: prioFilter - 10, Rules: []Rule{verdictRule(jump(chainEndpointCheck), newConn)}},
 		},
 	}
-	// clients from off the cluster reaching a ClusterIP leave masqueraded: marked before
-	// any shard's DNAT rewrites the destination
-	var masq []Rule
-	switch cidrs := EnvOf(fam, node).ClusterCIDRs; {
-	case node.MasqueradeAll:
-		masq = []Rule{markMasq(Match{Kind: MatchMasqKeys})}
-	case len(cidrs) > 0:
-		masq = []Rule{markMasq(addrIs(Saddr, true, cidrs...), Match{Kind: MatchMasqKeys})}
-	}
-	if len(masq) > 0 {
-		l.Base = append([]BaseChain{
-			{Name: "nat-prerouting", Type: "nat", Hook: "prerouting", Priority: prioDNAT - 1, Rules: masq},
-			{Name: "nat-output", Type: "nat", Hook: "output", Priority: prioDNAT - 1, Rules: masq},
-		}, l.Base...)
-	}
-	return l
 }
 
 // ShardLayout is the fixed part of a shard table: the dispatch of its Services, its
@@ -288,11 +272,19 @@ func FixedLayout(fam netrules.Family, node netrules.Node) Layout {
 // firewall chains are lazy: only shards with such elements have them. Pure.
 func ShardLayout(fam netrules.Family, node netrules.Node) Layout {
 	newConn := Match{Kind: MatchCtState, CtState: ctStateNew}
-	services := func() []Rule { return []Rule{vmapRule(mapServiceIPs, false)} }
+	// clients from off the cluster reaching a ClusterIP leave masqueraded
+	var masq []Rule
+	switch cidrs := EnvOf(fam, node).ClusterCIDRs; {
+	case node.MasqueradeAll:
+		masq = []Rule{markMasq(Match{Kind: MatchMasqKeys})}
+	case len(cidrs) > 0:
+		masq = []Rule{markMasq(addrIs(Saddr, true, cidrs...), Match{Kind: MatchMasqKeys})}
+	}
+	services := func() []Rule { return append(append([]Rule(nil), masq...), vmapRule(mapServiceIPs, false)) }
 	nodePorts := func() []Rule { return []Rule{vmapRule(mapNodePorts, true, npLocalMatches(fam, node)...)} }
 	firewall := func() []Rule { return []Rule{vmapRule(mapFirewallIPs, false, newConn)} }
 	return Layout{
-		Maps: []uint8{MapServiceIPs, MapNodePorts, MapFirewallIPs},
+		Maps: []uint8{MapServiceIPs, MapNodePorts, MapFirewallIPs, MapMasqKeys},
 		Base: []BaseChain{
 			{Name: "nat-prerouting", Type: "nat", Hook: "prerouting", Priority: prioDNAT, Rules: services()},
 			{Name: "nat-output", Type: "nat", Hook: "output", Priority: prioDNAT, Rules: services()},
